@@ -1,0 +1,212 @@
+//! A typed client for the public and admin APIs.
+//!
+//! One `Client` holds a base URL and one bearer credential (a frontend key or the
+//! admin token). Every non-2xx answer becomes [`ClientError::Api`] with the server's
+//! error envelope, so callers match on the stable `code`.
+
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use url::Url;
+
+use crate::admin::{CreateKeyRequest, CreatedKey, KeyList, KeyView, SetPlanRequest};
+use crate::error::ApiErrorBody;
+use crate::public::{
+    CreateJobRequest, CreateJobResponse, JobList, JobView, ListJobsQuery, PlanList, UserQuota,
+};
+use tessera_core::{ApiKeyId, JobId};
+
+/// What can go wrong calling the API.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error envelope.
+    #[error("{status}: {} ({})", body.error.message, body.error.code)]
+    Api {
+        status: StatusCode,
+        body: ApiErrorBody,
+    },
+    /// The server answered something that is not Tessera's JSON.
+    #[error("unexpected answer {status}: {text}")]
+    Unexpected { status: StatusCode, text: String },
+    /// The request did not complete (connection refused, timeout, ...).
+    #[error("request failed: {0}")]
+    Transport(#[from] reqwest::Error),
+    #[error("invalid base URL: {0}")]
+    Url(#[from] url::ParseError),
+}
+
+impl ClientError {
+    /// The error code, when the server sent one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { body, .. } => Some(&body.error.code),
+            _ => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            ClientError::Api { status, .. } | ClientError::Unexpected { status, .. } => {
+                Some(*status)
+            }
+            ClientError::Transport(e) => e.status(),
+            ClientError::Url(_) => None,
+        }
+    }
+}
+
+/// A created job and whether the server replayed an earlier create.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Created {
+    pub job: CreateJobResponse,
+    pub replayed: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: Url,
+    token: String,
+}
+
+impl Client {
+    /// A client for the scheduler at `base` (for example `http://127.0.0.1:8000`).
+    pub fn new(base: &str, token: impl Into<String>) -> Result<Self, ClientError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build()?;
+        Ok(Self::with_http(http, base, token)?)
+    }
+
+    /// A client sharing an existing connection pool.
+    pub fn with_http(
+        http: reqwest::Client,
+        base: &str,
+        token: impl Into<String>,
+    ) -> Result<Self, url::ParseError> {
+        let mut base = Url::parse(base)?;
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        Ok(Self {
+            http,
+            base,
+            token: token.into(),
+        })
+    }
+
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    fn request(&self, method: Method, path: &str) -> Result<RequestBuilder, ClientError> {
+        let url = self.base.join(path.trim_start_matches('/'))?;
+        Ok(self.http.request(method, url).bearer_auth(&self.token))
+    }
+
+    async fn send<T: DeserializeOwned>(rb: RequestBuilder) -> Result<T, ClientError> {
+        let (value, _) = Self::send_with_headers(rb).await?;
+        Ok(value)
+    }
+
+    async fn send_with_headers<T: DeserializeOwned>(
+        rb: RequestBuilder,
+    ) -> Result<(T, reqwest::header::HeaderMap), ClientError> {
+        let resp = rb.send().await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes)
+                .map(|v| (v, headers))
+                .map_err(|_| ClientError::Unexpected {
+                    status,
+                    text: String::from_utf8_lossy(&bytes).into_owned(),
+                });
+        }
+        match serde_json::from_slice::<ApiErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api { status, body }),
+            Err(_) => Err(ClientError::Unexpected {
+                status,
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+        }
+    }
+
+    fn json<B: Serialize>(rb: RequestBuilder, body: &B) -> RequestBuilder {
+        rb.json(body)
+    }
+
+    // ---- public API ----
+
+    /// Creates a job. With an idempotency key, a retry returns the first job.
+    pub async fn create_job(
+        &self,
+        req: &CreateJobRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<Created, ClientError> {
+        let mut rb = Self::json(self.request(Method::POST, "api/v1/jobs")?, req);
+        if let Some(k) = idempotency_key {
+            rb = rb.header(crate::IDEMPOTENCY_KEY, k);
+        }
+        let (job, headers) = Self::send_with_headers(rb).await?;
+        let replayed = headers
+            .get(crate::IDEMPOTENT_REPLAYED)
+            .is_some_and(|v| v == "true");
+        Ok(Created { job, replayed })
+    }
+
+    pub async fn get_job(&self, id: &JobId) -> Result<JobView, ClientError> {
+        Self::send(self.request(Method::GET, &format!("api/v1/jobs/{id}"))?).await
+    }
+
+    /// Cancels a queued or running job; answers with the job as it now is.
+    pub async fn cancel_job(&self, id: &JobId) -> Result<JobView, ClientError> {
+        Self::send(self.request(Method::DELETE, &format!("api/v1/jobs/{id}"))?).await
+    }
+
+    pub async fn list_jobs(&self, query: &ListJobsQuery) -> Result<JobList, ClientError> {
+        Self::send(self.request(Method::GET, "api/v1/jobs")?.query(query)).await
+    }
+
+    pub async fn get_user(&self, user_ref: &str) -> Result<UserQuota, ClientError> {
+        Self::send(self.request(Method::GET, &format!("api/v1/users/{user_ref}"))?).await
+    }
+
+    pub async fn plans(&self) -> Result<PlanList, ClientError> {
+        Self::send(self.request(Method::GET, "api/v1/plans")?).await
+    }
+
+    // ---- admin API ----
+
+    pub async fn create_key(&self, req: &CreateKeyRequest) -> Result<CreatedKey, ClientError> {
+        Self::send(Self::json(self.request(Method::POST, "api/admin/keys")?, req)).await
+    }
+
+    pub async fn list_keys(&self) -> Result<KeyList, ClientError> {
+        Self::send(self.request(Method::GET, "api/admin/keys")?).await
+    }
+
+    pub async fn revoke_key(&self, id: &ApiKeyId) -> Result<KeyView, ClientError> {
+        Self::send(self.request(Method::DELETE, &format!("api/admin/keys/{id}"))?).await
+    }
+
+    pub async fn set_plan(&self, user_ref: &str, plan_id: &str) -> Result<UserQuota, ClientError> {
+        let body = SetPlanRequest {
+            plan_id: plan_id.to_owned(),
+        };
+        let rb = self.request(Method::PUT, &format!("api/admin/users/{user_ref}/plan"))?;
+        Self::send(Self::json(rb, &body)).await
+    }
+
+    pub async fn admin_list_jobs(&self, query: &ListJobsQuery) -> Result<JobList, ClientError> {
+        Self::send(self.request(Method::GET, "api/admin/jobs")?.query(query)).await
+    }
+
+    pub async fn admin_cancel_job(&self, id: &JobId) -> Result<JobView, ClientError> {
+        Self::send(self.request(Method::DELETE, &format!("api/admin/jobs/{id}"))?).await
+    }
+}

@@ -1,0 +1,26 @@
+//! Wire types of Tessera's HTTP APIs and a typed async client.
+//!
+//! This is the only Tessera crate that frontends and workers depend on (besides the
+//! pure `tessera-core` it re-exports), so the seed's rule "frontends never touch
+//! the database" holds at compile time: nothing here can reach the scheduler's store.
+//!
+//! - [`public`]: what frontends send and receive on `/api/v1`.
+//! - [`admin`]: the operator's API on `/api/admin`.
+//! - [`error`]: the one JSON error envelope every endpoint answers with.
+//! - [`client`]: a `reqwest` client for all of the above.
+
+pub mod admin;
+pub mod client;
+pub mod error;
+pub mod public;
+
+pub use client::{Client, ClientError};
+pub use error::{ApiErrorBody, ErrorDetail};
+pub use tessera_core as core;
+
+/// Header a frontend sets so that a retried create returns the first job.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Header set on a response that replays an earlier create.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+/// Header carrying the request id that follows a job through every layer.
+pub const REQUEST_ID: &str = "x-request-id";

@@ -1,0 +1,140 @@
+//! The public API (`/api/v1`), spoken by frontends with their API key.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use tessera_core::{Capability, JobId, JobState, Plan, Platform};
+
+/// `POST /api/v1/jobs` (seed section 5.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJobRequest {
+    /// The frontend kind; must match the API key.
+    pub frontend: Platform,
+    /// The bot instance speaking; must match the API key.
+    #[schema(example = "tg-image-bot-1")]
+    pub bot_id: String,
+    pub capability: Capability,
+    /// `platform:id` of the user the job is for; created on first sight.
+    #[schema(example = "telegram:123456")]
+    pub user_ref: String,
+    /// Opaque to Tessera: where the frontend will reply (chat, message). At most 4 KiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub reply_context: Option<Value>,
+    /// Per-capability parameters, for example `{"prompt": "...", "resolution": "1024x1024"}`.
+    #[schema(value_type = Object, example = json!({"prompt": "a beautiful sunset", "resolution": "1024x1024"}))]
+    pub params: Value,
+}
+
+/// Answer to a create (seed section 5.1).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreateJobResponse {
+    pub job_id: JobId,
+    pub status: JobState,
+    /// Expected seconds until the job is done, from queue position and measured run times.
+    pub estimated_time_seconds: u64,
+    pub cost_tokens: i64,
+}
+
+/// A job as a frontend sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobView {
+    pub job_id: JobId,
+    pub status: JobState,
+    pub frontend: Platform,
+    pub bot_id: String,
+    pub capability: Capability,
+    pub model: String,
+    pub user_ref: String,
+    /// The validated parameters, defaults filled in.
+    #[schema(value_type = Object)]
+    pub params: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub reply_context: Option<Value>,
+    pub cost_tokens: i64,
+    /// True once the cost went back to the user (FAILED or CANCELLED).
+    pub refunded: bool,
+    /// How many times the job was dispatched to a worker.
+    pub attempts: i32,
+    /// Jobs ahead of this one that the same workers would serve first; QUEUED only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_position: Option<u64>,
+    /// Expected seconds until done; live jobs only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_time_seconds: Option<u64>,
+    /// Percent done as reported by the engine, RUNNING only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<f32>,
+    /// Why the job failed or was cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queued_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// The reason a job ended badly.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobError {
+    #[schema(example = "cancelled_by_user")]
+    pub code: String,
+    pub message: String,
+}
+
+/// Filters of `GET /api/v1/jobs`. Newest first.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListJobsQuery {
+    /// Only this user's jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_ref: Option<String>,
+    /// Only this bot's jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bot_id: Option<String>,
+    /// Only jobs in these states, comma-separated (`QUEUED,RUNNING`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<String>,
+}
+
+/// A page of jobs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /api/v1/users/{user_ref}`: what a bot's `/quota` shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct UserQuota {
+    pub user_ref: String,
+    pub plan: Plan,
+    pub tokens_used_today: i64,
+    /// Absent on unlimited plans.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_left_today: Option<i64>,
+    /// When the billing day ends and the quota resets.
+    pub resets_at: DateTime<Utc>,
+}
+
+/// `GET /api/v1/plans`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct PlanList {
+    pub plans: Vec<Plan>,
+}

@@ -1,0 +1,121 @@
+//! Opaque, prefixed identifiers.
+//!
+//! Ids are ULIDs behind a short type prefix (`job_01J...`): sortable by creation
+//! time, so new rows land at the end of the primary-key index, and readable in logs.
+//! Parsing is strict, because ids arrive in URL paths from untrusted callers.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+macro_rules! prefixed_id {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(try_from = "String", into = "String")]
+        #[schema(value_type = String, example = json!(concat!($prefix, "01JD3Z8X9Q4W6E2R5T7Y9V1K3M")))]
+        pub struct $name(String);
+
+        impl $name {
+            /// The prefix every id of this kind starts with.
+            pub const PREFIX: &'static str = $prefix;
+
+            /// A new id, unique and ordered by creation time.
+            pub fn generate() -> Self {
+                Self(format!("{}{}", $prefix, ulid::Ulid::new()))
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidId;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                let rest = s.strip_prefix($prefix).ok_or(InvalidId)?;
+                let parsed = ulid::Ulid::from_string(rest).map_err(|_| InvalidId)?;
+                // Canonical form only, so one job never has two spellings.
+                if parsed.to_string() != rest {
+                    return Err(InvalidId);
+                }
+                Ok(Self(s.to_owned()))
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidId;
+
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                s.parse()
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+prefixed_id!(
+    /// A job's id, `job_` and a ULID.
+    JobId,
+    "job_"
+);
+prefixed_id!(
+    /// A frontend API key's public id, `key_` and a ULID. The secret is separate.
+    ApiKeyId,
+    "key_"
+);
+
+prefixed_id!(
+    /// An uploaded input (for example the audio of a speech-to-text job), `inp_` and a ULID.
+    InputId,
+    "inp_"
+);
+
+/// The text is not an id of the expected kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid id")]
+pub struct InvalidId;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_parse_back_and_sort_by_time() {
+        let a = JobId::generate();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = JobId::generate();
+        assert_eq!(a.as_str().parse::<JobId>().unwrap(), a);
+        assert!(a < b);
+        assert!(a.as_str().starts_with("job_"));
+    }
+
+    #[test]
+    fn malformed_ids_are_rejected() {
+        for bad in [
+            "",
+            "job_",
+            "job_123",
+            "key_01JD3Z8X9Q4W6E2R5T7Y9V1K3M",
+            "job_01jd3z8x9q4w6e2r5t7y9u1k3m",
+            "job_01JD3Z8X9Q4W6E2R5T7Y9V1K3M/../x",
+            "../etc/passwd",
+        ] {
+            assert!(bad.parse::<JobId>().is_err(), "{bad:?} parsed");
+        }
+        assert!("job_01JD3Z8X9Q4W6E2R5T7Y9V1K3M".parse::<JobId>().is_ok());
+    }
+}

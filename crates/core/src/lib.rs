@@ -1,0 +1,30 @@
+//! Tessera's domain rules, with no I/O.
+//!
+//! Everything here is a pure function or a plain value: job ids and the job state
+//! machine, capabilities, plans and priorities, the model catalogue, parameter
+//! validation, token costs, billing days and the queue-selection policy. The
+//! scheduler, the simulator and the tests all call the same code, so a rule is
+//! written once and tested without a database.
+//!
+//! What must not live here: anything that talks to a network, a database, a clock
+//! (callers pass `now`) or a file. Wire formats belong to `tessera-api`.
+
+pub mod billing;
+pub mod capability;
+pub mod catalog;
+pub mod ids;
+pub mod params;
+pub mod plan;
+pub mod policy;
+pub mod state;
+pub mod user_ref;
+
+pub use capability::Capability;
+pub use ids::{ApiKeyId, InputId, JobId};
+pub use plan::{Plan, Priority};
+pub use state::{JobState, Transition};
+pub use user_ref::{Platform, UserRef};
+
+/// Milliseconds since the Unix epoch, UTC. Every stored timestamp uses it, so both
+/// database backends order and subtract times the same way.
+pub type Millis = i64;

@@ -1,0 +1,464 @@
+//! Queue selection: which queued job an idle worker runs next (seed section 7).
+//!
+//! The seed's rule serves plans in priority order and prefers a job whose model the
+//! worker already has loaded, because a model load costs 30-60 s against 0-5 s for a
+//! warm model. Left alone, that preference can pass over a job forever: a steady
+//! stream of warm-model jobs starves everything else. Tessera keeps the preference
+//! and bounds it twice:
+//!
+//! 1. **Wait bound.** A job that has waited `max_wait` is *overdue*; while any
+//!    compatible job is overdue the worker takes the oldest compatible job, whatever
+//!    its plan or model. Once overdue, a job can only be passed over by jobs queued
+//!    before it, so no job waits much past the bound.
+//! 2. **Affinity patience.** A warm-model job may jump ahead of higher-priority
+//!    jobs only while every one of them has waited less than `affinity_patience`.
+//!    Within one priority the warm job always goes first.
+//!
+//! Otherwise the highest-priority, oldest compatible job runs.
+//!
+//! The decision needs only four jobs, never the whole queue: the oldest compatible
+//! job, the best compatible job (priority, then age), the best compatible job on a
+//! loaded model, and the oldest compatible job that outranks that one.
+//! [`Candidates`] holds them. The stores find each with one `LIMIT 1` probe on a
+//! partial index of queued jobs, the simulator and the tests with
+//! [`Candidates::from_queue`]; both then call the same [`Policy::choose`].
+
+use std::cmp::Reverse;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Capability, Millis, Priority};
+
+/// A queued job as the policy sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueuedJob<Id> {
+    pub id: Id,
+    pub capability: Capability,
+    pub model: String,
+    pub priority: Priority,
+    /// When the job (last) entered the queue.
+    pub queued_at: Millis,
+}
+
+impl<Id: Ord> QueuedJob<Id> {
+    /// Queue order: higher priority first, then first come, then id.
+    fn best_key(&self) -> (Reverse<Priority>, Millis, &Id) {
+        (Reverse(self.priority), self.queued_at, &self.id)
+    }
+
+    /// Age order: first come, then higher priority, then id.
+    fn oldest_key(&self) -> (Millis, Reverse<Priority>, &Id) {
+        (self.queued_at, Reverse(self.priority), &self.id)
+    }
+}
+
+impl<Id> QueuedJob<Id> {
+    /// How long the job has been queued at `now`.
+    pub fn waited(&self, now: Millis) -> Millis {
+        now - self.queued_at
+    }
+}
+
+/// What the policy needs to know about the worker asking for work.
+#[derive(Clone, Copy, Debug)]
+pub struct WorkerView<'a> {
+    pub capabilities: &'a [Capability],
+    /// Models the worker can serve (installed).
+    pub models: &'a [String],
+    /// Models loaded in GPU memory now.
+    pub loaded_models: &'a [String],
+}
+
+impl WorkerView<'_> {
+    pub fn can_run<Id>(&self, job: &QueuedJob<Id>) -> bool {
+        self.capabilities.contains(&job.capability) && self.models.contains(&job.model)
+    }
+
+    pub fn has_loaded(&self, model: &str) -> bool {
+        self.loaded_models.iter().any(|m| m == model)
+    }
+}
+
+/// The three jobs a decision looks at, each among the jobs the worker can run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Candidates<J> {
+    /// Queued longest.
+    pub oldest: Option<J>,
+    /// Highest priority, then queued longest.
+    pub best: Option<J>,
+    /// Like `best`, among jobs whose model is loaded on the worker.
+    pub best_loaded: Option<J>,
+    /// Queued longest among jobs of higher priority than `best_loaded`.
+    pub oldest_outranking_loaded: Option<J>,
+}
+
+impl<'q, Id: Ord> Candidates<&'q QueuedJob<Id>> {
+    /// Finds the candidates by scanning a whole queue.
+    pub fn from_queue(
+        queue: impl IntoIterator<Item = &'q QueuedJob<Id>>,
+        worker: &WorkerView<'_>,
+    ) -> Self {
+        let mut c = Candidates {
+            oldest: None,
+            best: None,
+            best_loaded: None,
+            oldest_outranking_loaded: None,
+        };
+        let runnable: Vec<_> = queue.into_iter().filter(|j| worker.can_run(j)).collect();
+        for &job in &runnable {
+            if c.oldest.is_none_or(|o: &QueuedJob<Id>| job.oldest_key() < o.oldest_key()) {
+                c.oldest = Some(job);
+            }
+            if c.best.is_none_or(|b: &QueuedJob<Id>| job.best_key() < b.best_key()) {
+                c.best = Some(job);
+            }
+            if worker.has_loaded(&job.model)
+                && c
+                    .best_loaded
+                    .is_none_or(|b: &QueuedJob<Id>| job.best_key() < b.best_key())
+            {
+                c.best_loaded = Some(job);
+            }
+        }
+        if let Some(warm) = c.best_loaded {
+            c.oldest_outranking_loaded = runnable
+                .iter()
+                .copied()
+                .filter(|j| j.priority > warm.priority)
+                .min_by(|a, b| a.oldest_key().cmp(&b.oldest_key()));
+        }
+        c
+    }
+}
+
+/// Why a job was chosen; recorded for metrics and logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// It had waited past the wait bound and was the oldest.
+    Overdue,
+    /// Its model was already loaded on the worker.
+    Affinity,
+    /// It was first in priority order.
+    Priority,
+    /// It was first in arrival order (FIFO policy).
+    Arrival,
+}
+
+/// Which rule to apply. Only [`PolicyKind::Tessera`] runs in production; the others
+/// exist so the simulator can compare against them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PolicyKind {
+    /// First come, first served.
+    Fifo,
+    /// Highest priority first, no affinity, no wait bound.
+    StrictPriority,
+    /// Priority and affinity with a wait bound and affinity patience (see above).
+    #[default]
+    Tessera,
+}
+
+/// The queue policy and its two bounds, in milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub kind: PolicyKind,
+    /// A job queued this long is served before any younger job.
+    pub max_wait_ms: Millis,
+    /// How long a higher-priority job may be passed over for a warm-model job.
+    pub affinity_patience_ms: Millis,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            kind: PolicyKind::Tessera,
+            max_wait_ms: 10 * 60 * 1000,
+            affinity_patience_ms: 20 * 1000,
+        }
+    }
+}
+
+impl Policy {
+    /// Picks the job to run from the candidates, or `None` when the worker can run
+    /// nothing that is queued.
+    pub fn choose<'q, Id>(
+        &self,
+        c: &Candidates<&'q QueuedJob<Id>>,
+        now: Millis,
+    ) -> Option<(&'q QueuedJob<Id>, Reason)> {
+        match self.kind {
+            PolicyKind::Fifo => c.oldest.map(|j| (j, Reason::Arrival)),
+            PolicyKind::StrictPriority => c.best.map(|j| (j, Reason::Priority)),
+            PolicyKind::Tessera => {
+                if let Some(oldest) = c.oldest {
+                    if oldest.waited(now) >= self.max_wait_ms {
+                        return Some((oldest, Reason::Overdue));
+                    }
+                }
+                let best = c.best?;
+                let patient = c
+                    .oldest_outranking_loaded
+                    .is_none_or(|o| o.waited(now) < self.affinity_patience_ms);
+                match c.best_loaded {
+                    Some(warm) if patient => Some((warm, Reason::Affinity)),
+                    _ => Some((best, Reason::Priority)),
+                }
+            }
+        }
+    }
+
+    /// Convenience for callers holding the whole queue (simulator, tests).
+    pub fn choose_from_queue<'q, Id: Ord>(
+        &self,
+        queue: impl IntoIterator<Item = &'q QueuedJob<Id>>,
+        worker: &WorkerView<'_>,
+        now: Millis,
+    ) -> Option<(&'q QueuedJob<Id>, Reason)> {
+        self.choose(&Candidates::from_queue(queue, worker), now)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MODELS: [&str; 4] = ["m0", "m1", "m2", "m3"];
+    const CAPS: [Capability; 2] = [Capability::Image, Capability::Video];
+
+    fn job(id: u32, priority: u8, model: &str, queued_at: Millis) -> QueuedJob<u32> {
+        QueuedJob {
+            id,
+            capability: Capability::Image,
+            model: model.into(),
+            priority: Priority(priority),
+            queued_at,
+        }
+    }
+
+    fn all_models() -> Vec<String> {
+        MODELS.iter().map(|m| (*m).to_owned()).collect()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            kind: PolicyKind::Tessera,
+            max_wait_ms: 1_000,
+            affinity_patience_ms: 100,
+        }
+    }
+
+    fn arb_job(id: u32) -> impl Strategy<Value = QueuedJob<u32>> {
+        (0u8..4, 0usize..4, 0usize..2, 0i64..2_000).prop_map(move |(p, m, c, t)| QueuedJob {
+            id,
+            capability: CAPS[c],
+            model: MODELS[m].to_owned(),
+            priority: Priority(p),
+            queued_at: t,
+        })
+    }
+
+    fn arb_queue() -> impl Strategy<Value = Vec<QueuedJob<u32>>> {
+        (0usize..40).prop_flat_map(|n| (0..n as u32).map(arb_job).collect::<Vec<_>>())
+    }
+
+    fn arb_subset<T: Clone + std::fmt::Debug + 'static>(
+        items: &'static [T],
+    ) -> impl Strategy<Value = Vec<T>> {
+        proptest::sample::subsequence(items.to_vec(), 0..=items.len())
+    }
+
+    proptest! {
+        #[test]
+        fn chooses_only_runnable_jobs_and_something_when_possible(
+            queue in arb_queue(),
+            caps in arb_subset(&CAPS),
+            loaded in arb_subset(&MODELS),
+            now in 0i64..4_000,
+        ) {
+            let models = all_models();
+            let loaded: Vec<String> = loaded.iter().map(|m| (*m).to_owned()).collect();
+            let w = WorkerView { capabilities: &caps, models: &models, loaded_models: &loaded };
+            let chosen = policy().choose_from_queue(&queue, &w, now);
+            let runnable = queue.iter().any(|j| w.can_run(j));
+            prop_assert_eq!(chosen.is_some(), runnable);
+            if let Some((j, _)) = chosen {
+                prop_assert!(w.can_run(j));
+            }
+        }
+
+        #[test]
+        fn strict_priority_when_no_model_is_loaded(
+            queue in arb_queue(),
+            now in 0i64..2_000,
+        ) {
+            let models = all_models();
+            let w = WorkerView { capabilities: &CAPS, models: &models, loaded_models: &[] };
+            let p = policy();
+            let overdue = queue.iter().any(|j| j.waited(now) >= p.max_wait_ms);
+            prop_assume!(!overdue);
+            if let Some((j, reason)) = p.choose_from_queue(&queue, &w, now) {
+                prop_assert_eq!(reason, Reason::Priority);
+                for other in &queue {
+                    prop_assert!(other.priority <= j.priority);
+                    if other.priority == j.priority {
+                        prop_assert!(other.queued_at >= j.queued_at);
+                    }
+                }
+            }
+        }
+
+        #[test]
+        fn a_loaded_model_wins_within_its_priority(
+            queue in arb_queue(),
+            loaded in arb_subset(&MODELS),
+            now in 0i64..2_000,
+        ) {
+            let models = all_models();
+            let loaded: Vec<String> = loaded.iter().map(|m| (*m).to_owned()).collect();
+            let w = WorkerView { capabilities: &CAPS, models: &models, loaded_models: &loaded };
+            let p = policy();
+            prop_assume!(!queue.iter().any(|j| j.waited(now) >= p.max_wait_ms));
+            let Some(top) = queue.iter().map(|j| j.priority).max() else { return Ok(()) };
+            let warm_at_top = queue.iter().any(|j| j.priority == top && w.has_loaded(&j.model));
+            let (j, reason) = p.choose_from_queue(&queue, &w, now).unwrap();
+            if warm_at_top {
+                prop_assert_eq!(reason, Reason::Affinity);
+                prop_assert_eq!(j.priority, top);
+                prop_assert!(w.has_loaded(&j.model));
+            }
+            // Affinity never passes over a higher-priority job that ran out of patience.
+            for other in &queue {
+                if other.priority > j.priority {
+                    prop_assert!(other.waited(now) < p.affinity_patience_ms);
+                }
+            }
+        }
+
+        #[test]
+        fn an_overdue_job_is_passed_over_only_by_older_jobs(
+            queue in arb_queue(),
+            caps in arb_subset(&CAPS),
+            loaded in arb_subset(&MODELS),
+            now in 0i64..4_000,
+        ) {
+            let models = all_models();
+            let loaded: Vec<String> = loaded.iter().map(|m| (*m).to_owned()).collect();
+            let w = WorkerView { capabilities: &caps, models: &models, loaded_models: &loaded };
+            let p = policy();
+            if let Some((j, _)) = p.choose_from_queue(&queue, &w, now) {
+                for other in queue.iter().filter(|o| w.can_run(o)) {
+                    if other.waited(now) >= p.max_wait_ms {
+                        prop_assert!(j.queued_at <= other.queued_at);
+                    }
+                }
+            }
+        }
+
+        /// One worker drains a queue that keeps receiving warm-model FREE jobs. Once a
+        /// job is overdue only jobs queued before it start ahead of it, and every job
+        /// is served: the stream cannot starve anyone.
+        #[test]
+        fn no_job_starves_under_a_stream_of_warm_jobs(
+            arrivals in proptest::collection::vec((0u8..4, 0usize..4), 1..120),
+            stream_every in 1usize..4,
+        ) {
+            let p = policy();
+            let service = 50; // ms per job
+            let models = all_models();
+            let mut loaded = vec!["m0".to_owned()];
+            let mut queue: Vec<QueuedJob<u32>> = Vec::new();
+            let mut now = 0;
+            let mut next_id = 0u32;
+            let mut pending = arrivals.into_iter();
+            // (job, dispatched at), in dispatch order.
+            let mut dispatched: Vec<(QueuedJob<u32>, Millis)> = Vec::new();
+            for step in 0..2_500usize {
+                if let Some((prio, m)) = pending.next() {
+                    queue.push(job(next_id, prio, MODELS[m], now));
+                    next_id += 1;
+                }
+                if step % stream_every == 0 && step < 1_000 {
+                    queue.push(job(next_id, 0, "m0", now));
+                    next_id += 1;
+                }
+                let w = WorkerView { capabilities: &CAPS, models: &models, loaded_models: &loaded };
+                let Some((chosen, _)) = p.choose_from_queue(&queue, &w, now) else { continue };
+                let chosen = chosen.clone();
+                queue.retain(|j| j.id != chosen.id);
+                loaded = vec![chosen.model.clone()];
+                dispatched.push((chosen, now));
+                now += service;
+            }
+            prop_assert!(queue.is_empty(), "{} jobs never ran", queue.len());
+            prop_assert_eq!(dispatched.len(), next_id as usize);
+            for (i, (j, at)) in dispatched.iter().enumerate() {
+                let overdue_at = j.queued_at + p.max_wait_ms;
+                for (earlier, earlier_at) in &dispatched[..i] {
+                    if *earlier_at >= overdue_at {
+                        prop_assert!(
+                            earlier.queued_at <= j.queued_at,
+                            "job {} (queued {}) overdue at {} was passed over at {} by younger job {} (queued {}); it ran at {}",
+                            j.id, j.queued_at, overdue_at, earlier_at, earlier.id, earlier.queued_at, at
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn affinity_yields_to_a_higher_priority_job_after_patience() {
+        let p = policy();
+        let pro_cold = job(1, 2, "m1", 0);
+        let free_warm = job(2, 0, "m0", 0);
+        let queue = [pro_cold.clone(), free_warm.clone()];
+        let models = all_models();
+        let loaded = vec!["m0".to_owned()];
+        let w = WorkerView {
+            capabilities: &CAPS,
+            models: &models,
+            loaded_models: &loaded,
+        };
+        let (j, r) = p.choose_from_queue(&queue, &w, 50).unwrap();
+        assert_eq!((j.id, r), (2, Reason::Affinity));
+        let (j, r) = p.choose_from_queue(&queue, &w, 100).unwrap();
+        assert_eq!((j.id, r), (1, Reason::Priority));
+    }
+
+    #[test]
+    fn the_wait_bound_beats_priority_and_affinity() {
+        let p = policy();
+        let old_free_cold = job(1, 0, "m1", 0);
+        let new_pro_warm = job(2, 3, "m0", 999);
+        let queue = [old_free_cold, new_pro_warm];
+        let models = all_models();
+        let loaded = vec!["m0".to_owned()];
+        let w = WorkerView {
+            capabilities: &CAPS,
+            models: &models,
+            loaded_models: &loaded,
+        };
+        assert_eq!(p.choose_from_queue(&queue, &w, 999).unwrap().0.id, 2);
+        let (j, r) = p.choose_from_queue(&queue, &w, 1_000).unwrap();
+        assert_eq!((j.id, r), (1, Reason::Overdue));
+    }
+
+    #[test]
+    fn the_comparison_policies_do_what_their_names_say() {
+        let queue = [job(1, 0, "m0", 0), job(2, 3, "m1", 10)];
+        let models = all_models();
+        let loaded = vec!["m0".to_owned()];
+        let w = WorkerView {
+            capabilities: &CAPS,
+            models: &models,
+            loaded_models: &loaded,
+        };
+        let fifo = Policy { kind: PolicyKind::Fifo, ..policy() };
+        let strict = Policy { kind: PolicyKind::StrictPriority, ..policy() };
+        assert_eq!(fifo.choose_from_queue(&queue, &w, 20).unwrap().0.id, 1);
+        assert_eq!(strict.choose_from_queue(&queue, &w, 20).unwrap().0.id, 2);
+    }
+}
