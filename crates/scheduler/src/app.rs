@@ -1,0 +1,105 @@
+//! Wiring: open the store, build the router, serve until told to stop.
+//!
+//! [`Scheduler::start`] binds first (so a port-0 address is known before it
+//! returns) and serves on a task; [`SchedulerHandle::shutdown`] stops accepting
+//! connections, lets requests in flight finish, then closes the database pool.
+//! The CLI and the test harness both use it, so tests run the real server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::SchedulerConfig;
+use crate::http::{self, AppState};
+use crate::store::{self, Store};
+
+pub struct Scheduler;
+
+impl Scheduler {
+    /// Connects to the database, applies migrations and starts serving.
+    pub async fn start(config: SchedulerConfig) -> anyhow::Result<SchedulerHandle> {
+        config.check()?;
+        let store = store::connect(&config.database)
+            .await
+            .with_context(|| format!("opening the database at {}", redact(&config.database.url)))?;
+        Self::start_with_store(config, store).await
+    }
+
+    /// Starts serving on an already opened store.
+    pub async fn start_with_store(
+        config: SchedulerConfig,
+        store: Arc<dyn Store>,
+    ) -> anyhow::Result<SchedulerHandle> {
+        let listener = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("binding {}", config.server.listen))?;
+        let addr = listener.local_addr()?;
+        let state = AppState::new(store.clone(), config)?;
+        let app = http::router(state);
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|stop| *stop).await;
+                })
+                .await
+                .context("serving HTTP")
+        });
+        tracing::info!(%addr, backend = ?store.backend(), "scheduler listening");
+        Ok(SchedulerHandle {
+            addr,
+            store,
+            stop: stop_tx,
+            task,
+        })
+    }
+}
+
+/// A running scheduler.
+pub struct SchedulerHandle {
+    addr: SocketAddr,
+    store: Arc<dyn Store>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl SchedulerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Stops taking connections, finishes requests in flight, closes the database.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let served = self.task.await.context("server task panicked")?;
+        self.store.close().await;
+        served
+    }
+
+    /// Waits until the server stops by itself (an error) — for the CLI.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("server task panicked")?
+    }
+}
+
+/// A database URL with any password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

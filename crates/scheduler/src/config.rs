@@ -1,0 +1,289 @@
+//! Scheduler configuration: a TOML file, then `TESSERA_*` environment variables.
+//!
+//! Every option has a default, so `tessera scheduler` runs with no file at all on an
+//! embedded SQLite database. Nested keys map to variables with `__` between levels:
+//! `database.url` is `TESSERA_DATABASE__URL`. Secrets may instead be read from a file
+//! (`auth.admin_token_file`) so they stay out of the environment and the command line.
+//! [`EXAMPLE`] is the commented reference printed by `tessera config example`; a test
+//! checks it parses to exactly these defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use tessera_core::billing::{BillingClock, CostRules};
+use tessera_core::catalog::ModelCatalog;
+use tessera_core::policy::Policy;
+use tessera_core::Capability;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerConfig {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    pub billing: BillingConfig,
+    pub queue: QueueConfig,
+    pub estimates: EstimateConfig,
+    pub catalog: ModelCatalog,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address of the public, admin and internal HTTP API.
+    pub listen: SocketAddr,
+    /// Longest a request may take before it is answered 503.
+    pub request_timeout_secs: u64,
+    /// Largest request body accepted, in bytes.
+    pub body_limit_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            request_timeout_secs: 30,
+            body_limit_bytes: 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
+    pub url: String,
+    /// Connections in the pool (PostgreSQL), or readers (SQLite; it has one writer).
+    pub max_connections: u32,
+    /// Seconds to wait for a free connection before answering 503.
+    pub acquire_timeout_secs: u64,
+    /// SQLite only: `full` makes every commit durable; `normal` may lose the last
+    /// commits on power loss (never on a process crash) and is faster.
+    pub sqlite_synchronous: SqliteSynchronous,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://tessera.db".into(),
+            max_connections: 16,
+            acquire_timeout_secs: 5,
+            sqlite_synchronous: SqliteSynchronous::Full,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSynchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Bearer token of the admin API. Without one, the admin API refuses every call.
+    pub admin_token: Option<String>,
+    /// File holding the admin token (first line), instead of `admin_token`.
+    pub admin_token_file: Option<PathBuf>,
+    /// Bearer token between the scheduler and its workers.
+    pub internal_token: Option<String>,
+    /// File holding the internal token, instead of `internal_token`.
+    pub internal_token_file: Option<PathBuf>,
+}
+
+impl AuthConfig {
+    /// The admin token, read from the file when one is named.
+    pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
+        secret(&self.admin_token, &self.admin_token_file, "auth.admin_token")
+    }
+
+    /// The internal token, read from the file when one is named.
+    pub fn internal_token(&self) -> anyhow::Result<Option<String>> {
+        secret(&self.internal_token, &self.internal_token_file, "auth.internal_token")
+    }
+}
+
+fn secret(
+    value: &Option<String>,
+    file: &Option<PathBuf>,
+    name: &str,
+) -> anyhow::Result<Option<String>> {
+    let token = match (value, file) {
+        (Some(_), Some(_)) => anyhow::bail!("set {name} or {name}_file, not both"),
+        (Some(v), None) => Some(v.trim().to_owned()),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read {name}_file {}: {e}", path.display())
+            })?;
+            Some(text.lines().next().unwrap_or_default().trim().to_owned())
+        }
+        (None, None) => None,
+    };
+    match token {
+        Some(t) if t.len() < 16 => anyhow::bail!("{name} must be at least 16 characters"),
+        other => Ok(other),
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// UTC offset at whose midnight daily quotas reset, like `+00:00` or `-05:00`.
+    pub reset_utc_offset: String,
+    pub costs: CostRules,
+}
+
+impl Default for BillingConfig {
+    fn default() -> Self {
+        Self {
+            reset_utc_offset: "+00:00".into(),
+            costs: CostRules::default(),
+        }
+    }
+}
+
+impl BillingConfig {
+    pub fn clock(&self) -> anyhow::Result<BillingClock> {
+        BillingClock::from_offset(&self.reset_utc_offset)
+            .map_err(|e| anyhow::anyhow!("billing.reset_utc_offset: {e}"))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    /// The selection policy and its bounds.
+    pub policy: Policy,
+    /// Queue positions are counted exactly up to this many jobs ahead.
+    pub position_cap: u32,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            policy: Policy::default(),
+            position_cap: 1000,
+        }
+    }
+}
+
+/// Run times assumed before real ones are measured, in seconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EstimateConfig {
+    pub image: f64,
+    pub video: f64,
+    pub text: f64,
+    pub speech_to_text: f64,
+    pub text_to_speech: f64,
+    /// How many recent completed jobs the measured average is taken over.
+    pub sample_size: u32,
+}
+
+impl Default for EstimateConfig {
+    fn default() -> Self {
+        Self {
+            image: 30.0,
+            video: 180.0,
+            text: 10.0,
+            speech_to_text: 20.0,
+            text_to_speech: 5.0,
+            sample_size: 50,
+        }
+    }
+}
+
+impl EstimateConfig {
+    pub fn default_seconds(&self, c: Capability) -> f64 {
+        match c {
+            Capability::Image => self.image,
+            Capability::Video => self.video,
+            Capability::Text => self.text,
+            Capability::SpeechToText => self.speech_to_text,
+            Capability::TextToSpeech => self.text_to_speech,
+        }
+    }
+}
+
+impl SchedulerConfig {
+    /// Defaults, then the TOML file if given, then `TESSERA_*` variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        let mut fig = Figment::from(Serialized::defaults(SchedulerConfig::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                anyhow::bail!("config file {} does not exist", path.display());
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        let config: SchedulerConfig = fig
+            .merge(Env::prefixed("TESSERA_").split("__"))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Checks what the types cannot: offsets, catalogue, tokens.
+    pub fn check(&self) -> anyhow::Result<()> {
+        self.billing.clock()?;
+        self.catalog.check().map_err(anyhow::Error::msg)?;
+        self.auth.admin_token()?;
+        self.auth.internal_token()?;
+        let p = &self.queue.policy;
+        if p.max_wait_ms <= 0 || p.affinity_patience_ms < 0 {
+            anyhow::bail!("queue.policy: max_wait_ms must be positive and affinity_patience_ms not negative");
+        }
+        Ok(())
+    }
+}
+
+/// The commented reference configuration, `tessera config example`.
+pub const EXAMPLE: &str = include_str!("../tessera.example.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_is_exactly_the_defaults() {
+        let parsed: SchedulerConfig = Figment::new()
+            .merge(Toml::string(EXAMPLE))
+            .extract()
+            .expect("example parses");
+        assert_eq!(parsed, SchedulerConfig::default());
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[database]\nurl = \"sqlite://a.db\"\nmax_connections = 3\n")?;
+            jail.set_env("TESSERA_DATABASE__URL", "postgres://x@localhost/y");
+            let c = SchedulerConfig::load(Some(Path::new("t.toml"))).unwrap();
+            assert_eq!(c.database.url, "postgres://x@localhost/y");
+            assert_eq!(c.database.max_connections, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn mistakes_are_reported_with_their_key() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[billing]\nreset_utc_offset = \"UTC\"\n")?;
+            let e = SchedulerConfig::load(Some(Path::new("t.toml"))).unwrap_err();
+            assert!(e.to_string().contains("billing.reset_utc_offset"), "{e}");
+            jail.create_file("u.toml", "[server]\nlisten_on = 1\n")?;
+            let e = SchedulerConfig::load(Some(Path::new("u.toml"))).unwrap_err();
+            assert!(e.to_string().contains("listen_on"), "{e}");
+            jail.create_file("v.toml", "[auth]\nadmin_token = \"short\"\n")?;
+            let e = SchedulerConfig::load(Some(Path::new("v.toml"))).unwrap_err();
+            assert!(e.to_string().contains("at least 16"), "{e}");
+            Ok(())
+        });
+    }
+}

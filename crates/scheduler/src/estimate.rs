@@ -1,0 +1,76 @@
+//! Time estimates that improve as real run times accrue.
+//!
+//! Until jobs of a capability have completed, the configured default run time is
+//! used; after that, the mean of the latest `sample_size` completed run times. The
+//! mean is cached per capability for a few seconds: an estimate is advice, and a
+//! status poll should not cost a scan.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use tessera_core::{Capability, Millis};
+
+use crate::config::EstimateConfig;
+use crate::store::{Store, StoreError};
+
+const REFRESH: Duration = Duration::from_secs(5);
+
+pub struct Estimator {
+    config: EstimateConfig,
+    cache: Mutex<HashMap<Capability, (f64, Instant)>>,
+}
+
+impl Estimator {
+    pub fn new(config: EstimateConfig) -> Self {
+        Self {
+            config,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Expected run time of one job, in seconds.
+    pub async fn run_seconds(&self, store: &dyn Store, c: Capability) -> Result<f64, StoreError> {
+        if let Some((secs, at)) = self.cache.lock().expect("estimator lock").get(&c).copied() {
+            if at.elapsed() < REFRESH {
+                return Ok(secs);
+            }
+        }
+        let samples = store.recent_run_times(c, self.config.sample_size).await?;
+        let secs = if samples.is_empty() {
+            self.config.default_seconds(c)
+        } else {
+            samples.iter().map(|&ms| ms.max(0) as f64).sum::<f64>() / samples.len() as f64 / 1000.0
+        };
+        self.cache
+            .lock()
+            .expect("estimator lock")
+            .insert(c, (secs, Instant::now()));
+        Ok(secs)
+    }
+
+    /// Seconds until a queued job with `ahead` jobs before it is done.
+    pub fn queued(run_seconds: f64, ahead: u64) -> u64 {
+        ((ahead as f64 + 1.0) * run_seconds).ceil().max(1.0) as u64
+    }
+
+    /// Seconds until a running job started at `started_at` is done.
+    pub fn running(run_seconds: f64, started_at: Millis, now: Millis) -> u64 {
+        let elapsed = (now - started_at).max(0) as f64 / 1000.0;
+        (run_seconds - elapsed).ceil().max(1.0) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_scale_with_the_queue_and_never_reach_zero() {
+        assert_eq!(Estimator::queued(30.0, 0), 30);
+        assert_eq!(Estimator::queued(30.0, 3), 120);
+        assert_eq!(Estimator::queued(0.0, 3), 1);
+        assert_eq!(Estimator::running(30.0, 0, 10_000), 20);
+        assert_eq!(Estimator::running(30.0, 0, 60_000), 1);
+    }
+}

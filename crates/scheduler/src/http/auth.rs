@@ -1,0 +1,90 @@
+//! Who is calling: extractors for the frontend key and the admin token.
+//!
+//! - No `Authorization: Bearer` header: 401 `unauthorized`.
+//! - A credential that is nobody's: 401 `invalid_credentials`.
+//! - A real credential of the wrong kind (the admin token on the public API, a
+//!   frontend key on the admin API): 403 `wrong_credential`.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::hash_secret;
+use crate::store::ApiKeyRecord;
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("send your key as `Authorization: Bearer <key>`"))?;
+    let text = value
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
+    match text.split_once(' ') {
+        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+            Ok(token.trim())
+        }
+        _ => Err(ApiError::unauthorized(
+            "the Authorization header must be `Bearer <key>`",
+        )),
+    }
+}
+
+fn invalid() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "the credential is not valid (unknown or revoked)",
+    )
+}
+
+/// A request made with a live frontend API key.
+pub struct Frontend(pub ApiKeyRecord);
+
+impl FromRequestParts<AppState> for Frontend {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if let Some(key) = state.store.find_api_key(&hash_secret(token)).await? {
+            return Ok(Frontend(key));
+        }
+        if state.admin.matches(token) || state.internal.matches(token) {
+            return Err(ApiError::forbidden(
+                "wrong_credential",
+                "this endpoint needs a frontend API key, not an admin or internal token",
+            ));
+        }
+        Err(invalid())
+    }
+}
+
+/// A request made with the admin token.
+pub struct Admin;
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if state.admin.matches(token) {
+            return Ok(Admin);
+        }
+        if !state.admin.is_configured() {
+            return Err(ApiError::unauthorized(
+                "the admin API is disabled: configure auth.admin_token on the scheduler",
+            ));
+        }
+        if state.internal.matches(token)
+            || state.store.find_api_key(&hash_secret(token)).await?.is_some()
+        {
+            return Err(ApiError::forbidden(
+                "wrong_credential",
+                "this endpoint needs the admin token",
+            ));
+        }
+        Err(invalid())
+    }
+}

@@ -1,0 +1,397 @@
+//! `/api/v1/jobs`: create, read, list and cancel jobs (seed sections 4.2, 5.1, 6).
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use tessera_api::public::{
+    CreateJobRequest, CreateJobResponse, JobError, JobList, JobView, ListJobsQuery,
+};
+use tessera_api::ApiErrorBody;
+use tessera_core::{params, JobId, JobState, Millis, Transition, UserRef};
+
+use super::auth::Frontend;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, ApiQuery};
+use super::{now_ms, AppState};
+use crate::estimate::Estimator;
+use crate::store::{
+    CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, TransitionChange, TransitionOutcome,
+};
+
+/// Largest `reply_context`, serialised.
+pub const MAX_REPLY_CONTEXT_BYTES: usize = 4096;
+/// Longest `Idempotency-Key`.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// Create a job.
+///
+/// Validates the parameters against the user's plan, reserves the job's tokens and
+/// queues it, in one transaction. With an `Idempotency-Key` header, a retry of the
+/// same request returns the first job (200, `Idempotent-Replayed: true`) instead of
+/// charging twice.
+#[utoipa::path(
+    post, path = "/api/v1/jobs", tag = "jobs",
+    request_body = CreateJobRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: at most 128 printable ASCII characters.")),
+    responses(
+        (status = 201, description = "Job queued", body = CreateJobResponse),
+        (status = 200, description = "Replay of an earlier create with the same Idempotency-Key", body = CreateJobResponse),
+        (status = 401, description = "Missing or invalid API key", body = ApiErrorBody),
+        (status = 403, description = "Key may not speak for this bot or user", body = ApiErrorBody),
+        (status = 409, description = "Idempotency-Key reused with a different request", body = ApiErrorBody),
+        (status = 422, description = "Invalid request or parameters", body = ApiErrorBody),
+        (status = 429, description = "Daily token quota exhausted", body = ApiErrorBody),
+    ),
+    security(("frontend_key" = []))
+)]
+pub async fn create(
+    State(state): State<AppState>,
+    Frontend(key): Frontend,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<CreateJobRequest>,
+) -> Result<Response, ApiError> {
+    if req.frontend != key.frontend || req.bot_id != key.bot_id {
+        return Err(ApiError::forbidden(
+            "forbidden_bot",
+            format!(
+                "this key speaks for {}/{}, not {}/{}",
+                key.frontend, key.bot_id, req.frontend, req.bot_id
+            ),
+        ));
+    }
+    let user_ref = user_ref_for(&key.frontend, &req.user_ref)?;
+    if let Some(ctx) = &req.reply_context {
+        if serde_json::to_vec(ctx).map_or(true, |b| b.len() > MAX_REPLY_CONTEXT_BYTES) {
+            return Err(ApiError::invalid(
+                "reply_context_too_large",
+                format!("reply_context must serialise to at most {MAX_REPLY_CONTEXT_BYTES} bytes"),
+            )
+            .with_field("reply_context"));
+        }
+    }
+    let idempotency = idempotency(&headers, &req)?;
+    let now = now_ms();
+    let new = NewJob {
+        id: JobId::generate(),
+        frontend: key.frontend,
+        bot_id: key.bot_id.clone(),
+        user_ref,
+        capability: req.capability,
+        reply_context: req.reply_context.clone(),
+        idempotency,
+        now,
+        day: state.clock.day_of(now),
+    };
+    let config = &state.config;
+    let validate = |plan: &tessera_core::Plan| {
+        params::validate(
+            req.capability,
+            &req.params,
+            plan,
+            &config.catalog,
+            &config.billing.costs,
+        )
+    };
+    let (job, status, replayed) = match state.store.create_job(&new, &validate).await? {
+        CreateOutcome::Created(job) => (job, StatusCode::CREATED, false),
+        CreateOutcome::Replayed(job) => (job, StatusCode::OK, true),
+        CreateOutcome::IdempotencyConflict => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used for a different request",
+            ))
+        }
+        CreateOutcome::Invalid(e) => {
+            return Err(ApiError::invalid(e.code, e.message).with_field(e.field))
+        }
+        CreateOutcome::QuotaExhausted { plan, used, cost } => {
+            let resets = state.clock.next_reset(now);
+            let limit = plan.daily_tokens.unwrap_or(i64::MAX);
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "quota_exhausted",
+                format!(
+                    "this job costs {cost} tokens and {} of the {} plan's {limit} daily tokens are left; the quota resets at {}",
+                    (limit - used).max(0),
+                    plan.name,
+                    rfc3339(resets).format("%H:%M UTC")
+                ),
+            );
+            err.resets_at = Some(rfc3339(resets));
+            return Err(err);
+        }
+    };
+    let estimate = estimate(&state, &job, now).await?.unwrap_or(0);
+    let body = CreateJobResponse {
+        job_id: job.id,
+        status: job.status,
+        estimated_time_seconds: estimate,
+        cost_tokens: job.cost_tokens,
+    };
+    let mut resp = (status, Json(body)).into_response();
+    if replayed {
+        resp.headers_mut()
+            .insert(tessera_api::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    Ok(resp)
+}
+
+/// Get a job: its state, queue position and estimate while it waits, progress
+/// while it runs, and why it failed.
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's id, `job_...`")),
+    responses(
+        (status = 200, body = JobView),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, description = "No such job for this frontend", body = ApiErrorBody),
+    ),
+    security(("frontend_key" = []))
+)]
+pub async fn get(
+    State(state): State<AppState>,
+    Frontend(key): Frontend,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    let job = state
+        .store
+        .get_job(&id, Some(key.frontend))
+        .await?
+        .ok_or_else(job_not_found)?;
+    Ok(Json(view(&state, job).await?))
+}
+
+/// Cancel a queued or running job; its tokens are refunded in the same transaction.
+#[utoipa::path(
+    delete, path = "/api/v1/jobs/{job_id}", tag = "jobs",
+    params(("job_id" = String, Path)),
+    responses(
+        (status = 200, description = "Cancelled and refunded", body = JobView),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody),
+        (status = 409, description = "The job already ended", body = ApiErrorBody),
+    ),
+    security(("frontend_key" = []))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Frontend(key): Frontend,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    let change = TransitionChange {
+        now: now_ms(),
+        frontend: Some(key.frontend),
+        error: Some(("cancelled_by_user".into(), format!("cancelled by {}", key.bot_id))),
+        ..Default::default()
+    };
+    cancel_with(&state, &id, &change).await
+}
+
+pub(crate) async fn cancel_with(
+    state: &AppState,
+    id: &JobId,
+    change: &TransitionChange,
+) -> Result<Json<JobView>, ApiError> {
+    match state.store.transition(id, Transition::Cancel, change).await? {
+        TransitionOutcome::Applied(job) => Ok(Json(view(state, job).await?)),
+        TransitionOutcome::Illegal(job) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_finished",
+            format!("the job is already {} and cannot be cancelled", job.status),
+        )),
+        TransitionOutcome::NotFound => Err(job_not_found()),
+    }
+}
+
+/// List this frontend's jobs, newest first, filtered and paged: for galleries, and
+/// for a restarted bot to find the jobs it still has to answer.
+#[utoipa::path(
+    get, path = "/api/v1/jobs", tag = "jobs",
+    params(ListJobsQuery),
+    responses(
+        (status = 200, body = JobList),
+        (status = 401, body = ApiErrorBody),
+        (status = 422, body = ApiErrorBody),
+    ),
+    security(("frontend_key" = []))
+)]
+pub async fn list(
+    State(state): State<AppState>,
+    Frontend(key): Frontend,
+    ApiQuery(q): ApiQuery<ListJobsQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    let mut filter = filter_from(&q)?;
+    filter.frontend = Some(key.frontend);
+    list_with(&state, filter).await
+}
+
+pub(crate) fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(ApiError::invalid("invalid_query", "limit must be between 1 and 100").with_field("limit"));
+    }
+    let statuses = match &q.status {
+        None => Vec::new(),
+        Some(s) => s
+            .split(',')
+            .map(|part| part.trim().parse::<JobState>())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::invalid("invalid_query", e.to_string()).with_field("status"))?,
+    };
+    let before = match &q.cursor {
+        None => None,
+        Some(c) => Some(c.parse::<JobId>().map_err(|_| {
+            ApiError::invalid("invalid_query", "cursor must be a next_cursor from a previous page")
+                .with_field("cursor")
+        })?),
+    };
+    Ok(JobFilter {
+        frontend: None,
+        user_ref: q.user_ref.clone(),
+        bot_id: q.bot_id.clone(),
+        statuses,
+        before,
+        limit,
+    })
+}
+
+pub(crate) async fn list_with(state: &AppState, filter: JobFilter) -> Result<Json<JobList>, ApiError> {
+    let jobs = state.store.list_jobs(&filter).await?;
+    let next_cursor = (jobs.len() == filter.limit as usize)
+        .then(|| jobs.last().map(|j| j.id.to_string()))
+        .flatten();
+    let mut views = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        views.push(view(state, job).await?);
+    }
+    Ok(Json(JobList {
+        jobs: views,
+        next_cursor,
+    }))
+}
+
+/// A user reference the key may speak for: well formed, and on the key's platform.
+pub(crate) fn user_ref_for(
+    frontend: &tessera_core::Platform,
+    text: &str,
+) -> Result<UserRef, ApiError> {
+    let user_ref: UserRef = text
+        .parse()
+        .map_err(|e: tessera_core::user_ref::InvalidUserRef| {
+            ApiError::invalid("invalid_user_ref", e.to_string()).with_field("user_ref")
+        })?;
+    if user_ref.platform() != *frontend {
+        return Err(ApiError::forbidden(
+            "forbidden_user_ref",
+            format!("a {frontend} key cannot act for {} users", user_ref.platform()),
+        ));
+    }
+    Ok(user_ref)
+}
+
+fn idempotency(headers: &HeaderMap, req: &CreateJobRequest) -> Result<Option<Idempotency>, ApiError> {
+    let Some(value) = headers.get(tessera_api::IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .filter(|k| k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "invalid_idempotency_key",
+                format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"),
+            )
+        })?;
+    // The parsed request re-serialised: object keys come out sorted, so two
+    // spellings of the same request hash the same.
+    let canonical = serde_json::to_vec(req).expect("requests serialise");
+    Ok(Some(Idempotency {
+        key: key.to_owned(),
+        request_hash: Sha256::digest(&canonical).to_vec(),
+    }))
+}
+
+pub(crate) fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
+    text.parse().map_err(|_| job_not_found())
+}
+
+fn job_not_found() -> ApiError {
+    ApiError::not_found("job_not_found", "no such job")
+}
+
+pub(crate) fn rfc3339(ms: Millis) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// Seconds until the job is done, for live jobs.
+async fn estimate(state: &AppState, job: &JobRecord, now: Millis) -> Result<Option<u64>, ApiError> {
+    Ok(match job.status {
+        JobState::Queued | JobState::Created => {
+            let ahead = state
+                .store
+                .queue_position(job, state.config.queue.position_cap)
+                .await?;
+            let run = state.estimator.run_seconds(&*state.store, job.capability).await?;
+            Some(Estimator::queued(run, ahead))
+        }
+        JobState::Running => {
+            let run = state.estimator.run_seconds(&*state.store, job.capability).await?;
+            Some(Estimator::running(run, job.started_at.unwrap_or(now), now))
+        }
+        _ => None,
+    })
+}
+
+/// The frontend's view of a stored job.
+pub(crate) async fn view(state: &AppState, job: JobRecord) -> Result<JobView, ApiError> {
+    let now = now_ms();
+    let (queue_position, estimated_time_seconds) = match job.status {
+        JobState::Queued => {
+            let ahead = state
+                .store
+                .queue_position(&job, state.config.queue.position_cap)
+                .await?;
+            let run = state.estimator.run_seconds(&*state.store, job.capability).await?;
+            (Some(ahead), Some(Estimator::queued(run, ahead)))
+        }
+        _ => (None, estimate(state, &job, now).await?),
+    };
+    let error = match (job.error_code, job.error_message) {
+        (Some(code), message) => Some(JobError {
+            code,
+            message: message.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(JobView {
+        job_id: job.id,
+        status: job.status,
+        frontend: job.frontend,
+        bot_id: job.bot_id,
+        capability: job.capability,
+        model: job.model,
+        user_ref: job.user_ref,
+        params: job.params,
+        reply_context: job.reply_context,
+        cost_tokens: job.cost_tokens,
+        refunded: job.refunded,
+        attempts: job.attempts,
+        queue_position,
+        estimated_time_seconds,
+        progress: job.progress,
+        error,
+        created_at: rfc3339(job.created_at),
+        queued_at: job.queued_at.map(rfc3339),
+        started_at: job.started_at.map(rfc3339),
+        ended_at: job.ended_at.map(rfc3339),
+    })
+}

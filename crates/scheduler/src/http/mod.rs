@@ -1,0 +1,134 @@
+//! The HTTP API: routes, shared state and the middleware stack.
+//!
+//! One module per resource ([`jobs`], [`users`], [`admin`], [`health`]); handlers
+//! take an [`AppState`] and return `Result<_, ApiError>`; [`error`] maps every
+//! failure to JSON in one place. The OpenAPI document is generated from the
+//! handlers' annotations ([`openapi`]) and served at `/api/openapi.json`.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod jobs;
+pub mod openapi;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::Router;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use tessera_core::billing::BillingClock;
+
+use crate::auth::TokenCheck;
+use crate::config::SchedulerConfig;
+use crate::estimate::Estimator;
+use crate::store::Store;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub store: Arc<dyn Store>,
+    pub config: SchedulerConfig,
+    pub clock: BillingClock,
+    pub admin: TokenCheck,
+    pub internal: TokenCheck,
+    pub estimator: Estimator,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Inner;
+
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, config: SchedulerConfig) -> anyhow::Result<Self> {
+        let clock = config.billing.clock()?;
+        let admin = TokenCheck::new(config.auth.admin_token()?.as_deref());
+        let internal = TokenCheck::new(config.auth.internal_token()?.as_deref());
+        let estimator = Estimator::new(config.estimates.clone());
+        Ok(Self(Arc::new(Inner {
+            store,
+            config,
+            clock,
+            admin,
+            internal,
+            estimator,
+        })))
+    }
+}
+
+/// The wall clock in milliseconds; the only place handlers read time.
+pub fn now_ms() -> tessera_core::Millis {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// The full router with its middleware.
+pub fn router(state: AppState) -> Router {
+    let request_id = HeaderName::from_static(tessera_api::REQUEST_ID);
+    let timeout = Duration::from_secs(state.config.server.request_timeout_secs.max(1));
+    let api = Router::new()
+        .route("/api/v1/jobs", get(jobs::list).post(jobs::create))
+        .route("/api/v1/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
+        .route("/api/v1/users/{user_ref}", get(users::get))
+        .route("/api/v1/plans", get(users::plans))
+        .route("/api/admin/keys", get(admin::list_keys).post(admin::create_key))
+        .route("/api/admin/keys/{key_id}", axum::routing::delete(admin::revoke_key))
+        .route("/api/admin/users/{user_ref}/plan", put(admin::set_plan))
+        .route("/api/admin/jobs", get(admin::list_jobs))
+        .route("/api/admin/jobs/{job_id}", axum::routing::delete(admin::cancel_job))
+        .route("/api/openapi.json", get(openapi::document))
+        .route("/healthz", get(health::alive))
+        .route("/readyz", get(health::ready))
+        .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .with_state(state.clone());
+    api.layer(DefaultBodyLimit::max(state.config.server.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(timeout, deadline))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "an internal error occurred; it has been logged",
+            )
+            .into_response()
+        }))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+            let id = req
+                .headers()
+                .get(tessera_api::REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Answers 503 with the JSON envelope when a request outlives the deadline.
+async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            format!("the request took longer than {} s", limit.as_secs()),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,58 @@
+//! The OpenAPI document, generated from the handlers' annotations and the wire
+//! types' schemas: it cannot drift from the code.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use tessera_api::{admin, public, ApiErrorBody, ErrorDetail};
+use tessera_core::{Capability, JobState, Plan, Platform, Priority};
+
+use super::{admin as admin_http, jobs, users};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Tessera scheduler API",
+        description = "Public API for frontends (/api/v1) and the operator's admin API (/api/admin). \
+                       Every error is `{\"error\": {\"code\", \"message\"}}` with a stable code."
+    ),
+    paths(
+        jobs::create, jobs::get, jobs::cancel, jobs::list,
+        users::get, users::plans,
+        admin_http::create_key, admin_http::list_keys, admin_http::revoke_key,
+        admin_http::set_plan, admin_http::list_jobs, admin_http::cancel_job,
+    ),
+    components(schemas(
+        public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
+        public::JobList, public::UserQuota, public::PlanList,
+        admin::CreateKeyRequest, admin::CreatedKey, admin::KeyView, admin::KeyList, admin::SetPlanRequest,
+        ApiErrorBody, ErrorDetail, Capability, JobState, Plan, Platform, Priority,
+    )),
+    modifiers(&Security),
+    tags(
+        (name = "jobs", description = "Create, follow and cancel jobs"),
+        (name = "users", description = "Quotas and plans"),
+        (name = "admin", description = "Keys, plans and jobs, for operators"),
+    )
+)]
+pub struct ApiDoc;
+
+struct Security;
+
+impl Modify for Security {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for name in ["frontend_key", "admin_token"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+    }
+}
+
+/// `GET /api/openapi.json`.
+pub async fn document() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,676 @@
+//! SQL shared by both backends, written once.
+//!
+//! The schemas are equal column for column and every statement here is plain SQL
+//! both databases accept (`$N` parameters, `RETURNING`, `ON CONFLICT`, row values),
+//! so one text serves both. [`impl_store!`] instantiates the [`Store`](super::Store)
+//! trait for a backend type that provides two pools: `writer()` for transactions
+//! and `reader()` for reads (the same pool on PostgreSQL; on SQLite one writer
+//! connection and several readers, which is how SQLite wants to be used).
+
+use chrono::NaiveDate;
+use serde_json::Value;
+use sqlx::types::Json;
+
+use tessera_core::{Capability, JobState, Plan, Platform, Priority};
+
+use super::{ApiKeyRecord, JobRecord, StoreError};
+
+pub(crate) const JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, model, \
+    priority, status, params, reply_context, cost_tokens, billing_day, refunded, attempts, \
+    worker_id, progress, error_code, error_message, created_at, queued_at, started_at, ended_at";
+
+pub(crate) const PLAN_COLUMNS: &str =
+    "p.id, p.name, p.daily_tokens, p.priority, p.max_resolution, p.allowed_models, p.price_cents";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobRow {
+    id: String,
+    user_id: i64,
+    user_ref: String,
+    frontend: String,
+    bot_id: String,
+    capability: String,
+    model: String,
+    priority: i32,
+    status: String,
+    params: Json<Value>,
+    reply_context: Option<Json<Value>>,
+    cost_tokens: i64,
+    billing_day: NaiveDate,
+    refunded: bool,
+    attempts: i32,
+    worker_id: Option<String>,
+    progress: Option<f32>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    created_at: i64,
+    queued_at: Option<i64>,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+}
+
+fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {value:?}"))
+}
+
+impl TryFrom<JobRow> for JobRecord {
+    type Error = StoreError;
+
+    fn try_from(r: JobRow) -> Result<Self, StoreError> {
+        Ok(JobRecord {
+            id: r.id.parse().map_err(|_| corrupt("job id", &r.id))?,
+            user_id: r.user_id,
+            user_ref: r.user_ref,
+            frontend: r.frontend.parse().map_err(|_| corrupt("frontend", &r.frontend))?,
+            bot_id: r.bot_id,
+            capability: r
+                .capability
+                .parse()
+                .map_err(|_| corrupt("capability", &r.capability))?,
+            model: r.model,
+            priority: Priority(
+                u8::try_from(r.priority).map_err(|_| corrupt("priority", &r.priority.to_string()))?,
+            ),
+            status: r.status.parse().map_err(|_| corrupt("status", &r.status))?,
+            params: r.params.0,
+            reply_context: r.reply_context.map(|j| j.0),
+            cost_tokens: r.cost_tokens,
+            billing_day: r.billing_day,
+            refunded: r.refunded,
+            attempts: r.attempts,
+            worker_id: r.worker_id,
+            progress: r.progress,
+            error_code: r.error_code,
+            error_message: r.error_message,
+            created_at: r.created_at,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PlanRow {
+    id: String,
+    name: String,
+    daily_tokens: Option<i64>,
+    priority: i32,
+    max_resolution: i32,
+    allowed_models: Json<Vec<String>>,
+    price_cents: i64,
+}
+
+impl TryFrom<PlanRow> for Plan {
+    type Error = StoreError;
+
+    fn try_from(r: PlanRow) -> Result<Self, StoreError> {
+        Ok(Plan {
+            priority: Priority(
+                u8::try_from(r.priority).map_err(|_| corrupt("plan priority", &r.id))?,
+            ),
+            max_resolution: u32::try_from(r.max_resolution)
+                .map_err(|_| corrupt("plan max_resolution", &r.id))?,
+            id: r.id,
+            name: r.name,
+            daily_tokens: r.daily_tokens,
+            allowed_models: r.allowed_models.0,
+            price_cents: r.price_cents,
+        })
+    }
+}
+
+/// A job and the hash of the request that created it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ReplayRow {
+    #[sqlx(flatten)]
+    pub job: JobRow,
+    pub request_hash: Option<Vec<u8>>,
+}
+
+/// A user joined with their plan.
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserPlanRow {
+    pub user_id: i64,
+    #[sqlx(flatten)]
+    pub plan: PlanRow,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ApiKeyRow {
+    id: String,
+    frontend: String,
+    bot_id: String,
+    created_at: i64,
+    revoked_at: Option<i64>,
+}
+
+impl TryFrom<ApiKeyRow> for ApiKeyRecord {
+    type Error = StoreError;
+
+    fn try_from(r: ApiKeyRow) -> Result<Self, StoreError> {
+        Ok(ApiKeyRecord {
+            id: r.id.parse().map_err(|_| corrupt("key id", &r.id))?,
+            frontend: r
+                .frontend
+                .parse::<Platform>()
+                .map_err(|_| corrupt("frontend", &r.frontend))?,
+            bot_id: r.bot_id,
+            created_at: r.created_at,
+            revoked_at: r.revoked_at,
+        })
+    }
+}
+
+pub(crate) fn status_list(states: &[JobState]) -> Vec<&'static str> {
+    states.iter().map(|s| s.as_str()).collect()
+}
+
+pub(crate) fn capability_str(c: Capability) -> &'static str {
+    c.as_str()
+}
+
+/// Implements [`Store`](super::Store) for a backend with `writer()` and `reader()` pools.
+macro_rules! impl_store {
+    ($store:ty, $db:ty, $backend:expr) => {
+        #[async_trait::async_trait]
+        impl $crate::store::Store for $store {
+            fn backend(&self) -> $crate::store::Backend {
+                $backend
+            }
+
+            async fn ping(&self) -> Result<(), $crate::store::StoreError> {
+                sqlx::query("SELECT 1").execute(self.reader()).await?;
+                Ok(())
+            }
+
+            async fn close(&self) {
+                self.writer().close().await;
+                self.reader().close().await;
+            }
+
+            async fn insert_api_key(
+                &self,
+                frontend: tessera_core::Platform,
+                bot_id: &str,
+                secret_hash: &[u8],
+                now: tessera_core::Millis,
+            ) -> Result<$crate::store::ApiKeyRecord, $crate::store::StoreError> {
+                let id = tessera_core::ApiKeyId::generate();
+                let row: $crate::store::common::ApiKeyRow = sqlx::query_as(
+                    "INSERT INTO api_keys (id, frontend, bot_id, secret_hash, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     RETURNING id, frontend, bot_id, created_at, revoked_at",
+                )
+                .bind(id.as_str())
+                .bind(frontend.as_str())
+                .bind(bot_id)
+                .bind(secret_hash)
+                .bind(now)
+                .fetch_one(self.writer())
+                .await?;
+                row.try_into()
+            }
+
+            async fn find_api_key(
+                &self,
+                secret_hash: &[u8],
+            ) -> Result<Option<$crate::store::ApiKeyRecord>, $crate::store::StoreError> {
+                let row: Option<$crate::store::common::ApiKeyRow> = sqlx::query_as(
+                    "SELECT id, frontend, bot_id, created_at, revoked_at FROM api_keys \
+                     WHERE secret_hash = $1 AND revoked_at IS NULL",
+                )
+                .bind(secret_hash)
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_api_keys(
+                &self,
+            ) -> Result<Vec<$crate::store::ApiKeyRecord>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::common::ApiKeyRow> = sqlx::query_as(
+                    "SELECT id, frontend, bot_id, created_at, revoked_at FROM api_keys ORDER BY id",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn revoke_api_key(
+                &self,
+                id: &tessera_core::ApiKeyId,
+                now: tessera_core::Millis,
+            ) -> Result<Option<$crate::store::ApiKeyRecord>, $crate::store::StoreError> {
+                let row: Option<$crate::store::common::ApiKeyRow> = sqlx::query_as(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $2) WHERE id = $1 \
+                     RETURNING id, frontend, bot_id, created_at, revoked_at",
+                )
+                .bind(id.as_str())
+                .bind(now)
+                .fetch_optional(self.writer())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn plans(&self) -> Result<Vec<tessera_core::Plan>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::common::PlanRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM plans p ORDER BY p.priority, p.id",
+                    $crate::store::common::PLAN_COLUMNS
+                ))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn quota(
+                &self,
+                user_ref: &tessera_core::UserRef,
+                day: chrono::NaiveDate,
+            ) -> Result<Option<$crate::store::QuotaRecord>, $crate::store::StoreError> {
+                let mut conn = self.reader().acquire().await?;
+                Self::quota_on(&mut conn, user_ref, day).await
+            }
+
+            async fn set_plan(
+                &self,
+                user_ref: &tessera_core::UserRef,
+                plan_id: &str,
+                day: chrono::NaiveDate,
+                now: tessera_core::Millis,
+            ) -> Result<Option<$crate::store::QuotaRecord>, $crate::store::StoreError> {
+                let mut tx = self.writer().begin().await?;
+                let exists: Option<(String,)> = sqlx::query_as("SELECT id FROM plans WHERE id = $1")
+                    .bind(plan_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    return Ok(None);
+                }
+                sqlx::query(
+                    "INSERT INTO users (user_ref, platform, platform_user_id, plan_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (user_ref) DO UPDATE SET plan_id = excluded.plan_id",
+                )
+                .bind(user_ref.to_string())
+                .bind(user_ref.platform().as_str())
+                .bind(user_ref.platform_user_id())
+                .bind(plan_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let quota = Self::quota_on(&mut tx, user_ref, day).await?;
+                tx.commit().await?;
+                Ok(quota)
+            }
+
+            async fn create_job(
+                &self,
+                new: &$crate::store::NewJob,
+                validate: $crate::store::Validator<'_>,
+            ) -> Result<$crate::store::CreateOutcome, $crate::store::StoreError> {
+                use $crate::store::CreateOutcome;
+                if let Some(idem) = &new.idempotency {
+                    if let Some(outcome) = self.replay(new, idem).await? {
+                        return Ok(outcome);
+                    }
+                }
+                let mut tx = self.writer().begin().await?;
+                let user_ref = new.user_ref.to_string();
+                let (user_id, plan) = Self::user_plan(&mut tx, &new.user_ref, &user_ref, new.now).await?;
+                let job = match validate(&plan) {
+                    Ok(job) => job,
+                    Err(e) => return Ok(CreateOutcome::Invalid(e)),
+                };
+                // Reserve the tokens: a conditional upsert on this user's row for this
+                // day. Never read-then-write: concurrent creates serialise on the row.
+                let limit = plan.daily_tokens;
+                if limit.is_some_and(|l| job.cost_tokens > l) {
+                    let used = Self::used_on(&mut tx, user_id, new.day).await?;
+                    return Ok(CreateOutcome::QuotaExhausted { plan, used, cost: job.cost_tokens });
+                }
+                let reserved: Option<(i64,)> = sqlx::query_as(
+                    "INSERT INTO usage_daily (user_id, day, tokens_used, jobs_created) \
+                     VALUES ($1, $2, $3, 1) \
+                     ON CONFLICT (user_id, day) DO UPDATE \
+                     SET tokens_used = usage_daily.tokens_used + excluded.tokens_used, \
+                         jobs_created = usage_daily.jobs_created + 1 \
+                     WHERE $4 IS NULL OR usage_daily.tokens_used + excluded.tokens_used <= $4 \
+                     RETURNING tokens_used",
+                )
+                .bind(user_id)
+                .bind(new.day)
+                .bind(job.cost_tokens)
+                .bind(limit)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if reserved.is_none() {
+                    let used = Self::used_on(&mut tx, user_id, new.day).await?;
+                    return Ok(CreateOutcome::QuotaExhausted { plan, used, cost: job.cost_tokens });
+                }
+                let inserted: Result<$crate::store::common::JobRow, sqlx::Error> = sqlx::query_as(&format!(
+                    "INSERT INTO jobs (id, user_id, user_ref, frontend, bot_id, capability, model, \
+                       priority, status, params, reply_context, cost_tokens, billing_day, \
+                       idempotency_key, request_hash, created_at, queued_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
+                     RETURNING {}",
+                    $crate::store::common::JOB_COLUMNS
+                ))
+                .bind(new.id.as_str())
+                .bind(user_id)
+                .bind(&user_ref)
+                .bind(new.frontend.as_str())
+                .bind(&new.bot_id)
+                .bind($crate::store::common::capability_str(new.capability))
+                .bind(&job.model)
+                .bind(i32::from(plan.priority.0))
+                .bind(tessera_core::Transition::Enqueue.to().as_str())
+                .bind(sqlx::types::Json(job.params.to_value()))
+                .bind(new.reply_context.as_ref().map(sqlx::types::Json))
+                .bind(job.cost_tokens)
+                .bind(new.day)
+                .bind(new.idempotency.as_ref().map(|i| i.key.as_str()))
+                .bind(new.idempotency.as_ref().map(|i| i.request_hash.as_slice()))
+                .bind(new.now)
+                .fetch_one(&mut *tx)
+                .await;
+                match inserted {
+                    Ok(row) => {
+                        tx.commit().await?;
+                        Ok(CreateOutcome::Created(row.try_into()?))
+                    }
+                    // A concurrent retry with the same key won the race: drop this
+                    // attempt (and its reservation) and answer with the first job.
+                    Err(sqlx::Error::Database(db)) if db.is_unique_violation() && new.idempotency.is_some() => {
+                        tx.rollback().await?;
+                        let idem = new.idempotency.as_ref().expect("checked above");
+                        match self.replay(new, idem).await? {
+                            Some(outcome) => Ok(outcome),
+                            None => Err($crate::store::StoreError::Corrupt(
+                                "idempotency key conflict without a job".into(),
+                            )),
+                        }
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+
+            async fn get_job(
+                &self,
+                id: &tessera_core::JobId,
+                frontend: Option<tessera_core::Platform>,
+            ) -> Result<Option<$crate::store::JobRecord>, $crate::store::StoreError> {
+                let row: Option<$crate::store::common::JobRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM jobs WHERE id = $1 AND ($2 IS NULL OR frontend = $2)",
+                    $crate::store::common::JOB_COLUMNS
+                ))
+                .bind(id.as_str())
+                .bind(frontend.map(|f| f.as_str()))
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn list_jobs(
+                &self,
+                f: &$crate::store::JobFilter,
+            ) -> Result<Vec<$crate::store::JobRecord>, $crate::store::StoreError> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM jobs WHERE 1 = 1",
+                    $crate::store::common::JOB_COLUMNS
+                ));
+                if let Some(frontend) = f.frontend {
+                    qb.push(" AND frontend = ").push_bind(frontend.as_str());
+                }
+                if let Some(user_ref) = &f.user_ref {
+                    qb.push(" AND user_ref = ").push_bind(user_ref.as_str());
+                }
+                if let Some(bot_id) = &f.bot_id {
+                    qb.push(" AND bot_id = ").push_bind(bot_id.as_str());
+                }
+                if !f.statuses.is_empty() {
+                    qb.push(" AND status IN (");
+                    let mut sep = qb.separated(", ");
+                    for s in $crate::store::common::status_list(&f.statuses) {
+                        sep.push_bind(s);
+                    }
+                    qb.push(")");
+                }
+                if let Some(before) = &f.before {
+                    qb.push(" AND id < ").push_bind(before.as_str());
+                }
+                qb.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(f.limit));
+                let rows: Vec<$crate::store::common::JobRow> =
+                    qb.build_query_as().fetch_all(self.reader()).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn transition(
+                &self,
+                id: &tessera_core::JobId,
+                t: tessera_core::Transition,
+                c: &$crate::store::TransitionChange,
+            ) -> Result<$crate::store::TransitionOutcome, $crate::store::StoreError> {
+                use tessera_core::Transition as T;
+                use $crate::store::TransitionOutcome;
+                let to = t.to();
+                let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE jobs SET status = ");
+                qb.push_bind(to.as_str());
+                match t {
+                    T::Enqueue => {
+                        qb.push(", queued_at = ").push_bind(c.now);
+                    }
+                    T::Dispatch => {
+                        qb.push(", started_at = ").push_bind(c.now);
+                        qb.push(", attempts = attempts + 1, progress = NULL, worker_id = ")
+                            .push_bind(c.worker_id.clone());
+                    }
+                    T::Complete => {
+                        qb.push(", ended_at = ").push_bind(c.now);
+                    }
+                    T::Fail | T::Cancel => {
+                        let (code, message) = c.error.clone().unwrap_or_default();
+                        qb.push(", ended_at = ").push_bind(c.now);
+                        qb.push(", error_code = ").push_bind(code);
+                        qb.push(", error_message = ").push_bind(message);
+                        qb.push(", refunded = (cost_tokens > 0)");
+                    }
+                    T::Requeue => {
+                        qb.push(", queued_at = ").push_bind(c.now);
+                        qb.push(", started_at = NULL, worker_id = NULL, progress = NULL");
+                    }
+                }
+                qb.push(" WHERE id = ").push_bind(id.as_str());
+                qb.push(" AND status IN (").push(t.from_sql_list()).push(")");
+                if let Some(frontend) = c.frontend {
+                    qb.push(" AND frontend = ").push_bind(frontend.as_str());
+                }
+                qb.push(" RETURNING ").push($crate::store::common::JOB_COLUMNS);
+
+                let mut tx = self.writer().begin().await?;
+                let row: Option<$crate::store::common::JobRow> =
+                    qb.build_query_as().fetch_optional(&mut *tx).await?;
+                let Some(row) = row else {
+                    tx.rollback().await?;
+                    return Ok(match self.get_job(id, c.frontend).await? {
+                        Some(job) => TransitionOutcome::Illegal(job),
+                        None => TransitionOutcome::NotFound,
+                    });
+                };
+                let job: $crate::store::JobRecord = row.try_into()?;
+                if job.refunded {
+                    sqlx::query(
+                        "UPDATE usage_daily SET tokens_used = tokens_used - $1 \
+                         WHERE user_id = $2 AND day = $3",
+                    )
+                    .bind(job.cost_tokens)
+                    .bind(job.user_id)
+                    .bind(job.billing_day)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+                Ok(TransitionOutcome::Applied(job))
+            }
+
+            async fn queue_position(
+                &self,
+                job: &$crate::store::JobRecord,
+                cap: u32,
+            ) -> Result<u64, $crate::store::StoreError> {
+                // Two index range counts on the queue: higher priorities, then the
+                // same priority queued earlier. Each stops at `cap`.
+                let (ahead,): (i64,) = sqlx::query_as(
+                    "SELECT \
+                       (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = 'QUEUED' \
+                          AND capability = $1 AND priority > $2 LIMIT $5) higher) \
+                     + (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = 'QUEUED' \
+                          AND capability = $1 AND priority = $2 AND (queued_at, id) < ($3, $4) \
+                          LIMIT $5) same)",
+                )
+                .bind($crate::store::common::capability_str(job.capability))
+                .bind(i32::from(job.priority.0))
+                .bind(job.queued_at.unwrap_or(job.created_at))
+                .bind(job.id.as_str())
+                .bind(i64::from(cap))
+                .fetch_one(self.reader())
+                .await?;
+                Ok((ahead.max(0) as u64).min(u64::from(cap)))
+            }
+
+            async fn recent_run_times(
+                &self,
+                capability: tessera_core::Capability,
+                limit: u32,
+            ) -> Result<Vec<tessera_core::Millis>, $crate::store::StoreError> {
+                let rows: Vec<(Option<i64>,)> = sqlx::query_as(
+                    "SELECT ended_at - started_at FROM jobs \
+                     WHERE status = 'COMPLETED' AND capability = $1 AND started_at IS NOT NULL \
+                     ORDER BY ended_at DESC LIMIT $2",
+                )
+                .bind($crate::store::common::capability_str(capability))
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                Ok(rows.into_iter().filter_map(|(ms,)| ms).collect())
+            }
+
+            async fn tokens_used(
+                &self,
+                user_ref: &tessera_core::UserRef,
+                day: chrono::NaiveDate,
+            ) -> Result<i64, $crate::store::StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT d.tokens_used FROM usage_daily d JOIN users u ON u.id = d.user_id \
+                     WHERE u.user_ref = $1 AND d.day = $2",
+                )
+                .bind(user_ref.to_string())
+                .bind(day)
+                .fetch_optional(self.reader())
+                .await?;
+                Ok(row.map_or(0, |(t,)| t))
+            }
+        }
+
+        impl $store {
+            /// The job an idempotency key already created, if any.
+            async fn replay(
+                &self,
+                new: &$crate::store::NewJob,
+                idem: &$crate::store::Idempotency,
+            ) -> Result<Option<$crate::store::CreateOutcome>, $crate::store::StoreError> {
+                let row: Option<$crate::store::common::ReplayRow> = sqlx::query_as(&format!(
+                    "SELECT {}, request_hash FROM jobs \
+                     WHERE frontend = $1 AND bot_id = $2 AND idempotency_key = $3",
+                    $crate::store::common::JOB_COLUMNS
+                ))
+                .bind(new.frontend.as_str())
+                .bind(&new.bot_id)
+                .bind(&idem.key)
+                .fetch_optional(self.writer())
+                .await?;
+                Ok(row.map(|r| {
+                    if r.request_hash.as_deref() == Some(idem.request_hash.as_slice()) {
+                        r.job.try_into().map($crate::store::CreateOutcome::Replayed)
+                    } else {
+                        Ok($crate::store::CreateOutcome::IdempotencyConflict)
+                    }
+                })
+                .transpose()?)
+            }
+
+            /// The user (created on first sight, on the default plan) and their plan.
+            async fn user_plan(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                user: &tessera_core::UserRef,
+                user_ref: &str,
+                now: tessera_core::Millis,
+            ) -> Result<(i64, tessera_core::Plan), $crate::store::StoreError> {
+                let select = format!(
+                    "SELECT u.id AS user_id, {} FROM users u JOIN plans p ON p.id = u.plan_id \
+                     WHERE u.user_ref = $1",
+                    $crate::store::common::PLAN_COLUMNS
+                );
+                let found: Option<$crate::store::common::UserPlanRow> =
+                    sqlx::query_as(&select).bind(user_ref).fetch_optional(&mut *conn).await?;
+                let row = match found {
+                    Some(row) => row,
+                    None => {
+                        sqlx::query(
+                            "INSERT INTO users (user_ref, platform, platform_user_id, plan_id, created_at) \
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_ref) DO NOTHING",
+                        )
+                        .bind(user_ref)
+                        .bind(user.platform().as_str())
+                        .bind(user.platform_user_id())
+                        .bind(tessera_core::Plan::DEFAULT_ID)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                        sqlx::query_as(&select).bind(user_ref).fetch_one(&mut *conn).await?
+                    }
+                };
+                Ok((row.user_id, row.plan.try_into()?))
+            }
+
+            async fn used_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                user_id: i64,
+                day: chrono::NaiveDate,
+            ) -> Result<i64, $crate::store::StoreError> {
+                let row: Option<(i64,)> = sqlx::query_as(
+                    "SELECT tokens_used FROM usage_daily WHERE user_id = $1 AND day = $2",
+                )
+                .bind(user_id)
+                .bind(day)
+                .fetch_optional(&mut *conn)
+                .await?;
+                Ok(row.map_or(0, |(t,)| t))
+            }
+
+            async fn quota_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                user_ref: &tessera_core::UserRef,
+                day: chrono::NaiveDate,
+            ) -> Result<Option<$crate::store::QuotaRecord>, $crate::store::StoreError> {
+                let found: Option<$crate::store::common::UserPlanRow> = sqlx::query_as(&format!(
+                    "SELECT u.id AS user_id, {} FROM users u JOIN plans p ON p.id = u.plan_id \
+                     WHERE u.user_ref = $1",
+                    $crate::store::common::PLAN_COLUMNS
+                ))
+                .bind(user_ref.to_string())
+                .fetch_optional(&mut *conn)
+                .await?;
+                let Some(row) = found else { return Ok(None) };
+                let tokens_used = Self::used_on(conn, row.user_id, day).await?;
+                Ok(Some($crate::store::QuotaRecord {
+                    user_ref: user_ref.to_string(),
+                    plan: row.plan.try_into()?,
+                    tokens_used,
+                }))
+            }
+        }
+    };
+}
+
+pub(crate) use impl_store;

@@ -1,0 +1,293 @@
+//! Storage: the one trait the control plane writes through, and its two backends.
+//!
+//! [`Store`] speaks in decisions, not rows: "create this job if the user can pay
+//! for it", "apply this transition and refund if it ends the job badly". Each
+//! method is one transaction, so a crash between two statements can never leave a
+//! job charged but missing, or ended but not refunded.
+//!
+//! [`postgres::PgStore`] is for production, [`sqlite::SqliteStore`] the embedded
+//! default. Their SQL is written once in [`common`] and instantiated for each; the
+//! schemas are kept column for column equal (integers for times, JSON as JSONB or
+//! TEXT). The conformance suite in `tests/store_conformance.rs` runs every
+//! behaviour against both.
+
+pub mod common;
+pub mod postgres;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use serde_json::Value;
+
+use tessera_core::params::{ParamError, ValidJob};
+use tessera_core::{
+    ApiKeyId, Capability, JobId, JobState, Millis, Plan, Platform, Priority, Transition, UserRef,
+};
+
+use crate::config::DatabaseConfig;
+
+/// Which database a store runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Opens the database named by `config.url` and applies pending migrations.
+pub async fn connect(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
+    if config.url.starts_with("postgres://") || config.url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(config).await?))
+    } else if config.url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(config).await?))
+    } else {
+        Err(StoreError::Config(format!(
+            "database.url must start with sqlite:// or postgres://, not {:?}",
+            config.url.split(':').next().unwrap_or_default()
+        )))
+    }
+}
+
+/// A job as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub user_id: i64,
+    pub user_ref: String,
+    pub frontend: Platform,
+    pub bot_id: String,
+    pub capability: Capability,
+    pub model: String,
+    pub priority: Priority,
+    pub status: JobState,
+    pub params: Value,
+    pub reply_context: Option<Value>,
+    pub cost_tokens: i64,
+    pub billing_day: NaiveDate,
+    pub refunded: bool,
+    pub attempts: i32,
+    pub worker_id: Option<String>,
+    pub progress: Option<f32>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: Millis,
+    pub queued_at: Option<Millis>,
+    pub started_at: Option<Millis>,
+    pub ended_at: Option<Millis>,
+}
+
+/// A frontend API key as stored (its secret only as a hash).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: ApiKeyId,
+    pub frontend: Platform,
+    pub bot_id: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// A user's plan and what they spent on a billing day.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuotaRecord {
+    pub user_ref: String,
+    pub plan: Plan,
+    pub tokens_used: i64,
+}
+
+/// The create request, after authentication and shape checks.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: JobId,
+    pub frontend: Platform,
+    pub bot_id: String,
+    pub user_ref: UserRef,
+    pub capability: Capability,
+    pub reply_context: Option<Value>,
+    pub idempotency: Option<Idempotency>,
+    pub now: Millis,
+    pub day: NaiveDate,
+}
+
+/// An `Idempotency-Key` and the hash of the request it came with.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    pub key: String,
+    pub request_hash: Vec<u8>,
+}
+
+/// Validates parameters against the user's plan, inside the create transaction.
+pub type Validator<'a> = &'a (dyn Fn(&Plan) -> Result<ValidJob, ParamError> + Send + Sync);
+
+/// What a create decided.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CreateOutcome {
+    Created(JobRecord),
+    /// The idempotency key was seen before with the same request: the first job.
+    Replayed(JobRecord),
+    /// The idempotency key was seen before with a different request.
+    IdempotencyConflict,
+    Invalid(ParamError),
+    /// The job costs more than the user has left today.
+    QuotaExhausted { plan: Plan, used: i64, cost: i64 },
+}
+
+/// What a transition did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TransitionOutcome {
+    Applied(JobRecord),
+    /// The job is not in a state the transition starts from; here is how it is.
+    Illegal(JobRecord),
+    NotFound,
+}
+
+/// Details of a transition. Only the fields the transition uses are read.
+#[derive(Clone, Debug, Default)]
+pub struct TransitionChange {
+    pub now: Millis,
+    /// Act only on a job of this frontend (a frontend's key sees only its own).
+    pub frontend: Option<Platform>,
+    /// Dispatch: the worker chosen.
+    pub worker_id: Option<String>,
+    /// Fail or Cancel: why.
+    pub error: Option<(String, String)>,
+}
+
+/// Filters for listing jobs, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub frontend: Option<Platform>,
+    pub user_ref: Option<String>,
+    pub bot_id: Option<String>,
+    pub statuses: Vec<JobState>,
+    /// Only jobs created before this one (the page cursor).
+    pub before: Option<JobId>,
+    pub limit: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached now; the API answers 503 and the caller may retry.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[source] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value Tessera cannot read back; a bug or a hand edit.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        let unavailable = match &e {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => true,
+            E::Database(db) => db.code().is_some_and(|c| {
+                // PostgreSQL: connection exceptions (08), shutdown and recovery (57P0x);
+                // SQLite: busy or locked past the timeout.
+                c.starts_with("08") || c.starts_with("57P0") || c == "5" || c == "6"
+            }),
+            _ => false,
+        };
+        if unavailable {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+/// The control plane's storage. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Succeeds when the database answers.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    async fn close(&self);
+
+    // ---- frontend keys ----
+
+    async fn insert_api_key(
+        &self,
+        frontend: Platform,
+        bot_id: &str,
+        secret_hash: &[u8],
+        now: Millis,
+    ) -> Result<ApiKeyRecord, StoreError>;
+
+    /// The live (not revoked) key with this secret hash.
+    async fn find_api_key(&self, secret_hash: &[u8]) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError>;
+
+    /// Revokes a key; `None` if there is no such key. Revoking twice keeps the first time.
+    async fn revoke_api_key(
+        &self,
+        id: &ApiKeyId,
+        now: Millis,
+    ) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    // ---- plans and users ----
+
+    async fn plans(&self) -> Result<Vec<Plan>, StoreError>;
+
+    /// The user's plan and tokens used on `day`; `None` for a user never seen.
+    async fn quota(&self, user_ref: &UserRef, day: NaiveDate)
+        -> Result<Option<QuotaRecord>, StoreError>;
+
+    /// Puts a user (created if new) on a plan; `None` if the plan does not exist.
+    async fn set_plan(
+        &self,
+        user_ref: &UserRef,
+        plan_id: &str,
+        day: NaiveDate,
+        now: Millis,
+    ) -> Result<Option<QuotaRecord>, StoreError>;
+
+    // ---- jobs ----
+
+    /// In one transaction: replay an idempotent retry, or create the user if new,
+    /// validate against their plan, reserve the tokens and insert the job as QUEUED.
+    async fn create_job(
+        &self,
+        new: &NewJob,
+        validate: Validator<'_>,
+    ) -> Result<CreateOutcome, StoreError>;
+
+    /// A job, optionally only if it belongs to `frontend`.
+    async fn get_job(
+        &self,
+        id: &JobId,
+        frontend: Option<Platform>,
+    ) -> Result<Option<JobRecord>, StoreError>;
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Applies a state-machine transition if the job is in one of its source
+    /// states; refunds in the same transaction when the job ends FAILED or CANCELLED.
+    async fn transition(
+        &self,
+        id: &JobId,
+        transition: Transition,
+        change: &TransitionChange,
+    ) -> Result<TransitionOutcome, StoreError>;
+
+    /// Queued jobs of the same capability that run before this one, counted up to `cap`.
+    async fn queue_position(&self, job: &JobRecord, cap: u32) -> Result<u64, StoreError>;
+
+    /// Run times (ms) of the latest completed jobs of a capability, newest first.
+    async fn recent_run_times(
+        &self,
+        capability: Capability,
+        limit: u32,
+    ) -> Result<Vec<Millis>, StoreError>;
+
+    /// Tokens charged to a user on a day (0 if none).
+    async fn tokens_used(&self, user_ref: &UserRef, day: NaiveDate) -> Result<i64, StoreError>;
+}

@@ -1,0 +1,67 @@
+//! SQLite, the zero-setup embedded backend for one machine.
+//!
+//! SQLite allows one writer at a time. Rather than letting transactions collide
+//! and retry on `SQLITE_BUSY`, the store keeps a single writer connection (every
+//! transaction queues for it, in order) and a pool of read-only connections that
+//! WAL mode lets read while the writer writes. The database must be a file: an
+//! in-memory database would not be shared between the connections.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use super::common::impl_store;
+use super::{Backend, StoreError};
+use crate::config::{self, DatabaseConfig};
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StoreError> {
+        if config.url.contains(":memory:") || config.url.contains("mode=memory") {
+            return Err(StoreError::Config(
+                "database.url: SQLite must be a file (sqlite://PATH), not in memory".into(),
+            ));
+        }
+        let synchronous = match config.sqlite_synchronous {
+            config::SqliteSynchronous::Full => SqliteSynchronous::Full,
+            config::SqliteSynchronous::Normal => SqliteSynchronous::Normal,
+        };
+        let options = SqliteConnectOptions::from_str(&config.url)
+            .map_err(|e| StoreError::Config(format!("database.url: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(synchronous)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(config.acquire_timeout_secs.max(1)));
+        let acquire = Duration::from_secs(config.acquire_timeout_secs);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(acquire)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(acquire)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self { writer, reader })
+    }
+
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+}
+
+impl_store!(SqliteStore, sqlx::Sqlite, Backend::Sqlite);
