@@ -2,7 +2,8 @@
 //!
 //! Every option has a default, so `tessera scheduler` runs with no file at all on an
 //! embedded SQLite database. Nested keys map to variables with `__` between levels:
-//! `database.url` is `TESSERA_DATABASE__URL`. Secrets may instead be read from a file
+//! `database.url` is `TESSERA_DATABASE__URL`; `TESSERA_*` variables without `__`
+//! are not settings and are ignored. Secrets may instead be read from a file
 //! (`auth.admin_token_file`) so they stay out of the environment and the command line.
 //! [`EXAMPLE`] is the commented reference printed by `tessera config example`; a test
 //! checks it parses to exactly these defaults.
@@ -222,7 +223,13 @@ impl SchedulerConfig {
             fig = fig.merge(Toml::file(path));
         }
         let config: SchedulerConfig = fig
-            .merge(Env::prefixed("TESSERA_").split("__"))
+            // Every key sits in a section, so only variables with `__` are settings;
+            // others (TESSERA_URL, TESSERA_ADMIN_TOKEN for the CLI) are left alone.
+            .merge(
+                Env::prefixed("TESSERA_")
+                    .split("__")
+                    .filter(|k| k.as_str().contains('.')),
+            )
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         config.check()?;
@@ -264,6 +271,7 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.create_file("t.toml", "[database]\nurl = \"sqlite://a.db\"\nmax_connections = 3\n")?;
             jail.set_env("TESSERA_DATABASE__URL", "postgres://x@localhost/y");
+            jail.set_env("TESSERA_ADMIN_TOKEN", "not a scheduler setting");
             let c = SchedulerConfig::load(Some(Path::new("t.toml"))).unwrap();
             assert_eq!(c.database.url, "postgres://x@localhost/y");
             assert_eq!(c.database.max_connections, 3);

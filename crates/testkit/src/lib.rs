@@ -1,1 +1,192 @@
-//! placeholder
+//! Test harness: real databases and the real scheduler, on loopback.
+//!
+//! - [`TestDb`]: a fresh database per test. PostgreSQL databases are created in the
+//!   throwaway server that `scripts/test` starts (its admin URL arrives in
+//!   `TESSERA_TEST_DATABASE_URL`); SQLite databases are files in a temporary folder.
+//! - [`TestApp`]: the scheduler started on `127.0.0.1:0` over such a database, with
+//!   a random admin token and helpers to mint frontend keys.
+//! - [`backend_tests!`]: runs each listed `async fn(Backend)` once per backend.
+//!
+//! Nothing here mocks Tessera: tests drive the same server binary code over HTTP.
+
+use std::sync::Arc;
+
+use rand::Rng;
+use tempfile::TempDir;
+
+use tessera_api::admin::CreateKeyRequest;
+use tessera_api::Client;
+use tessera_core::Platform;
+use tessera_scheduler::config::SchedulerConfig;
+use tessera_scheduler::store::{self, Store};
+use tessera_scheduler::{Scheduler, SchedulerHandle};
+
+/// Environment variable holding the admin URL of the test PostgreSQL server.
+pub const PG_URL_VAR: &str = "TESSERA_TEST_DATABASE_URL";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// A database that exists for one test.
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<TempDir>,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        init_tracing();
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temporary folder");
+                let url = format!("sqlite://{}/tessera.db", dir.path().display());
+                TestDb {
+                    url,
+                    _dir: Some(dir),
+                }
+            }
+            Backend::Postgres => {
+                let admin = std::env::var(PG_URL_VAR).unwrap_or_else(|_| {
+                    panic!(
+                        "{PG_URL_VAR} is not set: run the suite with scripts/test, which starts \
+                         a throwaway PostgreSQL, or point it at a server you own"
+                    )
+                });
+                let name = format!("tessera_test_{:016x}", rand::rng().random::<u64>());
+                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+                    .await
+                    .expect("connecting to the test PostgreSQL");
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .expect("creating a test database");
+                let mut url = url::Url::parse(&admin).expect("admin URL");
+                url.set_path(&name);
+                TestDb {
+                    url: url.to_string(),
+                    _dir: None,
+                }
+            }
+        }
+    }
+
+    /// Scheduler settings for this database, listening on a free loopback port.
+    pub fn config(&self) -> SchedulerConfig {
+        let mut config = SchedulerConfig::default();
+        config.server.listen = "127.0.0.1:0".parse().expect("address");
+        config.database.url = self.url.clone();
+        config.database.max_connections = 8;
+        config
+    }
+
+    /// Opens the store directly (migrations applied).
+    pub async fn store(&self) -> Arc<dyn Store> {
+        store::connect(&self.config().database)
+            .await
+            .expect("opening the test store")
+    }
+}
+
+/// The scheduler running for one test.
+pub struct TestApp {
+    pub db: TestDb,
+    pub handle: SchedulerHandle,
+    pub admin_token: String,
+    /// A client holding the admin token.
+    pub admin: Client,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Spawns with settings adjusted by `tweak`.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut SchedulerConfig)) -> TestApp {
+        let db = TestDb::new(backend).await;
+        let admin_token = tessera_scheduler::auth::new_token();
+        let mut config = db.config();
+        config.auth.admin_token = Some(admin_token.clone());
+        config.auth.internal_token = Some(tessera_scheduler::auth::new_token());
+        tweak(&mut config);
+        let handle = Scheduler::start(config).await.expect("starting the scheduler");
+        let admin = Client::new(&handle.base_url(), admin_token.clone()).expect("client");
+        TestApp {
+            db,
+            handle,
+            admin_token,
+            admin,
+        }
+    }
+
+    pub fn base_url(&self) -> String {
+        self.handle.base_url()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        self.handle.store()
+    }
+
+    /// Mints a key for a bot through the admin API and returns its secret.
+    pub async fn key(&self, frontend: Platform, bot_id: &str) -> String {
+        self.admin
+            .create_key(&CreateKeyRequest {
+                frontend,
+                bot_id: bot_id.to_owned(),
+            })
+            .await
+            .expect("creating a frontend key")
+            .api_key
+    }
+
+    /// A client speaking for a new key of this bot.
+    pub async fn frontend(&self, frontend: Platform, bot_id: &str) -> Client {
+        let key = self.key(frontend, bot_id).await;
+        Client::new(&self.base_url(), key).expect("client")
+    }
+
+    /// A client with any token (or none, with an empty string) for raw requests.
+    pub fn client_with(&self, token: &str) -> Client {
+        Client::new(&self.base_url(), token.to_owned()).expect("client")
+    }
+
+    pub async fn shutdown(self) {
+        self.handle.shutdown().await.expect("clean shutdown");
+    }
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,sqlx=error".to_owned()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Runs each listed `async fn name(backend: Backend)` as two tests,
+/// `postgres::name` and `sqlite::name`.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Postgres).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}

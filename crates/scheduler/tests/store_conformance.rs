@@ -1,0 +1,337 @@
+//! One behaviour suite for every storage backend: each test runs on PostgreSQL and
+//! on SQLite and must pass unchanged on both.
+
+use chrono::NaiveDate;
+use serde_json::json;
+
+use tessera_core::billing::CostRules;
+use tessera_core::catalog::ModelCatalog;
+use tessera_core::{params, Capability, JobId, JobState, Plan, Platform, Transition, UserRef};
+use tessera_scheduler::store::{
+    CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, Store, TransitionChange,
+    TransitionOutcome,
+};
+use tessera_testkit::{backend_tests, Backend, TestDb};
+
+fn day() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()
+}
+
+fn new_job(user: &str, now: i64) -> NewJob {
+    NewJob {
+        id: JobId::generate(),
+        frontend: Platform::Telegram,
+        bot_id: "tg-image-bot-1".into(),
+        user_ref: user.parse().unwrap(),
+        capability: Capability::Image,
+        reply_context: Some(json!({"chat_id": 42})),
+        idempotency: None,
+        now,
+        day: day(),
+    }
+}
+
+async fn create(store: &dyn Store, new: &NewJob, params: serde_json::Value) -> CreateOutcome {
+    let catalog = ModelCatalog::default();
+    let costs = CostRules::default();
+    let validate =
+        |plan: &Plan| params::validate(new.capability, &params, plan, &catalog, &costs);
+    store.create_job(new, &validate).await.unwrap()
+}
+
+async fn created(store: &dyn Store, user: &str, now: i64) -> JobRecord {
+    match create(store, &new_job(user, now), json!({"prompt": "a lighthouse"})).await {
+        CreateOutcome::Created(job) => job,
+        other => panic!("expected a created job, got {other:?}"),
+    }
+}
+
+fn at(now: i64) -> TransitionChange {
+    TransitionChange {
+        now,
+        ..Default::default()
+    }
+}
+
+async fn first_sight_creates_a_free_user_and_charges_the_job(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let user: UserRef = "telegram:1".parse().unwrap();
+    assert!(store.quota(&user, day()).await.unwrap().is_none());
+
+    let job = created(&*store, "telegram:1", 1_000).await;
+    assert_eq!(job.status, JobState::Queued);
+    assert_eq!((job.created_at, job.queued_at), (1_000, Some(1_000)));
+    assert_eq!(job.model, "sdxl-1.0");
+    assert_eq!(job.cost_tokens, 1);
+    assert_eq!(job.attempts, 0);
+    assert_eq!(job.reply_context, Some(json!({"chat_id": 42})));
+    assert_eq!(job.params["width"], 1024);
+
+    let quota = store.quota(&user, day()).await.unwrap().unwrap();
+    assert_eq!(quota.plan.id, "free");
+    assert_eq!(quota.tokens_used, 1);
+    assert_eq!(store.get_job(&job.id, None).await.unwrap().unwrap(), job);
+    assert!(store
+        .get_job(&job.id, Some(Platform::Discord))
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn the_quota_stops_at_the_plan_limit(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    for i in 0..20 {
+        created(&*store, "telegram:2", i).await;
+    }
+    match create(&*store, &new_job("telegram:2", 99), json!({"prompt": "one more"})).await {
+        CreateOutcome::QuotaExhausted { plan, used, cost } => {
+            assert_eq!((plan.id.as_str(), used, cost), ("free", 20, 1));
+        }
+        other => panic!("expected quota exhaustion, got {other:?}"),
+    }
+    // Bigger jobs cost more, within the plan's limits.
+    let pro: UserRef = "telegram:3".parse().unwrap();
+    store.set_plan(&pro, "starter", day(), 0).await.unwrap().unwrap();
+    let huge = json!({"prompt": "x", "resolution": "1536x1536"});
+    assert!(matches!(
+        create(&*store, &new_job("telegram:3", 1), huge).await,
+        CreateOutcome::Created(ref j) if j.cost_tokens == 3
+    ));
+    // The next day starts from zero.
+    let mut tomorrow = new_job("telegram:2", 100);
+    tomorrow.day = day().succ_opt().unwrap();
+    assert!(matches!(
+        create(&*store, &tomorrow, json!({"prompt": "x"})).await,
+        CreateOutcome::Created(_)
+    ));
+}
+
+async fn invalid_parameters_create_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let out = create(&*store, &new_job("telegram:4", 1), json!({"prompt": "x", "resolution": "2048x2048"})).await;
+    let CreateOutcome::Invalid(e) = out else { panic!("expected invalid, got {out:?}") };
+    assert_eq!(e.code, "resolution_not_allowed");
+    let user: UserRef = "telegram:4".parse().unwrap();
+    assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 0);
+    let all = store
+        .list_jobs(&JobFilter { limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert!(all.is_empty());
+}
+
+async fn idempotency_replays_and_detects_conflicts(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let mut first = new_job("telegram:5", 1);
+    first.idempotency = Some(Idempotency { key: "abc".into(), request_hash: vec![1; 32] });
+    let CreateOutcome::Created(job) = create(&*store, &first, json!({"prompt": "x"})).await else {
+        panic!()
+    };
+    let mut retry = new_job("telegram:5", 2);
+    retry.idempotency = first.idempotency.clone();
+    assert_eq!(
+        create(&*store, &retry, json!({"prompt": "x"})).await,
+        CreateOutcome::Replayed(job.clone())
+    );
+    let mut different = new_job("telegram:5", 3);
+    different.idempotency = Some(Idempotency { key: "abc".into(), request_hash: vec![2; 32] });
+    assert_eq!(
+        create(&*store, &different, json!({"prompt": "y"})).await,
+        CreateOutcome::IdempotencyConflict
+    );
+    // Same key from another bot is a different request.
+    let mut other_bot = new_job("telegram:5", 4);
+    other_bot.bot_id = "tg-image-bot-2".into();
+    other_bot.idempotency = first.idempotency.clone();
+    assert!(matches!(create(&*store, &other_bot, json!({"prompt": "x"})).await, CreateOutcome::Created(_)));
+    let user: UserRef = "telegram:5".parse().unwrap();
+    assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 2);
+}
+
+async fn transitions_follow_the_state_machine_and_refund(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let user: UserRef = "telegram:6".parse().unwrap();
+    let job = created(&*store, "telegram:6", 10).await;
+
+    // Illegal: a queued job cannot complete.
+    let out = store.transition(&job.id, Transition::Complete, &at(11)).await.unwrap();
+    assert!(matches!(out, TransitionOutcome::Illegal(ref j) if j.status == JobState::Queued));
+
+    let dispatch = TransitionChange { now: 20, worker_id: Some("worker-gpu-0".into()), ..Default::default() };
+    let TransitionOutcome::Applied(running) = store.transition(&job.id, Transition::Dispatch, &dispatch).await.unwrap() else { panic!() };
+    assert_eq!((running.status, running.attempts, running.started_at), (JobState::Running, 1, Some(20)));
+    assert_eq!(running.worker_id.as_deref(), Some("worker-gpu-0"));
+
+    // The worker is lost: back to the queue, attempts kept.
+    let TransitionOutcome::Applied(requeued) = store.transition(&job.id, Transition::Requeue, &at(30)).await.unwrap() else { panic!() };
+    assert_eq!((requeued.status, requeued.attempts, requeued.queued_at), (JobState::Queued, 1, Some(30)));
+    assert_eq!((requeued.worker_id, requeued.started_at), (None, None));
+
+    store.transition(&job.id, Transition::Dispatch, &dispatch).await.unwrap();
+    let TransitionOutcome::Applied(done) = store.transition(&job.id, Transition::Complete, &at(40)).await.unwrap() else { panic!() };
+    assert_eq!((done.status, done.ended_at, done.attempts, done.refunded), (JobState::Completed, Some(40), 2, false));
+    assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 1);
+
+    // Terminal: nothing moves it, and cancelling it refunds nothing.
+    for t in Transition::ALL {
+        let out = store.transition(&job.id, t, &at(50)).await.unwrap();
+        assert!(matches!(out, TransitionOutcome::Illegal(_)), "{t:?} moved a completed job");
+    }
+    assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 1);
+
+    // Cancel and fail refund exactly once.
+    let a = created(&*store, "telegram:6", 60).await;
+    let b = created(&*store, "telegram:6", 61).await;
+    assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 3);
+    let cancel = TransitionChange { now: 70, error: Some(("cancelled_by_user".into(), "bye".into())), ..Default::default() };
+    let TransitionOutcome::Applied(c) = store.transition(&a.id, Transition::Cancel, &cancel).await.unwrap() else { panic!() };
+    assert_eq!((c.status, c.refunded, c.error_code.as_deref()), (JobState::Cancelled, true, Some("cancelled_by_user")));
+    assert!(matches!(store.transition(&a.id, Transition::Cancel, &cancel).await.unwrap(), TransitionOutcome::Illegal(_)));
+    store.transition(&b.id, Transition::Dispatch, &dispatch).await.unwrap();
+    let TransitionOutcome::Applied(f) = store.transition(&b.id, Transition::Fail, &cancel).await.unwrap() else { panic!() };
+    assert!(f.refunded);
+    assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 1);
+
+    // Scoped to another frontend, the job does not exist.
+    let c = created(&*store, "telegram:6", 80).await;
+    let scoped = TransitionChange { frontend: Some(Platform::Discord), ..at(81) };
+    assert_eq!(store.transition(&c.id, Transition::Cancel, &scoped).await.unwrap(), TransitionOutcome::NotFound);
+    assert_eq!(store.transition(&JobId::generate(), Transition::Cancel, &at(1)).await.unwrap(), TransitionOutcome::NotFound);
+}
+
+async fn listing_filters_and_pages_newest_first(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        ids.push(created(&*store, "telegram:7", i).await.id);
+    }
+    let mut other = new_job("telegram:8", 10);
+    other.bot_id = "tg-image-bot-2".into();
+    create(&*store, &other, json!({"prompt": "x"})).await;
+    store.transition(&ids[0], Transition::Cancel, &at(20)).await.unwrap();
+
+    let page = |before: Option<JobId>| JobFilter { user_ref: Some("telegram:7".into()), before, limit: 2, ..Default::default() };
+    let p1 = store.list_jobs(&page(None)).await.unwrap();
+    let p2 = store.list_jobs(&page(Some(p1[1].id.clone()))).await.unwrap();
+    let p3 = store.list_jobs(&page(Some(p2[1].id.clone()))).await.unwrap();
+    let seen: Vec<_> = p1.iter().chain(&p2).chain(&p3).map(|j| j.id.clone()).collect();
+    let mut expected = ids.clone();
+    expected.reverse();
+    assert_eq!(seen, expected);
+
+    let queued = store
+        .list_jobs(&JobFilter { statuses: vec![JobState::Queued], bot_id: Some("tg-image-bot-1".into()), limit: 100, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(queued.len(), 4);
+    let bot2 = store.list_jobs(&JobFilter { bot_id: Some("tg-image-bot-2".into()), limit: 100, ..Default::default() }).await.unwrap();
+    assert_eq!(bot2.len(), 1);
+    let discord = store.list_jobs(&JobFilter { frontend: Some(Platform::Discord), limit: 100, ..Default::default() }).await.unwrap();
+    assert!(discord.is_empty());
+}
+
+async fn queue_position_counts_jobs_served_first(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let pro: UserRef = "telegram:pro".parse().unwrap();
+    store.set_plan(&pro, "pro", day(), 0).await.unwrap();
+    let f1 = created(&*store, "telegram:free", 100).await;
+    let f2 = created(&*store, "telegram:free", 200).await;
+    let p1 = created(&*store, "telegram:pro", 300).await;
+    let f3 = created(&*store, "telegram:free", 400).await;
+    let pos = |j: JobRecord| {
+        let store = store.clone();
+        async move { store.queue_position(&j, 1000).await.unwrap() }
+    };
+    assert_eq!(pos(p1.clone()).await, 0);
+    assert_eq!(pos(f1.clone()).await, 1);
+    assert_eq!(pos(f2.clone()).await, 2);
+    assert_eq!(pos(f3.clone()).await, 3);
+    assert_eq!(store.queue_position(&f3, 2).await.unwrap(), 2, "capped");
+    store.transition(&f1.id, Transition::Cancel, &at(500)).await.unwrap();
+    assert_eq!(pos(f3).await, 2);
+}
+
+async fn run_times_come_from_completed_jobs(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    assert!(store.recent_run_times(Capability::Image, 10).await.unwrap().is_empty());
+    for (start, end) in [(100, 1_100), (200, 3_200)] {
+        let job = created(&*store, "telegram:9", start).await;
+        let d = TransitionChange { now: start, worker_id: Some("w".into()), ..Default::default() };
+        store.transition(&job.id, Transition::Dispatch, &d).await.unwrap();
+        store.transition(&job.id, Transition::Complete, &at(end)).await.unwrap();
+    }
+    let failed = created(&*store, "telegram:9", 300).await;
+    store.transition(&failed.id, Transition::Fail, &at(9_000)).await.unwrap();
+    assert_eq!(store.recent_run_times(Capability::Image, 10).await.unwrap(), vec![3_000, 1_000]);
+    assert_eq!(store.recent_run_times(Capability::Image, 1).await.unwrap(), vec![3_000]);
+    assert!(store.recent_run_times(Capability::Video, 10).await.unwrap().is_empty());
+}
+
+async fn keys_are_found_by_hash_until_revoked(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let key = store.insert_api_key(Platform::Discord, "dc-image-bot-1", &[7; 32], 5).await.unwrap();
+    assert_eq!(store.find_api_key(&[7; 32]).await.unwrap(), Some(key.clone()));
+    assert_eq!(store.find_api_key(&[8; 32]).await.unwrap(), None);
+    let revoked = store.revoke_api_key(&key.id, 9).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(9));
+    assert_eq!(store.revoke_api_key(&key.id, 10).await.unwrap().unwrap().revoked_at, Some(9));
+    assert_eq!(store.find_api_key(&[7; 32]).await.unwrap(), None);
+    assert_eq!(store.list_api_keys().await.unwrap(), vec![revoked]);
+}
+
+async fn plans_are_the_seeds_and_can_be_assigned(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    assert_eq!(store.plans().await.unwrap(), Plan::seed_plans());
+    let user: UserRef = "web:ada".parse().unwrap();
+    let q = store.set_plan(&user, "pro", day(), 1).await.unwrap().unwrap();
+    assert_eq!((q.plan.id.as_str(), q.tokens_used), ("pro", 0));
+    assert!(store.set_plan(&user, "platinum", day(), 1).await.unwrap().is_none());
+    let job = created(&*store, "web:ada", 2).await;
+    assert_eq!(job.priority.0, 2, "jobs carry their plan's priority");
+}
+
+/// Racing creates by one user serialise on their usage row: never more than the quota.
+async fn concurrent_creates_never_overspend(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            create(&*store, &new_job("telegram:race", i), json!({"prompt": "x"})).await
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if matches!(t.await.unwrap(), CreateOutcome::Created(_)) {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 20);
+    let user: UserRef = "telegram:race".parse().unwrap();
+    assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 20);
+}
+
+backend_tests!(
+    first_sight_creates_a_free_user_and_charges_the_job,
+    the_quota_stops_at_the_plan_limit,
+    invalid_parameters_create_nothing,
+    idempotency_replays_and_detects_conflicts,
+    transitions_follow_the_state_machine_and_refund,
+    listing_filters_and_pages_newest_first,
+    queue_position_counts_jobs_served_first,
+    run_times_come_from_completed_jobs,
+    keys_are_found_by_hash_until_revoked,
+    plans_are_the_seeds_and_can_be_assigned,
+    concurrent_creates_never_overspend,
+);
