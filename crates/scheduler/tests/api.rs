@@ -1,0 +1,1353 @@
+//! The HTTP API end to end: the real scheduler on a loopback port, driven through
+//! the typed client (`tessera_api::Client`) and, for requests the client cannot
+//! make (no credential, broken JSON, wrong content type), through raw `reqwest`.
+//! Every test runs on PostgreSQL and on SQLite and must pass unchanged on both.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::time::Duration;
+
+use chrono::Utc;
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{json, Value};
+
+use tessera_api::admin::CreateKeyRequest;
+use tessera_api::public::{CreateJobRequest, CreateJobResponse, JobView, ListJobsQuery};
+use tessera_api::{ApiErrorBody, Client, ClientError, ErrorDetail};
+use tessera_core::{ApiKeyId, Capability, JobId, JobState, Platform};
+use tessera_testkit::{backend_tests, Backend, TestApp};
+
+const TG_BOT: &str = "tg-image-bot-1";
+const TG_BOT_2: &str = "tg-image-bot-2";
+const DC_BOT: &str = "dc-image-bot-1";
+
+// ---- helpers ----
+
+fn image_job(frontend: Platform, bot_id: &str, user_ref: &str, params: Value) -> CreateJobRequest {
+    CreateJobRequest {
+        frontend,
+        bot_id: bot_id.to_owned(),
+        capability: Capability::Image,
+        user_ref: user_ref.to_owned(),
+        reply_context: None,
+        params,
+    }
+}
+
+/// An image job from `tg-image-bot-1`.
+fn tg_job(user_ref: &str, params: Value) -> CreateJobRequest {
+    image_job(Platform::Telegram, TG_BOT, user_ref, params)
+}
+
+fn prompt(text: &str) -> Value {
+    json!({ "prompt": text })
+}
+
+/// A raw answer: status, headers and the body, which must be JSON.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    /// Asserts an error answer: its status, its stable code, and that the body is
+    /// exactly the error envelope.
+    #[track_caller]
+    fn error(&self, status: StatusCode, code: &str) -> ErrorDetail {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        let body: ApiErrorBody = serde_json::from_value(self.body.clone())
+            .unwrap_or_else(|e| panic!("error body is not an ApiErrorBody ({e}): {}", self.body));
+        assert_eq!(
+            body.error.code, code,
+            "unexpected code; body: {}",
+            self.body
+        );
+        assert!(
+            !body.error.message.is_empty(),
+            "empty message: {}",
+            self.body
+        );
+        body.error
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+async fn send(rb: RequestBuilder) -> Answer {
+    let resp = rb.send().await.expect("the request completes");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.expect("the body arrives");
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{status}: the body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A raw request to the scheduler, without any credential.
+fn raw(app: &TestApp, method: Method, path: &str) -> RequestBuilder {
+    reqwest::Client::new().request(method, format!("{}{path}", app.base_url()))
+}
+
+/// A raw create with a frontend key and, optionally, an idempotency key.
+fn raw_create(
+    http: &reqwest::Client,
+    app: &TestApp,
+    key: &str,
+    req: &CreateJobRequest,
+    idempotency_key: Option<&str>,
+) -> RequestBuilder {
+    let mut rb = http
+        .post(format!("{}/api/v1/jobs", app.base_url()))
+        .bearer_auth(key)
+        .json(req);
+    if let Some(k) = idempotency_key {
+        rb = rb.header(tessera_api::IDEMPOTENCY_KEY, k);
+    }
+    rb
+}
+
+/// Asserts that a typed call failed with this status and code; returns the detail.
+#[track_caller]
+fn api_error<T: Debug>(
+    result: Result<T, ClientError>,
+    status: StatusCode,
+    code: &str,
+) -> ErrorDetail {
+    let e = match result {
+        Ok(v) => panic!("expected {status} {code}, got success: {v:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.status(), Some(status), "unexpected status: {e}");
+    assert_eq!(e.code(), Some(code), "unexpected code: {e}");
+    match e {
+        ClientError::Api { body, .. } => {
+            assert!(!body.error.message.is_empty());
+            body.error
+        }
+        other => panic!("expected an error envelope, got {other:?}"),
+    }
+}
+
+/// Every page of a listing, following `next_cursor`.
+async fn list_all(client: &Client, query: ListJobsQuery, admin: bool) -> Vec<JobView> {
+    let mut query = query;
+    let mut jobs = Vec::new();
+    for _ in 0..1000 {
+        let page = if admin {
+            client.admin_list_jobs(&query).await
+        } else {
+            client.list_jobs(&query).await
+        }
+        .expect("listing jobs");
+        let limit = query.limit.unwrap_or(20) as usize;
+        assert!(page.jobs.len() <= limit, "a page larger than its limit");
+        jobs.extend(page.jobs);
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return jobs,
+        }
+    }
+    panic!("paging never ended")
+}
+
+fn by_user(user_ref: &str) -> ListJobsQuery {
+    ListJobsQuery {
+        user_ref: Some(user_ref.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn ids(jobs: &[JobView]) -> Vec<JobId> {
+    jobs.iter().map(|j| j.job_id.clone()).collect()
+}
+
+/// Tokens the user's live (not refunded) jobs hold.
+fn charged(jobs: &[JobView]) -> i64 {
+    jobs.iter()
+        .filter(|j| !j.refunded)
+        .map(|j| j.cost_tokens)
+        .sum()
+}
+
+// ---- 1. the round trip ----
+
+async fn create_get_cancel_round_trip(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let http = reqwest::Client::new();
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+    let mut req = tg_job("telegram:42", prompt("a beautiful sunset"));
+    req.reply_context = Some(json!({"chat_id": 42, "message_id": 7}));
+
+    let created = send(raw_create(&http, &app, &key, &req, None)).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.header(tessera_api::IDEMPOTENT_REPLAYED), None);
+    assert!(
+        created.header(tessera_api::REQUEST_ID).is_some(),
+        "every answer carries a request id"
+    );
+    let created: CreateJobResponse = serde_json::from_value(created.body).expect("a create answer");
+    assert_eq!(created.status, JobState::Queued);
+    assert_eq!(created.cost_tokens, 1);
+    assert!(created.estimated_time_seconds > 0);
+    assert!(created.job_id.as_str().starts_with("job_"));
+
+    // Another key of the same bot reads it.
+    let job = tg.get_job(&created.job_id).await.unwrap();
+    assert_eq!(job.job_id, created.job_id);
+    assert_eq!(job.status, JobState::Queued);
+    assert_eq!(job.queue_position, Some(0));
+    assert!(job.estimated_time_seconds.is_some_and(|s| s > 0));
+    assert_eq!(
+        (job.frontend, job.bot_id.as_str()),
+        (Platform::Telegram, TG_BOT)
+    );
+    assert_eq!(job.capability, Capability::Image);
+    assert_eq!(job.model, "sdxl-1.0");
+    assert_eq!(job.user_ref, "telegram:42");
+    assert_eq!(
+        job.params,
+        json!({"prompt": "a beautiful sunset", "width": 1024, "height": 1024, "steps": 30})
+    );
+    assert_eq!(job.params["width"], 1024);
+    assert_eq!(
+        job.reply_context,
+        Some(json!({"chat_id": 42, "message_id": 7}))
+    );
+    assert_eq!((job.cost_tokens, job.refunded, job.attempts), (1, false, 0));
+    assert_eq!(job.error, None);
+    assert!(job.queued_at.is_some() && job.started_at.is_none() && job.ended_at.is_none());
+
+    let quota = tg.get_user("telegram:42").await.unwrap();
+    assert_eq!(quota.plan.id, "free");
+    assert_eq!(
+        (quota.tokens_used_today, quota.tokens_left_today),
+        (1, Some(19))
+    );
+
+    let cancelled = tg.cancel_job(&created.job_id).await.unwrap();
+    assert_eq!(cancelled.status, JobState::Cancelled);
+    assert!(cancelled.refunded);
+    assert_eq!(
+        cancelled.error.as_ref().map(|e| e.code.as_str()),
+        Some("cancelled_by_user")
+    );
+    assert!(cancelled.ended_at.is_some());
+    assert_eq!(
+        (cancelled.queue_position, cancelled.estimated_time_seconds),
+        (None, None)
+    );
+
+    let again = tg.cancel_job(&created.job_id).await;
+    api_error(again, StatusCode::CONFLICT, "job_finished");
+
+    let job = tg.get_job(&created.job_id).await.unwrap();
+    assert_eq!(job.status, JobState::Cancelled);
+    assert_eq!(
+        job.error.map(|e| e.code),
+        Some("cancelled_by_user".to_owned())
+    );
+
+    let quota = tg.get_user("telegram:42").await.unwrap();
+    assert_eq!(
+        (quota.tokens_used_today, quota.tokens_left_today),
+        (0, Some(20))
+    );
+
+    // Ids that are not jobs, or not this frontend's, are simply not found.
+    api_error(
+        tg.get_job(&JobId::generate()).await,
+        StatusCode::NOT_FOUND,
+        "job_not_found",
+    );
+    api_error(
+        tg.cancel_job(&JobId::generate()).await,
+        StatusCode::NOT_FOUND,
+        "job_not_found",
+    );
+    let bad_id = send(raw(&app, Method::GET, "/api/v1/jobs/not-a-job").bearer_auth(&key)).await;
+    bad_id.error(StatusCode::NOT_FOUND, "job_not_found");
+    app.shutdown().await;
+}
+
+// ---- 2. credentials ----
+
+async fn credentials_are_checked(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    let req = tg_job("telegram:1", prompt("x"));
+
+    // No credential at all.
+    let none = send(raw(&app, Method::POST, "/api/v1/jobs").json(&req)).await;
+    none.error(StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(none.header(WWW_AUTHENTICATE.as_str()), Some("Bearer"));
+    send(raw(&app, Method::GET, "/api/v1/jobs"))
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    send(raw(&app, Method::GET, "/api/admin/keys"))
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    // A credential that is not a bearer token.
+    let basic =
+        raw(&app, Method::GET, "/api/v1/jobs").header(AUTHORIZATION, format!("Basic {key}"));
+    send(basic)
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    let empty = raw(&app, Method::GET, "/api/v1/jobs").header(AUTHORIZATION, "Bearer ");
+    send(empty)
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+    // Credentials that are nobody's.
+    let garbage = app.client_with("garbage-garbage-garbage");
+    api_error(
+        garbage.create_job(&req, None).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+    api_error(
+        garbage.list_keys().await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+
+    // Real credentials of the wrong kind.
+    let admin_as_frontend = app.client_with(&app.admin_token);
+    api_error(
+        admin_as_frontend.create_job(&req, None).await,
+        StatusCode::FORBIDDEN,
+        "wrong_credential",
+    );
+    api_error(
+        admin_as_frontend.list_jobs(&ListJobsQuery::default()).await,
+        StatusCode::FORBIDDEN,
+        "wrong_credential",
+    );
+    let frontend = app.client_with(&key);
+    api_error(
+        frontend.list_keys().await,
+        StatusCode::FORBIDDEN,
+        "wrong_credential",
+    );
+    api_error(
+        frontend
+            .create_key(&CreateKeyRequest {
+                frontend: Platform::Telegram,
+                bot_id: "sneaky".into(),
+            })
+            .await,
+        StatusCode::FORBIDDEN,
+        "wrong_credential",
+    );
+    api_error(
+        frontend.set_plan("telegram:1", "admin").await,
+        StatusCode::FORBIDDEN,
+        "wrong_credential",
+    );
+
+    // A revoked key stops working at once, on every endpoint.
+    let created = app
+        .admin
+        .create_key(&CreateKeyRequest {
+            frontend: Platform::Telegram,
+            bot_id: TG_BOT.into(),
+        })
+        .await
+        .unwrap();
+    assert!(created.key.key_id.as_str().starts_with("key_"));
+    assert_eq!(created.key.revoked_at, None);
+    let doomed = app.client_with(&created.api_key);
+    doomed
+        .create_job(&req, None)
+        .await
+        .expect("the key works before revocation");
+    let revoked = app.admin.revoke_key(&created.key.key_id).await.unwrap();
+    assert!(revoked.revoked_at.is_some());
+    api_error(
+        doomed.create_job(&req, None).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+    api_error(
+        doomed.list_jobs(&ListJobsQuery::default()).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+    api_error(
+        doomed.list_keys().await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+    // The other key of the same bot still works; the listing shows the revocation
+    // and never a secret.
+    frontend
+        .create_job(&req, None)
+        .await
+        .expect("an unrevoked key works");
+    let keys = app.admin.list_keys().await.unwrap();
+    let listed = keys
+        .keys
+        .iter()
+        .find(|k| k.key_id == created.key.key_id)
+        .expect("the revoked key is listed");
+    assert_eq!(listed.revoked_at, revoked.revoked_at);
+    let raw_keys =
+        send(raw(&app, Method::GET, "/api/admin/keys").bearer_auth(&app.admin_token)).await;
+    assert_eq!(raw_keys.status, StatusCode::OK);
+    assert!(!raw_keys.body.to_string().contains(&created.api_key));
+    assert!(!raw_keys.body.to_string().contains(&key));
+    app.shutdown().await;
+}
+
+async fn keys_speak_only_for_their_bot_and_platform(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+    let dc = app.frontend(Platform::Discord, DC_BOT).await;
+
+    let other_bot = image_job(Platform::Telegram, TG_BOT_2, "telegram:1", prompt("x"));
+    api_error(
+        tg.create_job(&other_bot, None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden_bot",
+    );
+    let other_platform = image_job(Platform::Discord, TG_BOT, "discord:1", prompt("x"));
+    api_error(
+        tg.create_job(&other_platform, None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden_bot",
+    );
+    api_error(
+        tg.create_job(&tg_job("discord:1", prompt("x")), None).await,
+        StatusCode::FORBIDDEN,
+        "forbidden_user_ref",
+    );
+    api_error(
+        tg.get_user("discord:1").await,
+        StatusCode::FORBIDDEN,
+        "forbidden_user_ref",
+    );
+
+    // A telegram job is invisible to a discord key: not readable, not cancellable.
+    let job = tg
+        .create_job(&tg_job("telegram:1", prompt("x")), None)
+        .await
+        .unwrap()
+        .job;
+    api_error(
+        dc.get_job(&job.job_id).await,
+        StatusCode::NOT_FOUND,
+        "job_not_found",
+    );
+    api_error(
+        dc.cancel_job(&job.job_id).await,
+        StatusCode::NOT_FOUND,
+        "job_not_found",
+    );
+    assert_eq!(
+        tg.get_job(&job.job_id).await.unwrap().status,
+        JobState::Queued
+    );
+
+    // Refused requests charged nothing; the one job did.
+    let quota = tg.get_user("telegram:1").await.unwrap();
+    assert_eq!(quota.tokens_used_today, 1);
+    let discord = dc.get_user("discord:1").await.unwrap();
+    assert_eq!(discord.tokens_used_today, 0);
+    app.shutdown().await;
+}
+
+// ---- 3. validation ----
+
+async fn invalid_requests_are_refused_with_stable_codes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    let tg = app.client_with(&key);
+    let user = "telegram:7";
+
+    let e = api_error(
+        tg.create_job(&tg_job(user, prompt("   ")), None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "prompt_empty",
+    );
+    assert_eq!(e.field.as_deref(), Some("params.prompt"));
+    let e = api_error(
+        tg.create_job(
+            &tg_job(user, json!({"prompt": "x", "resolution": "2048x2048"})),
+            None,
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "resolution_not_allowed",
+    );
+    assert_eq!(e.field.as_deref(), Some("params.resolution"));
+    let e = api_error(
+        tg.create_job(
+            &tg_job(user, json!({"prompt": "x", "model": "flux-schnell"})),
+            None,
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "model_not_allowed",
+    );
+    assert_eq!(e.field.as_deref(), Some("params.model"));
+    api_error(
+        tg.create_job(&tg_job(user, json!({"prompt": "x", "cfg": 7})), None)
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_param",
+    );
+    let e = api_error(
+        tg.create_job(&tg_job("telegram", prompt("x")), None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_user_ref",
+    );
+    assert_eq!(e.field.as_deref(), Some("user_ref"));
+    let mut big_context = tg_job(user, prompt("x"));
+    big_context.reply_context = Some(json!({ "blob": "x".repeat(5000) }));
+    let e = api_error(
+        tg.create_job(&big_context, None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "reply_context_too_large",
+    );
+    assert_eq!(e.field.as_deref(), Some("reply_context"));
+    api_error(
+        tg.create_job(&tg_job(user, prompt("x")), Some("has spaces in it"))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_idempotency_key",
+    );
+
+    // Requests the typed client cannot make.
+    let post = || raw(&app, Method::POST, "/api/v1/jobs").bearer_auth(&key);
+    let mut unknown_capability = serde_json::to_value(tg_job(user, prompt("x"))).unwrap();
+    unknown_capability["capability"] = json!("teleportation");
+    send(post().json(&unknown_capability))
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let mut extra_field = serde_json::to_value(tg_job(user, prompt("x"))).unwrap();
+    extra_field["priority"] = json!(3);
+    send(post().json(&extra_field))
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    let malformed = post()
+        .header(CONTENT_TYPE, "application/json")
+        .body(r#"{"frontend": "telegram", "bot_id": "#);
+    send(malformed)
+        .await
+        .error(StatusCode::BAD_REQUEST, "malformed_request");
+    let valid_text = serde_json::to_string(&tg_job(user, prompt("x"))).unwrap();
+    send(post().body(valid_text.clone()))
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    send(post().header(CONTENT_TYPE, "text/plain").body(valid_text))
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+
+    // Nothing was created and nothing charged.
+    let all = list_all(&app.admin, ListJobsQuery::default(), true).await;
+    assert!(all.is_empty(), "refused requests created jobs: {all:?}");
+    assert_eq!(tg.get_user(user).await.unwrap().tokens_used_today, 0);
+    app.shutdown().await;
+}
+
+async fn oversized_bodies_are_refused(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.server.body_limit_bytes = 1024).await;
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    let tg = app.client_with(&key);
+
+    // Small enough: accepted.
+    tg.create_job(&tg_job("telegram:1", prompt("small")), None)
+        .await
+        .expect("a small request fits");
+    let big = tg_job("telegram:1", prompt(&"x".repeat(1500)));
+    let answer = send(raw_create(&reqwest::Client::new(), &app, &key, &big, None)).await;
+    answer.error(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large");
+    api_error(
+        tg.create_job(&big, None).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+    );
+    assert_eq!(
+        tg.get_user("telegram:1").await.unwrap().tokens_used_today,
+        1
+    );
+    app.shutdown().await;
+}
+
+async fn unknown_routes_and_methods_answer_json(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    send(raw(&app, Method::GET, "/api/v1/nope"))
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    send(raw(&app, Method::GET, "/nope").bearer_auth(&key))
+        .await
+        .error(StatusCode::NOT_FOUND, "not_found");
+    send(raw(&app, Method::PATCH, "/api/v1/jobs").bearer_auth(&key))
+        .await
+        .error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    send(raw(
+        &app,
+        Method::PUT,
+        "/api/v1/jobs/job_01JD3Z8X9Q4W6E2R5T7Y9V1K3M",
+    ))
+    .await
+    .error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    send(raw(&app, Method::POST, "/healthz"))
+        .await
+        .error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    app.shutdown().await;
+}
+
+// ---- 4. idempotency ----
+
+async fn idempotent_retries_replay_the_first_job(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let http = reqwest::Client::new();
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    let tg = app.client_with(&key);
+    let req = tg_job("telegram:5", prompt("a lighthouse"));
+
+    let first = send(raw_create(&http, &app, &key, &req, Some("retry-1"))).await;
+    assert_eq!(first.status, StatusCode::CREATED, "{}", first.body);
+    assert_eq!(first.header(tessera_api::IDEMPOTENT_REPLAYED), None);
+    let second = send(raw_create(&http, &app, &key, &req, Some("retry-1"))).await;
+    assert_eq!(second.status, StatusCode::OK, "{}", second.body);
+    assert_eq!(
+        second.header(tessera_api::IDEMPOTENT_REPLAYED),
+        Some("true")
+    );
+    assert_eq!(first.body["job_id"], second.body["job_id"]);
+    assert_eq!(second.body["cost_tokens"], 1);
+    let job_id: JobId = serde_json::from_value(first.body["job_id"].clone()).unwrap();
+
+    // The typed client reports the replay too.
+    let third = tg.create_job(&req, Some("retry-1")).await.unwrap();
+    assert!(third.replayed);
+    assert_eq!(third.job.job_id, job_id);
+    assert_eq!(
+        tg.get_user("telegram:5").await.unwrap().tokens_used_today,
+        1
+    );
+
+    // The same key for a different request is refused, and charges nothing.
+    let different = tg_job("telegram:5", prompt("a different lighthouse"));
+    api_error(
+        tg.create_job(&different, Some("retry-1")).await,
+        StatusCode::CONFLICT,
+        "idempotency_key_reused",
+    );
+    // A fresh key is a fresh job.
+    let fresh = tg.create_job(&different, Some("retry-2")).await.unwrap();
+    assert!(!fresh.replayed);
+    assert_ne!(fresh.job.job_id, job_id);
+    assert_eq!(
+        tg.get_user("telegram:5").await.unwrap().tokens_used_today,
+        2
+    );
+
+    // A replay returns the job as created, even after it was cancelled.
+    tg.cancel_job(&job_id).await.unwrap();
+    let late = tg.create_job(&req, Some("retry-1")).await.unwrap();
+    assert!(late.replayed);
+    assert_eq!(late.job.job_id, job_id);
+    assert_eq!(
+        tg.get_user("telegram:5").await.unwrap().tokens_used_today,
+        1
+    );
+
+    // The same request spelled differently (keys in another order, other spacing)
+    // is still the same request.
+    let spelled = |text: &str| {
+        http.post(format!("{}/api/v1/jobs", app.base_url()))
+            .bearer_auth(&key)
+            .header(CONTENT_TYPE, "application/json")
+            .header(tessera_api::IDEMPOTENCY_KEY, "spelling")
+            .body(text.to_owned())
+    };
+    let a = send(spelled(
+        r#"{"frontend":"telegram","bot_id":"tg-image-bot-1","capability":"image","user_ref":"telegram:5","params":{"prompt":"a tower","resolution":"512x512"}}"#,
+    ))
+    .await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+    let b = send(spelled(
+        r#"{ "params": { "resolution": "512x512", "prompt": "a tower" },
+             "user_ref": "telegram:5", "capability": "image",
+             "bot_id": "tg-image-bot-1", "frontend": "telegram", "reply_context": null }"#,
+    ))
+    .await;
+    assert_eq!(b.status, StatusCode::OK, "{}", b.body);
+    assert_eq!(b.header(tessera_api::IDEMPOTENT_REPLAYED), Some("true"));
+    assert_eq!(a.body["job_id"], b.body["job_id"]);
+    assert_eq!(
+        tg.get_user("telegram:5").await.unwrap().tokens_used_today,
+        2
+    );
+
+    // Keys of up to 128 printable characters are accepted; longer ones are not.
+    let longest = "k".repeat(128);
+    tg.create_job(&tg_job("telegram:5", prompt("long key")), Some(&longest))
+        .await
+        .expect("a 128-character key is fine");
+    api_error(
+        tg.create_job(
+            &tg_job("telegram:5", prompt("longer key")),
+            Some(&"k".repeat(129)),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_idempotency_key",
+    );
+    assert_eq!(
+        tg.get_user("telegram:5").await.unwrap().tokens_used_today,
+        3
+    );
+
+    // Keys are per bot: another bot's identical key is its own request.
+    let tg2 = app.frontend(Platform::Telegram, TG_BOT_2).await;
+    let other = image_job(
+        Platform::Telegram,
+        TG_BOT_2,
+        "telegram:6",
+        prompt("a lighthouse"),
+    );
+    let other = tg2.create_job(&other, Some("retry-1")).await.unwrap();
+    assert!(!other.replayed);
+    assert_ne!(other.job.job_id, job_id);
+    app.shutdown().await;
+}
+
+async fn concurrent_retries_with_one_key_create_one_job(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+    let req = tg_job("telegram:burst", prompt("one job only"));
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let tg = tg.clone();
+            let req = req.clone();
+            tokio::spawn(async move { tg.create_job(&req, Some("burst-key")).await })
+        })
+        .collect();
+    let mut job_ids = HashSet::new();
+    let mut fresh = 0;
+    for t in futures::future::join_all(tasks).await {
+        let created = t.expect("task").expect("every retry succeeds");
+        job_ids.insert(created.job.job_id);
+        if !created.replayed {
+            fresh += 1;
+        }
+    }
+    assert_eq!(job_ids.len(), 1, "one key, one job: {job_ids:?}");
+    assert_eq!(fresh, 1, "exactly one answer is the original create");
+    assert_eq!(
+        tg.get_user("telegram:burst")
+            .await
+            .unwrap()
+            .tokens_used_today,
+        1
+    );
+    let jobs = list_all(&app.admin, by_user("telegram:burst"), true).await;
+    assert_eq!(ids(&jobs), job_ids.into_iter().collect::<Vec<_>>());
+    app.shutdown().await;
+}
+
+// ---- 5. plans ----
+
+async fn plans_set_limits_and_costs(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+
+    // A user never seen is shown on the free plan.
+    let ghost = tg.get_user("telegram:ghost").await.unwrap();
+    assert_eq!(ghost.plan.id, "free");
+    assert_eq!(
+        (ghost.tokens_used_today, ghost.tokens_left_today),
+        (0, Some(20))
+    );
+    assert!(ghost.resets_at > Utc::now());
+
+    let set = app.admin.set_plan("telegram:pro", "pro").await.unwrap();
+    assert_eq!(set.plan.id, "pro");
+    assert_eq!(
+        (set.tokens_used_today, set.tokens_left_today),
+        (0, Some(300))
+    );
+
+    let big = tg_job(
+        "telegram:pro",
+        json!({"prompt": "x", "resolution": "2048x2048"}),
+    );
+    let created = tg.create_job(&big, None).await.unwrap().job;
+    assert_eq!(created.cost_tokens, 4);
+    let job = tg.get_job(&created.job_id).await.unwrap();
+    assert_eq!(
+        (job.params["width"].clone(), job.params["height"].clone()),
+        (json!(2048), json!(2048))
+    );
+    let quota = tg.get_user("telegram:pro").await.unwrap();
+    assert_eq!(quota.plan.id, "pro");
+    assert_eq!(quota.plan.name, "PRO");
+    assert_eq!(quota.tokens_used_today, 4);
+    assert_eq!(quota.tokens_left_today, Some(296));
+
+    // Changing plans keeps the day's usage.
+    let downgraded = app.admin.set_plan("telegram:pro", "starter").await.unwrap();
+    assert_eq!(downgraded.plan.id, "starter");
+    assert_eq!(
+        (downgraded.tokens_used_today, downgraded.tokens_left_today),
+        (4, Some(116))
+    );
+    api_error(
+        tg.create_job(&big, None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "resolution_not_allowed",
+    );
+    app.admin.set_plan("telegram:pro", "pro").await.unwrap();
+
+    // The same request on the free plan is refused.
+    let free = tg_job(
+        "telegram:free",
+        json!({"prompt": "x", "resolution": "2048x2048"}),
+    );
+    api_error(
+        tg.create_job(&free, None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "resolution_not_allowed",
+    );
+
+    // The admin plan is unlimited: no tokens_left_today at all.
+    let boss = app.admin.set_plan("telegram:boss", "admin").await.unwrap();
+    assert_eq!(boss.plan.id, "admin");
+    assert_eq!(boss.plan.daily_tokens, None);
+    assert_eq!(boss.tokens_left_today, None);
+    tg.create_job(&tg_job("telegram:boss", prompt("x")), None)
+        .await
+        .unwrap();
+    let quota = tg.get_user("telegram:boss").await.unwrap();
+    assert_eq!(
+        (quota.tokens_used_today, quota.tokens_left_today),
+        (1, None)
+    );
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    let raw_quota =
+        send(raw(&app, Method::GET, "/api/v1/users/telegram:boss").bearer_auth(&key)).await;
+    assert_eq!(raw_quota.status, StatusCode::OK);
+    assert!(
+        raw_quota
+            .body
+            .get("tokens_left_today")
+            .is_none_or(Value::is_null),
+        "an unlimited plan shows no tokens left: {}",
+        raw_quota.body
+    );
+
+    let plans = tg.plans().await.unwrap();
+    let plan_ids: Vec<_> = plans.plans.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(plan_ids, ["free", "starter", "pro", "admin"]);
+    app.shutdown().await;
+}
+
+// ---- 6. the quota under concurrency ----
+
+async fn quota_holds_under_100_concurrent_creates(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    let tg = app.client_with(&key);
+    let user = "telegram:crowd";
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let base = app.base_url();
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let http = http.clone();
+            let base = base.clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                let req = tg_job(user, prompt(&format!("picture {i}")));
+                let rb = http
+                    .post(format!("{base}/api/v1/jobs"))
+                    .bearer_auth(&key)
+                    .json(&req);
+                send(rb).await
+            })
+        })
+        .collect();
+    let answers: Vec<Answer> = futures::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|t| t.expect("task"))
+        .collect();
+
+    let mut created = HashSet::new();
+    let mut resets = HashSet::new();
+    let mut refused = 0;
+    for a in &answers {
+        match a.status {
+            StatusCode::CREATED => {
+                let job: CreateJobResponse = serde_json::from_value(a.body.clone()).unwrap();
+                assert_eq!(job.cost_tokens, 1);
+                created.insert(job.job_id);
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                let e = a.error(StatusCode::TOO_MANY_REQUESTS, "quota_exhausted");
+                let at = e.resets_at.expect("quota_exhausted says when quotas reset");
+                assert!(at > Utc::now());
+                resets.insert(at);
+                refused += 1;
+            }
+            other => panic!("unexpected answer {other}: {}", a.body),
+        }
+    }
+    assert_eq!((created.len(), refused), (20, 80));
+    assert_eq!(resets.len(), 1, "one reset time for everyone: {resets:?}");
+
+    let quota = tg.get_user(user).await.unwrap();
+    assert_eq!(
+        (quota.tokens_used_today, quota.tokens_left_today),
+        (20, Some(0))
+    );
+    assert!(resets.contains(&quota.resets_at));
+
+    let query = ListJobsQuery {
+        limit: Some(7),
+        ..by_user(user)
+    };
+    let jobs = list_all(&tg, query.clone(), false).await;
+    assert_eq!(jobs.len(), 20);
+    assert_eq!(ids(&jobs).into_iter().collect::<HashSet<_>>(), created);
+    assert_eq!(charged(&jobs), quota.tokens_used_today);
+
+    // Cancelling five gives back five tokens, and the books still balance.
+    for job in jobs.iter().take(5) {
+        let cancelled = tg.cancel_job(&job.job_id).await.unwrap();
+        assert!(cancelled.refunded);
+    }
+    let quota = tg.get_user(user).await.unwrap();
+    assert_eq!(
+        (quota.tokens_used_today, quota.tokens_left_today),
+        (15, Some(5))
+    );
+    let jobs = list_all(&tg, query, false).await;
+    assert_eq!(jobs.len(), 20);
+    assert_eq!(jobs.iter().filter(|j| j.refunded).count(), 5);
+    assert_eq!(charged(&jobs), 15);
+
+    // The refunded tokens can be spent again, and no more.
+    for i in 0..5 {
+        tg.create_job(&tg_job(user, prompt(&format!("again {i}"))), None)
+            .await
+            .expect("refunded tokens are spendable");
+    }
+    api_error(
+        tg.create_job(&tg_job(user, prompt("one too many")), None)
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "quota_exhausted",
+    );
+    let jobs = list_all(&tg, by_user(user), false).await;
+    let quota = tg.get_user(user).await.unwrap();
+    assert_eq!(quota.tokens_used_today, 20);
+    assert_eq!(charged(&jobs), 20);
+    app.shutdown().await;
+}
+
+// ---- 7. listing ----
+
+async fn listing_filters_pages_and_scopes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tg1 = app.frontend(Platform::Telegram, TG_BOT).await;
+    let tg2 = app.frontend(Platform::Telegram, TG_BOT_2).await;
+    let dc = app.frontend(Platform::Discord, DC_BOT).await;
+
+    // Created one after another, a few milliseconds apart, so that "newest first"
+    // has one meaning.
+    let mut telegram = Vec::new();
+    let mut discord = Vec::new();
+    for (client, req) in [
+        (&tg1, tg_job("telegram:a", prompt("1"))),
+        (
+            &tg2,
+            image_job(Platform::Telegram, TG_BOT_2, "telegram:b", prompt("2")),
+        ),
+        (
+            &dc,
+            image_job(Platform::Discord, DC_BOT, "discord:c", prompt("3")),
+        ),
+        (&tg1, tg_job("telegram:a", prompt("4"))),
+        (
+            &tg2,
+            image_job(Platform::Telegram, TG_BOT_2, "telegram:b", prompt("5")),
+        ),
+        (&tg1, tg_job("telegram:a", prompt("6"))),
+        (
+            &dc,
+            image_job(Platform::Discord, DC_BOT, "discord:c", prompt("7")),
+        ),
+    ] {
+        let id = client.create_job(&req, None).await.unwrap().job.job_id;
+        if req.frontend == Platform::Telegram {
+            telegram.push(id);
+        } else {
+            discord.push(id);
+        }
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    tg1.cancel_job(&telegram[0]).await.unwrap();
+    let newest_first = |v: &[JobId]| v.iter().rev().cloned().collect::<Vec<_>>();
+
+    // A telegram key sees both telegram bots' jobs, newest first.
+    let all = tg1.list_jobs(&ListJobsQuery::default()).await.unwrap();
+    assert_eq!(ids(&all.jobs), newest_first(&telegram));
+    assert_eq!(all.next_cursor, None);
+
+    let bot1 = tg1
+        .list_jobs(&ListJobsQuery {
+            bot_id: Some(TG_BOT.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(bot1.jobs.len(), 3);
+    assert!(bot1.jobs.iter().all(|j| j.bot_id == TG_BOT));
+    let bot2 = tg1
+        .list_jobs(&ListJobsQuery {
+            bot_id: Some(TG_BOT_2.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(bot2.jobs.len(), 2);
+    assert!(bot2.jobs.iter().all(|j| j.bot_id == TG_BOT_2));
+
+    let status = |s: &str| ListJobsQuery {
+        status: Some(s.into()),
+        ..Default::default()
+    };
+    let live_or_cancelled = tg1.list_jobs(&status("QUEUED,CANCELLED")).await.unwrap();
+    assert_eq!(live_or_cancelled.jobs.len(), 5);
+    let cancelled = tg1.list_jobs(&status("CANCELLED")).await.unwrap();
+    assert_eq!(ids(&cancelled.jobs), vec![telegram[0].clone()]);
+    let queued = tg1.list_jobs(&status("QUEUED")).await.unwrap();
+    assert_eq!(queued.jobs.len(), 4);
+    assert!(queued.jobs.iter().all(|j| j.status == JobState::Queued));
+    assert!(tg1
+        .list_jobs(&status("COMPLETED"))
+        .await
+        .unwrap()
+        .jobs
+        .is_empty());
+
+    // Bad queries.
+    let e = api_error(
+        tg1.list_jobs(&status("NOPE")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_query",
+    );
+    assert_eq!(e.field.as_deref(), Some("status"));
+    for limit in [0, 101] {
+        let bad = ListJobsQuery {
+            limit: Some(limit),
+            ..Default::default()
+        };
+        let e = api_error(
+            tg1.list_jobs(&bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_query",
+        );
+        assert_eq!(e.field.as_deref(), Some("limit"));
+    }
+    let bad_cursor = ListJobsQuery {
+        cursor: Some("not-a-cursor".into()),
+        ..Default::default()
+    };
+    api_error(
+        tg1.list_jobs(&bad_cursor).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_query",
+    );
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    for query in ["limit=abc", "colour=blue"] {
+        send(raw(&app, Method::GET, &format!("/api/v1/jobs?{query}")).bearer_auth(&key))
+            .await
+            .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query");
+    }
+
+    // Pages of two visit every job once, newest first.
+    let mut query = ListJobsQuery {
+        limit: Some(2),
+        ..Default::default()
+    };
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = tg1.list_jobs(&query).await.unwrap();
+        assert!(page.jobs.len() <= 2);
+        pages += 1;
+        seen.extend(ids(&page.jobs));
+        match page.next_cursor {
+            Some(c) => query.cursor = Some(c),
+            None => break,
+        }
+        assert!(pages < 10, "paging never ends");
+    }
+    assert_eq!(seen, newest_first(&telegram));
+    assert_eq!(pages, 3);
+
+    // A discord key never sees telegram jobs, whatever it asks for.
+    let theirs = dc.list_jobs(&ListJobsQuery::default()).await.unwrap();
+    assert_eq!(ids(&theirs.jobs), newest_first(&discord));
+    assert!(theirs.jobs.iter().all(|j| j.frontend == Platform::Discord));
+    let snooping = [
+        ListJobsQuery {
+            bot_id: Some(TG_BOT.into()),
+            ..Default::default()
+        },
+        by_user("telegram:a"),
+        status("CANCELLED"),
+    ];
+    for q in snooping {
+        assert!(dc.list_jobs(&q).await.unwrap().jobs.is_empty(), "{q:?}");
+    }
+
+    // The admin sees everything.
+    let everything = list_all(&app.admin, ListJobsQuery::default(), true).await;
+    let mut expected: Vec<JobId> = telegram.iter().chain(&discord).cloned().collect();
+    expected.sort();
+    expected.reverse();
+    assert_eq!(ids(&everything), expected);
+    let paged = list_all(
+        &app.admin,
+        ListJobsQuery {
+            limit: Some(3),
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    assert_eq!(ids(&paged), expected);
+    let admin_discord = list_all(
+        &app.admin,
+        ListJobsQuery {
+            bot_id: Some(DC_BOT.into()),
+            ..Default::default()
+        },
+        true,
+    )
+    .await;
+    assert_eq!(ids(&admin_discord), newest_first(&discord));
+    api_error(
+        app.admin.admin_list_jobs(&status("NOPE")).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_query",
+    );
+    app.shutdown().await;
+}
+
+// ---- 8. admin ----
+
+async fn admin_endpoints(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+
+    api_error(
+        app.admin.set_plan("telegram:1", "platinum").await,
+        StatusCode::NOT_FOUND,
+        "plan_not_found",
+    );
+    api_error(
+        app.admin.set_plan("nobody", "pro").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_user_ref",
+    );
+    assert_eq!(tg.get_user("telegram:1").await.unwrap().plan.id, "free");
+
+    // An operator cancels a frontend's job; the frontend sees why.
+    let job = tg
+        .create_job(&tg_job("telegram:1", prompt("x")), None)
+        .await
+        .unwrap()
+        .job;
+    assert_eq!(
+        tg.get_user("telegram:1").await.unwrap().tokens_used_today,
+        1
+    );
+    let cancelled = app.admin.admin_cancel_job(&job.job_id).await.unwrap();
+    assert_eq!(cancelled.status, JobState::Cancelled);
+    assert!(cancelled.refunded);
+    assert_eq!(
+        cancelled.error.as_ref().map(|e| e.code.as_str()),
+        Some("cancelled_by_admin")
+    );
+    let seen = tg.get_job(&job.job_id).await.unwrap();
+    assert_eq!(seen.status, JobState::Cancelled);
+    assert_eq!(
+        seen.error.map(|e| e.code),
+        Some("cancelled_by_admin".to_owned())
+    );
+    assert_eq!(
+        tg.get_user("telegram:1").await.unwrap().tokens_used_today,
+        0
+    );
+    api_error(
+        app.admin.admin_cancel_job(&job.job_id).await,
+        StatusCode::CONFLICT,
+        "job_finished",
+    );
+    api_error(
+        tg.cancel_job(&job.job_id).await,
+        StatusCode::CONFLICT,
+        "job_finished",
+    );
+    api_error(
+        app.admin.admin_cancel_job(&JobId::generate()).await,
+        StatusCode::NOT_FOUND,
+        "job_not_found",
+    );
+
+    // Keys.
+    let unknown: ApiKeyId = "key_01JD3Z8X9Q4W6E2R5T7Y9V1K3M".parse().unwrap();
+    api_error(
+        app.admin.revoke_key(&unknown).await,
+        StatusCode::NOT_FOUND,
+        "key_not_found",
+    );
+    send(raw(&app, Method::DELETE, "/api/admin/keys/not-a-key").bearer_auth(&app.admin_token))
+        .await
+        .error(StatusCode::NOT_FOUND, "key_not_found");
+    for bad in ["bad id", "", "a/b", &"x".repeat(65)] {
+        let e = api_error(
+            app.admin
+                .create_key(&CreateKeyRequest {
+                    frontend: Platform::Telegram,
+                    bot_id: bad.to_owned(),
+                })
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_bot_id",
+        );
+        assert_eq!(e.field.as_deref(), Some("bot_id"), "{bad:?}");
+    }
+    let created = send(
+        raw(&app, Method::POST, "/api/admin/keys")
+            .bearer_auth(&app.admin_token)
+            .json(&json!({"frontend": "web", "bot_id": "web-app.1"})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert_eq!(created.body["frontend"], "web");
+    assert_eq!(created.body["bot_id"], "web-app.1");
+    let key_id: ApiKeyId = serde_json::from_value(created.body["key_id"].clone()).unwrap();
+    let secret = created.body["api_key"]
+        .as_str()
+        .expect("the secret")
+        .to_owned();
+    let web = app.client_with(&secret);
+    let web_job = image_job(Platform::Web, "web-app.1", "web:ada", prompt("x"));
+    web.create_job(&web_job, None)
+        .await
+        .expect("the new key works");
+    let listed = app.admin.list_keys().await.unwrap();
+    assert!(listed
+        .keys
+        .iter()
+        .any(|k| k.key_id == key_id && k.revoked_at.is_none()));
+    let first = app.admin.revoke_key(&key_id).await.unwrap();
+    let second = app.admin.revoke_key(&key_id).await.unwrap();
+    assert!(first.revoked_at.is_some());
+    assert_eq!(
+        second.revoked_at, first.revoked_at,
+        "revoking again keeps the first time"
+    );
+    api_error(
+        web.create_job(&web_job, None).await,
+        StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+    );
+    app.shutdown().await;
+}
+
+// ---- 9. documents and probes ----
+
+async fn openapi_and_probes(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let doc = send(raw(&app, Method::GET, "/api/openapi.json")).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert!(doc.body["openapi"]
+        .as_str()
+        .is_some_and(|v| v.starts_with('3')));
+    let paths = doc.body["paths"].as_object().expect("paths");
+    for path in [
+        "/api/v1/jobs",
+        "/api/v1/jobs/{job_id}",
+        "/api/v1/users/{user_ref}",
+        "/api/v1/plans",
+        "/api/admin/keys",
+        "/api/admin/keys/{key_id}",
+        "/api/admin/users/{user_ref}/plan",
+        "/api/admin/jobs",
+        "/api/admin/jobs/{job_id}",
+    ] {
+        assert!(
+            paths.contains_key(path),
+            "{path} missing from the OpenAPI document"
+        );
+    }
+    assert!(paths["/api/v1/jobs"].get("post").is_some());
+    assert!(paths["/api/v1/jobs"].get("get").is_some());
+    assert!(doc.body["components"]["schemas"]
+        .get("ApiErrorBody")
+        .is_some());
+
+    let alive = send(raw(&app, Method::GET, "/healthz")).await;
+    assert_eq!(
+        (alive.status, alive.body.clone()),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let ready = send(raw(&app, Method::GET, "/readyz")).await;
+    assert_eq!(
+        (ready.status, ready.body.clone()),
+        (StatusCode::OK, json!({"status": "ready"}))
+    );
+
+    // A caller's request id is echoed back.
+    let traced =
+        send(raw(&app, Method::GET, "/healthz").header(tessera_api::REQUEST_ID, "trace-me-42"))
+            .await;
+    assert_eq!(traced.header(tessera_api::REQUEST_ID), Some("trace-me-42"));
+    app.shutdown().await;
+}
+
+backend_tests!(
+    create_get_cancel_round_trip,
+    credentials_are_checked,
+    keys_speak_only_for_their_bot_and_platform,
+    invalid_requests_are_refused_with_stable_codes,
+    oversized_bodies_are_refused,
+    unknown_routes_and_methods_answer_json,
+    idempotent_retries_replay_the_first_job,
+    concurrent_retries_with_one_key_create_one_job,
+    plans_set_limits_and_costs,
+    quota_holds_under_100_concurrent_creates,
+    listing_filters_pages_and_scopes,
+    admin_endpoints,
+    openapi_and_probes,
+);
