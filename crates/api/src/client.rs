@@ -183,7 +183,11 @@ impl Client {
     // ---- admin API ----
 
     pub async fn create_key(&self, req: &CreateKeyRequest) -> Result<CreatedKey, ClientError> {
-        Self::send(Self::json(self.request(Method::POST, "api/admin/keys")?, req)).await
+        Self::send(Self::json(
+            self.request(Method::POST, "api/admin/keys")?,
+            req,
+        ))
+        .await
     }
 
     pub async fn list_keys(&self) -> Result<KeyList, ClientError> {

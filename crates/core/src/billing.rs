@@ -188,7 +188,10 @@ mod tests {
         assert!(BillingClock::from_offset("UTC").is_err());
         assert!(BillingClock::from_offset("+25:00").is_err());
         assert_eq!(
-            BillingClock::from_offset("-05:30").unwrap().day_of(t).to_string(),
+            BillingClock::from_offset("-05:30")
+                .unwrap()
+                .day_of(t)
+                .to_string(),
             "2026-03-01"
         );
     }

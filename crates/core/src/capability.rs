@@ -7,7 +7,17 @@ use serde::{Deserialize, Serialize};
 
 /// A kind of work. Workers advertise the capabilities they serve; each job has one.
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Capability {
@@ -52,7 +62,9 @@ impl fmt::Display for Capability {
 
 /// The text names no capability.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown capability {0:?}; expected one of image, video, text, speech_to_text, text_to_speech")]
+#[error(
+    "unknown capability {0:?}; expected one of image, video, text, speech_to_text, text_to_speech"
+)]
 pub struct UnknownCapability(pub String);
 
 impl FromStr for Capability {

@@ -52,8 +52,7 @@ impl ModelCatalog {
 pub fn is_model_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
         && !s.starts_with('.')
 }
@@ -78,10 +77,7 @@ impl Default for ModelCatalog {
                 Capability::SpeechToText,
                 entry("whisper-base", &["whisper-base"]),
             ),
-            (
-                Capability::TextToSpeech,
-                entry("espeak-ng", &["espeak-ng"]),
-            ),
+            (Capability::TextToSpeech, entry("espeak-ng", &["espeak-ng"])),
         ]))
     }
 }

@@ -7,7 +7,18 @@
 use std::fmt;
 use std::str::FromStr;
 
+use std::sync::Mutex;
+
 use serde::{Deserialize, Serialize};
+
+/// One monotonic ULID source per process: ids made in the same millisecond still
+/// sort in creation order (the random part is incremented).
+fn next_ulid() -> ulid::Ulid {
+    static GENERATOR: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+    let mut generator = GENERATOR.lock().unwrap_or_else(|e| e.into_inner());
+    // Overflow needs 2^80 ids in one millisecond; fall back to a fresh random ULID.
+    generator.generate().unwrap_or_else(|_| ulid::Ulid::new())
+}
 
 macro_rules! prefixed_id {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
@@ -21,9 +32,10 @@ macro_rules! prefixed_id {
             /// The prefix every id of this kind starts with.
             pub const PREFIX: &'static str = $prefix;
 
-            /// A new id, unique and ordered by creation time.
+            /// A new id, unique and ordered by creation time: within one process,
+            /// strictly increasing even within a millisecond.
             pub fn generate() -> Self {
-                Self(format!("{}{}", $prefix, ulid::Ulid::new()))
+                Self(format!("{}{}", $prefix, next_ulid()))
             }
 
             pub fn as_str(&self) -> &str {
@@ -101,6 +113,12 @@ mod tests {
         assert_eq!(a.as_str().parse::<JobId>().unwrap(), a);
         assert!(a < b);
         assert!(a.as_str().starts_with("job_"));
+    }
+
+    #[test]
+    fn ids_made_in_one_millisecond_still_sort_in_creation_order() {
+        let ids: Vec<JobId> = (0..1000).map(|_| JobId::generate()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
     }
 
     #[test]

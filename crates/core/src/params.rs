@@ -225,7 +225,11 @@ pub fn validate(
             let steps = range("steps", p.steps.unwrap_or(30), 1, 100)?;
             let params = JobParams::Image(ImageParams {
                 prompt: text("prompt", &p.prompt, MAX_PROMPT_CHARS)?,
-                negative_prompt: optional_text("negative_prompt", p.negative_prompt, MAX_PROMPT_CHARS)?,
+                negative_prompt: optional_text(
+                    "negative_prompt",
+                    p.negative_prompt,
+                    MAX_PROMPT_CHARS,
+                )?,
                 width,
                 height,
                 seed: p.seed,
@@ -243,10 +247,19 @@ pub fn validate(
             )?;
             let params = JobParams::Video(VideoParams {
                 prompt: text("prompt", &p.prompt, MAX_PROMPT_CHARS)?,
-                negative_prompt: optional_text("negative_prompt", p.negative_prompt, MAX_PROMPT_CHARS)?,
+                negative_prompt: optional_text(
+                    "negative_prompt",
+                    p.negative_prompt,
+                    MAX_PROMPT_CHARS,
+                )?,
                 width,
                 height,
-                duration_seconds: range("duration_seconds", p.duration_seconds.unwrap_or(4), 1, 10)?,
+                duration_seconds: range(
+                    "duration_seconds",
+                    p.duration_seconds.unwrap_or(4),
+                    1,
+                    10,
+                )?,
                 fps: range("fps", p.fps.unwrap_or(16), 8, 30)?,
                 seed: p.seed,
             });
@@ -302,9 +315,9 @@ pub fn validate(
                 Some(v)
                     if !v.is_empty()
                         && v.len() <= 32
-                        && v
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+')) =>
+                        && v.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'+')
+                        }) =>
                 {
                     Some(v)
                 }
@@ -400,7 +413,11 @@ fn text(field: &str, value: &str, max_chars: usize) -> Result<String, ParamError
     let trimmed = value.trim();
     if trimmed.is_empty() {
         return Err(ParamError::new(
-            if field == "prompt" { "prompt_empty" } else { "invalid_params" },
+            if field == "prompt" {
+                "prompt_empty"
+            } else {
+                "invalid_params"
+            },
             field,
             format!("{field} must not be empty"),
         ));
@@ -408,12 +425,19 @@ fn text(field: &str, value: &str, max_chars: usize) -> Result<String, ParamError
     let chars = trimmed.chars().count();
     if chars > max_chars {
         return Err(ParamError::new(
-            if field == "prompt" { "prompt_too_long" } else { "invalid_params" },
+            if field == "prompt" {
+                "prompt_too_long"
+            } else {
+                "invalid_params"
+            },
             field,
             format!("{field} is {chars} characters; the limit is {max_chars}"),
         ));
     }
-    if trimmed.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+    if trimmed
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
         return Err(ParamError::new(
             "invalid_params",
             field,
@@ -515,7 +539,10 @@ fn size(
                 default
             } else {
                 let scale = |x: u32| (x * max / long) / 8 * 8;
-                (scale(default.0).max(MIN_SIDE), scale(default.1).max(MIN_SIDE))
+                (
+                    scale(default.0).max(MIN_SIDE),
+                    scale(default.1).max(MIN_SIDE),
+                )
             }
         }
     };
@@ -523,7 +550,10 @@ fn size(
         return Err(ParamError::new(
             "resolution_not_allowed",
             "resolution",
-            format!("{w}x{h} is larger than the {} plan allows ({max}x{max})", plan.name),
+            format!(
+                "{w}x{h} is larger than the {} plan allows ({max}x{max})",
+                plan.name
+            ),
         ));
     }
     Ok((w, h))
@@ -539,7 +569,13 @@ mod tests {
     }
 
     fn check(cap: Capability, raw: Value, plan: &Plan) -> Result<ValidJob, ParamError> {
-        validate(cap, &raw, plan, &ModelCatalog::default(), &CostRules::default())
+        validate(
+            cap,
+            &raw,
+            plan,
+            &ModelCatalog::default(),
+            &CostRules::default(),
+        )
     }
 
     #[test]
@@ -566,13 +602,17 @@ mod tests {
         let [free, starter, pro, _admin] = <[Plan; 4]>::try_from(plans()).unwrap();
         let big = json!({"prompt": "x", "resolution": "2048x2048"});
         assert_eq!(
-            check(Capability::Image, big.clone(), &free).unwrap_err().code,
+            check(Capability::Image, big.clone(), &free)
+                .unwrap_err()
+                .code,
             "resolution_not_allowed"
         );
         assert_eq!(check(Capability::Image, big, &pro).unwrap().cost_tokens, 4);
         let flux = json!({"prompt": "x", "model": "flux-schnell"});
         assert_eq!(
-            check(Capability::Image, flux.clone(), &free).unwrap_err().code,
+            check(Capability::Image, flux.clone(), &free)
+                .unwrap_err()
+                .code,
             "model_not_allowed"
         );
         assert!(check(Capability::Image, flux, &starter).is_ok());
@@ -587,7 +627,10 @@ mod tests {
     fn bad_text_is_refused_with_a_code_and_field() {
         let free = &plans()[0];
         let e = check(Capability::Image, json!({"prompt": "   "}), free).unwrap_err();
-        assert_eq!((e.code, e.field.as_str()), ("prompt_empty", "params.prompt"));
+        assert_eq!(
+            (e.code, e.field.as_str()),
+            ("prompt_empty", "params.prompt")
+        );
         let long = "é".repeat(MAX_PROMPT_CHARS + 1);
         let e = check(Capability::Image, json!({ "prompt": long }), free).unwrap_err();
         assert_eq!(e.code, "prompt_too_long");
@@ -607,15 +650,34 @@ mod tests {
     fn resolutions_and_aspect_ratios() {
         let [free, _, pro, _] = <[Plan; 4]>::try_from(plans()).unwrap();
         for bad in ["1024", "1024x", "axb", "1000x1001", "32x32", "-8x64"] {
-            let e = check(Capability::Image, json!({"prompt": "x", "resolution": bad}), &pro);
+            let e = check(
+                Capability::Image,
+                json!({"prompt": "x", "resolution": bad}),
+                &pro,
+            );
             assert_eq!(e.unwrap_err().code, "invalid_params", "{bad}");
         }
-        let wide = check(Capability::Image, json!({"prompt": "x", "aspect_ratio": "16:9"}), &free)
-            .unwrap();
-        let JobParams::Image(p) = wide.params else { panic!() };
-        assert!(p.width > p.height && p.width <= 1024, "{}x{}", p.width, p.height);
+        let wide = check(
+            Capability::Image,
+            json!({"prompt": "x", "aspect_ratio": "16:9"}),
+            &free,
+        )
+        .unwrap();
+        let JobParams::Image(p) = wide.params else {
+            panic!()
+        };
+        assert!(
+            p.width > p.height && p.width <= 1024,
+            "{}x{}",
+            p.width,
+            p.height
+        );
         assert_eq!(p.width % 64, 0);
-        let e = check(Capability::Image, json!({"prompt": "x", "aspect_ratio": "0:9"}), &free);
+        let e = check(
+            Capability::Image,
+            json!({"prompt": "x", "aspect_ratio": "0:9"}),
+            &free,
+        );
         assert_eq!(e.unwrap_err().field, "params.aspect_ratio");
     }
 
@@ -639,9 +701,17 @@ mod tests {
             let stored = JobParams::from_stored(cap, job.params.to_value()).unwrap();
             assert_eq!(stored, job.params);
         }
-        let e = check(Capability::SpeechToText, json!({"input_id": "../../etc"}), free);
+        let e = check(
+            Capability::SpeechToText,
+            json!({"input_id": "../../etc"}),
+            free,
+        );
         assert_eq!(e.unwrap_err().field, "params.input_id");
-        let e = check(Capability::TextToSpeech, json!({"text": "hi", "voice": "a b"}), free);
+        let e = check(
+            Capability::TextToSpeech,
+            json!({"text": "hi", "voice": "a b"}),
+            free,
+        );
         assert_eq!(e.unwrap_err().field, "params.voice");
     }
 }

@@ -59,6 +59,13 @@ impl<Id> QueuedJob<Id> {
     }
 }
 
+/// How many jobs of `head` (a prefix of the queue in queue order: priority, then
+/// age, then id) run before `job`. `job` need not be in `head`.
+pub fn jobs_ahead<Id: Ord>(head: &[QueuedJob<Id>], job: &QueuedJob<Id>) -> usize {
+    let key = job.best_key();
+    head.partition_point(|j| j.best_key() < key)
+}
+
 /// What the policy needs to know about the worker asking for work.
 #[derive(Clone, Copy, Debug)]
 pub struct WorkerView<'a> {
@@ -106,15 +113,18 @@ impl<'q, Id: Ord> Candidates<&'q QueuedJob<Id>> {
         };
         let runnable: Vec<_> = queue.into_iter().filter(|j| worker.can_run(j)).collect();
         for &job in &runnable {
-            if c.oldest.is_none_or(|o: &QueuedJob<Id>| job.oldest_key() < o.oldest_key()) {
+            if c.oldest
+                .is_none_or(|o: &QueuedJob<Id>| job.oldest_key() < o.oldest_key())
+            {
                 c.oldest = Some(job);
             }
-            if c.best.is_none_or(|b: &QueuedJob<Id>| job.best_key() < b.best_key()) {
+            if c.best
+                .is_none_or(|b: &QueuedJob<Id>| job.best_key() < b.best_key())
+            {
                 c.best = Some(job);
             }
             if worker.has_loaded(&job.model)
-                && c
-                    .best_loaded
+                && c.best_loaded
                     .is_none_or(|b: &QueuedJob<Id>| job.best_key() < b.best_key())
             {
                 c.best_loaded = Some(job);
@@ -410,6 +420,17 @@ mod tests {
     }
 
     #[test]
+    fn jobs_ahead_counts_in_queue_order() {
+        let mut head = vec![job(1, 0, "m0", 5), job(2, 3, "m0", 9), job(3, 0, "m0", 1)];
+        head.sort_by(|a, b| a.best_key().cmp(&b.best_key()));
+        assert_eq!(head.iter().map(|j| j.id).collect::<Vec<_>>(), vec![2, 3, 1]);
+        assert_eq!(jobs_ahead(&head, &head[2].clone()), 2);
+        assert_eq!(jobs_ahead(&head, &job(9, 3, "m1", 0)), 0);
+        assert_eq!(jobs_ahead(&head, &job(9, 0, "m1", 3)), 2);
+        assert_eq!(jobs_ahead(&head, &job(9, 1, "m1", 3)), 1);
+    }
+
+    #[test]
     fn affinity_yields_to_a_higher_priority_job_after_patience() {
         let p = policy();
         let pro_cold = job(1, 2, "m1", 0);
@@ -456,8 +477,14 @@ mod tests {
             models: &models,
             loaded_models: &loaded,
         };
-        let fifo = Policy { kind: PolicyKind::Fifo, ..policy() };
-        let strict = Policy { kind: PolicyKind::StrictPriority, ..policy() };
+        let fifo = Policy {
+            kind: PolicyKind::Fifo,
+            ..policy()
+        };
+        let strict = Policy {
+            kind: PolicyKind::StrictPriority,
+            ..policy()
+        };
         assert_eq!(fifo.choose_from_queue(&queue, &w, 20).unwrap().0.id, 1);
         assert_eq!(strict.choose_from_queue(&queue, &w, 20).unwrap().0.id, 2);
     }

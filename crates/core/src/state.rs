@@ -195,7 +195,10 @@ mod tests {
 
     #[test]
     fn refunds_happen_exactly_on_failed_and_cancelled() {
-        let refunded: Vec<_> = JobState::ALL.into_iter().filter(|s| s.is_refunded()).collect();
+        let refunded: Vec<_> = JobState::ALL
+            .into_iter()
+            .filter(|s| s.is_refunded())
+            .collect();
         assert_eq!(refunded, vec![JobState::Failed, JobState::Cancelled]);
     }
 

@@ -142,10 +142,19 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_reference() {
         assert_eq!("123456".parse::<UserRef>(), Err(InvalidUserRef::Shape));
-        assert_eq!("irc:x".parse::<UserRef>(), Err(InvalidUserRef::UnknownPlatform));
+        assert_eq!(
+            "irc:x".parse::<UserRef>(),
+            Err(InvalidUserRef::UnknownPlatform)
+        );
         assert_eq!("telegram:".parse::<UserRef>(), Err(InvalidUserRef::BadId));
-        assert_eq!("telegram:a b".parse::<UserRef>(), Err(InvalidUserRef::BadId));
-        assert_eq!("telegram:a:b".parse::<UserRef>(), Err(InvalidUserRef::BadId));
+        assert_eq!(
+            "telegram:a b".parse::<UserRef>(),
+            Err(InvalidUserRef::BadId)
+        );
+        assert_eq!(
+            "telegram:a:b".parse::<UserRef>(),
+            Err(InvalidUserRef::BadId)
+        );
         let long = format!("web:{}", "x".repeat(65));
         assert_eq!(long.parse::<UserRef>(), Err(InvalidUserRef::BadId));
     }

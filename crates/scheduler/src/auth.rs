@@ -7,9 +7,15 @@
 //! hash lets every request be checked with one index lookup. Tokens from the
 //! configuration are compared by hash in constant time.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+
+use crate::store::ApiKeyRecord;
 
 /// Prefix of frontend API keys, so a leaked one is recognisable in a scan.
 pub const KEY_PREFIX: &str = "tsk_";
@@ -54,6 +60,52 @@ impl TokenCheck {
             Some(expected) => bool::from(expected.ct_eq(&hash_secret(presented))),
             None => false,
         }
+    }
+}
+
+/// Keys found recently, by secret hash, so a busy frontend does not cost a
+/// database round trip per request. Only live keys are kept, each for at most the
+/// configured time (`auth.key_cache_secs`); revoking a key drops it here at once,
+/// and from other replicas' caches when its time is up.
+pub struct KeyCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<[u8; 32], (ApiKeyRecord, Instant)>>,
+}
+
+impl KeyCache {
+    /// Most keys kept; past it the cache starts over (frontends number in tens).
+    const MAX_ENTRIES: usize = 10_000;
+
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn get(&self, hash: &[u8; 32]) -> Option<ApiKeyRecord> {
+        let entries = self.entries.lock().expect("key cache lock");
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < self.ttl)
+            .map(|(key, _)| key.clone())
+    }
+
+    pub fn put(&self, hash: [u8; 32], key: ApiKeyRecord) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().expect("key cache lock");
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(hash, (key, Instant::now()));
+    }
+
+    /// Forgets a key (after it was revoked).
+    pub fn forget(&self, id: &tessera_core::ApiKeyId) {
+        let mut entries = self.entries.lock().expect("key cache lock");
+        entries.retain(|_, (key, _)| &key.id != id);
     }
 }
 

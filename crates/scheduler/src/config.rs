@@ -85,7 +85,7 @@ pub enum SqliteSynchronous {
     Normal,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// Bearer token of the admin API. Without one, the admin API refuses every call.
@@ -96,17 +96,41 @@ pub struct AuthConfig {
     pub internal_token: Option<String>,
     /// File holding the internal token, instead of `internal_token`.
     pub internal_token_file: Option<PathBuf>,
+    /// Seconds a frontend key, once found, is trusted without asking the database.
+    /// A revoked key stops at once on the scheduler that revoked it, and on other
+    /// replicas within this time. 0 checks the database on every request.
+    pub key_cache_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_token: None,
+            admin_token_file: None,
+            internal_token: None,
+            internal_token_file: None,
+            key_cache_secs: 5,
+        }
+    }
 }
 
 impl AuthConfig {
     /// The admin token, read from the file when one is named.
     pub fn admin_token(&self) -> anyhow::Result<Option<String>> {
-        secret(&self.admin_token, &self.admin_token_file, "auth.admin_token")
+        secret(
+            &self.admin_token,
+            &self.admin_token_file,
+            "auth.admin_token",
+        )
     }
 
     /// The internal token, read from the file when one is named.
     pub fn internal_token(&self) -> anyhow::Result<Option<String>> {
-        secret(&self.internal_token, &self.internal_token_file, "auth.internal_token")
+        secret(
+            &self.internal_token,
+            &self.internal_token_file,
+            "auth.internal_token",
+        )
     }
 }
 
@@ -119,9 +143,8 @@ fn secret(
         (Some(_), Some(_)) => anyhow::bail!("set {name} or {name}_file, not both"),
         (Some(v), None) => Some(v.trim().to_owned()),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!("cannot read {name}_file {}: {e}", path.display())
-            })?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {name}_file {}: {e}", path.display()))?;
             Some(text.lines().next().unwrap_or_default().trim().to_owned())
         }
         (None, None) => None,
@@ -163,6 +186,8 @@ pub struct QueueConfig {
     pub policy: Policy,
     /// Queue positions are counted exactly up to this many jobs ahead.
     pub position_cap: u32,
+    /// Positions come from a snapshot of the queue at most this old (ms).
+    pub position_refresh_ms: u64,
 }
 
 impl Default for QueueConfig {
@@ -170,6 +195,7 @@ impl Default for QueueConfig {
         Self {
             policy: Policy::default(),
             position_cap: 1000,
+            position_refresh_ms: 500,
         }
     }
 }
@@ -244,7 +270,9 @@ impl SchedulerConfig {
         self.auth.internal_token()?;
         let p = &self.queue.policy;
         if p.max_wait_ms <= 0 || p.affinity_patience_ms < 0 {
-            anyhow::bail!("queue.policy: max_wait_ms must be positive and affinity_patience_ms not negative");
+            anyhow::bail!(
+                "queue.policy: max_wait_ms must be positive and affinity_patience_ms not negative"
+            );
         }
         Ok(())
     }
@@ -267,9 +295,13 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn environment_overrides_the_file() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("t.toml", "[database]\nurl = \"sqlite://a.db\"\nmax_connections = 3\n")?;
+            jail.create_file(
+                "t.toml",
+                "[database]\nurl = \"sqlite://a.db\"\nmax_connections = 3\n",
+            )?;
             jail.set_env("TESSERA_DATABASE__URL", "postgres://x@localhost/y");
             jail.set_env("TESSERA_ADMIN_TOKEN", "not a scheduler setting");
             let c = SchedulerConfig::load(Some(Path::new("t.toml"))).unwrap();
@@ -280,6 +312,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn mistakes_are_reported_with_their_key() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("t.toml", "[billing]\nreset_utc_offset = \"UTC\"\n")?;

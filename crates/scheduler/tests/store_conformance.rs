@@ -34,13 +34,18 @@ fn new_job(user: &str, now: i64) -> NewJob {
 async fn create(store: &dyn Store, new: &NewJob, params: serde_json::Value) -> CreateOutcome {
     let catalog = ModelCatalog::default();
     let costs = CostRules::default();
-    let validate =
-        |plan: &Plan| params::validate(new.capability, &params, plan, &catalog, &costs);
+    let validate = |plan: &Plan| params::validate(new.capability, &params, plan, &catalog, &costs);
     store.create_job(new, &validate).await.unwrap()
 }
 
 async fn created(store: &dyn Store, user: &str, now: i64) -> JobRecord {
-    match create(store, &new_job(user, now), json!({"prompt": "a lighthouse"})).await {
+    match create(
+        store,
+        &new_job(user, now),
+        json!({"prompt": "a lighthouse"}),
+    )
+    .await
+    {
         CreateOutcome::Created(job) => job,
         other => panic!("expected a created job, got {other:?}"),
     }
@@ -85,7 +90,13 @@ async fn the_quota_stops_at_the_plan_limit(backend: Backend) {
     for i in 0..20 {
         created(&*store, "telegram:2", i).await;
     }
-    match create(&*store, &new_job("telegram:2", 99), json!({"prompt": "one more"})).await {
+    match create(
+        &*store,
+        &new_job("telegram:2", 99),
+        json!({"prompt": "one more"}),
+    )
+    .await
+    {
         CreateOutcome::QuotaExhausted { plan, used, cost } => {
             assert_eq!((plan.id.as_str(), used, cost), ("free", 20, 1));
         }
@@ -93,7 +104,11 @@ async fn the_quota_stops_at_the_plan_limit(backend: Backend) {
     }
     // Bigger jobs cost more, within the plan's limits.
     let pro: UserRef = "telegram:3".parse().unwrap();
-    store.set_plan(&pro, "starter", day(), 0).await.unwrap().unwrap();
+    store
+        .set_plan(&pro, "starter", day(), 0)
+        .await
+        .unwrap()
+        .unwrap();
     let huge = json!({"prompt": "x", "resolution": "1536x1536"});
     assert!(matches!(
         create(&*store, &new_job("telegram:3", 1), huge).await,
@@ -111,13 +126,23 @@ async fn the_quota_stops_at_the_plan_limit(backend: Backend) {
 async fn invalid_parameters_create_nothing(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
-    let out = create(&*store, &new_job("telegram:4", 1), json!({"prompt": "x", "resolution": "2048x2048"})).await;
-    let CreateOutcome::Invalid(e) = out else { panic!("expected invalid, got {out:?}") };
+    let out = create(
+        &*store,
+        &new_job("telegram:4", 1),
+        json!({"prompt": "x", "resolution": "2048x2048"}),
+    )
+    .await;
+    let CreateOutcome::Invalid(e) = out else {
+        panic!("expected invalid, got {out:?}")
+    };
     assert_eq!(e.code, "resolution_not_allowed");
     let user: UserRef = "telegram:4".parse().unwrap();
     assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 0);
     let all = store
-        .list_jobs(&JobFilter { limit: 100, ..Default::default() })
+        .list_jobs(&JobFilter {
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert!(all.is_empty());
@@ -127,7 +152,10 @@ async fn idempotency_replays_and_detects_conflicts(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let mut first = new_job("telegram:5", 1);
-    first.idempotency = Some(Idempotency { key: "abc".into(), request_hash: vec![1; 32] });
+    first.idempotency = Some(Idempotency {
+        key: "abc".into(),
+        request_hash: vec![1; 32],
+    });
     let CreateOutcome::Created(job) = create(&*store, &first, json!({"prompt": "x"})).await else {
         panic!()
     };
@@ -138,7 +166,10 @@ async fn idempotency_replays_and_detects_conflicts(backend: Backend) {
         CreateOutcome::Replayed(job.clone())
     );
     let mut different = new_job("telegram:5", 3);
-    different.idempotency = Some(Idempotency { key: "abc".into(), request_hash: vec![2; 32] });
+    different.idempotency = Some(Idempotency {
+        key: "abc".into(),
+        request_hash: vec![2; 32],
+    });
     assert_eq!(
         create(&*store, &different, json!({"prompt": "y"})).await,
         CreateOutcome::IdempotencyConflict
@@ -147,7 +178,10 @@ async fn idempotency_replays_and_detects_conflicts(backend: Backend) {
     let mut other_bot = new_job("telegram:5", 4);
     other_bot.bot_id = "tg-image-bot-2".into();
     other_bot.idempotency = first.idempotency.clone();
-    assert!(matches!(create(&*store, &other_bot, json!({"prompt": "x"})).await, CreateOutcome::Created(_)));
+    assert!(matches!(
+        create(&*store, &other_bot, json!({"prompt": "x"})).await,
+        CreateOutcome::Created(_)
+    ));
     let user: UserRef = "telegram:5".parse().unwrap();
     assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 2);
 }
@@ -159,28 +193,68 @@ async fn transitions_follow_the_state_machine_and_refund(backend: Backend) {
     let job = created(&*store, "telegram:6", 10).await;
 
     // Illegal: a queued job cannot complete.
-    let out = store.transition(&job.id, Transition::Complete, &at(11)).await.unwrap();
+    let out = store
+        .transition(&job.id, Transition::Complete, &at(11))
+        .await
+        .unwrap();
     assert!(matches!(out, TransitionOutcome::Illegal(ref j) if j.status == JobState::Queued));
 
-    let dispatch = TransitionChange { now: 20, worker_id: Some("worker-gpu-0".into()), ..Default::default() };
-    let TransitionOutcome::Applied(running) = store.transition(&job.id, Transition::Dispatch, &dispatch).await.unwrap() else { panic!() };
-    assert_eq!((running.status, running.attempts, running.started_at), (JobState::Running, 1, Some(20)));
+    let dispatch = TransitionChange {
+        now: 20,
+        worker_id: Some("worker-gpu-0".into()),
+        ..Default::default()
+    };
+    let TransitionOutcome::Applied(running) = store
+        .transition(&job.id, Transition::Dispatch, &dispatch)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (running.status, running.attempts, running.started_at),
+        (JobState::Running, 1, Some(20))
+    );
     assert_eq!(running.worker_id.as_deref(), Some("worker-gpu-0"));
 
     // The worker is lost: back to the queue, attempts kept.
-    let TransitionOutcome::Applied(requeued) = store.transition(&job.id, Transition::Requeue, &at(30)).await.unwrap() else { panic!() };
-    assert_eq!((requeued.status, requeued.attempts, requeued.queued_at), (JobState::Queued, 1, Some(30)));
+    let TransitionOutcome::Applied(requeued) = store
+        .transition(&job.id, Transition::Requeue, &at(30))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (requeued.status, requeued.attempts, requeued.queued_at),
+        (JobState::Queued, 1, Some(30))
+    );
     assert_eq!((requeued.worker_id, requeued.started_at), (None, None));
 
-    store.transition(&job.id, Transition::Dispatch, &dispatch).await.unwrap();
-    let TransitionOutcome::Applied(done) = store.transition(&job.id, Transition::Complete, &at(40)).await.unwrap() else { panic!() };
-    assert_eq!((done.status, done.ended_at, done.attempts, done.refunded), (JobState::Completed, Some(40), 2, false));
+    store
+        .transition(&job.id, Transition::Dispatch, &dispatch)
+        .await
+        .unwrap();
+    let TransitionOutcome::Applied(done) = store
+        .transition(&job.id, Transition::Complete, &at(40))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (done.status, done.ended_at, done.attempts, done.refunded),
+        (JobState::Completed, Some(40), 2, false)
+    );
     assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 1);
 
     // Terminal: nothing moves it, and cancelling it refunds nothing.
     for t in Transition::ALL {
         let out = store.transition(&job.id, t, &at(50)).await.unwrap();
-        assert!(matches!(out, TransitionOutcome::Illegal(_)), "{t:?} moved a completed job");
+        assert!(
+            matches!(out, TransitionOutcome::Illegal(_)),
+            "{t:?} moved a completed job"
+        );
     }
     assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 1);
 
@@ -188,20 +262,63 @@ async fn transitions_follow_the_state_machine_and_refund(backend: Backend) {
     let a = created(&*store, "telegram:6", 60).await;
     let b = created(&*store, "telegram:6", 61).await;
     assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 3);
-    let cancel = TransitionChange { now: 70, error: Some(("cancelled_by_user".into(), "bye".into())), ..Default::default() };
-    let TransitionOutcome::Applied(c) = store.transition(&a.id, Transition::Cancel, &cancel).await.unwrap() else { panic!() };
-    assert_eq!((c.status, c.refunded, c.error_code.as_deref()), (JobState::Cancelled, true, Some("cancelled_by_user")));
-    assert!(matches!(store.transition(&a.id, Transition::Cancel, &cancel).await.unwrap(), TransitionOutcome::Illegal(_)));
-    store.transition(&b.id, Transition::Dispatch, &dispatch).await.unwrap();
-    let TransitionOutcome::Applied(f) = store.transition(&b.id, Transition::Fail, &cancel).await.unwrap() else { panic!() };
+    let cancel = TransitionChange {
+        now: 70,
+        error: Some(("cancelled_by_user".into(), "bye".into())),
+        ..Default::default()
+    };
+    let TransitionOutcome::Applied(c) = store
+        .transition(&a.id, Transition::Cancel, &cancel)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (c.status, c.refunded, c.error_code.as_deref()),
+        (JobState::Cancelled, true, Some("cancelled_by_user"))
+    );
+    assert!(matches!(
+        store
+            .transition(&a.id, Transition::Cancel, &cancel)
+            .await
+            .unwrap(),
+        TransitionOutcome::Illegal(_)
+    ));
+    store
+        .transition(&b.id, Transition::Dispatch, &dispatch)
+        .await
+        .unwrap();
+    let TransitionOutcome::Applied(f) = store
+        .transition(&b.id, Transition::Fail, &cancel)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
     assert!(f.refunded);
     assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 1);
 
     // Scoped to another frontend, the job does not exist.
     let c = created(&*store, "telegram:6", 80).await;
-    let scoped = TransitionChange { frontend: Some(Platform::Discord), ..at(81) };
-    assert_eq!(store.transition(&c.id, Transition::Cancel, &scoped).await.unwrap(), TransitionOutcome::NotFound);
-    assert_eq!(store.transition(&JobId::generate(), Transition::Cancel, &at(1)).await.unwrap(), TransitionOutcome::NotFound);
+    let scoped = TransitionChange {
+        frontend: Some(Platform::Discord),
+        ..at(81)
+    };
+    assert_eq!(
+        store
+            .transition(&c.id, Transition::Cancel, &scoped)
+            .await
+            .unwrap(),
+        TransitionOutcome::NotFound
+    );
+    assert_eq!(
+        store
+            .transition(&JobId::generate(), Transition::Cancel, &at(1))
+            .await
+            .unwrap(),
+        TransitionOutcome::NotFound
+    );
 }
 
 async fn listing_filters_and_pages_newest_first(backend: Backend) {
@@ -214,29 +331,67 @@ async fn listing_filters_and_pages_newest_first(backend: Backend) {
     let mut other = new_job("telegram:8", 10);
     other.bot_id = "tg-image-bot-2".into();
     create(&*store, &other, json!({"prompt": "x"})).await;
-    store.transition(&ids[0], Transition::Cancel, &at(20)).await.unwrap();
+    store
+        .transition(&ids[0], Transition::Cancel, &at(20))
+        .await
+        .unwrap();
 
-    let page = |before: Option<JobId>| JobFilter { user_ref: Some("telegram:7".into()), before, limit: 2, ..Default::default() };
+    let page = |before: Option<JobId>| JobFilter {
+        user_ref: Some("telegram:7".into()),
+        before,
+        limit: 2,
+        ..Default::default()
+    };
     let p1 = store.list_jobs(&page(None)).await.unwrap();
-    let p2 = store.list_jobs(&page(Some(p1[1].id.clone()))).await.unwrap();
-    let p3 = store.list_jobs(&page(Some(p2[1].id.clone()))).await.unwrap();
-    let seen: Vec<_> = p1.iter().chain(&p2).chain(&p3).map(|j| j.id.clone()).collect();
+    let p2 = store
+        .list_jobs(&page(Some(p1[1].id.clone())))
+        .await
+        .unwrap();
+    let p3 = store
+        .list_jobs(&page(Some(p2[1].id.clone())))
+        .await
+        .unwrap();
+    let seen: Vec<_> = p1
+        .iter()
+        .chain(&p2)
+        .chain(&p3)
+        .map(|j| j.id.clone())
+        .collect();
     let mut expected = ids.clone();
     expected.reverse();
     assert_eq!(seen, expected);
 
     let queued = store
-        .list_jobs(&JobFilter { statuses: vec![JobState::Queued], bot_id: Some("tg-image-bot-1".into()), limit: 100, ..Default::default() })
+        .list_jobs(&JobFilter {
+            statuses: vec![JobState::Queued],
+            bot_id: Some("tg-image-bot-1".into()),
+            limit: 100,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(queued.len(), 4);
-    let bot2 = store.list_jobs(&JobFilter { bot_id: Some("tg-image-bot-2".into()), limit: 100, ..Default::default() }).await.unwrap();
+    let bot2 = store
+        .list_jobs(&JobFilter {
+            bot_id: Some("tg-image-bot-2".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(bot2.len(), 1);
-    let discord = store.list_jobs(&JobFilter { frontend: Some(Platform::Discord), limit: 100, ..Default::default() }).await.unwrap();
+    let discord = store
+        .list_jobs(&JobFilter {
+            frontend: Some(Platform::Discord),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert!(discord.is_empty());
 }
 
-async fn queue_position_counts_jobs_served_first(backend: Backend) {
+async fn the_queue_head_is_in_policy_order(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let pro: UserRef = "telegram:pro".parse().unwrap();
@@ -245,45 +400,124 @@ async fn queue_position_counts_jobs_served_first(backend: Backend) {
     let f2 = created(&*store, "telegram:free", 200).await;
     let p1 = created(&*store, "telegram:pro", 300).await;
     let f3 = created(&*store, "telegram:free", 400).await;
-    let pos = |j: JobRecord| {
-        let store = store.clone();
-        async move { store.queue_position(&j, 1000).await.unwrap() }
+    let mut video = new_job("telegram:free", 150);
+    video.capability = Capability::Video;
+    assert!(matches!(
+        create(&*store, &video, json!({"prompt": "x"})).await,
+        CreateOutcome::Created(_)
+    ));
+
+    let ids = |head: Vec<tessera_core::policy::QueuedJob<JobId>>| {
+        head.into_iter().map(|j| j.id).collect::<Vec<_>>()
     };
-    assert_eq!(pos(p1.clone()).await, 0);
-    assert_eq!(pos(f1.clone()).await, 1);
-    assert_eq!(pos(f2.clone()).await, 2);
-    assert_eq!(pos(f3.clone()).await, 3);
-    assert_eq!(store.queue_position(&f3, 2).await.unwrap(), 2, "capped");
-    store.transition(&f1.id, Transition::Cancel, &at(500)).await.unwrap();
-    assert_eq!(pos(f3).await, 2);
+    let head = store.queue_head(Capability::Image, 100).await.unwrap();
+    assert_eq!(head[0].priority.0, 2);
+    assert_eq!(
+        (head[1].queued_at, head[1].model.as_str()),
+        (100, "sdxl-1.0")
+    );
+    assert_eq!(
+        ids(head),
+        vec![p1.id.clone(), f1.id.clone(), f2.id.clone(), f3.id.clone()]
+    );
+    assert_eq!(
+        ids(store.queue_head(Capability::Image, 2).await.unwrap()),
+        vec![p1.id, f1.id.clone()]
+    );
+    store
+        .transition(&f1.id, Transition::Cancel, &at(500))
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .queue_head(Capability::Image, 100)
+            .await
+            .unwrap()
+            .len(),
+        3
+    );
+    assert_eq!(
+        store
+            .queue_head(Capability::Video, 100)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(store
+        .queue_head(Capability::Text, 100)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn run_times_come_from_completed_jobs(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
-    assert!(store.recent_run_times(Capability::Image, 10).await.unwrap().is_empty());
+    assert!(store
+        .recent_run_times(Capability::Image, 10)
+        .await
+        .unwrap()
+        .is_empty());
     for (start, end) in [(100, 1_100), (200, 3_200)] {
         let job = created(&*store, "telegram:9", start).await;
-        let d = TransitionChange { now: start, worker_id: Some("w".into()), ..Default::default() };
-        store.transition(&job.id, Transition::Dispatch, &d).await.unwrap();
-        store.transition(&job.id, Transition::Complete, &at(end)).await.unwrap();
+        let d = TransitionChange {
+            now: start,
+            worker_id: Some("w".into()),
+            ..Default::default()
+        };
+        store
+            .transition(&job.id, Transition::Dispatch, &d)
+            .await
+            .unwrap();
+        store
+            .transition(&job.id, Transition::Complete, &at(end))
+            .await
+            .unwrap();
     }
     let failed = created(&*store, "telegram:9", 300).await;
-    store.transition(&failed.id, Transition::Fail, &at(9_000)).await.unwrap();
-    assert_eq!(store.recent_run_times(Capability::Image, 10).await.unwrap(), vec![3_000, 1_000]);
-    assert_eq!(store.recent_run_times(Capability::Image, 1).await.unwrap(), vec![3_000]);
-    assert!(store.recent_run_times(Capability::Video, 10).await.unwrap().is_empty());
+    store
+        .transition(&failed.id, Transition::Fail, &at(9_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.recent_run_times(Capability::Image, 10).await.unwrap(),
+        vec![3_000, 1_000]
+    );
+    assert_eq!(
+        store.recent_run_times(Capability::Image, 1).await.unwrap(),
+        vec![3_000]
+    );
+    assert!(store
+        .recent_run_times(Capability::Video, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
 
 async fn keys_are_found_by_hash_until_revoked(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
-    let key = store.insert_api_key(Platform::Discord, "dc-image-bot-1", &[7; 32], 5).await.unwrap();
-    assert_eq!(store.find_api_key(&[7; 32]).await.unwrap(), Some(key.clone()));
+    let key = store
+        .insert_api_key(Platform::Discord, "dc-image-bot-1", &[7; 32], 5)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.find_api_key(&[7; 32]).await.unwrap(),
+        Some(key.clone())
+    );
     assert_eq!(store.find_api_key(&[8; 32]).await.unwrap(), None);
     let revoked = store.revoke_api_key(&key.id, 9).await.unwrap().unwrap();
     assert_eq!(revoked.revoked_at, Some(9));
-    assert_eq!(store.revoke_api_key(&key.id, 10).await.unwrap().unwrap().revoked_at, Some(9));
+    assert_eq!(
+        store
+            .revoke_api_key(&key.id, 10)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(9)
+    );
     assert_eq!(store.find_api_key(&[7; 32]).await.unwrap(), None);
     assert_eq!(store.list_api_keys().await.unwrap(), vec![revoked]);
 }
@@ -293,9 +527,17 @@ async fn plans_are_the_seeds_and_can_be_assigned(backend: Backend) {
     let store = db.store().await;
     assert_eq!(store.plans().await.unwrap(), Plan::seed_plans());
     let user: UserRef = "web:ada".parse().unwrap();
-    let q = store.set_plan(&user, "pro", day(), 1).await.unwrap().unwrap();
+    let q = store
+        .set_plan(&user, "pro", day(), 1)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((q.plan.id.as_str(), q.tokens_used), ("pro", 0));
-    assert!(store.set_plan(&user, "platinum", day(), 1).await.unwrap().is_none());
+    assert!(store
+        .set_plan(&user, "platinum", day(), 1)
+        .await
+        .unwrap()
+        .is_none());
     let job = created(&*store, "web:ada", 2).await;
     assert_eq!(job.priority.0, 2, "jobs carry their plan's priority");
 }
@@ -308,7 +550,12 @@ async fn concurrent_creates_never_overspend(backend: Backend) {
     for i in 0..60 {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
-            create(&*store, &new_job("telegram:race", i), json!({"prompt": "x"})).await
+            create(
+                &*store,
+                &new_job("telegram:race", i),
+                json!({"prompt": "x"}),
+            )
+            .await
         }));
     }
     let mut ok = 0;
@@ -329,7 +576,7 @@ backend_tests!(
     idempotency_replays_and_detects_conflicts,
     transitions_follow_the_state_machine_and_refund,
     listing_filters_and_pages_newest_first,
-    queue_position_counts_jobs_served_first,
+    the_queue_head_is_in_policy_order,
     run_times_come_from_completed_jobs,
     keys_are_found_by_hash_until_revoked,
     plans_are_the_seeds_and_can_be_assigned,

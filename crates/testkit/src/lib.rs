@@ -112,7 +112,9 @@ impl TestApp {
         config.auth.admin_token = Some(admin_token.clone());
         config.auth.internal_token = Some(tessera_scheduler::auth::new_token());
         tweak(&mut config);
-        let handle = Scheduler::start(config).await.expect("starting the scheduler");
+        let handle = Scheduler::start(config)
+            .await
+            .expect("starting the scheduler");
         let admin = Client::new(&handle.base_url(), admin_token.clone()).expect("client");
         TestApp {
             db,
@@ -160,9 +162,7 @@ impl TestApp {
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,sqlx=error".to_owned()),
-        )
+        .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,sqlx=error".to_owned()))
         .with_test_writer()
         .try_init();
 }

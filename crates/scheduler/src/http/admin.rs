@@ -78,14 +78,18 @@ pub async fn create_key(
     responses((status = 200, body = KeyList), (status = 401, body = ApiErrorBody)),
     security(("admin_token" = []))
 )]
-pub async fn list_keys(State(state): State<AppState>, _admin: Admin) -> Result<Json<KeyList>, ApiError> {
+pub async fn list_keys(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<KeyList>, ApiError> {
     let keys = state.store.list_api_keys().await?;
     Ok(Json(KeyList {
         keys: keys.into_iter().map(key_view).collect(),
     }))
 }
 
-/// Revoke a frontend key; it stops working at once.
+/// Revoke a frontend key. It stops working at once on this scheduler, and on other
+/// replicas within `auth.key_cache_secs`.
 #[utoipa::path(
     delete, path = "/api/admin/keys/{key_id}", tag = "admin",
     params(("key_id" = String, Path)),
@@ -104,6 +108,7 @@ pub async fn revoke_key(
         .revoke_api_key(&id, now_ms())
         .await?
         .ok_or_else(not_found)?;
+    state.keys.forget(&key.id);
     tracing::info!(key_id = %key.id, "frontend key revoked");
     Ok(Json(key_view(key)))
 }
@@ -122,9 +127,11 @@ pub async fn set_plan(
     ApiPath(user_ref): ApiPath<String>,
     ApiJson(req): ApiJson<SetPlanRequest>,
 ) -> Result<Json<UserQuota>, ApiError> {
-    let user: UserRef = user_ref.parse().map_err(|e: tessera_core::user_ref::InvalidUserRef| {
-        ApiError::invalid("invalid_user_ref", e.to_string()).with_field("user_ref")
-    })?;
+    let user: UserRef = user_ref
+        .parse()
+        .map_err(|e: tessera_core::user_ref::InvalidUserRef| {
+            ApiError::invalid("invalid_user_ref", e.to_string()).with_field("user_ref")
+        })?;
     let now = now_ms();
     let quota = state
         .store
@@ -133,7 +140,10 @@ pub async fn set_plan(
         .ok_or_else(|| {
             ApiError::not_found(
                 "plan_not_found",
-                format!("no plan {:?}; plans are free, starter, pro, admin", req.plan_id),
+                format!(
+                    "no plan {:?}; plans are free, starter, pro, admin",
+                    req.plan_id
+                ),
             )
         })?;
     tracing::info!(user_ref = %user, plan = %req.plan_id, "plan changed");
@@ -170,7 +180,10 @@ pub async fn cancel_job(
     let id = jobs::parse_job_id(&job_id)?;
     let change = TransitionChange {
         now: now_ms(),
-        error: Some(("cancelled_by_admin".into(), "cancelled by an operator".into())),
+        error: Some((
+            "cancelled_by_admin".into(),
+            "cancelled by an operator".into(),
+        )),
         ..Default::default()
     };
     jobs::cancel_with(&state, &id, &change).await

@@ -23,7 +23,9 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
     match text.split_once(' ') {
-        Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() => {
+        Some((scheme, token))
+            if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+        {
             Ok(token.trim())
         }
         _ => Err(ApiError::unauthorized(
@@ -48,7 +50,12 @@ impl FromRequestParts<AppState> for Frontend {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
-        if let Some(key) = state.store.find_api_key(&hash_secret(token)).await? {
+        let hash = hash_secret(token);
+        if let Some(key) = state.keys.get(&hash) {
+            return Ok(Frontend(key));
+        }
+        if let Some(key) = state.store.find_api_key(&hash).await? {
+            state.keys.put(hash, key.clone());
             return Ok(Frontend(key));
         }
         if state.admin.matches(token) || state.internal.matches(token) {
@@ -78,7 +85,11 @@ impl FromRequestParts<AppState> for Admin {
             ));
         }
         if state.internal.matches(token)
-            || state.store.find_api_key(&hash_secret(token)).await?.is_some()
+            || state
+                .store
+                .find_api_key(&hash_secret(token))
+                .await?
+                .is_some()
         {
             return Err(ApiError::forbidden(
                 "wrong_credential",

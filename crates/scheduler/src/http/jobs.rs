@@ -135,8 +135,10 @@ pub async fn create(
     };
     let mut resp = (status, Json(body)).into_response();
     if replayed {
-        resp.headers_mut()
-            .insert(tessera_api::IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+        resp.headers_mut().insert(
+            tessera_api::IDEMPOTENT_REPLAYED,
+            HeaderValue::from_static("true"),
+        );
     }
     Ok(resp)
 }
@@ -188,7 +190,10 @@ pub async fn cancel(
     let change = TransitionChange {
         now: now_ms(),
         frontend: Some(key.frontend),
-        error: Some(("cancelled_by_user".into(), format!("cancelled by {}", key.bot_id))),
+        error: Some((
+            "cancelled_by_user".into(),
+            format!("cancelled by {}", key.bot_id),
+        )),
         ..Default::default()
     };
     cancel_with(&state, &id, &change).await
@@ -199,7 +204,11 @@ pub(crate) async fn cancel_with(
     id: &JobId,
     change: &TransitionChange,
 ) -> Result<Json<JobView>, ApiError> {
-    match state.store.transition(id, Transition::Cancel, change).await? {
+    match state
+        .store
+        .transition(id, Transition::Cancel, change)
+        .await?
+    {
         TransitionOutcome::Applied(job) => Ok(Json(view(state, job).await?)),
         TransitionOutcome::Illegal(job) => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -235,7 +244,10 @@ pub async fn list(
 pub(crate) fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("invalid_query", "limit must be between 1 and 100").with_field("limit"));
+        return Err(
+            ApiError::invalid("invalid_query", "limit must be between 1 and 100")
+                .with_field("limit"),
+        );
     }
     let statuses = match &q.status {
         None => Vec::new(),
@@ -248,8 +260,11 @@ pub(crate) fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
     let before = match &q.cursor {
         None => None,
         Some(c) => Some(c.parse::<JobId>().map_err(|_| {
-            ApiError::invalid("invalid_query", "cursor must be a next_cursor from a previous page")
-                .with_field("cursor")
+            ApiError::invalid(
+                "invalid_query",
+                "cursor must be a next_cursor from a previous page",
+            )
+            .with_field("cursor")
         })?),
     };
     Ok(JobFilter {
@@ -262,7 +277,10 @@ pub(crate) fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
     })
 }
 
-pub(crate) async fn list_with(state: &AppState, filter: JobFilter) -> Result<Json<JobList>, ApiError> {
+pub(crate) async fn list_with(
+    state: &AppState,
+    filter: JobFilter,
+) -> Result<Json<JobList>, ApiError> {
     let jobs = state.store.list_jobs(&filter).await?;
     let next_cursor = (jobs.len() == filter.limit as usize)
         .then(|| jobs.last().map(|j| j.id.to_string()))
@@ -290,13 +308,19 @@ pub(crate) fn user_ref_for(
     if user_ref.platform() != *frontend {
         return Err(ApiError::forbidden(
             "forbidden_user_ref",
-            format!("a {frontend} key cannot act for {} users", user_ref.platform()),
+            format!(
+                "a {frontend} key cannot act for {} users",
+                user_ref.platform()
+            ),
         ));
     }
     Ok(user_ref)
 }
 
-fn idempotency(headers: &HeaderMap, req: &CreateJobRequest) -> Result<Option<Idempotency>, ApiError> {
+fn idempotency(
+    headers: &HeaderMap,
+    req: &CreateJobRequest,
+) -> Result<Option<Idempotency>, ApiError> {
     let Some(value) = headers.get(tessera_api::IDEMPOTENCY_KEY) else {
         return Ok(None);
     };
@@ -336,15 +360,18 @@ pub(crate) fn rfc3339(ms: Millis) -> DateTime<Utc> {
 async fn estimate(state: &AppState, job: &JobRecord, now: Millis) -> Result<Option<u64>, ApiError> {
     Ok(match job.status {
         JobState::Queued | JobState::Created => {
-            let ahead = state
-                .store
-                .queue_position(job, state.config.queue.position_cap)
+            let ahead = state.positions.ahead_of(&*state.store, job).await?;
+            let run = state
+                .estimator
+                .run_seconds(&*state.store, job.capability)
                 .await?;
-            let run = state.estimator.run_seconds(&*state.store, job.capability).await?;
             Some(Estimator::queued(run, ahead))
         }
         JobState::Running => {
-            let run = state.estimator.run_seconds(&*state.store, job.capability).await?;
+            let run = state
+                .estimator
+                .run_seconds(&*state.store, job.capability)
+                .await?;
             Some(Estimator::running(run, job.started_at.unwrap_or(now), now))
         }
         _ => None,
@@ -356,11 +383,11 @@ pub(crate) async fn view(state: &AppState, job: JobRecord) -> Result<JobView, Ap
     let now = now_ms();
     let (queue_position, estimated_time_seconds) = match job.status {
         JobState::Queued => {
-            let ahead = state
-                .store
-                .queue_position(&job, state.config.queue.position_cap)
+            let ahead = state.positions.ahead_of(&*state.store, &job).await?;
+            let run = state
+                .estimator
+                .run_seconds(&*state.store, job.capability)
                 .await?;
-            let run = state.estimator.run_seconds(&*state.store, job.capability).await?;
             (Some(ahead), Some(Estimator::queued(run, ahead)))
         }
         _ => (None, estimate(state, &job, now).await?),

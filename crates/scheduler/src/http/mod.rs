@@ -29,9 +29,10 @@ use tower_http::trace::TraceLayer;
 
 use tessera_core::billing::BillingClock;
 
-use crate::auth::TokenCheck;
+use crate::auth::{KeyCache, TokenCheck};
 use crate::config::SchedulerConfig;
 use crate::estimate::Estimator;
+use crate::queue::QueuePositions;
 use crate::store::Store;
 use error::ApiError;
 
@@ -46,6 +47,8 @@ pub struct Inner {
     pub admin: TokenCheck,
     pub internal: TokenCheck,
     pub estimator: Estimator,
+    pub positions: QueuePositions,
+    pub keys: KeyCache,
 }
 
 impl std::ops::Deref for AppState {
@@ -59,9 +62,14 @@ impl std::ops::Deref for AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, config: SchedulerConfig) -> anyhow::Result<Self> {
         let clock = config.billing.clock()?;
+        let config_key_cache = config.auth.key_cache_secs;
         let admin = TokenCheck::new(config.auth.admin_token()?.as_deref());
         let internal = TokenCheck::new(config.auth.internal_token()?.as_deref());
         let estimator = Estimator::new(config.estimates.clone());
+        let positions = QueuePositions::new(
+            config.queue.position_cap,
+            Duration::from_millis(config.queue.position_refresh_ms),
+        );
         Ok(Self(Arc::new(Inner {
             store,
             config,
@@ -69,6 +77,8 @@ impl AppState {
             admin,
             internal,
             estimator,
+            positions,
+            keys: KeyCache::new(Duration::from_secs(config_key_cache)),
         })))
     }
 }
@@ -87,11 +97,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
         .route("/api/v1/users/{user_ref}", get(users::get))
         .route("/api/v1/plans", get(users::plans))
-        .route("/api/admin/keys", get(admin::list_keys).post(admin::create_key))
-        .route("/api/admin/keys/{key_id}", axum::routing::delete(admin::revoke_key))
+        .route(
+            "/api/admin/keys",
+            get(admin::list_keys).post(admin::create_key),
+        )
+        .route(
+            "/api/admin/keys/{key_id}",
+            axum::routing::delete(admin::revoke_key),
+        )
         .route("/api/admin/users/{user_ref}/plan", put(admin::set_plan))
         .route("/api/admin/jobs", get(admin::list_jobs))
-        .route("/api/admin/jobs/{job_id}", axum::routing::delete(admin::cancel_job))
+        .route(
+            "/api/admin/jobs/{job_id}",
+            axum::routing::delete(admin::cancel_job),
+        )
         .route("/api/openapi.json", get(openapi::document))
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))

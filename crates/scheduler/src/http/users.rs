@@ -48,7 +48,9 @@ pub(crate) async fn quota_view(state: &AppState, user: &UserRef) -> Result<UserQ
                 .into_iter()
                 .find(|p| p.id == Plan::DEFAULT_ID)
                 .ok_or_else(|| {
-                    ApiError::from(crate::store::StoreError::Corrupt("default plan missing".into()))
+                    ApiError::from(crate::store::StoreError::Corrupt(
+                        "default plan missing".into(),
+                    ))
                 })?;
             QuotaRecord {
                 user_ref: user.to_string(),
@@ -62,7 +64,10 @@ pub(crate) async fn quota_view(state: &AppState, user: &UserRef) -> Result<UserQ
 
 pub(crate) fn to_view(state: &AppState, q: QuotaRecord, now: tessera_core::Millis) -> UserQuota {
     UserQuota {
-        tokens_left_today: q.plan.daily_tokens.map(|limit| (limit - q.tokens_used).max(0)),
+        tokens_left_today: q
+            .plan
+            .daily_tokens
+            .map(|limit| (limit - q.tokens_used).max(0)),
         user_ref: q.user_ref,
         plan: q.plan,
         tokens_used_today: q.tokens_used,
@@ -76,7 +81,10 @@ pub(crate) fn to_view(state: &AppState, q: QuotaRecord, now: tessera_core::Milli
     responses((status = 200, body = PlanList), (status = 401, body = ApiErrorBody)),
     security(("frontend_key" = []))
 )]
-pub async fn plans(State(state): State<AppState>, _key: Frontend) -> Result<Json<PlanList>, ApiError> {
+pub async fn plans(
+    State(state): State<AppState>,
+    _key: Frontend,
+) -> Result<Json<PlanList>, ApiError> {
     Ok(Json(PlanList {
         plans: state.store.plans().await?,
     }))

@@ -61,7 +61,10 @@ impl TryFrom<JobRow> for JobRecord {
             id: r.id.parse().map_err(|_| corrupt("job id", &r.id))?,
             user_id: r.user_id,
             user_ref: r.user_ref,
-            frontend: r.frontend.parse().map_err(|_| corrupt("frontend", &r.frontend))?,
+            frontend: r
+                .frontend
+                .parse()
+                .map_err(|_| corrupt("frontend", &r.frontend))?,
             bot_id: r.bot_id,
             capability: r
                 .capability
@@ -69,7 +72,8 @@ impl TryFrom<JobRow> for JobRecord {
                 .map_err(|_| corrupt("capability", &r.capability))?,
             model: r.model,
             priority: Priority(
-                u8::try_from(r.priority).map_err(|_| corrupt("priority", &r.priority.to_string()))?,
+                u8::try_from(r.priority)
+                    .map_err(|_| corrupt("priority", &r.priority.to_string()))?,
             ),
             status: r.status.parse().map_err(|_| corrupt("status", &r.status))?,
             params: r.params.0,
@@ -161,6 +165,15 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
         })
     }
 }
+
+/// Columns of a new job, in the order [`bind_new_job`](impl_store) binds them.
+pub(crate) const NEW_JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, \
+    model, priority, status, params, reply_context, cost_tokens, billing_day, idempotency_key, \
+    request_hash, created_at, queued_at";
+
+/// `$1..$16` for [`NEW_JOB_COLUMNS`] (queued_at repeats created_at).
+pub(crate) const NEW_JOB_VALUES: &str =
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16";
 
 pub(crate) fn status_list(states: &[JobState]) -> Vec<&'static str> {
     states.iter().map(|s| s.as_str()).collect()
@@ -315,74 +328,31 @@ macro_rules! impl_store {
                         return Ok(outcome);
                     }
                 }
-                let mut tx = self.writer().begin().await?;
                 let user_ref = new.user_ref.to_string();
-                let (user_id, plan) = Self::user_plan(&mut tx, &new.user_ref, &user_ref, new.now).await?;
+                let (user_id, plan) = {
+                    let mut conn = self.writer().acquire().await?;
+                    Self::user_plan(&mut conn, &new.user_ref, &user_ref, new.now).await?
+                };
                 let job = match validate(&plan) {
                     Ok(job) => job,
                     Err(e) => return Ok(CreateOutcome::Invalid(e)),
                 };
-                // Reserve the tokens: a conditional upsert on this user's row for this
-                // day. Never read-then-write: concurrent creates serialise on the row.
                 let limit = plan.daily_tokens;
-                if limit.is_some_and(|l| job.cost_tokens > l) {
-                    let used = Self::used_on(&mut tx, user_id, new.day).await?;
-                    return Ok(CreateOutcome::QuotaExhausted { plan, used, cost: job.cost_tokens });
-                }
-                let reserved: Option<(i64,)> = sqlx::query_as(
-                    "INSERT INTO usage_daily (user_id, day, tokens_used, jobs_created) \
-                     VALUES ($1, $2, $3, 1) \
-                     ON CONFLICT (user_id, day) DO UPDATE \
-                     SET tokens_used = usage_daily.tokens_used + excluded.tokens_used, \
-                         jobs_created = usage_daily.jobs_created + 1 \
-                     WHERE $4 IS NULL OR usage_daily.tokens_used + excluded.tokens_used <= $4 \
-                     RETURNING tokens_used",
-                )
-                .bind(user_id)
-                .bind(new.day)
-                .bind(job.cost_tokens)
-                .bind(limit)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if reserved.is_none() {
-                    let used = Self::used_on(&mut tx, user_id, new.day).await?;
-                    return Ok(CreateOutcome::QuotaExhausted { plan, used, cost: job.cost_tokens });
-                }
-                let inserted: Result<$crate::store::common::JobRow, sqlx::Error> = sqlx::query_as(&format!(
-                    "INSERT INTO jobs (id, user_id, user_ref, frontend, bot_id, capability, model, \
-                       priority, status, params, reply_context, cost_tokens, billing_day, \
-                       idempotency_key, request_hash, created_at, queued_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16) \
-                     RETURNING {}",
-                    $crate::store::common::JOB_COLUMNS
-                ))
-                .bind(new.id.as_str())
-                .bind(user_id)
-                .bind(&user_ref)
-                .bind(new.frontend.as_str())
-                .bind(&new.bot_id)
-                .bind($crate::store::common::capability_str(new.capability))
-                .bind(&job.model)
-                .bind(i32::from(plan.priority.0))
-                .bind(tessera_core::Transition::Enqueue.to().as_str())
-                .bind(sqlx::types::Json(job.params.to_value()))
-                .bind(new.reply_context.as_ref().map(sqlx::types::Json))
-                .bind(job.cost_tokens)
-                .bind(new.day)
-                .bind(new.idempotency.as_ref().map(|i| i.key.as_str()))
-                .bind(new.idempotency.as_ref().map(|i| i.request_hash.as_slice()))
-                .bind(new.now)
-                .fetch_one(&mut *tx)
-                .await;
+                let inserted = if limit.is_some_and(|l| job.cost_tokens > l) {
+                    Ok(None)
+                } else {
+                    self.reserve_and_insert(new, user_id, &user_ref, plan.priority, &job, limit).await
+                };
                 match inserted {
-                    Ok(row) => {
-                        tx.commit().await?;
-                        Ok(CreateOutcome::Created(row.try_into()?))
+                    Ok(Some(row)) => Ok(CreateOutcome::Created(row.try_into()?)),
+                    Ok(None) => {
+                        let mut conn = self.reader().acquire().await?;
+                        let used = Self::used_on(&mut conn, user_id, new.day).await?;
+                        Ok(CreateOutcome::QuotaExhausted { plan, used, cost: job.cost_tokens })
                     }
-                    // A concurrent retry with the same key won the race: drop this
-                    // attempt (and its reservation) and answer with the first job.
+                    // A concurrent retry with the same key won the race: this attempt
+                    // (and its reservation) rolled back; answer with the first job.
                     Err(sqlx::Error::Database(db)) if db.is_unique_violation() && new.idempotency.is_some() => {
-                        tx.rollback().await?;
                         let idem = new.idempotency.as_ref().expect("checked above");
                         match self.replay(new, idem).await? {
                             Some(outcome) => Ok(outcome),
@@ -513,29 +483,36 @@ macro_rules! impl_store {
                 Ok(TransitionOutcome::Applied(job))
             }
 
-            async fn queue_position(
+            async fn queue_head(
                 &self,
-                job: &$crate::store::JobRecord,
-                cap: u32,
-            ) -> Result<u64, $crate::store::StoreError> {
-                // Two index range counts on the queue: higher priorities, then the
-                // same priority queued earlier. Each stops at `cap`.
-                let (ahead,): (i64,) = sqlx::query_as(
-                    "SELECT \
-                       (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = 'QUEUED' \
-                          AND capability = $1 AND priority > $2 LIMIT $5) higher) \
-                     + (SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE status = 'QUEUED' \
-                          AND capability = $1 AND priority = $2 AND (queued_at, id) < ($3, $4) \
-                          LIMIT $5) same)",
+                capability: tessera_core::Capability,
+                limit: u32,
+            ) -> Result<
+                Vec<tessera_core::policy::QueuedJob<tessera_core::JobId>>,
+                $crate::store::StoreError,
+            > {
+                let rows: Vec<(String, String, i32, i64)> = sqlx::query_as(
+                    "SELECT id, model, priority, queued_at FROM jobs \
+                     WHERE status = 'QUEUED' AND capability = $1 \
+                     ORDER BY priority DESC, queued_at, id LIMIT $2",
                 )
-                .bind($crate::store::common::capability_str(job.capability))
-                .bind(i32::from(job.priority.0))
-                .bind(job.queued_at.unwrap_or(job.created_at))
-                .bind(job.id.as_str())
-                .bind(i64::from(cap))
-                .fetch_one(self.reader())
+                .bind($crate::store::common::capability_str(capability))
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
                 .await?;
-                Ok((ahead.max(0) as u64).min(u64::from(cap)))
+                rows.into_iter()
+                    .map(|(id, model, priority, queued_at)| {
+                        Ok(tessera_core::policy::QueuedJob {
+                            id: id.parse().map_err(|_| {
+                                $crate::store::StoreError::Corrupt(format!("job id {id:?}"))
+                            })?,
+                            capability,
+                            model,
+                            priority: tessera_core::Priority(priority.clamp(0, 255) as u8),
+                            queued_at,
+                        })
+                    })
+                    .collect()
             }
 
             async fn recent_run_times(
@@ -573,6 +550,33 @@ macro_rules! impl_store {
         }
 
         impl $store {
+            /// Binds a new job's values as `$1..$16` of [`NEW_JOB_VALUES`].
+            fn bind_new_job<'q, O>(
+                q: sqlx::query::QueryAs<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>>,
+                new: &'q $crate::store::NewJob,
+                user_id: i64,
+                user_ref: &'q str,
+                priority: tessera_core::Priority,
+                job: &'q tessera_core::params::ValidJob,
+            ) -> sqlx::query::QueryAs<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>> {
+                q.bind(new.id.as_str())
+                    .bind(user_id)
+                    .bind(user_ref)
+                    .bind(new.frontend.as_str())
+                    .bind(&new.bot_id)
+                    .bind($crate::store::common::capability_str(new.capability))
+                    .bind(&job.model)
+                    .bind(i32::from(priority.0))
+                    .bind(tessera_core::Transition::Enqueue.to().as_str())
+                    .bind(sqlx::types::Json(job.params.to_value()))
+                    .bind(new.reply_context.as_ref().map(sqlx::types::Json))
+                    .bind(job.cost_tokens)
+                    .bind(new.day)
+                    .bind(new.idempotency.as_ref().map(|i| i.key.as_str()))
+                    .bind(new.idempotency.as_ref().map(|i| i.request_hash.as_slice()))
+                    .bind(new.now)
+            }
+
             /// The job an idempotency key already created, if any.
             async fn replay(
                 &self,
@@ -589,14 +593,14 @@ macro_rules! impl_store {
                 .bind(&idem.key)
                 .fetch_optional(self.writer())
                 .await?;
-                Ok(row.map(|r| {
+                row.map(|r| {
                     if r.request_hash.as_deref() == Some(idem.request_hash.as_slice()) {
                         r.job.try_into().map($crate::store::CreateOutcome::Replayed)
                     } else {
                         Ok($crate::store::CreateOutcome::IdempotencyConflict)
                     }
                 })
-                .transpose()?)
+                .transpose()
             }
 
             /// The user (created on first sight, on the default plan) and their plan.

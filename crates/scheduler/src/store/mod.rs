@@ -22,6 +22,7 @@ use chrono::NaiveDate;
 use serde_json::Value;
 
 use tessera_core::params::{ParamError, ValidJob};
+use tessera_core::policy::QueuedJob;
 use tessera_core::{
     ApiKeyId, Capability, JobId, JobState, Millis, Plan, Platform, Priority, Transition, UserRef,
 };
@@ -129,7 +130,11 @@ pub enum CreateOutcome {
     IdempotencyConflict,
     Invalid(ParamError),
     /// The job costs more than the user has left today.
-    QuotaExhausted { plan: Plan, used: i64, cost: i64 },
+    QuotaExhausted {
+        plan: Plan,
+        used: i64,
+        cost: i64,
+    },
 }
 
 /// What a transition did.
@@ -238,8 +243,11 @@ pub trait Store: Send + Sync + 'static {
     async fn plans(&self) -> Result<Vec<Plan>, StoreError>;
 
     /// The user's plan and tokens used on `day`; `None` for a user never seen.
-    async fn quota(&self, user_ref: &UserRef, day: NaiveDate)
-        -> Result<Option<QuotaRecord>, StoreError>;
+    async fn quota(
+        &self,
+        user_ref: &UserRef,
+        day: NaiveDate,
+    ) -> Result<Option<QuotaRecord>, StoreError>;
 
     /// Puts a user (created if new) on a plan; `None` if the plan does not exist.
     async fn set_plan(
@@ -278,8 +286,13 @@ pub trait Store: Send + Sync + 'static {
         change: &TransitionChange,
     ) -> Result<TransitionOutcome, StoreError>;
 
-    /// Queued jobs of the same capability that run before this one, counted up to `cap`.
-    async fn queue_position(&self, job: &JobRecord, cap: u32) -> Result<u64, StoreError>;
+    /// The first `limit` queued jobs of a capability, in queue order (priority,
+    /// then age, then id): one index-ordered scan.
+    async fn queue_head(
+        &self,
+        capability: Capability,
+        limit: u32,
+    ) -> Result<Vec<QueuedJob<JobId>>, StoreError>;
 
     /// Run times (ms) of the latest completed jobs of a capability, newest first.
     async fn recent_run_times(

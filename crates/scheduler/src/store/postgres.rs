@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::common::impl_store;
-use super::{Backend, StoreError};
+use tessera_core::params::ValidJob;
+use tessera_core::Priority;
+
+use super::common::{impl_store, JobRow, JOB_COLUMNS, NEW_JOB_COLUMNS, NEW_JOB_VALUES};
+use super::{Backend, NewJob, StoreError};
 use crate::config::DatabaseConfig;
 
 pub struct PgStore {
@@ -40,6 +43,38 @@ impl PgStore {
 
     fn reader(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+impl PgStore {
+    /// Reserves the tokens and inserts the job in one statement, which PostgreSQL
+    /// runs atomically: when the conditional upsert reserves nothing, the insert
+    /// selects no row. One round trip, no BEGIN/COMMIT; `None` means over quota.
+    async fn reserve_and_insert(
+        &self,
+        new: &NewJob,
+        user_id: i64,
+        user_ref: &str,
+        priority: Priority,
+        job: &ValidJob,
+        limit: Option<i64>,
+    ) -> Result<Option<JobRow>, sqlx::Error> {
+        let sql = format!(
+            "WITH reserved AS ( \
+               INSERT INTO usage_daily (user_id, day, tokens_used, jobs_created) \
+               VALUES ($2, $13, $12, 1) \
+               ON CONFLICT (user_id, day) DO UPDATE \
+               SET tokens_used = usage_daily.tokens_used + excluded.tokens_used, \
+                   jobs_created = usage_daily.jobs_created + 1 \
+               WHERE $17::BIGINT IS NULL OR usage_daily.tokens_used + excluded.tokens_used <= $17 \
+               RETURNING 1) \
+             INSERT INTO jobs ({NEW_JOB_COLUMNS}) SELECT {NEW_JOB_VALUES} FROM reserved \
+             RETURNING {JOB_COLUMNS}"
+        );
+        Self::bind_new_job(sqlx::query_as(&sql), new, user_id, user_ref, priority, job)
+            .bind(limit)
+            .fetch_optional(&self.pool)
+            .await
     }
 }
 

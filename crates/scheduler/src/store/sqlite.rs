@@ -13,8 +13,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::common::impl_store;
-use super::{Backend, StoreError};
+use tessera_core::params::ValidJob;
+use tessera_core::Priority;
+
+use super::common::{impl_store, JobRow, JOB_COLUMNS, NEW_JOB_COLUMNS, NEW_JOB_VALUES};
+use super::{Backend, NewJob, StoreError};
 use crate::config::{self, DatabaseConfig};
 
 pub struct SqliteStore {
@@ -61,6 +64,47 @@ impl SqliteStore {
 
     fn reader(&self) -> &SqlitePool {
         &self.reader
+    }
+}
+
+impl SqliteStore {
+    /// Reserves the tokens with a conditional upsert and inserts the job, in one
+    /// transaction on the single writer connection; `None` means over quota.
+    async fn reserve_and_insert(
+        &self,
+        new: &NewJob,
+        user_id: i64,
+        user_ref: &str,
+        priority: Priority,
+        job: &ValidJob,
+        limit: Option<i64>,
+    ) -> Result<Option<JobRow>, sqlx::Error> {
+        let mut tx = self.writer.begin().await?;
+        let reserved = sqlx::query(
+            "INSERT INTO usage_daily (user_id, day, tokens_used, jobs_created) \
+             VALUES ($1, $2, $3, 1) \
+             ON CONFLICT (user_id, day) DO UPDATE \
+             SET tokens_used = usage_daily.tokens_used + excluded.tokens_used, \
+                 jobs_created = usage_daily.jobs_created + 1 \
+             WHERE $4 IS NULL OR usage_daily.tokens_used + excluded.tokens_used <= $4",
+        )
+        .bind(user_id)
+        .bind(new.day)
+        .bind(job.cost_tokens)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await?;
+        if reserved.rows_affected() == 0 {
+            return Ok(None);
+        }
+        let sql = format!(
+            "INSERT INTO jobs ({NEW_JOB_COLUMNS}) VALUES ({NEW_JOB_VALUES}) RETURNING {JOB_COLUMNS}"
+        );
+        let row = Self::bind_new_job(sqlx::query_as(&sql), new, user_id, user_ref, priority, job)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Some(row))
     }
 }
 
