@@ -1,0 +1,246 @@
+//! `tessera admin`: the admin API's command-line client.
+//!
+//! The admin token comes from `TESSERA_ADMIN_TOKEN` or `--token-file`, never from a
+//! flag value, so it stays out of shell history and process listings.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+
+use tessera_api::admin::CreateKeyRequest;
+use tessera_api::public::{JobList, ListJobsQuery};
+use tessera_api::Client;
+use tessera_core::{JobId, Platform};
+
+#[derive(Args)]
+pub struct AdminArgs {
+    /// Scheduler base URL.
+    #[arg(long, env = "TESSERA_URL", default_value = "http://127.0.0.1:8000")]
+    pub url: String,
+    /// File whose first line is the admin token (default: the TESSERA_ADMIN_TOKEN variable).
+    #[arg(long)]
+    pub token_file: Option<PathBuf>,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Frontend API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Users and their plans.
+    #[command(subcommand)]
+    Users(UsersCommand),
+    /// Jobs of every frontend.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+}
+
+#[derive(Subcommand)]
+pub enum KeysCommand {
+    /// Create a key for one bot; prints the secret once.
+    Create {
+        /// The frontend kind the key speaks for.
+        #[arg(long, value_enum)]
+        frontend: FrontendArg,
+        /// The bot instance, for example tg-image-bot-1.
+        #[arg(long)]
+        bot_id: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key; it stops working at once.
+    Revoke {
+        /// The key's id, key_...
+        key_id: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UsersCommand {
+    /// Put a user on a plan (free, starter, pro, admin).
+    SetPlan {
+        /// platform:id, for example telegram:123456.
+        user_ref: String,
+        plan: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum JobsCommand {
+    /// List jobs, newest first (queued and running by default).
+    List {
+        /// Comma-separated states; `all` for every state.
+        #[arg(long, default_value = "QUEUED,RUNNING")]
+        status: String,
+        #[arg(long)]
+        user_ref: Option<String>,
+        #[arg(long)]
+        bot_id: Option<String>,
+        /// At most this many jobs (1-100).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Cancel a job and refund it.
+    Cancel { job_id: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum FrontendArg {
+    Telegram,
+    Discord,
+    Web,
+}
+
+impl From<FrontendArg> for Platform {
+    fn from(f: FrontendArg) -> Platform {
+        match f {
+            FrontendArg::Telegram => Platform::Telegram,
+            FrontendArg::Discord => Platform::Discord,
+            FrontendArg::Web => Platform::Web,
+        }
+    }
+}
+
+fn token(args: &AdminArgs) -> anyhow::Result<String> {
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the admin token from {}", path.display()))?;
+        return Ok(text.lines().next().unwrap_or_default().trim().to_owned());
+    }
+    std::env::var("TESSERA_ADMIN_TOKEN")
+        .context("set TESSERA_ADMIN_TOKEN or pass --token-file with the scheduler's admin token")
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
+    let client = Client::new(&args.url, token(&args)?)?;
+    let json = args.json;
+    match args.command {
+        AdminCommand::Keys(KeysCommand::Create { frontend, bot_id }) => {
+            let created = client
+                .create_key(&CreateKeyRequest {
+                    frontend: frontend.into(),
+                    bot_id,
+                })
+                .await?;
+            if json {
+                return print_json(&created);
+            }
+            println!("key id:   {}", created.key.key_id);
+            println!("bot:      {}/{}", created.key.frontend, created.key.bot_id);
+            println!("api key:  {}", created.api_key);
+            println!("Store the api key now; the scheduler keeps only its hash.");
+        }
+        AdminCommand::Keys(KeysCommand::List) => {
+            let keys = client.list_keys().await?;
+            if json {
+                return print_json(&keys);
+            }
+            println!(
+                "{:<30} {:<9} {:<24} {:<20} REVOKED",
+                "KEY ID", "FRONTEND", "BOT", "CREATED"
+            );
+            for k in keys.keys {
+                println!(
+                    "{:<30} {:<9} {:<24} {:<20} {}",
+                    k.key_id,
+                    k.frontend,
+                    k.bot_id,
+                    k.created_at.format("%Y-%m-%d %H:%M:%S"),
+                    k.revoked_at
+                        .map_or("-".into(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                );
+            }
+        }
+        AdminCommand::Keys(KeysCommand::Revoke { key_id }) => {
+            let id = key_id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{key_id:?} is not a key id (key_...)"))?;
+            let key = client.revoke_key(&id).await?;
+            if json {
+                return print_json(&key);
+            }
+            println!("revoked {} ({}/{})", key.key_id, key.frontend, key.bot_id);
+        }
+        AdminCommand::Users(UsersCommand::SetPlan { user_ref, plan }) => {
+            let quota = client.set_plan(&user_ref, &plan).await?;
+            if json {
+                return print_json(&quota);
+            }
+            println!(
+                "{} is on {}: {} tokens used today, {} left",
+                quota.user_ref,
+                quota.plan.name,
+                quota.tokens_used_today,
+                quota
+                    .tokens_left_today
+                    .map_or("unlimited".into(), |t| t.to_string())
+            );
+        }
+        AdminCommand::Jobs(JobsCommand::List {
+            status,
+            user_ref,
+            bot_id,
+            limit,
+        }) => {
+            let query = ListJobsQuery {
+                user_ref,
+                bot_id,
+                status: (status != "all").then_some(status),
+                limit: Some(limit),
+                cursor: None,
+            };
+            let list = client.admin_list_jobs(&query).await?;
+            if json {
+                return print_json(&list);
+            }
+            print_jobs(&list);
+        }
+        AdminCommand::Jobs(JobsCommand::Cancel { job_id }) => {
+            let id: JobId = job_id
+                .parse()
+                .map_err(|_| anyhow::anyhow!("{job_id:?} is not a job id (job_...)"))?;
+            let job = client.admin_cancel_job(&id).await?;
+            if json {
+                return print_json(&job);
+            }
+            println!(
+                "{} is {} (refunded: {})",
+                job.job_id, job.status, job.refunded
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_jobs(list: &JobList) {
+    println!(
+        "{:<31} {:<9} {:<14} {:<14} {:<22} {:>4} {:>6}",
+        "JOB ID", "STATUS", "CAPABILITY", "MODEL", "USER", "COST", "QUEUE"
+    );
+    for j in &list.jobs {
+        println!(
+            "{:<31} {:<9} {:<14} {:<14} {:<22} {:>4} {:>6}",
+            j.job_id,
+            j.status,
+            j.capability,
+            j.model,
+            j.user_ref,
+            j.cost_tokens,
+            j.queue_position.map_or("-".into(), |p| p.to_string())
+        );
+    }
+    if list.jobs.is_empty() {
+        println!("(no jobs)");
+    }
+}

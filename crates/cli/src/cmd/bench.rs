@@ -1,0 +1,386 @@
+//! `tessera bench`: throughput and latency of the public API on a real database.
+//!
+//! Starts the real scheduler in this process on a loopback port, mints a frontend
+//! key, puts the benchmark's users on the PRO plan, then runs two timed phases with
+//! a fixed number of concurrent HTTP clients: job creations (`POST /api/v1/jobs`)
+//! and status reads (`GET /api/v1/jobs/{id}`) of the jobs just created. It prints a
+//! report that says how it was run. Server and clients share the machine's cores,
+//! as they would on a single-machine deployment.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use hdrhistogram::Histogram;
+use rand::seq::IndexedRandom;
+use serde_json::json;
+
+use tessera_api::public::CreateJobRequest;
+use tessera_core::{Capability, JobId, Platform};
+use tessera_scheduler::auth::{hash_secret, new_api_key, new_token};
+use tessera_scheduler::{Scheduler, SchedulerConfig};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Database to run against; default: a SQLite file in a temporary folder.
+    /// Use an empty PostgreSQL database: the benchmark fills it.
+    #[arg(long)]
+    pub database_url: Option<String>,
+    /// Seconds each measured phase runs.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Seconds of unmeasured creations first (connections, caches, statements).
+    #[arg(long, default_value_t = 2)]
+    pub warmup_seconds: u64,
+    /// Concurrent HTTP clients (16 measured best on a 2-core machine).
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Distinct users the jobs are spread over (each on the PRO plan: 300 tokens a day).
+    #[arg(long, default_value_t = 2000)]
+    pub users: usize,
+    /// Database connections in the scheduler's pool (8 measured best on a 2-core machine).
+    #[arg(long, default_value_t = 8)]
+    pub pool: u32,
+    /// Also write the report to this file.
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
+}
+
+struct Phase {
+    name: &'static str,
+    ok: u64,
+    errors: u64,
+    elapsed: Duration,
+    latency_us: Histogram<u64>,
+}
+
+impl Phase {
+    fn row(&self) -> String {
+        let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        format!(
+            "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
+            self.name,
+            self.ok,
+            self.errors,
+            self.ok as f64 / self.elapsed.as_secs_f64(),
+            ms(0.5),
+            ms(0.9),
+            ms(0.99),
+            self.latency_us.max() as f64 / 1000.0
+        )
+    }
+}
+
+/// Microseconds from 1 µs to 60 s at three significant digits.
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut config = SchedulerConfig::default();
+    config.server.listen = "127.0.0.1:0".parse()?;
+    config.database.max_connections = args.pool;
+    config.database.url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}/bench.db", tmp.path().display()));
+    config.auth.admin_token = Some(new_token());
+    let backend = if config.database.url.starts_with("sqlite") {
+        format!(
+            "SQLite (WAL, synchronous={:?})",
+            config.database.sqlite_synchronous
+        )
+        .to_lowercase()
+    } else {
+        "PostgreSQL".to_owned()
+    };
+    let handle = Scheduler::start(config.clone()).await?;
+    let store = handle.store().clone();
+
+    let secret = new_api_key();
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .insert_api_key(Platform::Web, "bench", &hash_secret(&secret), now)
+        .await?;
+    let day = config.billing.clock()?.day_of(now);
+    eprintln!("preparing {} users on the PRO plan...", args.users);
+    let users: Vec<String> = (0..args.users).map(|i| format!("web:bench-{i}")).collect();
+    for u in &users {
+        store
+            .set_plan(&u.parse().expect("user ref"), "pro", day, now)
+            .await?;
+    }
+    let bodies = users
+        .iter()
+        .map(|user_ref| {
+            let req = CreateJobRequest {
+                frontend: Platform::Web,
+                bot_id: "bench".into(),
+                capability: Capability::Image,
+                user_ref: user_ref.clone(),
+                reply_context: None,
+                params: json!({"prompt": "a beautiful sunset over the sea", "resolution": "1024x1024"}),
+            };
+            serde_json::to_vec(&req).map(bytes::Bytes::from)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let load = Load {
+        addr: handle.addr(),
+        auth: format!("Bearer {secret}"),
+        bodies: Arc::new(bodies),
+    };
+
+    eprintln!("warming up for {} s...", args.warmup_seconds);
+    let (_, _) = create_phase(
+        &load,
+        args.concurrency,
+        Duration::from_secs(args.warmup_seconds),
+    )
+    .await?;
+    eprintln!("measuring creations for {} s...", args.seconds);
+    let (creates, ids) =
+        create_phase(&load, args.concurrency, Duration::from_secs(args.seconds)).await?;
+    eprintln!("measuring status reads for {} s...", args.seconds);
+    let reads = read_phase(
+        &load,
+        Arc::new(ids),
+        args.concurrency,
+        Duration::from_secs(args.seconds),
+    )
+    .await?;
+    handle.shutdown().await?;
+
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let mut report = String::new();
+    report.push_str(&format!(
+        "## Public API benchmark, {backend}\n\n\
+         - When: {} UTC; tessera {} ({profile} build)\n\
+         - Machine: {cores} cores, {} {}\n\
+         - How: the scheduler and {} concurrent HTTP/1.1 keep-alive clients in one process, \
+           over loopback (one connection per client, prebuilt bodies, only the job id decoded); {} connections in the scheduler's database pool; {} s warm-up, then {} s per phase\n\
+         - Load: image jobs (1024x1024, 1 token) spread over {} users on the PRO plan; every create \
+           authenticates the key, validates, upserts the usage row and inserts the job in one transaction, \
+           then counts the queue position for the estimate; no workers run, so every job stays queued. \
+           Reads fetch random jobs from the create phase (queue positions counted up to {}).\n\n\
+         | phase | ok | errors | per second | p50 ms | p90 ms | p99 ms | max ms |\n\
+         |---|---|---|---|---|---|---|---|\n{}\n{}\n",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M"),
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        args.concurrency,
+        args.pool,
+        args.warmup_seconds,
+        args.seconds,
+        args.users,
+        config.queue.position_cap,
+        creates.row(),
+        reads.row(),
+    ));
+    print!("{report}");
+    if let Some(path) = &args.report {
+        std::fs::write(path, &report).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The load generator: each client task holds one HTTP/1.1 keep-alive connection
+/// (hyper's low-level client, no pool, no URL parsing), sends prebuilt bodies and
+/// decodes only what it needs, so the cores it shares with the server go to the
+/// server.
+#[derive(Clone)]
+struct Load {
+    addr: std::net::SocketAddr,
+    auth: String,
+    /// One prebuilt create body per user.
+    bodies: Arc<Vec<bytes::Bytes>>,
+}
+
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+impl Load {
+    async fn connect(&self) -> anyhow::Result<Sender> {
+        let stream = tokio::net::TcpStream::connect(self.addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        Ok(sender)
+    }
+
+    /// Sends one request; answers the status and the body.
+    async fn send(
+        &self,
+        sender: &mut Sender,
+        method: hyper::Method,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> anyhow::Result<(hyper::StatusCode, bytes::Bytes)> {
+        use http_body_util::BodyExt;
+        sender.ready().await?;
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(hyper::header::HOST, "127.0.0.1")
+            .header(hyper::header::AUTHORIZATION, &self.auth)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(http_body_util::Full::new(body))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct CreatedId {
+    job_id: JobId,
+}
+
+async fn create_phase(
+    load: &Load,
+    concurrency: usize,
+    length: Duration,
+) -> anyhow::Result<(Phase, Vec<JobId>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    let url = "/api/v1/jobs".to_owned();
+    for t in 0..concurrency {
+        let (load, stop, url) = (load.clone(), stop.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = latency_histogram();
+            let (mut ok, mut errors, mut ids, mut i) = (0u64, 0u64, Vec::new(), t);
+            let mut sender = load.connect().await?;
+            while !stop.load(Ordering::Relaxed) {
+                let body = load.bodies[i % load.bodies.len()].clone();
+                i += concurrency;
+                let t0 = Instant::now();
+                let created = match load
+                    .send(&mut sender, hyper::Method::POST, &url, body)
+                    .await
+                {
+                    Ok((hyper::StatusCode::CREATED, body)) => {
+                        serde_json::from_slice::<CreatedId>(&body).map_err(|e| e.to_string())
+                    }
+                    Ok((status, body)) => {
+                        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
+                    }
+                    Err(e) => {
+                        sender = load.connect().await?;
+                        Err(e.to_string())
+                    }
+                };
+                match created {
+                    Ok(c) => {
+                        hist.saturating_record(t0.elapsed().as_micros() as u64);
+                        ok += 1;
+                        ids.push(c.job_id);
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        if errors == 1 {
+                            eprintln!("create failed: {e}");
+                        }
+                    }
+                }
+            }
+            anyhow::Ok((hist, ok, errors, ids))
+        }));
+    }
+    tokio::time::sleep(length).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut phase = Phase {
+        name: "create `POST /api/v1/jobs`",
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency_us: latency_histogram(),
+    };
+    let mut all_ids = Vec::new();
+    for task in tasks {
+        let (hist, ok, errors, ids) = task.await??;
+        phase.latency_us.add(hist)?;
+        phase.ok += ok;
+        phase.errors += errors;
+        all_ids.extend(ids);
+    }
+    phase.elapsed = started.elapsed();
+    Ok((phase, all_ids))
+}
+
+async fn read_phase(
+    load: &Load,
+    ids: Arc<Vec<JobId>>,
+    concurrency: usize,
+    length: Duration,
+) -> anyhow::Result<Phase> {
+    anyhow::ensure!(!ids.is_empty(), "no job was created, nothing to read");
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        let (load, ids, stop) = (load.clone(), ids.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut hist = latency_histogram();
+            let (mut ok, mut errors) = (0u64, 0u64);
+            let mut sender = load.connect().await?;
+            while !stop.load(Ordering::Relaxed) {
+                let path = format!(
+                    "/api/v1/jobs/{}",
+                    ids.choose(&mut rand::rng()).expect("ids")
+                );
+                let t0 = Instant::now();
+                let read = match load
+                    .send(&mut sender, hyper::Method::GET, &path, bytes::Bytes::new())
+                    .await
+                {
+                    Ok((hyper::StatusCode::OK, _)) => Ok(()),
+                    Ok((status, _)) => Err(status.to_string()),
+                    Err(e) => {
+                        sender = load.connect().await?;
+                        Err(e.to_string())
+                    }
+                };
+                match read {
+                    Ok(()) => {
+                        hist.saturating_record(t0.elapsed().as_micros() as u64);
+                        ok += 1;
+                    }
+                    Err(e) => {
+                        errors += 1;
+                        if errors == 1 {
+                            eprintln!("read failed: {e}");
+                        }
+                    }
+                }
+            }
+            anyhow::Ok((hist, ok, errors))
+        }));
+    }
+    tokio::time::sleep(length).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut phase = Phase {
+        name: "status `GET /api/v1/jobs/{id}`",
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency_us: latency_histogram(),
+    };
+    for task in tasks {
+        let (hist, ok, errors) = task.await??;
+        phase.latency_us.add(hist)?;
+        phase.ok += ok;
+        phase.errors += errors;
+    }
+    phase.elapsed = started.elapsed();
+    Ok(phase)
+}

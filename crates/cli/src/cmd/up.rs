@@ -1,0 +1,129 @@
+//! `tessera up`: Tessera on one machine with nothing to configure.
+//!
+//! Keeps everything under one data folder: the SQLite database, the admin and
+//! internal tokens, and a demo frontend key (files readable by the owner only),
+//! so a second `tessera up` finds the same state.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+use tessera_core::Platform;
+use tessera_scheduler::auth::{hash_secret, new_api_key, new_token};
+use tessera_scheduler::{Scheduler, SchedulerConfig};
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Folder for the database and generated credentials (created if missing).
+    #[arg(long, env = "TESSERA_DATA_DIR", default_value = ".tessera")]
+    pub data_dir: PathBuf,
+    /// Address of the scheduler's API.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+}
+
+/// Reads a secret kept in the data folder, or makes one with `make` and keeps it.
+fn kept_secret(
+    path: &Path,
+    make: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<(String, bool)> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        let secret = text.trim().to_owned();
+        if !secret.is_empty() {
+            return Ok((secret, false));
+        }
+    }
+    let secret = make()?;
+    write_private(path, &secret)?;
+    Ok((secret, true))
+}
+
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    writeln!(file, "{text}")?;
+    Ok(())
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data folder {}", args.data_dir.display()))?;
+    let dir = args.data_dir.canonicalize()?;
+    let (admin_token, _) = kept_secret(&dir.join("admin-token"), || Ok(new_token()))?;
+    let (internal_token, _) = kept_secret(&dir.join("internal-token"), || Ok(new_token()))?;
+
+    let mut config = SchedulerConfig::default();
+    config.server.listen = args.listen;
+    config.database.url = format!("sqlite://{}", dir.join("tessera.db").display());
+    config.auth.admin_token = Some(admin_token);
+    config.auth.internal_token = Some(internal_token);
+    let mut handle = Scheduler::start(config).await?;
+
+    let store = handle.store().clone();
+    let key_path = dir.join("demo-key");
+    let (demo_key, _) = {
+        let existing = std::fs::read_to_string(&key_path)
+            .ok()
+            .map(|s| s.trim().to_owned());
+        let live = match &existing {
+            Some(k) if !k.is_empty() => store.find_api_key(&hash_secret(k)).await?.is_some(),
+            _ => false,
+        };
+        if live {
+            (existing.unwrap_or_default(), false)
+        } else {
+            let secret = new_api_key();
+            let now = chrono::Utc::now().timestamp_millis();
+            store
+                .insert_api_key(Platform::Web, "demo", &hash_secret(&secret), now)
+                .await?;
+            write_private(&key_path, &secret)?;
+            (secret, true)
+        }
+    };
+
+    let url = handle.base_url();
+    println!();
+    println!("  Tessera is running at {url}");
+    println!("  Data folder:          {}", dir.display());
+    println!();
+    println!("  Create a job with the demo key (web/demo):");
+    println!();
+    println!("    curl -s {url}/api/v1/jobs \\");
+    println!("      -H 'Authorization: Bearer {demo_key}' \\");
+    println!("      -H 'Content-Type: application/json' \\");
+    println!("      -d '{{\"frontend\":\"web\",\"bot_id\":\"demo\",\"capability\":\"image\",\"user_ref\":\"web:me\",\"params\":{{\"prompt\":\"a beautiful sunset\"}}}}'");
+    println!();
+    println!(
+        "  Follow it:   curl -s {url}/api/v1/jobs/JOB_ID -H 'Authorization: Bearer {demo_key}'"
+    );
+    println!(
+        "  Admin:       TESSERA_ADMIN_TOKEN=$(cat {}) tessera admin jobs list",
+        dir.join("admin-token").display()
+    );
+    println!("  API schema:  {url}/api/openapi.json");
+    println!();
+    println!("  This release runs the control plane only: jobs wait in the queue until a");
+    println!("  worker joins. Press Ctrl-C to stop.");
+    println!();
+
+    tokio::select! {
+        _ = super::shutdown_signal() => {
+            tracing::info!("stopping");
+            handle.shutdown().await?;
+        }
+        result = handle.wait() => result?,
+    }
+    Ok(())
+}
