@@ -74,7 +74,7 @@ impl JobState {
 
 impl fmt::Display for JobState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.pad(self.as_str())
     }
 }
 
@@ -208,5 +208,10 @@ mod tests {
             assert_eq!(s.as_str().parse::<JobState>().unwrap(), s);
         }
         assert_eq!(Transition::Cancel.from_sql_list(), "'QUEUED', 'RUNNING'");
+        assert_eq!(
+            format!("[{:<9}]", JobState::Queued),
+            "[QUEUED   ]",
+            "tables pad"
+        );
     }
 }

@@ -295,6 +295,15 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_document_shows_the_example() {
+        let doc = include_str!("../../../docs/configuration.md");
+        assert!(
+            doc.contains(EXAMPLE),
+            "docs/configuration.md must contain `tessera config example` verbatim"
+        );
+    }
+
+    #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn environment_overrides_the_file() {
         figment::Jail::expect_with(|jail| {

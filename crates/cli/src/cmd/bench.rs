@@ -167,9 +167,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
          - How: the scheduler and {} concurrent HTTP/1.1 keep-alive clients in one process, \
            over loopback (one connection per client, prebuilt bodies, only the job id decoded); {} connections in the scheduler's database pool; {} s warm-up, then {} s per phase\n\
          - Load: image jobs (1024x1024, 1 token) spread over {} users on the PRO plan; every create \
-           authenticates the key, validates, upserts the usage row and inserts the job in one transaction, \
-           then counts the queue position for the estimate; no workers run, so every job stays queued. \
-           Reads fetch random jobs from the create phase (queue positions counted up to {}).\n\n\
+           authenticates the key, validates, reserves the tokens and inserts the job atomically, then \
+           looks up the queue position for the estimate; no workers run, so every job stays queued. \
+           Reads fetch random jobs from the create phase (queue positions up to {}).\n\n\
          | phase | ok | errors | per second | p50 ms | p90 ms | p99 ms | max ms |\n\
          |---|---|---|---|---|---|---|---|\n{}\n{}\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),

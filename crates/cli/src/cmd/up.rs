@@ -59,6 +59,12 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data folder {}", args.data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("making {} private", args.data_dir.display()))?;
+    }
     let dir = args.data_dir.canonicalize()?;
     let (admin_token, _) = kept_secret(&dir.join("admin-token"), || Ok(new_token()))?;
     let (internal_token, _) = kept_secret(&dir.join("internal-token"), || Ok(new_token()))?;
