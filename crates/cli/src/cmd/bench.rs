@@ -134,23 +134,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
 
     eprintln!("warming up for {} s...", args.warmup_seconds);
-    let (_, _) = create_phase(
-        &load,
-        args.concurrency,
-        Duration::from_secs(args.warmup_seconds),
-    )
-    .await?;
+    let warmup = Duration::from_secs(args.warmup_seconds);
+    phase(&load, Op::Create, args.concurrency, warmup).await?;
+    let length = Duration::from_secs(args.seconds);
     eprintln!("measuring creations for {} s...", args.seconds);
-    let (creates, ids) =
-        create_phase(&load, args.concurrency, Duration::from_secs(args.seconds)).await?;
+    let (creates, ids) = phase(&load, Op::Create, args.concurrency, length).await?;
+    anyhow::ensure!(!ids.is_empty(), "no job was created, nothing to read");
     eprintln!("measuring status reads for {} s...", args.seconds);
-    let reads = read_phase(
-        &load,
-        Arc::new(ids),
-        args.concurrency,
-        Duration::from_secs(args.seconds),
-    )
-    .await?;
+    let (reads, _) = phase(&load, Op::Read(Arc::new(ids)), args.concurrency, length).await?;
     handle.shutdown().await?;
 
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -245,53 +236,97 @@ struct CreatedId {
     job_id: JobId,
 }
 
-async fn create_phase(
+/// What each request of a phase does.
+#[derive(Clone)]
+enum Op {
+    /// `POST /api/v1/jobs`, keeping the new job's id.
+    Create,
+    /// `GET /api/v1/jobs/{id}` of a random job among these.
+    Read(Arc<Vec<JobId>>),
+}
+
+impl Op {
+    fn name(&self) -> &'static str {
+        match self {
+            Op::Create => "create `POST /api/v1/jobs`",
+            Op::Read(_) => "status `GET /api/v1/jobs/{id}`",
+        }
+    }
+
+    /// One request; the created job's id for a create.
+    async fn once(
+        &self,
+        load: &Load,
+        sender: &mut Sender,
+        i: usize,
+    ) -> anyhow::Result<Option<JobId>> {
+        match self {
+            Op::Create => {
+                let body = load.bodies[i % load.bodies.len()].clone();
+                match load
+                    .send(sender, hyper::Method::POST, "/api/v1/jobs", body)
+                    .await?
+                {
+                    (hyper::StatusCode::CREATED, body) => {
+                        Ok(Some(serde_json::from_slice::<CreatedId>(&body)?.job_id))
+                    }
+                    (status, body) => anyhow::bail!("{status}: {}", String::from_utf8_lossy(&body)),
+                }
+            }
+            Op::Read(ids) => {
+                let path = format!(
+                    "/api/v1/jobs/{}",
+                    ids.choose(&mut rand::rng()).expect("ids")
+                );
+                match load
+                    .send(sender, hyper::Method::GET, &path, bytes::Bytes::new())
+                    .await?
+                {
+                    (hyper::StatusCode::OK, _) => Ok(None),
+                    (status, _) => anyhow::bail!("{status}"),
+                }
+            }
+        }
+    }
+}
+
+/// Runs `concurrency` clients, each on its own connection, repeating `op` for
+/// `length`; answers the phase's figures and the ids of created jobs.
+async fn phase(
     load: &Load,
+    op: Op,
     concurrency: usize,
     length: Duration,
 ) -> anyhow::Result<(Phase, Vec<JobId>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let mut tasks = Vec::new();
-    let url = "/api/v1/jobs".to_owned();
     for t in 0..concurrency {
-        let (load, stop, url) = (load.clone(), stop.clone(), url.clone());
+        let (load, op, stop) = (load.clone(), op.clone(), stop.clone());
         tasks.push(tokio::spawn(async move {
             let mut hist = latency_histogram();
-            let (mut ok, mut errors, mut ids, mut i) = (0u64, 0u64, Vec::new(), t);
+            let (mut ok, mut errors, mut ids) = (0u64, 0u64, Vec::new());
             let mut sender = load.connect().await?;
+            let mut i = t;
             while !stop.load(Ordering::Relaxed) {
-                let body = load.bodies[i % load.bodies.len()].clone();
-                i += concurrency;
                 let t0 = Instant::now();
-                let created = match load
-                    .send(&mut sender, hyper::Method::POST, &url, body)
-                    .await
-                {
-                    Ok((hyper::StatusCode::CREATED, body)) => {
-                        serde_json::from_slice::<CreatedId>(&body).map_err(|e| e.to_string())
-                    }
-                    Ok((status, body)) => {
-                        Err(format!("{status}: {}", String::from_utf8_lossy(&body)))
-                    }
-                    Err(e) => {
-                        sender = load.connect().await?;
-                        Err(e.to_string())
-                    }
-                };
-                match created {
-                    Ok(c) => {
+                match op.once(&load, &mut sender, i).await {
+                    Ok(id) => {
                         hist.saturating_record(t0.elapsed().as_micros() as u64);
                         ok += 1;
-                        ids.push(c.job_id);
+                        ids.extend(id);
                     }
                     Err(e) => {
                         errors += 1;
                         if errors == 1 {
-                            eprintln!("create failed: {e}");
+                            eprintln!("{}: {e:#}", op.name());
+                        }
+                        if sender.is_closed() {
+                            sender = load.connect().await?;
                         }
                     }
                 }
+                i += concurrency;
             }
             anyhow::Ok((hist, ok, errors, ids))
         }));
@@ -299,7 +334,7 @@ async fn create_phase(
     tokio::time::sleep(length).await;
     stop.store(true, Ordering::Relaxed);
     let mut phase = Phase {
-        name: "create `POST /api/v1/jobs`",
+        name: op.name(),
         ok: 0,
         errors: 0,
         elapsed: Duration::ZERO,
@@ -315,72 +350,4 @@ async fn create_phase(
     }
     phase.elapsed = started.elapsed();
     Ok((phase, all_ids))
-}
-
-async fn read_phase(
-    load: &Load,
-    ids: Arc<Vec<JobId>>,
-    concurrency: usize,
-    length: Duration,
-) -> anyhow::Result<Phase> {
-    anyhow::ensure!(!ids.is_empty(), "no job was created, nothing to read");
-    let stop = Arc::new(AtomicBool::new(false));
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..concurrency {
-        let (load, ids, stop) = (load.clone(), ids.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut hist = latency_histogram();
-            let (mut ok, mut errors) = (0u64, 0u64);
-            let mut sender = load.connect().await?;
-            while !stop.load(Ordering::Relaxed) {
-                let path = format!(
-                    "/api/v1/jobs/{}",
-                    ids.choose(&mut rand::rng()).expect("ids")
-                );
-                let t0 = Instant::now();
-                let read = match load
-                    .send(&mut sender, hyper::Method::GET, &path, bytes::Bytes::new())
-                    .await
-                {
-                    Ok((hyper::StatusCode::OK, _)) => Ok(()),
-                    Ok((status, _)) => Err(status.to_string()),
-                    Err(e) => {
-                        sender = load.connect().await?;
-                        Err(e.to_string())
-                    }
-                };
-                match read {
-                    Ok(()) => {
-                        hist.saturating_record(t0.elapsed().as_micros() as u64);
-                        ok += 1;
-                    }
-                    Err(e) => {
-                        errors += 1;
-                        if errors == 1 {
-                            eprintln!("read failed: {e}");
-                        }
-                    }
-                }
-            }
-            anyhow::Ok((hist, ok, errors))
-        }));
-    }
-    tokio::time::sleep(length).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut phase = Phase {
-        name: "status `GET /api/v1/jobs/{id}`",
-        ok: 0,
-        errors: 0,
-        elapsed: Duration::ZERO,
-        latency_us: latency_histogram(),
-    };
-    for task in tasks {
-        let (hist, ok, errors) = task.await??;
-        phase.latency_us.add(hist)?;
-        phase.ok += ok;
-        phase.errors += errors;
-    }
-    phase.elapsed = started.elapsed();
-    Ok(phase)
 }

@@ -603,6 +603,21 @@ macro_rules! impl_store {
                 .transpose()
             }
 
+            /// The user and their plan, if the user exists.
+            async fn find_user_plan(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                user_ref: &str,
+            ) -> Result<Option<$crate::store::common::UserPlanRow>, $crate::store::StoreError> {
+                Ok(sqlx::query_as(&format!(
+                    "SELECT u.id AS user_id, {} FROM users u JOIN plans p ON p.id = u.plan_id \
+                     WHERE u.user_ref = $1",
+                    $crate::store::common::PLAN_COLUMNS
+                ))
+                .bind(user_ref)
+                .fetch_optional(&mut *conn)
+                .await?)
+            }
+
             /// The user (created on first sight, on the default plan) and their plan.
             async fn user_plan(
                 conn: &mut <$db as sqlx::Database>::Connection,
@@ -610,14 +625,7 @@ macro_rules! impl_store {
                 user_ref: &str,
                 now: tessera_core::Millis,
             ) -> Result<(i64, tessera_core::Plan), $crate::store::StoreError> {
-                let select = format!(
-                    "SELECT u.id AS user_id, {} FROM users u JOIN plans p ON p.id = u.plan_id \
-                     WHERE u.user_ref = $1",
-                    $crate::store::common::PLAN_COLUMNS
-                );
-                let found: Option<$crate::store::common::UserPlanRow> =
-                    sqlx::query_as(&select).bind(user_ref).fetch_optional(&mut *conn).await?;
-                let row = match found {
+                let row = match Self::find_user_plan(conn, user_ref).await? {
                     Some(row) => row,
                     None => {
                         sqlx::query(
@@ -631,7 +639,9 @@ macro_rules! impl_store {
                         .bind(now)
                         .execute(&mut *conn)
                         .await?;
-                        sqlx::query_as(&select).bind(user_ref).fetch_one(&mut *conn).await?
+                        Self::find_user_plan(conn, user_ref).await?.ok_or_else(|| {
+                            $crate::store::StoreError::Corrupt(format!("user {user_ref} vanished"))
+                        })?
                     }
                 };
                 Ok((row.user_id, row.plan.try_into()?))
@@ -657,14 +667,7 @@ macro_rules! impl_store {
                 user_ref: &tessera_core::UserRef,
                 day: chrono::NaiveDate,
             ) -> Result<Option<$crate::store::QuotaRecord>, $crate::store::StoreError> {
-                let found: Option<$crate::store::common::UserPlanRow> = sqlx::query_as(&format!(
-                    "SELECT u.id AS user_id, {} FROM users u JOIN plans p ON p.id = u.plan_id \
-                     WHERE u.user_ref = $1",
-                    $crate::store::common::PLAN_COLUMNS
-                ))
-                .bind(user_ref.to_string())
-                .fetch_optional(&mut *conn)
-                .await?;
+                let found = Self::find_user_plan(conn, &user_ref.to_string()).await?;
                 let Some(row) = found else { return Ok(None) };
                 let tokens_used = Self::used_on(conn, row.user_id, day).await?;
                 Ok(Some($crate::store::QuotaRecord {
