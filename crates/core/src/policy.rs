@@ -99,6 +99,28 @@ pub struct Candidates<J> {
     pub oldest_outranking_loaded: Option<J>,
 }
 
+impl<J> Candidates<J> {
+    /// Borrows the candidates, for [`Policy::choose`].
+    pub fn as_ref(&self) -> Candidates<&J> {
+        Candidates {
+            oldest: self.oldest.as_ref(),
+            best: self.best.as_ref(),
+            best_loaded: self.best_loaded.as_ref(),
+            oldest_outranking_loaded: self.oldest_outranking_loaded.as_ref(),
+        }
+    }
+}
+
+/// Queue order: priority first, then age, then id. Equal only for the same job.
+pub fn queue_order<Id: Ord>(a: &QueuedJob<Id>, b: &QueuedJob<Id>) -> std::cmp::Ordering {
+    a.best_key().cmp(&b.best_key())
+}
+
+/// Age order: first queued first, then priority, then id.
+pub fn age_order<Id: Ord>(a: &QueuedJob<Id>, b: &QueuedJob<Id>) -> std::cmp::Ordering {
+    a.oldest_key().cmp(&b.oldest_key())
+}
+
 impl<'q, Id: Ord> Candidates<&'q QueuedJob<Id>> {
     /// Finds the candidates by scanning a whole queue.
     pub fn from_queue(

@@ -569,6 +569,164 @@ async fn concurrent_creates_never_overspend(backend: Backend) {
     assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 20);
 }
 
+/// The store's index probes find exactly the candidates a full scan of the queue
+/// finds (the core's reference), on random queues with ties and random workers.
+async fn probes_find_what_a_full_scan_finds(backend: Backend) {
+    use rand::{Rng, SeedableRng};
+    use tessera_core::policy::{Candidates, QueuedJob, WorkerView};
+    use tessera_scheduler::store::WorkerSlot;
+
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let users = ["telegram:p0", "telegram:p1", "telegram:p2", "telegram:p3"];
+    for (user, plan) in users.iter().zip(["free", "starter", "pro", "admin"]) {
+        store
+            .set_plan(&user.parse().unwrap(), plan, day(), 0)
+            .await
+            .unwrap();
+    }
+    let image = ["sdxl-1.0", "flux-schnell"];
+    let text = ["llama-3.2-3b", "qwen-2.5-7b"];
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x7e55e7a);
+    let mut made = 0;
+    while made < 60 {
+        let mut new = new_job(users[rng.random_range(0..4)], rng.random_range(0..20));
+        let params = if rng.random_bool(0.5) {
+            json!({"prompt": "x", "model": image[rng.random_range(0..2)]})
+        } else {
+            new.capability = Capability::Text;
+            json!({"prompt": "x", "model": text[rng.random_range(0..2)]})
+        };
+        match create(&*store, &new, params).await {
+            CreateOutcome::Created(job) => {
+                made += 1;
+                if rng.random_bool(0.15) {
+                    store
+                        .transition(&job.id, Transition::Cancel, &at(30))
+                        .await
+                        .unwrap();
+                }
+            }
+            CreateOutcome::Invalid(_) => {} // model outside the user's plan
+            other => panic!("{other:?}"),
+        }
+    }
+    let queued: Vec<QueuedJob<JobId>> = store
+        .list_jobs(&JobFilter {
+            statuses: vec![JobState::Queued],
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| QueuedJob {
+            id: j.id,
+            capability: j.capability,
+            model: j.model,
+            priority: j.priority,
+            queued_at: j.queued_at.unwrap(),
+        })
+        .collect();
+    let all_models: Vec<String> = image.iter().chain(&text).map(|m| (*m).to_owned()).collect();
+    let subset = |rng: &mut rand::rngs::StdRng, from: &[String]| -> Vec<String> {
+        from.iter()
+            .filter(|_| rng.random_bool(0.5))
+            .cloned()
+            .collect()
+    };
+    for _ in 0..40 {
+        let mut caps = vec![];
+        if rng.random_bool(0.7) {
+            caps.push(Capability::Image);
+        }
+        if rng.random_bool(0.7) {
+            caps.push(Capability::Text);
+        }
+        let models = subset(&mut rng, &all_models);
+        let loaded = subset(&mut rng, &models);
+        let slot = WorkerSlot {
+            worker_id: "w".into(),
+            capabilities: caps.clone(),
+            models: models.clone(),
+            loaded_models: loaded.clone(),
+        };
+        let view = WorkerView {
+            capabilities: &caps,
+            models: &models,
+            loaded_models: &loaded,
+        };
+        let expected = Candidates::from_queue(&queued, &view);
+        let found = store.candidates(&slot).await.unwrap();
+        assert_eq!(found.as_ref(), expected, "worker {slot:?}");
+    }
+}
+
+/// Racing dispatchers never run one job twice, and drain the queue.
+async fn racing_claims_dispatch_each_job_once(backend: Backend) {
+    use std::collections::HashSet;
+    use tessera_core::policy::Policy;
+    use tessera_scheduler::store::WorkerSlot;
+
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    for i in 0..6 {
+        created(&*store, "telegram:claims", i).await;
+    }
+    let mut tasks = Vec::new();
+    for w in 0..12 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let slot = WorkerSlot {
+                worker_id: format!("worker-gpu-{w}"),
+                capabilities: vec![Capability::Image],
+                models: vec!["sdxl-1.0".into()],
+                loaded_models: vec![],
+            };
+            store
+                .claim_next(&slot, &Policy::default(), 100)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut ids = HashSet::new();
+    for t in tasks {
+        if let Some((job, _)) = t.await.unwrap() {
+            assert_eq!(
+                (job.status, job.attempts, job.started_at),
+                (JobState::Running, 1, Some(100))
+            );
+            assert!(ids.insert(job.id), "a job was dispatched twice");
+        }
+    }
+    // Up to 8 lost races per claimer are retried; 12 claimers cover 6 jobs.
+    let left = store.queue_head(Capability::Image, 100).await.unwrap();
+    assert_eq!(ids.len() + left.len(), 6);
+    let slot = WorkerSlot {
+        worker_id: "late".into(),
+        capabilities: vec![Capability::Image],
+        models: vec!["sdxl-1.0".into()],
+        loaded_models: vec![],
+    };
+    while let Some((job, _)) = store
+        .claim_next(&slot, &Policy::default(), 200)
+        .await
+        .unwrap()
+    {
+        assert!(ids.insert(job.id), "a job was dispatched twice");
+    }
+    assert_eq!(ids.len(), 6);
+    let nothing = WorkerSlot {
+        models: vec!["flux-schnell".into()],
+        ..slot
+    };
+    assert!(store
+        .claim_next(&nothing, &Policy::default(), 300)
+        .await
+        .unwrap()
+        .is_none());
+}
+
 backend_tests!(
     first_sight_creates_a_free_user_and_charges_the_job,
     the_quota_stops_at_the_plan_limit,
@@ -581,4 +739,6 @@ backend_tests!(
     keys_are_found_by_hash_until_revoked,
     plans_are_the_seeds_and_can_be_assigned,
     concurrent_creates_never_overspend,
+    probes_find_what_a_full_scan_finds,
+    racing_claims_dispatch_each_job_once,
 );

@@ -73,7 +73,7 @@ CREATE UNIQUE INDEX jobs_idempotency ON jobs (frontend, bot_id, idempotency_key)
 -- the index stays as small as the backlog.
 CREATE INDEX jobs_queue_by_priority ON jobs (capability, priority DESC, queued_at, id)
     WHERE status = 'QUEUED';
-CREATE INDEX jobs_queue_by_age ON jobs (capability, queued_at, id)
+CREATE INDEX jobs_queue_by_age ON jobs (capability, queued_at, priority DESC, id)
     WHERE status = 'QUEUED';
 -- Listing: per user, per bot, per frontend, newest first; live jobs for admins.
 CREATE INDEX jobs_by_user ON jobs (user_ref, id DESC);

@@ -175,6 +175,24 @@ pub(crate) const NEW_JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_i
 pub(crate) const NEW_JOB_VALUES: &str =
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16";
 
+/// The two orders the queue is probed in; each matches a partial index.
+#[derive(Clone, Copy)]
+pub(crate) enum Probe {
+    /// Priority, then age, then id (`jobs_queue_by_priority`).
+    Queue,
+    /// Age, then priority, then id (`jobs_queue_by_age`).
+    Age,
+}
+
+impl Probe {
+    pub(crate) fn order_by(self) -> &'static str {
+        match self {
+            Probe::Queue => " ORDER BY priority DESC, queued_at, id",
+            Probe::Age => " ORDER BY queued_at, priority DESC, id",
+        }
+    }
+}
+
 pub(crate) fn status_list(states: &[JobState]) -> Vec<&'static str> {
     states.iter().map(|s| s.as_str()).collect()
 }
@@ -515,6 +533,57 @@ macro_rules! impl_store {
                     .collect()
             }
 
+            async fn candidates(
+                &self,
+                worker: &$crate::store::WorkerSlot,
+            ) -> Result<
+                tessera_core::policy::Candidates<tessera_core::policy::QueuedJob<tessera_core::JobId>>,
+                $crate::store::StoreError,
+            > {
+                use $crate::store::common::Probe;
+                use tessera_core::policy::{age_order, queue_order, Candidates};
+                let mut c = Candidates {
+                    oldest: None,
+                    best: None,
+                    best_loaded: None,
+                    oldest_outranking_loaded: None,
+                };
+                if worker.models.is_empty() {
+                    return Ok(c);
+                }
+                let pick = |slot: &mut Option<_>, found: Option<_>, order: fn(&_, &_) -> std::cmp::Ordering| {
+                    if let Some(f) = found {
+                        if slot.as_ref().is_none_or(|s| order(&f, s).is_lt()) {
+                            *slot = Some(f);
+                        }
+                    }
+                };
+                for &cap in &worker.capabilities {
+                    let oldest = self.probe(cap, &worker.models, None, Probe::Age).await?;
+                    pick(&mut c.oldest, oldest, age_order);
+                    let best = self.probe(cap, &worker.models, None, Probe::Queue).await?;
+                    pick(&mut c.best, best, queue_order);
+                    let loaded: Vec<String> = worker
+                        .loaded_models
+                        .iter()
+                        .filter(|m| worker.models.contains(m))
+                        .cloned()
+                        .collect();
+                    if !loaded.is_empty() {
+                        let warm = self.probe(cap, &loaded, None, Probe::Queue).await?;
+                        pick(&mut c.best_loaded, warm, queue_order);
+                    }
+                }
+                if let Some(warm) = &c.best_loaded {
+                    let above = warm.priority;
+                    for &cap in &worker.capabilities {
+                        let o = self.probe(cap, &worker.models, Some(above), Probe::Age).await?;
+                        pick(&mut c.oldest_outranking_loaded, o, age_order);
+                    }
+                }
+                Ok(c)
+            }
+
             async fn recent_run_times(
                 &self,
                 capability: tessera_core::Capability,
@@ -550,6 +619,50 @@ macro_rules! impl_store {
         }
 
         impl $store {
+            /// One `LIMIT 1` probe of the queue of one capability: among jobs on
+            /// `models`, optionally only those above `priority_above`, the first in
+            /// age or queue order. Served by the partial indexes on QUEUED jobs.
+            async fn probe(
+                &self,
+                capability: tessera_core::Capability,
+                models: &[String],
+                priority_above: Option<tessera_core::Priority>,
+                order: $crate::store::common::Probe,
+            ) -> Result<
+                Option<tessera_core::policy::QueuedJob<tessera_core::JobId>>,
+                $crate::store::StoreError,
+            > {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id, model, priority, queued_at FROM jobs \
+                     WHERE status = 'QUEUED' AND capability = ",
+                );
+                qb.push_bind($crate::store::common::capability_str(capability));
+                qb.push(" AND model IN (");
+                let mut sep = qb.separated(", ");
+                for m in models {
+                    sep.push_bind(m.as_str());
+                }
+                qb.push(")");
+                if let Some(p) = priority_above {
+                    qb.push(" AND priority > ").push_bind(i32::from(p.0));
+                }
+                qb.push(order.order_by()).push(" LIMIT 1");
+                let row: Option<(String, String, i32, i64)> =
+                    qb.build_query_as().fetch_optional(self.reader()).await?;
+                row.map(|(id, model, priority, queued_at)| {
+                    Ok(tessera_core::policy::QueuedJob {
+                        id: id.parse().map_err(|_| {
+                            $crate::store::StoreError::Corrupt(format!("job id {id:?}"))
+                        })?,
+                        capability,
+                        model,
+                        priority: tessera_core::Priority(priority.clamp(0, 255) as u8),
+                        queued_at,
+                    })
+                })
+                .transpose()
+            }
+
             /// Binds a new job's values as `$1..$16` of [`NEW_JOB_VALUES`].
             fn bind_new_job<'q, O>(
                 q: sqlx::query::QueryAs<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>>,

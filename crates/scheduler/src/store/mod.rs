@@ -22,7 +22,7 @@ use chrono::NaiveDate;
 use serde_json::Value;
 
 use tessera_core::params::{ParamError, ValidJob};
-use tessera_core::policy::QueuedJob;
+use tessera_core::policy::{Candidates, Policy, QueuedJob, Reason};
 use tessera_core::{
     ApiKeyId, Capability, JobId, JobState, Millis, Plan, Platform, Priority, Transition, UserRef,
 };
@@ -156,6 +156,17 @@ pub struct TransitionChange {
     pub worker_id: Option<String>,
     /// Fail or Cancel: why.
     pub error: Option<(String, String)>,
+}
+
+/// A worker asking for work: what it can run and what it has loaded.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WorkerSlot {
+    pub worker_id: String,
+    pub capabilities: Vec<Capability>,
+    /// Models installed on the worker.
+    pub models: Vec<String>,
+    /// Models in GPU memory now.
+    pub loaded_models: Vec<String>,
 }
 
 /// Filters for listing jobs, newest first.
@@ -293,6 +304,43 @@ pub trait Store: Send + Sync + 'static {
         capability: Capability,
         limit: u32,
     ) -> Result<Vec<QueuedJob<JobId>>, StoreError>;
+
+    /// The queue policy's candidates for a worker, each found by one `LIMIT 1`
+    /// index probe per capability the worker serves.
+    async fn candidates(
+        &self,
+        worker: &WorkerSlot,
+    ) -> Result<Candidates<QueuedJob<JobId>>, StoreError>;
+
+    /// Picks the job the policy chooses for this worker and dispatches it to the
+    /// worker (QUEUED → RUNNING, attempts + 1). Two dispatchers racing for one job
+    /// cannot both win: the claim is a conditional update, and the loser looks again.
+    async fn claim_next(
+        &self,
+        worker: &WorkerSlot,
+        policy: &Policy,
+        now: Millis,
+    ) -> Result<Option<(JobRecord, Reason)>, StoreError> {
+        for _ in 0..8 {
+            let candidates = self.candidates(worker).await?;
+            let Some((job, reason)) = policy.choose(&candidates.as_ref(), now) else {
+                return Ok(None);
+            };
+            let change = TransitionChange {
+                now,
+                worker_id: Some(worker.worker_id.clone()),
+                ..Default::default()
+            };
+            if let TransitionOutcome::Applied(job) = self
+                .transition(&job.id, Transition::Dispatch, &change)
+                .await?
+            {
+                return Ok(Some((job, reason)));
+            }
+        }
+        // Lost eight races in a row: another dispatcher is busy; the next wake-up retries.
+        Ok(None)
+    }
 
     /// Run times (ms) of the latest completed jobs of a capability, newest first.
     async fn recent_run_times(
