@@ -69,11 +69,15 @@ CREATE TABLE jobs (
 -- A retried create with the same key finds the first job.
 CREATE UNIQUE INDEX jobs_idempotency ON jobs (frontend, bot_id, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
--- The queue, in policy order and in age order; only QUEUED rows are indexed, so
--- the index stays as small as the backlog.
+-- The queue. Only QUEUED rows are indexed, so each index stays as small as the
+-- backlog. By capability in policy order, for queue positions; by capability and
+-- model in policy order and in age order, so that every dispatch probe
+-- (LIMIT 1, see store/common.rs) is an exact index range, whatever the mix.
 CREATE INDEX jobs_queue_by_priority ON jobs (capability, priority DESC, queued_at, id)
     WHERE status = 'QUEUED';
-CREATE INDEX jobs_queue_by_age ON jobs (capability, queued_at, priority DESC, id)
+CREATE INDEX jobs_queue_by_model ON jobs (capability, model, priority DESC, queued_at, id)
+    WHERE status = 'QUEUED';
+CREATE INDEX jobs_queue_by_model_age ON jobs (capability, model, queued_at, priority DESC, id)
     WHERE status = 'QUEUED';
 -- Listing: per user, per bot, per frontend, newest first; live jobs for admins.
 CREATE INDEX jobs_by_user ON jobs (user_ref, id DESC);

@@ -178,9 +178,9 @@ pub(crate) const NEW_JOB_VALUES: &str =
 /// The two orders the queue is probed in; each matches a partial index.
 #[derive(Clone, Copy)]
 pub(crate) enum Probe {
-    /// Priority, then age, then id (`jobs_queue_by_priority`).
+    /// Priority, then age, then id (`jobs_queue_by_model`).
     Queue,
-    /// Age, then priority, then id (`jobs_queue_by_age`).
+    /// Age, then priority, then id (`jobs_queue_by_model_age`).
     Age,
 }
 
@@ -548,9 +548,6 @@ macro_rules! impl_store {
                     best_loaded: None,
                     oldest_outranking_loaded: None,
                 };
-                if worker.models.is_empty() {
-                    return Ok(c);
-                }
                 let pick = |slot: &mut Option<_>, found: Option<_>, order: fn(&_, &_) -> std::cmp::Ordering| {
                     if let Some(f) = found {
                         if slot.as_ref().is_none_or(|s| order(&f, s).is_lt()) {
@@ -558,27 +555,29 @@ macro_rules! impl_store {
                         }
                     }
                 };
+                let mut models = worker.models.clone();
+                models.sort();
+                models.dedup();
                 for &cap in &worker.capabilities {
-                    let oldest = self.probe(cap, &worker.models, None, Probe::Age).await?;
-                    pick(&mut c.oldest, oldest, age_order);
-                    let best = self.probe(cap, &worker.models, None, Probe::Queue).await?;
-                    pick(&mut c.best, best, queue_order);
-                    let loaded: Vec<String> = worker
-                        .loaded_models
-                        .iter()
-                        .filter(|m| worker.models.contains(m))
-                        .cloned()
-                        .collect();
-                    if !loaded.is_empty() {
-                        let warm = self.probe(cap, &loaded, None, Probe::Queue).await?;
-                        pick(&mut c.best_loaded, warm, queue_order);
+                    for model in &models {
+                        let best = self.probe(cap, model, None, Probe::Queue).await?;
+                        if worker.loaded_models.contains(model) {
+                            pick(&mut c.best_loaded, best.clone(), queue_order);
+                        }
+                        pick(&mut c.best, best, queue_order);
+                        let oldest = self.probe(cap, model, None, Probe::Age).await?;
+                        pick(&mut c.oldest, oldest, age_order);
                     }
                 }
-                if let Some(warm) = &c.best_loaded {
-                    let above = warm.priority;
+                if let Some(warm) = c.best_loaded.as_ref().map(|w| w.priority) {
                     for &cap in &worker.capabilities {
-                        let o = self.probe(cap, &worker.models, Some(above), Probe::Age).await?;
-                        pick(&mut c.oldest_outranking_loaded, o, age_order);
+                        for model in &models {
+                            for p in (warm.0 + 1)..=tessera_core::Priority::ADMIN.0 {
+                                let p = Some(tessera_core::Priority(p));
+                                let o = self.probe(cap, model, p, Probe::Age).await?;
+                                pick(&mut c.oldest_outranking_loaded, o, age_order);
+                            }
+                        }
                     }
                 }
                 Ok(c)
@@ -619,14 +618,14 @@ macro_rules! impl_store {
         }
 
         impl $store {
-            /// One `LIMIT 1` probe of the queue of one capability: among jobs on
-            /// `models`, optionally only those above `priority_above`, the first in
-            /// age or queue order. Served by the partial indexes on QUEUED jobs.
+            /// One `LIMIT 1` probe of the queue of one capability and model,
+            /// optionally of one priority, first in queue or age order: an exact
+            /// range of `jobs_queue_by_model` or `jobs_queue_by_model_age`.
             async fn probe(
                 &self,
                 capability: tessera_core::Capability,
-                models: &[String],
-                priority_above: Option<tessera_core::Priority>,
+                model: &str,
+                priority: Option<tessera_core::Priority>,
                 order: $crate::store::common::Probe,
             ) -> Result<
                 Option<tessera_core::policy::QueuedJob<tessera_core::JobId>>,
@@ -637,14 +636,9 @@ macro_rules! impl_store {
                      WHERE status = 'QUEUED' AND capability = ",
                 );
                 qb.push_bind($crate::store::common::capability_str(capability));
-                qb.push(" AND model IN (");
-                let mut sep = qb.separated(", ");
-                for m in models {
-                    sep.push_bind(m.as_str());
-                }
-                qb.push(")");
-                if let Some(p) = priority_above {
-                    qb.push(" AND priority > ").push_bind(i32::from(p.0));
+                qb.push(" AND model = ").push_bind(model);
+                if let Some(p) = priority {
+                    qb.push(" AND priority = ").push_bind(i32::from(p.0));
                 }
                 qb.push(order.order_by()).push(" LIMIT 1");
                 let row: Option<(String, String, i32, i64)> =

@@ -305,8 +305,8 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<QueuedJob<JobId>>, StoreError>;
 
-    /// The queue policy's candidates for a worker, each found by one `LIMIT 1`
-    /// index probe per capability the worker serves.
+    /// The queue policy's candidates for a worker, found by `LIMIT 1` probes per
+    /// capability and model the worker serves, each an exact index range.
     async fn candidates(
         &self,
         worker: &WorkerSlot,
