@@ -70,6 +70,9 @@ impl TokenCheck {
 pub struct KeyCache {
     ttl: Duration,
     entries: Mutex<HashMap<[u8; 32], (ApiKeyRecord, Instant)>>,
+    /// Keys revoked here recently: a lookup that read the key just before the
+    /// revocation must not put it back.
+    revoked: Mutex<HashMap<tessera_core::ApiKeyId, Instant>>,
 }
 
 impl KeyCache {
@@ -80,6 +83,7 @@ impl KeyCache {
         Self {
             ttl,
             entries: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashMap::new()),
         }
     }
 
@@ -95,6 +99,13 @@ impl KeyCache {
         if self.ttl.is_zero() {
             return;
         }
+        {
+            let mut revoked = self.revoked.lock().expect("key cache lock");
+            revoked.retain(|_, at| at.elapsed() < self.ttl);
+            if revoked.contains_key(&key.id) {
+                return;
+            }
+        }
         let mut entries = self.entries.lock().expect("key cache lock");
         if entries.len() >= Self::MAX_ENTRIES {
             entries.clear();
@@ -102,8 +113,13 @@ impl KeyCache {
         entries.insert(hash, (key, Instant::now()));
     }
 
-    /// Forgets a key (after it was revoked).
+    /// Forgets a revoked key, and refuses to cache it again for one lifetime
+    /// (a lookup racing the revocation may have read it as live).
     pub fn forget(&self, id: &tessera_core::ApiKeyId) {
+        self.revoked
+            .lock()
+            .expect("key cache lock")
+            .insert(id.clone(), Instant::now());
         let mut entries = self.entries.lock().expect("key cache lock");
         entries.retain(|_, (key, _)| &key.id != id);
     }
@@ -112,6 +128,25 @@ impl KeyCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_revoked_key_is_not_cached_again_by_a_racing_lookup() {
+        let cache = KeyCache::new(Duration::from_secs(60));
+        let key = ApiKeyRecord {
+            id: tessera_core::ApiKeyId::generate(),
+            frontend: tessera_core::Platform::Web,
+            bot_id: "b".into(),
+            created_at: 0,
+            revoked_at: None,
+        };
+        cache.put([1; 32], key.clone());
+        assert_eq!(cache.get(&[1; 32]), Some(key.clone()));
+        cache.forget(&key.id);
+        assert_eq!(cache.get(&[1; 32]), None);
+        // The lookup that read the key before the revocation finishes now.
+        cache.put([1; 32], key);
+        assert_eq!(cache.get(&[1; 32]), None);
+    }
 
     #[test]
     fn keys_are_distinct_prefixed_and_checked_by_hash() {
