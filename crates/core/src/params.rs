@@ -138,9 +138,14 @@ pub struct ParamError {
 
 impl ParamError {
     fn new(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+        let field = if field.is_empty() {
+            "params".to_owned()
+        } else {
+            format!("params.{field}")
+        };
         Self {
             code,
-            field: format!("params.{field}"),
+            field,
             message: message.into(),
         }
     }

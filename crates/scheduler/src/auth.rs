@@ -99,12 +99,12 @@ impl KeyCache {
         if self.ttl.is_zero() {
             return;
         }
-        {
-            let mut revoked = self.revoked.lock().expect("key cache lock");
-            revoked.retain(|_, at| at.elapsed() < self.ttl);
-            if revoked.contains_key(&key.id) {
-                return;
-            }
+        // Lock order everywhere: revoked, then entries. Holding `revoked` while
+        // inserting means a revocation cannot slip in between check and insert.
+        let mut revoked = self.revoked.lock().expect("key cache lock");
+        revoked.retain(|_, at| at.elapsed() < self.ttl);
+        if revoked.contains_key(&key.id) {
+            return;
         }
         let mut entries = self.entries.lock().expect("key cache lock");
         if entries.len() >= Self::MAX_ENTRIES {
@@ -116,10 +116,8 @@ impl KeyCache {
     /// Forgets a revoked key, and refuses to cache it again for one lifetime
     /// (a lookup racing the revocation may have read it as live).
     pub fn forget(&self, id: &tessera_core::ApiKeyId) {
-        self.revoked
-            .lock()
-            .expect("key cache lock")
-            .insert(id.clone(), Instant::now());
+        let mut revoked = self.revoked.lock().expect("key cache lock");
+        revoked.insert(id.clone(), Instant::now());
         let mut entries = self.entries.lock().expect("key cache lock");
         entries.retain(|_, (key, _)| &key.id != id);
     }

@@ -768,6 +768,42 @@ async fn concurrent_retries_with_one_key_create_one_job(backend: Backend) {
     app.shutdown().await;
 }
 
+/// The last token of the day: a retry racing its first attempt must answer with
+/// that attempt's job, not with "quota exhausted" (the first attempt spent it).
+async fn racing_retries_on_the_last_token_all_get_the_job(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+    for i in 0..19 {
+        let req = tg_job("telegram:last", prompt(&format!("warm-up {i}")));
+        tg.create_job(&req, None).await.expect("within quota");
+    }
+    let req = tg_job("telegram:last", prompt("the twentieth"));
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let (tg, req) = (tg.clone(), req.clone());
+            tokio::spawn(async move { tg.create_job(&req, Some("last-token")).await })
+        })
+        .collect();
+    let mut job_ids = HashSet::new();
+    for t in futures::future::join_all(tasks).await {
+        let created = t
+            .expect("task")
+            .unwrap_or_else(|e| panic!("a retry of a created job was refused: {e}"));
+        job_ids.insert(created.job.job_id);
+    }
+    assert_eq!(job_ids.len(), 1, "one key, one job: {job_ids:?}");
+    let quota = tg.get_user("telegram:last").await.unwrap();
+    assert_eq!(
+        (quota.tokens_used_today, quota.tokens_left_today),
+        (20, Some(0))
+    );
+    // A different request after that is refused as it should be.
+    let more = tg_job("telegram:last", prompt("one more"));
+    let refused = tg.create_job(&more, Some("another-key")).await.unwrap_err();
+    assert_eq!(refused.code(), Some("quota_exhausted"));
+    app.shutdown().await;
+}
+
 // ---- 5. plans ----
 
 async fn plans_set_limits_and_costs(backend: Backend) {
@@ -1345,6 +1381,7 @@ backend_tests!(
     unknown_routes_and_methods_answer_json,
     idempotent_retries_replay_the_first_job,
     concurrent_retries_with_one_key_create_one_job,
+    racing_retries_on_the_last_token_all_get_the_job,
     plans_set_limits_and_costs,
     quota_holds_under_100_concurrent_creates,
     listing_filters_pages_and_scopes,

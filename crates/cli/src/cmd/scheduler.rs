@@ -9,8 +9,9 @@ use tessera_scheduler::{Scheduler, SchedulerConfig};
 
 /// Every setting lives in the TOML file (see `tessera config example`) and can be
 /// overridden by a `TESSERA_SECTION__KEY` environment variable; the flags below
-/// override both.
+/// override both. `--help` lists every setting after the flags.
 #[derive(Args)]
+#[command(after_long_help = SETTINGS_HELP)]
 pub struct SchedulerArgs {
     /// TOML configuration file.
     #[arg(long, short, env = "TESSERA_CONFIG")]
@@ -22,6 +23,12 @@ pub struct SchedulerArgs {
     #[arg(long)]
     pub database_url: Option<String>,
 }
+
+/// Shown by `tessera scheduler --help`: the commented reference of every setting.
+const SETTINGS_HELP: &str = concat!(
+    "Settings (TOML file, or TESSERA_SECTION__KEY variables), with their defaults:\n\n",
+    include_str!("../../../scheduler/tessera.example.toml")
+);
 
 pub async fn load(args: &SchedulerArgs) -> anyhow::Result<SchedulerConfig> {
     let mut config = SchedulerConfig::load(args.config.as_deref())?;

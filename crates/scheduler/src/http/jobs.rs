@@ -126,7 +126,15 @@ pub async fn create(
             return Err(err);
         }
     };
-    let estimate = estimate(&state, &job, now).await?.unwrap_or(0);
+    // The job is committed: from here on nothing may turn this into an error, or
+    // a client retrying without an Idempotency-Key would pay twice.
+    let estimate = match estimate(&state, &job, now).await {
+        Ok(secs) => secs.unwrap_or(0),
+        Err(e) => {
+            tracing::warn!(job_id = %job.id, error = ?e, "no estimate for a created job");
+            Estimator::queued(state.config.estimates.default_seconds(job.capability), 0)
+        }
+    };
     let body = CreateJobResponse {
         job_id: job.id,
         status: job.status,

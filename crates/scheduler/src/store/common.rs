@@ -364,6 +364,14 @@ macro_rules! impl_store {
                 match inserted {
                     Ok(Some(row)) => Ok(CreateOutcome::Created(row.try_into()?)),
                     Ok(None) => {
+                        // A retry that raced its first attempt waits on the usage row
+                        // and then finds the quota spent by that very attempt: answer
+                        // with the first job, not with a refusal.
+                        if let Some(idem) = &new.idempotency {
+                            if let Some(outcome) = self.replay(new, idem).await? {
+                                return Ok(outcome);
+                            }
+                        }
                         let mut conn = self.reader().acquire().await?;
                         let used = Self::used_on(&mut conn, user_id, new.day).await?;
                         Ok(CreateOutcome::QuotaExhausted { plan, used, cost: job.cost_tokens })

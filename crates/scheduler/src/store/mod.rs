@@ -117,7 +117,7 @@ pub struct Idempotency {
     pub request_hash: Vec<u8>,
 }
 
-/// Validates parameters against the user's plan, inside the create transaction.
+/// Validates parameters against the user's plan, read just before the tokens are reserved.
 pub type Validator<'a> = &'a (dyn Fn(&Plan) -> Result<ValidJob, ParamError> + Send + Sync);
 
 /// What a create decided.
@@ -202,11 +202,17 @@ impl From<sqlx::Error> for StoreError {
         use sqlx::Error as E;
         let unavailable = match &e {
             E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => true,
-            E::Database(db) => db.code().is_some_and(|c| {
-                // PostgreSQL: connection exceptions (08), shutdown and recovery (57P0x);
-                // SQLite: busy or locked past the timeout.
-                c.starts_with("08") || c.starts_with("57P0") || c == "5" || c == "6"
-            }),
+            E::Database(db) => match db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                // SQLite: busy or locked past the timeout, in any extended form
+                // (SQLITE_BUSY_SNAPSHOT is 517: the primary code is the low byte).
+                Some(lite) => sqlx::error::DatabaseError::code(lite)
+                    .and_then(|c| c.parse::<i32>().ok())
+                    .is_some_and(|c| matches!(c & 0xff, 5 | 6)),
+                // PostgreSQL: connection exceptions (08), shutdown and recovery (57P0x).
+                None => db
+                    .code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")),
+            },
             _ => false,
         };
         if unavailable {
@@ -271,8 +277,10 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- jobs ----
 
-    /// In one transaction: replay an idempotent retry, or create the user if new,
-    /// validate against their plan, reserve the tokens and insert the job as QUEUED.
+    /// Replays an idempotent retry, or: creates the user if new (one idempotent
+    /// statement), validates against their plan, then reserves the tokens and
+    /// inserts the job as QUEUED atomically (nothing charged without a job, no job
+    /// without a charge).
     async fn create_job(
         &self,
         new: &NewJob,
