@@ -13,6 +13,7 @@ use url::Url;
 
 use crate::admin::{CreateKeyRequest, CreatedKey, KeyList, KeyView, SetPlanRequest};
 use crate::error::ApiErrorBody;
+use crate::internal::{Heartbeat, HeartbeatAck, WorkerList};
 use crate::public::{
     CreateJobRequest, CreateJobResponse, JobList, JobView, ListJobsQuery, PlanList, UserQuota,
 };
@@ -212,5 +213,19 @@ impl Client {
 
     pub async fn admin_cancel_job(&self, id: &JobId) -> Result<JobView, ClientError> {
         Self::send(self.request(Method::DELETE, &format!("api/admin/jobs/{id}"))?).await
+    }
+
+    pub async fn list_workers(&self) -> Result<WorkerList, ClientError> {
+        Self::send(self.request(Method::GET, "api/admin/workers")?).await
+    }
+
+    // ---- internal API (with the internal token) ----
+
+    pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<HeartbeatAck, ClientError> {
+        Self::send(Self::json(
+            self.request(Method::POST, "api/internal/heartbeat")?,
+            hb,
+        ))
+        .await
     }
 }

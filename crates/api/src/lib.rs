@@ -6,12 +6,14 @@
 //!
 //! - [`public`]: what frontends send and receive on `/api/v1`.
 //! - [`admin`]: the operator's API on `/api/admin`.
+//! - [`internal`]: between the scheduler and its workers, on `/api/internal`.
 //! - [`error`]: the one JSON error envelope every endpoint answers with.
 //! - [`client`]: a `reqwest` client for all of the above.
 
 pub mod admin;
 pub mod client;
 pub mod error;
+pub mod internal;
 pub mod public;
 
 pub use client::{Client, ClientError};

@@ -29,7 +29,37 @@ pub struct SchedulerConfig {
     pub billing: BillingConfig,
     pub queue: QueueConfig,
     pub estimates: EstimateConfig,
+    pub workers: WorkersConfig,
     pub catalog: ModelCatalog,
+}
+
+/// Worker liveness (seed section 5.3: a heartbeat every 30 seconds).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// How often workers are asked to send a heartbeat (ms).
+    pub heartbeat_interval_ms: u64,
+    /// A worker that missed this many heartbeats in a row is offline.
+    pub missed_heartbeats: u32,
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 30_000,
+            missed_heartbeats: 3,
+        }
+    }
+}
+
+impl WorkersConfig {
+    /// Whether a worker last seen at `last_seen` is online at `now`.
+    pub fn is_online(&self, last_seen: tessera_core::Millis, now: tessera_core::Millis) -> bool {
+        let limit = self
+            .heartbeat_interval_ms
+            .saturating_mul(u64::from(self.missed_heartbeats));
+        (now - last_seen) <= i64::try_from(limit).unwrap_or(i64::MAX)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -269,6 +299,9 @@ impl SchedulerConfig {
         self.auth.admin_token()?;
         self.auth.internal_token()?;
         let p = &self.queue.policy;
+        if self.workers.heartbeat_interval_ms == 0 || self.workers.missed_heartbeats == 0 {
+            anyhow::bail!("workers: heartbeat_interval_ms and missed_heartbeats must be positive");
+        }
         if p.max_wait_ms <= 0 || p.affinity_patience_ms < 0 {
             anyhow::bail!(
                 "queue.policy: max_wait_ms must be positive and affinity_patience_ms not negative"

@@ -95,6 +95,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub handle: SchedulerHandle,
     pub admin_token: String,
+    /// The token between scheduler and workers.
+    pub internal_token: String,
     /// A client holding the admin token.
     pub admin: Client,
 }
@@ -108,9 +110,10 @@ impl TestApp {
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut SchedulerConfig)) -> TestApp {
         let db = TestDb::new(backend).await;
         let admin_token = tessera_scheduler::auth::new_token();
+        let internal_token = tessera_scheduler::auth::new_token();
         let mut config = db.config();
         config.auth.admin_token = Some(admin_token.clone());
-        config.auth.internal_token = Some(tessera_scheduler::auth::new_token());
+        config.auth.internal_token = Some(internal_token.clone());
         tweak(&mut config);
         let handle = Scheduler::start(config)
             .await
@@ -120,6 +123,7 @@ impl TestApp {
             db,
             handle,
             admin_token,
+            internal_token,
             admin,
         }
     }

@@ -39,6 +39,8 @@ pub enum AdminCommand {
     /// Jobs of every frontend.
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Workers the scheduler has heard from, online or offline.
+    Workers,
 }
 
 #[derive(Subcommand)]
@@ -205,6 +207,31 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 return print_json(&list);
             }
             print_jobs(&list);
+        }
+        AdminCommand::Workers => {
+            let list = client.list_workers().await?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<20} {:<8} {:<9} {:<28} {:<24} LAST SEEN",
+                "WORKER", "ONLINE", "STATUS", "ADDRESS", "LOADED"
+            );
+            for w in &list.workers {
+                let hb = &w.heartbeat;
+                println!(
+                    "{:<20} {:<8} {:<9} {:<28} {:<24} {}",
+                    hb.worker_id,
+                    if w.online { "yes" } else { "NO" },
+                    hb.status.as_str(),
+                    hb.address,
+                    hb.loaded_models.join(","),
+                    w.last_seen_at.format("%Y-%m-%d %H:%M:%S")
+                );
+            }
+            if list.workers.is_empty() {
+                println!("(no worker has sent a heartbeat)");
+            }
         }
         AdminCommand::Jobs(JobsCommand::Cancel { job_id }) => {
             let id: JobId = job_id

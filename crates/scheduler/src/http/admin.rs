@@ -6,6 +6,7 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use tessera_api::admin::{CreateKeyRequest, CreatedKey, KeyList, KeyView, SetPlanRequest};
+use tessera_api::internal::{WorkerInfo, WorkerList};
 use tessera_api::public::{JobList, JobView, ListJobsQuery, UserQuota};
 use tessera_api::ApiErrorBody;
 use tessera_core::{ApiKeyId, UserRef};
@@ -187,4 +188,29 @@ pub async fn cancel_job(
         ..Default::default()
     };
     jobs::cancel_with(&state, &id, &change).await
+}
+
+/// Workers the scheduler has heard from, online or not.
+#[utoipa::path(
+    get, path = "/api/admin/workers", tag = "admin",
+    responses((status = 200, body = WorkerList), (status = 401, body = ApiErrorBody)),
+    security(("admin_token" = []))
+)]
+pub async fn list_workers(
+    State(state): State<AppState>,
+    _admin: Admin,
+) -> Result<Json<WorkerList>, ApiError> {
+    let now = now_ms();
+    let workers = state.store.list_workers().await?;
+    Ok(Json(WorkerList {
+        workers: workers
+            .into_iter()
+            .map(|w| WorkerInfo {
+                online: state.config.workers.is_online(w.last_seen_at, now),
+                heartbeat: w.heartbeat,
+                first_seen_at: rfc3339(w.first_seen_at),
+                last_seen_at: rfc3339(w.last_seen_at),
+            })
+            .collect(),
+    }))
 }

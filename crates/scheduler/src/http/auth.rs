@@ -3,7 +3,7 @@
 //! - No `Authorization: Bearer` header: 401 `unauthorized`.
 //! - A credential that is nobody's: 401 `invalid_credentials`.
 //! - A real credential of the wrong kind (the admin token on the public API, a
-//!   frontend key on the admin API): 403 `wrong_credential`.
+//!   frontend key on the admin or internal API, ...): 403 `wrong_credential`.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
@@ -94,6 +94,38 @@ impl FromRequestParts<AppState> for Admin {
             return Err(ApiError::forbidden(
                 "wrong_credential",
                 "this endpoint needs the admin token",
+            ));
+        }
+        Err(invalid())
+    }
+}
+
+/// A request made with the internal token (workers).
+pub struct Internal;
+
+impl FromRequestParts<AppState> for Internal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if state.internal.matches(token) {
+            return Ok(Internal);
+        }
+        if !state.internal.is_configured() {
+            return Err(ApiError::unauthorized(
+                "the internal API is disabled: configure auth.internal_token on the scheduler",
+            ));
+        }
+        if state.admin.matches(token)
+            || state
+                .store
+                .find_api_key(&hash_secret(token))
+                .await?
+                .is_some()
+        {
+            return Err(ApiError::forbidden(
+                "wrong_credential",
+                "this endpoint needs the internal token",
             ));
         }
         Err(invalid())

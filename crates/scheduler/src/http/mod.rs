@@ -10,6 +10,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod internal;
 pub mod jobs;
 pub mod openapi;
 pub mod users;
@@ -21,7 +22,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -111,6 +112,8 @@ pub fn router(state: AppState) -> Router {
             "/api/admin/jobs/{job_id}",
             axum::routing::delete(admin::cancel_job),
         )
+        .route("/api/admin/workers", get(admin::list_workers))
+        .route("/api/internal/heartbeat", post(internal::heartbeat))
         .route("/api/openapi.json", get(openapi::document))
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))

@@ -5,10 +5,10 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use tessera_api::{admin, public, ApiErrorBody, ErrorDetail};
+use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorDetail};
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
-use super::{admin as admin_http, jobs, users};
+use super::{admin as admin_http, internal, jobs, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,18 +22,22 @@ use super::{admin as admin_http, jobs, users};
         users::get, users::plans,
         admin_http::create_key, admin_http::list_keys, admin_http::revoke_key,
         admin_http::set_plan, admin_http::list_jobs, admin_http::cancel_job,
+        admin_http::list_workers, internal::heartbeat,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
         public::JobList, public::UserQuota, public::PlanList,
         admin::CreateKeyRequest, admin::CreatedKey, admin::KeyView, admin::KeyList, admin::SetPlanRequest,
+        wire_internal::Heartbeat, wire_internal::HeartbeatAck, wire_internal::WorkerStatus,
+        wire_internal::WorkerInfo, wire_internal::WorkerList,
         ApiErrorBody, ErrorDetail, Capability, JobState, Plan, Platform, Priority,
     )),
     modifiers(&Security),
     tags(
         (name = "jobs", description = "Create, follow and cancel jobs"),
         (name = "users", description = "Quotas and plans"),
-        (name = "admin", description = "Keys, plans and jobs, for operators"),
+        (name = "admin", description = "Keys, plans, jobs and workers, for operators"),
+        (name = "internal", description = "Between the scheduler and its workers"),
     )
 )]
 pub struct ApiDoc;
@@ -43,7 +47,7 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["frontend_key", "admin_token"] {
+        for name in ["frontend_key", "admin_token", "internal_token"] {
             components.add_security_scheme(
                 name,
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

@@ -124,6 +124,63 @@ impl TryFrom<PlanRow> for Plan {
     }
 }
 
+pub(crate) const WORKER_COLUMNS: &str =
+    "id, address, status, capabilities, models, loaded_models, \
+    current_job, gpu_name, gpu_memory_used, gpu_memory_total, gpu_utilization, first_seen_at, \
+    last_seen_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct WorkerRow {
+    id: String,
+    address: String,
+    status: String,
+    capabilities: Json<Vec<Capability>>,
+    models: Json<Vec<String>>,
+    loaded_models: Json<Vec<String>>,
+    current_job: Option<String>,
+    gpu_name: Option<String>,
+    gpu_memory_used: Option<i64>,
+    gpu_memory_total: Option<i64>,
+    gpu_utilization: Option<f32>,
+    first_seen_at: i64,
+    last_seen_at: i64,
+}
+
+impl TryFrom<WorkerRow> for super::WorkerRecord {
+    type Error = StoreError;
+
+    fn try_from(r: WorkerRow) -> Result<Self, StoreError> {
+        use tessera_api::internal::{Heartbeat, WorkerStatus};
+        let status = match r.status.as_str() {
+            "idle" => WorkerStatus::Idle,
+            "busy" => WorkerStatus::Busy,
+            "draining" => WorkerStatus::Draining,
+            other => return Err(corrupt("worker status", other)),
+        };
+        let current_job = match r.current_job {
+            Some(id) => Some(id.parse().map_err(|_| corrupt("job id", &id))?),
+            None => None,
+        };
+        Ok(super::WorkerRecord {
+            heartbeat: Heartbeat {
+                worker_id: r.id,
+                status,
+                address: r.address,
+                capabilities: r.capabilities.0,
+                models: r.models.0,
+                loaded_models: r.loaded_models.0,
+                current_job,
+                gpu_name: r.gpu_name,
+                gpu_memory_used: r.gpu_memory_used.map(|v| v.max(0) as u64),
+                gpu_memory_total: r.gpu_memory_total.map(|v| v.max(0) as u64),
+                gpu_utilization: r.gpu_utilization,
+            },
+            first_seen_at: r.first_seen_at,
+            last_seen_at: r.last_seen_at,
+        })
+    }
+}
+
 /// A job and the hash of the request that created it.
 #[derive(sqlx::FromRow)]
 pub(crate) struct ReplayRow {
@@ -606,6 +663,55 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await?;
                 Ok(rows.into_iter().filter_map(|(ms,)| ms).collect())
+            }
+
+            async fn record_heartbeat(
+                &self,
+                hb: &tessera_api::internal::Heartbeat,
+                now: tessera_core::Millis,
+            ) -> Result<$crate::store::WorkerRecord, $crate::store::StoreError> {
+                let mib = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+                let row: $crate::store::common::WorkerRow = sqlx::query_as(&format!(
+                    "INSERT INTO workers ({cols}) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+                     ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
+                       status = excluded.status, capabilities = excluded.capabilities, \
+                       models = excluded.models, loaded_models = excluded.loaded_models, \
+                       current_job = excluded.current_job, gpu_name = excluded.gpu_name, \
+                       gpu_memory_used = excluded.gpu_memory_used, \
+                       gpu_memory_total = excluded.gpu_memory_total, \
+                       gpu_utilization = excluded.gpu_utilization, \
+                       last_seen_at = excluded.last_seen_at \
+                     RETURNING {cols}",
+                    cols = $crate::store::common::WORKER_COLUMNS
+                ))
+                .bind(&hb.worker_id)
+                .bind(&hb.address)
+                .bind(hb.status.as_str())
+                .bind(sqlx::types::Json(&hb.capabilities))
+                .bind(sqlx::types::Json(&hb.models))
+                .bind(sqlx::types::Json(&hb.loaded_models))
+                .bind(hb.current_job.as_ref().map(|j| j.as_str()))
+                .bind(hb.gpu_name.as_deref())
+                .bind(mib(hb.gpu_memory_used))
+                .bind(mib(hb.gpu_memory_total))
+                .bind(hb.gpu_utilization)
+                .bind(now)
+                .fetch_one(self.writer())
+                .await?;
+                row.try_into()
+            }
+
+            async fn list_workers(
+                &self,
+            ) -> Result<Vec<$crate::store::WorkerRecord>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::common::WorkerRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM workers ORDER BY id",
+                    $crate::store::common::WORKER_COLUMNS
+                ))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
             }
 
             async fn tokens_used(

@@ -169,6 +169,14 @@ pub struct WorkerSlot {
     pub loaded_models: Vec<String>,
 }
 
+/// A worker as its last heartbeat described it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkerRecord {
+    pub heartbeat: tessera_api::internal::Heartbeat,
+    pub first_seen_at: Millis,
+    pub last_seen_at: Millis,
+}
+
 /// Filters for listing jobs, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
@@ -356,6 +364,18 @@ pub trait Store: Send + Sync + 'static {
         capability: Capability,
         limit: u32,
     ) -> Result<Vec<Millis>, StoreError>;
+
+    // ---- workers ----
+
+    /// Records a heartbeat: the worker as it describes itself, seen at `now`.
+    async fn record_heartbeat(
+        &self,
+        heartbeat: &tessera_api::internal::Heartbeat,
+        now: Millis,
+    ) -> Result<WorkerRecord, StoreError>;
+
+    /// Every worker ever seen, by id.
+    async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
 
     /// Tokens charged to a user on a day (0 if none).
     async fn tokens_used(&self, user_ref: &UserRef, day: NaiveDate) -> Result<i64, StoreError>;

@@ -1,0 +1,92 @@
+//! `/api/internal`: what workers send the scheduler, behind the internal token.
+//!
+//! Workers are trusted to run jobs, not to write arbitrary data: what they report
+//! is checked like any other input before it is stored.
+
+use axum::extract::State;
+use axum::Json;
+
+use tessera_api::internal::{Heartbeat, HeartbeatAck};
+use tessera_api::ApiErrorBody;
+use tessera_core::catalog::is_model_name;
+
+use super::admin::is_bot_id;
+use super::auth::Internal;
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::{now_ms, AppState};
+
+/// Most capabilities or models one heartbeat may list.
+const MAX_LIST: usize = 64;
+
+/// Record a worker's heartbeat (seed section 5.3).
+#[utoipa::path(
+    post, path = "/api/internal/heartbeat", tag = "internal",
+    request_body = Heartbeat,
+    responses(
+        (status = 200, body = HeartbeatAck),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, body = ApiErrorBody),
+        (status = 422, body = ApiErrorBody),
+    ),
+    security(("internal_token" = []))
+)]
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    _internal: Internal,
+    ApiJson(hb): ApiJson<Heartbeat>,
+) -> Result<Json<HeartbeatAck>, ApiError> {
+    check(&hb)?;
+    let record = state.store.record_heartbeat(&hb, now_ms()).await?;
+    if record.first_seen_at == record.last_seen_at {
+        tracing::info!(worker_id = %hb.worker_id, address = %hb.address, "new worker");
+    }
+    Ok(Json(HeartbeatAck {
+        heartbeat_interval_ms: state.config.workers.heartbeat_interval_ms,
+    }))
+}
+
+fn check(hb: &Heartbeat) -> Result<(), ApiError> {
+    let bad = |field: &str, message: &str| {
+        Err(ApiError::invalid("invalid_heartbeat", message.to_owned()).with_field(field.to_owned()))
+    };
+    if !is_bot_id(&hb.worker_id) {
+        return bad(
+            "worker_id",
+            "worker_id must be 1-64 letters, digits, `-`, `_` or `.`",
+        );
+    }
+    match url::Url::parse(&hb.address) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => return bad("address", "address must be the worker's http(s) base URL"),
+    }
+    if hb.capabilities.is_empty() || hb.capabilities.len() > MAX_LIST {
+        return bad(
+            "capabilities",
+            "capabilities must list 1 to 64 capabilities",
+        );
+    }
+    for (field, list) in [("models", &hb.models), ("loaded_models", &hb.loaded_models)] {
+        if list.len() > MAX_LIST || !list.iter().all(|m| is_model_name(m)) {
+            return bad(field, "models must be at most 64 plain model names");
+        }
+    }
+    if let Some(name) = &hb.gpu_name {
+        if name.chars().count() > 128 || name.chars().any(char::is_control) {
+            return bad(
+                "gpu_name",
+                "gpu_name must be at most 128 printable characters",
+            );
+        }
+    }
+    if hb
+        .gpu_utilization
+        .is_some_and(|u| !(0.0..=100.0).contains(&u))
+    {
+        return bad(
+            "gpu_utilization",
+            "gpu_utilization is a percentage, 0 to 100",
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! The internal API's heartbeat and the admin view of workers, on both backends.
+
+use std::time::Duration;
+
+use tessera_api::internal::{Heartbeat, WorkerStatus};
+use tessera_api::Client;
+use tessera_core::{Capability, Platform};
+use tessera_testkit::{backend_tests, Backend, TestApp};
+
+fn heartbeat(id: &str) -> Heartbeat {
+    Heartbeat {
+        worker_id: id.into(),
+        status: WorkerStatus::Idle,
+        address: "http://127.0.0.1:9000".into(),
+        capabilities: vec![Capability::Image],
+        models: vec!["sdxl-1.0".into()],
+        loaded_models: vec!["sdxl-1.0".into()],
+        current_job: None,
+        gpu_name: None,
+        gpu_memory_used: Some(8000),
+        gpu_memory_total: None,
+        gpu_utilization: None,
+    }
+}
+
+async fn only_the_internal_token_may_send_heartbeats(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let internal = app.internal_token.clone();
+    let frontend_key = app.key(Platform::Telegram, "tg-image-bot-1").await;
+    let hb = heartbeat("worker-gpu-0");
+    let cases = [
+        ("", Some(401), "unauthorized"),
+        ("not-a-token-at-all", Some(401), "invalid_credentials"),
+        (frontend_key.as_str(), Some(403), "wrong_credential"),
+        (app.admin_token.as_str(), Some(403), "wrong_credential"),
+        (internal.as_str(), None, ""),
+    ];
+    for (token, status, code) in cases {
+        let result = app.client_with(token).heartbeat(&hb).await;
+        match status {
+            None => assert_eq!(
+                result
+                    .expect("internal token accepted")
+                    .heartbeat_interval_ms,
+                30_000
+            ),
+            Some(status) => {
+                let err = result.expect_err("refused");
+                assert_eq!(err.status().map(|s| s.as_u16()), Some(status), "{token:?}");
+                assert_eq!(err.code(), Some(code), "{token:?}");
+            }
+        }
+    }
+    // The internal token opens nothing else.
+    let err = app.client_with(&internal).list_workers().await.unwrap_err();
+    assert_eq!(err.code(), Some("wrong_credential"));
+    let err = app.client_with(&internal).plans().await.unwrap_err();
+    assert_eq!(err.code(), Some("wrong_credential"));
+    app.shutdown().await;
+}
+
+/// Makes one field of a heartbeat invalid.
+type Spoil = Box<dyn Fn(&mut Heartbeat)>;
+
+async fn what_workers_report_is_validated(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let worker = app.client_with(&app.internal_token);
+    let cases: Vec<(&str, Spoil)> = vec![
+        (
+            "worker_id",
+            Box::new(|h| h.worker_id = "worker gpu/0".into()),
+        ),
+        (
+            "address",
+            Box::new(|h| h.address = "file:///etc/passwd".into()),
+        ),
+        ("address", Box::new(|h| h.address = "not a url".into())),
+        ("capabilities", Box::new(|h| h.capabilities.clear())),
+        (
+            "models",
+            Box::new(|h| h.models = vec!["../../models".into()]),
+        ),
+        (
+            "loaded_models",
+            Box::new(|h| h.loaded_models = vec!["".into()]),
+        ),
+        (
+            "gpu_name",
+            Box::new(|h| h.gpu_name = Some("a\u{0}b".into())),
+        ),
+        (
+            "gpu_utilization",
+            Box::new(|h| h.gpu_utilization = Some(250.0)),
+        ),
+    ];
+    for (field, spoil) in cases {
+        let mut hb = heartbeat("worker-gpu-0");
+        spoil(&mut hb);
+        let err = worker.heartbeat(&hb).await.expect_err(field);
+        assert_eq!(err.code(), Some("invalid_heartbeat"), "{field}");
+        let tessera_api::ClientError::Api { body, .. } = err else {
+            panic!()
+        };
+        assert_eq!(body.error.field.as_deref(), Some(field));
+    }
+    assert!(
+        app.admin.list_workers().await.unwrap().workers.is_empty(),
+        "nothing stored"
+    );
+    app.shutdown().await;
+}
+
+async fn workers_go_offline_after_missed_heartbeats(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.workers.heartbeat_interval_ms = 500;
+        c.workers.missed_heartbeats = 2;
+    })
+    .await;
+    let worker: Client = app.client_with(&app.internal_token);
+    let ack = worker.heartbeat(&heartbeat("worker-gpu-0")).await.unwrap();
+    assert_eq!(ack.heartbeat_interval_ms, 500);
+    let listed = app.admin.list_workers().await.unwrap().workers;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].online);
+    assert_eq!(listed[0].heartbeat, heartbeat("worker-gpu-0"));
+
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let listed = app.admin.list_workers().await.unwrap().workers;
+    assert!(
+        !listed[0].online,
+        "two missed heartbeats make a worker offline"
+    );
+
+    let mut busy = heartbeat("worker-gpu-0");
+    busy.status = WorkerStatus::Busy;
+    worker.heartbeat(&busy).await.unwrap();
+    let listed = app.admin.list_workers().await.unwrap().workers;
+    assert!(listed[0].online, "a heartbeat brings it back");
+    assert_eq!(listed[0].heartbeat.status, WorkerStatus::Busy);
+    assert!(listed[0].last_seen_at > listed[0].first_seen_at);
+    app.shutdown().await;
+}
+
+backend_tests!(
+    only_the_internal_token_may_send_heartbeats,
+    what_workers_report_is_validated,
+    workers_go_offline_after_missed_heartbeats,
+);
