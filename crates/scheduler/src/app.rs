@@ -37,9 +37,11 @@ impl Scheduler {
             .await
             .with_context(|| format!("binding {}", config.server.listen))?;
         let addr = listener.local_addr()?;
+        let workers = config.workers.clone();
         let state = AppState::new(store.clone(), config)?;
         let app = http::router(state);
         let (stop_tx, mut stop_rx) = watch::channel(false);
+        let monitor = crate::monitor::spawn(store.clone(), workers, stop_rx.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -54,6 +56,7 @@ impl Scheduler {
             store,
             stop: stop_tx,
             task,
+            monitor,
         })
     }
 }
@@ -64,6 +67,7 @@ pub struct SchedulerHandle {
     store: Arc<dyn Store>,
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
+    monitor: JoinHandle<()>,
 }
 
 impl SchedulerHandle {
@@ -83,6 +87,7 @@ impl SchedulerHandle {
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let _ = self.stop.send(true);
         let served = self.task.await.context("server task panicked")?;
+        self.monitor.await.context("health monitor panicked")?;
         self.store.close().await;
         served
     }

@@ -39,8 +39,11 @@ pub struct SchedulerConfig {
 pub struct WorkersConfig {
     /// How often workers are asked to send a heartbeat (ms).
     pub heartbeat_interval_ms: u64,
-    /// A worker that missed this many heartbeats in a row is offline.
+    /// A worker that missed this many heartbeats in a row is offline, and its
+    /// running job goes back to the queue.
     pub missed_heartbeats: u32,
+    /// A job dispatched this many times without finishing FAILS and is refunded.
+    pub max_attempts: u32,
 }
 
 impl Default for WorkersConfig {
@@ -48,17 +51,23 @@ impl Default for WorkersConfig {
         Self {
             heartbeat_interval_ms: 30_000,
             missed_heartbeats: 3,
+            max_attempts: 3,
         }
     }
 }
 
 impl WorkersConfig {
-    /// Whether a worker last seen at `last_seen` is online at `now`.
-    pub fn is_online(&self, last_seen: tessera_core::Millis, now: tessera_core::Millis) -> bool {
+    /// How long a worker may stay silent and still be online (ms).
+    pub fn silence_limit_ms(&self) -> tessera_core::Millis {
         let limit = self
             .heartbeat_interval_ms
             .saturating_mul(u64::from(self.missed_heartbeats));
-        (now - last_seen) <= i64::try_from(limit).unwrap_or(i64::MAX)
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    }
+
+    /// Whether a worker last seen at `last_seen` is online at `now`.
+    pub fn is_online(&self, last_seen: tessera_core::Millis, now: tessera_core::Millis) -> bool {
+        now - last_seen <= self.silence_limit_ms()
     }
 }
 
@@ -299,8 +308,11 @@ impl SchedulerConfig {
         self.auth.admin_token()?;
         self.auth.internal_token()?;
         let p = &self.queue.policy;
-        if self.workers.heartbeat_interval_ms == 0 || self.workers.missed_heartbeats == 0 {
-            anyhow::bail!("workers: heartbeat_interval_ms and missed_heartbeats must be positive");
+        let w = &self.workers;
+        if w.heartbeat_interval_ms == 0 || w.missed_heartbeats == 0 || w.max_attempts == 0 {
+            anyhow::bail!(
+                "workers: heartbeat_interval_ms, missed_heartbeats and max_attempts must be positive"
+            );
         }
         if p.max_wait_ms <= 0 || p.affinity_patience_ms < 0 {
             anyhow::bail!(

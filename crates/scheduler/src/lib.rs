@@ -15,6 +15,7 @@ pub mod auth;
 pub mod config;
 pub mod estimate;
 pub mod http;
+pub mod monitor;
 pub mod queue;
 pub mod store;
 

@@ -124,7 +124,8 @@ async fn workers_go_offline_after_missed_heartbeats(backend: Backend) {
     assert!(listed[0].online);
     assert_eq!(listed[0].heartbeat, heartbeat("worker-gpu-0"));
 
-    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    // The limit is 2 x 500 ms; wait well past it.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
     let listed = app.admin.list_workers().await.unwrap().workers;
     assert!(
         !listed[0].online,
@@ -141,8 +142,134 @@ async fn workers_go_offline_after_missed_heartbeats(backend: Backend) {
     app.shutdown().await;
 }
 
+/// Polls `check` until it holds or five seconds pass.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The health monitor puts a lost worker's job back in the queue, fails it once
+/// the attempt limit is reached (refunding it), and leaves live workers alone.
+/// Jobs are claimed through the store as the dispatcher will claim them.
+async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backend) {
+    use tessera_api::public::CreateJobRequest;
+    use tessera_core::policy::Policy;
+    use tessera_core::JobState;
+    use tessera_scheduler::store::WorkerSlot;
+
+    let app = TestApp::spawn_with(backend, |c| {
+        // Silent for 3 x 200 ms = 600 ms is lost; live heartbeats below come
+        // every ~100 ms, leaving room for a busy two-core test machine.
+        c.workers.heartbeat_interval_ms = 200;
+        c.workers.missed_heartbeats = 3;
+        c.workers.max_attempts = 2;
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
+    let worker = app.client_with(&app.internal_token);
+    let req = |user: &str| CreateJobRequest {
+        frontend: Platform::Telegram,
+        bot_id: "tg-image-bot-1".into(),
+        capability: Capability::Image,
+        user_ref: user.into(),
+        reply_context: None,
+        params: serde_json::json!({"prompt": "a lighthouse"}),
+    };
+    let slot = |id: &str| WorkerSlot {
+        worker_id: id.into(),
+        capabilities: vec![Capability::Image],
+        models: vec!["sdxl-1.0".into()],
+        loaded_models: vec![],
+    };
+    let now = || chrono::Utc::now().timestamp_millis();
+
+    let job = tg
+        .create_job(&req("telegram:lost"), None)
+        .await
+        .unwrap()
+        .job
+        .job_id;
+    worker.heartbeat(&heartbeat("worker-gpu-0")).await.unwrap();
+    let (claimed, _) = app
+        .store()
+        .claim_next(&slot("worker-gpu-0"), &Policy::default(), now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, job);
+
+    // worker-gpu-0 falls silent: its job goes back to the queue, still paid for.
+    eventually("requeue", || async {
+        tg.get_job(&job).await.unwrap().status == JobState::Queued
+    })
+    .await;
+    let view = tg.get_job(&job).await.unwrap();
+    assert_eq!((view.attempts, view.refunded), (1, false));
+    assert_eq!(
+        tg.get_user("telegram:lost")
+            .await
+            .unwrap()
+            .tokens_used_today,
+        1
+    );
+
+    // A second worker takes it and is lost too: the attempt limit fails and refunds it.
+    worker.heartbeat(&heartbeat("worker-gpu-1")).await.unwrap();
+    app.store()
+        .claim_next(&slot("worker-gpu-1"), &Policy::default(), now())
+        .await
+        .unwrap()
+        .unwrap();
+    eventually("failure", || async {
+        tg.get_job(&job).await.unwrap().status == JobState::Failed
+    })
+    .await;
+    let view = tg.get_job(&job).await.unwrap();
+    assert_eq!((view.attempts, view.refunded), (2, true));
+    assert_eq!(view.error.unwrap().code, "attempts_exhausted");
+    assert_eq!(
+        tg.get_user("telegram:lost")
+            .await
+            .unwrap()
+            .tokens_used_today,
+        0
+    );
+
+    // A worker that keeps its heartbeat keeps its job.
+    let kept = tg
+        .create_job(&req("telegram:kept"), None)
+        .await
+        .unwrap()
+        .job
+        .job_id;
+    worker.heartbeat(&heartbeat("worker-gpu-2")).await.unwrap();
+    app.store()
+        .claim_next(&slot("worker-gpu-2"), &Policy::default(), now())
+        .await
+        .unwrap()
+        .unwrap();
+    for _ in 0..15 {
+        worker.heartbeat(&heartbeat("worker-gpu-2")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let view = tg.get_job(&kept).await.unwrap();
+    assert_eq!((view.status, view.attempts), (JobState::Running, 1));
+    app.shutdown().await;
+}
+
 backend_tests!(
     only_the_internal_token_may_send_heartbeats,
     what_workers_report_is_validated,
     workers_go_offline_after_missed_heartbeats,
+    lost_workers_jobs_are_requeued_then_failed_and_refunded,
 );

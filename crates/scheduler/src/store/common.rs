@@ -714,6 +714,26 @@ macro_rules! impl_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+            async fn running_on_lost_workers(
+                &self,
+                cutoff: tessera_core::Millis,
+            ) -> Result<Vec<$crate::store::JobRecord>, $crate::store::StoreError> {
+                let cols = $crate::store::common::JOB_COLUMNS
+                    .split(", ")
+                    .map(|c| format!("j.{}", c.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let rows: Vec<$crate::store::common::JobRow> = sqlx::query_as(&format!(
+                    "SELECT {cols} FROM jobs j LEFT JOIN workers w ON w.id = j.worker_id \
+                     WHERE j.status = 'RUNNING' AND (w.id IS NULL OR w.last_seen_at < $1) \
+                     ORDER BY j.id"
+                ))
+                .bind(cutoff)
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
             async fn tokens_used(
                 &self,
                 user_ref: &tessera_core::UserRef,

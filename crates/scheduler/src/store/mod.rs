@@ -377,6 +377,9 @@ pub trait Store: Send + Sync + 'static {
     /// Every worker ever seen, by id.
     async fn list_workers(&self) -> Result<Vec<WorkerRecord>, StoreError>;
 
+    /// RUNNING jobs whose worker was last seen before `cutoff` (or never).
+    async fn running_on_lost_workers(&self, cutoff: Millis) -> Result<Vec<JobRecord>, StoreError>;
+
     /// Tokens charged to a user on a day (0 if none).
     async fn tokens_used(&self, user_ref: &UserRef, day: NaiveDate) -> Result<i64, StoreError>;
 }
