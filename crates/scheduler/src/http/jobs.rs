@@ -129,7 +129,7 @@ pub async fn create(
     // The job is committed: from here on nothing may turn this into an error, or
     // a client retrying without an Idempotency-Key would pay twice.
     let estimate = match estimate(&state, &job, now).await {
-        Ok(secs) => secs.unwrap_or(0),
+        Ok((_, secs)) => secs.unwrap_or(0),
         Err(e) => {
             tracing::warn!(job_id = %job.id, error = ?e, "no estimate for a created job");
             Estimator::queued(state.config.estimates.default_seconds(job.capability), 0)
@@ -364,8 +364,13 @@ pub(crate) fn rfc3339(ms: Millis) -> DateTime<Utc> {
     DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// Seconds until the job is done, for live jobs.
-async fn estimate(state: &AppState, job: &JobRecord, now: Millis) -> Result<Option<u64>, ApiError> {
+/// For a live job: how many jobs run before it (queued only) and the seconds
+/// until it is done.
+async fn estimate(
+    state: &AppState,
+    job: &JobRecord,
+    now: Millis,
+) -> Result<(Option<u64>, Option<u64>), ApiError> {
     Ok(match job.status {
         JobState::Queued | JobState::Created => {
             let ahead = state.positions.ahead_of(&*state.store, job).await?;
@@ -373,33 +378,25 @@ async fn estimate(state: &AppState, job: &JobRecord, now: Millis) -> Result<Opti
                 .estimator
                 .run_seconds(&*state.store, job.capability)
                 .await?;
-            Some(Estimator::queued(run, ahead))
+            (Some(ahead), Some(Estimator::queued(run, ahead)))
         }
         JobState::Running => {
             let run = state
                 .estimator
                 .run_seconds(&*state.store, job.capability)
                 .await?;
-            Some(Estimator::running(run, job.started_at.unwrap_or(now), now))
+            (
+                None,
+                Some(Estimator::running(run, job.started_at.unwrap_or(now), now)),
+            )
         }
-        _ => None,
+        _ => (None, None),
     })
 }
 
 /// The frontend's view of a stored job.
 pub(crate) async fn view(state: &AppState, job: JobRecord) -> Result<JobView, ApiError> {
-    let now = now_ms();
-    let (queue_position, estimated_time_seconds) = match job.status {
-        JobState::Queued => {
-            let ahead = state.positions.ahead_of(&*state.store, &job).await?;
-            let run = state
-                .estimator
-                .run_seconds(&*state.store, job.capability)
-                .await?;
-            (Some(ahead), Some(Estimator::queued(run, ahead)))
-        }
-        _ => (None, estimate(state, &job, now).await?),
-    };
+    let (queue_position, estimated_time_seconds) = estimate(state, &job, now_ms()).await?;
     let error = match (job.error_code, job.error_message) {
         (Some(code), message) => Some(JobError {
             code,
