@@ -11,7 +11,7 @@ use axum::http::{header, StatusCode};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::hash_secret;
+use crate::auth::{hash_secret, TokenCheck};
 use crate::store::ApiKeyRecord;
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
@@ -68,6 +68,40 @@ impl FromRequestParts<AppState> for Frontend {
     }
 }
 
+/// Checks that the request carries the configured token `expected` (named
+/// `name`: `admin` or `internal`). Another real credential (the other token or a
+/// frontend key) is recognised only to answer 403 rather than 401.
+async fn require_token(
+    parts: &Parts,
+    state: &AppState,
+    expected: &TokenCheck,
+    other: &TokenCheck,
+    name: &str,
+) -> Result<(), ApiError> {
+    let token = bearer(parts)?;
+    if expected.matches(token) {
+        return Ok(());
+    }
+    if !expected.is_configured() {
+        return Err(ApiError::unauthorized(format!(
+            "the {name} API is disabled: configure auth.{name}_token on the scheduler"
+        )));
+    }
+    if other.matches(token)
+        || state
+            .store
+            .find_api_key(&hash_secret(token))
+            .await?
+            .is_some()
+    {
+        return Err(ApiError::forbidden(
+            "wrong_credential",
+            format!("this endpoint needs the {name} token"),
+        ));
+    }
+    Err(invalid())
+}
+
 /// A request made with the admin token.
 pub struct Admin;
 
@@ -75,28 +109,8 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        if state.admin.matches(token) {
-            return Ok(Admin);
-        }
-        if !state.admin.is_configured() {
-            return Err(ApiError::unauthorized(
-                "the admin API is disabled: configure auth.admin_token on the scheduler",
-            ));
-        }
-        if state.internal.matches(token)
-            || state
-                .store
-                .find_api_key(&hash_secret(token))
-                .await?
-                .is_some()
-        {
-            return Err(ApiError::forbidden(
-                "wrong_credential",
-                "this endpoint needs the admin token",
-            ));
-        }
-        Err(invalid())
+        require_token(parts, state, &state.admin, &state.internal, "admin").await?;
+        Ok(Admin)
     }
 }
 
@@ -107,27 +121,7 @@ impl FromRequestParts<AppState> for Internal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        if state.internal.matches(token) {
-            return Ok(Internal);
-        }
-        if !state.internal.is_configured() {
-            return Err(ApiError::unauthorized(
-                "the internal API is disabled: configure auth.internal_token on the scheduler",
-            ));
-        }
-        if state.admin.matches(token)
-            || state
-                .store
-                .find_api_key(&hash_secret(token))
-                .await?
-                .is_some()
-        {
-            return Err(ApiError::forbidden(
-                "wrong_credential",
-                "this endpoint needs the internal token",
-            ));
-        }
-        Err(invalid())
+        require_token(parts, state, &state.internal, &state.admin, "internal").await?;
+        Ok(Internal)
     }
 }
