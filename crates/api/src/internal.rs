@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use tessera_core::{Capability, JobId};
+use tessera_core::{Capability, InputId, JobId};
 
 /// What a worker is doing, as it reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -66,6 +66,10 @@ pub struct Heartbeat {
 pub struct HeartbeatAck {
     /// Send the next heartbeat within this many milliseconds.
     pub heartbeat_interval_ms: u64,
+    /// Jobs the worker reported running that the scheduler no longer wants run
+    /// (cancelled, timed out or given to another worker): stop them and drop their results.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cancel_jobs: Vec<JobId>,
 }
 
 /// A worker as the scheduler knows it (`GET /api/admin/workers`).
@@ -82,4 +86,183 @@ pub struct WorkerInfo {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerList {
     pub workers: Vec<WorkerInfo>,
+}
+
+/// What the scheduler tells a worker to run (`POST /run_job` on the worker).
+///
+/// `attempt` is the job's dispatch count: the fencing token the worker sends back
+/// with progress and its result, so a result of an attempt the scheduler has
+/// since taken back (worker thought lost, job cancelled) is refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunJob {
+    pub job_id: JobId,
+    pub attempt: i32,
+    pub capability: Capability,
+    /// The model to run, one of those the worker listed.
+    pub model_id: String,
+    /// The validated parameters of the job's capability (`tessera_core::params`).
+    #[schema(value_type = Object)]
+    pub params: serde_json::Value,
+    /// Inputs the job reads (the audio of a speech-to-text job), fetched from the
+    /// scheduler's `/api/internal/inputs/{id}` with the internal token.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inputs: Vec<InputRef>,
+    /// The scheduler fails the job if no result arrives within this time.
+    pub timeout_ms: u64,
+}
+
+/// An input a job reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InputRef {
+    pub input_id: InputId,
+    pub content_type: String,
+    pub size: u64,
+}
+
+/// The worker's answer to `/run_job`: accepted, the result follows on the internal API.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct RunJobAccepted {
+    pub job_id: JobId,
+    pub attempt: i32,
+}
+
+/// `POST /cancel_job` on a worker: stop this job if it is the one running.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelJob {
+    pub job_id: JobId,
+}
+
+/// `GET /health` on a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerHealth {
+    pub worker_id: String,
+    pub status: WorkerStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_job: Option<JobId>,
+}
+
+/// One engine of a worker, in `GET /capabilities`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct EngineInfo {
+    /// The adapter: `comfyui`, `kobold`, `openai_chat`, `whisper_cpp`, `sim`...
+    pub engine: String,
+    pub capability: Capability,
+    pub models: Vec<String>,
+    pub loaded_models: Vec<String>,
+}
+
+/// `GET /capabilities` on a worker.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerCapabilities {
+    pub worker_id: String,
+    pub engines: Vec<EngineInfo>,
+    pub capabilities: Vec<Capability>,
+    pub models: Vec<String>,
+    pub loaded_models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_used: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_memory_total: Option<u64>,
+}
+
+/// `POST /api/internal/jobs/{job_id}/progress`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProgressReport {
+    pub worker_id: String,
+    pub attempt: i32,
+    /// Percent done, 0 to 100.
+    pub progress: f32,
+}
+
+/// How an attempt ended, as the worker reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Completed,
+    Failed,
+}
+
+/// The kind of an artifact (the seed's `type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ArtifactKind {
+    Image,
+    Video,
+    Audio,
+    Text,
+}
+
+impl ArtifactKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ArtifactKind::Image => "image",
+            ArtifactKind::Video => "video",
+            ArtifactKind::Audio => "audio",
+            ArtifactKind::Text => "text",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "image" => ArtifactKind::Image,
+            "video" => ArtifactKind::Video,
+            "audio" => ArtifactKind::Audio,
+            "text" => ArtifactKind::Text,
+            _ => return None,
+        })
+    }
+}
+
+/// Describes one artifact part of a result upload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ArtifactMeta {
+    #[serde(rename = "type")]
+    pub kind: ArtifactKind,
+    /// File extension without the dot: `png`, `webp`, `mp4`, `wav`, `txt`...
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+}
+
+/// Why an attempt failed, as the worker reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WorkerError {
+    /// Stable code: `engine_unavailable`, `engine_error`, `invalid_output`, `cancelled`...
+    pub code: String,
+    pub message: String,
+    /// True when another attempt (on this or another worker) may succeed.
+    pub retryable: bool,
+}
+
+/// The `result` part of `POST /api/internal/jobs/{job_id}/result` (multipart):
+/// the attempt it ends and, when completed, one [`ArtifactMeta`] per following
+/// part, named `artifact-0`, `artifact-1`... in order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobResult {
+    pub worker_id: String,
+    pub attempt: i32,
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactMeta>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<WorkerError>,
+}
+
+/// The scheduler's acknowledgement of a result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResultAck {
+    pub job_id: JobId,
+    /// The job's state after the result.
+    pub status: tessera_core::JobState,
+    /// True when this result was already recorded (a retried upload).
+    pub replayed: bool,
 }

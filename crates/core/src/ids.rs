@@ -96,6 +96,12 @@ prefixed_id!(
     "inp_"
 );
 
+prefixed_id!(
+    /// A job's output (an image, a video, audio or text), `art_` and a ULID.
+    ArtifactId,
+    "art_"
+);
+
 /// The text is not an id of the expected kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a valid id")]

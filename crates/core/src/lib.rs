@@ -20,7 +20,7 @@ pub mod state;
 pub mod user_ref;
 
 pub use capability::Capability;
-pub use ids::{ApiKeyId, InputId, JobId};
+pub use ids::{ApiKeyId, ArtifactId, InputId, JobId};
 pub use plan::{Plan, Priority};
 pub use state::{JobState, Transition};
 pub use user_ref::{Platform, UserRef};

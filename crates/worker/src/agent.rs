@@ -1,0 +1,755 @@
+//! The worker agent: its HTTP API, the job it runs, heartbeats and results.
+//!
+//! `POST /run_job` accepts a job (202) and returns at once; the job runs on a
+//! task that reports progress and then its result to the scheduler
+//! (`/api/internal/jobs/{id}/progress` and `/result`), retrying the result until
+//! the scheduler acknowledges it or says the attempt is no longer wanted, so a
+//! dropped connection never loses a finished result. One job at a time: a
+//! worker is one GPU. Heartbeats carry the current job so the scheduler can
+//! reconcile after either side restarts, and their answer names jobs to stop.
+//! Every route, and every call to the scheduler, carries the internal token.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use tessera_api::internal::{
+    CancelJob, EngineInfo, Heartbeat, HeartbeatAck, JobResult, Outcome, ProgressReport, RunJob,
+    RunJobAccepted, WorkerCapabilities, WorkerHealth, WorkerStatus,
+};
+use tessera_api::{ApiErrorBody, ErrorDetail};
+use tessera_core::params::JobParams;
+use tessera_core::{Capability, JobId};
+
+use crate::config::WorkerConfig;
+use crate::engine::{self, Artifact, Engine, EngineError, Input, Progress, Task};
+use crate::gpu::Gpu;
+
+/// Longest wait between two tries of a result upload.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// Least time between two progress reports of one job.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+pub struct Worker;
+
+impl Worker {
+    /// Binds, starts serving and sends the first heartbeat.
+    pub async fn start(config: WorkerConfig) -> anyhow::Result<WorkerHandle> {
+        config.check()?;
+        let token = config.internal_token()?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .context("building the HTTP client")?;
+        let engines = engine::build(&config.engines, &http)?;
+        let listener = tokio::net::TcpListener::bind(config.worker.listen)
+            .await
+            .with_context(|| format!("binding {}", config.worker.listen))?;
+        let addr = listener.local_addr()?;
+        let advertise = if config.worker.advertise_url.is_empty() {
+            let host = if addr.ip().is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                addr.ip().to_string()
+            };
+            format!("http://{host}:{}", addr.port())
+        } else {
+            config.worker.advertise_url.trim_end_matches('/').to_owned()
+        };
+        let shared = Arc::new(Shared {
+            id: config.worker.id.clone(),
+            advertise,
+            token,
+            scheduler: config.worker.scheduler_url.trim_end_matches('/').to_owned(),
+            http,
+            engines,
+            gpu: Gpu::open(0),
+            current: Mutex::new(None),
+            draining: AtomicBool::new(false),
+            heartbeat_now: Notify::new(),
+            interval_ms: AtomicU64::new(config.worker.heartbeat_interval_ms.max(100)),
+            max_input_bytes: config.worker.max_input_bytes,
+        });
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let app = router(shared.clone());
+        let mut server_stop = stop_rx.clone();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                })
+                .await
+                .context("serving the worker API")
+        });
+        let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), stop_rx));
+        tracing::info!(worker_id = %shared.id, %addr, engines = shared.engines.len(), "worker listening");
+        Ok(WorkerHandle {
+            addr,
+            shared,
+            stop: stop_tx,
+            server,
+            heartbeat,
+        })
+    }
+}
+
+/// A running worker.
+pub struct WorkerHandle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    server: JoinHandle<anyhow::Result<()>>,
+    heartbeat: JoinHandle<()>,
+}
+
+impl WorkerHandle {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    /// The job running now, if any.
+    pub fn current_job(&self) -> Option<JobId> {
+        self.shared.current().map(|r| r.job_id)
+    }
+
+    /// Stops taking jobs, lets the running one finish and deliver its result,
+    /// tells the scheduler, then stops.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shared.draining.store(true, Ordering::SeqCst);
+        self.shared.heartbeat_now.notify_one();
+        while self.shared.current().is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = self.stop.send(true);
+        let _ = self.heartbeat.await;
+        self.server.await.context("worker server panicked")?
+    }
+
+    /// Stops at once, as a crash would: no result, no last heartbeat.
+    pub fn kill(self) {
+        self.server.abort();
+        self.heartbeat.abort();
+        if let Some(running) = self
+            .shared
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            running.task.abort();
+        }
+    }
+
+    /// Waits until the server stops by itself (an error), for the CLI.
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.server).await.context("worker server panicked")?
+    }
+}
+
+struct Shared {
+    id: String,
+    advertise: String,
+    token: String,
+    scheduler: String,
+    http: reqwest::Client,
+    engines: Vec<Arc<dyn Engine>>,
+    gpu: Option<Gpu>,
+    current: Mutex<Option<Running>>,
+    draining: AtomicBool,
+    heartbeat_now: Notify,
+    interval_ms: AtomicU64,
+    max_input_bytes: u64,
+}
+
+struct Running {
+    job_id: JobId,
+    attempt: i32,
+    cancel: CancellationToken,
+    task: tokio::task::AbortHandle,
+}
+
+#[derive(Clone)]
+struct RunningView {
+    job_id: JobId,
+}
+
+impl Shared {
+    fn current(&self) -> Option<RunningView> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|r| RunningView {
+                job_id: r.job_id.clone(),
+            })
+    }
+
+    fn status(&self) -> (WorkerStatus, Option<JobId>) {
+        let current = self.current().map(|r| r.job_id);
+        let status = if self.draining.load(Ordering::SeqCst) {
+            WorkerStatus::Draining
+        } else if current.is_some() {
+            WorkerStatus::Busy
+        } else {
+            WorkerStatus::Idle
+        };
+        (status, current)
+    }
+
+    fn cancel(&self, job_id: &JobId) -> bool {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match current.as_ref() {
+            Some(r) if &r.job_id == job_id => {
+                r.cancel.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.scheduler)
+    }
+
+    fn capabilities(&self) -> WorkerCapabilities {
+        let engines: Vec<EngineInfo> = self
+            .engines
+            .iter()
+            .map(|e| EngineInfo {
+                engine: e.kind().to_owned(),
+                capability: e.capability(),
+                models: e.models(),
+                loaded_models: e.loaded_models(),
+            })
+            .collect();
+        let mut capabilities: Vec<Capability> = engines.iter().map(|e| e.capability).collect();
+        capabilities.sort_by_key(|c| c.as_str());
+        capabilities.dedup();
+        let mut models: Vec<String> = engines.iter().flat_map(|e| e.models.clone()).collect();
+        models.sort();
+        models.dedup();
+        let mut loaded: Vec<String> = engines
+            .iter()
+            .flat_map(|e| e.loaded_models.clone())
+            .collect();
+        loaded.sort();
+        loaded.dedup();
+        let gpu = self.gpu.as_ref().map(Gpu::read).unwrap_or_default();
+        WorkerCapabilities {
+            worker_id: self.id.clone(),
+            engines,
+            capabilities,
+            models,
+            loaded_models: loaded,
+            gpu_name: gpu.name,
+            gpu_memory_used: gpu.memory_used,
+            gpu_memory_total: gpu.memory_total,
+        }
+    }
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/capabilities", get(capabilities))
+        .route("/run_job", post(run_job))
+        .route("/cancel_job", post(cancel_job))
+        .route("/unload", post(unload))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route on a worker",
+            )
+        })
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ))
+        .with_state(shared)
+}
+
+fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    let body = ApiErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.into(),
+            field: None,
+            resets_at: None,
+        },
+    };
+    (status, Json(body)).into_response()
+}
+
+async fn require_token(
+    State(shared): State<Arc<Shared>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if bool::from(t.as_bytes().ct_eq(shared.token.as_bytes())) => {
+            next.run(request).await
+        }
+        Some(_) => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the internal token is not valid",
+        ),
+        None => error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "this worker answers only with the internal token (Authorization: Bearer ...)",
+        ),
+    }
+}
+
+async fn health(State(shared): State<Arc<Shared>>) -> Json<WorkerHealth> {
+    let (status, current_job) = shared.status();
+    Json(WorkerHealth {
+        worker_id: shared.id.clone(),
+        status,
+        current_job,
+    })
+}
+
+async fn capabilities(State(shared): State<Arc<Shared>>) -> Json<WorkerCapabilities> {
+    Json(shared.capabilities())
+}
+
+async fn run_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let job: RunJob = match serde_json::from_slice(&body) {
+        Ok(job) => job,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_job",
+                format!("not a job: {e}"),
+            )
+        }
+    };
+    let Some(engine) = shared
+        .engines
+        .iter()
+        .find(|e| e.capability() == job.capability && e.models().contains(&job.model_id))
+        .cloned()
+    else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unsupported_model",
+            format!(
+                "this worker does not serve {} with {:?}",
+                job.capability, job.model_id
+            ),
+        );
+    };
+    let params = match JobParams::from_stored(job.capability, job.params.clone()) {
+        Ok(p) => p,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_params",
+                format!("parameters do not fit {}: {e}", job.capability),
+            )
+        }
+    };
+    let accepted = RunJobAccepted {
+        job_id: job.job_id.clone(),
+        attempt: job.attempt,
+    };
+    let mut current = shared.current.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(running) = current.as_ref() {
+        if running.job_id == job.job_id && running.attempt == job.attempt {
+            // A retried dispatch of the job already running.
+            return (StatusCode::ACCEPTED, Json(accepted)).into_response();
+        }
+        return error(
+            StatusCode::CONFLICT,
+            "busy",
+            format!("this worker is running {}", running.job_id),
+        );
+    }
+    if shared.draining.load(Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this worker is shutting down",
+        );
+    }
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(execute(
+        shared.clone(),
+        job.clone(),
+        engine,
+        params,
+        cancel.clone(),
+    ));
+    *current = Some(Running {
+        job_id: job.job_id.clone(),
+        attempt: job.attempt,
+        cancel,
+        task: task.abort_handle(),
+    });
+    drop(current);
+    tracing::info!(job_id = %job.job_id, attempt = job.attempt, model = %job.model_id, "job accepted");
+    (StatusCode::ACCEPTED, Json(accepted)).into_response()
+}
+
+async fn cancel_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: CancelJob = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_request",
+                e.to_string(),
+            )
+        }
+    };
+    if shared.cancel(&req.job_id) {
+        tracing::info!(job_id = %req.job_id, "cancelling the running job");
+        StatusCode::ACCEPTED.into_response()
+    } else {
+        error(
+            StatusCode::NOT_FOUND,
+            "not_running",
+            format!("{} is not running here", req.job_id),
+        )
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unload {
+    #[serde(default)]
+    capability: Option<Capability>,
+}
+
+async fn unload(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
+    let req: Unload = if body.is_empty() {
+        Unload { capability: None }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(r) => r,
+            Err(e) => {
+                return error(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_request",
+                    e.to_string(),
+                )
+            }
+        }
+    };
+    for engine in &shared.engines {
+        if req.capability.is_none_or(|c| c == engine.capability()) {
+            if let Err(e) = engine.unload().await {
+                return error(StatusCode::BAD_GATEWAY, e.code, e.message);
+            }
+        }
+    }
+    Json(shared.capabilities()).into_response()
+}
+
+/// Runs one accepted job and delivers its result.
+async fn execute(
+    shared: Arc<Shared>,
+    job: RunJob,
+    engine: Arc<dyn Engine>,
+    params: JobParams,
+    cancel: CancellationToken,
+) {
+    let started = std::time::Instant::now();
+    let outcome = run(&shared, &job, &*engine, params, &cancel).await;
+    match &outcome {
+        Ok(a) => {
+            tracing::info!(job_id = %job.job_id, artifacts = a.len(), ms = started.elapsed().as_millis() as u64, "job finished")
+        }
+        Err(e) => {
+            tracing::warn!(job_id = %job.job_id, code = e.code, error = %e.message, "job failed")
+        }
+    }
+    deliver(&shared, &job, outcome).await;
+    let mut current = shared.current.lock().unwrap_or_else(|p| p.into_inner());
+    if current
+        .as_ref()
+        .is_some_and(|r| r.job_id == job.job_id && r.attempt == job.attempt)
+    {
+        *current = None;
+    }
+}
+
+async fn run(
+    shared: &Arc<Shared>,
+    job: &RunJob,
+    engine: &dyn Engine,
+    params: JobParams,
+    cancel: &CancellationToken,
+) -> Result<Vec<Artifact>, EngineError> {
+    let inputs = fetch_inputs(shared, job).await?;
+    let task = Task {
+        job_id: job.job_id.clone(),
+        model: job.model_id.clone(),
+        params,
+        inputs,
+    };
+    let (progress, rx) = Progress::new();
+    let reporter = tokio::spawn(report_progress(
+        shared.clone(),
+        job.job_id.clone(),
+        job.attempt,
+        rx,
+    ));
+    let limit = Duration::from_millis(job.timeout_ms.max(1));
+    let result = match tokio::time::timeout(limit, engine.run(&task, &progress, cancel)).await {
+        Ok(r) => r,
+        Err(_) => {
+            cancel.cancel();
+            Err(EngineError::timed_out(job.timeout_ms))
+        }
+    };
+    reporter.abort();
+    result
+}
+
+async fn fetch_inputs(shared: &Shared, job: &RunJob) -> Result<Vec<Input>, EngineError> {
+    let mut inputs = Vec::with_capacity(job.inputs.len());
+    for input in &job.inputs {
+        if input.size > shared.max_input_bytes {
+            return Err(EngineError::rejected(format!(
+                "input {} is {} bytes, more than this worker takes ({})",
+                input.input_id, input.size, shared.max_input_bytes
+            )));
+        }
+        let url = shared.url(&format!("/api/internal/inputs/{}", input.input_id));
+        let response = shared
+            .http
+            .get(&url)
+            .bearer_auth(&shared.token)
+            .timeout(Duration::from_secs(300))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| {
+                EngineError::unavailable(format!("fetching input {}: {e}", input.input_id))
+            })?;
+        let bytes = response.bytes().await.map_err(|e| {
+            EngineError::unavailable(format!("reading input {}: {e}", input.input_id))
+        })?;
+        inputs.push(Input {
+            id: input.input_id.clone(),
+            content_type: input.content_type.clone(),
+            bytes,
+        });
+    }
+    Ok(inputs)
+}
+
+async fn report_progress(
+    shared: Arc<Shared>,
+    job_id: JobId,
+    attempt: i32,
+    mut rx: watch::Receiver<Option<f32>>,
+) {
+    let url = shared.url(&format!("/api/internal/jobs/{job_id}/progress"));
+    while rx.changed().await.is_ok() {
+        let Some(progress) = *rx.borrow_and_update() else {
+            continue;
+        };
+        let report = ProgressReport {
+            worker_id: shared.id.clone(),
+            attempt,
+            progress,
+        };
+        let sent = shared
+            .http
+            .post(&url)
+            .bearer_auth(&shared.token)
+            .timeout(Duration::from_secs(10))
+            .json(&report)
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::debug!(%job_id, error = %e, "progress report not delivered");
+        }
+        tokio::time::sleep(PROGRESS_EVERY).await;
+    }
+}
+
+/// Sends the result until the scheduler acknowledges it or refuses the attempt.
+async fn deliver(shared: &Shared, job: &RunJob, outcome: Result<Vec<Artifact>, EngineError>) {
+    let (result, parts) = match outcome {
+        Ok(artifacts) => (
+            JobResult {
+                worker_id: shared.id.clone(),
+                attempt: job.attempt,
+                outcome: Outcome::Completed,
+                artifacts: artifacts.iter().map(|a| a.meta.clone()).collect(),
+                error: None,
+            },
+            artifacts.into_iter().map(|a| a.bytes).collect::<Vec<_>>(),
+        ),
+        Err(e) => (
+            JobResult {
+                worker_id: shared.id.clone(),
+                attempt: job.attempt,
+                outcome: Outcome::Failed,
+                artifacts: vec![],
+                error: Some(e.to_wire()),
+            },
+            vec![],
+        ),
+    };
+    let json = Bytes::from(serde_json::to_vec(&result).expect("results serialize"));
+    let url = shared.url(&format!("/api/internal/jobs/{}/result", job.job_id));
+    let mut delay = Duration::from_millis(100);
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let mut form = reqwest::multipart::Form::new().part(
+            "result",
+            reqwest::multipart::Part::stream(json.clone())
+                .mime_str("application/json")
+                .expect("static mime type"),
+        );
+        for (i, bytes) in parts.iter().enumerate() {
+            form = form.part(
+                format!("artifact-{i}"),
+                reqwest::multipart::Part::stream(bytes.clone())
+                    .file_name(format!("artifact-{i}"))
+                    .mime_str("application/octet-stream")
+                    .expect("static mime type"),
+            );
+        }
+        let sent = shared
+            .http
+            .post(&url)
+            .bearer_auth(&shared.token)
+            .timeout(Duration::from_secs(600))
+            .multipart(form)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                if tries > 1 {
+                    tracing::info!(job_id = %job.job_id, tries, "result delivered after retries");
+                }
+                return;
+            }
+            Ok(r) if r.status() == StatusCode::CONFLICT || r.status() == StatusCode::NOT_FOUND => {
+                let body = r.text().await.unwrap_or_default();
+                tracing::warn!(job_id = %job.job_id, attempt = job.attempt, %body, "result refused: the scheduler no longer wants this attempt; discarded");
+                return;
+            }
+            Ok(r) if r.status().is_client_error() => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                tracing::error!(job_id = %job.job_id, %status, %body, "result rejected as malformed; discarded");
+                return;
+            }
+            Ok(r) => {
+                tracing::warn!(job_id = %job.job_id, status = %r.status(), tries, "result not accepted yet; retrying");
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, tries, "result not delivered; retrying");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RETRY_DELAY);
+    }
+}
+
+async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let url = shared.url("/api/internal/heartbeat");
+    let mut reachable = true;
+    loop {
+        let caps = shared.capabilities();
+        let (status, current_job) = shared.status();
+        let gpu = shared.gpu.as_ref().map(Gpu::read).unwrap_or_default();
+        let hb = Heartbeat {
+            worker_id: shared.id.clone(),
+            status,
+            address: shared.advertise.clone(),
+            capabilities: caps.capabilities,
+            models: caps.models,
+            loaded_models: caps.loaded_models,
+            current_job,
+            gpu_name: gpu.name,
+            gpu_memory_used: gpu.memory_used,
+            gpu_memory_total: gpu.memory_total,
+            gpu_utilization: gpu.utilization,
+        };
+        let sent = shared
+            .http
+            .post(&url)
+            .bearer_auth(&shared.token)
+            .timeout(Duration::from_secs(10))
+            .json(&hb)
+            .send()
+            .await;
+        match sent {
+            Ok(r) if r.status().is_success() => {
+                if !reachable {
+                    tracing::info!("scheduler reachable again");
+                    reachable = true;
+                }
+                if let Ok(ack) = r.json::<HeartbeatAck>().await {
+                    shared
+                        .interval_ms
+                        .store(ack.heartbeat_interval_ms.max(100), Ordering::Relaxed);
+                    for job in &ack.cancel_jobs {
+                        if shared.cancel(job) {
+                            tracing::info!(job_id = %job, "scheduler no longer wants the running job; cancelling");
+                        }
+                    }
+                }
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                tracing::error!(%status, %body, "heartbeat refused");
+                reachable = false;
+            }
+            Err(e) => {
+                if reachable {
+                    tracing::warn!(error = %e, "scheduler unreachable; heartbeats will retry");
+                }
+                reachable = false;
+            }
+        }
+        if *stop.borrow() {
+            return;
+        }
+        let wait = Duration::from_millis(shared.interval_ms.load(Ordering::Relaxed));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.heartbeat_now.notified() => {}
+            _ = stop.wait_for(|s| *s) => {
+                // One last heartbeat says the worker is draining, then stop.
+                continue;
+            }
+        }
+    }
+}

@@ -1,0 +1,210 @@
+//! Engines: the one trait every adapter implements, and the adapters.
+//!
+//! An engine turns one validated job into artifacts. It knows its capability,
+//! the models it serves and which of them are loaded; it reports progress when
+//! the engine behind it does, and stops when the job is cancelled. It knows
+//! nothing of users, plans or the scheduler: the agent ([`crate::agent`]) owns
+//! those conversations.
+
+pub mod espeak;
+pub mod sim;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use tessera_api::internal::{ArtifactKind, ArtifactMeta, WorkerError};
+use tessera_core::params::JobParams;
+use tessera_core::{Capability, InputId, JobId};
+
+use crate::config::EngineConfig;
+
+/// One job as an engine receives it: parameters already parsed into their
+/// validated shape, inputs already downloaded.
+#[derive(Clone, Debug)]
+pub struct Task {
+    pub job_id: JobId,
+    pub model: String,
+    pub params: JobParams,
+    pub inputs: Vec<Input>,
+}
+
+/// An input file of a job (the audio of a speech-to-text job).
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub id: InputId,
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+/// One output file.
+#[derive(Clone, Debug)]
+pub struct Artifact {
+    pub meta: ArtifactMeta,
+    pub bytes: Bytes,
+}
+
+impl Artifact {
+    /// A UTF-8 text artifact (`txt`).
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            meta: ArtifactMeta {
+                kind: ArtifactKind::Text,
+                format: "txt".into(),
+                width: None,
+                height: None,
+            },
+            bytes: Bytes::from(text.into()),
+        }
+    }
+}
+
+/// Why an engine could not finish a job.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct EngineError {
+    /// Stable code, reported to the scheduler.
+    pub code: &'static str,
+    pub message: String,
+    /// True when another attempt may succeed (engine down, out of memory),
+    /// false when the job itself is at fault.
+    pub retryable: bool,
+}
+
+impl EngineError {
+    /// The engine process cannot be reached or is not ready: retry elsewhere.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self {
+            code: "engine_unavailable",
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    /// The engine refused or failed the job; running it again would fail again.
+    pub fn rejected(message: impl Into<String>) -> Self {
+        Self {
+            code: "engine_rejected",
+            message: message.into(),
+            retryable: false,
+        }
+    }
+
+    /// The engine answered with something Tessera cannot use.
+    pub fn invalid_output(message: impl Into<String>) -> Self {
+        Self {
+            code: "invalid_output",
+            message: message.into(),
+            retryable: true,
+        }
+    }
+
+    pub fn cancelled() -> Self {
+        Self {
+            code: "cancelled",
+            message: "the job was cancelled while running".into(),
+            retryable: false,
+        }
+    }
+
+    pub fn timed_out(ms: u64) -> Self {
+        Self {
+            code: "run_timeout",
+            message: format!("the engine did not finish within {ms} ms"),
+            retryable: false,
+        }
+    }
+
+    pub fn to_wire(&self) -> WorkerError {
+        WorkerError {
+            code: self.code.to_owned(),
+            message: self.message.clone(),
+            retryable: self.retryable,
+        }
+    }
+}
+
+/// Where an engine reports progress, in percent. Cheap to call often: the agent
+/// forwards the latest value to the scheduler at a bounded rate.
+#[derive(Clone, Debug)]
+pub struct Progress(watch::Sender<Option<f32>>);
+
+impl Progress {
+    pub fn new() -> (Self, watch::Receiver<Option<f32>>) {
+        let (tx, rx) = watch::channel(None);
+        (Self(tx), rx)
+    }
+
+    /// Reports `done` of `total` steps.
+    pub fn steps(&self, done: u64, total: u64) {
+        if total > 0 {
+            self.percent(done as f32 * 100.0 / total as f32);
+        }
+    }
+
+    pub fn percent(&self, percent: f32) {
+        if percent.is_finite() {
+            let _ = self.0.send(Some(percent.clamp(0.0, 100.0)));
+        }
+    }
+}
+
+/// An adapter between the worker and one engine.
+#[async_trait]
+pub trait Engine: Send + Sync + 'static {
+    /// The adapter's name, as in the worker's configuration (`sim`, `comfyui`...).
+    fn kind(&self) -> &'static str;
+
+    fn capability(&self) -> Capability;
+
+    /// Models this engine can run.
+    fn models(&self) -> Vec<String>;
+
+    /// Models in GPU memory now (as far as the adapter knows).
+    fn loaded_models(&self) -> Vec<String>;
+
+    /// Runs one job to its artifacts. Returns [`EngineError::cancelled`] soon
+    /// after `cancel` fires, having asked the engine to stop where it can.
+    async fn run(
+        &self,
+        task: &Task,
+        progress: &Progress,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Artifact>, EngineError>;
+
+    /// Frees GPU memory (`/free` on ComfyUI); engines that cannot do nothing.
+    async fn unload(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+/// Builds the engines a worker's configuration lists. `http` is the worker's
+/// one HTTP client, shared by the adapters that talk to an engine server.
+pub fn build(
+    configs: &[EngineConfig],
+    http: &reqwest::Client,
+) -> anyhow::Result<Vec<Arc<dyn Engine>>> {
+    let _ = http;
+    let mut engines: Vec<Arc<dyn Engine>> = Vec::with_capacity(configs.len());
+    for config in configs {
+        engines.push(match config {
+            EngineConfig::Sim(c) => Arc::new(sim::Sim::new(c.clone())),
+            EngineConfig::Espeak(c) => Arc::new(espeak::Espeak::new(c.clone())?),
+        });
+    }
+    Ok(engines)
+}
+
+/// Waits for `fut` unless `cancel` fires first.
+pub async fn cancellable<T>(
+    cancel: &CancellationToken,
+    fut: impl std::future::Future<Output = Result<T, EngineError>>,
+) -> Result<T, EngineError> {
+    tokio::select! {
+        r = fut => r,
+        _ = cancel.cancelled() => Err(EngineError::cancelled()),
+    }
+}

@@ -1,0 +1,15 @@
+//! Tessera's worker: a dumb executor for one GPU (seed section 4.3).
+//!
+//! [`agent`] serves `/health`, `/capabilities`, `/run_job`, `/cancel_job` and
+//! `/unload`, runs one job at a time, reports progress and results to the
+//! scheduler and sends heartbeats. [`engine`] holds the adapters to real engines
+//! behind one trait. A worker knows nothing of users, plans or billing, and
+//! depends only on the API crate: it cannot reach the scheduler's database.
+
+pub mod agent;
+pub mod config;
+pub mod engine;
+pub mod gpu;
+
+pub use agent::{Worker, WorkerHandle};
+pub use config::WorkerConfig;
