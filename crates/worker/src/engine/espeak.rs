@@ -188,7 +188,7 @@ mod tests {
         wav.extend_from_slice(b"data\xff\xff\xff\x7f");
         wav.extend_from_slice(&[1, 2, 3, 4]);
         let fixed = fix_wav_sizes(wav).unwrap();
-        assert_eq!(u32::from_le_bytes(fixed[4..8].try_into().unwrap()), 44 - 8);
+        assert_eq!(u32::from_le_bytes(fixed[4..8].try_into().unwrap()), 48 - 8);
         assert_eq!(u32::from_le_bytes(fixed[40..44].try_into().unwrap()), 4);
         assert!(fix_wav_sizes(b"not a wav".to_vec()).is_none());
     }
