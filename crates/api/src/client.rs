@@ -219,6 +219,37 @@ impl Client {
         Self::send(self.request(Method::GET, "api/admin/workers")?).await
     }
 
+    /// Uploads an input (the audio of a speech-to-text job) for jobs to read.
+    pub async fn upload_input(
+        &self,
+        content_type: &str,
+        bytes: Vec<u8>,
+    ) -> Result<crate::public::InputUploaded, ClientError> {
+        Self::send(
+            self.request(Method::POST, "api/v1/inputs")?
+                .header(reqwest::header::CONTENT_TYPE, content_type)
+                .body(bytes),
+        )
+        .await
+    }
+
+    /// Downloads an artifact by the `url` of its view (or `/api/v1/artifacts/{id}`).
+    pub async fn download(&self, url: &str) -> Result<Vec<u8>, ClientError> {
+        let resp = self.request(Method::GET, url)?.send().await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            return Ok(bytes.to_vec());
+        }
+        match serde_json::from_slice::<ApiErrorBody>(&bytes) {
+            Ok(body) => Err(ClientError::Api { status, body }),
+            Err(_) => Err(ClientError::Unexpected {
+                status,
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+            }),
+        }
+    }
+
     // ---- internal API (with the internal token) ----
 
     pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<HeartbeatAck, ClientError> {

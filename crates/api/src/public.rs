@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use tessera_core::{Capability, JobId, JobState, Plan, Platform};
+use tessera_core::{ArtifactId, Capability, InputId, JobId, JobState, Plan, Platform};
 
 /// `POST /api/v1/jobs` (seed section 5.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -72,6 +72,13 @@ pub struct JobView {
     /// Why the job failed or was cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<JobError>,
+    /// Why a queued job is not moving, when the scheduler knows (`no_worker`:
+    /// no online worker serves its model; it fails after `workers.unservable_after_secs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notice: Option<JobError>,
+    /// The outputs of a COMPLETED job, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub artifacts: Vec<ArtifactView>,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queued_at: Option<DateTime<Utc>>,
@@ -79,6 +86,36 @@ pub struct JobView {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// An output of a job (the seed's artifacts table).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactView {
+    pub artifact_id: ArtifactId,
+    /// `image`, `video`, `audio` or `text`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String, example = "image")]
+    pub kind: crate::internal::ArtifactKind,
+    /// File extension: `png`, `webp`, `apng`, `mp4`, `wav`, `txt`...
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    /// Bytes.
+    pub file_size: u64,
+    /// Where to download it with the frontend's key, relative to the API's base URL.
+    #[schema(example = "/api/v1/artifacts/art_01JD3Z8X9Q4W6E2R5T7Y9V1K3M")]
+    pub url: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Answer to `POST /api/v1/inputs`: the id to pass as a job's `input_id`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct InputUploaded {
+    pub input_id: InputId,
+    pub content_type: String,
+    pub size: u64,
 }
 
 /// The reason a job ended badly.

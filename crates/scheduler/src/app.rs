@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::SchedulerConfig;
+use crate::dispatch::Dispatcher;
 use crate::http::{self, AppState};
 use crate::store::{self, Store};
 
@@ -38,10 +39,23 @@ impl Scheduler {
             .with_context(|| format!("binding {}", config.server.listen))?;
         let addr = listener.local_addr()?;
         let workers = config.workers.clone();
-        let state = AppState::new(store.clone(), config)?;
+        let blobs = crate::artifacts::Blobs::open(&config.artifacts)?;
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            workers.clone(),
+            config.queue.policy,
+            config.auth.internal_token()?,
+        )?;
+        dispatcher
+            .restore()
+            .await
+            .context("reading workers and running jobs back")?;
+        let state = AppState::new(store.clone(), config, dispatcher.clone(), blobs)?;
         let app = http::router(state);
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let monitor = crate::monitor::spawn(store.clone(), workers, stop_rx.clone());
+        let monitor =
+            crate::monitor::spawn(store.clone(), workers, dispatcher.clone(), stop_rx.clone());
+        let dispatch = dispatcher.spawn(stop_rx.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
@@ -57,6 +71,7 @@ impl Scheduler {
             stop: stop_tx,
             task,
             monitor,
+            dispatch,
         })
     }
 }
@@ -68,6 +83,7 @@ pub struct SchedulerHandle {
     stop: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
     monitor: JoinHandle<()>,
+    dispatch: JoinHandle<()>,
 }
 
 impl SchedulerHandle {
@@ -88,8 +104,17 @@ impl SchedulerHandle {
         let _ = self.stop.send(true);
         let served = self.task.await.context("server task panicked")?;
         self.monitor.await.context("health monitor panicked")?;
+        self.dispatch.await.context("dispatcher panicked")?;
         self.store.close().await;
         served
+    }
+
+    /// Stops at once, as a crash would: connections dropped, requests in flight
+    /// abandoned (their transactions roll back), nothing flushed.
+    pub fn kill(&self) {
+        self.task.abort();
+        self.monitor.abort();
+        self.dispatch.abort();
     }
 
     /// Waits until the server stops by itself (an error) — for the CLI.

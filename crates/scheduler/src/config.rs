@@ -30,7 +30,36 @@ pub struct SchedulerConfig {
     pub queue: QueueConfig,
     pub estimates: EstimateConfig,
     pub workers: WorkersConfig,
+    pub artifacts: ArtifactsConfig,
     pub catalog: ModelCatalog,
+}
+
+/// Where job outputs and uploaded inputs are kept, through `object_store`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ArtifactsConfig {
+    /// A local folder (created if missing), or an object-store URL such as
+    /// `s3://bucket/prefix` for any S3-compatible store.
+    pub location: String,
+    /// Options of an object-store URL, for example `endpoint`, `region`,
+    /// `access_key_id`, `secret_access_key`, `allow_http` for S3. The standard
+    /// `AWS_*` environment variables are read too.
+    pub options: std::collections::BTreeMap<String, String>,
+    /// Largest result a worker may upload (all its artifacts together), in bytes.
+    pub max_result_bytes: u64,
+    /// Largest input a frontend may upload, in bytes.
+    pub max_input_bytes: u64,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        Self {
+            location: "tessera-artifacts".into(),
+            options: Default::default(),
+            max_result_bytes: 512 * 1024 * 1024,
+            max_input_bytes: 25 * 1024 * 1024,
+        }
+    }
 }
 
 /// Worker liveness (seed section 5.3: a heartbeat every 30 seconds).
@@ -44,6 +73,16 @@ pub struct WorkersConfig {
     pub missed_heartbeats: u32,
     /// A job dispatched this many times without finishing FAILS and is refunded.
     pub max_attempts: u32,
+    /// A queued job that no online worker can serve FAILS and is refunded after
+    /// waiting this long (seconds).
+    pub unservable_after_secs: u64,
+    /// The dispatcher looks at the queue at least this often (ms), even when no
+    /// event woke it: a safety net, not the way jobs normally start.
+    pub dispatch_tick_ms: u64,
+    /// How long a worker has to accept a job it is sent (ms).
+    pub dispatch_timeout_ms: u64,
+    /// Longest a job may run, per capability (seconds); then it FAILS and is refunded.
+    pub run_timeout_secs: RunTimeouts,
 }
 
 impl Default for WorkersConfig {
@@ -52,7 +91,48 @@ impl Default for WorkersConfig {
             heartbeat_interval_ms: 30_000,
             missed_heartbeats: 3,
             max_attempts: 3,
+            unservable_after_secs: 600,
+            dispatch_tick_ms: 1000,
+            dispatch_timeout_ms: 5000,
+            run_timeout_secs: RunTimeouts::default(),
         }
+    }
+}
+
+/// Run timeouts per capability, in seconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunTimeouts {
+    pub image: u64,
+    pub video: u64,
+    pub text: u64,
+    pub speech_to_text: u64,
+    pub text_to_speech: u64,
+}
+
+impl Default for RunTimeouts {
+    fn default() -> Self {
+        Self {
+            image: 300,
+            video: 1800,
+            text: 300,
+            speech_to_text: 600,
+            text_to_speech: 120,
+        }
+    }
+}
+
+impl RunTimeouts {
+    /// The run timeout of a capability, in ms.
+    pub fn of_ms(&self, c: Capability) -> u64 {
+        let secs = match c {
+            Capability::Image => self.image,
+            Capability::Video => self.video,
+            Capability::Text => self.text,
+            Capability::SpeechToText => self.speech_to_text,
+            Capability::TextToSpeech => self.text_to_speech,
+        };
+        secs.saturating_mul(1000)
     }
 }
 
@@ -289,11 +369,12 @@ impl SchedulerConfig {
         }
         let config: SchedulerConfig = fig
             // Every key sits in a section, so only variables with `__` are settings;
-            // others (TESSERA_URL, TESSERA_ADMIN_TOKEN for the CLI) are left alone.
+            // others (TESSERA_URL, TESSERA_ADMIN_TOKEN for the CLI) are left alone,
+            // and so are the worker's (TESSERA_WORKER__*).
             .merge(
                 Env::prefixed("TESSERA_")
                     .split("__")
-                    .filter(|k| k.as_str().contains('.')),
+                    .filter(|k| k.as_str().contains('.') && !k.as_str().starts_with("worker.")),
             )
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;

@@ -3,16 +3,21 @@
 //!
 //! - [`config`]: settings from TOML and the environment.
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite backends.
-//! - [`http`]: the public (`/api/v1`) and admin (`/api/admin`) APIs, one module per
-//!   resource, errors mapped to JSON in one place.
+//! - [`http`]: the public (`/api/v1`), admin (`/api/admin`) and internal
+//!   (`/api/internal`) APIs, one module per resource, errors mapped to JSON in one place.
+//! - [`dispatch`]: the worker registry and the event-driven dispatcher.
+//! - [`monitor`]: lost workers, run timeouts and jobs no worker can serve.
+//! - [`artifacts`]: the object store holding artifacts and inputs.
 //! - [`app`]: wiring: open the store, build the router, serve until shutdown.
 //!
 //! Frontends and workers never link this crate: they speak to it over HTTP through
 //! `tessera-api`.
 
 pub mod app;
+pub mod artifacts;
 pub mod auth;
 pub mod config;
+pub mod dispatch;
 pub mod estimate;
 pub mod http;
 pub mod monitor;

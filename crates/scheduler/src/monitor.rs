@@ -1,11 +1,17 @@
-//! The health monitor (seed section 9): jobs of lost workers go back to the queue.
+//! The health monitor (seed section 9): what no event reports, a sweep finds.
 //!
-//! Every heartbeat period it looks for RUNNING jobs whose worker has been silent
-//! longer than `missed_heartbeats` periods. Each goes back to the queue with its
-//! attempt count kept, or, once it has been dispatched `max_attempts` times,
-//! FAILS and is refunded in the same transaction. Transitions are conditional
-//! updates, so several scheduler replicas may run the monitor at once: a job a
-//! worker completes in the meantime, or another replica already moved, is
+//! Every heartbeat period it looks for
+//! - RUNNING jobs whose worker has been silent longer than `missed_heartbeats`
+//!   periods: each goes back to the queue with its attempt count kept, or, once
+//!   dispatched `max_attempts` times, FAILS and is refunded;
+//! - RUNNING jobs past their capability's run timeout: they FAIL, are refunded,
+//!   and their worker is told to stop;
+//! - QUEUED jobs that no online worker can serve, waiting longer than
+//!   `unservable_after_secs`: they FAIL and are refunded instead of waiting forever.
+//!
+//! Transitions are conditional updates, fenced by worker and attempt where a
+//! worker is involved, so several scheduler replicas may sweep at once: a job
+//! a worker completes in the meantime, or another replica already moved, is
 //! simply not matched.
 
 use std::sync::Arc;
@@ -15,77 +21,194 @@ use tessera_core::{Millis, Transition};
 use tokio::sync::watch;
 
 use crate::config::WorkersConfig;
-use crate::store::{Store, StoreError, TransitionChange, TransitionOutcome};
+use crate::dispatch::Dispatcher;
+use crate::store::{Fence, Store, StoreError, TransitionChange, TransitionOutcome};
+
+/// Most unservable jobs failed per model and sweep; the next sweep goes on.
+const UNSERVABLE_BATCH: u32 = 500;
 
 /// What one sweep did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Sweep {
     pub requeued: usize,
     pub failed: usize,
+    pub timed_out: usize,
+    pub unservable: usize,
 }
 
-/// Requeues or fails the running jobs of workers silent for too long at `now`.
+/// One sweep at `now`.
 pub async fn sweep(
     store: &dyn Store,
     config: &WorkersConfig,
+    dispatcher: &Dispatcher,
     now: Millis,
 ) -> Result<Sweep, StoreError> {
     let mut done = Sweep::default();
+    lost_workers(store, config, dispatcher, now, &mut done).await?;
+    run_timeouts(store, config, dispatcher, now, &mut done).await?;
+    unservable(store, config, dispatcher, now, &mut done).await?;
+    if done.requeued > 0 {
+        dispatcher.wake();
+    }
+    Ok(done)
+}
+
+async fn lost_workers(
+    store: &dyn Store,
+    config: &WorkersConfig,
+    dispatcher: &Dispatcher,
+    now: Millis,
+    done: &mut Sweep,
+) -> Result<(), StoreError> {
     let lost = store
         .running_on_lost_workers(now - config.silence_limit_ms())
         .await?;
     for job in lost {
         let worker = job.worker_id.clone().unwrap_or_default();
-        let (transition, change) = if job.attempts
-            >= i32::try_from(config.max_attempts).unwrap_or(i32::MAX)
-        {
+        let exhausted = job.attempts >= i32::try_from(config.max_attempts).unwrap_or(i32::MAX);
+        let (transition, error) = if exhausted {
             let message = format!(
                 "the job was dispatched {} times and its worker was lost each time; tokens refunded",
                 job.attempts
             );
             (
                 Transition::Fail,
-                TransitionChange {
-                    now,
-                    error: Some(("attempts_exhausted".into(), message)),
-                    ..Default::default()
-                },
+                Some(("attempts_exhausted".into(), message)),
             )
         } else {
-            (
-                Transition::Requeue,
-                TransitionChange {
-                    now,
-                    ..Default::default()
-                },
-            )
+            (Transition::Requeue, None)
+        };
+        let change = TransitionChange {
+            now,
+            error,
+            fence: Some(Fence {
+                worker_id: worker.clone(),
+                attempt: job.attempts,
+            }),
+            ..Default::default()
         };
         if let TransitionOutcome::Applied(job) =
             store.transition(&job.id, transition, &change).await?
         {
-            match transition {
-                Transition::Fail => {
-                    done.failed += 1;
-                    tracing::warn!(job_id = %job.id, %worker, attempts = job.attempts, "job failed: attempt limit reached");
-                }
-                _ => {
-                    done.requeued += 1;
-                    tracing::warn!(job_id = %job.id, %worker, attempts = job.attempts, "worker lost; job requeued");
-                }
+            dispatcher.forget(&job.id);
+            if exhausted {
+                done.failed += 1;
+                tracing::warn!(job_id = %job.id, %worker, attempts = job.attempts, "job failed: attempt limit reached");
+            } else {
+                done.requeued += 1;
+                tracing::warn!(job_id = %job.id, %worker, attempts = job.attempts, "worker lost; job requeued");
             }
         }
     }
-    Ok(done)
+    Ok(())
 }
 
-/// Runs [`sweep`] every heartbeat period until `stop` turns true.
+async fn run_timeouts(
+    store: &dyn Store,
+    config: &WorkersConfig,
+    dispatcher: &Dispatcher,
+    now: Millis,
+    done: &mut Sweep,
+) -> Result<(), StoreError> {
+    for job in store.running_jobs().await? {
+        let limit =
+            i64::try_from(config.run_timeout_secs.of_ms(job.capability)).unwrap_or(i64::MAX);
+        let Some(started) = job.started_at else {
+            continue;
+        };
+        if now - started <= limit {
+            continue;
+        }
+        let Some(worker) = job.worker_id.clone() else {
+            continue;
+        };
+        let change = TransitionChange {
+            now,
+            fence: Some(Fence {
+                worker_id: worker.clone(),
+                attempt: job.attempts,
+            }),
+            error: Some((
+                "run_timeout".into(),
+                format!(
+                    "the job ran longer than the {} s allowed for {}; tokens refunded",
+                    limit / 1000,
+                    job.capability
+                ),
+            )),
+            ..Default::default()
+        };
+        if let TransitionOutcome::Applied(failed) =
+            store.transition(&job.id, Transition::Fail, &change).await?
+        {
+            done.timed_out += 1;
+            tracing::warn!(job_id = %job.id, %worker, "job failed: run timeout");
+            dispatcher.stop_on_worker(&job);
+            dispatcher.forget(&failed.id);
+        }
+    }
+    Ok(())
+}
+
+async fn unservable(
+    store: &dyn Store,
+    config: &WorkersConfig,
+    dispatcher: &Dispatcher,
+    now: Millis,
+    done: &mut Sweep,
+) -> Result<(), StoreError> {
+    let limit =
+        i64::try_from(config.unservable_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    for group in store.queued_groups().await? {
+        if now - group.oldest_queued_at <= limit
+            || dispatcher.serves(group.capability, &group.model, now)
+        {
+            continue;
+        }
+        let ids = store
+            .queued_before(
+                group.capability,
+                &group.model,
+                now - limit,
+                UNSERVABLE_BATCH,
+            )
+            .await?;
+        for id in ids {
+            let change = TransitionChange {
+                now,
+                error: Some((
+                    "no_worker".into(),
+                    format!(
+                        "no online worker serves {} with {} and the job waited more than {} s; tokens refunded",
+                        group.capability,
+                        group.model,
+                        limit / 1000
+                    ),
+                )),
+                ..Default::default()
+            };
+            if let TransitionOutcome::Applied(_) =
+                store.transition(&id, Transition::Fail, &change).await?
+            {
+                done.unservable += 1;
+            }
+        }
+        tracing::warn!(capability = %group.capability, model = %group.model, "jobs no worker serves were failed and refunded");
+    }
+    Ok(())
+}
+
+/// Runs [`sweep`] every heartbeat period (at most every 5 s for short periods)
+/// until `stop` turns true.
 pub fn spawn(
     store: Arc<dyn Store>,
     config: WorkersConfig,
+    dispatcher: Dispatcher,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_millis(config.heartbeat_interval_ms));
+        let period = Duration::from_millis(config.heartbeat_interval_ms.clamp(10, 5_000));
+        let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
@@ -93,7 +216,7 @@ pub fn spawn(
                 _ = stop.wait_for(|s| *s) => return,
             }
             let now = chrono::Utc::now().timestamp_millis();
-            if let Err(e) = sweep(&*store, &config, now).await {
+            if let Err(e) = sweep(&*store, &config, &dispatcher, now).await {
                 tracing::warn!(error = %e, "health monitor sweep failed; retrying next period");
             }
         }

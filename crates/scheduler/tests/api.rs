@@ -13,6 +13,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
 use tessera_api::admin::CreateKeyRequest;
+use tessera_api::internal::{Heartbeat, WorkerStatus};
 use tessera_api::public::{CreateJobRequest, CreateJobResponse, JobView, ListJobsQuery};
 use tessera_api::{ApiErrorBody, Client, ClientError, ErrorDetail};
 use tessera_core::{ApiKeyId, Capability, JobId, JobState, Platform};
@@ -209,10 +210,37 @@ async fn create_get_cancel_round_trip(backend: Backend) {
     assert!(created.estimated_time_seconds > 0);
     assert!(created.job_id.as_str().starts_with("job_"));
 
-    // Another key of the same bot reads it.
+    // Another key of the same bot reads it. No worker serves its model yet, so
+    // instead of a queue position the job says why it waits.
     let job = tg.get_job(&created.job_id).await.unwrap();
     assert_eq!(job.job_id, created.job_id);
     assert_eq!(job.status, JobState::Queued);
+    assert_eq!(job.queue_position, None);
+    assert_eq!(
+        job.notice.as_ref().map(|n| n.code.as_str()),
+        Some("no_worker")
+    );
+
+    // A busy worker that serves the model: the job has a place in its queue.
+    let internal = Client::new(&app.base_url(), app.internal_token.clone()).unwrap();
+    internal
+        .heartbeat(&Heartbeat {
+            worker_id: "worker-gpu-0".into(),
+            status: WorkerStatus::Busy,
+            address: "http://127.0.0.1:9".into(),
+            capabilities: vec![Capability::Image],
+            models: vec!["sdxl-1.0".into()],
+            loaded_models: vec![],
+            current_job: None,
+            gpu_name: None,
+            gpu_memory_used: None,
+            gpu_memory_total: None,
+            gpu_utilization: None,
+        })
+        .await
+        .unwrap();
+    let job = tg.get_job(&created.job_id).await.unwrap();
+    assert_eq!(job.notice, None);
     assert_eq!(job.queue_position, Some(0));
     assert!(job.estimated_time_seconds.is_some_and(|s| s > 0));
     assert_eq!(

@@ -99,6 +99,8 @@ pub struct TestApp {
     pub internal_token: String,
     /// A client holding the admin token.
     pub admin: Client,
+    /// Where this scheduler keeps artifacts and inputs.
+    pub artifacts: TempDir,
 }
 
 impl TestApp {
@@ -112,6 +114,8 @@ impl TestApp {
         let admin_token = tessera_scheduler::auth::new_token();
         let internal_token = tessera_scheduler::auth::new_token();
         let mut config = db.config();
+        let artifacts = tempfile::tempdir().expect("a temporary artifacts folder");
+        config.artifacts.location = artifacts.path().display().to_string();
         config.auth.admin_token = Some(admin_token.clone());
         config.auth.internal_token = Some(internal_token.clone());
         tweak(&mut config);
@@ -125,6 +129,7 @@ impl TestApp {
             admin_token,
             internal_token,
             admin,
+            artifacts,
         }
     }
 
@@ -157,6 +162,48 @@ impl TestApp {
     /// A client with any token (or none, with an empty string) for raw requests.
     pub fn client_with(&self, token: &str) -> Client {
         Client::new(&self.base_url(), token.to_owned()).expect("client")
+    }
+
+    /// Kills the scheduler (as a crash would) and starts it again on the same
+    /// port, database and artifact folder, with the same tokens.
+    pub async fn crash_and_restart(&mut self, tweak: impl FnOnce(&mut SchedulerConfig)) {
+        let addr = self.handle.addr();
+        let mut config = self.db.config();
+        config.server.listen = addr;
+        config.artifacts.location = self.artifacts.path().display().to_string();
+        config.auth.admin_token = Some(self.admin_token.clone());
+        config.auth.internal_token = Some(self.internal_token.clone());
+        tweak(&mut config);
+        self.handle.kill();
+        // Let the aborted tasks drop their listener before binding its port again.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let handle = Scheduler::start(config)
+            .await
+            .expect("restarting the scheduler");
+        let old = std::mem::replace(&mut self.handle, handle);
+        drop(old);
+    }
+
+    /// Starts a worker on `127.0.0.1:0` that reports to this scheduler.
+    pub async fn worker(
+        &self,
+        id: &str,
+        engines: Vec<tessera_worker::config::EngineConfig>,
+    ) -> tessera_worker::WorkerHandle {
+        let config = tessera_worker::WorkerConfig {
+            worker: tessera_worker::config::AgentConfig {
+                id: id.to_owned(),
+                listen: "127.0.0.1:0".parse().expect("address"),
+                scheduler_url: self.base_url(),
+                internal_token: Some(self.internal_token.clone()),
+                heartbeat_interval_ms: 200,
+                ..Default::default()
+            },
+            engines,
+        };
+        tessera_worker::Worker::start(config)
+            .await
+            .expect("starting a worker")
     }
 
     pub async fn shutdown(self) {

@@ -37,12 +37,15 @@ pub async fn heartbeat(
     ApiJson(hb): ApiJson<Heartbeat>,
 ) -> Result<Json<HeartbeatAck>, ApiError> {
     check(&hb)?;
-    let record = state.store.record_heartbeat(&hb, now_ms()).await?;
+    let now = now_ms();
+    let record = state.store.record_heartbeat(&hb, now).await?;
     if record.first_seen_at == record.last_seen_at {
         tracing::info!(worker_id = %hb.worker_id, address = %hb.address, "new worker");
     }
+    let cancel_jobs = state.dispatcher.heartbeat(&hb, now).await;
     Ok(Json(HeartbeatAck {
         heartbeat_interval_ms: state.config.workers.heartbeat_interval_ms,
+        cancel_jobs,
     }))
 }
 

@@ -7,8 +7,10 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
+use std::collections::HashMap;
+
 use tessera_api::public::{
-    CreateJobRequest, CreateJobResponse, JobError, JobList, JobView, ListJobsQuery,
+    ArtifactView, CreateJobRequest, CreateJobResponse, JobError, JobList, JobView, ListJobsQuery,
 };
 use tessera_api::ApiErrorBody;
 use tessera_core::{params, JobId, JobState, Millis, Transition, UserRef};
@@ -96,8 +98,14 @@ pub async fn create(
             &config.billing.costs,
         )
     };
+    if req.capability == tessera_core::Capability::SpeechToText {
+        check_input(&state, &key, &req.params).await?;
+    }
     let (job, status, replayed) = match state.store.create_job(&new, &validate).await? {
-        CreateOutcome::Created(job) => (job, StatusCode::CREATED, false),
+        CreateOutcome::Created(job) => {
+            state.dispatcher.wake();
+            (job, StatusCode::CREATED, false)
+        }
         CreateOutcome::Replayed(job) => (job, StatusCode::OK, true),
         CreateOutcome::IdempotencyConflict => {
             return Err(ApiError::new(
@@ -217,7 +225,13 @@ pub(crate) async fn cancel_with(
         .transition(id, Transition::Cancel, change)
         .await?
     {
-        TransitionOutcome::Applied(job) => Ok(Json(view(state, job).await?)),
+        TransitionOutcome::Applied(job) => {
+            if job.worker_id.is_some() {
+                // It was running: the engine must stop too.
+                state.dispatcher.stop_on_worker(&job);
+            }
+            Ok(Json(view(state, job).await?))
+        }
         TransitionOutcome::Illegal(job) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "job_finished",
@@ -293,14 +307,34 @@ pub(crate) async fn list_with(
     let next_cursor = (jobs.len() == filter.limit as usize)
         .then(|| jobs.last().map(|j| j.id.to_string()))
         .flatten();
-    let mut views = Vec::with_capacity(jobs.len());
-    for job in jobs {
-        views.push(view(state, job).await?);
-    }
     Ok(Json(JobList {
-        jobs: views,
+        jobs: views(state, jobs).await?,
         next_cursor,
     }))
+}
+
+/// A speech-to-text job reads an input this frontend uploaded. A malformed id
+/// is left to parameter validation, which names the field.
+async fn check_input(
+    state: &AppState,
+    key: &crate::store::ApiKeyRecord,
+    params: &serde_json::Value,
+) -> Result<(), ApiError> {
+    let Some(id) = params
+        .get("input_id")
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse::<tessera_core::InputId>().ok())
+    else {
+        return Ok(());
+    };
+    match state.store.get_input(&id).await? {
+        Some(input) if input.frontend == key.frontend => Ok(()),
+        _ => Err(ApiError::invalid(
+            "unknown_input",
+            "input_id must be an input this frontend uploaded with POST /api/v1/inputs",
+        )
+        .with_field("params.input_id")),
+    }
 }
 
 /// A user reference the key may speak for: well formed, and on the key's platform.
@@ -396,34 +430,84 @@ async fn estimate(
 
 /// The frontend's view of a stored job.
 pub(crate) async fn view(state: &AppState, job: JobRecord) -> Result<JobView, ApiError> {
-    let (queue_position, estimated_time_seconds) = estimate(state, &job, now_ms()).await?;
-    let error = match (job.error_code, job.error_message) {
-        (Some(code), message) => Some(JobError {
-            code,
-            message: message.unwrap_or_default(),
-        }),
-        _ => None,
-    };
-    Ok(JobView {
-        job_id: job.id,
-        status: job.status,
-        frontend: job.frontend,
-        bot_id: job.bot_id,
-        capability: job.capability,
-        model: job.model,
-        user_ref: job.user_ref,
-        params: job.params,
-        reply_context: job.reply_context,
-        cost_tokens: job.cost_tokens,
-        refunded: job.refunded,
-        attempts: job.attempts,
-        queue_position,
-        estimated_time_seconds,
-        progress: job.progress,
-        error,
-        created_at: rfc3339(job.created_at),
-        queued_at: job.queued_at.map(rfc3339),
-        started_at: job.started_at.map(rfc3339),
-        ended_at: job.ended_at.map(rfc3339),
-    })
+    let mut views = views(state, vec![job]).await?;
+    Ok(views.pop().expect("one view per job"))
+}
+
+/// Views of several jobs, their artifacts read in one query.
+pub(crate) async fn views(
+    state: &AppState,
+    jobs: Vec<JobRecord>,
+) -> Result<Vec<JobView>, ApiError> {
+    let completed: Vec<JobId> = jobs
+        .iter()
+        .filter(|j| j.status == JobState::Completed)
+        .map(|j| j.id.clone())
+        .collect();
+    let mut artifacts: HashMap<JobId, Vec<ArtifactView>> = HashMap::new();
+    for a in state.store.artifacts_of(&completed).await? {
+        artifacts
+            .entry(a.job_id.clone())
+            .or_default()
+            .push(ArtifactView {
+                url: format!("/api/v1/artifacts/{}", a.id),
+                artifact_id: a.id,
+                kind: a.kind,
+                format: a.format,
+                width: a.width,
+                height: a.height,
+                file_size: a.file_size,
+                created_at: rfc3339(a.created_at),
+            });
+    }
+    let now = now_ms();
+    let mut out = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let unservable = job.status == JobState::Queued
+            && !state.dispatcher.serves(job.capability, &job.model, now);
+        let (queue_position, estimated_time_seconds) = if unservable {
+            (None, None)
+        } else {
+            estimate(state, &job, now).await?
+        };
+        let notice = unservable.then(|| JobError {
+            code: "no_worker".into(),
+            message: format!(
+                "no online worker serves {} with {} now; the job waits for one, and fails and is refunded after {} s",
+                job.capability, job.model, state.config.workers.unservable_after_secs
+            ),
+        });
+        let error = match (job.error_code, job.error_message) {
+            (Some(code), message) => Some(JobError {
+                code,
+                message: message.unwrap_or_default(),
+            }),
+            _ => None,
+        };
+        out.push(JobView {
+            artifacts: artifacts.remove(&job.id).unwrap_or_default(),
+            job_id: job.id,
+            status: job.status,
+            frontend: job.frontend,
+            bot_id: job.bot_id,
+            capability: job.capability,
+            model: job.model,
+            user_ref: job.user_ref,
+            params: job.params,
+            reply_context: job.reply_context,
+            cost_tokens: job.cost_tokens,
+            refunded: job.refunded,
+            attempts: job.attempts,
+            queue_position,
+            estimated_time_seconds,
+            progress: job.progress,
+            error,
+            notice,
+            created_at: rfc3339(job.created_at),
+            queued_at: job.queued_at.map(rfc3339),
+            started_at: job.started_at.map(rfc3339),
+            ended_at: job.ended_at.map(rfc3339),
+        });
+    }
+    Ok(out)
 }

@@ -9,10 +9,12 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod health;
 pub mod internal;
 pub mod jobs;
 pub mod openapi;
+pub mod results;
 pub mod users;
 
 use std::sync::Arc;
@@ -30,8 +32,10 @@ use tower_http::trace::TraceLayer;
 
 use tessera_core::billing::BillingClock;
 
+use crate::artifacts::Blobs;
 use crate::auth::{KeyCache, TokenCheck};
 use crate::config::SchedulerConfig;
+use crate::dispatch::Dispatcher;
 use crate::estimate::Estimator;
 use crate::queue::QueuePositions;
 use crate::store::Store;
@@ -50,6 +54,8 @@ pub struct Inner {
     pub estimator: Estimator,
     pub positions: QueuePositions,
     pub keys: KeyCache,
+    pub dispatcher: Dispatcher,
+    pub blobs: Blobs,
 }
 
 impl std::ops::Deref for AppState {
@@ -61,7 +67,12 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, config: SchedulerConfig) -> anyhow::Result<Self> {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: SchedulerConfig,
+        dispatcher: Dispatcher,
+        blobs: Blobs,
+    ) -> anyhow::Result<Self> {
         let clock = config.billing.clock()?;
         let config_key_cache = config.auth.key_cache_secs;
         let admin = TokenCheck::new(config.auth.admin_token()?.as_deref());
@@ -80,6 +91,8 @@ impl AppState {
             estimator,
             positions,
             keys: KeyCache::new(Duration::from_secs(config_key_cache)),
+            dispatcher,
+            blobs,
         })))
     }
 }
@@ -114,6 +127,26 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/admin/workers", get(admin::list_workers))
         .route("/api/internal/heartbeat", post(internal::heartbeat))
+        .route(
+            "/api/internal/jobs/{job_id}/progress",
+            post(results::progress),
+        )
+        .route(
+            "/api/internal/jobs/{job_id}/result",
+            post(results::result).layer(DefaultBodyLimit::max(
+                usize::try_from(state.config.artifacts.max_result_bytes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(64 * 1024),
+            )),
+        )
+        .route("/api/internal/inputs/{input_id}", get(results::input))
+        .route(
+            "/api/v1/inputs",
+            post(files::upload_input).layer(DefaultBodyLimit::max(
+                usize::try_from(state.config.artifacts.max_input_bytes).unwrap_or(usize::MAX),
+            )),
+        )
+        .route("/api/v1/artifacts/{artifact_id}", get(files::artifact))
         .route("/api/openapi.json", get(openapi::document))
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))

@@ -223,6 +223,49 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
     }
 }
 
+pub(crate) const ARTIFACT_COLUMNS: &str = "a.id, a.job_id, j.frontend, a.type, a.storage_key, \
+    a.format, a.width, a.height, a.file_size, a.position, a.created_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct ArtifactRow {
+    id: String,
+    job_id: String,
+    frontend: String,
+    #[sqlx(rename = "type")]
+    kind: String,
+    storage_key: String,
+    format: String,
+    width: Option<i32>,
+    height: Option<i32>,
+    file_size: i64,
+    position: i32,
+    created_at: i64,
+}
+
+impl TryFrom<ArtifactRow> for super::ArtifactRecord {
+    type Error = StoreError;
+
+    fn try_from(r: ArtifactRow) -> Result<Self, StoreError> {
+        Ok(super::ArtifactRecord {
+            id: r.id.parse().map_err(|_| corrupt("artifact id", &r.id))?,
+            job_id: r.job_id.parse().map_err(|_| corrupt("job id", &r.job_id))?,
+            frontend: r
+                .frontend
+                .parse::<Platform>()
+                .map_err(|_| corrupt("frontend", &r.frontend))?,
+            kind: tessera_api::internal::ArtifactKind::parse(&r.kind)
+                .ok_or_else(|| corrupt("artifact type", &r.kind))?,
+            storage_key: r.storage_key,
+            format: r.format,
+            width: r.width.and_then(|w| u32::try_from(w).ok()),
+            height: r.height.and_then(|h| u32::try_from(h).ok()),
+            file_size: u64::try_from(r.file_size).unwrap_or_default(),
+            position: u32::try_from(r.position).unwrap_or_default(),
+            created_at: r.created_at,
+        })
+    }
+}
+
 /// Columns of a new job, in the order [`bind_new_job`](impl_store) binds them.
 pub(crate) const NEW_JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, \
     model, priority, status, params, reply_context, cost_tokens, billing_day, idempotency_key, \
@@ -520,6 +563,7 @@ macro_rules! impl_store {
                     }
                     T::Complete => {
                         qb.push(", ended_at = ").push_bind(c.now);
+                        qb.push(", progress = 100");
                     }
                     T::Fail | T::Cancel => {
                         let (code, message) = c.error.clone().unwrap_or_default();
@@ -531,12 +575,19 @@ macro_rules! impl_store {
                     T::Requeue => {
                         qb.push(", queued_at = ").push_bind(c.now);
                         qb.push(", started_at = NULL, worker_id = NULL, progress = NULL");
+                        if c.release {
+                            qb.push(", attempts = attempts - 1");
+                        }
                     }
                 }
                 qb.push(" WHERE id = ").push_bind(id.as_str());
                 qb.push(" AND status IN (").push(t.from_sql_list()).push(")");
                 if let Some(frontend) = c.frontend {
                     qb.push(" AND frontend = ").push_bind(frontend.as_str());
+                }
+                if let Some(fence) = &c.fence {
+                    qb.push(" AND worker_id = ").push_bind(fence.worker_id.clone());
+                    qb.push(" AND attempts = ").push_bind(fence.attempt);
                 }
                 qb.push(" RETURNING ").push($crate::store::common::JOB_COLUMNS);
 
@@ -551,6 +602,27 @@ macro_rules! impl_store {
                     });
                 };
                 let job: $crate::store::JobRecord = row.try_into()?;
+                if t == T::Complete {
+                    for a in &c.artifacts {
+                        sqlx::query(
+                            "INSERT INTO artifacts (id, job_id, type, storage_key, format, width, \
+                             height, file_size, position, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        )
+                        .bind(a.id.as_str())
+                        .bind(id.as_str())
+                        .bind(a.kind.as_str())
+                        .bind(&a.storage_key)
+                        .bind(&a.format)
+                        .bind(a.width.map(|w| i32::try_from(w).unwrap_or(i32::MAX)))
+                        .bind(a.height.map(|h| i32::try_from(h).unwrap_or(i32::MAX)))
+                        .bind(i64::try_from(a.file_size).unwrap_or(i64::MAX))
+                        .bind(i32::try_from(a.position).unwrap_or(i32::MAX))
+                        .bind(c.now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
                 if job.refunded {
                     sqlx::query(
                         "UPDATE usage_daily SET tokens_used = tokens_used - $1 \
@@ -732,6 +804,174 @@ macro_rules! impl_store {
                 .fetch_all(self.reader())
                 .await?;
                 rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn running_jobs(
+                &self,
+            ) -> Result<Vec<$crate::store::JobRecord>, $crate::store::StoreError> {
+                let rows: Vec<$crate::store::common::JobRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM jobs WHERE status = 'RUNNING' ORDER BY started_at, id",
+                    $crate::store::common::JOB_COLUMNS
+                ))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn set_progress(
+                &self,
+                id: &tessera_core::JobId,
+                fence: &$crate::store::Fence,
+                progress: f32,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let done = sqlx::query(
+                    "UPDATE jobs SET progress = $1 WHERE id = $2 AND status = 'RUNNING' \
+                     AND worker_id = $3 AND attempts = $4",
+                )
+                .bind(progress)
+                .bind(id.as_str())
+                .bind(&fence.worker_id)
+                .bind(fence.attempt)
+                .execute(self.writer())
+                .await?;
+                Ok(done.rows_affected() == 1)
+            }
+
+            async fn artifacts_of(
+                &self,
+                jobs: &[tessera_core::JobId],
+            ) -> Result<Vec<$crate::store::ArtifactRecord>, $crate::store::StoreError> {
+                if jobs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                    "SELECT {} FROM artifacts a JOIN jobs j ON j.id = a.job_id WHERE a.job_id IN (",
+                    $crate::store::common::ARTIFACT_COLUMNS
+                ));
+                let mut list = qb.separated(", ");
+                for job in jobs {
+                    list.push_bind(job.as_str());
+                }
+                qb.push(") ORDER BY a.job_id, a.position");
+                let rows: Vec<$crate::store::common::ArtifactRow> =
+                    qb.build_query_as().fetch_all(self.reader()).await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
+            async fn get_artifact(
+                &self,
+                id: &tessera_core::ArtifactId,
+            ) -> Result<Option<$crate::store::ArtifactRecord>, $crate::store::StoreError> {
+                let row: Option<$crate::store::common::ArtifactRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM artifacts a JOIN jobs j ON j.id = a.job_id WHERE a.id = $1",
+                    $crate::store::common::ARTIFACT_COLUMNS
+                ))
+                .bind(id.as_str())
+                .fetch_optional(self.reader())
+                .await?;
+                row.map(TryInto::try_into).transpose()
+            }
+
+            async fn insert_input(
+                &self,
+                input: &$crate::store::InputRecord,
+            ) -> Result<(), $crate::store::StoreError> {
+                sqlx::query(
+                    "INSERT INTO inputs (id, frontend, bot_id, content_type, size, storage_key, \
+                     created_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(input.id.as_str())
+                .bind(input.frontend.as_str())
+                .bind(&input.bot_id)
+                .bind(&input.content_type)
+                .bind(i64::try_from(input.size).unwrap_or(i64::MAX))
+                .bind(&input.storage_key)
+                .bind(input.created_at)
+                .execute(self.writer())
+                .await?;
+                Ok(())
+            }
+
+            async fn get_input(
+                &self,
+                id: &tessera_core::InputId,
+            ) -> Result<Option<$crate::store::InputRecord>, $crate::store::StoreError> {
+                let row: Option<(String, String, String, String, i64, String, i64)> =
+                    sqlx::query_as(
+                        "SELECT id, frontend, bot_id, content_type, size, storage_key, created_at \
+                         FROM inputs WHERE id = $1",
+                    )
+                    .bind(id.as_str())
+                    .fetch_optional(self.reader())
+                    .await?;
+                row.map(|(id, frontend, bot_id, content_type, size, storage_key, created_at)| {
+                    Ok($crate::store::InputRecord {
+                        id: id.parse().map_err(|_| {
+                            $crate::store::StoreError::Corrupt(format!("input id {id:?}"))
+                        })?,
+                        frontend: frontend.parse().map_err(|_| {
+                            $crate::store::StoreError::Corrupt(format!("frontend {frontend:?}"))
+                        })?,
+                        bot_id,
+                        content_type,
+                        size: u64::try_from(size).unwrap_or_default(),
+                        storage_key,
+                        created_at,
+                    })
+                })
+                .transpose()
+            }
+
+            async fn queued_groups(
+                &self,
+            ) -> Result<Vec<$crate::store::QueueGroup>, $crate::store::StoreError> {
+                let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT capability, model, COUNT(*), MIN(queued_at) FROM jobs \
+                     WHERE status = 'QUEUED' GROUP BY capability, model ORDER BY capability, model",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter()
+                    .map(|(capability, model, jobs, oldest)| {
+                        Ok($crate::store::QueueGroup {
+                            capability: capability.parse().map_err(|_| {
+                                $crate::store::StoreError::Corrupt(format!(
+                                    "capability {capability:?}"
+                                ))
+                            })?,
+                            model,
+                            jobs,
+                            oldest_queued_at: oldest,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn queued_before(
+                &self,
+                capability: tessera_core::Capability,
+                model: &str,
+                before: tessera_core::Millis,
+                limit: u32,
+            ) -> Result<Vec<tessera_core::JobId>, $crate::store::StoreError> {
+                let rows: Vec<(String,)> = sqlx::query_as(
+                    "SELECT id FROM jobs WHERE status = 'QUEUED' AND capability = $1 \
+                     AND model = $2 AND queued_at < $3 ORDER BY queued_at, priority DESC, id \
+                     LIMIT $4",
+                )
+                .bind($crate::store::common::capability_str(capability))
+                .bind(model)
+                .bind(before)
+                .bind(i64::from(limit))
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter()
+                    .map(|(id,)| {
+                        id.parse().map_err(|_| {
+                            $crate::store::StoreError::Corrupt(format!("job id {id:?}"))
+                        })
+                    })
+                    .collect()
             }
 
             async fn tokens_used(

@@ -21,10 +21,12 @@ use async_trait::async_trait;
 use chrono::NaiveDate;
 use serde_json::Value;
 
+use tessera_api::internal::ArtifactKind;
 use tessera_core::params::{ParamError, ValidJob};
 use tessera_core::policy::{Candidates, Policy, QueuedJob, Reason};
 use tessera_core::{
-    ApiKeyId, Capability, JobId, JobState, Millis, Plan, Platform, Priority, Transition, UserRef,
+    ApiKeyId, ArtifactId, Capability, InputId, JobId, JobState, Millis, Plan, Platform, Priority,
+    Transition, UserRef,
 };
 
 use crate::config::DatabaseConfig;
@@ -156,6 +158,71 @@ pub struct TransitionChange {
     pub worker_id: Option<String>,
     /// Fail or Cancel: why.
     pub error: Option<(String, String)>,
+    /// Act only if the job is still running this attempt on this worker: a
+    /// worker's report about an attempt the scheduler took back changes nothing.
+    pub fence: Option<Fence>,
+    /// Complete: the outputs, recorded in the same transaction.
+    pub artifacts: Vec<NewArtifact>,
+    /// Requeue: the dispatch never reached the worker, so it does not count as an attempt.
+    pub release: bool,
+}
+
+/// One attempt of a job: the worker that runs it and the job's dispatch count
+/// when it was sent (the fencing token).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fence {
+    pub worker_id: String,
+    pub attempt: i32,
+}
+
+/// An output file already written to the object store, to record.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewArtifact {
+    pub id: ArtifactId,
+    pub kind: ArtifactKind,
+    pub storage_key: String,
+    pub format: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub file_size: u64,
+    pub position: u32,
+}
+
+/// An artifact as stored, with the frontend of its job (who may read it).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ArtifactRecord {
+    pub id: ArtifactId,
+    pub job_id: JobId,
+    pub frontend: Platform,
+    pub kind: ArtifactKind,
+    pub storage_key: String,
+    pub format: String,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub file_size: u64,
+    pub position: u32,
+    pub created_at: Millis,
+}
+
+/// An uploaded input as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputRecord {
+    pub id: InputId,
+    pub frontend: Platform,
+    pub bot_id: String,
+    pub content_type: String,
+    pub size: u64,
+    pub storage_key: String,
+    pub created_at: Millis,
+}
+
+/// The queued jobs of one capability and model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QueueGroup {
+    pub capability: Capability,
+    pub model: String,
+    pub jobs: i64,
+    pub oldest_queued_at: Millis,
 }
 
 /// A worker asking for work: what it can run and what it has loaded.
@@ -379,6 +446,38 @@ pub trait Store: Send + Sync + 'static {
 
     /// RUNNING jobs whose worker was last seen before `cutoff` (or never).
     async fn running_on_lost_workers(&self, cutoff: Millis) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Every RUNNING job, oldest dispatch first: for restarts, reconciliation and run timeouts.
+    async fn running_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Records progress of a running attempt; false if the attempt is no longer current.
+    async fn set_progress(
+        &self,
+        id: &JobId,
+        fence: &Fence,
+        progress: f32,
+    ) -> Result<bool, StoreError>;
+
+    /// The artifacts of these jobs, by job and position.
+    async fn artifacts_of(&self, jobs: &[JobId]) -> Result<Vec<ArtifactRecord>, StoreError>;
+
+    async fn get_artifact(&self, id: &ArtifactId) -> Result<Option<ArtifactRecord>, StoreError>;
+
+    async fn insert_input(&self, input: &InputRecord) -> Result<(), StoreError>;
+
+    async fn get_input(&self, id: &InputId) -> Result<Option<InputRecord>, StoreError>;
+
+    /// The queue by capability and model: how many jobs wait and since when.
+    async fn queued_groups(&self) -> Result<Vec<QueueGroup>, StoreError>;
+
+    /// Queued jobs of a capability and model queued before `before`, oldest first.
+    async fn queued_before(
+        &self,
+        capability: Capability,
+        model: &str,
+        before: Millis,
+        limit: u32,
+    ) -> Result<Vec<JobId>, StoreError>;
 
     /// Tokens charged to a user on a day (0 if none).
     async fn tokens_used(&self, user_ref: &UserRef, day: NaiveDate) -> Result<i64, StoreError>;

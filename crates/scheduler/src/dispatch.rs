@@ -1,0 +1,560 @@
+//! The dispatcher and its worker registry (seed sections 5.2, 7.2 and 9).
+//!
+//! The registry is the scheduler's picture of its workers: what each serves,
+//! whether it is online, and which job this scheduler gave it. Heartbeats feed
+//! it; a restart rebuilds it from the database (workers, and RUNNING jobs with
+//! their worker), so nothing running is forgotten.
+//!
+//! Dispatch is event-driven: a new job, a heartbeat from an idle worker, a
+//! result, or a job handed back wakes one pass, which claims, for every idle
+//! online worker at once, the job the core policy chooses for it
+//! ([`Store::claim_next`]: a conditional QUEUED → RUNNING update, so two
+//! dispatchers can never both start one job) and sends it to the worker's
+//! `/run_job`. A slow tick (`workers.dispatch_tick_ms`) is only a safety net.
+//!
+//! A job the worker does not accept (busy, draining, unreachable) goes back to
+//! the queue without counting as an attempt. Heartbeats reconcile both ways: a
+//! worker running a job the scheduler no longer wants is told to cancel it; a
+//! worker that reports idle while the scheduler believes it runs a job lost
+//! that job (it restarted), and the job goes back to the queue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::sync::{watch, Notify};
+
+use tessera_api::internal::{CancelJob, Heartbeat, InputRef, RunJob, WorkerStatus};
+use tessera_api::ApiErrorBody;
+use tessera_core::params::JobParams;
+use tessera_core::policy::Policy;
+use tessera_core::{JobId, JobState, Millis, Transition};
+
+use crate::config::WorkersConfig;
+use crate::store::{Fence, JobRecord, Store, TransitionChange, TransitionOutcome, WorkerSlot};
+
+/// A worker that reports idle this long after being sent a job, without a
+/// result, lost the job.
+const LOST_JOB_GRACE_MS: Millis = 10_000;
+
+/// The dispatcher: cheap to clone, one per scheduler.
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: WorkersConfig,
+    policy: Policy,
+    token: Option<String>,
+    http: reqwest::Client,
+    workers: Mutex<HashMap<String, Entry>>,
+    wake: Notify,
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    slot: WorkerSlot,
+    address: String,
+    status: WorkerStatus,
+    last_seen: Millis,
+    /// The job this scheduler believes the worker runs.
+    assigned: Option<Assignment>,
+    /// A claim for this worker is in flight.
+    claiming: bool,
+    /// The worker did not take the last job it was sent; wait for its next heartbeat.
+    suspect: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Assignment {
+    job_id: JobId,
+    attempt: i32,
+    since: Millis,
+}
+
+/// A worker as the registry sees it, for views and tests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RegisteredWorker {
+    pub worker_id: String,
+    pub online: bool,
+    pub free: bool,
+    pub running: Option<JobId>,
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: WorkersConfig,
+        policy: Policy,
+        token: Option<String>,
+    ) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.dispatch_timeout_ms.max(1)))
+            .pool_max_idle_per_host(4)
+            .build()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                config,
+                policy,
+                token,
+                http,
+                workers: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+            }),
+        })
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
+        self.inner.workers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Rebuilds the registry from the database: after a restart, workers seen
+    /// recently and the jobs they were running.
+    pub async fn restore(&self) -> Result<(), crate::store::StoreError> {
+        let workers = self.inner.store.list_workers().await?;
+        let running = self.inner.store.running_jobs().await?;
+        let mut map = self.workers();
+        for w in workers {
+            let hb = w.heartbeat;
+            map.insert(
+                hb.worker_id.clone(),
+                Entry {
+                    slot: slot_of(&hb),
+                    address: hb.address,
+                    status: hb.status,
+                    last_seen: w.last_seen_at,
+                    assigned: None,
+                    claiming: false,
+                    suspect: false,
+                },
+            );
+        }
+        for job in running {
+            if let Some(entry) = job.worker_id.as_ref().and_then(|w| map.get_mut(w)) {
+                entry.assigned = Some(Assignment {
+                    job_id: job.id.clone(),
+                    attempt: job.attempts,
+                    since: job.started_at.unwrap_or_default(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Asks for a dispatch pass soon.
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Records a heartbeat and reconciles: returns the jobs the worker should stop.
+    pub async fn heartbeat(&self, hb: &Heartbeat, now: Millis) -> Vec<JobId> {
+        let (assigned, lost) = {
+            let mut map = self.workers();
+            let entry = map.entry(hb.worker_id.clone()).or_insert_with(|| Entry {
+                slot: WorkerSlot::default(),
+                address: String::new(),
+                status: hb.status,
+                last_seen: now,
+                assigned: None,
+                claiming: false,
+                suspect: false,
+            });
+            entry.slot = slot_of(hb);
+            entry.address = hb.address.clone();
+            entry.status = hb.status;
+            entry.last_seen = now;
+            entry.suspect = false;
+            let lost = match (&hb.current_job, &entry.assigned) {
+                (None, Some(a))
+                    if hb.status != WorkerStatus::Busy && now - a.since > LOST_JOB_GRACE_MS =>
+                {
+                    entry.assigned.take()
+                }
+                _ => None,
+            };
+            (entry.assigned.clone(), lost)
+        };
+        if let Some(lost) = lost {
+            tracing::warn!(worker_id = %hb.worker_id, job_id = %lost.job_id, "worker reports no job but was running one; requeueing it");
+            let change = TransitionChange {
+                now,
+                fence: Some(Fence {
+                    worker_id: hb.worker_id.clone(),
+                    attempt: lost.attempt,
+                }),
+                ..Default::default()
+            };
+            self.requeue_or_fail(&lost.job_id, change, lost.attempt)
+                .await;
+        }
+        let mut cancel = Vec::new();
+        if let Some(current) = &hb.current_job {
+            if assigned.as_ref().map(|a| &a.job_id) != Some(current) {
+                // Not what this scheduler gave the worker: adopt it if the database
+                // says the worker runs it (another replica, or a restart), else stop it.
+                match self.inner.store.get_job(current, None).await {
+                    Ok(Some(job))
+                        if job.status == JobState::Running
+                            && job.worker_id.as_deref() == Some(hb.worker_id.as_str()) =>
+                    {
+                        if let Some(entry) = self.workers().get_mut(&hb.worker_id) {
+                            entry.assigned = Some(Assignment {
+                                job_id: job.id,
+                                attempt: job.attempts,
+                                since: job.started_at.unwrap_or(now),
+                            });
+                        }
+                    }
+                    Ok(_) => cancel.push(current.clone()),
+                    Err(e) => tracing::warn!(error = %e, "cannot reconcile a heartbeat now"),
+                }
+            }
+        }
+        if hb.status == WorkerStatus::Idle {
+            self.wake();
+        }
+        cancel
+    }
+
+    /// A result for `job_id` arrived from `worker_id`, accepted or not: the
+    /// worker is free again.
+    pub fn released(&self, worker_id: &str, job_id: &JobId) {
+        if let Some(entry) = self.workers().get_mut(worker_id) {
+            if entry.assigned.as_ref().is_some_and(|a| &a.job_id == job_id) {
+                entry.assigned = None;
+                entry.status = WorkerStatus::Idle;
+            }
+        }
+        self.wake();
+    }
+
+    /// Forgets that a worker runs `job_id` (the job was taken back).
+    pub fn forget(&self, job_id: &JobId) {
+        for entry in self.workers().values_mut() {
+            if entry.assigned.as_ref().is_some_and(|a| &a.job_id == job_id) {
+                entry.assigned = None;
+            }
+        }
+    }
+
+    /// Tells the worker running `job` to stop it (cancelled or timed out). Best
+    /// effort: if the call is lost, the worker's next heartbeat is answered
+    /// with the job to cancel.
+    pub fn stop_on_worker(&self, job: &JobRecord) {
+        let Some(worker_id) = job.worker_id.clone() else {
+            return;
+        };
+        let address = self.workers().get(&worker_id).map(|e| e.address.clone());
+        let Some(address) = address else { return };
+        let this = self.clone();
+        let job_id = job.id.clone();
+        tokio::spawn(async move {
+            let sent = this
+                .request(&format!("{address}/cancel_job"))
+                .json(&CancelJob {
+                    job_id: job_id.clone(),
+                })
+                .send()
+                .await;
+            match sent {
+                Ok(r) if r.status().is_success() => {
+                    tracing::info!(%job_id, %worker_id, "asked the worker to stop the job")
+                }
+                Ok(r) => {
+                    tracing::info!(%job_id, %worker_id, status = %r.status(), "worker was not running the job")
+                }
+                Err(e) => {
+                    tracing::warn!(%job_id, %worker_id, error = %e, "could not reach the worker to stop the job")
+                }
+            }
+        });
+    }
+
+    /// Workers as the registry sees them.
+    pub fn registered(&self, now: Millis) -> Vec<RegisteredWorker> {
+        let map = self.workers();
+        let mut list: Vec<RegisteredWorker> = map
+            .iter()
+            .map(|(id, e)| RegisteredWorker {
+                worker_id: id.clone(),
+                online: self.inner.config.is_online(e.last_seen, now),
+                free: self.is_free(e, now),
+                running: e.assigned.as_ref().map(|a| a.job_id.clone()),
+            })
+            .collect();
+        list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        list
+    }
+
+    /// Whether some online worker serves this capability and model.
+    pub fn serves(&self, capability: tessera_core::Capability, model: &str, now: Millis) -> bool {
+        self.workers().values().any(|e| {
+            self.inner.config.is_online(e.last_seen, now)
+                && e.status != WorkerStatus::Draining
+                && e.slot.capabilities.contains(&capability)
+                && e.slot.models.iter().any(|m| m == model)
+        })
+    }
+
+    fn is_free(&self, e: &Entry, now: Millis) -> bool {
+        e.status == WorkerStatus::Idle
+            && e.assigned.is_none()
+            && !e.claiming
+            && !e.suspect
+            && self.inner.config.is_online(e.last_seen, now)
+    }
+
+    /// Runs dispatch passes until `stop` turns true.
+    pub fn spawn(&self, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let tick = Duration::from_millis(this.inner.config.dispatch_tick_ms.max(10));
+            loop {
+                tokio::select! {
+                    _ = this.inner.wake.notified() => {}
+                    _ = tokio::time::sleep(tick) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                this.pass().await;
+            }
+        })
+    }
+
+    /// One pass: a claim for every free worker, all at once.
+    pub async fn pass(&self) {
+        let now = now_ms();
+        let free: Vec<(String, WorkerSlot, String)> = {
+            let mut map = self.workers();
+            map.iter_mut()
+                .filter(|(_, e)| self.is_free(e, now))
+                .map(|(id, e)| {
+                    e.claiming = true;
+                    (id.clone(), e.slot.clone(), e.address.clone())
+                })
+                .collect()
+        };
+        if free.is_empty() {
+            return;
+        }
+        futures::future::join_all(
+            free.into_iter()
+                .map(|(id, slot, address)| self.claim_for(id, slot, address)),
+        )
+        .await;
+    }
+
+    async fn claim_for(&self, worker_id: String, slot: WorkerSlot, address: String) {
+        let now = now_ms();
+        let claimed = self
+            .inner
+            .store
+            .claim_next(&slot, &self.inner.policy, now)
+            .await;
+        let mut map = self.workers();
+        let Some(entry) = map.get_mut(&worker_id) else {
+            return;
+        };
+        entry.claiming = false;
+        match claimed {
+            Ok(Some((job, reason))) => {
+                entry.assigned = Some(Assignment {
+                    job_id: job.id.clone(),
+                    attempt: job.attempts,
+                    since: now,
+                });
+                drop(map);
+                tracing::debug!(job_id = %job.id, %worker_id, ?reason, "dispatching");
+                let this = self.clone();
+                tokio::spawn(async move { this.send(worker_id, address, job).await });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(%worker_id, error = %e, "claim failed; retrying on the next wake-up")
+            }
+        }
+    }
+
+    fn request(&self, url: &str) -> reqwest::RequestBuilder {
+        let mut req = self.inner.http.post(url).timeout(Duration::from_millis(
+            self.inner.config.dispatch_timeout_ms.max(1),
+        ));
+        if let Some(token) = &self.inner.token {
+            req = req.bearer_auth(token);
+        }
+        req
+    }
+
+    /// Sends a claimed job to its worker; hands it back if the worker does not take it.
+    async fn send(&self, worker_id: String, address: String, job: JobRecord) {
+        let fence = Fence {
+            worker_id: worker_id.clone(),
+            attempt: job.attempts,
+        };
+        let body = match self.run_job_body(&job).await {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = %e, "cannot build the job for its worker; handing it back");
+                self.hand_back(&job, fence, false).await;
+                return;
+            }
+        };
+        let sent = self
+            .request(&format!("{address}/run_job"))
+            .json(&body)
+            .send()
+            .await;
+        let refusal = match sent {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => {
+                let status = r.status();
+                let code = r
+                    .json::<ApiErrorBody>()
+                    .await
+                    .map(|b| b.error.code)
+                    .unwrap_or_default();
+                Some((status, code))
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, %worker_id, error = %e, "worker unreachable; job handed back");
+                None
+            }
+        };
+        if let Some((status, code)) = &refusal {
+            tracing::warn!(job_id = %job.id, %worker_id, %status, %code, "worker refused the job; handed back");
+        }
+        let worker_at_fault = !matches!(&refusal, Some((StatusCode::UNPROCESSABLE_ENTITY, c)) if c == "invalid_params");
+        if worker_at_fault {
+            if let Some(entry) = self.workers().get_mut(&worker_id) {
+                entry.suspect = true;
+            }
+            self.hand_back(&job, fence, true).await;
+        } else {
+            // The worker found the job's parameters unusable: another attempt would too.
+            let change = TransitionChange {
+                now: now_ms(),
+                fence: Some(fence),
+                error: Some((
+                    "invalid_params".into(),
+                    "the worker could not read the job's parameters; tokens refunded".into(),
+                )),
+                ..Default::default()
+            };
+            if let Err(e) = self
+                .inner
+                .store
+                .transition(&job.id, Transition::Fail, &change)
+                .await
+            {
+                tracing::warn!(job_id = %job.id, error = %e, "could not fail the job");
+            }
+            self.released(&worker_id, &job.id);
+        }
+    }
+
+    async fn run_job_body(&self, job: &JobRecord) -> anyhow::Result<RunJob> {
+        let mut inputs = Vec::new();
+        if let JobParams::SpeechToText(p) =
+            JobParams::from_stored(job.capability, job.params.clone())?
+        {
+            let input = self
+                .inner
+                .store
+                .get_input(&p.input_id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("input {} is gone", p.input_id))?;
+            inputs.push(InputRef {
+                input_id: input.id,
+                content_type: input.content_type,
+                size: input.size,
+            });
+        }
+        Ok(RunJob {
+            job_id: job.id.clone(),
+            attempt: job.attempts,
+            capability: job.capability,
+            model_id: job.model.clone(),
+            params: job.params.clone(),
+            inputs,
+            timeout_ms: self.inner.config.run_timeout_secs.of_ms(job.capability),
+        })
+    }
+
+    /// Puts a job the worker never started back in the queue; `release` does
+    /// not count the attempt.
+    async fn hand_back(&self, job: &JobRecord, fence: Fence, release: bool) {
+        let worker_id = fence.worker_id.clone();
+        let change = TransitionChange {
+            now: now_ms(),
+            fence: Some(fence),
+            release,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .store
+            .transition(&job.id, Transition::Requeue, &change)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = %e, "could not hand the job back; the health monitor will")
+            }
+        }
+        if let Some(entry) = self.workers().get_mut(&worker_id) {
+            if entry.assigned.as_ref().is_some_and(|a| a.job_id == job.id) {
+                entry.assigned = None;
+            }
+        }
+        self.wake();
+    }
+
+    /// Requeues a job its worker lost, or fails it past the attempt limit.
+    pub async fn requeue_or_fail(
+        &self,
+        job_id: &JobId,
+        mut change: TransitionChange,
+        attempts: i32,
+    ) {
+        let max = i32::try_from(self.inner.config.max_attempts).unwrap_or(i32::MAX);
+        let transition = if attempts >= max {
+            change.error = Some((
+                "attempts_exhausted".into(),
+                format!(
+                    "the job was dispatched {attempts} times without a result; tokens refunded"
+                ),
+            ));
+            Transition::Fail
+        } else {
+            Transition::Requeue
+        };
+        match self
+            .inner
+            .store
+            .transition(job_id, transition, &change)
+            .await
+        {
+            Ok(TransitionOutcome::Applied(_)) => self.wake(),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(%job_id, error = %e, "could not requeue a lost job; the health monitor will")
+            }
+        }
+    }
+}
+
+fn slot_of(hb: &Heartbeat) -> WorkerSlot {
+    WorkerSlot {
+        worker_id: hb.worker_id.clone(),
+        capabilities: hb.capabilities.clone(),
+        models: hb.models.clone(),
+        loaded_models: hb.loaded_models.clone(),
+    }
+}
+
+fn now_ms() -> Millis {
+    chrono::Utc::now().timestamp_millis()
+}

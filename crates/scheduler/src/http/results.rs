@@ -1,0 +1,363 @@
+//! What workers send back: progress, results with their artifacts, and the
+//! inputs they fetch. All behind the internal token.
+//!
+//! A result is one multipart request: a `result` part (JSON, [`JobResult`])
+//! then one part per artifact. The artifacts are written to the object store
+//! first, then recorded in the same transaction that completes the job, fenced
+//! by worker and attempt: a result for an attempt the scheduler took back (the
+//! worker was thought lost, the job was cancelled or timed out) changes nothing
+//! and is answered 409 `stale_attempt`, which tells the worker to discard it. A
+//! retried upload of a result already recorded is acknowledged again
+//! (`replayed: true`), so a worker can retry until it hears back.
+
+use axum::body::Body;
+use axum::extract::{Multipart, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+
+use tessera_api::internal::{JobResult, Outcome, ProgressReport, ResultAck};
+use tessera_api::ApiErrorBody;
+use tessera_core::{ArtifactId, InputId, JobId, JobState, Transition};
+
+use super::auth::Internal;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath};
+use super::jobs::parse_job_id;
+use super::{now_ms, AppState};
+use crate::artifacts::{artifact_key, input_key};
+use crate::store::{Fence, NewArtifact, TransitionChange, TransitionOutcome};
+
+/// Most artifacts one result may carry.
+const MAX_ARTIFACTS: usize = 16;
+/// Largest width or height an artifact may claim.
+const MAX_SIDE: u32 = 16_384;
+
+/// Progress of a running attempt, in percent.
+#[utoipa::path(
+    post, path = "/api/internal/jobs/{job_id}/progress", tag = "internal",
+    request_body = ProgressReport,
+    responses(
+        (status = 204, description = "Recorded"),
+        (status = 409, description = "Not the current attempt: stop reporting", body = ApiErrorBody),
+        (status = 422, body = ApiErrorBody),
+    ),
+    security(("internal_token" = []))
+)]
+pub async fn progress(
+    State(state): State<AppState>,
+    _internal: Internal,
+    ApiPath(job_id): ApiPath<String>,
+    ApiJson(report): ApiJson<ProgressReport>,
+) -> Result<StatusCode, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    if !report.progress.is_finite() || !(0.0..=100.0).contains(&report.progress) {
+        return Err(
+            ApiError::invalid("invalid_progress", "progress is a percentage, 0 to 100")
+                .with_field("progress"),
+        );
+    }
+    let fence = Fence {
+        worker_id: report.worker_id,
+        attempt: report.attempt,
+    };
+    if state
+        .store
+        .set_progress(&id, &fence, report.progress)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(stale())
+    }
+}
+
+fn stale() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "stale_attempt",
+        "this attempt is no longer the job's current one (requeued, cancelled or timed out); discard its result",
+    )
+}
+
+fn bad_result(message: impl Into<String>) -> ApiError {
+    ApiError::invalid("invalid_result", message)
+}
+
+/// The result of an attempt: `result` (JSON) then `artifact-0`, `artifact-1`... parts.
+#[utoipa::path(
+    post, path = "/api/internal/jobs/{job_id}/result", tag = "internal",
+    request_body(content = JobResult, content_type = "multipart/form-data",
+        description = "Part `result`: this JSON. Parts `artifact-N`: the bytes of each artifact, in order."),
+    responses(
+        (status = 200, body = ResultAck),
+        (status = 404, body = ApiErrorBody),
+        (status = 409, description = "Stale attempt: discard the result", body = ApiErrorBody),
+        (status = 422, body = ApiErrorBody),
+    ),
+    security(("internal_token" = []))
+)]
+pub async fn result(
+    State(state): State<AppState>,
+    _internal: Internal,
+    ApiPath(job_id): ApiPath<String>,
+    mut multipart: Multipart,
+) -> Result<Json<ResultAck>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    let mut result: Option<JobResult> = None;
+    let mut parts: Vec<Bytes> = Vec::new();
+    let mut total: u64 = 0;
+    while let Some(field) = multipart
+        .next_field()
+        .await
+        .map_err(|e| bad_result(format!("unreadable multipart body: {e}")))?
+    {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "result" && result.is_none() && parts.is_empty() {
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| bad_result(format!("unreadable result part: {e}")))?;
+            result = Some(
+                serde_json::from_slice(&bytes)
+                    .map_err(|e| bad_result(format!("the result part is not a result: {e}")))?,
+            );
+        } else if result.is_some() && name == format!("artifact-{}", parts.len()) {
+            if parts.len() == MAX_ARTIFACTS {
+                return Err(bad_result(format!("at most {MAX_ARTIFACTS} artifacts")));
+            }
+            let bytes = field
+                .bytes()
+                .await
+                .map_err(|e| bad_result(format!("unreadable part {name}: {e}")))?;
+            total += bytes.len() as u64;
+            if total > state.config.artifacts.max_result_bytes {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "result_too_large",
+                    format!(
+                        "the artifacts exceed artifacts.max_result_bytes ({})",
+                        state.config.artifacts.max_result_bytes
+                    ),
+                ));
+            }
+            parts.push(bytes);
+        } else {
+            return Err(bad_result(format!(
+                "unexpected part {name:?}: send `result` first, then `artifact-0`, `artifact-1`..."
+            )));
+        }
+    }
+    let result = result.ok_or_else(|| bad_result("the `result` part is missing"))?;
+    let fence = Fence {
+        worker_id: result.worker_id.clone(),
+        attempt: result.attempt,
+    };
+    let ack = match result.outcome {
+        Outcome::Completed => completed(&state, &id, &result, parts, fence).await,
+        Outcome::Failed => failed(&state, &id, &result, fence).await,
+    };
+    // Accepted or refused, the worker is done with this job.
+    state.dispatcher.released(&result.worker_id, &id);
+    ack.map(Json)
+}
+
+async fn completed(
+    state: &AppState,
+    id: &JobId,
+    result: &JobResult,
+    parts: Vec<Bytes>,
+    fence: Fence,
+) -> Result<ResultAck, ApiError> {
+    if result.artifacts.is_empty() {
+        return Err(bad_result("a completed result needs at least one artifact"));
+    }
+    if result.artifacts.len() != parts.len() {
+        return Err(bad_result(format!(
+            "the result describes {} artifacts but {} parts came",
+            result.artifacts.len(),
+            parts.len()
+        )));
+    }
+    for meta in &result.artifacts {
+        let format_ok = (1..=8).contains(&meta.format.len())
+            && meta
+                .format
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        if !format_ok {
+            return Err(bad_result(
+                "an artifact format is 1-8 lowercase letters or digits",
+            ));
+        }
+        if meta.width.is_some_and(|w| w == 0 || w > MAX_SIDE)
+            || meta.height.is_some_and(|h| h == 0 || h > MAX_SIDE)
+        {
+            return Err(bad_result(format!(
+                "artifact sides are 1 to {MAX_SIDE} pixels"
+            )));
+        }
+    }
+    let Some(job) = state.store.get_job(id, None).await? else {
+        return Err(ApiError::not_found("job_not_found", "no such job"));
+    };
+    let this_attempt =
+        job.worker_id.as_deref() == Some(fence.worker_id.as_str()) && job.attempts == fence.attempt;
+    if job.status == JobState::Completed && this_attempt {
+        return Ok(ResultAck {
+            job_id: job.id,
+            status: job.status,
+            replayed: true,
+        });
+    }
+    if job.status != JobState::Running || !this_attempt {
+        return Err(stale());
+    }
+    let mut artifacts = Vec::with_capacity(parts.len());
+    for (position, (meta, bytes)) in result.artifacts.iter().zip(parts).enumerate() {
+        let key = artifact_key(id, fence.attempt, position, &meta.format);
+        let size = bytes.len() as u64;
+        state.blobs.put(&key, bytes).await.map_err(|e| {
+            tracing::error!(job_id = %id, error = %e, "cannot store an artifact");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_unavailable",
+                "the artifact store cannot be written now; retry",
+            )
+        })?;
+        artifacts.push(NewArtifact {
+            id: ArtifactId::generate(),
+            kind: meta.kind,
+            storage_key: key,
+            format: meta.format.clone(),
+            width: meta.width,
+            height: meta.height,
+            file_size: size,
+            position: position as u32,
+        });
+    }
+    let change = TransitionChange {
+        now: now_ms(),
+        fence: Some(fence),
+        artifacts,
+        ..Default::default()
+    };
+    match state
+        .store
+        .transition(id, Transition::Complete, &change)
+        .await?
+    {
+        TransitionOutcome::Applied(job) => {
+            tracing::info!(job_id = %job.id, worker_id = ?job.worker_id, "job completed");
+            Ok(ResultAck {
+                job_id: job.id,
+                status: job.status,
+                replayed: false,
+            })
+        }
+        // Cancelled or taken back between the check and the update.
+        _ => Err(stale()),
+    }
+}
+
+async fn failed(
+    state: &AppState,
+    id: &JobId,
+    result: &JobResult,
+    fence: Fence,
+) -> Result<ResultAck, ApiError> {
+    let error = result
+        .error
+        .as_ref()
+        .ok_or_else(|| bad_result("a failed result needs an error"))?;
+    let code_ok = (1..=64).contains(&error.code.len())
+        && error
+            .code
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if !code_ok {
+        return Err(bad_result(
+            "an error code is 1-64 lowercase letters, digits or `_`",
+        ));
+    }
+    let message: String = error
+        .message
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(1000)
+        .collect();
+    let Some(job) = state.store.get_job(id, None).await? else {
+        return Err(ApiError::not_found("job_not_found", "no such job"));
+    };
+    if job.status != JobState::Running
+        || job.worker_id.as_deref() != Some(fence.worker_id.as_str())
+        || job.attempts != fence.attempt
+    {
+        return Err(stale());
+    }
+    let max = i32::try_from(state.config.workers.max_attempts).unwrap_or(i32::MAX);
+    let retry = error.retryable && job.attempts < max;
+    let (transition, error_change) = if retry {
+        (Transition::Requeue, None)
+    } else {
+        let text = if error.retryable {
+            format!(
+                "{message} (after {} attempts; tokens refunded)",
+                job.attempts
+            )
+        } else {
+            format!("{message} (tokens refunded)")
+        };
+        (Transition::Fail, Some((error.code.clone(), text)))
+    };
+    let change = TransitionChange {
+        now: now_ms(),
+        fence: Some(fence),
+        error: error_change,
+        ..Default::default()
+    };
+    match state.store.transition(id, transition, &change).await? {
+        TransitionOutcome::Applied(job) => {
+            tracing::warn!(job_id = %job.id, code = %error.code, retry, "attempt failed");
+            Ok(ResultAck {
+                job_id: job.id,
+                status: job.status,
+                replayed: false,
+            })
+        }
+        _ => Err(stale()),
+    }
+}
+
+/// An uploaded input, for the worker running a job that reads it.
+#[utoipa::path(
+    get, path = "/api/internal/inputs/{input_id}", tag = "internal",
+    responses(
+        (status = 200, description = "The input's bytes"),
+        (status = 404, body = ApiErrorBody),
+    ),
+    security(("internal_token" = []))
+)]
+pub async fn input(
+    State(state): State<AppState>,
+    _internal: Internal,
+    ApiPath(input_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let not_found = || ApiError::not_found("input_not_found", "no such input");
+    let id: InputId = input_id.parse().map_err(|_| not_found())?;
+    let record = state.store.get_input(&id).await?.ok_or_else(not_found)?;
+    let bytes = state.blobs.get(&input_key(&record.id)).await.map_err(|e| {
+        tracing::error!(input_id = %id, error = %e, "cannot read an input");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the input cannot be read now; retry",
+        )
+    })?;
+    Ok((
+        [(header::CONTENT_TYPE, record.content_type)],
+        Body::from(bytes),
+    )
+        .into_response())
+}

@@ -1,0 +1,541 @@
+//! End to end: the real scheduler, real workers and their engines (`sim`, and
+//! espeak-ng for speech), over loopback HTTP, on both databases.
+//!
+//! Heartbeats are shortened to 200 ms (a worker is offline after 3 missed) so
+//! that losing a worker takes a second, not a minute and a half.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use tessera_api::public::{CreateJobRequest, JobView};
+use tessera_api::Client;
+use tessera_core::{Capability, JobId, JobState, Platform};
+use tessera_scheduler::config::SchedulerConfig;
+use tessera_testkit::{backend_tests, Backend, TestApp};
+use tessera_worker::config::EngineConfig;
+use tessera_worker::engine::espeak::EspeakConfig;
+use tessera_worker::engine::sim::{SimConfig, SIGNATURE};
+
+const BOT: &str = "tg-image-bot-1";
+
+fn fast(config: &mut SchedulerConfig) {
+    config.workers.heartbeat_interval_ms = 200;
+    config.workers.missed_heartbeats = 3;
+    config.workers.dispatch_tick_ms = 100;
+}
+
+fn sim(capability: Capability, models: &[&str], run_ms: u64) -> EngineConfig {
+    EngineConfig::Sim(SimConfig {
+        capability,
+        models: models.iter().map(|m| m.to_string()).collect(),
+        run_ms,
+        load_ms: 0,
+        fail_when_prompt_contains: Some("[poison]".into()),
+    })
+}
+
+/// Creates a job as a careful frontend does: with an idempotency key, retrying
+/// when the connection drops (a scheduler restarting), so it is charged once.
+async fn create(client: &Client, user: &str, capability: Capability, params: Value) -> JobId {
+    let req = CreateJobRequest {
+        frontend: Platform::Telegram,
+        bot_id: BOT.into(),
+        capability,
+        user_ref: user.into(),
+        reply_context: None,
+        params,
+    };
+    let key = JobId::generate().to_string();
+    let mut tries = 0;
+    loop {
+        match client.create_job(&req, Some(&key)).await {
+            Ok(created) => return created.job.job_id,
+            Err(tessera_api::ClientError::Transport(e)) if tries < 20 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("creating a job: {e:?}"),
+        }
+    }
+}
+
+/// Polls a job until `done` holds, or panics with its last state.
+async fn wait_for(
+    client: &Client,
+    id: &JobId,
+    what: &str,
+    done: impl Fn(&JobView) -> bool,
+) -> JobView {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let job = match client.get_job(id).await {
+            Ok(job) => job,
+            Err(tessera_api::ClientError::Transport(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+            Err(e) => panic!("reading {id}: {e:?}"),
+        };
+        if done(&job) {
+            return job;
+        }
+        if Instant::now() > deadline {
+            panic!("{id} never became {what}: {job:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn finished(client: &Client, id: &JobId) -> JobView {
+    wait_for(client, id, "finished", |j| j.status.is_terminal()).await
+}
+
+async fn every_capability_runs_from_create_to_downloaded_artifact(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fast).await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let pictures = app
+        .worker(
+            "worker-gpu-0",
+            vec![
+                sim(Capability::Image, &["sdxl-1.0", "flux-schnell"], 0),
+                sim(Capability::Video, &["wan-2.1"], 0),
+            ],
+        )
+        .await;
+    let sound = app
+        .worker(
+            "worker-gpu-1",
+            vec![
+                sim(Capability::Text, &["llama-3.2-3b"], 0),
+                sim(Capability::SpeechToText, &["whisper-base"], 0),
+                EngineConfig::Espeak(EspeakConfig {
+                    program: "espeak-ng".into(),
+                    models: vec!["espeak-ng".into()],
+                    default_voice: "en".into(),
+                    words_per_minute: 175,
+                }),
+            ],
+        )
+        .await;
+    let wav = tessera_worker::engine::sim::artifact(&tessera_worker::engine::Task {
+        job_id: JobId::generate(),
+        model: "espeak-ng".into(),
+        params: tessera_core::params::JobParams::TextToSpeech(
+            tessera_core::params::TextToSpeechParams {
+                text: "an uploaded voice message".into(),
+                voice: None,
+                speed: 1.0,
+            },
+        ),
+        inputs: vec![],
+    })
+    .bytes;
+    let input = tg
+        .upload_input("audio/wav", wav.to_vec())
+        .await
+        .expect("uploading audio");
+    assert_eq!(input.size, wav.len() as u64);
+
+    let jobs = [
+        (
+            Capability::Image,
+            json!({"prompt": "a lighthouse at dusk", "resolution": "512x512"}),
+        ),
+        (
+            Capability::Video,
+            json!({"prompt": "waves", "resolution": "512x288", "duration_seconds": 2}),
+        ),
+        (
+            Capability::Text,
+            json!({"prompt": "Say hello.", "max_tokens": 64}),
+        ),
+        (
+            Capability::SpeechToText,
+            json!({"input_id": input.input_id}),
+        ),
+        (
+            Capability::TextToSpeech,
+            json!({"text": "Hello from Tessera."}),
+        ),
+    ];
+    let mut ids = Vec::new();
+    for (i, (capability, params)) in jobs.iter().enumerate() {
+        let user = format!("telegram:{}", 100 + i);
+        ids.push((
+            *capability,
+            create(&tg, &user, *capability, params.clone()).await,
+        ));
+    }
+    for (capability, id) in ids {
+        let job = finished(&tg, &id).await;
+        assert_eq!(job.status, JobState::Completed, "{capability}: {job:#?}");
+        assert_eq!(job.attempts, 1);
+        assert_eq!(job.progress, Some(100.0));
+        assert_eq!(job.artifacts.len(), 1, "{capability}");
+        let artifact = &job.artifacts[0];
+        let bytes = tg.download(&artifact.url).await.expect("downloading");
+        assert_eq!(bytes.len() as u64, artifact.file_size);
+        match capability {
+            Capability::Image => {
+                assert_eq!(&bytes[1..4], b"PNG");
+                assert_eq!((artifact.width, artifact.height), (Some(256), Some(256)));
+                assert!(String::from_utf8_lossy(&bytes).contains(SIGNATURE));
+            }
+            Capability::Video => {
+                assert_eq!(artifact.format, "apng");
+                assert!(bytes.windows(4).any(|w| w == b"acTL"), "an animated PNG");
+            }
+            Capability::Text => {
+                let text = String::from_utf8(bytes).unwrap();
+                assert!(text.contains(SIGNATURE), "{text}");
+            }
+            Capability::SpeechToText => {
+                let text = String::from_utf8(bytes).unwrap();
+                assert!(
+                    text.contains(&format!("{} bytes of audio/wav", wav.len())),
+                    "{text}"
+                );
+            }
+            Capability::TextToSpeech => {
+                assert_eq!(&bytes[0..4], b"RIFF");
+                assert_eq!(&bytes[8..12], b"WAVE");
+                assert!(bytes.len() > 20_000, "about a second of real speech");
+            }
+        }
+    }
+    // Another frontend cannot read these artifacts.
+    let web = app.frontend(Platform::Web, "web-1").await;
+    let job = tg
+        .get_job(&tg.list_jobs(&Default::default()).await.unwrap().jobs[0].job_id)
+        .await
+        .unwrap();
+    let other = web.download(&job.artifacts[0].url).await.unwrap_err();
+    assert_eq!(other.code(), Some("artifact_not_found"));
+    pictures.shutdown().await.unwrap();
+    sound.shutdown().await.unwrap();
+}
+
+async fn a_killed_workers_job_is_completed_by_another(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fast).await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let first = app
+        .worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 60_000)],
+        )
+        .await;
+    let id = create(
+        &tg,
+        "telegram:1",
+        Capability::Image,
+        json!({"prompt": "a fox"}),
+    )
+    .await;
+    let running = wait_for(&tg, &id, "running", |j| j.status == JobState::Running).await;
+    assert_eq!(running.attempts, 1);
+    // RUNNING is recorded when the job is claimed, just before it is sent.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first.current_job() != Some(id.clone()) {
+        assert!(Instant::now() < deadline, "the worker never took the job");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill();
+    let second = app
+        .worker(
+            "worker-gpu-1",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 0)],
+        )
+        .await;
+    let job = finished(&tg, &id).await;
+    assert_eq!(job.status, JobState::Completed, "{job:#?}");
+    assert_eq!(job.attempts, 2, "the second attempt finished it");
+    assert!(!job.refunded);
+    assert_eq!(job.artifacts.len(), 1);
+    second.shutdown().await.unwrap();
+}
+
+async fn a_poison_job_fails_after_the_attempt_limit_and_is_refunded(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fast).await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 0)],
+        )
+        .await;
+    let id = create(
+        &tg,
+        "telegram:1",
+        Capability::Image,
+        json!({"prompt": "[poison] a fox"}),
+    )
+    .await;
+    let healthy = create(
+        &tg,
+        "telegram:1",
+        Capability::Image,
+        json!({"prompt": "a fox"}),
+    )
+    .await;
+    let job = finished(&tg, &id).await;
+    assert_eq!(job.status, JobState::Failed);
+    assert_eq!(job.attempts, 3, "max_attempts");
+    assert!(job.refunded);
+    let error = job.error.unwrap();
+    assert_eq!(error.code, "engine_crashed");
+    assert!(
+        error.message.contains("after 3 attempts"),
+        "{}",
+        error.message
+    );
+    assert_eq!(finished(&tg, &healthy).await.status, JobState::Completed);
+    let quota = tg.get_user("telegram:1").await.unwrap();
+    assert_eq!(
+        quota.tokens_used_today, 1,
+        "only the healthy job is charged"
+    );
+    worker.shutdown().await.unwrap();
+}
+
+async fn cancelling_reaches_queued_and_running_jobs(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fast).await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 60_000)],
+        )
+        .await;
+    let running = create(
+        &tg,
+        "telegram:1",
+        Capability::Image,
+        json!({"prompt": "one"}),
+    )
+    .await;
+    wait_for(&tg, &running, "running", |j| j.status == JobState::Running).await;
+    let queued = create(
+        &tg,
+        "telegram:1",
+        Capability::Image,
+        json!({"prompt": "two"}),
+    )
+    .await;
+    assert!(tg.get_job(&queued).await.unwrap().queue_position.is_some());
+
+    let cancelled = tg.cancel_job(&queued).await.unwrap();
+    assert_eq!(
+        (cancelled.status, cancelled.refunded),
+        (JobState::Cancelled, true)
+    );
+
+    let cancelled = tg.cancel_job(&running).await.unwrap();
+    assert_eq!(
+        (cancelled.status, cancelled.refunded),
+        (JobState::Cancelled, true)
+    );
+    // The engine stops: the worker is free again long before the 60 s run would end.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while worker.current_job().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the running job was never stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And it takes the next job.
+    let next = create(
+        &tg,
+        "telegram:1",
+        Capability::Image,
+        json!({"prompt": "three"}),
+    )
+    .await;
+    wait_for(&tg, &next, "running", |j| j.status == JobState::Running).await;
+    assert_eq!(
+        tg.get_job(&running).await.unwrap().status,
+        JobState::Cancelled
+    );
+    assert_eq!(
+        tg.get_user("telegram:1").await.unwrap().tokens_used_today,
+        1
+    );
+    worker.kill();
+}
+
+async fn a_scheduler_crash_mid_load_loses_nothing_and_runs_nothing_twice(backend: Backend) {
+    let mut app = TestApp::spawn_with(backend, fast).await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let workers = [
+        app.worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 30)],
+        )
+        .await,
+        app.worker(
+            "worker-gpu-1",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 30)],
+        )
+        .await,
+    ];
+    let mut ids = Vec::new();
+    for i in 0..40 {
+        ids.push(
+            create(
+                &tg,
+                &format!("telegram:{}", i % 10),
+                Capability::Image,
+                json!({"prompt": format!("job {i}")}),
+            )
+            .await,
+        );
+    }
+    // Crash while jobs are queued, running and being reported.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    app.crash_and_restart(fast).await;
+    for i in 40..60 {
+        ids.push(
+            create(
+                &tg,
+                &format!("telegram:{}", i % 10),
+                Capability::Image,
+                json!({"prompt": format!("job {i}")}),
+            )
+            .await,
+        );
+    }
+    for id in &ids {
+        let job = finished(&tg, id).await;
+        assert_eq!(job.status, JobState::Completed, "{job:#?}");
+        assert_eq!(job.attempts, 1, "{id} ran more than once: {job:#?}");
+        assert_eq!(job.artifacts.len(), 1);
+    }
+    for w in workers {
+        w.shutdown().await.unwrap();
+    }
+}
+
+async fn a_loaded_model_attracts_its_jobs_while_priority_holds(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        fast(c);
+        // Warm jobs never pass a higher priority: affinity only orders within a tier.
+        c.queue.policy.affinity_patience_ms = 0;
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    // One worker, busy with a first sdxl job while the queue fills up.
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![EngineConfig::Sim(SimConfig {
+                capability: Capability::Image,
+                models: vec!["sdxl-1.0".into(), "flux-schnell".into()],
+                run_ms: 300,
+                load_ms: 100,
+                fail_when_prompt_contains: None,
+            })],
+        )
+        .await;
+    app.admin.set_plan("telegram:2", "starter").await.unwrap();
+    app.admin.set_plan("telegram:3", "starter").await.unwrap();
+    let image = |model: &str| json!({"prompt": "p", "model": model, "resolution": "512x512"});
+    // Warm up: sdxl is loaded and the worker busy while the queue fills.
+    let first = create(&tg, "telegram:1", Capability::Image, image("sdxl-1.0")).await;
+    wait_for(&tg, &first, "running", |j| j.status == JobState::Running).await;
+    let starter_flux = create(&tg, "telegram:2", Capability::Image, image("flux-schnell")).await;
+    let starter_sdxl = create(&tg, "telegram:3", Capability::Image, image("sdxl-1.0")).await;
+    let free_sdxl = create(&tg, "telegram:4", Capability::Image, image("sdxl-1.0")).await;
+    let mut started = Vec::new();
+    for id in [&starter_flux, &starter_sdxl, &free_sdxl] {
+        let job = finished(&tg, id).await;
+        assert_eq!(job.status, JobState::Completed);
+        started.push((job.started_at.unwrap(), id.clone()));
+    }
+    started.sort();
+    let order: Vec<JobId> = started.into_iter().map(|(_, id)| id).collect();
+    // Within the starter tier the job for the loaded model passes the older
+    // one (affinity); the free job for the loaded model still waits for the
+    // starter job that needs a model switch (priority).
+    assert_eq!(order, vec![starter_sdxl, starter_flux, free_sdxl]);
+    worker.shutdown().await.unwrap();
+}
+
+async fn a_job_no_worker_serves_says_so_then_fails_and_is_refunded(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        fast(c);
+        c.workers.unservable_after_secs = 1;
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 0)],
+        )
+        .await;
+    let id = create(
+        &tg,
+        "telegram:1",
+        Capability::Video,
+        json!({"prompt": "waves", "resolution": "512x288"}),
+    )
+    .await;
+    let job = tg.get_job(&id).await.unwrap();
+    assert_eq!(job.status, JobState::Queued);
+    assert_eq!(job.queue_position, None);
+    assert_eq!(job.notice.unwrap().code, "no_worker");
+    let job = finished(&tg, &id).await;
+    assert_eq!(job.status, JobState::Failed);
+    assert_eq!(job.error.unwrap().code, "no_worker");
+    assert!(job.refunded);
+    assert_eq!(
+        tg.get_user("telegram:1").await.unwrap().tokens_used_today,
+        0
+    );
+    worker.shutdown().await.unwrap();
+}
+
+async fn a_run_timeout_fails_the_job_and_stops_the_engine(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        fast(c);
+        c.workers.run_timeout_secs.image = 1;
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 60_000)],
+        )
+        .await;
+    let id = create(
+        &tg,
+        "telegram:1",
+        Capability::Image,
+        json!({"prompt": "slow"}),
+    )
+    .await;
+    let job = finished(&tg, &id).await;
+    assert_eq!(job.status, JobState::Failed);
+    assert_eq!(job.error.unwrap().code, "run_timeout");
+    assert!(job.refunded);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while worker.current_job().is_some() {
+        assert!(Instant::now() < deadline, "the engine kept running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await.unwrap();
+}
+
+backend_tests!(
+    every_capability_runs_from_create_to_downloaded_artifact,
+    a_killed_workers_job_is_completed_by_another,
+    a_poison_job_fails_after_the_attempt_limit_and_is_refunded,
+    cancelling_reaches_queued_and_running_jobs,
+    a_scheduler_crash_mid_load_loses_nothing_and_runs_nothing_twice,
+    a_loaded_model_attracts_its_jobs_while_priority_holds,
+    a_job_no_worker_serves_says_so_then_fails_and_is_refunded,
+    a_run_timeout_fails_the_job_and_stops_the_engine,
+);
