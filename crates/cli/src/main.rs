@@ -33,6 +33,8 @@ enum Command {
     Up(cmd::up::UpArgs),
     /// Run the control plane: public, admin and internal API on one port.
     Scheduler(cmd::scheduler::SchedulerArgs),
+    /// Run a worker: one GPU's engines, taking jobs from a scheduler.
+    Worker(cmd::worker::WorkerArgs),
     /// Manage frontend keys, user plans and jobs through the admin API.
     Admin(cmd::admin::AdminArgs),
     /// Print or check configuration.
@@ -51,6 +53,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Up(args) => cmd::up::run(args).await,
         Command::Scheduler(args) => cmd::scheduler::run(args).await,
+        Command::Worker(args) => cmd::worker::run(args).await,
         Command::Admin(args) => cmd::admin::run(args).await,
         Command::Config(args) => cmd::config::run(args),
         Command::Bench(args) => cmd::bench::run(args).await,

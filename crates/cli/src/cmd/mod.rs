@@ -3,6 +3,7 @@ pub mod bench;
 pub mod config;
 pub mod scheduler;
 pub mod up;
+pub mod worker;
 
 /// Resolves when the process is asked to stop: Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {

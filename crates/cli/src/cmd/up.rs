@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
-use tessera_core::Platform;
+use tessera_core::{Capability, Platform};
+use tessera_worker::config::{AgentConfig, EngineConfig};
+use tessera_worker::engine::espeak::EspeakConfig;
+use tessera_worker::engine::sim::SimConfig;
+use tessera_worker::{Worker, WorkerConfig};
 use tessera_scheduler::auth::{hash_secret, new_api_key, new_token};
 use tessera_scheduler::{Scheduler, SchedulerConfig};
 
@@ -22,6 +26,64 @@ pub struct UpArgs {
     /// Address of the scheduler's API.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
+    /// Address of the local worker's API.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub worker_listen: SocketAddr,
+    /// Seconds a simulated image takes (the local worker simulates GPU work).
+    #[arg(long, default_value_t = 2.0)]
+    pub sim_seconds: f64,
+}
+
+/// The local worker: simulated GPU engines for every capability, and real
+/// espeak-ng speech when it is installed.
+fn local_worker(args: &UpArgs, scheduler_url: String, token: String) -> WorkerConfig {
+    let ms = (args.sim_seconds.max(0.0) * 1000.0) as u64;
+    let sim = |capability: Capability, models: &[&str], run_ms: u64| {
+        EngineConfig::Sim(SimConfig {
+            capability,
+            models: models.iter().map(|m| m.to_string()).collect(),
+            run_ms,
+            load_ms: run_ms / 4,
+            fail_when_prompt_contains: None,
+        })
+    };
+    let catalog = tessera_core::catalog::ModelCatalog::default();
+    let models = |c: Capability| {
+        catalog
+            .get(c)
+            .map(|m| m.models.iter().map(String::as_str).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    let mut engines = vec![
+        sim(Capability::Image, &models(Capability::Image), ms),
+        sim(Capability::Video, &models(Capability::Video), ms * 5),
+        sim(Capability::Text, &models(Capability::Text), ms / 2),
+        sim(Capability::SpeechToText, &models(Capability::SpeechToText), ms / 2),
+    ];
+    let espeak = std::process::Command::new("espeak-ng")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if espeak {
+        engines.push(EngineConfig::Espeak(EspeakConfig {
+            program: "espeak-ng".into(),
+            models: models(Capability::TextToSpeech).iter().map(|m| m.to_string()).collect(),
+            default_voice: "en".into(),
+            words_per_minute: 175,
+        }));
+    } else {
+        engines.push(sim(Capability::TextToSpeech, &models(Capability::TextToSpeech), ms / 4));
+    }
+    WorkerConfig {
+        worker: AgentConfig {
+            id: "worker-local-0".into(),
+            listen: args.worker_listen,
+            scheduler_url,
+            internal_token: Some(token),
+            ..Default::default()
+        },
+        engines,
+    }
 }
 
 /// Reads a secret kept in the data folder, or makes one with `make` and keeps it.
@@ -72,9 +134,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut config = SchedulerConfig::default();
     config.server.listen = args.listen;
     config.database.url = format!("sqlite://{}", dir.join("tessera.db").display());
+    config.artifacts.location = dir.join("artifacts").display().to_string();
     config.auth.admin_token = Some(admin_token);
-    config.auth.internal_token = Some(internal_token);
+    config.auth.internal_token = Some(internal_token.clone());
     let mut handle = Scheduler::start(config).await?;
+    let worker = Worker::start(local_worker(&args, handle.base_url(), internal_token)).await?;
 
     let store = handle.store().clone();
     let key_path = dir.join("demo-key");
@@ -120,13 +184,16 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("  API schema:  {url}/api/openapi.json");
     println!();
-    println!("  This release runs the control plane only: jobs wait in the queue until a");
-    println!("  worker joins. Press Ctrl-C to stop.");
+    println!("  A local worker ({}) runs every capability on simulated GPU work: its", worker.id());
+    println!("  images, videos and texts say they are simulated. Real engines join with");
+    println!("  `tessera worker --config worker.toml` (see `tessera worker --print-example`).");
+    println!("  Press Ctrl-C to stop.");
     println!();
 
     tokio::select! {
         _ = super::shutdown_signal() => {
             tracing::info!("stopping");
+            worker.shutdown().await?;
             handle.shutdown().await?;
         }
         result = handle.wait() => result?,
