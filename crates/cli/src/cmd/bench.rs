@@ -46,18 +46,37 @@ pub struct BenchArgs {
     /// Also write the report to this file.
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+    /// What to measure: `api` (creates and reads, no workers) or `lifecycle`
+    /// (the whole loop with `sim` workers at zero run time).
+    #[arg(long, value_enum, default_value = "api")]
+    pub scenario: Scenario,
+    /// Lifecycle: how many `sim` workers take jobs.
+    #[arg(long, default_value_t = 8)]
+    pub workers: usize,
+    /// Lifecycle: jobs created one at a time on idle workers, for dispatch latency.
+    #[arg(long, default_value_t = 500)]
+    pub idle_jobs: usize,
+    /// Lifecycle: the heartbeat period (ms) for the dead-worker measurement.
+    #[arg(long, default_value_t = 1000)]
+    pub heartbeat_ms: u64,
 }
 
-struct Phase {
-    name: &'static str,
-    ok: u64,
-    errors: u64,
-    elapsed: Duration,
-    latency_us: Histogram<u64>,
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Api,
+    Lifecycle,
+}
+
+pub(crate) struct Phase {
+    pub(crate) name: &'static str,
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) latency_us: Histogram<u64>,
 }
 
 impl Phase {
-    fn row(&self) -> String {
+    pub(crate) fn row(&self) -> String {
         let ms = |q: f64| self.latency_us.value_at_quantile(q) as f64 / 1000.0;
         format!(
             "| {} | {} | {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} |",
@@ -74,11 +93,14 @@ impl Phase {
 }
 
 /// Microseconds from 1 µs to 60 s at three significant digits.
-fn latency_histogram() -> Histogram<u64> {
+pub(crate) fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.scenario == Scenario::Lifecycle {
+        return super::bench_lifecycle::run(args).await;
+    }
     let tmp = tempfile::tempdir()?;
     let mut config = SchedulerConfig::default();
     config.server.listen = "127.0.0.1:0".parse()?;
@@ -188,17 +210,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// decodes only what it needs, so the cores it shares with the server go to the
 /// server.
 #[derive(Clone)]
-struct Load {
-    addr: std::net::SocketAddr,
-    auth: String,
+pub(crate) struct Load {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) auth: String,
     /// One prebuilt create body per user.
-    bodies: Arc<Vec<bytes::Bytes>>,
+    pub(crate) bodies: Arc<Vec<bytes::Bytes>>,
 }
 
 type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
 
 impl Load {
-    async fn connect(&self) -> anyhow::Result<Sender> {
+    pub(crate) async fn connect(&self) -> anyhow::Result<Sender> {
         let stream = tokio::net::TcpStream::connect(self.addr).await?;
         stream.set_nodelay(true)?;
         let (sender, conn) =
@@ -238,7 +260,7 @@ struct CreatedId {
 
 /// What each request of a phase does.
 #[derive(Clone)]
-enum Op {
+pub(crate) enum Op {
     /// `POST /api/v1/jobs`, keeping the new job's id.
     Create,
     /// `GET /api/v1/jobs/{id}` of a random job among these.
@@ -254,7 +276,7 @@ impl Op {
     }
 
     /// One request; the created job's id for a create.
-    async fn once(
+    pub(crate) async fn once(
         &self,
         load: &Load,
         sender: &mut Sender,
@@ -292,7 +314,7 @@ impl Op {
 
 /// Runs `concurrency` clients, each on its own connection, repeating `op` for
 /// `length`; answers the phase's figures and the ids of created jobs.
-async fn phase(
+pub(crate) async fn phase(
     load: &Load,
     op: Op,
     concurrency: usize,

@@ -1,5 +1,6 @@
 pub mod admin;
 pub mod bench;
+pub mod bench_lifecycle;
 pub mod config;
 pub mod scheduler;
 pub mod up;

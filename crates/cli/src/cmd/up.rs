@@ -11,12 +11,12 @@ use anyhow::Context;
 use clap::Args;
 
 use tessera_core::{Capability, Platform};
+use tessera_scheduler::auth::{hash_secret, new_api_key, new_token};
+use tessera_scheduler::{Scheduler, SchedulerConfig};
 use tessera_worker::config::{AgentConfig, EngineConfig};
 use tessera_worker::engine::espeak::EspeakConfig;
 use tessera_worker::engine::sim::SimConfig;
 use tessera_worker::{Worker, WorkerConfig};
-use tessera_scheduler::auth::{hash_secret, new_api_key, new_token};
-use tessera_scheduler::{Scheduler, SchedulerConfig};
 
 #[derive(Args)]
 pub struct UpArgs {
@@ -58,7 +58,11 @@ fn local_worker(args: &UpArgs, scheduler_url: String, token: String) -> WorkerCo
         sim(Capability::Image, &models(Capability::Image), ms),
         sim(Capability::Video, &models(Capability::Video), ms * 5),
         sim(Capability::Text, &models(Capability::Text), ms / 2),
-        sim(Capability::SpeechToText, &models(Capability::SpeechToText), ms / 2),
+        sim(
+            Capability::SpeechToText,
+            &models(Capability::SpeechToText),
+            ms / 2,
+        ),
     ];
     let espeak = std::process::Command::new("espeak-ng")
         .arg("--version")
@@ -67,12 +71,19 @@ fn local_worker(args: &UpArgs, scheduler_url: String, token: String) -> WorkerCo
     if espeak {
         engines.push(EngineConfig::Espeak(EspeakConfig {
             program: "espeak-ng".into(),
-            models: models(Capability::TextToSpeech).iter().map(|m| m.to_string()).collect(),
+            models: models(Capability::TextToSpeech)
+                .iter()
+                .map(|m| m.to_string())
+                .collect(),
             default_voice: "en".into(),
             words_per_minute: 175,
         }));
     } else {
-        engines.push(sim(Capability::TextToSpeech, &models(Capability::TextToSpeech), ms / 4));
+        engines.push(sim(
+            Capability::TextToSpeech,
+            &models(Capability::TextToSpeech),
+            ms / 4,
+        ));
     }
     WorkerConfig {
         worker: AgentConfig {
@@ -184,7 +195,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("  API schema:  {url}/api/openapi.json");
     println!();
-    println!("  A local worker ({}) runs every capability on simulated GPU work: its", worker.id());
+    println!(
+        "  A local worker ({}) runs every capability on simulated GPU work: its",
+        worker.id()
+    );
     println!("  images, videos and texts say they are simulated. Real engines join with");
     println!("  `tessera worker --config worker.toml` (see `tessera worker --print-example`).");
     println!("  Press Ctrl-C to stop.");
