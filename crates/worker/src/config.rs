@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{espeak, sim};
+use crate::engine::{espeak, kobold, openai_chat, sim, speech, whisper};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -66,6 +66,30 @@ pub enum EngineConfig {
     Sim(sim::SimConfig),
     /// espeak-ng run locally for text-to-speech: no GPU, no model download.
     Espeak(espeak::EspeakConfig),
+    /// KoboldCPP's native API for text generation.
+    Kobold(kobold::KoboldConfig),
+    /// Any OpenAI-compatible chat completions server (llama.cpp, vLLM, Ollama).
+    OpenaiChat(openai_chat::OpenAiChatConfig),
+    /// whisper.cpp's server for speech to text.
+    WhisperCpp(whisper::WhisperCppConfig),
+    /// Any server with OpenAI's transcription endpoint.
+    OpenaiTranscription(whisper::OpenAiTranscriptionConfig),
+    /// Any server with OpenAI's speech endpoint.
+    OpenaiSpeech(speech::OpenAiSpeechConfig),
+}
+
+impl EngineConfig {
+    /// The engine server's base URL, for adapters that talk to one.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            EngineConfig::Sim(_) | EngineConfig::Espeak(_) => None,
+            EngineConfig::Kobold(c) => Some(&c.url),
+            EngineConfig::OpenaiChat(c) => Some(&c.url),
+            EngineConfig::WhisperCpp(c) => Some(&c.url),
+            EngineConfig::OpenaiTranscription(c) => Some(&c.url),
+            EngineConfig::OpenaiSpeech(c) => Some(&c.url),
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -106,6 +130,15 @@ impl WorkerConfig {
         if !self.worker.advertise_url.is_empty() {
             url::Url::parse(&self.worker.advertise_url)
                 .map_err(|e| anyhow::anyhow!("worker.advertise_url: {e}"))?;
+        }
+        for (i, engine) in self.engines.iter().enumerate() {
+            if let Some(url) = engine.url() {
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| anyhow::anyhow!("engines[{i}].url {url:?}: {e}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    anyhow::bail!("engines[{i}].url {url:?} is not an http(s) URL");
+                }
+            }
         }
         Ok(())
     }
