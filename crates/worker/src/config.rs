@@ -177,6 +177,82 @@ mod tests {
         assert!(!config.engines.is_empty());
     }
 
+    /// The example's commented engine tables, uncommented.
+    fn uncommented_engines() -> String {
+        let mut out = String::new();
+        let mut in_table = false;
+        for line in EXAMPLE.lines() {
+            if line == "# [[engines]]" {
+                in_table = true;
+            } else if line.is_empty() {
+                in_table = false;
+            }
+            if in_table {
+                let line = line.strip_prefix("# ").unwrap_or(line);
+                if !line.starts_with('#') {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_examples_commented_engines_parse_and_build() {
+        let text = uncommented_engines();
+        let config: WorkerConfig = Figment::from(Toml::string(&text)).extract().unwrap();
+        config.check().unwrap();
+        let kinds = [
+            "kobold",
+            "openai_chat",
+            "whisper_cpp",
+            "openai_transcription",
+            "openai_speech",
+        ];
+        assert_eq!(config.engines.len(), kinds.len(), "{text}");
+        let mut config = config;
+        // The example's key files do not exist here.
+        for engine in &mut config.engines {
+            match engine {
+                EngineConfig::OpenaiChat(c) => c.api_key_file = None,
+                EngineConfig::OpenaiTranscription(c) => c.api_key_file = None,
+                EngineConfig::OpenaiSpeech(c) => c.api_key_file = None,
+                _ => {}
+            }
+        }
+        let engines = crate::engine::build(&config.engines, &reqwest::Client::new()).unwrap();
+        let built: Vec<&str> = engines.iter().map(|e| e.kind()).collect();
+        assert_eq!(built, kinds);
+        assert_eq!(
+            engines.iter().map(|e| e.capability()).collect::<Vec<_>>(),
+            [
+                tessera_core::Capability::Text,
+                tessera_core::Capability::Text,
+                tessera_core::Capability::SpeechToText,
+                tessera_core::Capability::SpeechToText,
+                tessera_core::Capability::TextToSpeech,
+            ]
+        );
+    }
+
+    #[test]
+    fn engine_urls_and_key_files_are_checked_at_start() {
+        let mut config: WorkerConfig = Figment::from(Toml::string(&uncommented_engines()))
+            .extract()
+            .unwrap();
+        if let EngineConfig::Kobold(c) = &mut config.engines[0] {
+            c.url = "127.0.0.1:5001".into();
+        }
+        let e = config.check().unwrap_err().to_string();
+        assert!(e.contains("engines[0].url"), "{e}");
+        let e = crate::engine::build(&config.engines[1..2], &reqwest::Client::new())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("/etc/tessera/llm-api-key"), "{e}");
+    }
+
     #[test]
     fn a_worker_without_engines_is_refused() {
         let config = WorkerConfig::default();

@@ -242,17 +242,19 @@ fn detail(status: StatusCode, msg: &str, kind: &str) -> Response {
 }
 
 /// Checks a generate body against KoboldCPP's documented `GenerationInput`.
-fn validate(body: &Value) -> Result<(), Response> {
+fn validate(body: &Value) -> Result<(), Box<Response>> {
     let mut problems = serde_json::Map::new();
     let mut problem = |field: &str, msg: &str| {
         problems.insert(field.to_owned(), json!([msg]));
     };
     if !body.is_object() {
-        return Err((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "detail": { "_schema": ["Invalid input type."] } })),
-        )
-            .into_response());
+        return Err(Box::new(
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "detail": { "_schema": ["Invalid input type."] } })),
+            )
+                .into_response(),
+        ));
     }
     match body.get("prompt") {
         None => problem("prompt", "Missing data for required field."),
@@ -260,14 +262,12 @@ fn validate(body: &Value) -> Result<(), Response> {
         Some(_) => problem("prompt", "Not a valid string."),
     }
     for field in ["max_length", "max_context_length"] {
-        match body.get(field) {
-            None => {}
-            Some(v) if v.is_u64() || v.is_i64() => {
-                if v.as_i64().unwrap_or(1) < 1 {
-                    problem(field, "Must be greater than or equal to 1.");
-                }
-            }
-            Some(_) => problem(field, "Not a valid integer."),
+        let Some(v) = body.get(field) else { continue };
+        match v.as_i64() {
+            Some(n) if n < 1 => problem(field, "Must be greater than or equal to 1."),
+            Some(_) => {}
+            None if v.is_u64() => {}
+            None => problem(field, "Not a valid integer."),
         }
     }
     match body.get("temperature") {
@@ -284,11 +284,13 @@ fn validate(body: &Value) -> Result<(), Response> {
     if problems.is_empty() {
         Ok(())
     } else {
-        Err((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(json!({ "detail": problems })),
-        )
-            .into_response())
+        Err(Box::new(
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Json(json!({ "detail": problems })),
+            )
+                .into_response(),
+        ))
     }
 }
 
@@ -301,7 +303,7 @@ async fn generate(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         );
     };
     if let Err(response) = validate(&body) {
-        return response;
+        return *response;
     }
     let permit = if shared.options.single_slot {
         match shared.slot.clone().try_lock_owned() {

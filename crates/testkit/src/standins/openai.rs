@@ -98,7 +98,7 @@ impl Default for OpenAiOptions {
 
 /// The chat reply of `tokens` tokens, as the stand-in sends it.
 pub fn reply(tokens: usize) -> String {
-    (0..tokens).map(|i| token(i)).collect()
+    (0..tokens).map(token).collect()
 }
 
 fn token(i: usize) -> String {
@@ -301,8 +301,12 @@ fn invalid(message: &str, param: Option<&str>, code: Option<&str>) -> Response {
     )
 }
 
+fn refuse<T>(response: Response) -> Result<T, Box<Response>> {
+    Err(Box::new(response))
+}
+
 /// The key check, the fault that applies before any work, and the model.
-fn gate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
+fn gate(shared: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
     if let Some(want) = &shared.options.api_key {
         let presented = headers
             .get(header::AUTHORIZATION)
@@ -317,7 +321,7 @@ fn gate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
                 } else {
                     "***".into()
                 };
-                return Err(openai_error(
+                return refuse(openai_error(
                     StatusCode::UNAUTHORIZED,
                     &format!("Incorrect API key provided: {shown}."),
                     "invalid_request_error",
@@ -326,7 +330,7 @@ fn gate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
                 ));
             }
             None => {
-                return Err(openai_error(
+                return refuse(openai_error(
                     StatusCode::UNAUTHORIZED,
                     "You didn't provide an API key.",
                     "invalid_request_error",
@@ -337,14 +341,14 @@ fn gate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
         }
     }
     match shared.options.fault {
-        Some(Fault::Loading) => Err((
+        Some(Fault::Loading) => refuse((
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
                 "error": { "code": 503, "message": "Loading model", "type": "unavailable_error" }
             })),
         )
             .into_response()),
-        Some(Fault::ServerError) => Err(openai_error(
+        Some(Fault::ServerError) => refuse(openai_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "The server had an error while processing your request.",
             "internal_server_error",
@@ -355,12 +359,12 @@ fn gate(shared: &Shared, headers: &HeaderMap) -> Result<(), Response> {
     }
 }
 
-fn check_model(shared: &Shared, model: Option<&Value>) -> Result<String, Response> {
+fn check_model(shared: &Shared, model: Option<&Value>) -> Result<String, Box<Response>> {
     let Some(model) = model.and_then(Value::as_str) else {
-        return Err(invalid("You must provide a model parameter.", None, None));
+        return refuse(invalid("You must provide a model parameter.", None, None));
     };
     if !shared.options.models.is_empty() && !shared.options.models.iter().any(|m| m == model) {
-        return Err(openai_error(
+        return refuse(openai_error(
             StatusCode::NOT_FOUND,
             &format!("The model `{model}` does not exist or you do not have access to it."),
             "invalid_request_error",
@@ -397,9 +401,9 @@ struct Chat {
     include_usage: bool,
 }
 
-fn parse_chat(shared: &Shared, body: &Value) -> Result<Chat, Response> {
+fn parse_chat(shared: &Shared, body: &Value) -> Result<Chat, Box<Response>> {
     if !body.is_object() {
-        return Err(invalid(
+        return refuse(invalid(
             "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)",
             None,
             None,
@@ -409,21 +413,21 @@ fn parse_chat(shared: &Shared, body: &Value) -> Result<Chat, Response> {
     let messages = match body.get("messages") {
         Some(Value::Array(m)) if !m.is_empty() => m,
         Some(Value::Array(_)) => {
-            return Err(invalid(
+            return refuse(invalid(
                 "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
                 Some("messages"),
                 Some("empty_array"),
             ))
         }
         Some(_) => {
-            return Err(invalid(
+            return refuse(invalid(
                 "Invalid type for 'messages': expected an array.",
                 Some("messages"),
                 Some("invalid_type"),
             ))
         }
         None => {
-            return Err(invalid(
+            return refuse(invalid(
                 "Missing required parameter: 'messages'.",
                 Some("messages"),
                 Some("missing_required_parameter"),
@@ -437,7 +441,7 @@ fn parse_chat(shared: &Shared, body: &Value) -> Result<Chat, Response> {
             role,
             Some("system" | "developer" | "user" | "assistant" | "tool")
         ) {
-            return Err(invalid(
+            return refuse(invalid(
                 &format!("Invalid value for 'messages[{i}].role'."),
                 Some(&format!("messages[{i}].role")),
                 Some("invalid_value"),
@@ -446,7 +450,7 @@ fn parse_chat(shared: &Shared, body: &Value) -> Result<Chat, Response> {
         match message.get("content") {
             Some(Value::String(text)) => prompt_tokens += count_words(text),
             _ => {
-                return Err(invalid(
+                return refuse(invalid(
                     &format!("Invalid type for 'messages[{i}].content': expected a string."),
                     Some(&format!("messages[{i}].content")),
                     Some("invalid_type"),
@@ -459,14 +463,14 @@ fn parse_chat(shared: &Shared, body: &Value) -> Result<Chat, Response> {
         Some(v) => match v.as_i64() {
             Some(n) if n >= 1 => Some(n as usize),
             Some(n) => {
-                return Err(invalid(
+                return refuse(invalid(
                     &format!("Invalid 'max_tokens': integer below minimum value. Expected a value >= 1, but got {n} instead."),
                     Some("max_tokens"),
                     Some("integer_below_min_value"),
                 ))
             }
             None => {
-                return Err(invalid(
+                return refuse(invalid(
                     "Invalid type for 'max_tokens': expected an integer.",
                     Some("max_tokens"),
                     Some("invalid_type"),
@@ -478,21 +482,21 @@ fn parse_chat(shared: &Shared, body: &Value) -> Result<Chat, Response> {
         match t.as_f64() {
             Some(t) if (0.0..=2.0).contains(&t) => {}
             Some(t) if t < 0.0 => {
-                return Err(invalid(
+                return refuse(invalid(
                     &format!("Invalid 'temperature': decimal below minimum value. Expected a value >= 0, but got {t} instead."),
                     Some("temperature"),
                     Some("decimal_below_min_value"),
                 ))
             }
             Some(t) => {
-                return Err(invalid(
+                return refuse(invalid(
                     &format!("Invalid 'temperature': decimal above maximum value. Expected a value <= 2, but got {t} instead."),
                     Some("temperature"),
                     Some("decimal_above_max_value"),
                 ))
             }
             None => {
-                return Err(invalid(
+                return refuse(invalid(
                     "Invalid type for 'temperature': expected a decimal.",
                     Some("temperature"),
                     Some("invalid_type"),
@@ -503,7 +507,7 @@ fn parse_chat(shared: &Shared, body: &Value) -> Result<Chat, Response> {
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
     let options = body.get("stream_options").filter(|o| !o.is_null());
     if options.is_some() && !stream {
-        return Err(invalid(
+        return refuse(invalid(
             "The 'stream_options' parameter is only allowed when 'stream' is enabled.",
             Some("stream_options"),
             None,
@@ -539,11 +543,11 @@ async fn chat(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes
         Vec::new(),
     );
     if let Err(r) = gate(&shared, &headers) {
-        return r;
+        return *r;
     }
     let chat = match parse_chat(&shared, json.as_ref().unwrap_or(&Value::Null)) {
         Ok(c) => c,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let wanted = shared.options.reply_tokens;
     let sent = chat.max_tokens.map_or(wanted, |m| wanted.min(m));
@@ -703,7 +707,7 @@ async fn transcriptions(State(shared): State<Arc<Shared>>, request: Request) -> 
         form.clone().unwrap_or_default(),
     );
     if let Err(r) = gate(&shared, &headers) {
-        return r;
+        return *r;
     }
     let Some(form) = form else {
         return invalid("Could not parse multipart form", None, None);
@@ -720,7 +724,7 @@ async fn transcriptions(State(shared): State<Arc<Shared>>, request: Request) -> 
         &shared,
         field("model").map(|f| Value::String(f.text())).as_ref(),
     ) {
-        return r;
+        return *r;
     }
     let extension = file
         .file_name
@@ -791,7 +795,7 @@ async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         Vec::new(),
     );
     if let Err(r) = gate(&shared, &headers) {
-        return r;
+        return *r;
     }
     let Some(body) = json.filter(Value::is_object) else {
         return invalid(
@@ -801,7 +805,7 @@ async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         );
     };
     if let Err(r) = check_model(&shared, body.get("model")) {
-        return r;
+        return *r;
     }
     let input = match body.get("input") {
         Some(Value::String(s)) if s.chars().count() > 4096 => {
@@ -820,10 +824,8 @@ async fn speech(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             )
         }
     };
-    if !body
-        .get("voice")
-        .is_some_and(|v| v.as_str().is_some_and(|v| !v.is_empty()))
-    {
+    let voice = body.get("voice").and_then(Value::as_str).unwrap_or("");
+    if voice.is_empty() {
         return invalid(
             "Missing required parameter: 'voice'.",
             Some("voice"),
