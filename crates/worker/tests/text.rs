@@ -334,6 +334,7 @@ async fn chat_streams_a_reply_and_reports_usage() {
         ])
     );
     assert_eq!(body["max_tokens"], 100);
+    assert_eq!(body["temperature"], 0.2);
     assert_eq!(body["stream"], true);
     assert_eq!(body["stream_options"], json!({ "include_usage": true }));
     assert_eq!(standin.streams(), (1, 1, 0));

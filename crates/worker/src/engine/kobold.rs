@@ -13,6 +13,7 @@
 //! when it is busy with another client's generation (unless started with
 //! `--multiuser`, when it queues): that is retryable.
 
+use std::borrow::Borrow;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -58,11 +59,12 @@ pub struct Kobold {
 }
 
 impl Kobold {
-    pub fn new(config: KoboldConfig, http: reqwest::Client) -> Self {
+    /// `http` is the worker's shared client (or a reference to it).
+    pub fn new(config: KoboldConfig, http: impl Borrow<reqwest::Client>) -> Self {
         Self {
             base: base_url(&config.url),
             config,
-            http,
+            http: http.borrow().clone(),
             poll_every: Duration::from_millis(500),
             runs: AtomicU64::new(0),
         }
@@ -105,7 +107,7 @@ impl Kobold {
         json!({
             "prompt": prompt(params),
             "max_length": params.max_tokens,
-            "temperature": params.temperature,
+            "temperature": upstream::decimal(params.temperature),
             "genkey": genkey,
             // Keeps prompts and replies out of the server's console.
             "quiet": true,

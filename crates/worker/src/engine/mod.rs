@@ -197,21 +197,19 @@ pub fn build(
         engines.push(match config {
             EngineConfig::Sim(c) => Arc::new(sim::Sim::new(c.clone())),
             EngineConfig::Espeak(c) => Arc::new(espeak::Espeak::new(c.clone())?),
-            EngineConfig::Kobold(c) => Arc::new(kobold::Kobold::new(c.clone(), http.clone())),
+            EngineConfig::Kobold(c) => Arc::new(kobold::Kobold::new(c.clone(), http)),
             EngineConfig::OpenaiChat(c) => {
                 upstream::check_api_key_file(c.api_key_file.as_ref())?;
-                Arc::new(openai_chat::OpenAiChat::new(c.clone(), http.clone()))
+                Arc::new(openai_chat::OpenAiChat::new(c.clone(), http))
             }
-            EngineConfig::WhisperCpp(c) => {
-                Arc::new(whisper::WhisperCpp::new(c.clone(), http.clone()))
-            }
+            EngineConfig::WhisperCpp(c) => Arc::new(whisper::WhisperCpp::new(c.clone(), http)),
             EngineConfig::OpenaiTranscription(c) => {
                 upstream::check_api_key_file(c.api_key_file.as_ref())?;
-                Arc::new(whisper::OpenAiTranscription::new(c.clone(), http.clone()))
+                Arc::new(whisper::OpenAiTranscription::new(c.clone(), http))
             }
             EngineConfig::OpenaiSpeech(c) => {
                 upstream::check_api_key_file(c.api_key_file.as_ref())?;
-                Arc::new(speech::OpenAiSpeech::new(c.clone(), http.clone()))
+                Arc::new(speech::OpenAiSpeech::new(c.clone(), http))
             }
         });
     }

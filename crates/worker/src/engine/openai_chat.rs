@@ -15,6 +15,7 @@
 //! "code"}}`) or one of its cousins ([`super::upstream::error_message`]),
 //! before the stream or inside it; they become readable [`EngineError`]s.
 
+use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -76,11 +77,12 @@ pub struct OpenAiChat {
 }
 
 impl OpenAiChat {
-    pub fn new(config: OpenAiChatConfig, http: reqwest::Client) -> Self {
+    /// `http` is the worker's shared client (or a reference to it).
+    pub fn new(config: OpenAiChatConfig, http: impl Borrow<reqwest::Client>) -> Self {
         Self {
             base: openai_base_url(&config.url),
             config,
-            http,
+            http: http.borrow().clone(),
             last_model: Mutex::new(None),
         }
     }
@@ -106,7 +108,7 @@ impl OpenAiChat {
             "model": upstream_model,
             "messages": messages,
             "max_tokens": params.max_tokens,
-            "temperature": params.temperature,
+            "temperature": upstream::decimal(params.temperature),
             "stream": true,
             "stream_options": { "include_usage": true },
         });

@@ -7,6 +7,7 @@
 //! invalid output. Servers that stream their WAV write placeholder sizes in
 //! its header; those are set to the real ones before the file is returned.
 
+use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -57,11 +58,12 @@ pub struct OpenAiSpeech {
 }
 
 impl OpenAiSpeech {
-    pub fn new(config: OpenAiSpeechConfig, http: reqwest::Client) -> Self {
+    /// `http` is the worker's shared client (or a reference to it).
+    pub fn new(config: OpenAiSpeechConfig, http: impl Borrow<reqwest::Client>) -> Self {
         Self {
             base: openai_base_url(&config.url),
             config,
-            http,
+            http: http.borrow().clone(),
             last_model: Mutex::new(None),
         }
     }
@@ -129,7 +131,7 @@ impl Engine for OpenAiSpeech {
             "input": params.text,
             "voice": voice,
             "response_format": "wav",
-            "speed": params.speed,
+            "speed": upstream::decimal(params.speed),
         });
         let mut request = self
             .http

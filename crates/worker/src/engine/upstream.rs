@@ -31,6 +31,11 @@ pub(crate) fn openai_base_url(url: &str) -> String {
     }
 }
 
+/// `x` as the decimal people wrote (`0.7`, not `0.699999988079071`), for JSON.
+pub(crate) fn decimal(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
 /// An API key read from a file, kept out of `Debug` output.
 pub(crate) struct ApiKey(String);
 
@@ -358,6 +363,13 @@ mod tests {
         let e = status_error("vLLM", StatusCode::BAD_REQUEST, b"{\"error\":\"nope\"}");
         assert_eq!(e.code, "engine_rejected");
         assert!(e.message.contains("nope"), "{}", e.message);
+    }
+
+    #[test]
+    fn decimals_stay_as_written() {
+        assert_eq!(decimal(0.7), 0.7);
+        assert_eq!(decimal(1.25), 1.25);
+        assert_eq!(serde_json::json!(decimal(0.2)).to_string(), "0.2");
     }
 
     #[test]

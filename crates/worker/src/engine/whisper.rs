@@ -16,6 +16,7 @@
 //! apart by the uploaded file's name, so the name follows the input's
 //! content type.
 
+use std::borrow::Borrow;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
@@ -145,11 +146,12 @@ pub struct WhisperCpp {
 }
 
 impl WhisperCpp {
-    pub fn new(config: WhisperCppConfig, http: reqwest::Client) -> Self {
+    /// `http` is the worker's shared client (or a reference to it).
+    pub fn new(config: WhisperCppConfig, http: impl Borrow<reqwest::Client>) -> Self {
         Self {
             base: base_url(&config.url),
             config,
-            http,
+            http: http.borrow().clone(),
         }
     }
 }
@@ -207,11 +209,12 @@ pub struct OpenAiTranscription {
 }
 
 impl OpenAiTranscription {
-    pub fn new(config: OpenAiTranscriptionConfig, http: reqwest::Client) -> Self {
+    /// `http` is the worker's shared client (or a reference to it).
+    pub fn new(config: OpenAiTranscriptionConfig, http: impl Borrow<reqwest::Client>) -> Self {
         Self {
             base: openai_base_url(&config.url),
             config,
-            http,
+            http: http.borrow().clone(),
             last_model: Mutex::new(None),
         }
     }
