@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{espeak, sim};
+use crate::engine::{espeak, kobold, openai_chat, sim, speech, whisper};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -66,6 +66,30 @@ pub enum EngineConfig {
     Sim(sim::SimConfig),
     /// espeak-ng run locally for text-to-speech: no GPU, no model download.
     Espeak(espeak::EspeakConfig),
+    /// KoboldCPP's native API for text generation.
+    Kobold(kobold::KoboldConfig),
+    /// Any OpenAI-compatible chat completions server (llama.cpp, vLLM, Ollama).
+    OpenaiChat(openai_chat::OpenAiChatConfig),
+    /// whisper.cpp's server for speech to text.
+    WhisperCpp(whisper::WhisperCppConfig),
+    /// Any server with OpenAI's transcription endpoint.
+    OpenaiTranscription(whisper::OpenAiTranscriptionConfig),
+    /// Any server with OpenAI's speech endpoint.
+    OpenaiSpeech(speech::OpenAiSpeechConfig),
+}
+
+impl EngineConfig {
+    /// The engine server's base URL, for adapters that talk to one.
+    pub fn url(&self) -> Option<&str> {
+        match self {
+            EngineConfig::Sim(_) | EngineConfig::Espeak(_) => None,
+            EngineConfig::Kobold(c) => Some(&c.url),
+            EngineConfig::OpenaiChat(c) => Some(&c.url),
+            EngineConfig::WhisperCpp(c) => Some(&c.url),
+            EngineConfig::OpenaiTranscription(c) => Some(&c.url),
+            EngineConfig::OpenaiSpeech(c) => Some(&c.url),
+        }
+    }
 }
 
 impl WorkerConfig {
@@ -107,6 +131,15 @@ impl WorkerConfig {
             url::Url::parse(&self.worker.advertise_url)
                 .map_err(|e| anyhow::anyhow!("worker.advertise_url: {e}"))?;
         }
+        for (i, engine) in self.engines.iter().enumerate() {
+            if let Some(url) = engine.url() {
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| anyhow::anyhow!("engines[{i}].url {url:?}: {e}"))?;
+                if !matches!(parsed.scheme(), "http" | "https") {
+                    anyhow::bail!("engines[{i}].url {url:?} is not an http(s) URL");
+                }
+            }
+        }
         Ok(())
     }
 
@@ -142,6 +175,82 @@ mod tests {
         config.check().unwrap();
         assert_eq!(config.worker, AgentConfig::default());
         assert!(!config.engines.is_empty());
+    }
+
+    /// The example's commented engine tables, uncommented.
+    fn uncommented_engines() -> String {
+        let mut out = String::new();
+        let mut in_table = false;
+        for line in EXAMPLE.lines() {
+            if line == "# [[engines]]" {
+                in_table = true;
+            } else if line.is_empty() {
+                in_table = false;
+            }
+            if in_table {
+                let line = line.strip_prefix("# ").unwrap_or(line);
+                if !line.starts_with('#') {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_examples_commented_engines_parse_and_build() {
+        let text = uncommented_engines();
+        let config: WorkerConfig = Figment::from(Toml::string(&text)).extract().unwrap();
+        config.check().unwrap();
+        let kinds = [
+            "kobold",
+            "openai_chat",
+            "whisper_cpp",
+            "openai_transcription",
+            "openai_speech",
+        ];
+        assert_eq!(config.engines.len(), kinds.len(), "{text}");
+        let mut config = config;
+        // The example's key files do not exist here.
+        for engine in &mut config.engines {
+            match engine {
+                EngineConfig::OpenaiChat(c) => c.api_key_file = None,
+                EngineConfig::OpenaiTranscription(c) => c.api_key_file = None,
+                EngineConfig::OpenaiSpeech(c) => c.api_key_file = None,
+                _ => {}
+            }
+        }
+        let engines = crate::engine::build(&config.engines, &reqwest::Client::new()).unwrap();
+        let built: Vec<&str> = engines.iter().map(|e| e.kind()).collect();
+        assert_eq!(built, kinds);
+        assert_eq!(
+            engines.iter().map(|e| e.capability()).collect::<Vec<_>>(),
+            [
+                tessera_core::Capability::Text,
+                tessera_core::Capability::Text,
+                tessera_core::Capability::SpeechToText,
+                tessera_core::Capability::SpeechToText,
+                tessera_core::Capability::TextToSpeech,
+            ]
+        );
+    }
+
+    #[test]
+    fn engine_urls_and_key_files_are_checked_at_start() {
+        let mut config: WorkerConfig = Figment::from(Toml::string(&uncommented_engines()))
+            .extract()
+            .unwrap();
+        if let EngineConfig::Kobold(c) = &mut config.engines[0] {
+            c.url = "127.0.0.1:5001".into();
+        }
+        let e = config.check().unwrap_err().to_string();
+        assert!(e.contains("engines[0].url"), "{e}");
+        let e = crate::engine::build(&config.engines[1..2], &reqwest::Client::new())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("/etc/tessera/llm-api-key"), "{e}");
     }
 
     #[test]

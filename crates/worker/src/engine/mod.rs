@@ -7,7 +7,12 @@
 //! those conversations.
 
 pub mod espeak;
+pub mod kobold;
+pub mod openai_chat;
 pub mod sim;
+pub mod speech;
+mod upstream;
+pub mod whisper;
 
 use std::sync::Arc;
 
@@ -187,12 +192,25 @@ pub fn build(
     configs: &[EngineConfig],
     http: &reqwest::Client,
 ) -> anyhow::Result<Vec<Arc<dyn Engine>>> {
-    let _ = http;
     let mut engines: Vec<Arc<dyn Engine>> = Vec::with_capacity(configs.len());
     for config in configs {
         engines.push(match config {
             EngineConfig::Sim(c) => Arc::new(sim::Sim::new(c.clone())),
             EngineConfig::Espeak(c) => Arc::new(espeak::Espeak::new(c.clone())?),
+            EngineConfig::Kobold(c) => Arc::new(kobold::Kobold::new(c.clone(), http)),
+            EngineConfig::OpenaiChat(c) => {
+                upstream::check_api_key_file(c.api_key_file.as_ref())?;
+                Arc::new(openai_chat::OpenAiChat::new(c.clone(), http))
+            }
+            EngineConfig::WhisperCpp(c) => Arc::new(whisper::WhisperCpp::new(c.clone(), http)),
+            EngineConfig::OpenaiTranscription(c) => {
+                upstream::check_api_key_file(c.api_key_file.as_ref())?;
+                Arc::new(whisper::OpenAiTranscription::new(c.clone(), http))
+            }
+            EngineConfig::OpenaiSpeech(c) => {
+                upstream::check_api_key_file(c.api_key_file.as_ref())?;
+                Arc::new(speech::OpenAiSpeech::new(c.clone(), http))
+            }
         });
     }
     Ok(engines)
