@@ -43,6 +43,7 @@ pub async fn heartbeat(
     }
     Ok(Json(HeartbeatAck {
         heartbeat_interval_ms: state.config.workers.heartbeat_interval_ms,
+        cancel_jobs: Vec::new(),
     }))
 }
 
