@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{espeak, sim};
+use crate::engine::{comfyui, espeak, sim};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -66,6 +66,9 @@ pub enum EngineConfig {
     Sim(sim::SimConfig),
     /// espeak-ng run locally for text-to-speech: no GPU, no model download.
     Espeak(espeak::EspeakConfig),
+    /// A ComfyUI server for text-to-image or text-to-video, one workflow
+    /// template per model.
+    Comfyui(comfyui::ComfyUiConfig),
 }
 
 impl WorkerConfig {

@@ -6,6 +6,7 @@
 //! nothing of users, plans or the scheduler: the agent ([`crate::agent`]) owns
 //! those conversations.
 
+pub mod comfyui;
 pub mod espeak;
 pub mod sim;
 
@@ -187,12 +188,12 @@ pub fn build(
     configs: &[EngineConfig],
     http: &reqwest::Client,
 ) -> anyhow::Result<Vec<Arc<dyn Engine>>> {
-    let _ = http;
     let mut engines: Vec<Arc<dyn Engine>> = Vec::with_capacity(configs.len());
     for config in configs {
         engines.push(match config {
             EngineConfig::Sim(c) => Arc::new(sim::Sim::new(c.clone())),
             EngineConfig::Espeak(c) => Arc::new(espeak::Espeak::new(c.clone())?),
+            EngineConfig::Comfyui(c) => Arc::new(comfyui::ComfyUi::new(c.clone(), http.clone())?),
         });
     }
     Ok(engines)
