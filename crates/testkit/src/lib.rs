@@ -6,8 +6,12 @@
 //! - [`TestApp`]: the scheduler started on `127.0.0.1:0` over such a database, with
 //!   a random admin token and helpers to mint frontend keys.
 //! - [`backend_tests!`]: runs each listed `async fn(Backend)` once per backend.
+//! - [`standins`]: loopback stand-ins for the third-party engine servers workers
+//!   drive (ComfyUI), with failure injection and request records.
 //!
 //! Nothing here mocks Tessera: tests drive the same server binary code over HTTP.
+
+pub mod standins;
 
 use std::sync::Arc;
 
