@@ -49,7 +49,8 @@ pub const TITLE_PROMPT: &str = "tessera:prompt";
 pub const TITLE_NEGATIVE: &str = "tessera:negative";
 /// Title of the empty latent(s) that receive `width`, `height` and, for video, `length`.
 pub const TITLE_SIZE: &str = "tessera:size";
-/// Title of the sampler(s) that receive `seed` (or `noise_seed`) and, for images, `steps`.
+/// Title of the node(s) that receive the seed (`seed` or `noise_seed`) and, for
+/// images, `steps`: a `KSampler`, or a `RandomNoise` and a `BasicScheduler`.
 pub const TITLE_SAMPLER: &str = "tessera:sampler";
 /// Title of a node that receives the frame rate (`fps` or `frame_rate`), for
 /// video graphs whose output node does not take it.
@@ -124,8 +125,8 @@ pub struct Template {
     prompt: Vec<String>,
     negative: Vec<String>,
     size: Vec<String>,
-    /// Sampler node ids and the name of their seed input.
-    sampler: Vec<(String, &'static str)>,
+    /// The nodes titled `tessera:sampler`.
+    sampler: Vec<SamplerNode>,
     /// Node ids and the name of their frame-rate input.
     fps: Vec<(String, &'static str)>,
     output: Vec<String>,
@@ -186,12 +187,16 @@ impl Template {
                     let slot = link.get(1).and_then(Value::as_u64);
                     match (target, slot, link.len()) {
                         (Some(t), Some(_), 2) if graph.contains_key(t) => {}
-                        (Some(t), Some(_), 2) => return Err(format!(
+                        (Some(t), Some(_), 2) => {
+                            return Err(format!(
                             "node {id:?} input {name:?} links to node {t:?}, which does not exist"
-                        )),
-                        _ => return Err(format!(
+                        ))
+                        }
+                        _ => {
+                            return Err(format!(
                             "node {id:?} input {name:?} is a list but not a link [node_id, slot]"
-                        )),
+                        ))
+                        }
                     }
                 }
             }
@@ -242,16 +247,28 @@ impl Template {
         for id in &samplers {
             let seed = ["seed", "noise_seed"]
                 .into_iter()
-                .find(|k| literal_input(&graph, id, k).is_ok())
-                .ok_or_else(|| {
-                    format!(
-                        "{TITLE_SAMPLER} node {id:?} has no literal `seed` or `noise_seed` input"
-                    )
-                })?;
-            if !video {
-                check(std::slice::from_ref(id), TITLE_SAMPLER, "steps")?;
+                .find(|k| literal_input(&graph, id, k).is_ok());
+            let steps = literal_input(&graph, id, "steps").is_ok();
+            if seed.is_none() && !steps {
+                return Err(format!(
+                    "{TITLE_SAMPLER} node {id:?} has no literal `seed`, `noise_seed` or `steps` input"
+                ));
             }
-            sampler.push((id.clone(), seed));
+            sampler.push(SamplerNode {
+                id: id.clone(),
+                seed,
+                steps,
+            });
+        }
+        if !sampler.iter().any(|n| n.seed.is_some()) {
+            return Err(format!(
+                "no {TITLE_SAMPLER} node has a literal `seed` or `noise_seed` input"
+            ));
+        }
+        if !video && !sampler.iter().any(|n| n.steps) {
+            return Err(format!(
+                "no {TITLE_SAMPLER} node has a literal `steps` input, which image jobs set"
+            ));
         }
         let mut fps = Vec::new();
         for id in &fps_nodes {
@@ -341,10 +358,12 @@ impl Template {
                 set(id, "length", json!(frames));
             }
         }
-        for (id, key) in &self.sampler {
-            set(id, key, json!(seed));
-            if let Some(steps) = steps {
-                set(id, "steps", json!(steps));
+        for node in &self.sampler {
+            if let Some(key) = node.seed {
+                set(&node.id, key, json!(seed));
+            }
+            if let (true, Some(steps)) = (node.steps, steps) {
+                set(&node.id, "steps", json!(steps));
             }
         }
         if let Some((_, fps)) = video {
@@ -376,9 +395,24 @@ impl Template {
         }
     }
 
-    fn sampler_ids(&self) -> HashSet<String> {
-        self.sampler.iter().map(|(id, _)| id.clone()).collect()
+    /// The sampling nodes among the `tessera:sampler` ones: those with both a
+    /// seed and steps (`KSampler`), whose progress is the job's.
+    fn stepping_samplers(&self) -> HashSet<String> {
+        self.sampler
+            .iter()
+            .filter(|n| n.seed.is_some() && n.steps)
+            .map(|n| n.id.clone())
+            .collect()
     }
+}
+
+#[derive(Clone, Debug)]
+struct SamplerNode {
+    id: String,
+    /// The name of its seed input, if it has one.
+    seed: Option<&'static str>,
+    /// Whether it has a `steps` input.
+    steps: bool,
 }
 
 /// The input is present and a literal value (not a link), so Tessera may set it.
@@ -778,8 +812,9 @@ struct Watch<'a> {
     prompt_id: &'a str,
     template: &'a Template,
     progress: &'a Progress,
+    /// The nodes whose progress is the job's (see [`Template::stepping_samplers`]).
     samplers: HashSet<String>,
-    /// Fraction done of each sampler node seen reporting.
+    /// Fraction done of each of them seen reporting.
     sampler_done: HashMap<String, f32>,
     /// Highest percentage reported so far (progress never goes back).
     reported: f32,
@@ -795,7 +830,7 @@ impl<'a> Watch<'a> {
             prompt_id,
             template,
             progress,
-            samplers: template.sampler_ids(),
+            samplers: template.stepping_samplers(),
             sampler_done: HashMap::new(),
             reported: 0.0,
             started: false,
@@ -860,12 +895,15 @@ impl<'a> Watch<'a> {
         let overall = match data.get("node").and_then(node_id) {
             Some(node) if self.samplers.contains(&node) => {
                 self.sampler_done.insert(node, fraction);
-                self.sampler_done.values().sum::<f32>() / self.samplers.len().max(1) as f32
+                self.sampler_done.values().sum::<f32>() / self.samplers.len() as f32
             }
-            // Progress of another node (a tiled decode, an upscaler) would
-            // restart the bar: only the samplers count.
-            Some(_) => return,
-            None => fraction,
+            // Once a sampler reports, another node's bar (a tiled decode, an
+            // upscaler) would restart the job's: only the samplers count.
+            _ if !self.sampler_done.is_empty() => return,
+            // Graphs whose sampling node is not titled (SamplerCustomAdvanced
+            // fed by a titled RandomNoise), and servers that do not name the
+            // node: whatever reports.
+            _ => fraction,
         };
         // 100 is for when the files are in hand.
         let percent = (overall * 100.0).min(99.0);
@@ -1565,6 +1603,10 @@ mod tests {
         let seedless = IMAGE.replacen("\"seed\": 0", "\"noise\": 0", 1);
         let e = Template::parse(Capability::Image, &seedless).unwrap_err();
         assert!(e.contains("seed"), "{e}");
+        // Image jobs set steps.
+        let stepless = IMAGE.replacen("\"steps\": 30", "\"stops\": 30", 1);
+        let e = Template::parse(Capability::Image, &stepless).unwrap_err();
+        assert!(e.contains("steps"), "{e}");
     }
 
     #[test]
@@ -1672,7 +1714,7 @@ mod tests {
         // Another node's bar, or another prompt's, does not move it.
         w.on_message(&msg(
             "progress",
-            json!({"value": 1, "max": 10, "prompt_id": "p1", "node": "8"}),
+            json!({"value": 9, "max": 10, "prompt_id": "p1", "node": "8"}),
         ));
         w.on_message(&msg(
             "progress",
@@ -1696,6 +1738,36 @@ mod tests {
             )),
             Signal::Failed(_)
         ));
+    }
+
+    /// Flux-style sampling: the seed on RandomNoise, the steps on
+    /// BasicScheduler, and an untitled SamplerCustomAdvanced that reports.
+    const CUSTOM: &str = r#"{
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "flux.safetensors"}},
+        "2": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["1", 1]}, "_meta": {"title": "tessera:prompt"}},
+        "3": {"class_type": "EmptySD3LatentImage", "inputs": {"width": 1024, "height": 1024, "batch_size": 1}, "_meta": {"title": "tessera:size"}},
+        "4": {"class_type": "RandomNoise", "inputs": {"noise_seed": 0}, "_meta": {"title": "tessera:sampler"}},
+        "5": {"class_type": "BasicScheduler", "inputs": {"scheduler": "simple", "steps": 4, "denoise": 1.0, "model": ["1", 0]}, "_meta": {"title": "tessera:sampler"}},
+        "6": {"class_type": "KSamplerSelect", "inputs": {"sampler_name": "euler"}},
+        "7": {"class_type": "BasicGuider", "inputs": {"model": ["1", 0], "conditioning": ["2", 0]}},
+        "8": {"class_type": "SamplerCustomAdvanced", "inputs": {"noise": ["4", 0], "guider": ["7", 0], "sampler": ["6", 0], "sigmas": ["5", 0], "latent_image": ["3", 0]}},
+        "9": {"class_type": "VAEDecode", "inputs": {"samples": ["8", 0], "vae": ["1", 2]}},
+        "10": {"class_type": "SaveImage", "inputs": {"filename_prefix": "flux", "images": ["9", 0]}, "_meta": {"title": "tessera:output"}}
+    }"#;
+
+    #[test]
+    fn seed_and_steps_may_sit_on_different_nodes() {
+        let t = Template::parse(Capability::Image, CUSTOM).unwrap();
+        let g = t.render(&image(Some(77)), 0).unwrap();
+        assert_eq!(g["4"]["inputs"]["noise_seed"], 77);
+        assert!(g["4"]["inputs"].get("steps").is_none());
+        assert_eq!(g["5"]["inputs"]["steps"], 12);
+        // The untitled sampling node's progress is the job's.
+        let (progress, rx) = Progress::new();
+        let mut w = Watch::new("p", &t, &progress);
+        let msg = json!({"type": "progress", "data": {"value": 1, "max": 4, "prompt_id": "p", "node": "8"}});
+        w.on_message(&msg.to_string());
+        assert_eq!(*rx.borrow(), Some(25.0));
     }
 
     #[test]
