@@ -640,6 +640,35 @@ async fn comfyui_down_or_failing_is_unavailable() {
 }
 
 #[tokio::test]
+async fn a_prompt_lost_in_a_restart_is_unavailable() {
+    let s = setup_with(
+        Capability::Image,
+        Settings::default(),
+        IMAGE_TEMPLATE,
+        |c| c.websocket = false,
+    )
+    .await;
+    s.comfy.hold_queue(true);
+    let task = image_task(64, 64, Some(1));
+    let restart = async {
+        eventually("a queued prompt", || !s.comfy.pending().is_empty()).await;
+        s.comfy.restart();
+    };
+    let (result, ()) = tokio::join!(
+        async {
+            let (progress, _rx) = Progress::new();
+            s.engine
+                .run(&task, &progress, &CancellationToken::new())
+                .await
+        },
+        restart
+    );
+    let e = result.unwrap_err();
+    assert_eq!(e.code, "engine_unavailable");
+    assert!(e.message.contains("no longer knows"), "{}", e.message);
+}
+
+#[tokio::test]
 async fn an_output_outside_the_output_folder_fails_as_comfyui_does() {
     let escaping = IMAGE_TEMPLATE.replace("\"tessera/image\"", "\"../../etc/image\"");
     let s = setup_with(Capability::Image, Settings::default(), &escaping, |_| {}).await;

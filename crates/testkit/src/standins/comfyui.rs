@@ -27,7 +27,8 @@
 //! take [`Settings::step_delay`] per step. Model file inputs (`ckpt_name`...)
 //! accept any name. Every request is recorded; [`ComfyUi`]'s methods inject
 //! failures: an exception in a node, dropped websockets, refused websockets, an
-//! error status from `/prompt`, a held queue, or the server going away.
+//! error status from `/prompt`, a held queue, a restart that forgets every
+//! prompt, or the server going away.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -207,6 +208,21 @@ impl ComfyUi {
         self.shared.work.notify_one();
     }
 
+    /// Forgets everything, as a restarted ComfyUI would: the queue, the history
+    /// and the websockets; a running prompt stops and leaves no history.
+    pub fn restart(&self) {
+        {
+            let mut state = self.shared.lock();
+            state.queue.clear();
+            state.history.clear();
+            state.generation += 1;
+        }
+        if self.running().is_some() {
+            self.shared.interrupt.store(true, Ordering::SeqCst);
+        }
+        self.close_sockets();
+    }
+
     /// Puts a file where `/view` finds it (`kind` is `output`, `input` or `temp`).
     pub fn put_file(&self, kind: &str, subfolder: &str, filename: &str, bytes: Vec<u8>) {
         self.shared.lock().files.insert(
@@ -311,6 +327,8 @@ struct Inner {
     faults: Faults,
     /// Next file counter per (subfolder, prefix).
     counters: HashMap<(String, String), u32>,
+    /// Bumped by a restart: what ran before it leaves no history.
+    generation: u64,
 }
 
 #[derive(Default)]
@@ -1408,6 +1426,7 @@ enum Stop {
 }
 
 async fn execute(shared: &Arc<Shared>, item: &Item) {
+    let generation = shared.lock().generation;
     let sid = item.client_id.as_deref();
     let prompt_id = item.prompt_id.as_str();
     let mut messages: Vec<Value> = Vec::new();
@@ -1526,7 +1545,11 @@ async fn execute(shared: &Arc<Shared>, item: &Item) {
             )
         })
         .collect();
-    shared.lock().history.insert(
+    let mut state = shared.lock();
+    if state.generation != generation {
+        return;
+    }
+    state.history.insert(
         prompt_id.to_owned(),
         json!({
             "prompt": item.to_value(),
@@ -1535,6 +1558,7 @@ async fn execute(shared: &Arc<Shared>, item: &Item) {
             "meta": meta,
         }),
     );
+    drop(state);
     shared.send(
         sid,
         "executing",

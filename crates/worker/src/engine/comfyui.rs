@@ -606,6 +606,12 @@ impl ComfyUi {
             .send()
             .await
             .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(EngineError::unavailable(format!(
+                "ComfyUI answered /queue with {}",
+                response.status()
+            )));
+        }
         let body: Value = response.json().await.map_err(|e| {
             EngineError::invalid_output(format!("ComfyUI's /queue answer is not JSON: {e}"))
         })?;
@@ -663,16 +669,28 @@ impl ComfyUi {
                         }
                         Ok(None) => {
                             failures = 0;
-                            if ticks % QUEUE_CHECK_EVERY == 0 && !self.queued(watch.prompt_id).await? {
-                                // It may have finished between the two reads.
-                                if let Some(entry) = self.history(watch.prompt_id).await? {
-                                    watch.started = true;
-                                    return Ok(entry);
+                            if ticks % QUEUE_CHECK_EVERY != 0 {
+                                continue;
+                            }
+                            match self.queued(watch.prompt_id).await {
+                                Ok(true) => {}
+                                Ok(false) => {
+                                    // It may have finished between the two reads.
+                                    if let Some(entry) = self.history(watch.prompt_id).await? {
+                                        watch.started = true;
+                                        return Ok(entry);
+                                    }
+                                    return Err(EngineError::unavailable(format!(
+                                        "ComfyUI no longer knows prompt {} (was it restarted?)",
+                                        watch.prompt_id
+                                    )));
                                 }
-                                return Err(EngineError::unavailable(format!(
-                                    "ComfyUI no longer knows prompt {} (was it restarted?)",
-                                    watch.prompt_id
-                                )));
+                                Err(e) => {
+                                    failures += 1;
+                                    if failures >= MAX_POLL_FAILURES {
+                                        return Err(e);
+                                    }
+                                }
                             }
                         }
                         Err(e) => {
