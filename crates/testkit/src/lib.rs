@@ -6,8 +6,9 @@
 //! - [`TestApp`]: the scheduler started on `127.0.0.1:0` over such a database, with
 //!   a random admin token and helpers to mint frontend keys.
 //! - [`backend_tests!`]: runs each listed `async fn(Backend)` once per backend.
-//! - [`standins`]: small servers on loopback that speak the HTTP APIs of the
-//!   engine servers workers drive, for the worker's adapter tests.
+//! - [`standins`]: loopback stand-ins for the engine servers workers drive
+//!   (ComfyUI, KoboldCPP, OpenAI-compatible servers, whisper.cpp), with failure
+//!   injection and request records, for the worker's adapter tests.
 //!
 //! Nothing here mocks Tessera: tests drive the same server binary code over HTTP.
 

@@ -12,7 +12,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{espeak, kobold, openai_chat, sim, speech, whisper};
+use crate::engine::{comfyui, espeak, kobold, openai_chat, sim, speech, whisper};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
@@ -66,6 +66,9 @@ pub enum EngineConfig {
     Sim(sim::SimConfig),
     /// espeak-ng run locally for text-to-speech: no GPU, no model download.
     Espeak(espeak::EspeakConfig),
+    /// A ComfyUI server for text-to-image or text-to-video, one workflow
+    /// template per model.
+    Comfyui(comfyui::ComfyUiConfig),
     /// KoboldCPP's native API for text generation.
     Kobold(kobold::KoboldConfig),
     /// Any OpenAI-compatible chat completions server (llama.cpp, vLLM, Ollama).
@@ -83,6 +86,7 @@ impl EngineConfig {
     pub fn url(&self) -> Option<&str> {
         match self {
             EngineConfig::Sim(_) | EngineConfig::Espeak(_) => None,
+            EngineConfig::Comfyui(c) => Some(&c.url),
             EngineConfig::Kobold(c) => Some(&c.url),
             EngineConfig::OpenaiChat(c) => Some(&c.url),
             EngineConfig::WhisperCpp(c) => Some(&c.url),

@@ -1,8 +1,14 @@
-//! Stand-ins for engine servers: each listens on `127.0.0.1:0`, follows the
-//! request and response shapes its project documents (errors included), and
-//! records what it was sent, so an adapter's tests can check both sides.
-//! They generate nothing real: replies are deterministic filler.
+//! Loopback stand-ins for the engine servers that workers drive.
+//!
+//! Tests of an engine adapter need the server on the other side to answer as
+//! the real one does, including when it fails, without a GPU or model files.
+//! Each stand-in serves the real server's routes and message shapes on
+//! `127.0.0.1:0`, produces real files (so the adapter's header reading is
+//! exercised), records every request, and lets a test inject the failures that
+//! matter. They stand in for third-party servers only, never for Tessera's own
+//! parts.
 
+pub mod comfyui;
 pub mod kobold;
 pub mod openai;
 pub mod whisper;

@@ -6,6 +6,7 @@
 //! nothing of users, plans or the scheduler: the agent ([`crate::agent`]) owns
 //! those conversations.
 
+pub mod comfyui;
 pub mod espeak;
 pub mod kobold;
 pub mod openai_chat;
@@ -197,6 +198,7 @@ pub fn build(
         engines.push(match config {
             EngineConfig::Sim(c) => Arc::new(sim::Sim::new(c.clone())),
             EngineConfig::Espeak(c) => Arc::new(espeak::Espeak::new(c.clone())?),
+            EngineConfig::Comfyui(c) => Arc::new(comfyui::ComfyUi::new(c.clone(), http.clone())?),
             EngineConfig::Kobold(c) => Arc::new(kobold::Kobold::new(c.clone(), http)),
             EngineConfig::OpenaiChat(c) => {
                 upstream::check_api_key_file(c.api_key_file.as_ref())?;
