@@ -43,6 +43,8 @@ pub async fn heartbeat(
     }
     Ok(Json(HeartbeatAck {
         heartbeat_interval_ms: state.config.workers.heartbeat_interval_ms,
+        // Nothing is dispatched to workers yet, so there is nothing to cancel.
+        cancel_jobs: Vec::new(),
     }))
 }
 
