@@ -1,6 +1,7 @@
 """Runs llama.cpp's OpenAI-compatible HTTP server on a GGUF model, in-process.
 
     python llama_server.py MODEL.gguf [--port N] [--alias NAME] [--ctx N] [--threads N]
+                           [--parallel N] [--watch-stdin]
 
 The server listens on 127.0.0.1 only (port 0, the default, picks a free one).
 Once the model is loaded and the server accepts requests, one line is printed
@@ -12,10 +13,20 @@ and the process then serves until it is killed. Logs go to standard error.
 """
 
 import argparse
+import os
 import sys
 import threading
 
 import xllamacpp
+
+
+def exit_on_stdin_eof():
+    def watch():
+        while sys.stdin.buffer.read(4096):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def main():
@@ -26,7 +37,14 @@ def main():
     parser.add_argument("--ctx", type=int, default=2048, help="context size in tokens")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--parallel", type=int, default=2, help="requests served at once")
+    parser.add_argument(
+        "--watch-stdin",
+        action="store_true",
+        help="exit when standard input closes, so the server never outlives its parent",
+    )
     args = parser.parse_args()
+    if args.watch_stdin:
+        exit_on_stdin_eof()
 
     params = xllamacpp.CommonParams()
     params.model.path = args.model

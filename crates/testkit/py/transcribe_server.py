@@ -1,6 +1,6 @@
 """A speech-to-text server speaking OpenAI's transcription API, on loopback.
 
-    python transcribe_server.py [--port N] [--model NAME ...]
+    python transcribe_server.py [--port N] [--model NAME ...] [--watch-stdin]
 
 Backed by PocketSphinx and the US English model bundled with it: no GPU, no
 download. It listens on 127.0.0.1 only (port 0, the default, picks a free one)
@@ -26,6 +26,7 @@ import argparse
 import email.parser
 import email.policy
 import json
+import os
 import struct
 import sys
 import threading
@@ -240,11 +241,27 @@ def make_handler(transcriber):
     return Handler
 
 
+def exit_on_stdin_eof():
+    def watch():
+        while sys.stdin.buffer.read(4096):
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
     parser.add_argument("--model", action="append", help="a model name to accept (repeatable)")
+    parser.add_argument(
+        "--watch-stdin",
+        action="store_true",
+        help="exit when standard input closes, so the server never outlives its parent",
+    )
     args = parser.parse_args()
+    if args.watch_stdin:
+        exit_on_stdin_eof()
     transcriber = Transcriber(args.model or ["pocketsphinx-en-us"])
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(transcriber))
     server.daemon_threads = True

@@ -6,8 +6,12 @@
 //! - [`TestApp`]: the scheduler started on `127.0.0.1:0` over such a database, with
 //!   a random admin token and helpers to mint frontend keys.
 //! - [`backend_tests!`]: runs each listed `async fn(Backend)` once per backend.
+//! - [`engines`]: real engines (llama.cpp's server, a speech-to-text server,
+//!   espeak-ng) that `scripts/test` installs, started on loopback for a test.
 //!
 //! Nothing here mocks Tessera: tests drive the same server binary code over HTTP.
+
+pub mod engines;
 
 use std::sync::Arc;
 
