@@ -167,6 +167,8 @@ struct ServerProcess {
     child: Child,
     stderr: Arc<Mutex<Vec<u8>>>,
     stderr_reader: Option<JoinHandle<()>>,
+    /// Whether a panic already showed the standard error.
+    reported: bool,
 }
 
 impl ServerProcess {
@@ -215,23 +217,29 @@ impl ServerProcess {
             child,
             stderr,
             stderr_reader: Some(stderr_reader),
+            reported: false,
         };
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(url) => (process, url),
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 process.stop();
+                process.reported = true;
                 panic!(
                     "the {name} was not ready within {START_TIMEOUT:?}; its standard error:\n{}",
                     process.stderr()
                 )
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
-                let status = process.child.wait();
+                let status = match process.child.wait() {
+                    Ok(status) => status.to_string(),
+                    Err(e) => e.to_string(),
+                };
                 if let Some(reader) = process.stderr_reader.take() {
                     let _ = reader.join();
                 }
+                process.reported = true;
                 panic!(
-                    "the {name} exited before it was ready ({status:?}); its standard error:\n{}",
+                    "the {name} exited before it was ready ({status}); its standard error:\n{}",
                     process.stderr()
                 )
             }
@@ -255,7 +263,7 @@ impl ServerProcess {
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.stop();
-        if std::thread::panicking() {
+        if std::thread::panicking() && !self.reported {
             eprintln!(
                 "--- standard error of the {} ---\n{}",
                 self.name,
