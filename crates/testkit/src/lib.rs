@@ -9,9 +9,12 @@
 //! - [`standins`]: loopback stand-ins for the engine servers workers drive
 //!   (ComfyUI, KoboldCPP, OpenAI-compatible servers, whisper.cpp), with failure
 //!   injection and request records, for the worker's adapter tests.
+//! - [`engines`]: real engines (llama.cpp's server, a speech-to-text server,
+//!   espeak-ng) that `scripts/test` installs, started on loopback for a test.
 //!
 //! Nothing here mocks Tessera: tests drive the same server binary code over HTTP.
 
+pub mod engines;
 pub mod standins;
 
 use std::sync::Arc;
