@@ -7,6 +7,13 @@ use tessera_api::Client;
 use tessera_core::{Capability, Platform};
 use tessera_testkit::{backend_tests, Backend, TestApp};
 
+fn busy(id: &str) -> Heartbeat {
+    Heartbeat {
+        status: WorkerStatus::Busy,
+        ..heartbeat(id)
+    }
+}
+
 fn heartbeat(id: &str) -> Heartbeat {
     Heartbeat {
         worker_id: id.into(),
@@ -160,7 +167,9 @@ where
 
 /// The health monitor puts a lost worker's job back in the queue, fails it once
 /// the attempt limit is reached (refunding it), and leaves live workers alone.
-/// Jobs are claimed through the store as the dispatcher will claim them.
+/// Jobs are claimed through the store as the dispatcher claims them; the
+/// workers here are only heartbeats, reporting busy so that the scheduler's own
+/// dispatcher leaves them alone.
 async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backend) {
     use tessera_api::public::CreateJobRequest;
     use tessera_core::policy::Policy;
@@ -199,7 +208,7 @@ async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backen
         .unwrap()
         .job
         .job_id;
-    worker.heartbeat(&heartbeat("worker-gpu-0")).await.unwrap();
+    worker.heartbeat(&busy("worker-gpu-0")).await.unwrap();
     let (claimed, _) = app
         .store()
         .claim_next(&slot("worker-gpu-0"), &Policy::default(), now())
@@ -224,7 +233,7 @@ async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backen
     );
 
     // A second worker takes it and is lost too: the attempt limit fails and refunds it.
-    worker.heartbeat(&heartbeat("worker-gpu-1")).await.unwrap();
+    worker.heartbeat(&busy("worker-gpu-1")).await.unwrap();
     app.store()
         .claim_next(&slot("worker-gpu-1"), &Policy::default(), now())
         .await
@@ -252,14 +261,14 @@ async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backen
         .unwrap()
         .job
         .job_id;
-    worker.heartbeat(&heartbeat("worker-gpu-2")).await.unwrap();
+    worker.heartbeat(&busy("worker-gpu-2")).await.unwrap();
     app.store()
         .claim_next(&slot("worker-gpu-2"), &Policy::default(), now())
         .await
         .unwrap()
         .unwrap();
     for _ in 0..15 {
-        worker.heartbeat(&heartbeat("worker-gpu-2")).await.unwrap();
+        worker.heartbeat(&busy("worker-gpu-2")).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let view = tg.get_job(&kept).await.unwrap();

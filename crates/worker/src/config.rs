@@ -208,6 +208,7 @@ mod tests {
         let config: WorkerConfig = Figment::from(Toml::string(&text)).extract().unwrap();
         config.check().unwrap();
         let kinds = [
+            "comfyui",
             "kobold",
             "openai_chat",
             "whisper_cpp",
@@ -216,9 +217,16 @@ mod tests {
         ];
         assert_eq!(config.engines.len(), kinds.len(), "{text}");
         let mut config = config;
-        // The example's key files do not exist here.
+        // The example's key files and workflow folder do not exist here.
+        let workflows = tempfile::tempdir().unwrap();
+        std::fs::copy(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/workflows/image-example.json"),
+            workflows.path().join("sdxl-1.0.json"),
+        )
+        .unwrap();
         for engine in &mut config.engines {
             match engine {
+                EngineConfig::Comfyui(c) => c.workflows_dir = workflows.path().to_owned(),
                 EngineConfig::OpenaiChat(c) => c.api_key_file = None,
                 EngineConfig::OpenaiTranscription(c) => c.api_key_file = None,
                 EngineConfig::OpenaiSpeech(c) => c.api_key_file = None,
@@ -231,6 +239,7 @@ mod tests {
         assert_eq!(
             engines.iter().map(|e| e.capability()).collect::<Vec<_>>(),
             [
+                tessera_core::Capability::Image,
                 tessera_core::Capability::Text,
                 tessera_core::Capability::Text,
                 tessera_core::Capability::SpeechToText,
@@ -245,12 +254,12 @@ mod tests {
         let mut config: WorkerConfig = Figment::from(Toml::string(&uncommented_engines()))
             .extract()
             .unwrap();
-        if let EngineConfig::Kobold(c) = &mut config.engines[0] {
+        if let EngineConfig::Kobold(c) = &mut config.engines[1] {
             c.url = "127.0.0.1:5001".into();
         }
         let e = config.check().unwrap_err().to_string();
-        assert!(e.contains("engines[0].url"), "{e}");
-        let e = crate::engine::build(&config.engines[1..2], &reqwest::Client::new())
+        assert!(e.contains("engines[1].url"), "{e}");
+        let e = crate::engine::build(&config.engines[2..3], &reqwest::Client::new())
             .err()
             .unwrap()
             .to_string();
