@@ -6,10 +6,11 @@
 //! their worker), so nothing running is forgotten.
 //!
 //! Dispatch is event-driven: a new job, a heartbeat from an idle worker, a
-//! result, or a job handed back wakes one pass, which claims, for every idle
-//! online worker at once, the job the core policy chooses for it
-//! ([`Store::claim_next`]: a conditional QUEUED → RUNNING update, so two
-//! dispatchers can never both start one job) and sends it to the worker's
+//! result, or a job handed back wakes one pass, which chooses, for every idle
+//! online worker in turn, the job the core policy picks for it (passing over
+//! jobs already chosen in the pass), claims them all in one transaction
+//! ([`Store::claim_batch`]: conditional QUEUED → RUNNING updates, so two
+//! dispatchers can never both start one job) and sends each to its worker's
 //! `/run_job`. A slow tick (`workers.dispatch_tick_ms`) is only a safety net.
 //!
 //! A job the worker does not accept (busy, draining, unreachable) goes back to
@@ -340,41 +341,71 @@ impl Dispatcher {
         if free.is_empty() {
             return;
         }
-        futures::future::join_all(
-            free.into_iter()
-                .map(|(id, slot, address)| self.claim_for(id, slot, address)),
-        )
-        .await;
-    }
-
-    async fn claim_for(&self, worker_id: String, slot: WorkerSlot, address: String) {
+        // Choose a job for each free worker in turn, passing over the jobs
+        // chosen for the others, then claim them all in one transaction: one
+        // commit per pass instead of one per job, and no dispatcher racing
+        // itself for the head of the queue.
         let now = now_ms();
-        let claimed = self
-            .inner
-            .store
-            .claim_next(&slot, &self.inner.policy, now)
-            .await;
-        let mut map = self.workers();
-        let Some(entry) = map.get_mut(&worker_id) else {
-            return;
+        let mut chosen: Vec<JobId> = Vec::new();
+        let mut claims: Vec<(JobId, String)> = Vec::new();
+        let mut addresses: HashMap<String, String> = HashMap::new();
+        for (worker_id, slot, address) in &free {
+            let candidates = match self.inner.store.candidates_excluding(slot, &chosen).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(%worker_id, error = %e, "reading the queue failed; retrying on the next wake-up");
+                    break;
+                }
+            };
+            if let Some((job, reason)) = self.inner.policy.choose(&candidates.as_ref(), now) {
+                tracing::debug!(job_id = %job.id, %worker_id, ?reason, "chosen");
+                chosen.push(job.id.clone());
+                claims.push((job.id.clone(), worker_id.clone()));
+                addresses.insert(worker_id.clone(), address.clone());
+            }
+        }
+        let claimed = if claims.is_empty() {
+            Ok(Vec::new())
+        } else {
+            self.inner.store.claim_batch(&claims, now).await
         };
-        entry.claiming = false;
-        match claimed {
-            Ok(Some((job, reason))) => {
+        let mut map = self.workers();
+        for (worker_id, _, _) in &free {
+            if let Some(entry) = map.get_mut(worker_id) {
+                entry.claiming = false;
+            }
+        }
+        let claimed = match claimed {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "claiming failed; retrying on the next wake-up");
+                return;
+            }
+        };
+        let lost = claimed.len() < claims.len();
+        let mut sends = Vec::with_capacity(claimed.len());
+        for job in claimed {
+            let Some(worker_id) = job.worker_id.clone() else {
+                continue;
+            };
+            if let Some(entry) = map.get_mut(&worker_id) {
                 entry.assigned = Some(Assignment {
                     job_id: job.id.clone(),
                     attempt: job.attempts,
                     since: now,
                 });
-                drop(map);
-                tracing::debug!(job_id = %job.id, %worker_id, ?reason, "dispatching");
-                let this = self.clone();
-                tokio::spawn(async move { this.send(worker_id, address, job).await });
             }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(%worker_id, error = %e, "claim failed; retrying on the next wake-up")
-            }
+            let address = addresses.remove(&worker_id).unwrap_or_default();
+            sends.push((worker_id, address, job));
+        }
+        drop(map);
+        for (worker_id, address, job) in sends {
+            let this = self.clone();
+            tokio::spawn(async move { this.send(worker_id, address, job).await });
+        }
+        if lost {
+            // Another dispatcher took some of the chosen jobs: look again.
+            self.wake();
         }
     }
 

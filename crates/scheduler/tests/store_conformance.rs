@@ -768,7 +768,77 @@ async fn heartbeats_keep_the_latest_description_and_first_sight(backend: Backend
     assert_eq!(all[0], second);
 }
 
+/// A dispatch pass chooses jobs for several workers, passing over those
+/// already chosen, and claims them in one transaction; a job no longer queued
+/// is left out, never dispatched twice.
+async fn batch_claims_pass_over_chosen_jobs_and_taken_ones(backend: Backend) {
+    use tessera_scheduler::store::WorkerSlot;
+
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        ids.push(created(&*store, "telegram:batch", i).await.id);
+    }
+    let slot = WorkerSlot {
+        worker_id: "worker-gpu-0".into(),
+        capabilities: vec![Capability::Image],
+        models: vec!["sdxl-1.0".into()],
+        loaded_models: vec![],
+    };
+    let all = store.candidates(&slot).await.unwrap();
+    assert_eq!(all.best.as_ref().map(|j| &j.id), Some(&ids[0]));
+    let rest = store.candidates_excluding(&slot, &ids[..1]).await.unwrap();
+    assert_eq!(rest.best.as_ref().map(|j| &j.id), Some(&ids[1]));
+    assert_eq!(rest.oldest.as_ref().map(|j| &j.id), Some(&ids[1]));
+    let none = store.candidates_excluding(&slot, &ids).await.unwrap();
+    assert!(none.best.is_none() && none.oldest.is_none());
+
+    let first = store
+        .claim_batch(
+            &[
+                (ids[0].clone(), "w-a".into()),
+                (ids[1].clone(), "w-b".into()),
+            ],
+            100,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    for (job, worker) in first.iter().zip(["w-a", "w-b"]) {
+        assert_eq!(
+            (
+                job.status,
+                job.attempts,
+                job.worker_id.as_deref(),
+                job.started_at
+            ),
+            (JobState::Running, 1, Some(worker), Some(100))
+        );
+    }
+    let second = store
+        .claim_batch(
+            &[
+                (ids[0].clone(), "w-c".into()),
+                (ids[2].clone(), "w-c".into()),
+            ],
+            200,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        vec![&ids[2]]
+    );
+    let again = store.get_job(&ids[0], None).await.unwrap().unwrap();
+    assert_eq!(
+        (again.worker_id.as_deref(), again.attempts),
+        (Some("w-a"), 1)
+    );
+}
+
 backend_tests!(
+    batch_claims_pass_over_chosen_jobs_and_taken_ones,
     first_sight_creates_a_free_user_and_charges_the_job,
     the_quota_stops_at_the_plan_limit,
     invalid_parameters_create_nothing,

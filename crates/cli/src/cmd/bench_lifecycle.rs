@@ -174,6 +174,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.idle_jobs
     );
     let mut idle = Histogram::<u64>::new(3)?;
+    let mut idle_rest = Histogram::<u64>::new(3)?;
     let mut sender = load.connect().await?;
     for i in 0..args.idle_jobs {
         let id = Op::Create
@@ -188,6 +189,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
         idle.record(
             (job.started_at.unwrap_or_default() - job.queued_at.unwrap_or_default()).max(0) as u64,
+        )?;
+        idle_rest.record(
+            (job.ended_at.unwrap_or_default() - job.started_at.unwrap_or_default()).max(0) as u64,
         )?;
     }
 
@@ -265,6 +269,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
          | **completed lifecycles per second** | **{:.0}** |\n\
          | enqueue to dispatch under that load, p50 / p99 ms | {} / {} |\n\
          | **enqueue to dispatch on an idle worker ({} jobs), p50 / p99 / max ms** | **{} / {} / {}** |\n\
+         | dispatch to recorded result on an idle worker, p50 / p99 ms | {} / {} |\n\
          | heartbeat period | {period} s (offline after {} missed) |\n\
          | dead worker: kill to job back in the queue | {:.2} s |\n\
          | **dead worker: marked offline to job back in the queue** | **{:.2} s ({:.2} periods)** |\n",
@@ -286,6 +291,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         ms(&idle, 0.5),
         ms(&idle, 0.99),
         idle.max(),
+        ms(&idle_rest, 0.5),
+        ms(&idle_rest, 0.99),
         config.workers.missed_heartbeats,
         requeued.as_secs_f64(),
         after_offline_ms.max(0) as f64 / 1000.0,

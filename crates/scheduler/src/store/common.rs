@@ -670,9 +670,10 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn candidates(
+            async fn candidates_excluding(
                 &self,
                 worker: &$crate::store::WorkerSlot,
+                exclude: &[tessera_core::JobId],
             ) -> Result<
                 tessera_core::policy::Candidates<tessera_core::policy::QueuedJob<tessera_core::JobId>>,
                 $crate::store::StoreError,
@@ -697,12 +698,12 @@ macro_rules! impl_store {
                 models.dedup();
                 for &cap in &worker.capabilities {
                     for model in &models {
-                        let best = self.probe(cap, model, None, Probe::Queue).await?;
+                        let best = self.probe(cap, model, None, Probe::Queue, exclude).await?;
                         if worker.loaded_models.contains(model) {
                             pick(&mut c.best_loaded, best.clone(), queue_order);
                         }
                         pick(&mut c.best, best, queue_order);
-                        let oldest = self.probe(cap, model, None, Probe::Age).await?;
+                        let oldest = self.probe(cap, model, None, Probe::Age, exclude).await?;
                         pick(&mut c.oldest, oldest, age_order);
                     }
                 }
@@ -711,13 +712,40 @@ macro_rules! impl_store {
                         for model in &models {
                             for p in (warm.0 + 1)..=tessera_core::Priority::ADMIN.0 {
                                 let p = Some(tessera_core::Priority(p));
-                                let o = self.probe(cap, model, p, Probe::Age).await?;
+                                let o = self.probe(cap, model, p, Probe::Age, exclude).await?;
                                 pick(&mut c.oldest_outranking_loaded, o, age_order);
                             }
                         }
                     }
                 }
                 Ok(c)
+            }
+
+            async fn claim_batch(
+                &self,
+                claims: &[(tessera_core::JobId, String)],
+                now: tessera_core::Millis,
+            ) -> Result<Vec<$crate::store::JobRecord>, $crate::store::StoreError> {
+                let mut tx = self.writer().begin().await?;
+                let mut claimed = Vec::with_capacity(claims.len());
+                for (id, worker_id) in claims {
+                    let row: Option<$crate::store::common::JobRow> = sqlx::query_as(&format!(
+                        "UPDATE jobs SET status = 'RUNNING', started_at = $1, \
+                         attempts = attempts + 1, progress = NULL, worker_id = $2 \
+                         WHERE id = $3 AND status = 'QUEUED' RETURNING {}",
+                        $crate::store::common::JOB_COLUMNS
+                    ))
+                    .bind(now)
+                    .bind(worker_id)
+                    .bind(id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(row) = row {
+                        claimed.push(row.try_into()?);
+                    }
+                }
+                tx.commit().await?;
+                Ok(claimed)
             }
 
             async fn recent_run_times(
@@ -1001,6 +1029,7 @@ macro_rules! impl_store {
                 model: &str,
                 priority: Option<tessera_core::Priority>,
                 order: $crate::store::common::Probe,
+                exclude: &[tessera_core::JobId],
             ) -> Result<
                 Option<tessera_core::policy::QueuedJob<tessera_core::JobId>>,
                 $crate::store::StoreError,
@@ -1013,6 +1042,14 @@ macro_rules! impl_store {
                 qb.push(" AND model = ").push_bind(model);
                 if let Some(p) = priority {
                     qb.push(" AND priority = ").push_bind(i32::from(p.0));
+                }
+                if !exclude.is_empty() {
+                    qb.push(" AND id NOT IN (");
+                    let mut list = qb.separated(", ");
+                    for id in exclude {
+                        list.push_bind(id.as_str());
+                    }
+                    qb.push(")");
                 }
                 qb.push(order.order_by()).push(" LIMIT 1");
                 let row: Option<(String, String, i32, i64)> =

@@ -393,7 +393,27 @@ pub trait Store: Send + Sync + 'static {
     async fn candidates(
         &self,
         worker: &WorkerSlot,
+    ) -> Result<Candidates<QueuedJob<JobId>>, StoreError> {
+        self.candidates_excluding(worker, &[]).await
+    }
+
+    /// [`Store::candidates`], passing over the jobs in `exclude` (chosen for
+    /// other workers in the same dispatch pass).
+    async fn candidates_excluding(
+        &self,
+        worker: &WorkerSlot,
+        exclude: &[JobId],
     ) -> Result<Candidates<QueuedJob<JobId>>, StoreError>;
+
+    /// Dispatches several chosen jobs, each to its worker (QUEUED → RUNNING,
+    /// attempts + 1), in one transaction: one commit for a whole dispatch pass.
+    /// Answers the jobs claimed; a job no longer QUEUED (another dispatcher
+    /// took it, or it was cancelled) is left out.
+    async fn claim_batch(
+        &self,
+        claims: &[(JobId, String)],
+        now: Millis,
+    ) -> Result<Vec<JobRecord>, StoreError>;
 
     /// Picks the job the policy chooses for this worker and dispatches it to the
     /// worker (QUEUED → RUNNING, attempts + 1). Two dispatchers racing for one job
