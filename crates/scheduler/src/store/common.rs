@@ -547,95 +547,17 @@ macro_rules! impl_store {
                 t: tessera_core::Transition,
                 c: &$crate::store::TransitionChange,
             ) -> Result<$crate::store::TransitionOutcome, $crate::store::StoreError> {
-                use tessera_core::Transition as T;
                 use $crate::store::TransitionOutcome;
-                let to = t.to();
-                let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE jobs SET status = ");
-                qb.push_bind(to.as_str());
-                match t {
-                    T::Enqueue => {
-                        qb.push(", queued_at = ").push_bind(c.now);
-                    }
-                    T::Dispatch => {
-                        qb.push(", started_at = ").push_bind(c.now);
-                        qb.push(", attempts = attempts + 1, progress = NULL, worker_id = ")
-                            .push_bind(c.worker_id.clone());
-                    }
-                    T::Complete => {
-                        qb.push(", ended_at = ").push_bind(c.now);
-                        qb.push(", progress = 100");
-                    }
-                    T::Fail | T::Cancel => {
-                        let (code, message) = c.error.clone().unwrap_or_default();
-                        qb.push(", ended_at = ").push_bind(c.now);
-                        qb.push(", error_code = ").push_bind(code);
-                        qb.push(", error_message = ").push_bind(message);
-                        qb.push(", refunded = (cost_tokens > 0)");
-                    }
-                    T::Requeue => {
-                        qb.push(", queued_at = ").push_bind(c.now);
-                        qb.push(", started_at = NULL, worker_id = NULL, progress = NULL");
-                        if c.release {
-                            qb.push(", attempts = attempts - 1");
-                        }
-                    }
-                }
-                qb.push(" WHERE id = ").push_bind(id.as_str());
-                qb.push(" AND status IN (").push(t.from_sql_list()).push(")");
-                if let Some(frontend) = c.frontend {
-                    qb.push(" AND frontend = ").push_bind(frontend.as_str());
-                }
-                if let Some(fence) = &c.fence {
-                    qb.push(" AND worker_id = ").push_bind(fence.worker_id.clone());
-                    qb.push(" AND attempts = ").push_bind(fence.attempt);
-                }
-                qb.push(" RETURNING ").push($crate::store::common::JOB_COLUMNS);
-
                 let mut tx = self.writer().begin().await?;
-                let row: Option<$crate::store::common::JobRow> =
-                    qb.build_query_as().fetch_optional(&mut *tx).await?;
-                let Some(row) = row else {
-                    tx.rollback().await?;
-                    return Ok(match self.get_job(id, c.frontend).await? {
-                        Some(job) => TransitionOutcome::Illegal(job),
-                        None => TransitionOutcome::NotFound,
-                    });
-                };
-                let job: $crate::store::JobRecord = row.try_into()?;
-                if t == T::Complete {
-                    for a in &c.artifacts {
-                        sqlx::query(
-                            "INSERT INTO artifacts (id, job_id, type, storage_key, format, width, \
-                             height, file_size, position, created_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                        )
-                        .bind(a.id.as_str())
-                        .bind(id.as_str())
-                        .bind(a.kind.as_str())
-                        .bind(&a.storage_key)
-                        .bind(&a.format)
-                        .bind(a.width.map(|w| i32::try_from(w).unwrap_or(i32::MAX)))
-                        .bind(a.height.map(|h| i32::try_from(h).unwrap_or(i32::MAX)))
-                        .bind(i64::try_from(a.file_size).unwrap_or(i64::MAX))
-                        .bind(i32::try_from(a.position).unwrap_or(i32::MAX))
-                        .bind(c.now)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
+                if let Some(job) = Self::transition_in(&mut tx, id, t, c).await? {
+                    tx.commit().await?;
+                    return Ok(TransitionOutcome::Applied(job));
                 }
-                if job.refunded {
-                    sqlx::query(
-                        "UPDATE usage_daily SET tokens_used = tokens_used - $1 \
-                         WHERE user_id = $2 AND day = $3",
-                    )
-                    .bind(job.cost_tokens)
-                    .bind(job.user_id)
-                    .bind(job.billing_day)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                tx.commit().await?;
-                Ok(TransitionOutcome::Applied(job))
+                tx.rollback().await?;
+                Ok(match self.get_job(id, c.frontend).await? {
+                    Some(job) => TransitionOutcome::Illegal(job),
+                    None => TransitionOutcome::NotFound,
+                })
             }
 
             async fn queue_head(
@@ -729,19 +651,14 @@ macro_rules! impl_store {
                 let mut tx = self.writer().begin().await?;
                 let mut claimed = Vec::with_capacity(claims.len());
                 for (id, worker_id) in claims {
-                    let row: Option<$crate::store::common::JobRow> = sqlx::query_as(&format!(
-                        "UPDATE jobs SET status = 'RUNNING', started_at = $1, \
-                         attempts = attempts + 1, progress = NULL, worker_id = $2 \
-                         WHERE id = $3 AND status = 'QUEUED' RETURNING {}",
-                        $crate::store::common::JOB_COLUMNS
-                    ))
-                    .bind(now)
-                    .bind(worker_id)
-                    .bind(id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    if let Some(row) = row {
-                        claimed.push(row.try_into()?);
+                    let change = $crate::store::TransitionChange {
+                        now,
+                        worker_id: Some(worker_id.clone()),
+                        ..Default::default()
+                    };
+                    let dispatch = tessera_core::Transition::Dispatch;
+                    if let Some(job) = Self::transition_in(&mut tx, id, dispatch, &change).await? {
+                        claimed.push(job);
                     }
                 }
                 tx.commit().await?;
@@ -1020,6 +937,101 @@ macro_rules! impl_store {
         }
 
         impl $store {
+            /// Applies a transition inside `tx`: the conditional update, the
+            /// artifacts of a completion and the refund of a bad end. `None`
+            /// when the job is not in one of the transition's source states
+            /// (or not the frontend's, or not the fenced attempt).
+            async fn transition_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                id: &tessera_core::JobId,
+                t: tessera_core::Transition,
+                c: &$crate::store::TransitionChange,
+            ) -> Result<Option<$crate::store::JobRecord>, $crate::store::StoreError> {
+                use tessera_core::Transition as T;
+                let to = t.to();
+                let mut qb = sqlx::QueryBuilder::<$db>::new("UPDATE jobs SET status = ");
+                qb.push_bind(to.as_str());
+                match t {
+                    T::Enqueue => {
+                        qb.push(", queued_at = ").push_bind(c.now);
+                    }
+                    T::Dispatch => {
+                        qb.push(", started_at = ").push_bind(c.now);
+                        qb.push(", attempts = attempts + 1, progress = NULL, worker_id = ")
+                            .push_bind(c.worker_id.clone());
+                    }
+                    T::Complete => {
+                        qb.push(", ended_at = ").push_bind(c.now);
+                        qb.push(", progress = 100");
+                    }
+                    T::Fail | T::Cancel => {
+                        let (code, message) = c.error.clone().unwrap_or_default();
+                        qb.push(", ended_at = ").push_bind(c.now);
+                        qb.push(", error_code = ").push_bind(code);
+                        qb.push(", error_message = ").push_bind(message);
+                        qb.push(", refunded = (cost_tokens > 0)");
+                    }
+                    T::Requeue => {
+                        qb.push(", queued_at = ").push_bind(c.now);
+                        qb.push(", started_at = NULL, worker_id = NULL, progress = NULL");
+                        if c.release {
+                            qb.push(", attempts = attempts - 1");
+                        }
+                    }
+                }
+                qb.push(" WHERE id = ").push_bind(id.as_str());
+                qb.push(" AND status IN (").push(t.from_sql_list()).push(")");
+                if let Some(frontend) = c.frontend {
+                    qb.push(" AND frontend = ").push_bind(frontend.as_str());
+                }
+                if let Some(fence) = &c.fence {
+                    qb.push(" AND worker_id = ").push_bind(fence.worker_id.clone());
+                    qb.push(" AND attempts = ").push_bind(fence.attempt);
+                }
+                qb.push(" RETURNING ").push($crate::store::common::JOB_COLUMNS);
+
+                let row: Option<$crate::store::common::JobRow> =
+                    qb.build_query_as().fetch_optional(&mut **tx).await?;
+                let Some(row) = row else {
+                    return Ok(None);
+                };
+                let job: $crate::store::JobRecord = row.try_into()?;
+                if t == T::Complete {
+                    for a in &c.artifacts {
+                        sqlx::query(
+                            "INSERT INTO artifacts (id, job_id, type, storage_key, format, width, \
+                             height, file_size, position, created_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                        )
+                        .bind(a.id.as_str())
+                        .bind(id.as_str())
+                        .bind(a.kind.as_str())
+                        .bind(&a.storage_key)
+                        .bind(&a.format)
+                        .bind(a.width.map(|w| i32::try_from(w).unwrap_or(i32::MAX)))
+                        .bind(a.height.map(|h| i32::try_from(h).unwrap_or(i32::MAX)))
+                        .bind(i64::try_from(a.file_size).unwrap_or(i64::MAX))
+                        .bind(i32::try_from(a.position).unwrap_or(i32::MAX))
+                        .bind(c.now)
+                        .execute(&mut **tx)
+                        .await?;
+                    }
+                }
+                if job.refunded {
+                    sqlx::query(
+                        "UPDATE usage_daily SET tokens_used = tokens_used - $1 \
+                         WHERE user_id = $2 AND day = $3",
+                    )
+                    .bind(job.cost_tokens)
+                    .bind(job.user_id)
+                    .bind(job.billing_day)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                Ok(Some(job))
+            }
+
+
             /// One `LIMIT 1` probe of the queue of one capability and model,
             /// optionally of one priority, first in queue or age order: an exact
             /// range of `jobs_queue_by_model` or `jobs_queue_by_model_age`.
