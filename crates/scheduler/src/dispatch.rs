@@ -33,7 +33,8 @@ use tessera_core::policy::Policy;
 use tessera_core::{JobId, JobState, Millis, Transition};
 
 use crate::config::WorkersConfig;
-use crate::store::{Fence, JobRecord, Store, TransitionChange, TransitionOutcome, WorkerSlot};
+use crate::http::now_ms;
+use crate::store::{Fence, JobRecord, Store, TransitionChange, WorkerSlot};
 
 /// A worker that reports idle this long after being sent a job, without a
 /// result, lost the job.
@@ -181,16 +182,20 @@ impl Dispatcher {
         };
         if let Some(lost) = lost {
             tracing::warn!(worker_id = %hb.worker_id, job_id = %lost.job_id, "worker reports no job but was running one; requeueing it");
-            let change = TransitionChange {
-                now,
-                fence: Some(Fence {
-                    worker_id: hb.worker_id.clone(),
-                    attempt: lost.attempt,
-                }),
-                ..Default::default()
+            let fence = Fence {
+                worker_id: hb.worker_id.clone(),
+                attempt: lost.attempt,
             };
-            self.requeue_or_fail(&lost.job_id, change, lost.attempt)
-                .await;
+            let store = &*self.inner.store;
+            match crate::monitor::take_back(store, &self.inner.config, &lost.job_id, fence, now)
+                .await
+            {
+                Ok(Some(_)) => self.wake(),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(job_id = %lost.job_id, error = %e, "could not requeue a lost job; the health monitor will")
+                }
+            }
         }
         let mut cancel = Vec::new();
         if let Some(current) = &hb.current_job {
@@ -542,39 +547,6 @@ impl Dispatcher {
         }
         self.wake();
     }
-
-    /// Requeues a job its worker lost, or fails it past the attempt limit.
-    pub async fn requeue_or_fail(
-        &self,
-        job_id: &JobId,
-        mut change: TransitionChange,
-        attempts: i32,
-    ) {
-        let max = i32::try_from(self.inner.config.max_attempts).unwrap_or(i32::MAX);
-        let transition = if attempts >= max {
-            change.error = Some((
-                "attempts_exhausted".into(),
-                format!(
-                    "the job was dispatched {attempts} times without a result; tokens refunded"
-                ),
-            ));
-            Transition::Fail
-        } else {
-            Transition::Requeue
-        };
-        match self
-            .inner
-            .store
-            .transition(job_id, transition, &change)
-            .await
-        {
-            Ok(TransitionOutcome::Applied(_)) => self.wake(),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::warn!(%job_id, error = %e, "could not requeue a lost job; the health monitor will")
-            }
-        }
-    }
 }
 
 fn slot_of(hb: &Heartbeat) -> WorkerSlot {
@@ -584,8 +556,4 @@ fn slot_of(hb: &Heartbeat) -> WorkerSlot {
         models: hb.models.clone(),
         loaded_models: hb.loaded_models.clone(),
     }
-}
-
-fn now_ms() -> Millis {
-    chrono::Utc::now().timestamp_millis()
 }

@@ -65,42 +65,61 @@ async fn lost_workers(
         .await?;
     for job in lost {
         let worker = job.worker_id.clone().unwrap_or_default();
-        let exhausted = job.attempts >= i32::try_from(config.max_attempts).unwrap_or(i32::MAX);
-        let (transition, error) = if exhausted {
-            let message = format!(
-                "the job was dispatched {} times and its worker was lost each time; tokens refunded",
-                job.attempts
-            );
-            (
-                Transition::Fail,
-                Some(("attempts_exhausted".into(), message)),
-            )
-        } else {
-            (Transition::Requeue, None)
+        let fence = Fence {
+            worker_id: worker.clone(),
+            attempt: job.attempts,
         };
-        let change = TransitionChange {
-            now,
-            error,
-            fence: Some(Fence {
-                worker_id: worker.clone(),
-                attempt: job.attempts,
-            }),
-            ..Default::default()
-        };
-        if let TransitionOutcome::Applied(job) =
-            store.transition(&job.id, transition, &change).await?
-        {
-            dispatcher.forget(&job.id);
-            if exhausted {
+        match take_back(store, config, &job.id, fence, now).await? {
+            Some(Transition::Fail) => {
+                dispatcher.forget(&job.id);
                 done.failed += 1;
                 tracing::warn!(job_id = %job.id, %worker, attempts = job.attempts, "job failed: attempt limit reached");
-            } else {
+            }
+            Some(_) => {
+                dispatcher.forget(&job.id);
                 done.requeued += 1;
                 tracing::warn!(job_id = %job.id, %worker, attempts = job.attempts, "worker lost; job requeued");
             }
+            None => {}
         }
     }
     Ok(())
+}
+
+/// Takes a job back from a worker that lost it (fell silent, or restarted
+/// without it): back to the queue, or, once dispatched `max_attempts` times,
+/// FAILED and refunded. Fenced on the worker and attempt, so a job that moved
+/// on meanwhile is left alone. Answers the transition applied, if any.
+pub async fn take_back(
+    store: &dyn Store,
+    config: &WorkersConfig,
+    job_id: &tessera_core::JobId,
+    fence: Fence,
+    now: Millis,
+) -> Result<Option<Transition>, StoreError> {
+    let attempts = fence.attempt;
+    let exhausted = attempts >= i32::try_from(config.max_attempts).unwrap_or(i32::MAX);
+    let (transition, error) = if exhausted {
+        let message = format!(
+            "the job was dispatched {attempts} times and its worker was lost each time; tokens refunded"
+        );
+        (
+            Transition::Fail,
+            Some(("attempts_exhausted".into(), message)),
+        )
+    } else {
+        (Transition::Requeue, None)
+    };
+    let change = TransitionChange {
+        now,
+        error,
+        fence: Some(fence),
+        ..Default::default()
+    };
+    Ok(match store.transition(job_id, transition, &change).await? {
+        TransitionOutcome::Applied(_) => Some(transition),
+        _ => None,
+    })
 }
 
 async fn run_timeouts(
