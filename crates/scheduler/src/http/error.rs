@@ -103,6 +103,18 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// The object store holding artifacts and inputs failed: retryable for the caller.
+impl From<object_store::Error> for ApiError {
+    fn from(e: object_store::Error) -> Self {
+        tracing::error!(error = %e, "artifact store error");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            "the store of artifacts and inputs cannot be used right now; retry shortly",
+        )
+    }
+}
+
 fn rejection(status: StatusCode, text: String) -> ApiError {
     let code = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",

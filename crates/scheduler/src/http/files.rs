@@ -82,18 +82,7 @@ pub async fn upload_input(
         size: body.len() as u64,
         created_at: now_ms(),
     };
-    state
-        .blobs
-        .put(&record.storage_key, body)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "cannot store an input");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "the input cannot be stored now; retry",
-            )
-        })?;
+    state.blobs.put(&record.storage_key, body).await?;
     state.store.insert_input(&record).await?;
     Ok((
         StatusCode::CREATED,
@@ -138,14 +127,7 @@ pub async fn artifact(
         .await?
         .filter(|a| a.frontend == key.frontend)
         .ok_or_else(not_found)?;
-    let bytes = state.blobs.get(&record.storage_key).await.map_err(|e| {
-        tracing::error!(artifact_id = %id, error = %e, "cannot read an artifact");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            "the artifact cannot be read now; retry",
-        )
-    })?;
+    let bytes = state.blobs.get(&record.storage_key).await?;
     let disposition = format!("inline; filename=\"{}.{}\"", record.id, record.format);
     let mut resp = Body::from(bytes).into_response();
     let headers = resp.headers_mut();

@@ -26,7 +26,7 @@ use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
 use super::jobs::parse_job_id;
 use super::{now_ms, AppState};
-use crate::artifacts::{artifact_key, input_key};
+use crate::artifacts::artifact_key;
 use crate::store::{Fence, NewArtifact, TransitionChange, TransitionOutcome};
 
 /// Most artifacts one result may carry.
@@ -218,14 +218,7 @@ async fn completed(
     for (position, (meta, bytes)) in result.artifacts.iter().zip(parts).enumerate() {
         let key = artifact_key(id, fence.attempt, position, &meta.format);
         let size = bytes.len() as u64;
-        state.blobs.put(&key, bytes).await.map_err(|e| {
-            tracing::error!(job_id = %id, error = %e, "cannot store an artifact");
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "storage_unavailable",
-                "the artifact store cannot be written now; retry",
-            )
-        })?;
+        state.blobs.put(&key, bytes).await?;
         artifacts.push(NewArtifact {
             id: ArtifactId::generate(),
             kind: meta.kind,
@@ -347,14 +340,7 @@ pub async fn input(
     let not_found = || ApiError::not_found("input_not_found", "no such input");
     let id: InputId = input_id.parse().map_err(|_| not_found())?;
     let record = state.store.get_input(&id).await?.ok_or_else(not_found)?;
-    let bytes = state.blobs.get(&input_key(&record.id)).await.map_err(|e| {
-        tracing::error!(input_id = %id, error = %e, "cannot read an input");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "storage_unavailable",
-            "the input cannot be read now; retry",
-        )
-    })?;
+    let bytes = state.blobs.get(&record.storage_key).await?;
     Ok((
         [(header::CONTENT_TYPE, record.content_type)],
         Body::from(bytes),
