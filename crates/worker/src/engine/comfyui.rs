@@ -23,7 +23,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -40,7 +39,7 @@ use tessera_api::internal::{ArtifactKind, ArtifactMeta};
 use tessera_core::params::JobParams;
 use tessera_core::Capability;
 
-use super::{cancellable, Artifact, Engine, EngineError, Progress, Task};
+use super::{cancellable, Artifact, Engine, EngineError, LoadedModel, Progress, Task};
 
 /// Title of the text encoder(s) that receive the prompt (input `text`).
 pub const TITLE_PROMPT: &str = "tessera:prompt";
@@ -449,7 +448,7 @@ pub struct ComfyUi {
     base: Url,
     http: reqwest::Client,
     templates: HashMap<String, Template>,
-    loaded: Mutex<Option<String>>,
+    loaded: LoadedModel,
 }
 
 impl ComfyUi {
@@ -485,16 +484,12 @@ impl ComfyUi {
             base,
             http,
             templates,
-            loaded: Mutex::new(None),
+            loaded: LoadedModel::default(),
         })
     }
 
     fn endpoint(&self, path: &str) -> Url {
         self.base.join(path).unwrap_or_else(|_| self.base.clone())
-    }
-
-    fn set_loaded(&self, model: Option<String>) {
-        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = model;
     }
 
     fn unreachable(&self, e: reqwest::Error) -> EngineError {
@@ -1231,12 +1226,7 @@ impl Engine for ComfyUi {
     }
 
     fn loaded_models(&self) -> Vec<String> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .into_iter()
-            .collect()
+        self.loaded.list()
     }
 
     async fn run(
@@ -1294,7 +1284,7 @@ impl Engine for ComfyUi {
             _ = cancel.cancelled() => Err(EngineError::cancelled()),
         };
         if watch.started {
-            self.set_loaded(Some(task.model.clone()));
+            self.loaded.set(Some(task.model.clone()));
         }
         guard.started = watch.started;
         let entry = match followed {
@@ -1334,7 +1324,7 @@ impl Engine for ComfyUi {
                 response.status()
             )));
         }
-        self.set_loaded(None);
+        self.loaded.set(None);
         Ok(())
     }
 }

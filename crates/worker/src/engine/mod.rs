@@ -158,6 +158,26 @@ impl Progress {
     }
 }
 
+/// The one model an engine holds in GPU memory, as far as its adapter knows:
+/// the model it last ran, until it is unloaded.
+#[derive(Debug, Default)]
+pub struct LoadedModel(std::sync::Mutex<Option<String>>);
+
+impl LoadedModel {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn set(&self, model: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = model;
+    }
+
+    /// As [`Engine::loaded_models`] answers it.
+    pub fn list(&self) -> Vec<String> {
+        self.get().into_iter().collect()
+    }
+}
+
 /// An adapter between the worker and one engine.
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {

@@ -17,7 +17,6 @@
 
 use std::borrow::Borrow;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -30,7 +29,7 @@ use tessera_core::params::{JobParams, TextParams};
 use tessera_core::Capability;
 
 use super::upstream::{self, openai_base_url, ApiKey};
-use super::{cancellable, Artifact, Engine, EngineError, Progress, Task};
+use super::{cancellable, Artifact, Engine, EngineError, LoadedModel, Progress, Task};
 
 const ENGINE: &str = "the chat completions server";
 /// Longest error or non-streamed body read (bytes).
@@ -73,7 +72,7 @@ pub struct OpenAiChat {
     config: OpenAiChatConfig,
     base: String,
     http: reqwest::Client,
-    last_model: Mutex<Option<String>>,
+    last_model: LoadedModel,
 }
 
 impl OpenAiChat {
@@ -83,7 +82,7 @@ impl OpenAiChat {
             base: openai_base_url(&config.url),
             config,
             http: http.borrow().clone(),
-            last_model: Mutex::new(None),
+            last_model: LoadedModel::default(),
         }
     }
 
@@ -434,12 +433,7 @@ impl Engine for OpenAiChat {
 
     fn loaded_models(&self) -> Vec<String> {
         // What the server last ran for this worker, as far as it knows.
-        self.last_model
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.last_model.list()
     }
 
     async fn run(
@@ -452,7 +446,7 @@ impl Engine for OpenAiChat {
             return Err(EngineError::rejected("openai_chat runs only text jobs"));
         };
         let completion = self.complete(&task.model, params, progress, cancel).await?;
-        *self.last_model.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.model.clone());
+        self.last_model.set(Some(task.model.clone()));
         tracing::debug!(
             job_id = %task.job_id,
             finish_reason = completion.finish_reason.as_deref().unwrap_or("unknown"),

@@ -6,7 +6,6 @@
 //! WAV, text), small, and every one says that it is simulated: in a PNG text
 //! chunk, a WAV INFO chunk, or the text itself. No model ever runs.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -18,7 +17,7 @@ use tessera_api::internal::{ArtifactKind, ArtifactMeta};
 use tessera_core::params::JobParams;
 use tessera_core::Capability;
 
-use super::{cancellable, Artifact, Engine, EngineError, Progress, Task};
+use super::{cancellable, Artifact, Engine, EngineError, LoadedModel, Progress, Task};
 
 /// What every simulated artifact says about itself.
 pub const SIGNATURE: &str = "tessera sim: simulated output, no model ran";
@@ -45,26 +44,15 @@ pub struct SimConfig {
 
 pub struct Sim {
     config: SimConfig,
-    loaded: Mutex<Option<String>>,
+    loaded: LoadedModel,
 }
 
 impl Sim {
     pub fn new(config: SimConfig) -> Self {
         Self {
             config,
-            loaded: Mutex::new(None),
+            loaded: LoadedModel::default(),
         }
-    }
-
-    fn loaded(&self) -> Option<String> {
-        self.loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    fn set_loaded(&self, model: Option<String>) {
-        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = model;
     }
 }
 
@@ -83,7 +71,7 @@ impl Engine for Sim {
     }
 
     fn loaded_models(&self) -> Vec<String> {
-        self.loaded().into_iter().collect()
+        self.loaded.list()
     }
 
     async fn run(
@@ -92,10 +80,10 @@ impl Engine for Sim {
         progress: &Progress,
         cancel: &CancellationToken,
     ) -> Result<Vec<Artifact>, EngineError> {
-        if self.loaded().as_deref() != Some(task.model.as_str()) {
-            self.set_loaded(None);
+        if self.loaded.get().as_deref() != Some(task.model.as_str()) {
+            self.loaded.set(None);
             sleep(self.config.load_ms, cancel).await?;
-            self.set_loaded(Some(task.model.clone()));
+            self.loaded.set(Some(task.model.clone()));
         }
         if let Some(marker) = &self.config.fail_when_prompt_contains {
             if text_of(&task.params).contains(marker.as_str()) {
@@ -118,7 +106,7 @@ impl Engine for Sim {
     }
 
     async fn unload(&self) -> Result<(), EngineError> {
-        self.set_loaded(None);
+        self.loaded.set(None);
         Ok(())
     }
 }

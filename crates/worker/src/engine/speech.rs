@@ -9,7 +9,6 @@
 
 use std::borrow::Borrow;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -23,7 +22,7 @@ use tessera_core::Capability;
 
 use super::espeak::fix_wav_sizes;
 use super::upstream::{self, openai_base_url};
-use super::{cancellable, Artifact, Engine, EngineError, Progress, Task};
+use super::{cancellable, Artifact, Engine, EngineError, LoadedModel, Progress, Task};
 
 const ENGINE: &str = "the speech server";
 /// Largest audio answer read (bytes): minutes of 48 kHz stereo WAV.
@@ -54,7 +53,7 @@ pub struct OpenAiSpeech {
     config: OpenAiSpeechConfig,
     base: String,
     http: reqwest::Client,
-    last_model: Mutex<Option<String>>,
+    last_model: LoadedModel,
 }
 
 impl OpenAiSpeech {
@@ -64,7 +63,7 @@ impl OpenAiSpeech {
             base: openai_base_url(&config.url),
             config,
             http: http.borrow().clone(),
-            last_model: Mutex::new(None),
+            last_model: LoadedModel::default(),
         }
     }
 }
@@ -94,12 +93,7 @@ impl Engine for OpenAiSpeech {
     }
 
     fn loaded_models(&self) -> Vec<String> {
-        self.last_model
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.last_model.list()
     }
 
     async fn run(
@@ -156,7 +150,7 @@ impl Engine for OpenAiSpeech {
             return Err(scrub(upstream::status_error(ENGINE, status, &body)));
         }
         let wav = checked_wav(body)?;
-        *self.last_model.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.model.clone());
+        self.last_model.set(Some(task.model.clone()));
         progress.percent(100.0);
         Ok(vec![Artifact {
             meta: ArtifactMeta {

@@ -18,7 +18,6 @@
 
 use std::borrow::Borrow;
 use std::path::PathBuf;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use reqwest::multipart::{Form, Part};
@@ -29,7 +28,7 @@ use tessera_core::params::{JobParams, SpeechToTextParams};
 use tessera_core::Capability;
 
 use super::upstream::{self, base_url, openai_base_url};
-use super::{cancellable, Artifact, Engine, EngineError, Input, Progress, Task};
+use super::{cancellable, Artifact, Engine, EngineError, Input, LoadedModel, Progress, Task};
 
 /// Largest transcription answer read (bytes).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -205,7 +204,7 @@ pub struct OpenAiTranscription {
     config: OpenAiTranscriptionConfig,
     base: String,
     http: reqwest::Client,
-    last_model: Mutex<Option<String>>,
+    last_model: LoadedModel,
 }
 
 impl OpenAiTranscription {
@@ -215,7 +214,7 @@ impl OpenAiTranscription {
             base: openai_base_url(&config.url),
             config,
             http: http.borrow().clone(),
-            last_model: Mutex::new(None),
+            last_model: LoadedModel::default(),
         }
     }
 }
@@ -235,12 +234,7 @@ impl Engine for OpenAiTranscription {
     }
 
     fn loaded_models(&self) -> Vec<String> {
-        self.last_model
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .cloned()
-            .collect()
+        self.last_model.list()
     }
 
     async fn run(
@@ -271,7 +265,7 @@ impl Engine for OpenAiTranscription {
             request = request.bearer_auth(key.as_str());
         }
         let text = transcribe("the transcription server", request, key.as_ref(), cancel).await?;
-        *self.last_model.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.model.clone());
+        self.last_model.set(Some(task.model.clone()));
         progress.percent(100.0);
         Ok(vec![Artifact::text(text)])
     }
