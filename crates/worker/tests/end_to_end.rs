@@ -35,6 +35,21 @@ fn sim(capability: Capability, models: &[&str], run_ms: u64) -> EngineConfig {
     })
 }
 
+/// A worker with one `sim` engine for sdxl images taking `run_ms` per job.
+async fn sdxl_worker(app: &TestApp, id: &str, run_ms: u64) -> tessera_worker::WorkerHandle {
+    app.worker(id, vec![sim(Capability::Image, &["sdxl-1.0"], run_ms)])
+        .await
+}
+
+/// Waits up to 5 s for `done`, or panics saying `what` never happened.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Creates a job as a careful frontend does: with an idempotency key, retrying
 /// when the connection drops (a scheduler restarting), so it is charged once.
 async fn create(client: &Client, user: &str, capability: Capability, params: Value) -> JobId {
@@ -220,12 +235,7 @@ async fn every_capability_runs_from_create_to_downloaded_artifact(backend: Backe
 async fn a_killed_workers_job_is_completed_by_another(backend: Backend) {
     let app = TestApp::spawn_with(backend, fast).await;
     let tg = app.frontend(Platform::Telegram, BOT).await;
-    let first = app
-        .worker(
-            "worker-gpu-0",
-            vec![sim(Capability::Image, &["sdxl-1.0"], 60_000)],
-        )
-        .await;
+    let first = sdxl_worker(&app, "worker-gpu-0", 60_000).await;
     let id = create(
         &tg,
         "telegram:1",
@@ -236,18 +246,12 @@ async fn a_killed_workers_job_is_completed_by_another(backend: Backend) {
     let running = wait_for(&tg, &id, "running", |j| j.status == JobState::Running).await;
     assert_eq!(running.attempts, 1);
     // RUNNING is recorded when the job is claimed, just before it is sent.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while first.current_job() != Some(id.clone()) {
-        assert!(Instant::now() < deadline, "the worker never took the job");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until("the worker never took the job", || {
+        first.current_job() == Some(id.clone())
+    })
+    .await;
     first.kill();
-    let second = app
-        .worker(
-            "worker-gpu-1",
-            vec![sim(Capability::Image, &["sdxl-1.0"], 0)],
-        )
-        .await;
+    let second = sdxl_worker(&app, "worker-gpu-1", 0).await;
     let job = finished(&tg, &id).await;
     assert_eq!(job.status, JobState::Completed, "{job:#?}");
     assert_eq!(job.attempts, 2, "the second attempt finished it");
@@ -259,12 +263,7 @@ async fn a_killed_workers_job_is_completed_by_another(backend: Backend) {
 async fn a_poison_job_fails_after_the_attempt_limit_and_is_refunded(backend: Backend) {
     let app = TestApp::spawn_with(backend, fast).await;
     let tg = app.frontend(Platform::Telegram, BOT).await;
-    let worker = app
-        .worker(
-            "worker-gpu-0",
-            vec![sim(Capability::Image, &["sdxl-1.0"], 0)],
-        )
-        .await;
+    let worker = sdxl_worker(&app, "worker-gpu-0", 0).await;
     let id = create(
         &tg,
         "telegram:1",
@@ -302,12 +301,7 @@ async fn a_poison_job_fails_after_the_attempt_limit_and_is_refunded(backend: Bac
 async fn cancelling_reaches_queued_and_running_jobs(backend: Backend) {
     let app = TestApp::spawn_with(backend, fast).await;
     let tg = app.frontend(Platform::Telegram, BOT).await;
-    let worker = app
-        .worker(
-            "worker-gpu-0",
-            vec![sim(Capability::Image, &["sdxl-1.0"], 60_000)],
-        )
-        .await;
+    let worker = sdxl_worker(&app, "worker-gpu-0", 60_000).await;
     let running = create(
         &tg,
         "telegram:1",
@@ -337,14 +331,10 @@ async fn cancelling_reaches_queued_and_running_jobs(backend: Backend) {
         (JobState::Cancelled, true)
     );
     // The engine stops: the worker is free again long before the 60 s run would end.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while worker.current_job().is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the running job was never stopped"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("the running job was never stopped", || {
+        worker.current_job().is_none()
+    })
+    .await;
     // And it takes the next job.
     let next = create(
         &tg,
@@ -369,16 +359,8 @@ async fn a_scheduler_crash_mid_load_loses_nothing_and_runs_nothing_twice(backend
     let mut app = TestApp::spawn_with(backend, fast).await;
     let tg = app.frontend(Platform::Telegram, BOT).await;
     let workers = [
-        app.worker(
-            "worker-gpu-0",
-            vec![sim(Capability::Image, &["sdxl-1.0"], 30)],
-        )
-        .await,
-        app.worker(
-            "worker-gpu-1",
-            vec![sim(Capability::Image, &["sdxl-1.0"], 30)],
-        )
-        .await,
+        sdxl_worker(&app, "worker-gpu-0", 30).await,
+        sdxl_worker(&app, "worker-gpu-1", 30).await,
     ];
     let mut ids = Vec::new();
     for i in 0..40 {
@@ -469,12 +451,7 @@ async fn a_job_no_worker_serves_says_so_then_fails_and_is_refunded(backend: Back
     })
     .await;
     let tg = app.frontend(Platform::Telegram, BOT).await;
-    let worker = app
-        .worker(
-            "worker-gpu-0",
-            vec![sim(Capability::Image, &["sdxl-1.0"], 0)],
-        )
-        .await;
+    let worker = sdxl_worker(&app, "worker-gpu-0", 0).await;
     let id = create(
         &tg,
         "telegram:1",
@@ -504,12 +481,7 @@ async fn a_run_timeout_fails_the_job_and_stops_the_engine(backend: Backend) {
     })
     .await;
     let tg = app.frontend(Platform::Telegram, BOT).await;
-    let worker = app
-        .worker(
-            "worker-gpu-0",
-            vec![sim(Capability::Image, &["sdxl-1.0"], 60_000)],
-        )
-        .await;
+    let worker = sdxl_worker(&app, "worker-gpu-0", 60_000).await;
     let id = create(
         &tg,
         "telegram:1",
@@ -521,11 +493,7 @@ async fn a_run_timeout_fails_the_job_and_stops_the_engine(backend: Backend) {
     assert_eq!(job.status, JobState::Failed);
     assert_eq!(job.error.unwrap().code, "run_timeout");
     assert!(job.refunded);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while worker.current_job().is_some() {
-        assert!(Instant::now() < deadline, "the engine kept running");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until("the engine kept running", || worker.current_job().is_none()).await;
     worker.shutdown().await.unwrap();
 }
 
