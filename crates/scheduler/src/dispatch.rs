@@ -77,15 +77,6 @@ struct Assignment {
     since: Millis,
 }
 
-/// A worker as the registry sees it, for views and tests.
-#[derive(Clone, Debug, PartialEq)]
-pub struct RegisteredWorker {
-    pub worker_id: String,
-    pub online: bool,
-    pub free: bool,
-    pub running: Option<JobId>,
-}
-
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
@@ -278,22 +269,6 @@ impl Dispatcher {
                 }
             }
         });
-    }
-
-    /// Workers as the registry sees them.
-    pub fn registered(&self, now: Millis) -> Vec<RegisteredWorker> {
-        let map = self.workers();
-        let mut list: Vec<RegisteredWorker> = map
-            .iter()
-            .map(|(id, e)| RegisteredWorker {
-                worker_id: id.clone(),
-                online: self.inner.config.is_online(e.last_seen, now),
-                free: self.is_free(e, now),
-                running: e.assigned.as_ref().map(|a| a.job_id.clone()),
-            })
-            .collect();
-        list.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
-        list
     }
 
     /// Whether some online worker serves this capability and model.

@@ -415,9 +415,10 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<Vec<JobRecord>, StoreError>;
 
-    /// Picks the job the policy chooses for this worker and dispatches it to the
-    /// worker (QUEUED → RUNNING, attempts + 1). Two dispatchers racing for one job
-    /// cannot both win: the claim is a conditional update, and the loser looks again.
+    /// Picks the job the policy chooses for this one worker and dispatches it to
+    /// the worker (QUEUED → RUNNING, attempts + 1) through [`Store::claim_batch`].
+    /// Two dispatchers racing for one job cannot both win: the claim is a
+    /// conditional update, and the loser looks again.
     async fn claim_next(
         &self,
         worker: &WorkerSlot,
@@ -429,15 +430,8 @@ pub trait Store: Send + Sync + 'static {
             let Some((job, reason)) = policy.choose(&candidates.as_ref(), now) else {
                 return Ok(None);
             };
-            let change = TransitionChange {
-                now,
-                worker_id: Some(worker.worker_id.clone()),
-                ..Default::default()
-            };
-            if let TransitionOutcome::Applied(job) = self
-                .transition(&job.id, Transition::Dispatch, &change)
-                .await?
-            {
+            let claim = [(job.id.clone(), worker.worker_id.clone())];
+            if let Some(job) = self.claim_batch(&claim, now).await?.pop() {
                 return Ok(Some((job, reason)));
             }
         }
