@@ -19,9 +19,11 @@
 //! The decision needs only four jobs, never the whole queue: the oldest compatible
 //! job, the best compatible job (priority, then age), the best compatible job on a
 //! loaded model, and the oldest compatible job that outranks that one.
-//! [`Candidates`] holds them. The stores find each with one `LIMIT 1` probe on a
-//! partial index of queued jobs, the simulator and the tests with
-//! [`Candidates::from_queue`]; both then call the same [`Policy::choose`].
+//! [`Candidates`] holds them. Within one priority, queue order and age order
+//! agree, so all four are among the heads of the queue per capability, model
+//! and priority: the stores read those heads (a few rows from one partial index)
+//! and, like the simulator and the tests, find the four with
+//! [`Candidates::from_queue`]; all then call the same [`Policy::choose`].
 
 use std::cmp::Reverse;
 
@@ -107,6 +109,18 @@ impl<J> Candidates<J> {
             best: self.best.as_ref(),
             best_loaded: self.best_loaded.as_ref(),
             oldest_outranking_loaded: self.oldest_outranking_loaded.as_ref(),
+        }
+    }
+}
+
+impl<J: Clone> Candidates<&J> {
+    /// Owned copies of the candidates.
+    pub fn cloned(&self) -> Candidates<J> {
+        Candidates {
+            oldest: self.oldest.cloned(),
+            best: self.best.cloned(),
+            best_loaded: self.best_loaded.cloned(),
+            oldest_outranking_loaded: self.oldest_outranking_loaded.cloned(),
         }
     }
 }

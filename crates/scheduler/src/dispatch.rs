@@ -6,9 +6,11 @@
 //! their worker), so nothing running is forgotten.
 //!
 //! Dispatch is event-driven: a new job, a heartbeat from an idle worker, a
-//! result, or a job handed back wakes one pass, which chooses, for every idle
-//! online worker in turn, the job the core policy picks for it (passing over
-//! jobs already chosen in the pass), claims them all in one transaction
+//! result, or a job handed back wakes one pass, which reads one window on the
+//! queue ([`Store::queue_window`], deep enough for every idle online worker),
+//! chooses in memory, for each such worker in turn, the job the core policy
+//! picks for it (passing over jobs already chosen in the pass), claims them all
+//! in one transaction
 //! ([`Store::claim_batch`]: conditional QUEUED → RUNNING updates, so two
 //! dispatchers can never both start one job) and sends each to its worker's
 //! `/run_job`. A slow tick (`workers.dispatch_tick_ms`) is only a safety net.
@@ -19,7 +21,7 @@
 //! worker that reports idle while the scheduler believes it runs a job lost
 //! that job (it restarted), and the job goes back to the queue.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ use tokio::sync::{watch, Notify};
 use tessera_api::internal::{CancelJob, Heartbeat, InputRef, RunJob, WorkerStatus};
 use tessera_api::ApiErrorBody;
 use tessera_core::params::JobParams;
-use tessera_core::policy::Policy;
+use tessera_core::policy::{Candidates, Policy};
 use tessera_core::{JobId, JobState, Millis, Transition};
 
 use crate::config::WorkersConfig;
@@ -321,27 +323,33 @@ impl Dispatcher {
         if free.is_empty() {
             return;
         }
-        // Choose a job for each free worker in turn, passing over the jobs
-        // chosen for the others, then claim them all in one transaction: one
-        // commit per pass instead of one per job, and no dispatcher racing
-        // itself for the head of the queue.
+        // Read one window on the queue deep enough for every free worker, choose
+        // a job for each in turn in memory, passing over the jobs chosen for the
+        // others, then claim them all in one transaction: one read and one
+        // commit per pass, and no dispatcher racing itself for the head of the
+        // queue.
         let now = now_ms();
-        let mut chosen: Vec<JobId> = Vec::new();
+        let ranges: Vec<_> = free.iter().flat_map(|(_, slot, _)| slot.ranges()).collect();
+        let depth = u32::try_from(free.len() + 1).unwrap_or(u32::MAX);
+        let window = self.inner.store.queue_window(&ranges, depth).await;
+        let mut chosen: HashSet<JobId> = HashSet::new();
         let mut claims: Vec<(JobId, String)> = Vec::new();
         let mut addresses: HashMap<String, String> = HashMap::new();
-        for (worker_id, slot, address) in &free {
-            let candidates = match self.inner.store.candidates_excluding(slot, &chosen).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(%worker_id, error = %e, "reading the queue failed; retrying on the next wake-up");
-                    break;
+        match &window {
+            Ok(window) => {
+                for (worker_id, slot, address) in &free {
+                    let left = window.iter().filter(|j| !chosen.contains(&j.id));
+                    let candidates = Candidates::from_queue(left, &slot.view());
+                    if let Some((job, reason)) = self.inner.policy.choose(&candidates, now) {
+                        tracing::debug!(job_id = %job.id, %worker_id, ?reason, "chosen");
+                        chosen.insert(job.id.clone());
+                        claims.push((job.id.clone(), worker_id.clone()));
+                        addresses.insert(worker_id.clone(), address.clone());
+                    }
                 }
-            };
-            if let Some((job, reason)) = self.inner.policy.choose(&candidates.as_ref(), now) {
-                tracing::debug!(job_id = %job.id, %worker_id, ?reason, "chosen");
-                chosen.push(job.id.clone());
-                claims.push((job.id.clone(), worker_id.clone()));
-                addresses.insert(worker_id.clone(), address.clone());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the queue failed; retrying on the next wake-up")
             }
         }
         let claimed = if claims.is_empty() {

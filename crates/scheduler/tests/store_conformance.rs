@@ -569,9 +569,10 @@ async fn concurrent_creates_never_overspend(backend: Backend) {
     assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 20);
 }
 
-/// The store's index probes find exactly the candidates a full scan of the queue
-/// finds (the core's reference), on random queues with ties and random workers.
-async fn probes_find_what_a_full_scan_finds(backend: Backend) {
+/// The store's queue window holds exactly the candidates a full scan of the
+/// queue finds (the core's reference), on random queues with ties, random
+/// workers and random sets of jobs already chosen (fewer than the depth).
+async fn queue_windows_find_what_a_full_scan_finds(backend: Backend) {
     use rand::{Rng, SeedableRng};
     use tessera_core::policy::{Candidates, QueuedJob, WorkerView};
     use tessera_scheduler::store::WorkerSlot;
@@ -659,6 +660,25 @@ async fn probes_find_what_a_full_scan_finds(backend: Backend) {
         let expected = Candidates::from_queue(&queued, &view);
         let found = store.candidates(&slot).await.unwrap();
         assert_eq!(found.as_ref(), expected, "worker {slot:?}");
+
+        let depth = rng.random_range(1..6u32);
+        let window = store.queue_window(&slot.ranges(), depth).await.unwrap();
+        // Passing over jobs of the window itself is the hard case: a range
+        // whose every head was chosen must still show its next job.
+        let chosen: Vec<&JobId> = window
+            .iter()
+            .filter(|_| rng.random_bool(0.6))
+            .take(depth as usize - 1)
+            .map(|j| &j.id)
+            .collect();
+        let expected =
+            Candidates::from_queue(queued.iter().filter(|j| !chosen.contains(&&j.id)), &view);
+        let found =
+            Candidates::from_queue(window.iter().filter(|j| !chosen.contains(&&j.id)), &view);
+        assert_eq!(
+            found, expected,
+            "worker {slot:?}, depth {depth}, chosen {chosen:?}"
+        );
     }
 }
 
@@ -772,6 +792,7 @@ async fn heartbeats_keep_the_latest_description_and_first_sight(backend: Backend
 /// already chosen, and claims them in one transaction; a job no longer queued
 /// is left out, never dispatched twice.
 async fn batch_claims_pass_over_chosen_jobs_and_taken_ones(backend: Backend) {
+    use tessera_core::policy::Candidates;
     use tessera_scheduler::store::WorkerSlot;
 
     let db = TestDb::new(backend).await;
@@ -788,11 +809,16 @@ async fn batch_claims_pass_over_chosen_jobs_and_taken_ones(backend: Backend) {
     };
     let all = store.candidates(&slot).await.unwrap();
     assert_eq!(all.best.as_ref().map(|j| &j.id), Some(&ids[0]));
-    let rest = store.candidates_excluding(&slot, &ids[..1]).await.unwrap();
-    assert_eq!(rest.best.as_ref().map(|j| &j.id), Some(&ids[1]));
-    assert_eq!(rest.oldest.as_ref().map(|j| &j.id), Some(&ids[1]));
-    let none = store.candidates_excluding(&slot, &ids).await.unwrap();
-    assert!(none.best.is_none() && none.oldest.is_none());
+    // A window of depth 3 serves a pass of two workers: the second passes over
+    // the first one's job.
+    let window = store.queue_window(&slot.ranges(), 3).await.unwrap();
+    let window_ids: Vec<&JobId> = window.iter().map(|j| &j.id).collect();
+    assert_eq!(window_ids, ids.iter().collect::<Vec<_>>());
+    let rest = Candidates::from_queue(window.iter().filter(|j| j.id != ids[0]), &slot.view());
+    assert_eq!(rest.best.map(|j| &j.id), Some(&ids[1]));
+    assert_eq!(rest.oldest.map(|j| &j.id), Some(&ids[1]));
+    let shallow = store.queue_window(&slot.ranges(), 1).await.unwrap();
+    assert_eq!(shallow.len(), 1, "depth bounds each range");
 
     let first = store
         .claim_batch(
@@ -850,7 +876,7 @@ backend_tests!(
     keys_are_found_by_hash_until_revoked,
     plans_are_the_seeds_and_can_be_assigned,
     concurrent_creates_never_overspend,
-    probes_find_what_a_full_scan_finds,
+    queue_windows_find_what_a_full_scan_finds,
     racing_claims_dispatch_each_job_once,
     heartbeats_keep_the_latest_description_and_first_sight,
 );

@@ -260,7 +260,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
          - How: the scheduler, {} workers with a `sim` engine at zero run time (each job still \
            makes and uploads a small PNG that says it is simulated) and {} concurrent HTTP/1.1 \
            clients, all in one process over loopback; {} connections in the scheduler's pool. \
-           Every lifecycle is: create (validate, reserve tokens, insert), dispatch (policy probes, \
+           Every lifecycle is: create (validate, reserve tokens, insert), dispatch (one queue window per pass, \
            conditional claim, `POST /run_job`), run, result (multipart upload, artifact written to \
            the object store, recorded with the completion in one transaction).\n\n\
          | measure | value |\n|---|---|\n\

@@ -275,23 +275,9 @@ pub(crate) const NEW_JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_i
 pub(crate) const NEW_JOB_VALUES: &str =
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16";
 
-/// The two orders the queue is probed in; each matches a partial index.
-#[derive(Clone, Copy)]
-pub(crate) enum Probe {
-    /// Priority, then age, then id (`jobs_queue_by_model`).
-    Queue,
-    /// Age, then priority, then id (`jobs_queue_by_model_age`).
-    Age,
-}
-
-impl Probe {
-    pub(crate) fn order_by(self) -> &'static str {
-        match self {
-            Probe::Queue => " ORDER BY priority DESC, queued_at, id",
-            Probe::Age => " ORDER BY queued_at, priority DESC, id",
-        }
-    }
-}
+/// How many (capability, model) ranges one queue-window statement reads:
+/// four `UNION ALL` members each, well inside SQLite's compound-select limit.
+pub(crate) const WINDOW_RANGES_PER_STATEMENT: usize = 25;
 
 pub(crate) fn status_list(states: &[JobState]) -> Vec<&'static str> {
     states.iter().map(|s| s.as_str()).collect()
@@ -592,55 +578,66 @@ macro_rules! impl_store {
                     .collect()
             }
 
-            async fn candidates_excluding(
+            async fn queue_window(
                 &self,
-                worker: &$crate::store::WorkerSlot,
-                exclude: &[tessera_core::JobId],
+                ranges: &[(tessera_core::Capability, String)],
+                depth: u32,
             ) -> Result<
-                tessera_core::policy::Candidates<tessera_core::policy::QueuedJob<tessera_core::JobId>>,
+                Vec<tessera_core::policy::QueuedJob<tessera_core::JobId>>,
                 $crate::store::StoreError,
             > {
-                use $crate::store::common::Probe;
-                use tessera_core::policy::{age_order, queue_order, Candidates};
-                let mut c = Candidates {
-                    oldest: None,
-                    best: None,
-                    best_loaded: None,
-                    oldest_outranking_loaded: None,
-                };
-                let pick = |slot: &mut Option<_>, found: Option<_>, order: fn(&_, &_) -> std::cmp::Ordering| {
-                    if let Some(f) = found {
-                        if slot.as_ref().is_none_or(|s| order(&f, s).is_lt()) {
-                            *slot = Some(f);
-                        }
-                    }
-                };
-                let mut models = worker.models.clone();
-                models.sort();
-                models.dedup();
-                for &cap in &worker.capabilities {
-                    for model in &models {
-                        let best = self.probe(cap, model, None, Probe::Queue, exclude).await?;
-                        if worker.loaded_models.contains(model) {
-                            pick(&mut c.best_loaded, best.clone(), queue_order);
-                        }
-                        pick(&mut c.best, best, queue_order);
-                        let oldest = self.probe(cap, model, None, Probe::Age, exclude).await?;
-                        pick(&mut c.oldest, oldest, age_order);
-                    }
+                let mut ranges = ranges.to_vec();
+                ranges.sort_by(|a, b| {
+                    ($crate::store::common::capability_str(a.0), &a.1)
+                        .cmp(&($crate::store::common::capability_str(b.0), &b.1))
+                });
+                ranges.dedup();
+                let mut window = Vec::new();
+                if depth == 0 {
+                    return Ok(window);
                 }
-                if let Some(warm) = c.best_loaded.as_ref().map(|w| w.priority) {
-                    for &cap in &worker.capabilities {
-                        for model in &models {
-                            for p in (warm.0 + 1)..=tessera_core::Priority::ADMIN.0 {
-                                let p = Some(tessera_core::Priority(p));
-                                let o = self.probe(cap, model, p, Probe::Age, exclude).await?;
-                                pick(&mut c.oldest_outranking_loaded, o, age_order);
+                // Per capability, model and priority, the head of that exact
+                // range of `jobs_queue_by_model`, in statements of at most
+                // `WINDOW_RANGES_PER_STATEMENT` ranges. Within one priority,
+                // queue order and age order agree, so these heads hold every
+                // candidate the policy can ask for.
+                for chunk in ranges.chunks($crate::store::common::WINDOW_RANGES_PER_STATEMENT) {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new("");
+                    let mut first = true;
+                    for (cap, model) in chunk {
+                        for p in tessera_core::Priority::FREE.0..=tessera_core::Priority::ADMIN.0 {
+                            if !first {
+                                qb.push(" UNION ALL ");
                             }
+                            first = false;
+                            qb.push(
+                                "SELECT * FROM (SELECT id, capability, model, priority, queued_at \
+                                 FROM jobs WHERE status = 'QUEUED' AND capability = ",
+                            );
+                            qb.push_bind($crate::store::common::capability_str(*cap));
+                            qb.push(" AND model = ").push_bind(model.clone());
+                            qb.push(" AND priority = ").push_bind(i32::from(p));
+                            qb.push(" ORDER BY priority DESC, queued_at, id LIMIT ")
+                                .push_bind(i64::from(depth));
+                            qb.push(") AS head");
                         }
                     }
+                    let rows: Vec<(String, String, String, i32, i64)> =
+                        qb.build_query_as().fetch_all(self.reader()).await?;
+                    for (id, capability, model, priority, queued_at) in rows {
+                        let corrupt = |what: String| $crate::store::StoreError::Corrupt(what);
+                        window.push(tessera_core::policy::QueuedJob {
+                            id: id.parse().map_err(|_| corrupt(format!("job id {id:?}")))?,
+                            capability: capability
+                                .parse()
+                                .map_err(|_| corrupt(format!("capability {capability:?}")))?,
+                            model,
+                            priority: tessera_core::Priority(priority.clamp(0, 255) as u8),
+                            queued_at,
+                        });
+                    }
                 }
-                Ok(c)
+                Ok(window)
             }
 
             async fn claim_batch(
@@ -901,7 +898,7 @@ macro_rules! impl_store {
             ) -> Result<Vec<tessera_core::JobId>, $crate::store::StoreError> {
                 let rows: Vec<(String,)> = sqlx::query_as(
                     "SELECT id FROM jobs WHERE status = 'QUEUED' AND capability = $1 \
-                     AND model = $2 AND queued_at < $3 ORDER BY queued_at, priority DESC, id \
+                     AND model = $2 AND queued_at < $3 ORDER BY priority DESC, queued_at, id \
                      LIMIT $4",
                 )
                 .bind($crate::store::common::capability_str(capability))
@@ -1031,54 +1028,6 @@ macro_rules! impl_store {
                 Ok(Some(job))
             }
 
-
-            /// One `LIMIT 1` probe of the queue of one capability and model,
-            /// optionally of one priority, first in queue or age order: an exact
-            /// range of `jobs_queue_by_model` or `jobs_queue_by_model_age`.
-            async fn probe(
-                &self,
-                capability: tessera_core::Capability,
-                model: &str,
-                priority: Option<tessera_core::Priority>,
-                order: $crate::store::common::Probe,
-                exclude: &[tessera_core::JobId],
-            ) -> Result<
-                Option<tessera_core::policy::QueuedJob<tessera_core::JobId>>,
-                $crate::store::StoreError,
-            > {
-                let mut qb = sqlx::QueryBuilder::<$db>::new(
-                    "SELECT id, model, priority, queued_at FROM jobs \
-                     WHERE status = 'QUEUED' AND capability = ",
-                );
-                qb.push_bind($crate::store::common::capability_str(capability));
-                qb.push(" AND model = ").push_bind(model);
-                if let Some(p) = priority {
-                    qb.push(" AND priority = ").push_bind(i32::from(p.0));
-                }
-                if !exclude.is_empty() {
-                    qb.push(" AND id NOT IN (");
-                    let mut list = qb.separated(", ");
-                    for id in exclude {
-                        list.push_bind(id.as_str());
-                    }
-                    qb.push(")");
-                }
-                qb.push(order.order_by()).push(" LIMIT 1");
-                let row: Option<(String, String, i32, i64)> =
-                    qb.build_query_as().fetch_optional(self.reader()).await?;
-                row.map(|(id, model, priority, queued_at)| {
-                    Ok(tessera_core::policy::QueuedJob {
-                        id: id.parse().map_err(|_| {
-                            $crate::store::StoreError::Corrupt(format!("job id {id:?}"))
-                        })?,
-                        capability,
-                        model,
-                        priority: tessera_core::Priority(priority.clamp(0, 255) as u8),
-                        queued_at,
-                    })
-                })
-                .transpose()
-            }
 
             /// Binds a new job's values as `$1..$16` of [`NEW_JOB_VALUES`].
             fn bind_new_job<'q, O>(

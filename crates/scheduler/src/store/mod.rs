@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use tessera_api::internal::ArtifactKind;
 use tessera_core::params::{ParamError, ValidJob};
-use tessera_core::policy::{Candidates, Policy, QueuedJob, Reason};
+use tessera_core::policy::{Candidates, Policy, QueuedJob, Reason, WorkerView};
 use tessera_core::{
     ApiKeyId, ArtifactId, Capability, InputId, JobId, JobState, Millis, Plan, Platform, Priority,
     Transition, UserRef,
@@ -236,6 +236,25 @@ pub struct WorkerSlot {
     pub loaded_models: Vec<String>,
 }
 
+impl WorkerSlot {
+    /// The (capability, model) queue ranges the worker could take jobs from.
+    pub fn ranges(&self) -> Vec<(Capability, String)> {
+        self.capabilities
+            .iter()
+            .flat_map(|&c| self.models.iter().map(move |m| (c, m.clone())))
+            .collect()
+    }
+
+    /// The worker as the queue policy sees it.
+    pub fn view(&self) -> WorkerView<'_> {
+        WorkerView {
+            capabilities: &self.capabilities,
+            models: &self.models,
+            loaded_models: &self.loaded_models,
+        }
+    }
+}
+
 /// A worker as its last heartbeat described it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkerRecord {
@@ -388,22 +407,30 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<QueuedJob<JobId>>, StoreError>;
 
-    /// The queue policy's candidates for a worker, found by `LIMIT 1` probes per
-    /// capability and model the worker serves, each an exact index range.
+    /// A window on the queue: for every (capability, model) range given and
+    /// every priority, the first `depth` queued jobs of that range in queue
+    /// order, each an exact range of one partial index.
+    ///
+    /// The window is exact for the policy: for any set `E` of fewer than
+    /// `depth` jobs, [`Candidates::from_queue`] over the window less `E` is the
+    /// candidates over the whole queue less `E`, for every worker whose
+    /// capabilities and models are among the ranges. A dispatch pass reads one
+    /// window with `depth` above its number of free workers and chooses for
+    /// all of them in memory.
+    async fn queue_window(
+        &self,
+        ranges: &[(Capability, String)],
+        depth: u32,
+    ) -> Result<Vec<QueuedJob<JobId>>, StoreError>;
+
+    /// The queue policy's candidates for one worker (a window of depth 1).
     async fn candidates(
         &self,
         worker: &WorkerSlot,
     ) -> Result<Candidates<QueuedJob<JobId>>, StoreError> {
-        self.candidates_excluding(worker, &[]).await
+        let window = self.queue_window(&worker.ranges(), 1).await?;
+        Ok(Candidates::from_queue(&window, &worker.view()).cloned())
     }
-
-    /// [`Store::candidates`], passing over the jobs in `exclude` (chosen for
-    /// other workers in the same dispatch pass).
-    async fn candidates_excluding(
-        &self,
-        worker: &WorkerSlot,
-        exclude: &[JobId],
-    ) -> Result<Candidates<QueuedJob<JobId>>, StoreError>;
 
     /// Dispatches several chosen jobs, each to its worker (QUEUED → RUNNING,
     /// attempts + 1), in one transaction: one commit for a whole dispatch pass.
@@ -484,7 +511,7 @@ pub trait Store: Send + Sync + 'static {
     /// The queue by capability and model: how many jobs wait and since when.
     async fn queued_groups(&self) -> Result<Vec<QueueGroup>, StoreError>;
 
-    /// Queued jobs of a capability and model queued before `before`, oldest first.
+    /// Queued jobs of a capability and model queued before `before`, in queue order.
     async fn queued_before(
         &self,
         capability: Capability,
