@@ -169,6 +169,11 @@ impl Client {
         Self::send(self.request(Method::DELETE, &format!("api/v1/jobs/{id}"))?).await
     }
 
+    /// Acknowledges that an ended job's outcome reached its user.
+    pub async fn mark_delivered(&self, id: &JobId) -> Result<JobView, ClientError> {
+        Self::send(self.request(Method::POST, &format!("api/v1/jobs/{id}/delivered"))?).await
+    }
+
     pub async fn list_jobs(&self, query: &ListJobsQuery) -> Result<JobList, ClientError> {
         Self::send(self.request(Method::GET, "api/v1/jobs")?.query(query)).await
     }

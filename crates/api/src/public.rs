@@ -86,6 +86,9 @@ pub struct JobView {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_at: Option<DateTime<Utc>>,
+    /// When the frontend acknowledged delivering the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
 }
 
 /// An output of a job (the seed's artifacts table).
@@ -140,6 +143,10 @@ pub struct ListJobsQuery {
     /// Only jobs in these states, comma-separated (`QUEUED,RUNNING`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
+    /// `true`: only ended jobs whose delivery the frontend has not
+    /// acknowledged (`POST /api/v1/jobs/{id}/delivered`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undelivered: Option<bool>,
     /// Page size, 1 to 100 (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,

@@ -1400,6 +1400,60 @@ async fn openapi_and_probes(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A frontend acknowledges delivering an ended job; a restarted bot lists the
+/// ended jobs it has not delivered yet, and nothing else.
+async fn delivery_is_acknowledged_once_jobs_end(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+    let other = app.frontend(Platform::Telegram, "tg-video-bot-1").await;
+    let live = tg
+        .create_job(&tg_job("telegram:7", prompt("still waiting")), None)
+        .await
+        .unwrap()
+        .job;
+    let ended = tg
+        .create_job(&tg_job("telegram:7", prompt("cancelled soon")), None)
+        .await
+        .unwrap()
+        .job;
+    let undelivered = ListJobsQuery {
+        bot_id: Some(TG_BOT.into()),
+        undelivered: Some(true),
+        ..Default::default()
+    };
+    assert!(tg.list_jobs(&undelivered).await.unwrap().jobs.is_empty());
+
+    let early = tg.mark_delivered(&live.job_id).await.unwrap_err();
+    assert_eq!(early.code(), Some("job_not_finished"), "{early}");
+    assert_eq!(early.status(), Some(StatusCode::CONFLICT));
+
+    tg.cancel_job(&ended.job_id).await.unwrap();
+    let listed = tg.list_jobs(&undelivered).await.unwrap().jobs;
+    assert_eq!(ids(&listed), vec![ended.job_id.clone()]);
+    assert_eq!(listed[0].delivered_at, None);
+
+    let first = tg.mark_delivered(&ended.job_id).await.unwrap();
+    let at = first.delivered_at.expect("delivery recorded");
+    let again = tg.mark_delivered(&ended.job_id).await.unwrap();
+    assert_eq!(
+        again.delivered_at,
+        Some(at),
+        "the first acknowledgement counts"
+    );
+    assert!(tg.list_jobs(&undelivered).await.unwrap().jobs.is_empty());
+    assert_eq!(
+        tg.get_job(&ended.job_id).await.unwrap().delivered_at,
+        Some(at)
+    );
+
+    // Another platform's key cannot see or acknowledge it.
+    let dc = app.frontend(Platform::Discord, "dc-image-bot-1").await;
+    let foreign = dc.mark_delivered(&ended.job_id).await.unwrap_err();
+    assert_eq!(foreign.code(), Some("job_not_found"), "{foreign}");
+    // A key of another bot on the same platform shares the platform's jobs.
+    assert!(other.mark_delivered(&ended.job_id).await.is_ok());
+}
+
 backend_tests!(
     create_get_cancel_round_trip,
     credentials_are_checked,
@@ -1415,4 +1469,5 @@ backend_tests!(
     listing_filters_pages_and_scopes,
     admin_endpoints,
     openapi_and_probes,
+    delivery_is_acknowledged_once_jobs_end,
 );

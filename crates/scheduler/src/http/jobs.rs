@@ -241,6 +241,46 @@ pub(crate) async fn cancel_with(
     }
 }
 
+/// Acknowledge that the outcome of an ended job (its outputs, or why it
+/// failed) reached the user. A restarted bot lists `undelivered=true` jobs to
+/// deliver what it lost; acknowledging twice is harmless.
+#[utoipa::path(
+    post, path = "/api/v1/jobs/{job_id}/delivered", tag = "jobs",
+    params(("job_id" = String, Path)),
+    responses(
+        (status = 200, description = "Recorded (or already recorded)", body = JobView),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, body = ApiErrorBody),
+        (status = 409, description = "The job has not ended yet", body = ApiErrorBody),
+    ),
+    security(("frontend_key" = []))
+)]
+pub async fn delivered(
+    State(state): State<AppState>,
+    Frontend(key): Frontend,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    if let Some(job) = state
+        .store
+        .mark_delivered(&id, key.frontend, now_ms())
+        .await?
+    {
+        return Ok(Json(view(&state, job).await?));
+    }
+    match state.store.get_job(&id, Some(key.frontend)).await? {
+        Some(job) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "job_not_finished",
+            format!(
+                "the job is {} and has no outcome to deliver yet",
+                job.status
+            ),
+        )),
+        None => Err(job_not_found()),
+    }
+}
+
 /// List this frontend's jobs, newest first, filtered and paged: for galleries, and
 /// for a restarted bot to find the jobs it still has to answer.
 #[utoipa::path(
@@ -294,6 +334,7 @@ pub(crate) fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
         user_ref: q.user_ref.clone(),
         bot_id: q.bot_id.clone(),
         statuses,
+        undelivered: q.undelivered.unwrap_or(false),
         before,
         limit,
     })
@@ -507,6 +548,7 @@ pub(crate) async fn views(
             queued_at: job.queued_at.map(rfc3339),
             started_at: job.started_at.map(rfc3339),
             ended_at: job.ended_at.map(rfc3339),
+            delivered_at: job.delivered_at.map(rfc3339),
         });
     }
     Ok(out)

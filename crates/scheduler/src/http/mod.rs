@@ -109,6 +109,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/api/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/api/v1/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
+        .route("/api/v1/jobs/{job_id}/delivered", post(jobs::delivered))
         .route("/api/v1/users/{user_ref}", get(users::get))
         .route("/api/v1/plans", get(users::plans))
         .route(

@@ -18,7 +18,7 @@ use super::{admin as admin_http, internal, jobs, users};
                        Every error is `{\"error\": {\"code\", \"message\"}}` with a stable code."
     ),
     paths(
-        jobs::create, jobs::get, jobs::cancel, jobs::list,
+        jobs::create, jobs::get, jobs::cancel, jobs::list, jobs::delivered,
         users::get, users::plans,
         admin_http::create_key, admin_http::list_keys, admin_http::revoke_key,
         admin_http::set_plan, admin_http::list_jobs, admin_http::cancel_job,

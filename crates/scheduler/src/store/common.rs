@@ -17,7 +17,8 @@ use super::{ApiKeyRecord, JobRecord, StoreError};
 
 pub(crate) const JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, model, \
     priority, status, params, reply_context, cost_tokens, billing_day, refunded, attempts, \
-    worker_id, progress, error_code, error_message, created_at, queued_at, started_at, ended_at";
+    worker_id, progress, error_code, error_message, created_at, queued_at, started_at, ended_at, \
+    delivered_at";
 
 pub(crate) const PLAN_COLUMNS: &str =
     "p.id, p.name, p.daily_tokens, p.priority, p.max_resolution, p.allowed_models, p.price_cents";
@@ -47,6 +48,7 @@ pub(crate) struct JobRow {
     queued_at: Option<i64>,
     started_at: Option<i64>,
     ended_at: Option<i64>,
+    delivered_at: Option<i64>,
 }
 
 fn corrupt(what: &str, value: &str) -> StoreError {
@@ -90,6 +92,7 @@ impl TryFrom<JobRow> for JobRecord {
             queued_at: r.queued_at,
             started_at: r.started_at,
             ended_at: r.ended_at,
+            delivered_at: r.delivered_at,
         })
     }
 }
@@ -518,6 +521,12 @@ macro_rules! impl_store {
                     }
                     qb.push(")");
                 }
+                if f.undelivered {
+                    qb.push(
+                        " AND delivered_at IS NULL \
+                         AND status IN ('COMPLETED', 'FAILED', 'CANCELLED')",
+                    );
+                }
                 if let Some(before) = &f.before {
                     qb.push(" AND id < ").push_bind(before.as_str());
                 }
@@ -777,6 +786,26 @@ macro_rules! impl_store {
                 .execute(self.writer())
                 .await?;
                 Ok(done.rows_affected() == 1)
+            }
+
+            async fn mark_delivered(
+                &self,
+                id: &tessera_core::JobId,
+                frontend: tessera_core::Platform,
+                now: tessera_core::Millis,
+            ) -> Result<Option<$crate::store::JobRecord>, $crate::store::StoreError> {
+                let row: Option<$crate::store::common::JobRow> = sqlx::query_as(&format!(
+                    "UPDATE jobs SET delivered_at = COALESCE(delivered_at, $1) \
+                     WHERE id = $2 AND frontend = $3 \
+                     AND status IN ('COMPLETED', 'FAILED', 'CANCELLED') RETURNING {}",
+                    $crate::store::common::JOB_COLUMNS
+                ))
+                .bind(now)
+                .bind(id.as_str())
+                .bind(frontend.as_str())
+                .fetch_optional(self.writer())
+                .await?;
+                row.map(TryInto::try_into).transpose()
             }
 
             async fn artifacts_of(

@@ -78,6 +78,8 @@ pub struct JobRecord {
     pub queued_at: Option<Millis>,
     pub started_at: Option<Millis>,
     pub ended_at: Option<Millis>,
+    /// When the frontend acknowledged handing the outcome to the user.
+    pub delivered_at: Option<Millis>,
 }
 
 /// A frontend API key as stored (its secret only as a hash).
@@ -270,6 +272,8 @@ pub struct JobFilter {
     pub user_ref: Option<String>,
     pub bot_id: Option<String>,
     pub statuses: Vec<JobState>,
+    /// Only ended jobs whose outcome the frontend has not acknowledged.
+    pub undelivered: bool,
     /// Only jobs created before this one (the page cursor).
     pub before: Option<JobId>,
     pub limit: u32,
@@ -498,6 +502,16 @@ pub trait Store: Send + Sync + 'static {
         fence: &Fence,
         progress: f32,
     ) -> Result<bool, StoreError>;
+
+    /// Records that the frontend handed an ended job's outcome to its user
+    /// (the first time counts; later calls change nothing). `None` when the
+    /// job is not the frontend's or has not ended.
+    async fn mark_delivered(
+        &self,
+        id: &JobId,
+        frontend: Platform,
+        now: Millis,
+    ) -> Result<Option<JobRecord>, StoreError>;
 
     /// The artifacts of these jobs, by job and position.
     async fn artifacts_of(&self, jobs: &[JobId]) -> Result<Vec<ArtifactRecord>, StoreError>;
