@@ -1,0 +1,513 @@
+//! One bot instance, platform-neutral: what happens to a message, and how a
+//! job is followed from the queue to the user's chat.
+//!
+//! A platform crate turns its updates into [`Incoming`] messages and
+//! implements [`Messenger`] (send, edit, send a file). Everything else is here:
+//! rate limits, commands, creating jobs on the public API, one progress
+//! message per job edited in place (at most every `min_edit_ms`), delivery of
+//! the outputs, and the delivery acknowledgement that lets a restarted bot
+//! ([`Bot::resume`]) deliver what the previous process could not.
+//!
+//! Where to reply lives in the job's `reply_context` (`{"chat", "message"}`:
+//! the chat and the progress message), so the bot keeps no state worth losing.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use tessera_api::client::{Client, ClientError};
+use tessera_api::internal::ArtifactKind;
+use tessera_api::public::{CreateJobRequest, JobView, ListJobsQuery};
+use tessera_core::{Capability, JobId, JobState, Platform, UserRef};
+
+use crate::command::{self, Command};
+use crate::limits::{LimitConfig, Limits};
+use crate::words;
+
+/// A message from a user, as the platform crate read it.
+#[derive(Clone, Debug)]
+pub struct Incoming {
+    /// Where to answer (a chat or channel id).
+    pub chat: String,
+    /// The platform's id of the message, for idempotent job creation.
+    pub message_id: String,
+    /// The platform's id of the user.
+    pub user_id: String,
+    pub text: Option<String>,
+    /// A voice message or audio file, already downloaded.
+    pub audio: Option<Audio>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Audio {
+    pub content_type: String,
+    pub bytes: Bytes,
+}
+
+/// A file to send to a chat.
+#[derive(Clone, Debug)]
+pub struct OutFile {
+    pub kind: ArtifactKind,
+    /// `png`, `mp4`, `wav`...
+    pub format: String,
+    pub bytes: Bytes,
+    pub caption: Option<String>,
+}
+
+/// Why the platform did not take a message.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The chat is gone or blocked the bot: stop trying.
+    #[error("the chat cannot be reached: {0}")]
+    Gone(String),
+    /// Anything else; worth another try later.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// What a platform must do for the bot. Implementations handle the platform's
+/// own flood control (wait and retry) before giving up.
+#[async_trait]
+pub trait Messenger: Send + Sync + 'static {
+    /// Sends a text message and answers its id.
+    async fn send_text(&self, chat: &str, text: &str) -> Result<String, SendError>;
+    /// Replaces the text of a message the bot sent.
+    async fn edit_text(&self, chat: &str, message: &str, text: &str) -> Result<(), SendError>;
+    /// Sends a file (photo, video, audio, document).
+    async fn send_file(&self, chat: &str, file: OutFile) -> Result<(), SendError>;
+}
+
+/// How one bot instance behaves.
+#[derive(Clone, Debug)]
+pub struct BotSettings {
+    pub platform: Platform,
+    pub bot_id: String,
+    /// The bot's name on the platform, for `/cmd@name`.
+    pub username: Option<String>,
+    pub capabilities: Vec<Capability>,
+    pub limits: LimitConfig,
+    /// How often a followed job is read.
+    pub poll_ms: u64,
+    /// Least time between two edits of one progress message.
+    pub min_edit_ms: u64,
+}
+
+/// Where a job's answers go, kept in its `reply_context`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReplyTo {
+    pub chat: String,
+    /// The progress message.
+    pub message: String,
+}
+
+/// One bot instance. Cheap to clone.
+pub struct Bot<M: Messenger> {
+    inner: Arc<Inner<M>>,
+}
+
+impl<M: Messenger> Clone for Bot<M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+struct Inner<M> {
+    settings: BotSettings,
+    api: Client,
+    messenger: M,
+    limits: Limits,
+    following: Mutex<HashSet<JobId>>,
+    tasks: TaskTracker,
+    stop: CancellationToken,
+}
+
+impl<M: Messenger> Bot<M> {
+    pub fn new(settings: BotSettings, api: Client, messenger: M) -> Self {
+        let limits = Limits::new(&settings.limits);
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                api,
+                messenger,
+                limits,
+                following: Mutex::new(HashSet::new()),
+                tasks: TaskTracker::new(),
+                stop: CancellationToken::new(),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &BotSettings {
+        &self.inner.settings
+    }
+
+    pub fn messenger(&self) -> &M {
+        &self.inner.messenger
+    }
+
+    /// Stops following jobs and waits for the follow tasks to end. Jobs keep
+    /// running in the scheduler; the next process resumes them.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+    }
+
+    fn user_ref(&self, user_id: &str) -> Option<UserRef> {
+        UserRef::new(self.inner.settings.platform, user_id).ok()
+    }
+
+    async fn say(&self, chat: &str, text: &str) {
+        if let Err(e) = self.inner.messenger.send_text(chat, text).await {
+            tracing::warn!(bot_id = %self.inner.settings.bot_id, error = %e, "could not answer");
+        }
+    }
+
+    /// Handles one message from a user. Never fails: every problem becomes
+    /// words in the chat (or a log line when the chat cannot be reached).
+    pub async fn on_message(&self, msg: Incoming) {
+        let s = &self.inner.settings;
+        let Some(user) = self.user_ref(&msg.user_id) else {
+            tracing::warn!(bot_id = %s.bot_id, "message from a user id Tessera cannot name; ignored");
+            return;
+        };
+        let (parsed, audio) = match (&msg.audio, msg.text.as_deref()) {
+            (Some(audio), _) => {
+                if !s.capabilities.contains(&Capability::SpeechToText) {
+                    return self
+                        .say(
+                            &msg.chat,
+                            "This bot doesn't transcribe audio. Send /help to see what it does.",
+                        )
+                        .await;
+                }
+                let transcribe = Command::Job {
+                    capability: Capability::SpeechToText,
+                    params: serde_json::Value::Null,
+                };
+                (Ok(Some(transcribe)), Some(audio.clone()))
+            }
+            (None, Some(text)) => (
+                command::parse(text, s.username.as_deref(), &s.capabilities),
+                None,
+            ),
+            (None, None) => return,
+        };
+        let command = match parsed {
+            Ok(Some(c)) => c,
+            Ok(None) => return,
+            Err(e) => return self.say(&msg.chat, &e.to_string()).await,
+        };
+        if let Err(wait) = self.inner.limits.check_command(&user) {
+            return self.say(&msg.chat, &words::slow_down(wait)).await;
+        }
+        let now = chrono::Utc::now();
+        match command {
+            Command::Start | Command::Help => {
+                self.say(&msg.chat, &words::help(&s.capabilities)).await
+            }
+            Command::Quota => {
+                let text = match self.inner.api.get_user(&user.to_string()).await {
+                    Ok(q) => words::quota(&q, now),
+                    Err(e) => words::api_error(&e, now),
+                };
+                self.say(&msg.chat, &text).await
+            }
+            Command::Status => {
+                let text = match self.live_jobs(&user).await {
+                    Ok(jobs) => words::status(&jobs),
+                    Err(e) => words::api_error(&e, now),
+                };
+                self.say(&msg.chat, &text).await
+            }
+            Command::Cancel => {
+                let text = match self.live_jobs(&user).await {
+                    Ok(jobs) => match jobs.first() {
+                        None => "You have nothing waiting or running to cancel.".to_owned(),
+                        Some(job) => match self.inner.api.cancel_job(&job.job_id).await {
+                            // The job's follower edits its progress message.
+                            Ok(job) => words::progress(&job),
+                            Err(e) => words::api_error(&e, now),
+                        },
+                    },
+                    Err(e) => words::api_error(&e, now),
+                };
+                self.say(&msg.chat, &text).await
+            }
+            Command::Job { capability, params } => {
+                if let Err(wait) = self.inner.limits.check_job(&user) {
+                    return self.say(&msg.chat, &words::slow_down(wait)).await;
+                }
+                self.create(&msg, &user, capability, params, audio).await
+            }
+        }
+    }
+
+    async fn live_jobs(&self, user: &UserRef) -> Result<Vec<JobView>, ClientError> {
+        let page = self
+            .inner
+            .api
+            .list_jobs(&ListJobsQuery {
+                user_ref: Some(user.to_string()),
+                bot_id: Some(self.inner.settings.bot_id.clone()),
+                status: Some("QUEUED,RUNNING".into()),
+                limit: Some(20),
+                ..Default::default()
+            })
+            .await?;
+        Ok(page.jobs)
+    }
+
+    async fn create(
+        &self,
+        msg: &Incoming,
+        user: &UserRef,
+        capability: Capability,
+        mut params: serde_json::Value,
+        audio: Option<Audio>,
+    ) {
+        let now = chrono::Utc::now();
+        // The progress message comes first: its id goes into the job's
+        // reply_context, so a restarted bot can find and edit it.
+        let note = match self
+            .inner
+            .messenger
+            .send_text(&msg.chat, "Got it, sending your request...")
+            .await
+        {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(bot_id = %self.inner.settings.bot_id, error = %e, "could not answer");
+                return;
+            }
+        };
+        if let Some(audio) = audio {
+            match self
+                .inner
+                .api
+                .upload_input(&audio.content_type, audio.bytes.to_vec())
+                .await
+            {
+                Ok(input) => params = serde_json::json!({"input_id": input.input_id}),
+                Err(e) => {
+                    let text = words::api_error(&e, now);
+                    let _ = self
+                        .inner
+                        .messenger
+                        .edit_text(&msg.chat, &note, &text)
+                        .await;
+                    return;
+                }
+            }
+        }
+        let reply = ReplyTo {
+            chat: msg.chat.clone(),
+            message: note.clone(),
+        };
+        let req = CreateJobRequest {
+            frontend: self.inner.settings.platform,
+            bot_id: self.inner.settings.bot_id.clone(),
+            capability,
+            user_ref: user.to_string(),
+            reply_context: serde_json::to_value(&reply).ok(),
+            params,
+        };
+        // A platform that delivers one message twice creates one job.
+        let key = format!("{}:{}", msg.chat, msg.message_id);
+        match self.inner.api.create_job(&req, Some(&key)).await {
+            Ok(created) => {
+                tracing::info!(bot_id = %self.inner.settings.bot_id, job_id = %created.job.job_id, %capability, "job created");
+                self.follow(created.job.job_id, reply);
+            }
+            Err(e) => {
+                let text = words::api_error(&e, now);
+                if let Err(e) = self
+                    .inner
+                    .messenger
+                    .edit_text(&msg.chat, &note, &text)
+                    .await
+                {
+                    tracing::warn!(error = %e, "could not report a refused job");
+                }
+            }
+        }
+    }
+
+    /// Picks up this bot's jobs after a restart: live ones are followed again,
+    /// ended ones not yet delivered are delivered now.
+    pub async fn resume(&self) -> Result<usize, ClientError> {
+        let mut found = 0;
+        for query in [
+            ListJobsQuery {
+                bot_id: Some(self.inner.settings.bot_id.clone()),
+                status: Some("QUEUED,RUNNING".into()),
+                limit: Some(100),
+                ..Default::default()
+            },
+            ListJobsQuery {
+                bot_id: Some(self.inner.settings.bot_id.clone()),
+                undelivered: Some(true),
+                limit: Some(100),
+                ..Default::default()
+            },
+        ] {
+            let mut query = query;
+            loop {
+                let page = self.inner.api.list_jobs(&query).await?;
+                for job in page.jobs {
+                    let Some(reply) = job
+                        .reply_context
+                        .clone()
+                        .and_then(|v| serde_json::from_value::<ReplyTo>(v).ok())
+                    else {
+                        continue;
+                    };
+                    found += 1;
+                    self.follow(job.job_id, reply);
+                }
+                match page.next_cursor {
+                    Some(c) => query.cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        if found > 0 {
+            tracing::info!(bot_id = %self.inner.settings.bot_id, jobs = found, "resumed jobs left by the previous process");
+        }
+        Ok(found)
+    }
+
+    /// Follows a job in the background until its outcome is delivered.
+    fn follow(&self, job_id: JobId, reply: ReplyTo) {
+        if !self
+            .inner
+            .following
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job_id.clone())
+        {
+            return;
+        }
+        let this = self.clone();
+        self.inner.tasks.spawn(async move {
+            let stop = this.inner.stop.clone();
+            tokio::select! {
+                _ = this.follow_to_end(&job_id, &reply) => {}
+                _ = stop.cancelled() => {}
+            }
+            this.inner
+                .following
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&job_id);
+        });
+    }
+
+    async fn follow_to_end(&self, job_id: &JobId, reply: &ReplyTo) {
+        let s = &self.inner.settings;
+        let poll = Duration::from_millis(s.poll_ms.max(50));
+        let min_edit = Duration::from_millis(s.min_edit_ms);
+        let mut shown = String::new();
+        let mut last_edit: Option<tokio::time::Instant> = None;
+        let mut failures = 0u32;
+        loop {
+            let job = match self.inner.api.get_job(job_id).await {
+                Ok(job) => job,
+                Err(e) if e.code() == Some("job_not_found") => return,
+                Err(e) => {
+                    failures += 1;
+                    tracing::warn!(%job_id, error = %e, "could not read the job; retrying");
+                    tokio::time::sleep(poll * failures.min(10)).await;
+                    continue;
+                }
+            };
+            failures = 0;
+            let text = words::progress(&job);
+            let ended = job.status.is_terminal();
+            let due = last_edit.is_none_or(|t| t.elapsed() >= min_edit);
+            if text != shown && (due || ended) {
+                match self
+                    .inner
+                    .messenger
+                    .edit_text(&reply.chat, &reply.message, &text)
+                    .await
+                {
+                    Ok(()) => {
+                        shown = text;
+                        last_edit = Some(tokio::time::Instant::now());
+                    }
+                    Err(SendError::Gone(why)) => {
+                        tracing::info!(%job_id, %why, "the chat is gone; not following the job");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(%job_id, error = %e, "could not edit the progress message")
+                    }
+                }
+            }
+            if ended {
+                self.deliver(&job, reply).await;
+                return;
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// Sends the outputs of an ended job, then acknowledges delivery.
+    async fn deliver(&self, job: &JobView, reply: &ReplyTo) {
+        if job.status == JobState::Completed {
+            for a in &job.artifacts {
+                let bytes = match self.inner.api.download(&a.url).await {
+                    Ok(b) => Bytes::from(b),
+                    Err(e) => {
+                        tracing::warn!(job_id = %job.job_id, error = %e, "could not download an output; will retry after a restart");
+                        return;
+                    }
+                };
+                let sent = if a.kind == ArtifactKind::Text {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    self.inner
+                        .messenger
+                        .send_text(&reply.chat, &text)
+                        .await
+                        .map(|_| ())
+                } else {
+                    self.inner
+                        .messenger
+                        .send_file(
+                            &reply.chat,
+                            OutFile {
+                                kind: a.kind,
+                                format: a.format.clone(),
+                                bytes,
+                                caption: words::caption(job),
+                            },
+                        )
+                        .await
+                };
+                match sent {
+                    Ok(()) => {}
+                    Err(SendError::Gone(why)) => {
+                        tracing::info!(job_id = %job.job_id, %why, "the chat is gone; output dropped");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(job_id = %job.job_id, error = %e, "could not send an output; will retry after a restart");
+                        return;
+                    }
+                }
+            }
+        }
+        if let Err(e) = self.inner.api.mark_delivered(&job.job_id).await {
+            tracing::warn!(job_id = %job.job_id, error = %e, "could not acknowledge delivery");
+        }
+    }
+}

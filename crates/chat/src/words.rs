@@ -1,0 +1,209 @@
+//! The words users read: progress, results, quotas and errors, in plain
+//! language. Nothing here shows a stack trace, an HTTP status or an internal id
+//! other than a job id the user can quote.
+
+use chrono::{DateTime, Utc};
+use tessera_api::client::ClientError;
+use tessera_api::public::{JobView, UserQuota};
+use tessera_core::{Capability, JobState};
+
+use crate::command::{commands_for, CommandInfo};
+
+/// `/start` and `/help`.
+pub fn help(capabilities: &[Capability]) -> String {
+    let mut lines = vec!["Here is what I can do:".to_owned()];
+    for CommandInfo {
+        name, description, ..
+    } in commands_for(capabilities)
+    {
+        if name != "start" && name != "help" {
+            lines.push(format!("/{name}: {description}"));
+        }
+    }
+    if capabilities.contains(&Capability::SpeechToText) {
+        lines
+            .push("Send a voice message or an audio file and I'll write down what it says.".into());
+    }
+    lines.join("\n")
+}
+
+/// "in 3 h 12 min", "in 45 s".
+pub fn duration_words(seconds: i64) -> String {
+    let s = seconds.max(0);
+    if s < 60 {
+        format!("{s} s")
+    } else if s < 3600 {
+        format!("{} min", (s + 59) / 60)
+    } else {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    }
+}
+
+fn reset_words(resets_at: DateTime<Utc>, now: DateTime<Utc>) -> String {
+    format!(
+        "{} UTC (in {})",
+        resets_at.format("%H:%M"),
+        duration_words((resets_at - now).num_seconds())
+    )
+}
+
+/// `/quota`.
+pub fn quota(q: &UserQuota, now: DateTime<Utc>) -> String {
+    let left = match q.tokens_left_today {
+        Some(left) => format!("{left} tokens left today"),
+        None => "no daily token limit".to_owned(),
+    };
+    format!(
+        "Plan: {}. {} ({} used). Tokens reset at {}.",
+        q.plan.name,
+        left,
+        q.tokens_used_today,
+        reset_words(q.resets_at, now)
+    )
+}
+
+fn noun(c: Capability) -> &'static str {
+    match c {
+        Capability::Image => "image",
+        Capability::Video => "video",
+        Capability::Text => "reply",
+        Capability::SpeechToText => "transcript",
+        Capability::TextToSpeech => "speech",
+    }
+}
+
+/// The one progress message of a job, as it should read now.
+pub fn progress(job: &JobView) -> String {
+    let what = noun(job.capability);
+    match job.status {
+        JobState::Created | JobState::Queued => {
+            if let Some(notice) = &job.notice {
+                return format!("Waiting: {}", notice.message);
+            }
+            let mut s = format!("Your {what} is in the queue");
+            match job.queue_position {
+                Some(0) => s.push_str(", next in line"),
+                Some(n) => s.push_str(&format!(", {n} ahead of it")),
+                None => {}
+            }
+            if let Some(eta) = job.estimated_time_seconds {
+                s.push_str(&format!(", ready in about {}", duration_words(eta as i64)));
+            }
+            s.push('.');
+            s
+        }
+        JobState::Running => match job.progress {
+            Some(p) => format!("Making your {what}: {:.0} %", p.clamp(0.0, 100.0)),
+            None => format!("Making your {what}..."),
+        },
+        JobState::Completed => format!("Your {what} is ready."),
+        JobState::Failed => {
+            let why = job
+                .error
+                .as_ref()
+                .map(|e| e.message.trim_end_matches('.').to_owned())
+                .unwrap_or_else(|| "it could not be made".into());
+            let mut s = format!("Sorry, your {what} failed: {why}.");
+            if job.refunded && job.cost_tokens > 0 && !why.contains("refunded") {
+                s.push_str(" Your tokens were refunded.");
+            }
+            s
+        }
+        JobState::Cancelled => {
+            if job.refunded && job.cost_tokens > 0 {
+                format!("Your {what} was cancelled and your tokens were refunded.")
+            } else {
+                format!("Your {what} was cancelled.")
+            }
+        }
+    }
+}
+
+/// One line per live job, for `/status`.
+pub fn status(jobs: &[JobView]) -> String {
+    if jobs.is_empty() {
+        return "You have nothing waiting or running.".into();
+    }
+    let mut lines = vec![format!(
+        "You have {} job{} waiting or running:",
+        jobs.len(),
+        if jobs.len() == 1 { "" } else { "s" }
+    )];
+    for job in jobs {
+        lines.push(format!("- {} ({})", progress(job), job.job_id));
+    }
+    lines.join("\n")
+}
+
+/// What a user reads when the public API refused or failed a request.
+pub fn api_error(e: &ClientError, now: DateTime<Utc>) -> String {
+    match e {
+        ClientError::Api { body, .. } => {
+            let d = &body.error;
+            match d.code.as_str() {
+                "quota_exhausted" => match d.resets_at {
+                    Some(at) => format!(
+                        "You have used up today's tokens for that. They reset at {}. Send /quota to see your plan.",
+                        reset_words(at, now)
+                    ),
+                    None => "You have used up today's tokens for that. Send /quota to see your plan.".into(),
+                },
+                "rate_limited" => "Too many requests right now; please try again in a minute.".into(),
+                "unauthorized" | "forbidden" => {
+                    "This bot is not set up correctly (its API key was refused). The operators have been told.".into()
+                }
+                "job_not_found" => "I can't find that job.".into(),
+                "job_finished" => "That job has already finished.".into(),
+                code if code.starts_with("internal") || code == "storage_unavailable" || code == "database_unavailable" => {
+                    "Something went wrong on our side; please try again in a minute.".into()
+                }
+                // Validation and policy refusals carry a human message written for this.
+                _ => format!("I can't do that: {}.", d.message.trim_end_matches('.')),
+            }
+        }
+        ClientError::Transport(_) | ClientError::Unexpected { .. } | ClientError::Url(_) => {
+            "The service is not answering right now; please try again in a minute.".into()
+        }
+    }
+}
+
+/// What a rate-limited user reads.
+pub fn slow_down(wait_seconds: u64) -> String {
+    format!(
+        "Slow down a little: you can send another request in {}.",
+        duration_words(wait_seconds.max(1) as i64)
+    )
+}
+
+/// Caption of a delivered output.
+pub fn caption(job: &JobView) -> Option<String> {
+    let prompt = job.params.get("prompt").and_then(|p| p.as_str())?;
+    let short: String = prompt.chars().take(200).collect();
+    Some(if short.len() < prompt.len() {
+        format!("{short}...")
+    } else {
+        short
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_words(45), "45 s");
+        assert_eq!(duration_words(61), "2 min");
+        assert_eq!(duration_words(3 * 3600 + 12 * 60), "3 h 12 min");
+        assert_eq!(duration_words(-5), "0 s");
+    }
+
+    #[test]
+    fn help_lists_the_bots_commands() {
+        let h = help(&[Capability::Image]);
+        assert!(h.contains("/imagine"));
+        assert!(!h.contains("/video"));
+        assert!(!h.contains("voice message"));
+        assert!(help(&[Capability::SpeechToText]).contains("voice message"));
+    }
+}
