@@ -153,6 +153,11 @@ impl<M: Messenger> Bot<M> {
         &self.inner.messenger
     }
 
+    /// Drops rate-limit buckets of users who have been quiet; call now and then.
+    pub fn forget_idle_limits(&self) {
+        self.inner.limits.forget_idle();
+    }
+
     /// Stops following jobs and waits for the follow tasks to end. Jobs keep
     /// running in the scheduler; the next process resumes them.
     pub async fn shutdown(&self) {

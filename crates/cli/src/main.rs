@@ -35,6 +35,8 @@ enum Command {
     Scheduler(cmd::scheduler::SchedulerArgs),
     /// Run a worker: one GPU's engines, taking jobs from a scheduler.
     Worker(cmd::worker::WorkerArgs),
+    /// Run Telegram bots: one or many instances from one config file.
+    Telegram(cmd::telegram::TelegramArgs),
     /// Manage frontend keys, user plans and jobs through the admin API.
     Admin(cmd::admin::AdminArgs),
     /// Print or check configuration.
@@ -54,6 +56,7 @@ async fn main() -> ExitCode {
         Command::Up(args) => cmd::up::run(args).await,
         Command::Scheduler(args) => cmd::scheduler::run(args).await,
         Command::Worker(args) => cmd::worker::run(args).await,
+        Command::Telegram(args) => cmd::telegram::run(args).await,
         Command::Admin(args) => cmd::admin::run(args).await,
         Command::Config(args) => cmd::config::run(args),
         Command::Bench(args) => cmd::bench::run(args).await,

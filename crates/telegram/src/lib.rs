@@ -1,1 +1,414 @@
-//! placeholder
+//! Tessera's Telegram frontend (seed section 4.1): bot instances that turn chat
+//! messages into jobs on the public API and reply with the results.
+//!
+//! The Bot API is spoken through `teloxide-core` (requests, types, errors,
+//! file downloads); what a bot does with a message is `tessera-chat`'s
+//! platform-neutral [`tessera_chat::Bot`]. This crate only connects the two:
+//! long polling of `getUpdates`, reading voice messages and audio files,
+//! `setMyCommands`, and a [`Messenger`] that sends, edits and uploads while
+//! honouring Telegram's flood control (`retry_after`).
+//!
+//! Must not: touch the database or a worker; log a token or an API key.
+
+pub mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use teloxide_core::errors::{ApiError, RequestError};
+use teloxide_core::net::Download;
+use teloxide_core::payloads::{
+    GetUpdatesSetters, SendAudioSetters, SendDocumentSetters, SendPhotoSetters, SendVideoSetters,
+};
+use teloxide_core::requests::Requester;
+use teloxide_core::types::{
+    AllowedUpdate, BotCommand, ChatId, InputFile, Message, MessageId, UpdateKind,
+};
+use tokio_util::sync::CancellationToken;
+
+use tessera_api::client::Client;
+use tessera_api::internal::ArtifactKind;
+use tessera_chat::{Audio, Bot, BotSettings, Incoming, Messenger, OutFile, SendError};
+use tessera_core::Platform;
+
+pub use config::{BotInstance, TelegramConfig};
+
+/// Longest text message Telegram takes, in characters.
+const MAX_MESSAGE_CHARS: usize = 4096;
+/// Flood-control waits honoured per call before giving up.
+const FLOOD_RETRIES: u32 = 3;
+
+/// Sends through the Bot API.
+#[derive(Clone)]
+pub struct Telegram {
+    bot: teloxide_core::Bot,
+}
+
+fn chat_id(chat: &str) -> Result<ChatId, SendError> {
+    chat.parse()
+        .map(ChatId)
+        .map_err(|_| SendError::Gone(format!("{chat:?} is not a Telegram chat id")))
+}
+
+fn message_id(id: &str) -> Result<MessageId, SendError> {
+    id.parse()
+        .map(MessageId)
+        .map_err(|_| SendError::Failed(format!("{id:?} is not a Telegram message id")))
+}
+
+fn send_error(e: RequestError) -> SendError {
+    match e {
+        RequestError::Api(
+            ApiError::BotBlocked
+            | ApiError::ChatNotFound
+            | ApiError::UserDeactivated
+            | ApiError::BotKicked
+            | ApiError::BotKickedFromSupergroup,
+        ) => SendError::Gone(e.to_string()),
+        other => SendError::Failed(other.to_string()),
+    }
+}
+
+/// Runs a Bot API call, waiting out flood control (`429 retry_after`) a few times.
+async fn with_flood_control<T, F, Fut>(mut call: F) -> Result<T, RequestError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, RequestError>>,
+{
+    let mut tries = 0;
+    loop {
+        match call().await {
+            Err(RequestError::RetryAfter(wait)) if tries < FLOOD_RETRIES => {
+                tries += 1;
+                tracing::info!(wait_s = wait.seconds(), "Telegram flood control; waiting");
+                tokio::time::sleep(wait.duration()).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn chunks(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    if chars.is_empty() {
+        return vec!["(empty)".into()];
+    }
+    chars
+        .chunks(MAX_MESSAGE_CHARS)
+        .map(|c| c.iter().collect())
+        .collect()
+}
+
+#[async_trait]
+impl Messenger for Telegram {
+    async fn send_text(&self, chat: &str, text: &str) -> Result<String, SendError> {
+        let chat = chat_id(chat)?;
+        let mut first = None;
+        for part in chunks(text) {
+            let sent =
+                with_flood_control(|| self.bot.send_message(chat, part.clone()).into_future())
+                    .await
+                    .map_err(send_error)?;
+            first.get_or_insert(sent.id.0.to_string());
+        }
+        Ok(first.unwrap_or_default())
+    }
+
+    async fn edit_text(&self, chat: &str, message: &str, text: &str) -> Result<(), SendError> {
+        let (chat, id) = (chat_id(chat)?, message_id(message)?);
+        let text: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
+        match with_flood_control(|| {
+            self.bot
+                .edit_message_text(chat, id, text.clone())
+                .into_future()
+        })
+        .await
+        {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(send_error(e)),
+        }
+    }
+
+    async fn send_file(&self, chat: &str, file: OutFile) -> Result<(), SendError> {
+        let chat = chat_id(chat)?;
+        let name = format!("tessera.{}", file.format);
+        let input = || InputFile::memory(file.bytes.clone()).file_name(name.clone());
+        let caption = file.caption.clone().unwrap_or_default();
+        let format = file.format.as_str();
+        let sent = match file.kind {
+            ArtifactKind::Image if matches!(format, "png" | "jpg" | "jpeg" | "webp") => {
+                with_flood_control(|| {
+                    self.bot
+                        .send_photo(chat, input())
+                        .caption(caption.clone())
+                        .into_future()
+                })
+                .await
+            }
+            ArtifactKind::Video if format == "mp4" => {
+                with_flood_control(|| {
+                    self.bot
+                        .send_video(chat, input())
+                        .caption(caption.clone())
+                        .into_future()
+                })
+                .await
+            }
+            ArtifactKind::Audio if matches!(format, "mp3" | "m4a") => {
+                with_flood_control(|| {
+                    self.bot
+                        .send_audio(chat, input())
+                        .caption(caption.clone())
+                        .into_future()
+                })
+                .await
+            }
+            ArtifactKind::Text => {
+                let text = String::from_utf8_lossy(&file.bytes).into_owned();
+                return self.send_text(&chat.0.to_string(), &text).await.map(|_| ());
+            }
+            // Animated PNG, WAV and the like: Telegram takes them as documents.
+            _ => {
+                with_flood_control(|| {
+                    self.bot
+                        .send_document(chat, input())
+                        .caption(caption.clone())
+                        .into_future()
+                })
+                .await
+            }
+        };
+        sent.map(|_| ()).map_err(send_error)
+    }
+}
+
+use std::future::IntoFuture;
+
+/// One running bot instance.
+pub struct Instance {
+    pub bot: Bot<Telegram>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Instance {
+    /// Stops polling and following jobs. Jobs keep running in the scheduler;
+    /// the next process resumes and delivers them.
+    pub async fn shutdown(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.bot.shutdown().await;
+    }
+}
+
+/// What an instance needs besides its config entry.
+pub struct Secrets {
+    pub token: config::Secret,
+    pub api_key: config::Secret,
+}
+
+/// Starts one bot instance: checks the token (`getMe`), registers its commands,
+/// resumes its jobs, then long-polls for updates until shut down.
+pub async fn start(
+    config: &TelegramConfig,
+    instance: &BotInstance,
+    secrets: Secrets,
+) -> anyhow::Result<Instance> {
+    let api_url = reqwest::Url::parse(&config.api_url)?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(
+            u64::from(config.poll_timeout_secs) + 15,
+        ))
+        .tcp_nodelay(true)
+        .build()?;
+    let tg = teloxide_core::Bot::with_client(secrets.token.expose(), http).set_api_url(api_url);
+    let me = tg
+        .get_me()
+        .await
+        .map_err(|e| anyhow::anyhow!("bot {}: Telegram refused its token: {e}", instance.id))?;
+    let username = me.user.username.clone();
+    let commands: Vec<BotCommand> = tessera_chat::command::commands_for(&instance.capabilities)
+        .into_iter()
+        .map(|c| BotCommand::new(c.name, c.description))
+        .collect();
+    if let Err(e) = tg.set_my_commands(commands).await {
+        tracing::warn!(bot_id = %instance.id, error = %e, "could not register the command menu");
+    }
+    // Long polling and a webhook exclude each other.
+    if let Err(e) = tg.delete_webhook().await {
+        tracing::warn!(bot_id = %instance.id, error = %e, "could not remove a webhook");
+    }
+    let api = Client::new(&config.scheduler_url, secrets.api_key.expose().to_owned())?;
+    let settings = BotSettings {
+        platform: Platform::Telegram,
+        bot_id: instance.id.clone(),
+        username,
+        capabilities: instance.capabilities.clone(),
+        limits: instance.limits.clone(),
+        poll_ms: config.job_poll_ms,
+        min_edit_ms: config.min_edit_ms,
+    };
+    let bot = Bot::new(settings, api, Telegram { bot: tg.clone() });
+    match bot.resume().await {
+        Ok(_) => {}
+        Err(e) => tracing::warn!(bot_id = %instance.id, error = %e, "could not resume jobs now"),
+    }
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(poll(tg, bot.clone(), config.clone(), stop.clone()));
+    tracing::info!(bot_id = %instance.id, "telegram bot polling");
+    Ok(Instance { bot, stop, task })
+}
+
+async fn poll(
+    tg: teloxide_core::Bot,
+    bot: Bot<Telegram>,
+    config: TelegramConfig,
+    stop: CancellationToken,
+) {
+    let bot_id = bot.settings().bot_id.clone();
+    let mut offset: i32 = 0;
+    let mut failures: u32 = 0;
+    let handlers = tokio_util::task::TaskTracker::new();
+    let mut forget = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        let request = tg
+            .get_updates()
+            .offset(offset)
+            .timeout(config.poll_timeout_secs)
+            .allowed_updates(vec![AllowedUpdate::Message])
+            .into_future();
+        let answer = tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = forget.tick() => { bot.forget_idle_limits(); continue; }
+            a = request => a,
+        };
+        match answer {
+            Ok(updates) => {
+                failures = 0;
+                for update in updates {
+                    offset = offset.max(update.id.0 as i32 + 1);
+                    if let UpdateKind::Message(m) = update.kind {
+                        let (bot, tg, max) = (bot.clone(), tg.clone(), config.max_audio_bytes);
+                        handlers.spawn(async move {
+                            if let Some(incoming) = read_message(&tg, &bot, &m, max).await {
+                                bot.on_message(incoming).await;
+                            }
+                        });
+                    }
+                }
+            }
+            Err(RequestError::RetryAfter(wait)) => tokio::time::sleep(wait.duration()).await,
+            Err(e) => {
+                failures += 1;
+                let wait = Duration::from_millis(500 * u64::from(failures.min(20)));
+                tracing::warn!(%bot_id, error = %e, retry_in_ms = wait.as_millis() as u64, "getUpdates failed");
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+    handlers.close();
+    handlers.wait().await;
+}
+
+/// Reads a Telegram message into the bot's terms, downloading audio.
+async fn read_message(
+    tg: &teloxide_core::Bot,
+    bot: &Bot<Telegram>,
+    m: &Message,
+    max_audio_bytes: u32,
+) -> Option<Incoming> {
+    let user = m.from.as_ref()?;
+    if user.is_bot {
+        return None;
+    }
+    let chat = m.chat.id.0.to_string();
+    let audio_file = if let Some(v) = m.voice() {
+        Some((v.file.clone(), v.mime_type.as_ref().map(|t| t.to_string())))
+    } else if let Some(a) = m.audio() {
+        Some((a.file.clone(), a.mime_type.as_ref().map(|t| t.to_string())))
+    } else {
+        m.document()
+            .filter(|d| d.mime_type.as_ref().is_some_and(|t| t.type_() == "audio"))
+            .map(|d| (d.file.clone(), d.mime_type.as_ref().map(|t| t.to_string())))
+    };
+    let mut audio = None;
+    if let Some((file, mime)) = audio_file {
+        if file.size > max_audio_bytes {
+            let _ = bot
+                .messenger()
+                .send_text(
+                    &chat,
+                    &format!(
+                        "That file is too big: at most {} MB, please.",
+                        max_audio_bytes / (1024 * 1024)
+                    ),
+                )
+                .await;
+            return None;
+        }
+        match download(tg, &file.id.0).await {
+            Ok(bytes) => {
+                audio = Some(Audio {
+                    content_type: mime.unwrap_or_else(|| "audio/ogg".into()),
+                    bytes,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not download a voice message");
+                let _ = bot
+                    .messenger()
+                    .send_text(
+                        &chat,
+                        "I couldn't fetch that audio from Telegram; please send it again.",
+                    )
+                    .await;
+                return None;
+            }
+        }
+    }
+    let text = m.text().or(m.caption()).map(str::to_owned);
+    if text.is_none() && audio.is_none() {
+        return None;
+    }
+    Some(Incoming {
+        chat,
+        message_id: m.id.0.to_string(),
+        user_id: user.id.0.to_string(),
+        text,
+        audio,
+    })
+}
+
+async fn download(tg: &teloxide_core::Bot, file_id: &str) -> anyhow::Result<Bytes> {
+    let file = tg
+        .get_file(teloxide_core::types::FileId(file_id.to_owned()))
+        .await?;
+    let mut buf: Vec<u8> = Vec::new();
+    tg.download_file(&file.path, &mut buf).await?;
+    Ok(Bytes::from(buf))
+}
+
+/// Runs every configured instance until `stop` is cancelled.
+pub async fn run(config: TelegramConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    let mut running = Vec::new();
+    for instance in &config.bots {
+        let secrets = Secrets {
+            token: instance.token()?,
+            api_key: instance.api_key()?,
+        };
+        running.push(start(&config, instance, secrets).await?);
+    }
+    let running = Arc::new(tokio::sync::Mutex::new(running));
+    stop.cancelled().await;
+    let mut running = running.lock().await;
+    for instance in running.drain(..) {
+        instance.shutdown().await;
+    }
+    Ok(())
+}

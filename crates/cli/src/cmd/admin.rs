@@ -200,6 +200,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 bot_id,
                 status: (status != "all").then_some(status),
                 limit: Some(limit),
+                undelivered: None,
                 cursor: None,
             };
             let list = client.admin_list_jobs(&query).await?;

@@ -3,6 +3,7 @@ pub mod bench;
 pub mod bench_lifecycle;
 pub mod config;
 pub mod scheduler;
+pub mod telegram;
 pub mod up;
 pub mod worker;
 
