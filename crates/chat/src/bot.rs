@@ -35,7 +35,9 @@ use crate::words;
 pub struct Incoming {
     /// Where to answer (a chat or channel id).
     pub chat: String,
-    /// The platform's id of the message, for idempotent job creation.
+    /// What names this message uniquely for this bot (Telegram: chat and
+    /// message id; Discord: the interaction id), at most 100 characters: it
+    /// makes job creation idempotent when a platform delivers a message twice.
     pub message_id: String,
     /// The platform's id of the user.
     pub user_id: String,
@@ -326,8 +328,8 @@ impl<M: Messenger> Bot<M> {
             params,
         };
         // A platform that delivers one message twice creates one job.
-        let key = format!("{}:{}", msg.chat, msg.message_id);
-        match self.inner.api.create_job(&req, Some(&key)).await {
+        let key = &msg.message_id;
+        match self.inner.api.create_job(&req, Some(key)).await {
             Ok(created) => {
                 tracing::info!(bot_id = %self.inner.settings.bot_id, job_id = %created.job.job_id, %capability, "job created");
                 self.follow(created.job.job_id, reply);

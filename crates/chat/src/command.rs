@@ -71,6 +71,11 @@ const COMMANDS: &[CommandInfo] = &[
         capability: Some(Capability::TextToSpeech),
     },
     CommandInfo {
+        name: "transcribe",
+        description: "Write down what a voice message or audio file says",
+        capability: Some(Capability::SpeechToText),
+    },
+    CommandInfo {
         name: "status",
         description: "Your jobs that are waiting or running",
         capability: None,
@@ -164,6 +169,7 @@ pub fn parse(
         "video" => job(Capability::Video, args, capabilities)?,
         "ask" => job(Capability::Text, args, capabilities)?,
         "say" => job(Capability::TextToSpeech, args, capabilities)?,
+        "transcribe" => job(Capability::SpeechToText, args, capabilities)?,
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(CommandError::Unknown(shown));

@@ -11,7 +11,9 @@
 pub mod bot;
 pub mod command;
 pub mod limits;
+pub mod secret;
 pub mod words;
 
 pub use bot::{Audio, Bot, BotSettings, Incoming, Messenger, OutFile, ReplyTo, SendError};
 pub use limits::LimitConfig;
+pub use secret::Secret;

@@ -37,6 +37,8 @@ enum Command {
     Worker(cmd::worker::WorkerArgs),
     /// Run Telegram bots: one or many instances from one config file.
     Telegram(cmd::telegram::TelegramArgs),
+    /// Run Discord bots: one or many instances from one config file.
+    Discord(cmd::discord::DiscordArgs),
     /// Manage frontend keys, user plans and jobs through the admin API.
     Admin(cmd::admin::AdminArgs),
     /// Print or check configuration.
@@ -57,6 +59,7 @@ async fn main() -> ExitCode {
         Command::Scheduler(args) => cmd::scheduler::run(args).await,
         Command::Worker(args) => cmd::worker::run(args).await,
         Command::Telegram(args) => cmd::telegram::run(args).await,
+        Command::Discord(args) => cmd::discord::run(args).await,
         Command::Admin(args) => cmd::admin::run(args).await,
         Command::Config(args) => cmd::config::run(args),
         Command::Bench(args) => cmd::bench::run(args).await,

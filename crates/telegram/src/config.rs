@@ -7,7 +7,10 @@
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
+use tessera_chat::secret::{env_name, SecretSource};
 use tessera_chat::LimitConfig;
+
+pub use tessera_chat::Secret;
 use tessera_core::Capability;
 
 /// The example printed by `tessera telegram --print-example`.
@@ -73,88 +76,29 @@ pub struct BotInstance {
     pub limits: LimitConfig,
 }
 
-/// A secret value: never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-fn env_name(prefix: &str, id: &str) -> String {
-    let id: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{prefix}{id}")
-}
-
-fn read_secret(
-    what: &str,
-    id: &str,
-    env: Option<&str>,
-    file: Option<&PathBuf>,
-    default_env: String,
-) -> anyhow::Result<Secret> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            anyhow::anyhow!(
-                "bot {id}: cannot read its {what} from {}: {e}",
-                path.display()
-            )
-        })?;
-        let text = text.trim();
-        anyhow::ensure!(!text.is_empty(), "bot {id}: {} is empty", path.display());
-        return Ok(Secret(text.to_owned()));
-    }
-    let name = env.map_or(default_env, str::to_owned);
-    match std::env::var(&name) {
-        Ok(v) if !v.trim().is_empty() => Ok(Secret(v.trim().to_owned())),
-        _ => anyhow::bail!(
-            "bot {id}: its {what} is not set; put it in the environment variable {name} \
-             (or name a file with {}_file)",
-            if what == "Telegram token" {
-                "token"
-            } else {
-                "api_key"
-            }
-        ),
-    }
-}
-
 impl BotInstance {
     pub fn token(&self) -> anyhow::Result<Secret> {
-        read_secret(
-            "Telegram token",
-            &self.id,
-            self.token_env.as_deref(),
-            self.token_file.as_ref(),
-            env_name("TELEGRAM_TOKEN_", &self.id),
-        )
+        SecretSource {
+            what: "Telegram token",
+            file_key: "token_file",
+            bot_id: &self.id,
+            env: self.token_env.as_deref(),
+            file: self.token_file.as_deref(),
+            default_env: env_name("TELEGRAM_TOKEN_", &self.id),
+        }
+        .read()
     }
 
     pub fn api_key(&self) -> anyhow::Result<Secret> {
-        read_secret(
-            "Tessera API key",
-            &self.id,
-            self.api_key_env.as_deref(),
-            self.api_key_file.as_ref(),
-            env_name("TESSERA_API_KEY_", &self.id),
-        )
+        SecretSource {
+            what: "Tessera API key",
+            file_key: "api_key_file",
+            bot_id: &self.id,
+            env: self.api_key_env.as_deref(),
+            file: self.api_key_file.as_deref(),
+            default_env: env_name("TESSERA_API_KEY_", &self.id),
+        }
+        .read()
     }
 }
 
@@ -209,10 +153,5 @@ mod tests {
         assert_eq!(c.bots[3].capabilities, vec![Capability::Video]);
         let err = c.bots[0].token().unwrap_err().to_string();
         assert!(err.contains("TELEGRAM_TOKEN_TG_IMAGE_BOT_1"), "{err}");
-    }
-
-    #[test]
-    fn secrets_never_print() {
-        assert_eq!(format!("{:?}", Secret("123:abc".into())), "Secret(***)");
     }
 }

@@ -377,8 +377,8 @@ async fn read_message(
         return None;
     }
     Some(Incoming {
+        message_id: format!("{chat}:{}", m.id.0),
         chat,
-        message_id: m.id.0.to_string(),
         user_id: user.id.0.to_string(),
         text,
         audio,

@@ -2,6 +2,7 @@ pub mod admin;
 pub mod bench;
 pub mod bench_lifecycle;
 pub mod config;
+pub mod discord;
 pub mod scheduler;
 pub mod telegram;
 pub mod up;
@@ -27,4 +28,26 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+}
+
+/// Runs a chat frontend until Ctrl-C or SIGTERM (then lets it stop cleanly)
+/// or until it fails by itself.
+pub async fn run_frontend<Fut>(
+    run: impl FnOnce(tokio_util::sync::CancellationToken) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+{
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut task = tokio::spawn(run(stop.clone()));
+    tokio::select! {
+        _ = shutdown_signal() => {
+            tracing::info!("stopping: jobs keep running; the next start delivers them");
+            stop.cancel();
+            task.await??;
+        }
+        result = &mut task => result??,
+    }
+    tracing::info!("stopped");
+    Ok(())
 }

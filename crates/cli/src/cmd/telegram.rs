@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use tokio_util::sync::CancellationToken;
 
 use tessera_telegram::TelegramConfig;
 
@@ -40,16 +39,5 @@ pub async fn run(args: TelegramArgs) -> anyhow::Result<()> {
     if let Some(url) = args.scheduler_url {
         config.scheduler_url = url;
     }
-    let stop = CancellationToken::new();
-    let mut run = tokio::spawn(tessera_telegram::run(config, stop.clone()));
-    tokio::select! {
-        _ = super::shutdown_signal() => {
-            tracing::info!("stopping: jobs keep running; the next start delivers them");
-            stop.cancel();
-            run.await??;
-        }
-        result = &mut run => result??,
-    }
-    tracing::info!("stopped");
-    Ok(())
+    super::run_frontend(|stop| tessera_telegram::run(config, stop)).await
 }
