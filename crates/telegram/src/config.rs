@@ -33,7 +33,22 @@ pub struct TelegramConfig {
     /// Largest voice message or audio file accepted, bytes (Telegram bots can
     /// download at most 20 MB).
     pub max_audio_bytes: u32,
+    /// Receive updates on a webhook instead of long polling.
+    pub webhook: Option<Webhook>,
     pub bots: Vec<BotInstance>,
+}
+
+/// Webhook mode: Telegram POSTs each update to
+/// `{public_url}/telegram/{bot id}`, which a reverse proxy with TLS forwards
+/// to `listen`. Every request must carry the secret token the bot registered
+/// with `setWebhook` (a new random one at each start).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// Where this process listens, e.g. `127.0.0.1:8443`.
+    pub listen: std::net::SocketAddr,
+    /// The public HTTPS base URL Telegram reaches, e.g. `https://bots.example.org`.
+    pub public_url: String,
 }
 
 impl Default for TelegramConfig {
@@ -45,6 +60,7 @@ impl Default for TelegramConfig {
             job_poll_ms: 1000,
             min_edit_ms: 3000,
             max_audio_bytes: 20 * 1024 * 1024,
+            webhook: None,
             bots: Vec::new(),
         }
     }
@@ -136,6 +152,14 @@ impl TelegramConfig {
         }
         url::Url::parse(&self.api_url)?;
         url::Url::parse(&self.scheduler_url)?;
+        if let Some(w) = &self.webhook {
+            let url = url::Url::parse(&w.public_url)
+                .map_err(|e| anyhow::anyhow!("webhook.public_url: {e}"))?;
+            anyhow::ensure!(
+                matches!(url.scheme(), "http" | "https"),
+                "webhook.public_url must be an http(s) URL"
+            );
+        }
         Ok(())
     }
 }

@@ -11,8 +11,8 @@
 //! Must not: touch the database or a worker; log a token or an API key.
 
 pub mod config;
+pub mod webhook;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,6 +21,7 @@ use teloxide_core::errors::{ApiError, RequestError};
 use teloxide_core::net::Download;
 use teloxide_core::payloads::{
     GetUpdatesSetters, SendAudioSetters, SendDocumentSetters, SendPhotoSetters, SendVideoSetters,
+    SetWebhookSetters,
 };
 use teloxide_core::requests::Requester;
 use teloxide_core::types::{
@@ -186,20 +187,55 @@ impl Messenger for Telegram {
 
 use std::future::IntoFuture;
 
+/// Turns updates into messages for one instance, however they arrive.
+#[derive(Clone)]
+pub struct Handler {
+    pub bot: Bot<Telegram>,
+    tg: teloxide_core::Bot,
+    max_audio_bytes: u32,
+    tasks: tokio_util::task::TaskTracker,
+}
+
+impl Handler {
+    /// Handles one update in the background.
+    pub fn dispatch(&self, update: teloxide_core::types::Update) {
+        if let UpdateKind::Message(m) = update.kind {
+            let this = self.clone();
+            self.tasks.spawn(async move {
+                if let Some(incoming) =
+                    read_message(&this.tg, &this.bot, &m, this.max_audio_bytes).await
+                {
+                    this.bot.on_message(incoming).await;
+                }
+            });
+        }
+    }
+}
+
 /// One running bot instance.
 pub struct Instance {
-    pub bot: Bot<Telegram>,
+    pub handler: Handler,
+    /// The secret Telegram sends with each webhook request (webhook mode).
+    pub webhook_secret: Option<config::Secret>,
     stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Instance {
-    /// Stops polling and following jobs. Jobs keep running in the scheduler;
-    /// the next process resumes and delivers them.
+    pub fn bot_id(&self) -> &str {
+        &self.handler.bot.settings().bot_id
+    }
+
+    /// Stops receiving updates and following jobs. Jobs keep running in the
+    /// scheduler; the next process resumes and delivers them.
     pub async fn shutdown(self) {
         self.stop.cancel();
-        let _ = self.task.await;
-        self.bot.shutdown().await;
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+        self.handler.tasks.close();
+        self.handler.tasks.wait().await;
+        self.handler.bot.shutdown().await;
     }
 }
 
@@ -209,8 +245,15 @@ pub struct Secrets {
     pub api_key: config::Secret,
 }
 
+/// A random webhook secret: Telegram allows `A-Z a-z 0-9 _ -`, up to 256.
+fn webhook_secret() -> String {
+    use rand::distr::{Alphanumeric, SampleString};
+    Alphanumeric.sample_string(&mut rand::rng(), 48)
+}
+
 /// Starts one bot instance: checks the token (`getMe`), registers its commands,
-/// resumes its jobs, then long-polls for updates until shut down.
+/// resumes its jobs, then long-polls for updates until shut down, or, with a
+/// webhook configured, registers it (the caller serves [`webhook::router`]).
 pub async fn start(
     config: &TelegramConfig,
     instance: &BotInstance,
@@ -237,10 +280,6 @@ pub async fn start(
     if let Err(e) = tg.set_my_commands(commands).await {
         tracing::warn!(bot_id = %instance.id, error = %e, "could not register the command menu");
     }
-    // Long polling and a webhook exclude each other.
-    if let Err(e) = tg.delete_webhook().await {
-        tracing::warn!(bot_id = %instance.id, error = %e, "could not remove a webhook");
-    }
     let api = Client::new(&config.scheduler_url, secrets.api_key.expose().to_owned())?;
     let settings = BotSettings {
         platform: Platform::Telegram,
@@ -252,37 +291,73 @@ pub async fn start(
         min_edit_ms: config.min_edit_ms,
     };
     let bot = Bot::new(settings, api, Telegram { bot: tg.clone() });
-    match bot.resume().await {
-        Ok(_) => {}
-        Err(e) => tracing::warn!(bot_id = %instance.id, error = %e, "could not resume jobs now"),
+    if let Err(e) = bot.resume().await {
+        tracing::warn!(bot_id = %instance.id, error = %e, "could not resume jobs now");
     }
+    let handler = Handler {
+        bot,
+        tg: tg.clone(),
+        max_audio_bytes: config.max_audio_bytes,
+        tasks: tokio_util::task::TaskTracker::new(),
+    };
     let stop = CancellationToken::new();
-    let task = tokio::spawn(poll(tg, bot.clone(), config.clone(), stop.clone()));
-    tracing::info!(bot_id = %instance.id, "telegram bot polling");
-    Ok(Instance { bot, stop, task })
+    let (task, webhook_secret) = match &config.webhook {
+        None => {
+            // Long polling and a webhook exclude each other.
+            if let Err(e) = tg.delete_webhook().await {
+                tracing::warn!(bot_id = %instance.id, error = %e, "could not remove a webhook");
+            }
+            let task = tokio::spawn(poll(
+                handler.clone(),
+                config.poll_timeout_secs,
+                stop.clone(),
+            ));
+            tracing::info!(bot_id = %instance.id, "telegram bot polling");
+            (Some(task), None)
+        }
+        Some(w) => {
+            let secret = webhook_secret();
+            let url = format!(
+                "{}/telegram/{}",
+                w.public_url.trim_end_matches('/'),
+                instance.id
+            );
+            let url = reqwest::Url::parse(&url)?;
+            tg.set_webhook(url)
+                .secret_token(secret.clone())
+                .allowed_updates(vec![AllowedUpdate::Message])
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("bot {}: Telegram refused the webhook: {e}", instance.id)
+                })?;
+            tracing::info!(bot_id = %instance.id, "telegram bot receiving updates on its webhook");
+            (None, Some(config::Secret::new(secret)))
+        }
+    };
+    Ok(Instance {
+        handler,
+        webhook_secret,
+        stop,
+        task,
+    })
 }
 
-async fn poll(
-    tg: teloxide_core::Bot,
-    bot: Bot<Telegram>,
-    config: TelegramConfig,
-    stop: CancellationToken,
-) {
-    let bot_id = bot.settings().bot_id.clone();
+async fn poll(handler: Handler, poll_timeout_secs: u32, stop: CancellationToken) {
+    let bot_id = handler.bot.settings().bot_id.clone();
+    let tg = handler.tg.clone();
     let mut offset: i32 = 0;
     let mut failures: u32 = 0;
-    let handlers = tokio_util::task::TaskTracker::new();
     let mut forget = tokio::time::interval(Duration::from_secs(60));
     loop {
         let request = tg
             .get_updates()
             .offset(offset)
-            .timeout(config.poll_timeout_secs)
+            .timeout(poll_timeout_secs)
             .allowed_updates(vec![AllowedUpdate::Message])
             .into_future();
         let answer = tokio::select! {
             _ = stop.cancelled() => break,
-            _ = forget.tick() => { bot.forget_idle_limits(); continue; }
+            _ = forget.tick() => { handler.bot.forget_idle_limits(); continue; }
             a = request => a,
         };
         match answer {
@@ -290,14 +365,7 @@ async fn poll(
                 failures = 0;
                 for update in updates {
                     offset = offset.max(update.id.0 as i32 + 1);
-                    if let UpdateKind::Message(m) = update.kind {
-                        let (bot, tg, max) = (bot.clone(), tg.clone(), config.max_audio_bytes);
-                        handlers.spawn(async move {
-                            if let Some(incoming) = read_message(&tg, &bot, &m, max).await {
-                                bot.on_message(incoming).await;
-                            }
-                        });
-                    }
+                    handler.dispatch(update);
                 }
             }
             Err(RequestError::RetryAfter(wait)) => tokio::time::sleep(wait.duration()).await,
@@ -312,8 +380,6 @@ async fn poll(
             }
         }
     }
-    handlers.close();
-    handlers.wait().await;
 }
 
 /// Reads a Telegram message into the bot's terms, downloading audio.
@@ -394,7 +460,8 @@ async fn download(tg: &teloxide_core::Bot, file_id: &str) -> anyhow::Result<Byte
     Ok(Bytes::from(buf))
 }
 
-/// Runs every configured instance until `stop` is cancelled.
+/// Runs every configured instance until `stop` is cancelled, with one HTTP
+/// listener for all of them in webhook mode.
 pub async fn run(config: TelegramConfig, stop: CancellationToken) -> anyhow::Result<()> {
     let mut running = Vec::new();
     for instance in &config.bots {
@@ -404,10 +471,27 @@ pub async fn run(config: TelegramConfig, stop: CancellationToken) -> anyhow::Res
         };
         running.push(start(&config, instance, secrets).await?);
     }
-    let running = Arc::new(tokio::sync::Mutex::new(running));
+    let server = match &config.webhook {
+        None => None,
+        Some(w) => {
+            let listener = tokio::net::TcpListener::bind(w.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for webhooks on {}: {e}", w.listen))?;
+            tracing::info!(address = %w.listen, "webhook endpoint listening");
+            let app = webhook::router(&running);
+            let stop = stop.clone();
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+            }))
+        }
+    };
     stop.cancelled().await;
-    let mut running = running.lock().await;
-    for instance in running.drain(..) {
+    if let Some(server) = server {
+        server.await??;
+    }
+    for instance in running {
         instance.shutdown().await;
     }
     Ok(())
