@@ -39,6 +39,8 @@ enum Command {
     Telegram(cmd::telegram::TelegramArgs),
     /// Run Discord bots: one or many instances from one config file.
     Discord(cmd::discord::DiscordArgs),
+    /// Run Telegram and Discord bots together in one process.
+    Bots(cmd::bots::BotsArgs),
     /// Manage frontend keys, user plans and jobs through the admin API.
     Admin(cmd::admin::AdminArgs),
     /// Print or check configuration.
@@ -60,6 +62,7 @@ async fn main() -> ExitCode {
         Command::Worker(args) => cmd::worker::run(args).await,
         Command::Telegram(args) => cmd::telegram::run(args).await,
         Command::Discord(args) => cmd::discord::run(args).await,
+        Command::Bots(args) => cmd::bots::run(args).await,
         Command::Admin(args) => cmd::admin::run(args).await,
         Command::Config(args) => cmd::config::run(args),
         Command::Bench(args) => cmd::bench::run(args).await,

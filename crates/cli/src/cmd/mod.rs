@@ -1,6 +1,7 @@
 pub mod admin;
 pub mod bench;
 pub mod bench_lifecycle;
+pub mod bots;
 pub mod config;
 pub mod discord;
 pub mod scheduler;

@@ -1,0 +1,409 @@
+//! The Telegram frontend end to end: the real scheduler, a real worker with
+//! `sim` engines, the bot instance as `tessera telegram` runs it, and a
+//! loopback stand-in of the Telegram Bot API where simulated users type.
+
+use std::time::Duration;
+
+use tessera_core::{Capability, JobState, Platform};
+use tessera_scheduler::SchedulerConfig;
+use tessera_telegram::config::{BotInstance, Secret, Webhook};
+use tessera_telegram::{Secrets, TelegramConfig};
+use tessera_testkit::standins::telegram::{MessageKind, TelegramStandIn, UserMessage};
+use tessera_testkit::{Backend, TestApp};
+use tessera_worker::config::EngineConfig;
+use tessera_worker::engine::sim::{SimConfig, SIGNATURE};
+
+const TOKEN: &str = "123456:AAE-image-bot-token";
+const BOT: &str = "tg-image-bot-1";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn fast(config: &mut SchedulerConfig) {
+    config.workers.heartbeat_interval_ms = 200;
+    config.workers.dispatch_tick_ms = 100;
+}
+
+fn sim(capability: Capability, models: &[&str], run_ms: u64) -> EngineConfig {
+    EngineConfig::Sim(SimConfig {
+        capability,
+        models: models.iter().map(|m| m.to_string()).collect(),
+        run_ms,
+        load_ms: 0,
+        fail_when_prompt_contains: Some("[poison]".into()),
+    })
+}
+
+/// Everything one test needs: scheduler, worker, the Bot API stand-in, and
+/// the bot's config and secrets.
+struct Setup {
+    app: TestApp,
+    _worker: tessera_worker::WorkerHandle,
+    tg: TelegramStandIn,
+    config: TelegramConfig,
+    api_key: String,
+}
+
+impl Setup {
+    async fn new(
+        backend: Backend,
+        capabilities: Vec<Capability>,
+        run_ms: u64,
+        tweak: impl FnOnce(&mut SchedulerConfig),
+    ) -> Setup {
+        let app = TestApp::spawn_with(backend, |c| {
+            fast(c);
+            tweak(c);
+        })
+        .await;
+        let worker = app
+            .worker(
+                "worker-gpu-0",
+                vec![
+                    sim(Capability::Image, &["sdxl-1.0"], run_ms),
+                    sim(Capability::SpeechToText, &["whisper-base"], run_ms),
+                ],
+            )
+            .await;
+        let tg = TelegramStandIn::start().await;
+        tg.add_bot(TOKEN, "tessera_image_bot");
+        let api_key = app.key(Platform::Telegram, BOT).await;
+        let config = TelegramConfig {
+            scheduler_url: app.base_url(),
+            api_url: tg.api_url(),
+            poll_timeout_secs: 2,
+            job_poll_ms: 100,
+            min_edit_ms: 200,
+            bots: vec![BotInstance {
+                id: BOT.into(),
+                capabilities,
+                token_env: None,
+                token_file: None,
+                api_key_env: None,
+                api_key_file: None,
+                limits: Default::default(),
+            }],
+            ..Default::default()
+        };
+        Setup {
+            app,
+            _worker: worker,
+            tg,
+            config,
+            api_key,
+        }
+    }
+
+    fn secrets(&self) -> Secrets {
+        Secrets {
+            token: Secret::new(TOKEN),
+            api_key: Secret::new(self.api_key.clone()),
+        }
+    }
+
+    async fn start(&self) -> tessera_telegram::Instance {
+        tessera_telegram::start(&self.config, &self.config.bots[0], self.secrets())
+            .await
+            .expect("the bot starts")
+    }
+
+    /// The texts the bot has in a chat now (after edits).
+    fn bot_texts(&self, chat: i64) -> Vec<String> {
+        self.tg
+            .chat(TOKEN, chat)
+            .into_iter()
+            .filter(|m| m.author == tessera_testkit::standins::telegram::Author::Bot)
+            .filter_map(|m| m.text)
+            .collect()
+    }
+
+    /// Waits for a bot text in `chat` that contains `needle`.
+    async fn wait_text(&self, chat: i64, needle: &str) -> String {
+        let found = self
+            .tg
+            .wait_for(WAIT, |_| {
+                self.bot_texts(chat).into_iter().find(|t| t.contains(needle))
+            })
+            .await;
+        found.unwrap_or_else(|| {
+            panic!(
+                "no message containing {needle:?} in chat {chat}; the bot said {:?}",
+                self.bot_texts(chat)
+            )
+        })
+    }
+}
+
+fn is_png(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"\x89PNG\r\n\x1a\n")
+}
+
+async fn imagine_ends_with_a_photo_in_the_right_chat(backend: Backend) {
+    let s = Setup::new(backend, vec![Capability::Image], 1500, |_| {}).await;
+    let bot = s.start().await;
+    // The command menu holds what this bot serves, and nothing else.
+    let menu: Vec<String> = s.tg.commands(TOKEN).into_iter().map(|c| c.command).collect();
+    assert!(menu.contains(&"imagine".to_owned()), "{menu:?}");
+    assert!(!menu.contains(&"video".to_owned()), "{menu:?}");
+
+    s.tg.user_text(TOKEN, 1001, 1001, "/imagine a red fox in the snow --seed 7");
+    s.tg.user_text(TOKEN, 2002, 2002, "/help");
+    let photo = s
+        .tg
+        .wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
+        .await
+        .expect("a photo is sent");
+    assert_eq!(photo.chat_id, 1001, "the photo went to the asker's chat");
+    let upload = photo.upload.expect("the photo is uploaded");
+    assert!(is_png(&upload.bytes), "a real PNG");
+    assert!(
+        photo.text.as_deref().unwrap_or("").contains("a red fox"),
+        "the caption recalls the prompt: {:?}",
+        photo.text
+    );
+
+    // One progress message, edited in place from the queue to done.
+    let progress = s
+        .tg
+        .chat(TOKEN, 1001)
+        .into_iter()
+        .find(|m| {
+            m.author == tessera_testkit::standins::telegram::Author::Bot
+                && m.kind == MessageKind::Text
+        })
+        .expect("a progress message");
+    assert_eq!(progress.text.as_deref(), Some("Your image is ready."));
+    assert!(progress.edits() >= 2, "edited as the job moved: {:?}", progress.history);
+    assert!(
+        progress.history.iter().any(|t| t.starts_with("Making your image")),
+        "it showed the job running: {:?}",
+        progress.history
+    );
+    // The other user got the help text and no photo.
+    let help = s.wait_text(2002, "/imagine").await;
+    assert!(!help.contains("/video"), "{help}");
+    assert!(s
+        .tg
+        .sent(TOKEN)
+        .iter()
+        .all(|m| m.chat_id != 2002 || m.kind == MessageKind::Text));
+
+    // Delivery is acknowledged: nothing is left for a restarted bot to send.
+    let frontend = s.app.client_with(&s.api_key);
+    let page = frontend
+        .list_jobs(&tessera_api::public::ListJobsQuery {
+            bot_id: Some(BOT.into()),
+            undelivered: Some(true),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(page.jobs.is_empty(), "undelivered: {:?}", page.jobs);
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+async fn a_voice_message_is_transcribed(backend: Backend) {
+    let s = Setup::new(backend, vec![Capability::SpeechToText], 0, |_| {}).await;
+    let bot = s.start().await;
+    let voice = vec![0x4f_u8; 3210];
+    s.tg.user_says(
+        TOKEN,
+        3003,
+        3003,
+        UserMessage::voice(voice.clone(), "audio/ogg", 2),
+    );
+    // The sim engine's transcript names the bytes it was given: the voice
+    // message went from Telegram through the bot and the scheduler to it.
+    let text = s.wait_text(3003, "A transcript of").await;
+    assert!(text.contains(SIGNATURE), "{text}");
+    assert!(text.contains("3210 bytes"), "{text}");
+    assert!(s.tg.calls(TOKEN, "getFile") >= 1);
+    // Typed text is not something a transcription bot can do.
+    s.tg.user_text(TOKEN, 3003, 3003, "hello there");
+    s.wait_text(3003, "voice message").await;
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+async fn quota_and_rate_limits_are_told_in_plain_words(backend: Backend) {
+    // Ten tokens an image: the FREE plan's twenty buy two.
+    let mut s = Setup::new(backend, vec![Capability::Image], 0, |c| {
+        c.billing.costs.image_per_megapixel = 10;
+    })
+    .await;
+    s.config.bots[0].limits = tessera_chat::LimitConfig {
+        jobs_per_minute: 60,
+        job_burst: 10,
+        commands_per_minute: 60,
+    };
+    let bot = s.start().await;
+    for _ in 0..2 {
+        s.tg.user_text(TOKEN, 4004, 4004, "/imagine a lamp");
+    }
+    s.tg
+        .wait_until(WAIT, |tg| {
+            tg.sent(TOKEN)
+                .iter()
+                .filter(|m| m.kind == MessageKind::Photo)
+                .count()
+                == 2
+        })
+        .await;
+    s.tg.user_text(TOKEN, 4004, 4004, "/imagine a third lamp");
+    let refused = s.wait_text(4004, "used up today's tokens").await;
+    assert!(refused.contains("UTC"), "says when they reset: {refused}");
+    s.tg.user_text(TOKEN, 4004, 4004, "/quota");
+    let quota = s.wait_text(4004, "Plan: FREE").await;
+    assert!(quota.contains("0 tokens left"), "{quota}");
+    bot.shutdown().await;
+
+    // A tight limit: one job a minute.
+    s.config.bots[0].limits = tessera_chat::LimitConfig {
+        jobs_per_minute: 1,
+        job_burst: 1,
+        commands_per_minute: 60,
+    };
+    let bot = s.start().await;
+    s.tg.user_text(TOKEN, 5005, 5005, "/imagine one");
+    s.wait_text(5005, "Your image is ready.").await;
+    s.tg.user_text(TOKEN, 5005, 5005, "/imagine two");
+    let slow = s.wait_text(5005, "Slow down").await;
+    assert!(slow.contains(" s.") || slow.contains("min."), "says when: {slow}");
+    // Another user is not held back by the first.
+    s.tg.user_text(TOKEN, 6006, 6006, "/imagine three");
+    s.wait_text(6006, "Your image is ready.").await;
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+async fn a_restarted_bot_delivers_what_it_was_following(backend: Backend) {
+    let s = Setup::new(backend, vec![Capability::Image], 1500, |_| {}).await;
+    let bot = s.start().await;
+    s.tg.user_text(TOKEN, 7007, 7007, "/imagine a slow painting");
+    s.wait_text(7007, "Making your image").await;
+    // The process goes away while the job runs.
+    bot.shutdown().await;
+    let admin = &s.app.admin;
+    let done = tokio::time::timeout(WAIT, async {
+        loop {
+            let jobs = admin
+                .admin_list_jobs(&tessera_api::public::ListJobsQuery {
+                    bot_id: Some(BOT.into()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if jobs.jobs.iter().any(|j| j.status == JobState::Completed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(done.is_ok(), "the job completes without the bot");
+    assert!(
+        !s.tg.sent(TOKEN).iter().any(|m| m.kind == MessageKind::Photo),
+        "nothing was delivered while the bot was away"
+    );
+    // A new process finds the job and delivers it, once.
+    let bot = s.start().await;
+    s.wait_text(7007, "Your image is ready.").await;
+    let photo = s
+        .tg
+        .wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
+        .await
+        .expect("the photo arrives after the restart");
+    assert_eq!(photo.chat_id, 7007);
+    bot.shutdown().await;
+    let bot = s.start().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let photos = s
+        .tg
+        .sent(TOKEN)
+        .iter()
+        .filter(|m| m.kind == MessageKind::Photo)
+        .count();
+    assert_eq!(photos, 1, "a second restart sends nothing again");
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+tessera_testkit::backend_tests!(
+    imagine_ends_with_a_photo_in_the_right_chat,
+    a_voice_message_is_transcribed,
+    quota_and_rate_limits_are_told_in_plain_words,
+    a_restarted_bot_delivers_what_it_was_following,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_mode_takes_updates_only_with_the_secret() {
+    let mut s = Setup::new(Backend::Sqlite, vec![Capability::Image], 0, |_| {}).await;
+    let listen = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    s.config.webhook = Some(Webhook {
+        listen,
+        public_url: format!("http://{listen}"),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("token"), TOKEN).unwrap();
+    std::fs::write(dir.path().join("key"), &s.api_key).unwrap();
+    s.config.bots[0].token_file = Some(dir.path().join("token"));
+    s.config.bots[0].api_key_file = Some(dir.path().join("key"));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let run = tokio::spawn(tessera_telegram::run(s.config.clone(), stop.clone()));
+
+    let hook = s
+        .tg
+        .wait_for(WAIT, |tg| tg.webhook(TOKEN))
+        .await
+        .expect("the bot registers its webhook");
+    assert_eq!(hook.url, format!("http://{listen}/telegram/{BOT}"));
+    let secret = hook.secret_token.expect("with a secret");
+    assert!(secret.len() >= 32);
+
+    s.tg.user_text(TOKEN, 8008, 8008, "/imagine a harbour");
+    let photo = s
+        .tg
+        .wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
+        .await
+        .expect("the update came by webhook and the photo went back");
+    assert_eq!(photo.chat_id, 8008);
+    assert_eq!(s.tg.calls(TOKEN, "getUpdates"), 0, "no polling in webhook mode");
+
+    // Anyone else posting to the endpoint is turned away.
+    let http = reqwest::Client::new();
+    let update = serde_json::json!({"update_id": 1, "message": {
+        "message_id": 1, "date": 0, "chat": {"id": 9, "type": "private"},
+        "from": {"id": 9, "is_bot": false, "first_name": "x"}, "text": "/imagine a forgery"}});
+    for header in [None, Some("wrong")] {
+        let mut request = http
+            .post(format!("http://{listen}/telegram/{BOT}"))
+            .json(&update);
+        if let Some(h) = header {
+            request = request.header("X-Telegram-Bot-Api-Secret-Token", h);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401);
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(body["code"], "invalid_secret");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(s.tg.chat(TOKEN, 9).is_empty(), "the forged update did nothing");
+
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    s.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_control_is_waited_out() {
+    let s = Setup::new(Backend::Sqlite, vec![Capability::Image], 0, |_| {}).await;
+    let bot = s.start().await;
+    s.tg.flood(TOKEN, "sendMessage", 1, 1);
+    s.tg.user_text(TOKEN, 9009, 9009, "/help");
+    s.wait_text(9009, "/imagine").await;
+    assert!(s.tg.calls(TOKEN, "sendMessage") >= 2, "it tried again after retry_after");
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
