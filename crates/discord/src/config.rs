@@ -227,6 +227,11 @@ mod tests {
         assert_eq!(c.bots[0].id, "dc-image-bot-1");
         assert_eq!(c.bots[0].mode, Mode::Gateway);
         assert_eq!(c.bots[3].capabilities, vec![Capability::Video]);
+        let defaults = DiscordConfig {
+            bots: c.bots.clone(),
+            ..Default::default()
+        };
+        assert_eq!(c, defaults, "the example's top-level values are the defaults");
         let err = c.bots[0].token().unwrap_err().to_string();
         assert!(err.contains("DISCORD_TOKEN_DC_IMAGE_BOT_1"), "{err}");
         assert_eq!(c.api_proxy(), None);

@@ -175,6 +175,11 @@ mod tests {
         assert_eq!(c.bots.len(), 6);
         assert_eq!(c.bots[0].id, "tg-image-bot-1");
         assert_eq!(c.bots[3].capabilities, vec![Capability::Video]);
+        let defaults = TelegramConfig {
+            bots: c.bots.clone(),
+            ..Default::default()
+        };
+        assert_eq!(c, defaults, "the example's top-level values are the defaults");
         let err = c.bots[0].token().unwrap_err().to_string();
         assert!(err.contains("TELEGRAM_TOKEN_TG_IMAGE_BOT_1"), "{err}");
     }
