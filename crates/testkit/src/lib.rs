@@ -8,7 +8,8 @@
 //! - [`backend_tests!`]: runs each listed `async fn(Backend)` once per backend.
 //! - [`standins`]: loopback stand-ins for the engine servers workers drive
 //!   (ComfyUI, KoboldCPP, OpenAI-compatible servers, whisper.cpp), with failure
-//!   injection and request records, for the worker's adapter tests.
+//!   injection and request records, for the worker's adapter tests; and for
+//!   Discord (REST, gateway and simulated users), for the Discord frontend's.
 //! - [`engines`]: real engines (llama.cpp's server, a speech-to-text server,
 //!   espeak-ng) that `scripts/test` installs, started on loopback for a test.
 //!
