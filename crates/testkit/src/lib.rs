@@ -8,8 +8,9 @@
 //! - [`backend_tests!`]: runs each listed `async fn(Backend)` once per backend.
 //! - [`standins`]: loopback stand-ins for the engine servers workers drive
 //!   (ComfyUI, KoboldCPP, OpenAI-compatible servers, whisper.cpp), with failure
-//!   injection and request records, for the worker's adapter tests; and one
-//!   for the Telegram Bot API, with simulated users, for the Telegram frontend.
+//!   injection and request records, for the worker's adapter tests; and for
+//!   the Telegram Bot API and Discord (REST, gateway), with simulated users,
+//!   for the chat frontends' tests.
 //! - [`engines`]: real engines (llama.cpp's server, a speech-to-text server,
 //!   espeak-ng) that `scripts/test` installs, started on loopback for a test.
 //!
