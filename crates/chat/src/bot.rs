@@ -406,9 +406,15 @@ impl<M: Messenger> Bot<M> {
         let this = self.clone();
         self.inner.tasks.spawn(async move {
             let stop = this.inner.stop.clone();
-            tokio::select! {
-                _ = this.follow_to_end(&job_id, &reply) => {}
-                _ = stop.cancelled() => {}
+            // Following stops on shutdown; a delivery that has begun does
+            // not, so a clean restart never sends an output twice (a crash
+            // between sending and acknowledging can: delivery is at least once).
+            let ended = tokio::select! {
+                job = this.follow_to_end(&job_id, &reply) => job,
+                _ = stop.cancelled() => None,
+            };
+            if let Some(job) = ended {
+                this.deliver(&job, &reply).await;
             }
             this.inner
                 .following
@@ -418,7 +424,9 @@ impl<M: Messenger> Bot<M> {
         });
     }
 
-    async fn follow_to_end(&self, job_id: &JobId, reply: &ReplyTo) {
+    /// Keeps the progress message up to date until the job ends; answers the
+    /// ended job, or `None` when there is nothing to deliver.
+    async fn follow_to_end(&self, job_id: &JobId, reply: &ReplyTo) -> Option<JobView> {
         let s = &self.inner.settings;
         let poll = Duration::from_millis(s.poll_ms.max(50));
         let min_edit = Duration::from_millis(s.min_edit_ms);
@@ -428,7 +436,7 @@ impl<M: Messenger> Bot<M> {
         loop {
             let job = match self.inner.api.get_job(job_id).await {
                 Ok(job) => job,
-                Err(e) if e.code() == Some("job_not_found") => return,
+                Err(e) if e.code() == Some("job_not_found") => return None,
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(%job_id, error = %e, "could not read the job; retrying");
@@ -453,7 +461,7 @@ impl<M: Messenger> Bot<M> {
                     }
                     Err(SendError::Gone(why)) => {
                         tracing::info!(%job_id, %why, "the chat is gone; not following the job");
-                        return;
+                        return None;
                     }
                     Err(e) => {
                         tracing::warn!(%job_id, error = %e, "could not edit the progress message")
@@ -461,8 +469,7 @@ impl<M: Messenger> Bot<M> {
                 }
             }
             if ended {
-                self.deliver(&job, reply).await;
-                return;
+                return Some(job);
             }
             tokio::time::sleep(poll).await;
         }

@@ -179,7 +179,10 @@ mod tests {
             bots: c.bots.clone(),
             ..Default::default()
         };
-        assert_eq!(c, defaults, "the example's top-level values are the defaults");
+        assert_eq!(
+            c, defaults,
+            "the example's top-level values are the defaults"
+        );
         let err = c.bots[0].token().unwrap_err().to_string();
         assert!(err.contains("TELEGRAM_TOKEN_TG_IMAGE_BOT_1"), "{err}");
     }

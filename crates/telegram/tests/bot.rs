@@ -120,7 +120,9 @@ impl Setup {
         let found = self
             .tg
             .wait_for(WAIT, |_| {
-                self.bot_texts(chat).into_iter().find(|t| t.contains(needle))
+                self.bot_texts(chat)
+                    .into_iter()
+                    .find(|t| t.contains(needle))
             })
             .await;
         found.unwrap_or_else(|| {
@@ -140,17 +142,20 @@ async fn imagine_ends_with_a_photo_in_the_right_chat(backend: Backend) {
     let s = Setup::new(backend, vec![Capability::Image], 1500, |_| {}).await;
     let bot = s.start().await;
     // The command menu holds what this bot serves, and nothing else.
-    let menu: Vec<String> = s.tg.commands(TOKEN).into_iter().map(|c| c.command).collect();
+    let menu: Vec<String> =
+        s.tg.commands(TOKEN)
+            .into_iter()
+            .map(|c| c.command)
+            .collect();
     assert!(menu.contains(&"imagine".to_owned()), "{menu:?}");
     assert!(!menu.contains(&"video".to_owned()), "{menu:?}");
 
     s.tg.user_text(TOKEN, 1001, 1001, "/imagine a red fox in the snow --seed 7");
     s.tg.user_text(TOKEN, 2002, 2002, "/help");
-    let photo = s
-        .tg
-        .wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
-        .await
-        .expect("a photo is sent");
+    let photo =
+        s.tg.wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
+            .await
+            .expect("a photo is sent");
     assert_eq!(photo.chat_id, 1001, "the photo went to the asker's chat");
     let upload = photo.upload.expect("the photo is uploaded");
     assert!(is_png(&upload.bytes), "a real PNG");
@@ -161,19 +166,25 @@ async fn imagine_ends_with_a_photo_in_the_right_chat(backend: Backend) {
     );
 
     // One progress message, edited in place from the queue to done.
-    let progress = s
-        .tg
-        .chat(TOKEN, 1001)
-        .into_iter()
-        .find(|m| {
-            m.author == tessera_testkit::standins::telegram::Author::Bot
-                && m.kind == MessageKind::Text
-        })
-        .expect("a progress message");
+    let progress =
+        s.tg.chat(TOKEN, 1001)
+            .into_iter()
+            .find(|m| {
+                m.author == tessera_testkit::standins::telegram::Author::Bot
+                    && m.kind == MessageKind::Text
+            })
+            .expect("a progress message");
     assert_eq!(progress.text.as_deref(), Some("Your image is ready."));
-    assert!(progress.edits() >= 2, "edited as the job moved: {:?}", progress.history);
     assert!(
-        progress.history.iter().any(|t| t.starts_with("Making your image")),
+        progress.edits() >= 2,
+        "edited as the job moved: {:?}",
+        progress.history
+    );
+    assert!(
+        progress
+            .history
+            .iter()
+            .any(|t| t.starts_with("Making your image")),
         "it showed the job running: {:?}",
         progress.history
     );
@@ -239,15 +250,14 @@ async fn quota_and_rate_limits_are_told_in_plain_words(backend: Backend) {
     for _ in 0..2 {
         s.tg.user_text(TOKEN, 4004, 4004, "/imagine a lamp");
     }
-    s.tg
-        .wait_until(WAIT, |tg| {
-            tg.sent(TOKEN)
-                .iter()
-                .filter(|m| m.kind == MessageKind::Photo)
-                .count()
-                == 2
-        })
-        .await;
+    s.tg.wait_until(WAIT, |tg| {
+        tg.sent(TOKEN)
+            .iter()
+            .filter(|m| m.kind == MessageKind::Photo)
+            .count()
+            == 2
+    })
+    .await;
     s.tg.user_text(TOKEN, 4004, 4004, "/imagine a third lamp");
     let refused = s.wait_text(4004, "used up today's tokens").await;
     assert!(refused.contains("UTC"), "says when they reset: {refused}");
@@ -267,7 +277,10 @@ async fn quota_and_rate_limits_are_told_in_plain_words(backend: Backend) {
     s.wait_text(5005, "Your image is ready.").await;
     s.tg.user_text(TOKEN, 5005, 5005, "/imagine two");
     let slow = s.wait_text(5005, "Slow down").await;
-    assert!(slow.contains(" s.") || slow.contains("min."), "says when: {slow}");
+    assert!(
+        slow.contains(" s.") || slow.contains("min."),
+        "says when: {slow}"
+    );
     // Another user is not held back by the first.
     s.tg.user_text(TOKEN, 6006, 6006, "/imagine three");
     s.wait_text(6006, "Your image is ready.").await;
@@ -301,27 +314,28 @@ async fn a_restarted_bot_delivers_what_it_was_following(backend: Backend) {
     .await;
     assert!(done.is_ok(), "the job completes without the bot");
     assert!(
-        !s.tg.sent(TOKEN).iter().any(|m| m.kind == MessageKind::Photo),
+        !s.tg
+            .sent(TOKEN)
+            .iter()
+            .any(|m| m.kind == MessageKind::Photo),
         "nothing was delivered while the bot was away"
     );
     // A new process finds the job and delivers it, once.
     let bot = s.start().await;
     s.wait_text(7007, "Your image is ready.").await;
-    let photo = s
-        .tg
-        .wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
-        .await
-        .expect("the photo arrives after the restart");
+    let photo =
+        s.tg.wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
+            .await
+            .expect("the photo arrives after the restart");
     assert_eq!(photo.chat_id, 7007);
     bot.shutdown().await;
     let bot = s.start().await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let photos = s
-        .tg
-        .sent(TOKEN)
-        .iter()
-        .filter(|m| m.kind == MessageKind::Photo)
-        .count();
+    let photos =
+        s.tg.sent(TOKEN)
+            .iter()
+            .filter(|m| m.kind == MessageKind::Photo)
+            .count();
     assert_eq!(photos, 1, "a second restart sends nothing again");
     bot.shutdown().await;
     s.app.shutdown().await;
@@ -353,23 +367,25 @@ async fn webhook_mode_takes_updates_only_with_the_secret() {
     let stop = tokio_util::sync::CancellationToken::new();
     let run = tokio::spawn(tessera_telegram::run(s.config.clone(), stop.clone()));
 
-    let hook = s
-        .tg
-        .wait_for(WAIT, |tg| tg.webhook(TOKEN))
-        .await
-        .expect("the bot registers its webhook");
+    let hook =
+        s.tg.wait_for(WAIT, |tg| tg.webhook(TOKEN))
+            .await
+            .expect("the bot registers its webhook");
     assert_eq!(hook.url, format!("http://{listen}/telegram/{BOT}"));
     let secret = hook.secret_token.expect("with a secret");
     assert!(secret.len() >= 32);
 
     s.tg.user_text(TOKEN, 8008, 8008, "/imagine a harbour");
-    let photo = s
-        .tg
-        .wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
-        .await
-        .expect("the update came by webhook and the photo went back");
+    let photo =
+        s.tg.wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
+            .await
+            .expect("the update came by webhook and the photo went back");
     assert_eq!(photo.chat_id, 8008);
-    assert_eq!(s.tg.calls(TOKEN, "getUpdates"), 0, "no polling in webhook mode");
+    assert_eq!(
+        s.tg.calls(TOKEN, "getUpdates"),
+        0,
+        "no polling in webhook mode"
+    );
 
     // Anyone else posting to the endpoint is turned away.
     let http = reqwest::Client::new();
@@ -389,7 +405,10 @@ async fn webhook_mode_takes_updates_only_with_the_secret() {
         assert_eq!(body["code"], "invalid_secret");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(s.tg.chat(TOKEN, 9).is_empty(), "the forged update did nothing");
+    assert!(
+        s.tg.chat(TOKEN, 9).is_empty(),
+        "the forged update did nothing"
+    );
 
     stop.cancel();
     run.await.unwrap().unwrap();
@@ -403,7 +422,10 @@ async fn flood_control_is_waited_out() {
     s.tg.flood(TOKEN, "sendMessage", 1, 1);
     s.tg.user_text(TOKEN, 9009, 9009, "/help");
     s.wait_text(9009, "/imagine").await;
-    assert!(s.tg.calls(TOKEN, "sendMessage") >= 2, "it tried again after retry_after");
+    assert!(
+        s.tg.calls(TOKEN, "sendMessage") >= 2,
+        "it tried again after retry_after"
+    );
     bot.shutdown().await;
     s.app.shutdown().await;
 }
