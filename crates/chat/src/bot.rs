@@ -108,6 +108,11 @@ pub struct ReplyTo {
     pub message: String,
 }
 
+/// Outputs one instance downloads and sends at the same time. Each is held in
+/// memory while it is sent, and the platforms throttle uploads anyway; the
+/// others wait their turn (their progress messages already say done).
+const DELIVERIES_AT_ONCE: usize = 4;
+
 /// One bot instance. Cheap to clone.
 pub struct Bot<M: Messenger> {
     inner: Arc<Inner<M>>,
@@ -127,6 +132,7 @@ struct Inner<M> {
     messenger: M,
     limits: Limits,
     following: Mutex<HashSet<JobId>>,
+    deliveries: tokio::sync::Semaphore,
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -141,6 +147,7 @@ impl<M: Messenger> Bot<M> {
                 messenger,
                 limits,
                 following: Mutex::new(HashSet::new()),
+                deliveries: tokio::sync::Semaphore::new(DELIVERIES_AT_ONCE),
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
             }),
@@ -414,6 +421,7 @@ impl<M: Messenger> Bot<M> {
                 _ = stop.cancelled() => None,
             };
             if let Some(job) = ended {
+                let _turn = this.inner.deliveries.acquire().await;
                 this.deliver(&job, &reply).await;
             }
             this.inner

@@ -49,9 +49,29 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if matches!(
+        cli.command,
+        Command::Telegram(_) | Command::Discord(_) | Command::Bots(_)
+    ) {
+        // Bots wait on the network: two threads serve any number of
+        // instances, and small pages keep each process small. Both before
+        // the runtime's threads allocate anything.
+        cmd::prefer_small_pages();
+        runtime.worker_threads(2);
+    }
+    match runtime.enable_all().build() {
+        Ok(runtime) => runtime.block_on(run(cli)),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> ExitCode {
     if let Err(e) = logging::init(&cli.log) {
         eprintln!("error: {e:#}");
         return ExitCode::FAILURE;

@@ -124,6 +124,11 @@ fn failure(e: twilight_http::Error) -> Failure {
     }
 }
 
+/// Discord's "Unknown Message" (10008).
+fn unknown_message(e: &twilight_http::Error) -> bool {
+    matches!(e.kind(), ErrorType::Response { error: ApiError::General(g), .. } if g.code == 10008)
+}
+
 fn chunks(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     if chars.is_empty() {
@@ -161,6 +166,25 @@ impl Discord {
     /// original response was never filled.
     fn handled(&self, token: &str) -> bool {
         lock(&self.fresh).remove(token)
+    }
+
+    /// Edits the original response. In HTTP mode the deferral travels in the
+    /// endpoint's answer, so the first edit may reach Discord before the
+    /// deferral has been applied ("Unknown Message"): that is retried for a
+    /// few seconds.
+    async fn update_original(&self, token: &str, text: &str) -> Result<(), twilight_http::Error> {
+        let client = self.http.interaction(self.app);
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match client.update_response(token).content(Some(text)).await {
+                Ok(_) => return Ok(()),
+                Err(e) if wait < Duration::from_secs(3) && unknown_message(&e) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn channel_text(
@@ -209,12 +233,7 @@ impl Messenger for Discord {
         let parts = chunks(text);
         if self.handled(t.token) {
             // The deferred response is waiting for its first words.
-            let client = self.http.interaction(self.app);
-            match client
-                .update_response(t.token)
-                .content(Some(&parts[0]))
-                .await
-            {
+            match self.update_original(t.token, &parts[0]).await {
                 Ok(_) => {
                     if parts.len() > 1 {
                         let rest: String = parts[1..].concat();
@@ -272,11 +291,7 @@ impl Messenger for Discord {
         let client = self.http.interaction(self.app);
         let result = if message == ORIGINAL {
             lock(&self.fresh).remove(t.token);
-            client
-                .update_response(t.token)
-                .content(Some(&text))
-                .await
-                .map(|_| ())
+            self.update_original(t.token, &text).await
         } else {
             let id = message
                 .parse::<u64>()

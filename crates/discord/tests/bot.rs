@@ -190,21 +190,30 @@ async fn imagine_is_deferred_then_followed_up_with_the_image(backend: Backend) {
         "it showed the job running: {:?}",
         original.history
     );
-    // The job's parameters are the slash command's options.
-    let jobs = s
-        .app
-        .client_with(&s.api_key)
-        .list_jobs(&tessera_api::public::ListJobsQuery {
-            bot_id: Some(BOT.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .jobs;
+    // The job's parameters are the slash command's options, and its
+    // delivery is acknowledged (just after the follow-up).
+    let frontend = s.app.client_with(&s.api_key);
+    let jobs = || async {
+        frontend
+            .list_jobs(&tessera_api::public::ListJobsQuery {
+                bot_id: Some(BOT.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .jobs
+    };
+    let acknowledged = tokio::time::timeout(WAIT, async {
+        while jobs().await.iter().any(|j| j.delivered_at.is_none()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let jobs = jobs().await;
+    assert!(acknowledged.is_ok(), "not acknowledged: {jobs:?}");
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].params["prompt"], "a red fox in the snow");
     assert_eq!(jobs[0].params["seed"], 7);
-    assert!(jobs[0].delivered_at.is_some(), "delivery acknowledged");
     bot.shutdown().await;
     s.app.shutdown().await;
 }
