@@ -259,10 +259,14 @@ fn main() {
         let report = report(&args, &[a, b]);
         println!("{report}");
         if let Some(path) = &args.report {
-            if let Some(dir) = std::path::Path::new(path).parent() {
+            // cargo runs benchmarks in the package's folder; a relative path
+            // means the workspace's.
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            let path = root.join(path);
+            if let Some(dir) = path.parent() {
                 let _ = std::fs::create_dir_all(dir);
             }
-            std::fs::write(path, &report).expect("writing the report");
+            std::fs::write(&path, &report).expect("writing the report");
         }
     });
 }
