@@ -68,6 +68,10 @@ pub enum SendError {
     /// The chat is gone or blocked the bot: stop trying.
     #[error("the chat cannot be reached: {0}")]
     Gone(String),
+    /// The platform will never take this (a file or text over its limits):
+    /// the user is told, and the output counts as delivered.
+    #[error("refused: {0}")]
+    Refused(String),
     /// Anything else; worth another try later.
     #[error("{0}")]
     Failed(String),
@@ -83,6 +87,9 @@ pub trait Messenger: Send + Sync + 'static {
     async fn edit_text(&self, chat: &str, message: &str, text: &str) -> Result<(), SendError>;
     /// Sends a file (photo, video, audio, document).
     async fn send_file(&self, chat: &str, file: OutFile) -> Result<(), SendError>;
+    /// Everything for this chat's job has been sent: forget what was kept
+    /// about it.
+    async fn finished(&self, _chat: &str) {}
 }
 
 /// How one bot instance behaves.
@@ -112,6 +119,29 @@ pub struct ReplyTo {
 /// memory while it is sent, and the platforms throttle uploads anyway; the
 /// others wait their turn (their progress messages already say done).
 const DELIVERIES_AT_ONCE: usize = 4;
+
+/// Tries at delivering one job before leaving it to the next start; the
+/// pauses between them double from 2 s (about a minute in all).
+const DELIVERY_ATTEMPTS: u32 = 6;
+
+/// Logs a refusal the operators must see: a key that is wrong or an error
+/// on the scheduler's side. A user's own limits are not logged.
+fn log_refusal(bot_id: &str, e: &ClientError) {
+    match e.code() {
+        Some(code)
+            if code == "unauthorized"
+                || code.starts_with("forbidden")
+                || code == "wrong_credential"
+                || code.starts_with("internal")
+                || code == "database_unavailable"
+                || code == "storage_unavailable" =>
+        {
+            tracing::error!(%bot_id, %code, error = %e, "the scheduler refused a request");
+        }
+        Some(_) => {}
+        None => tracing::warn!(%bot_id, error = %e, "the scheduler could not be reached"),
+    }
+}
 
 /// One bot instance. Cheap to clone.
 pub struct Bot<M: Messenger> {
@@ -162,11 +192,6 @@ impl<M: Messenger> Bot<M> {
         &self.inner.messenger
     }
 
-    /// Drops rate-limit buckets of users who have been quiet; call now and then.
-    pub fn forget_idle_limits(&self) {
-        self.inner.limits.forget_idle();
-    }
-
     /// Stops following jobs and waits for the follow tasks to end. Jobs keep
     /// running in the scheduler; the next process resumes them.
     pub async fn shutdown(&self) {
@@ -185,14 +210,40 @@ impl<M: Messenger> Bot<M> {
         }
     }
 
+    /// Whether this bot serves a capability (so a platform can refuse audio
+    /// before downloading it).
+    pub fn serves(&self, capability: Capability) -> bool {
+        self.inner.settings.capabilities.contains(&capability)
+    }
+
+    /// The first step for every message: the user's command rate limit. A
+    /// limited user is told when to try again, once per wait; `None` means
+    /// drop the message. Platforms call it before downloading anything.
+    pub async fn admit(&self, chat: &str, user_id: &str) -> Option<UserRef> {
+        let Some(user) = self.user_ref(user_id) else {
+            tracing::warn!(bot_id = %self.inner.settings.bot_id, "message from a user id Tessera cannot name; ignored");
+            return None;
+        };
+        if let Err(wait) = self.inner.limits.check_command(&user) {
+            if self.inner.limits.should_tell(&user, wait) {
+                self.say(chat, &words::slow_down(wait)).await;
+            }
+            return None;
+        }
+        Some(user)
+    }
+
     /// Handles one message from a user. Never fails: every problem becomes
     /// words in the chat (or a log line when the chat cannot be reached).
     pub async fn on_message(&self, msg: Incoming) {
+        if let Some(user) = self.admit(&msg.chat, &msg.user_id).await {
+            self.on_admitted(msg, user).await;
+        }
+    }
+
+    /// [`Self::on_message`] after [`Self::admit`].
+    pub async fn on_admitted(&self, msg: Incoming, user: UserRef) {
         let s = &self.inner.settings;
-        let Some(user) = self.user_ref(&msg.user_id) else {
-            tracing::warn!(bot_id = %s.bot_id, "message from a user id Tessera cannot name; ignored");
-            return;
-        };
         let (parsed, audio) = match (&msg.audio, msg.text.as_deref()) {
             (Some(audio), _) => {
                 if !s.capabilities.contains(&Capability::SpeechToText) {
@@ -220,9 +271,6 @@ impl<M: Messenger> Bot<M> {
             Ok(None) => return,
             Err(e) => return self.say(&msg.chat, &e.to_string()).await,
         };
-        if let Err(wait) = self.inner.limits.check_command(&user) {
-            return self.say(&msg.chat, &words::slow_down(wait)).await;
-        }
         let now = chrono::Utc::now();
         match command {
             Command::Start | Command::Help => {
@@ -258,7 +306,10 @@ impl<M: Messenger> Bot<M> {
             }
             Command::Job { capability, params } => {
                 if let Err(wait) = self.inner.limits.check_job(&user) {
-                    return self.say(&msg.chat, &words::slow_down(wait)).await;
+                    if self.inner.limits.should_tell(&user, wait) {
+                        self.say(&msg.chat, &words::slow_down(wait)).await;
+                    }
+                    return;
                 }
                 self.create(&msg, &user, capability, params, audio).await
             }
@@ -312,6 +363,7 @@ impl<M: Messenger> Bot<M> {
             {
                 Ok(input) => params = serde_json::json!({"input_id": input.input_id}),
                 Err(e) => {
+                    log_refusal(&self.inner.settings.bot_id, &e);
                     let text = words::api_error(&e, now);
                     let _ = self
                         .inner
@@ -342,7 +394,15 @@ impl<M: Messenger> Bot<M> {
                 self.follow(created.job.job_id, reply);
             }
             Err(e) => {
-                let text = words::api_error(&e, now);
+                let text = if e.code() == Some("idempotency_key_reused") {
+                    // The platform delivered this message again (after a
+                    // crash, say): its job exists and is followed already.
+                    tracing::info!(bot_id = %self.inner.settings.bot_id, "a message delivered twice; its job exists");
+                    "That message reached me twice; I'm already working on it.".to_owned()
+                } else {
+                    log_refusal(&self.inner.settings.bot_id, &e);
+                    words::api_error(&e, now)
+                };
                 if let Err(e) = self
                     .inner
                     .messenger
@@ -382,6 +442,10 @@ impl<M: Messenger> Bot<M> {
                         .clone()
                         .and_then(|v| serde_json::from_value::<ReplyTo>(v).ok())
                     else {
+                        // Nowhere to answer: nothing will ever be delivered.
+                        if job.status.is_terminal() {
+                            self.acknowledge(&job.job_id).await;
+                        }
                         continue;
                     };
                     found += 1;
@@ -421,8 +485,7 @@ impl<M: Messenger> Bot<M> {
                 _ = stop.cancelled() => None,
             };
             if let Some(job) = ended {
-                let _turn = this.inner.deliveries.acquire().await;
-                this.deliver(&job, &reply).await;
+                this.deliver_with_retries(&job, &reply, &stop).await;
             }
             this.inner
                 .following
@@ -469,6 +532,9 @@ impl<M: Messenger> Bot<M> {
                     }
                     Err(SendError::Gone(why)) => {
                         tracing::info!(%job_id, %why, "the chat is gone; not following the job");
+                        if ended {
+                            self.acknowledge(job_id).await;
+                        }
                         return None;
                     }
                     Err(e) => {
@@ -483,15 +549,52 @@ impl<M: Messenger> Bot<M> {
         }
     }
 
-    /// Sends the outputs of an ended job, then acknowledges delivery.
-    async fn deliver(&self, job: &JobView, reply: &ReplyTo) {
+    /// Delivers an ended job, trying again with growing pauses when the
+    /// platform or the scheduler fails for a while. Waiting for a turn ends
+    /// on shutdown (the next process delivers); a delivery that has begun
+    /// does not.
+    async fn deliver_with_retries(&self, job: &JobView, reply: &ReplyTo, stop: &CancellationToken) {
+        let mut pause = Duration::from_secs(2);
+        for attempt in 1..=DELIVERY_ATTEMPTS {
+            let delivered = {
+                let turn = tokio::select! {
+                    turn = self.inner.deliveries.acquire() => turn,
+                    _ = stop.cancelled() => return,
+                };
+                let Ok(_turn) = turn else { return };
+                self.deliver(job, reply).await
+            };
+            if delivered {
+                self.inner.messenger.finished(&reply.chat).await;
+                return;
+            }
+            if attempt < DELIVERY_ATTEMPTS {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = stop.cancelled() => return,
+                }
+                pause *= 2;
+            }
+        }
+        tracing::warn!(job_id = %job.job_id, "could not deliver; the next start of this bot tries again");
+    }
+
+    async fn acknowledge(&self, job_id: &JobId) {
+        if let Err(e) = self.inner.api.mark_delivered(job_id).await {
+            tracing::warn!(%job_id, error = %e, "could not acknowledge delivery");
+        }
+    }
+
+    /// Sends the outputs of an ended job, then acknowledges delivery; `false`
+    /// when it is worth trying again.
+    async fn deliver(&self, job: &JobView, reply: &ReplyTo) -> bool {
         if job.status == JobState::Completed {
             for a in &job.artifacts {
                 let bytes = match self.inner.api.download(&a.url).await {
                     Ok(b) => Bytes::from(b),
                     Err(e) => {
-                        tracing::warn!(job_id = %job.job_id, error = %e, "could not download an output; will retry after a restart");
-                        return;
+                        tracing::warn!(job_id = %job.job_id, error = %e, "could not download an output; will try again");
+                        return false;
                     }
                 };
                 let sent = if a.kind == ArtifactKind::Text {
@@ -521,15 +624,37 @@ impl<M: Messenger> Bot<M> {
                         tracing::info!(job_id = %job.job_id, %why, "the chat is gone; output dropped");
                         break;
                     }
+                    Err(SendError::Refused(why)) => {
+                        tracing::warn!(job_id = %job.job_id, %why, "the platform refused an output");
+                        self.say(
+                            &reply.chat,
+                            &format!("I couldn't send you that output: {why}. Your job {} is done; the operators can fetch it.", job.job_id),
+                        )
+                        .await;
+                    }
                     Err(e) => {
-                        tracing::warn!(job_id = %job.job_id, error = %e, "could not send an output; will retry after a restart");
-                        return;
+                        tracing::warn!(job_id = %job.job_id, error = %e, "could not send an output; will try again");
+                        return false;
                     }
                 }
             }
         }
-        if let Err(e) = self.inner.api.mark_delivered(&job.job_id).await {
-            tracing::warn!(job_id = %job.job_id, error = %e, "could not acknowledge delivery");
+        // Sent: from here on, trying again would send it twice, so only the
+        // acknowledgement is retried (a few times, then the next start of the
+        // bot sends it again: delivery is at least once).
+        for pause in [1, 2, 4] {
+            match self.inner.api.mark_delivered(&job.job_id).await {
+                Ok(_) => return true,
+                Err(e) if e.code().is_some() => {
+                    tracing::warn!(job_id = %job.job_id, error = %e, "the scheduler refused the delivery acknowledgement");
+                    return true;
+                }
+                Err(e) => {
+                    tracing::warn!(job_id = %job.job_id, error = %e, "could not acknowledge delivery; trying again");
+                    tokio::time::sleep(Duration::from_secs(pause)).await;
+                }
+            }
         }
+        true
     }
 }

@@ -149,8 +149,8 @@ pub fn api_error(e: &ClientError, now: DateTime<Utc>) -> String {
                     None => "You have used up today's tokens for that. Send /quota to see your plan.".into(),
                 },
                 "rate_limited" => "Too many requests right now; please try again in a minute.".into(),
-                "unauthorized" | "forbidden" => {
-                    "This bot is not set up correctly (its API key was refused). The operators have been told.".into()
+                code if code == "unauthorized" || code == "wrong_credential" || code.starts_with("forbidden") => {
+                    "This bot is not set up correctly (its API key was refused). It has been logged for the operators.".into()
                 }
                 "job_not_found" => "I can't find that job.".into(),
                 "job_finished" => "That job has already finished.".into(),

@@ -256,6 +256,13 @@ fn main() {
         eprintln!("twelve processes, {} users each...", args.users);
         let b = measure(&farm, "twelve processes", separate, args.users, 2).await;
 
+        for o in [&a, &b] {
+            assert_eq!(
+                o.delivered, o.jobs,
+                "{}: not every job was delivered; the figures would mislead",
+                o.layout
+            );
+        }
         let report = report(&args, &[a, b]);
         println!("{report}");
         if let Some(path) = &args.report {

@@ -20,11 +20,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// Libraries whose log lines carry secrets (Telegram puts the bot token in
+/// every request path, Discord the interaction token in follow-up paths, and
+/// both libraries log paths in their spans): silenced whatever the filter
+/// says. Their failures reach Tessera's own logs as errors.
+const SECRET_BEARING: &[&str] = &[
+    "teloxide_core=off",
+    "twilight_http=off",
+    "twilight_http_ratelimiting=off",
+    "twilight_gateway=warn",
+];
+
 pub fn init(args: &LogArgs) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
+    let mut filter = match std::env::var("RUST_LOG") {
         Ok(f) if !f.is_empty() => EnvFilter::try_new(f)?,
         _ => EnvFilter::try_new(format!("{},sqlx=warn", args.log))?,
     };
+    for directive in SECRET_BEARING {
+        filter = filter.add_directive(directive.parse()?);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -120,7 +120,11 @@ async fn the_twelve_seed_bots_serve_from_one_process() {
         .collect();
     let tg_config = farm.config("telegram.toml", &telegram);
     let dc_config = farm.config("discord.toml", &discord);
-    let mut bots = farm.spawn(
+    // Debug logs, and a rate limit on the first follow-up so the HTTP
+    // library's retry path logs too: no secret may appear in them.
+    farm.dc.rate_limit("POST /api/v10/webhooks", 1, 0.2);
+    let mut bots = farm.spawn_logging(
+        "debug",
         "bots",
         &[
             "bots",
@@ -191,5 +195,21 @@ async fn the_twelve_seed_bots_serve_from_one_process() {
         .expect("it stops on SIGTERM")
         .unwrap();
     assert!(status.success(), "a clean exit: {status}");
+    let log = farm.log("bots");
+    assert!(log.contains("DEBUG"), "the log is at debug level");
+    for b in &farm.bots {
+        assert!(!log.contains(&b.token), "{}'s token is in the log", b.id);
+        assert!(
+            !log.contains(&farm.keys[&b.id]),
+            "{}'s API key is in the log",
+            b.id
+        );
+    }
+    for i in &interactions {
+        assert!(
+            !log.contains(&i.token),
+            "an interaction token is in the log"
+        );
+    }
     farm.app.shutdown().await;
 }

@@ -186,9 +186,19 @@ impl DiscordConfig {
             }
         }
         let api = url::Url::parse(&self.api_url)?;
+        let loopback = match api.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(d)) => d == "localhost",
+            None => false,
+        };
         anyhow::ensure!(
-            matches!(api.scheme(), "http" | "https") && api.host_str().is_some(),
-            "api_url must be an http(s) URL with a host"
+            api.scheme() == "https" || (api.scheme() == "http" && loopback),
+            "api_url must be https:// (plain http:// only on loopback, or the bot token would travel in the clear)"
+        );
+        anyhow::ensure!(
+            api.path() == "/" || api.path().is_empty(),
+            "api_url is a host (and port), without a path"
         );
         let gateway = url::Url::parse(&self.gateway_url)?;
         anyhow::ensure!(
@@ -251,6 +261,21 @@ mod tests {
         c.bots[0].public_key =
             Some("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".into());
         c.check().unwrap();
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let mut c: DiscordConfig = toml::from_str(EXAMPLE).unwrap();
+        c.api_url = "http://proxy.example.org:8080".into();
+        assert!(c.check().unwrap_err().to_string().contains("in the clear"));
+        c.api_url = "http://127.0.0.1:8080".into();
+        c.check().unwrap();
+        c.api_url = "https://proxy.example.org/api".into();
+        assert!(c
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("without a path"));
     }
 
     #[test]

@@ -47,7 +47,7 @@ use twilight_model::id::Id;
 use tessera_api::client::Client;
 use tessera_api::internal::ArtifactKind;
 use tessera_chat::{Audio, Bot, BotSettings, Incoming, Messenger, OutFile, SendError};
-use tessera_core::{Capability, Platform};
+use tessera_core::{Capability, Platform, UserRef};
 
 pub use config::{BotInstance, DiscordConfig, Mode};
 
@@ -78,7 +78,8 @@ struct Target<'a> {
 }
 
 fn target(chat: &str) -> Result<Target<'_>, SendError> {
-    let bad = || SendError::Gone(format!("{chat:?} is not a Discord reply target"));
+    // The text holds an interaction token: never repeat it in an error.
+    let bad = || SendError::Gone("not a Discord reply target".into());
     let (channel, token) = chat.split_once('/').ok_or_else(bad)?;
     let channel = channel
         .parse::<u64>()
@@ -124,9 +125,10 @@ fn failure(e: twilight_http::Error) -> Failure {
     }
 }
 
-/// Discord's "Unknown Message" (10008).
-fn unknown_message(e: &twilight_http::Error) -> bool {
-    matches!(e.kind(), ErrorType::Response { error: ApiError::General(g), .. } if g.code == 10008)
+/// Discord's "Unknown Message" (10008) or "Unknown Webhook" (10015): what
+/// an edit answers before Discord has applied the interaction's deferral.
+fn not_acknowledged_yet(e: &twilight_http::Error) -> bool {
+    matches!(e.kind(), ErrorType::Response { error: ApiError::General(g), .. } if g.code == 10008 || g.code == 10015)
 }
 
 fn chunks(text: &str) -> Vec<String> {
@@ -170,15 +172,15 @@ impl Discord {
 
     /// Edits the original response. In HTTP mode the deferral travels in the
     /// endpoint's answer, so the first edit may reach Discord before the
-    /// deferral has been applied ("Unknown Message"): that is retried for a
-    /// few seconds.
+    /// deferral has been applied ("Unknown Message" or "Unknown Webhook"):
+    /// that is retried for a few seconds before the token counts as expired.
     async fn update_original(&self, token: &str, text: &str) -> Result<(), twilight_http::Error> {
         let client = self.http.interaction(self.app);
         let mut wait = Duration::from_millis(100);
         loop {
             match client.update_response(token).content(Some(text)).await {
                 Ok(_) => return Ok(()),
-                Err(e) if wait < Duration::from_secs(3) && unknown_message(&e) => {
+                Err(e) if wait < Duration::from_secs(3) && not_acknowledged_yet(&e) => {
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
@@ -228,6 +230,13 @@ impl Discord {
 
 #[async_trait]
 impl Messenger for Discord {
+    async fn finished(&self, chat: &str) {
+        if let Ok(t) = target(chat) {
+            lock(&self.fresh).remove(t.token);
+            lock(&self.moved).remove(t.token);
+        }
+    }
+
     async fn send_text(&self, chat: &str, text: &str) -> Result<String, SendError> {
         let t = target(chat)?;
         let parts = chunks(text);
@@ -449,27 +458,26 @@ impl Handler {
             .map(|c| c.id)
             .map(|channel| format!("{channel}/{token}"))
         else {
+            dc.handled(&token);
             return;
         };
-        let incoming = match self.incoming(&interaction, &chat).await {
-            Ok(Some(incoming)) => incoming,
-            Ok(None) => {
-                let _ = dc
-                    .send_text(&chat, "There is nothing for me to do with that.")
-                    .await;
-                dc.handled(&token);
-                return;
-            }
+        let fresh = || lock(&dc.fresh).contains(&token);
+        match self.incoming(&interaction, &chat).await {
+            Ok(Some((incoming, user))) => self.bot.on_admitted(incoming, user).await,
+            Ok(None) => {}
             Err(words) => {
-                let _ = dc.send_text(&chat, &words).await;
-                dc.handled(&token);
-                return;
+                if fresh() {
+                    let _ = dc.send_text(&chat, &words).await;
+                }
             }
-        };
-        self.bot.on_message(incoming).await;
-        if dc.handled(&token) {
-            let _ = dc.send_text(&chat, "Done.").await;
         }
+        // The deferred response must not think forever.
+        if fresh() {
+            let _ = dc
+                .send_text(&chat, "There is nothing for me to do with that.")
+                .await;
+        }
+        dc.handled(&token);
     }
 
     /// Reads an application command into the chat core's terms, downloading
@@ -478,12 +486,16 @@ impl Handler {
         &self,
         interaction: &Interaction,
         chat: &str,
-    ) -> Result<Option<Incoming>, String> {
+    ) -> Result<Option<(Incoming, UserRef)>, String> {
         let Some(InteractionData::ApplicationCommand(data)) = &interaction.data else {
             return Ok(None);
         };
         let Some(user) = interaction.author_id() else {
             return Ok(None);
+        };
+        // Rate limits come before any download.
+        let Some(user_ref) = self.bot.admit(chat, &user.to_string()).await else {
+            return Err("Please wait a little before your next request.".into());
         };
         let attachment = data.options.iter().find_map(|o| match o.value {
             CommandOptionValue::Attachment(id) => {
@@ -514,7 +526,7 @@ impl Handler {
                 bytes,
             });
         }
-        Ok(Some(Incoming {
+        let incoming = Incoming {
             chat: chat.to_owned(),
             message_id: interaction.id.to_string(),
             user_id: user.to_string(),
@@ -524,7 +536,8 @@ impl Handler {
                 Some(command_text(data))
             },
             audio,
-        }))
+        };
+        Ok(Some((incoming, user_ref)))
     }
 
     async fn fetch(&self, url: &str) -> anyhow::Result<Bytes> {
@@ -576,6 +589,9 @@ impl Handler {
 /// One running bot instance.
 pub struct Instance {
     pub handler: Handler,
+    /// Cancelled when the gateway connection ends for good by itself (a
+    /// close code that forbids reconnecting, such as a revoked token).
+    pub lost: CancellationToken,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -660,6 +676,7 @@ pub async fn start(
         tasks: TaskTracker::new(),
     };
     let stop = CancellationToken::new();
+    let lost = CancellationToken::new();
     let task = match instance.mode {
         Mode::Gateway => {
             let mut gateway = twilight_gateway::ConfigBuilder::new(
@@ -672,7 +689,12 @@ pub async fn start(
             }
             let shard = Shard::with_config(ShardId::ONE, gateway.build());
             tracing::info!(bot_id = %instance.id, "discord bot connecting to the gateway");
-            Some(tokio::spawn(listen(shard, handler.clone(), stop.clone())))
+            Some(tokio::spawn(listen(
+                shard,
+                handler.clone(),
+                stop.clone(),
+                lost.clone(),
+            )))
         }
         Mode::Http => {
             tracing::info!(bot_id = %instance.id, "discord bot waiting for interactions over HTTP");
@@ -681,23 +703,31 @@ pub async fn start(
     };
     Ok(Instance {
         handler,
+        lost,
         stop,
         task,
     })
 }
 
-async fn listen(mut shard: Shard, handler: Handler, stop: CancellationToken) {
+async fn listen(
+    mut shard: Shard,
+    handler: Handler,
+    stop: CancellationToken,
+    lost: CancellationToken,
+) {
     let bot_id = handler.bot.settings().bot_id.clone();
-    let mut forget = tokio::time::interval(Duration::from_secs(60));
     let wanted = EventTypeFlags::INTERACTION_CREATE | EventTypeFlags::READY;
     loop {
         let event = tokio::select! {
             _ = stop.cancelled() => break,
-            _ = forget.tick() => { handler.bot.forget_idle_limits(); continue; }
             event = shard.next_event(wanted) => event,
         };
         match event {
-            None => break,
+            None => {
+                tracing::error!(%bot_id, "Discord closed the gateway for good (token revoked, sharding required or intents refused); this bot stops");
+                lost.cancel();
+                return;
+            }
             Some(Ok(Event::InteractionCreate(i))) => handler.spawn_from_gateway(i.0),
             Some(Ok(Event::Ready(ready))) => {
                 tracing::info!(%bot_id, application_id = %ready.application.id, "gateway ready")
@@ -750,14 +780,26 @@ pub async fn run(config: DiscordConfig, stop: CancellationToken) -> anyhow::Resu
                 .await
         }))
     };
-    stop.cancelled().await;
+    let lost = futures::future::select_all(
+        running
+            .iter()
+            .map(|i| Box::pin(i.lost.clone().cancelled_owned())),
+    );
+    let outcome = tokio::select! {
+        _ = stop.cancelled() => Ok(()),
+        (_, which, _) = lost => Err(anyhow::anyhow!(
+            "bot {} lost its gateway connection for good",
+            running[which].bot_id()
+        )),
+    };
+    stop.cancel();
     if let Some(server) = server {
         server.await??;
     }
     for instance in running {
         instance.shutdown().await;
     }
-    Ok(())
+    outcome
 }
 
 #[cfg(test)]

@@ -418,6 +418,22 @@ async fn a_dropped_gateway_connection_is_resumed() {
     assert!(s.dc.disconnect(TOKEN));
     assert!(s.dc.wait_resumes(TOKEN, 1, WAIT).await, "it resumes");
     assert_eq!(s.dc.identifies(TOKEN), 1, "a resume, not a new session");
+    let connections = s.dc.gateway_connections();
+    assert!(
+        connections[0].path.starts_with("/gateway") && !connections[0].path.contains("resume"),
+        "{connections:?}"
+    );
+    assert!(
+        connections
+            .last()
+            .is_some_and(|c| c.path.starts_with("/gateway-resume")),
+        "resumed at READY's loopback resume URL: {connections:?}"
+    );
+    assert_eq!(
+        connections[0].intents,
+        Some(0),
+        "no privileged intents asked"
+    );
     let sent = s.dc.slash(TOKEN, CHANNEL, 47, "help", json!({}));
     s.wait(sent.id, "no help after the resume", |r| {
         original_is(r, "/imagine")

@@ -32,12 +32,12 @@ use tokio_util::sync::CancellationToken;
 use tessera_api::client::Client;
 use tessera_api::internal::ArtifactKind;
 use tessera_chat::{Audio, Bot, BotSettings, Incoming, Messenger, OutFile, SendError};
-use tessera_core::Platform;
+use tessera_core::{Platform, UserRef};
 
 pub use config::{BotInstance, TelegramConfig};
 
-/// Longest text message Telegram takes, in characters.
-const MAX_MESSAGE_CHARS: usize = 4096;
+/// Longest text message Telegram takes, in UTF-16 code units.
+const MAX_MESSAGE_UNITS: usize = 4096;
 /// Flood-control waits honoured per call before giving up.
 const FLOOD_RETRIES: u32 = 3;
 
@@ -68,6 +68,11 @@ fn send_error(e: RequestError) -> SendError {
             | ApiError::BotKicked
             | ApiError::BotKickedFromSupergroup,
         ) => SendError::Gone(e.to_string()),
+        RequestError::Api(
+            ApiError::MessageIsTooLong
+            | ApiError::EditedMessageIsTooLong
+            | ApiError::RequestEntityTooLarge,
+        ) => SendError::Refused("it is larger than Telegram accepts".into()),
         other => SendError::Failed(other.to_string()),
     }
 }
@@ -91,15 +96,25 @@ where
     }
 }
 
+/// Splits text into messages Telegram takes: it counts length in UTF-16
+/// code units (an emoji is two), at most 4096 a message.
 fn chunks(text: &str) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    if chars.is_empty() {
+    if text.is_empty() {
         return vec!["(empty)".into()];
     }
-    chars
-        .chunks(MAX_MESSAGE_CHARS)
-        .map(|c| c.iter().collect())
-        .collect()
+    let mut parts = Vec::new();
+    let mut part = String::new();
+    let mut units = 0;
+    for c in text.chars() {
+        if units + c.len_utf16() > MAX_MESSAGE_UNITS {
+            parts.push(std::mem::take(&mut part));
+            units = 0;
+        }
+        units += c.len_utf16();
+        part.push(c);
+    }
+    parts.push(part);
+    parts
 }
 
 #[async_trait]
@@ -119,7 +134,7 @@ impl Messenger for Telegram {
 
     async fn edit_text(&self, chat: &str, message: &str, text: &str) -> Result<(), SendError> {
         let (chat, id) = (chat_id(chat)?, message_id(message)?);
-        let text: String = text.chars().take(MAX_MESSAGE_CHARS).collect();
+        let text = chunks(text).swap_remove(0);
         match with_flood_control(|| {
             self.bot
                 .edit_message_text(chat, id, text.clone())
@@ -202,10 +217,10 @@ impl Handler {
         if let UpdateKind::Message(m) = update.kind {
             let this = self.clone();
             self.tasks.spawn(async move {
-                if let Some(incoming) =
+                if let Some((incoming, user)) =
                     read_message(&this.tg, &this.bot, &m, this.max_audio_bytes).await
                 {
-                    this.bot.on_message(incoming).await;
+                    this.bot.on_admitted(incoming, user).await;
                 }
             });
         }
@@ -267,7 +282,16 @@ pub async fn start(
         ))
         .tcp_nodelay(true)
         .build()?;
-    let tg = teloxide_core::Bot::with_client(secrets.token.expose(), http).set_api_url(api_url);
+    let tg =
+        teloxide_core::Bot::with_client(secrets.token.expose(), http).set_api_url(api_url.clone());
+    // Uploads and downloads of files get their own, longer, timeout.
+    let files = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(300))
+        .tcp_nodelay(true)
+        .build()?;
+    let sender =
+        teloxide_core::Bot::with_client(secrets.token.expose(), files).set_api_url(api_url);
     let me = tg
         .get_me()
         .await
@@ -290,13 +314,19 @@ pub async fn start(
         poll_ms: config.job_poll_ms,
         min_edit_ms: config.min_edit_ms,
     };
-    let bot = Bot::new(settings, api, Telegram { bot: tg.clone() });
+    let bot = Bot::new(
+        settings,
+        api,
+        Telegram {
+            bot: sender.clone(),
+        },
+    );
     if let Err(e) = bot.resume().await {
         tracing::warn!(bot_id = %instance.id, error = %e, "could not resume jobs now");
     }
     let handler = Handler {
         bot,
-        tg: tg.clone(),
+        tg: sender,
         max_audio_bytes: config.max_audio_bytes,
         tasks: tokio_util::task::TaskTracker::new(),
     };
@@ -309,6 +339,7 @@ pub async fn start(
             }
             let task = tokio::spawn(poll(
                 handler.clone(),
+                tg.clone(),
                 config.poll_timeout_secs,
                 stop.clone(),
             ));
@@ -342,12 +373,15 @@ pub async fn start(
     })
 }
 
-async fn poll(handler: Handler, poll_timeout_secs: u32, stop: CancellationToken) {
+async fn poll(
+    handler: Handler,
+    tg: teloxide_core::Bot,
+    poll_timeout_secs: u32,
+    stop: CancellationToken,
+) {
     let bot_id = handler.bot.settings().bot_id.clone();
-    let tg = handler.tg.clone();
     let mut offset: i32 = 0;
     let mut failures: u32 = 0;
-    let mut forget = tokio::time::interval(Duration::from_secs(60));
     loop {
         let request = tg
             .get_updates()
@@ -357,7 +391,6 @@ async fn poll(handler: Handler, poll_timeout_secs: u32, stop: CancellationToken)
             .into_future();
         let answer = tokio::select! {
             _ = stop.cancelled() => break,
-            _ = forget.tick() => { handler.bot.forget_idle_limits(); continue; }
             a = request => a,
         };
         match answer {
@@ -368,7 +401,12 @@ async fn poll(handler: Handler, poll_timeout_secs: u32, stop: CancellationToken)
                     handler.dispatch(update);
                 }
             }
-            Err(RequestError::RetryAfter(wait)) => tokio::time::sleep(wait.duration()).await,
+            Err(RequestError::RetryAfter(wait)) => {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(wait.duration()) => {}
+                }
+            }
             Err(e) => {
                 failures += 1;
                 let wait = Duration::from_millis(500 * u64::from(failures.min(20)));
@@ -388,12 +426,20 @@ async fn read_message(
     bot: &Bot<Telegram>,
     m: &Message,
     max_audio_bytes: u32,
-) -> Option<Incoming> {
+) -> Option<(Incoming, UserRef)> {
     let user = m.from.as_ref()?;
     if user.is_bot {
         return None;
     }
     let chat = m.chat.id.0.to_string();
+    let text = m.text().or(m.caption()).map(str::to_owned);
+    // A private chat is a conversation with the bot; in a group only
+    // commands are for it, whatever the bot's privacy mode lets through.
+    if !m.chat.is_private() && !text.as_deref().is_some_and(|t| t.starts_with('/')) {
+        return None;
+    }
+    // Rate limits come before any download.
+    let user_ref = bot.admit(&chat, &user.id.0.to_string()).await?;
     let audio_file = if let Some(v) = m.voice() {
         Some((v.file.clone(), v.mime_type.as_ref().map(|t| t.to_string())))
     } else if let Some(a) = m.audio() {
@@ -405,6 +451,16 @@ async fn read_message(
     };
     let mut audio = None;
     if let Some((file, mime)) = audio_file {
+        if !bot.serves(tessera_core::Capability::SpeechToText) {
+            let _ = bot
+                .messenger()
+                .send_text(
+                    &chat,
+                    "This bot doesn't transcribe audio. Send /help to see what it does.",
+                )
+                .await;
+            return None;
+        }
         if file.size > max_audio_bytes {
             let _ = bot
                 .messenger()
@@ -438,17 +494,17 @@ async fn read_message(
             }
         }
     }
-    let text = m.text().or(m.caption()).map(str::to_owned);
     if text.is_none() && audio.is_none() {
         return None;
     }
-    Some(Incoming {
+    let incoming = Incoming {
         message_id: format!("{chat}:{}", m.id.0),
         chat,
         user_id: user.id.0.to_string(),
         text,
         audio,
-    })
+    };
+    Some((incoming, user_ref))
 }
 
 async fn download(tg: &teloxide_core::Bot, file_id: &str) -> anyhow::Result<Bytes> {

@@ -303,54 +303,117 @@ async fn quota_and_rate_limits_are_told_in_plain_words(backend: Backend) {
 }
 
 async fn a_restarted_bot_delivers_what_it_was_following(backend: Backend) {
-    let s = Setup::new(backend, vec![Capability::Image], 1500, |_| {}).await;
+    let s = Setup::new(backend, vec![Capability::Image], 2000, |_| {}).await;
     let bot = s.start().await;
     s.tg.user_text(TOKEN, 7007, 7007, "/imagine a slow painting");
     s.wait_text(7007, "Making your image").await;
-    // The process goes away while the job runs.
+    // The process goes away while the job runs, and a new one starts at
+    // once: it finds the job still running and follows it to the end.
     bot.shutdown().await;
-    let admin = &s.app.admin;
-    let done = tokio::time::timeout(WAIT, async {
-        loop {
-            let jobs = admin
-                .admin_list_jobs(&tessera_api::public::ListJobsQuery {
-                    bot_id: Some(BOT.into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            if jobs.jobs.iter().any(|j| j.status == JobState::Completed) {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-    .await;
-    assert!(done.is_ok(), "the job completes without the bot");
-    assert!(
-        !s.tg
-            .sent(TOKEN)
+    let edits_before =
+        s.tg.chat(TOKEN, 7007)
             .iter()
-            .any(|m| m.kind == MessageKind::Photo),
-        "nothing was delivered while the bot was away"
-    );
-    // A new process finds the job and delivers it, once.
+            .map(|m| m.edits())
+            .sum::<usize>();
     let bot = s.start().await;
-    s.wait_text(7007, "Your image is ready.").await;
+    let admin = &s.app.admin;
+    let job = admin
+        .admin_list_jobs(&tessera_api::public::ListJobsQuery {
+            bot_id: Some(BOT.into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    assert_eq!(
+        job.status,
+        JobState::Running,
+        "restarted while the job runs"
+    );
     let photo =
         s.tg.wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
             .await
             .expect("the photo arrives after the restart");
     assert_eq!(photo.chat_id, 7007);
+    s.wait_text(7007, "Your image is ready.").await;
+    let edits_after =
+        s.tg.chat(TOKEN, 7007)
+            .iter()
+            .map(|m| m.edits())
+            .sum::<usize>();
+    assert!(
+        edits_after > edits_before,
+        "the new process edits the same progress message"
+    );
+    let progress_messages =
+        s.tg.sent(TOKEN)
+            .iter()
+            .filter(|m| m.chat_id == 7007 && m.kind == MessageKind::Text)
+            .count();
+    assert_eq!(
+        progress_messages, 1,
+        "one progress message across both processes"
+    );
+    // Acknowledged: a further restart has nothing to send.
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let page = s
+                .app
+                .client_with(&s.api_key)
+                .list_jobs(&tessera_api::public::ListJobsQuery {
+                    bot_id: Some(BOT.into()),
+                    undelivered: Some(true),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if page.jobs.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("delivery acknowledged");
     bot.shutdown().await;
     let bot = s.start().await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let photos =
+    let photos = || {
         s.tg.sent(TOKEN)
             .iter()
             .filter(|m| m.kind == MessageKind::Photo)
-            .count();
-    assert_eq!(photos, 1, "a second restart sends nothing again");
+            .count()
+    };
+    let again =
+        s.tg.wait_until(Duration::from_secs(2), |_| photos() > 1)
+            .await;
+    assert!(!again, "a second restart sends nothing again");
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+async fn a_flooding_user_is_told_once_and_others_are_served(backend: Backend) {
+    let mut s = Setup::new(backend, vec![Capability::Image], 0, |_| {}).await;
+    s.config.bots[0].limits = tessera_chat::LimitConfig {
+        jobs_per_minute: 60,
+        job_burst: 10,
+        commands_per_minute: 3,
+    };
+    let bot = s.start().await;
+    for _ in 0..8 {
+        s.tg.user_text(TOKEN, 1111, 1111, "/status");
+    }
+    s.wait_text(1111, "Slow down").await;
+    s.tg.user_text(TOKEN, 2222, 2222, "/help");
+    s.wait_text(2222, "/imagine").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let texts = s.bot_texts(1111);
+    let slow = texts.iter().filter(|t| t.contains("Slow down")).count();
+    assert_eq!(slow, 1, "told once per wait: {texts:?}");
+    assert!(
+        texts.len() <= 2,
+        "a burst of one command, then one notice: {texts:?}"
+    );
     bot.shutdown().await;
     s.app.shutdown().await;
 }
@@ -360,6 +423,7 @@ tessera_testkit::backend_tests!(
     a_voice_message_is_transcribed,
     quota_and_rate_limits_are_told_in_plain_words,
     a_restarted_bot_delivers_what_it_was_following,
+    a_flooding_user_is_told_once_and_others_are_served,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -177,12 +177,17 @@ impl Farm {
 
     /// Starts `tessera <args>`, its output in `<dir>/<log>.log`.
     pub fn spawn(&self, log: &str, args: &[&str]) -> tokio::process::Child {
+        self.spawn_logging("info", log, args)
+    }
+
+    /// As [`Self::spawn`], logging at `level`.
+    pub fn spawn_logging(&self, level: &str, log: &str, args: &[&str]) -> tokio::process::Child {
         let out = std::fs::File::create(self.dir.path().join(format!("{log}.log"))).unwrap();
         let err = out.try_clone().unwrap();
         tokio::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
             .args(args)
             .env_remove("RUST_LOG")
-            .env("TESSERA_LOG", "info")
+            .env("TESSERA_LOG", level)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
