@@ -259,6 +259,20 @@ async fn create_get_cancel_round_trip(backend: Backend) {
         job.reply_context,
         Some(json!({"chat_id": 42, "message_id": 7}))
     );
+    // Another bot of the same platform sees the job but not where its bot
+    // answers (for Discord that holds an interaction token).
+    let other = app.frontend(Platform::Telegram, "tg-video-bot-1").await;
+    let seen = other.get_job(&created.job_id).await.unwrap();
+    assert_eq!(seen.job_id, created.job_id);
+    assert_eq!(seen.reply_context, None);
+    let listed = other
+        .list_jobs(&ListJobsQuery {
+            user_ref: Some("telegram:42".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(listed.jobs.iter().all(|j| j.reply_context.is_none()));
     assert_eq!((job.cost_tokens, job.refunded, job.attempts), (1, false, 0));
     assert_eq!(job.error, None);
     assert!(job.queued_at.is_some() && job.started_at.is_none() && job.ended_at.is_none());

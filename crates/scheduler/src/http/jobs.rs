@@ -182,7 +182,17 @@ pub async fn get(
         .get_job(&id, Some(key.frontend))
         .await?
         .ok_or_else(job_not_found)?;
-    Ok(Json(view(&state, job).await?))
+    Ok(Json(seen_by(view(&state, job).await?, &key.bot_id)))
+}
+
+/// A job as one bot's key may see it: another bot's `reply_context` (where
+/// that bot answers, possibly with a platform credential such as a Discord
+/// interaction token) is withheld.
+fn seen_by(mut job: JobView, bot_id: &str) -> JobView {
+    if job.bot_id != bot_id {
+        job.reply_context = None;
+    }
+    job
 }
 
 /// Cancel a queued or running job; its tokens are refunded in the same transaction.
@@ -212,7 +222,8 @@ pub async fn cancel(
         )),
         ..Default::default()
     };
-    cancel_with(&state, &id, &change).await
+    let Json(job) = cancel_with(&state, &id, &change).await?;
+    Ok(Json(seen_by(job, &key.bot_id)))
 }
 
 pub(crate) async fn cancel_with(
@@ -266,7 +277,7 @@ pub async fn delivered(
         .mark_delivered(&id, key.frontend, now_ms())
         .await?
     {
-        return Ok(Json(view(&state, job).await?));
+        return Ok(Json(seen_by(view(&state, job).await?, &key.bot_id)));
     }
     match state.store.get_job(&id, Some(key.frontend)).await? {
         Some(job) => Err(ApiError::new(
@@ -300,7 +311,13 @@ pub async fn list(
 ) -> Result<Json<JobList>, ApiError> {
     let mut filter = filter_from(&q)?;
     filter.frontend = Some(key.frontend);
-    list_with(&state, filter).await
+    let Json(mut list) = list_with(&state, filter).await?;
+    list.jobs = list
+        .jobs
+        .into_iter()
+        .map(|j| seen_by(j, &key.bot_id))
+        .collect();
+    Ok(Json(list))
 }
 
 pub(crate) fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
