@@ -638,12 +638,32 @@ pub async fn start(
         builder = builder.proxy(authority, plain_http);
     }
     let http = Arc::new(builder.build());
-    let app = http
-        .current_user_application()
-        .await
-        .map_err(|e| anyhow::anyhow!("bot {}: Discord refused its token: {e}", instance.id))?
-        .model()
-        .await?;
+    // Discord out of reach is waited for a while; a refused token is not.
+    let mut pause = Duration::from_secs(1);
+    let app = loop {
+        match http.current_user_application().await {
+            Ok(response) => break response.model().await?,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorType::RequestError | ErrorType::RequestTimedOut
+                ) && pause.as_secs() <= 16 =>
+            {
+                tracing::warn!(bot_id = %instance.id, error = %e, retry_in_s = pause.as_secs(), "cannot reach Discord");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorType::Unauthorized | ErrorType::Response { .. }
+                ) =>
+            {
+                anyhow::bail!("bot {}: Discord refused its token: {e}", instance.id)
+            }
+            Err(e) => anyhow::bail!("bot {}: cannot reach Discord: {e}", instance.id),
+        }
+    };
     let commands = application_commands(&instance.capabilities);
     if let Err(e) = http
         .interaction(app.id)

@@ -292,10 +292,22 @@ pub async fn start(
         .build()?;
     let sender =
         teloxide_core::Bot::with_client(secrets.token.expose(), files).set_api_url(api_url);
-    let me = tg
-        .get_me()
-        .await
-        .map_err(|e| anyhow::anyhow!("bot {}: Telegram refused its token: {e}", instance.id))?;
+    // Telegram out of reach is waited for a while; a refused token is not.
+    let mut pause = Duration::from_secs(1);
+    let me = loop {
+        match tg.get_me().await {
+            Ok(me) => break me,
+            Err(e @ (RequestError::Network(_) | RequestError::Io(_))) if pause.as_secs() <= 16 => {
+                tracing::warn!(bot_id = %instance.id, error = %e, retry_in_s = pause.as_secs(), "cannot reach Telegram");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            Err(e @ RequestError::Api(_)) => {
+                anyhow::bail!("bot {}: Telegram refused its token: {e}", instance.id)
+            }
+            Err(e) => anyhow::bail!("bot {}: cannot reach Telegram: {e}", instance.id),
+        }
+    };
     let username = me.user.username.clone();
     let commands: Vec<BotCommand> = tessera_chat::command::commands_for(&instance.capabilities)
         .into_iter()
