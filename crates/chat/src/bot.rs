@@ -44,6 +44,9 @@ pub struct Incoming {
     pub text: Option<String>,
     /// A voice message or audio file, already downloaded.
     pub audio: Option<Audio>,
+    /// A command the platform already took apart (Discord's slash commands
+    /// with their options); used instead of parsing `text`.
+    pub command: Option<Command>,
 }
 
 #[derive(Clone, Debug)]
@@ -260,6 +263,7 @@ impl<M: Messenger> Bot<M> {
                 };
                 (Ok(Some(transcribe)), Some(audio.clone()))
             }
+            (None, _) if msg.command.is_some() => (Ok(msg.command.clone()), None),
             (None, Some(text)) => (
                 command::parse(text, s.username.as_deref(), &s.capabilities),
                 None,

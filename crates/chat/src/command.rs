@@ -178,7 +178,50 @@ pub fn parse(
     Ok(Some(command))
 }
 
+/// A job command whose options arrive already apart, as Discord's slash
+/// commands give them: the prompt verbatim (a `--` inside it is just text)
+/// and each option by name (`ar`, `seed`, `model`), checked as the text
+/// parser checks them.
+pub fn job_with_options(
+    name: &str,
+    prompt: &str,
+    flags: &[(String, String)],
+    capabilities: &[Capability],
+) -> Result<Command, CommandError> {
+    let cap = match name {
+        "imagine" => Capability::Image,
+        "video" => Capability::Video,
+        "ask" => Capability::Text,
+        "say" => Capability::TextToSpeech,
+        "transcribe" => Capability::SpeechToText,
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(CommandError::Unknown(shown));
+        }
+    };
+    let mut options = Map::new();
+    for (flag, value) in flags {
+        apply_option(flag, value, &mut options)?;
+    }
+    job_from(cap, prompt.trim(), options, capabilities)
+}
+
 fn job(cap: Capability, args: &str, capabilities: &[Capability]) -> Result<Command, CommandError> {
+    if matches!(cap, Capability::Image | Capability::Video)
+        && args.chars().count() <= MAX_TEXT_CHARS
+    {
+        let (prompt, options) = split_options(args)?;
+        return job_from(cap, &prompt, options, capabilities);
+    }
+    job_from(cap, args, Map::new(), capabilities)
+}
+
+fn job_from(
+    cap: Capability,
+    args: &str,
+    options: Map<String, Value>,
+    capabilities: &[Capability],
+) -> Result<Command, CommandError> {
     if !capabilities.contains(&cap) {
         return Err(CommandError::NotServed(capability_words(cap)));
     }
@@ -190,7 +233,7 @@ fn job(cap: Capability, args: &str, capabilities: &[Capability]) -> Result<Comma
     }
     let params = match cap {
         Capability::Image | Capability::Video => {
-            let (prompt, options) = split_options(args)?;
+            let prompt = args;
             if prompt.is_empty() {
                 let cmd = if cap == Capability::Image {
                     "imagine"
@@ -247,6 +290,18 @@ fn split_options(args: &str) -> Result<(String, Map<String, Value>), CommandErro
         let value = words.next().ok_or_else(|| {
             CommandError::Usage(format!("--{flag} needs a value, for example --ar 16:9"))
         })?;
+        apply_option(flag, value, &mut options)?;
+    }
+    Ok((prompt.join(" "), options))
+}
+
+/// Checks one option and puts it into the job's parameters.
+fn apply_option(
+    flag: &str,
+    value: &str,
+    options: &mut Map<String, Value>,
+) -> Result<(), CommandError> {
+    {
         match flag {
             "ar" | "aspect" => {
                 options.insert("aspect_ratio".into(), json!(value));
@@ -271,7 +326,7 @@ fn split_options(args: &str) -> Result<(String, Map<String, Value>), CommandErro
             }
         }
     }
-    Ok((prompt.join(" "), options))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -411,11 +411,15 @@ pub fn application_commands(capabilities: &[Capability]) -> Vec<AppCommand> {
         .collect()
 }
 
-/// Turns a slash command into the text the chat core parses, so both
-/// platforms share one parser: `/imagine a cat --ar 16:9 --seed 7`.
-pub fn command_text(data: &CommandData) -> String {
-    let mut text = format!("/{}", data.name);
-    let mut flags = String::new();
+/// Reads a slash command into the chat core's command. Job commands keep
+/// their options apart (a prompt is taken verbatim, so `--seed` inside it is
+/// just words); the others are parsed as their text would be.
+pub fn slash_command(
+    data: &CommandData,
+    capabilities: &[Capability],
+) -> Result<Option<tessera_chat::command::Command>, tessera_chat::command::CommandError> {
+    let mut prompt = String::new();
+    let mut flags = Vec::new();
     for option in &data.options {
         let value = match &option.value {
             CommandOptionValue::String(s) => s.clone(),
@@ -425,16 +429,17 @@ pub fn command_text(data: &CommandData) -> String {
             _ => continue,
         };
         match option.name.as_str() {
-            "prompt" | "text" => {
-                text.push(' ');
-                text.push_str(&value);
-            }
-            name => {
-                flags.push_str(&format!(" --{name} {value}"));
-            }
+            "prompt" | "text" => prompt = value,
+            name => flags.push((name.to_owned(), value)),
         }
     }
-    text + &flags
+    match data.name.as_str() {
+        "imagine" | "video" | "ask" | "say" => {
+            tessera_chat::command::job_with_options(&data.name, &prompt, &flags, capabilities)
+                .map(Some)
+        }
+        name => tessera_chat::command::parse(&format!("/{name}"), None, capabilities),
+    }
 }
 
 /// What one instance needs to handle interactions, whichever way they come.
@@ -526,16 +531,22 @@ impl Handler {
                 bytes,
             });
         }
+        let command = if audio.is_some() {
+            None
+        } else {
+            match slash_command(data, &self.bot.settings().capabilities) {
+                Ok(Some(command)) => Some(command),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            }
+        };
         let incoming = Incoming {
             chat: chat.to_owned(),
             message_id: interaction.id.to_string(),
             user_id: user.to_string(),
-            text: if audio.is_some() {
-                None
-            } else {
-                Some(command_text(data))
-            },
+            text: None,
             audio,
+            command,
         };
         Ok(Some((incoming, user_ref)))
     }
@@ -857,28 +868,49 @@ mod tests {
         );
     }
 
+    fn job_params(data: serde_json::Value) -> serde_json::Value {
+        let data: CommandData = serde_json::from_value(data).unwrap();
+        match slash_command(&data, &[Capability::Image]).unwrap().unwrap() {
+            tessera_chat::command::Command::Job { params, .. } => params,
+            other => panic!("not a job: {other:?}"),
+        }
+    }
+
     #[test]
-    fn slash_options_become_the_text_the_chat_core_parses() {
-        let data: CommandData = serde_json::from_value(json!({
+    fn slash_options_become_the_jobs_parameters() {
+        let params = job_params(json!({
             "id": "11", "name": "imagine", "type": 1,
             "options": [
                 {"name": "seed", "type": 4, "value": 7},
                 {"name": "prompt", "type": 3, "value": "a lighthouse at dawn"},
                 {"name": "ar", "type": 3, "value": "16:9"}
             ]
-        }))
-        .unwrap();
-        let text = command_text(&data);
-        assert_eq!(text, "/imagine a lighthouse at dawn --seed 7 --ar 16:9");
-        let parsed = tessera_chat::command::parse(&text, None, &[Capability::Image])
-            .unwrap()
-            .unwrap();
-        let tessera_chat::command::Command::Job { params, .. } = parsed else {
-            panic!("not a job: {parsed:?}");
-        };
+        }));
         assert_eq!(params["prompt"], "a lighthouse at dawn");
         assert_eq!(params["seed"], 7);
         assert_eq!(params["aspect_ratio"], "16:9");
+        // A prompt is words, even when they look like options.
+        let params = job_params(json!({
+            "id": "11", "name": "imagine", "type": 1,
+            "options": [{"name": "prompt", "type": 3, "value": "a sign reading --seed 5"}]
+        }));
+        assert_eq!(params["prompt"], "a sign reading --seed 5");
+        assert!(params.get("seed").is_none());
+        // Commands without options are the chat core's.
+        let data: CommandData =
+            serde_json::from_value(json!({"id": "12", "name": "quota", "type": 1})).unwrap();
+        assert_eq!(
+            slash_command(&data, &[Capability::Image]).unwrap(),
+            Some(tessera_chat::command::Command::Quota)
+        );
+        let data: CommandData = serde_json::from_value(
+            json!({"id": "13", "name": "video", "type": 1, "options": [{"name": "prompt", "type": 3, "value": "x"}]}),
+        )
+        .unwrap();
+        assert!(
+            slash_command(&data, &[Capability::Image]).is_err(),
+            "not served here"
+        );
     }
 
     #[test]

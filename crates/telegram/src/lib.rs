@@ -515,6 +515,7 @@ async fn read_message(
         user_id: user.id.0.to_string(),
         text,
         audio,
+        command: None,
     };
     Some((incoming, user_ref))
 }
@@ -531,6 +532,16 @@ async fn download(tg: &teloxide_core::Bot, file_id: &str) -> anyhow::Result<Byte
 /// Runs every configured instance until `stop` is cancelled, with one HTTP
 /// listener for all of them in webhook mode.
 pub async fn run(config: TelegramConfig, stop: CancellationToken) -> anyhow::Result<()> {
+    // The webhook's port is bound before any bot registers its webhook, so
+    // Telegram's first POSTs wait in the backlog instead of being refused.
+    let listener = match &config.webhook {
+        None => None,
+        Some(w) => Some(
+            tokio::net::TcpListener::bind(w.listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot listen for webhooks on {}: {e}", w.listen))?,
+        ),
+    };
     let mut running = Vec::new();
     for instance in &config.bots {
         let secrets = Secrets {
@@ -539,22 +550,18 @@ pub async fn run(config: TelegramConfig, stop: CancellationToken) -> anyhow::Res
         };
         running.push(start(&config, instance, secrets).await?);
     }
-    let server = match &config.webhook {
-        None => None,
-        Some(w) => {
-            let listener = tokio::net::TcpListener::bind(w.listen)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot listen for webhooks on {}: {e}", w.listen))?;
-            tracing::info!(address = %w.listen, "webhook endpoint listening");
-            let app = webhook::router(&running);
-            let stop = stop.clone();
-            Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(stop.cancelled_owned())
-                    .await
-            }))
+    let server = listener.map(|listener| {
+        if let Ok(address) = listener.local_addr() {
+            tracing::info!(%address, "webhook endpoint listening");
         }
-    };
+        let app = webhook::router(&running);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    });
     stop.cancelled().await;
     if let Some(server) = server {
         server.await??;
