@@ -56,11 +56,12 @@ fn main() -> ExitCode {
         cli.command,
         Command::Telegram(_) | Command::Discord(_) | Command::Bots(_)
     ) {
-        // Bots wait on the network: two threads serve any number of
-        // instances, and small pages keep each process small. Both before
-        // the runtime's threads allocate anything.
+        // Bots wait on the network: one thread serves any number of
+        // instances (the bots benchmark delivers as fast with one as with
+        // two), and small pages keep each process small. Both before the
+        // runtime's threads allocate anything.
         cmd::prefer_small_pages();
-        runtime.worker_threads(2);
+        runtime.worker_threads(1);
     }
     match runtime.enable_all().build() {
         Ok(runtime) => runtime.block_on(run(cli)),
