@@ -10,6 +10,7 @@
 
 pub mod bot;
 pub mod command;
+pub mod config;
 pub mod limits;
 pub mod secret;
 pub mod words;

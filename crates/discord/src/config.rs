@@ -121,13 +121,14 @@ impl BotInstance {
 
     /// The Ed25519 key interactions are checked with (HTTP mode).
     pub fn verifying_key(&self) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
-        let hex = self.public_key.as_deref().ok_or_else(|| {
+        let key_hex = self.public_key.as_deref().ok_or_else(|| {
             anyhow::anyhow!(
                 "bot {}: mode = \"http\" needs public_key (the application's public key from the developer portal)",
                 self.id
             )
         })?;
-        let bytes = decode_hex(hex.trim())
+        let bytes = hex::decode(key_hex.trim())
+            .ok()
             .filter(|b| b.len() == 32)
             .ok_or_else(|| {
                 anyhow::anyhow!("bot {}: public_key must be 64 hex characters", self.id)
@@ -139,48 +140,22 @@ impl BotInstance {
     }
 }
 
-/// Decodes hex digits; `None` for anything else.
-pub(crate) fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 impl DiscordConfig {
     /// Reads a TOML file, then `TESSERA_DISCORD__*` variables (`__` between
     /// levels, e.g. `TESSERA_DISCORD__SCHEDULER_URL`).
     pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
-        use figment::providers::{Env, Format, Serialized, Toml};
-        let mut fig = figment::Figment::from(Serialized::defaults(DiscordConfig::default()));
-        if let Some(p) = path {
-            anyhow::ensure!(p.exists(), "config file {} not found", p.display());
-            fig = fig.merge(Toml::file(p));
-        }
-        let config: DiscordConfig = fig
-            .merge(Env::prefixed("TESSERA_DISCORD__").split("__"))
-            .extract()?;
+        let config: DiscordConfig = tessera_chat::config::load(path, "TESSERA_DISCORD__")?;
         config.check()?;
         Ok(config)
     }
 
     pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            !self.bots.is_empty(),
-            "no bots configured: add [[bots]] tables"
-        );
-        let mut seen = std::collections::HashSet::new();
+        tessera_chat::config::check_bots(
+            self.bots
+                .iter()
+                .map(|b| (b.id.as_str(), b.capabilities.as_slice())),
+        )?;
         for b in &self.bots {
-            anyhow::ensure!(!b.id.is_empty(), "a bot has an empty id");
-            anyhow::ensure!(seen.insert(&b.id), "bot {} is configured twice", b.id);
-            anyhow::ensure!(
-                !b.capabilities.is_empty(),
-                "bot {} serves no capability",
-                b.id
-            );
             if b.mode == Mode::Http {
                 b.verifying_key()?;
             }

@@ -23,7 +23,6 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::json;
 use twilight_model::application::interaction::{Interaction, InteractionType};
 
-use crate::config::decode_hex;
 use crate::Handler;
 
 /// Oldest (or furthest in the future) signed timestamp accepted, seconds.
@@ -57,7 +56,10 @@ pub fn verify(key: &VerifyingKey, headers: &HeaderMap, body: &[u8], now_unix: i6
     ) else {
         return false;
     };
-    let Some(signature) = decode_hex(signature).and_then(|b| Signature::from_slice(&b).ok()) else {
+    let Some(signature) = hex::decode(signature)
+        .ok()
+        .and_then(|b| Signature::from_slice(&b).ok())
+    else {
         return false;
     };
     let Ok(seconds) = timestamp.parse::<i64>() else {

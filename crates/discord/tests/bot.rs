@@ -13,25 +13,14 @@ use tessera_scheduler::SchedulerConfig;
 use tessera_testkit::standins::discord::{
     DiscordOptions, DiscordStandIn, InteractionRecord, Invocation, Signing,
 };
-use tessera_testkit::{Backend, TestApp};
-use tessera_worker::config::EngineConfig;
-use tessera_worker::engine::sim::{SimConfig, SIGNATURE};
+use tessera_testkit::{sim, Backend, TestApp};
+use tessera_worker::engine::sim::SIGNATURE;
 
 const TOKEN: &str = "MTAwMjAwMzAwNDAwNTAwNjAw.Gx1y2z.image-bot-token";
 const APP: u64 = 1_002_003_004_005_006_007;
 const BOT: &str = "dc-image-bot-1";
 const CHANNEL: u64 = 1_100_000_000_000_000_001;
 const WAIT: Duration = Duration::from_secs(20);
-
-fn sim(capability: Capability, models: &[&str], run_ms: u64) -> EngineConfig {
-    EngineConfig::Sim(SimConfig {
-        capability,
-        models: models.iter().map(|m| m.to_string()).collect(),
-        run_ms,
-        load_ms: 0,
-        fail_when_prompt_contains: None,
-    })
-}
 
 struct Setup {
     app: TestApp,

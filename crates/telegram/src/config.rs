@@ -122,34 +122,17 @@ impl TelegramConfig {
     /// Reads a TOML file, then `TESSERA_TELEGRAM__*` variables (`__` between
     /// levels, e.g. `TESSERA_TELEGRAM__SCHEDULER_URL`).
     pub fn load(path: Option<&std::path::Path>) -> anyhow::Result<Self> {
-        use figment::providers::{Env, Format, Serialized, Toml};
-        let mut fig = figment::Figment::from(Serialized::defaults(TelegramConfig::default()));
-        if let Some(p) = path {
-            anyhow::ensure!(p.exists(), "config file {} not found", p.display());
-            fig = fig.merge(Toml::file(p));
-        }
-        let config: TelegramConfig = fig
-            .merge(Env::prefixed("TESSERA_TELEGRAM__").split("__"))
-            .extract()?;
+        let config: TelegramConfig = tessera_chat::config::load(path, "TESSERA_TELEGRAM__")?;
         config.check()?;
         Ok(config)
     }
 
     pub fn check(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(
-            !self.bots.is_empty(),
-            "no bots configured: add [[bots]] tables"
-        );
-        let mut seen = std::collections::HashSet::new();
-        for b in &self.bots {
-            anyhow::ensure!(!b.id.is_empty(), "a bot has an empty id");
-            anyhow::ensure!(seen.insert(&b.id), "bot {} is configured twice", b.id);
-            anyhow::ensure!(
-                !b.capabilities.is_empty(),
-                "bot {} serves no capability",
-                b.id
-            );
-        }
+        tessera_chat::config::check_bots(
+            self.bots
+                .iter()
+                .map(|b| (b.id.as_str(), b.capabilities.as_slice())),
+        )?;
         url::Url::parse(&self.api_url)?;
         url::Url::parse(&self.scheduler_url)?;
         if let Some(w) = &self.webhook {

@@ -9,9 +9,8 @@ use tessera_scheduler::SchedulerConfig;
 use tessera_telegram::config::{BotInstance, Secret, Webhook};
 use tessera_telegram::{Secrets, TelegramConfig};
 use tessera_testkit::standins::telegram::{MessageKind, TelegramStandIn, UserMessage};
-use tessera_testkit::{Backend, TestApp};
-use tessera_worker::config::EngineConfig;
-use tessera_worker::engine::sim::{SimConfig, SIGNATURE};
+use tessera_testkit::{sim, Backend, TestApp};
+use tessera_worker::engine::sim::SIGNATURE;
 
 const TOKEN: &str = "123456:AAE-image-bot-token";
 const BOT: &str = "tg-image-bot-1";
@@ -20,16 +19,6 @@ const WAIT: Duration = Duration::from_secs(20);
 fn fast(config: &mut SchedulerConfig) {
     config.workers.heartbeat_interval_ms = 200;
     config.workers.dispatch_tick_ms = 100;
-}
-
-fn sim(capability: Capability, models: &[&str], run_ms: u64) -> EngineConfig {
-    EngineConfig::Sim(SimConfig {
-        capability,
-        models: models.iter().map(|m| m.to_string()).collect(),
-        run_ms,
-        load_ms: 0,
-        fail_when_prompt_contains: Some("[poison]".into()),
-    })
 }
 
 /// Everything one test needs: scheduler, worker, the Bot API stand-in, and

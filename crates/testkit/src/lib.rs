@@ -194,7 +194,8 @@ impl TestApp {
         drop(old);
     }
 
-    /// Starts a worker on `127.0.0.1:0` that reports to this scheduler.
+    /// Starts a worker on `127.0.0.1:0` that reports to this scheduler
+    /// (engines: [`sim`] for simulated GPU work).
     pub async fn worker(
         &self,
         id: &str,
@@ -250,4 +251,21 @@ macro_rules! backend_tests {
             )*
         }
     };
+}
+
+/// A `sim` engine for `capability` serving `models`, `run_ms` a job, no
+/// model-load time; a prompt containing `[poison]` makes it fail as a crashed
+/// engine would (for attempt-limit tests).
+pub fn sim(
+    capability: tessera_core::Capability,
+    models: &[&str],
+    run_ms: u64,
+) -> tessera_worker::config::EngineConfig {
+    tessera_worker::config::EngineConfig::Sim(tessera_worker::engine::sim::SimConfig {
+        capability,
+        models: models.iter().map(|m| m.to_string()).collect(),
+        run_ms,
+        load_ms: 0,
+        fail_when_prompt_contains: Some("[poison]".into()),
+    })
 }

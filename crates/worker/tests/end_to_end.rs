@@ -12,7 +12,7 @@ use tessera_api::public::{CreateJobRequest, JobView};
 use tessera_api::Client;
 use tessera_core::{Capability, JobId, JobState, Platform};
 use tessera_scheduler::config::SchedulerConfig;
-use tessera_testkit::{backend_tests, Backend, TestApp};
+use tessera_testkit::{backend_tests, sim, Backend, TestApp};
 use tessera_worker::config::EngineConfig;
 use tessera_worker::engine::espeak::EspeakConfig;
 use tessera_worker::engine::sim::{SimConfig, SIGNATURE};
@@ -23,16 +23,6 @@ fn fast(config: &mut SchedulerConfig) {
     config.workers.heartbeat_interval_ms = 200;
     config.workers.missed_heartbeats = 3;
     config.workers.dispatch_tick_ms = 100;
-}
-
-fn sim(capability: Capability, models: &[&str], run_ms: u64) -> EngineConfig {
-    EngineConfig::Sim(SimConfig {
-        capability,
-        models: models.iter().map(|m| m.to_string()).collect(),
-        run_ms,
-        load_ms: 0,
-        fail_when_prompt_contains: Some("[poison]".into()),
-    })
 }
 
 /// A worker with one `sim` engine for sdxl images taking `run_ms` per job.

@@ -12,9 +12,7 @@ use std::time::Duration;
 use tessera_core::{Capability, Platform};
 use tessera_testkit::standins::discord::{DiscordOptions, DiscordStandIn};
 use tessera_testkit::standins::telegram::TelegramStandIn;
-use tessera_testkit::{Backend, TestApp};
-use tessera_worker::config::EngineConfig;
-use tessera_worker::engine::sim::SimConfig;
+use tessera_testkit::{sim, Backend, TestApp};
 
 /// One of the seed's bots.
 #[derive(Clone, Debug)]
@@ -72,16 +70,6 @@ pub struct Farm {
     pub bots: Vec<BotSpec>,
     /// Frontend API keys by bot id.
     pub keys: HashMap<String, String>,
-}
-
-fn sim(capability: Capability, models: &[&str], run_ms: u64) -> EngineConfig {
-    EngineConfig::Sim(SimConfig {
-        capability,
-        models: models.iter().map(|m| m.to_string()).collect(),
-        run_ms,
-        load_ms: 0,
-        fail_when_prompt_contains: None,
-    })
 }
 
 impl Farm {
