@@ -390,6 +390,46 @@ tessera_testkit::backend_tests!(
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_user_is_told_once_and_every_interaction_is_answered() {
+    let mut s = Setup::new(
+        Backend::Sqlite,
+        vec![Capability::Image],
+        0,
+        DiscordOptions::default(),
+        |_| {},
+    )
+    .await;
+    s.config.bots[0].limits = tessera_chat::LimitConfig {
+        jobs_per_minute: 60,
+        job_burst: 10,
+        commands_per_minute: 3,
+    };
+    let bot = s.start().await;
+    let sent: Vec<_> = (0..5)
+        .map(|_| s.dc.slash(TOKEN, CHANNEL, 49, "status", json!({})))
+        .collect();
+    let mut originals = Vec::new();
+    for i in &sent {
+        // Discord shows "thinking..." until the original is filled: every
+        // interaction gets words, limited or not.
+        let r = s
+            .wait(i.id, "an interaction left thinking", |r| {
+                r.original_content().is_some_and(|c| !c.is_empty())
+            })
+            .await;
+        originals.push(r.original_content().unwrap().to_owned());
+    }
+    // They are handled concurrently, so count rather than order: a burst of
+    // one command, one notice with the wait, and short answers for the rest.
+    let count = |needle: &str| originals.iter().filter(|t| t.contains(needle)).count();
+    assert_eq!(count("nothing waiting or running"), 1, "{originals:?}");
+    assert_eq!(count("Slow down"), 1, "told once per wait: {originals:?}");
+    assert_eq!(count("wait a little"), 3, "{originals:?}");
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_gateway_connection_is_resumed() {
     let s = Setup::new(
         Backend::Sqlite,
