@@ -166,6 +166,9 @@ struct Inner<M> {
     limits: Limits,
     following: Mutex<HashSet<JobId>>,
     deliveries: tokio::sync::Semaphore,
+    /// Messages being handled.
+    handlers: TaskTracker,
+    /// Jobs being followed.
     tasks: TaskTracker,
     stop: CancellationToken,
 }
@@ -181,6 +184,7 @@ impl<M: Messenger> Bot<M> {
                 limits,
                 following: Mutex::new(HashSet::new()),
                 deliveries: tokio::sync::Semaphore::new(DELIVERIES_AT_ONCE),
+                handlers: TaskTracker::new(),
                 tasks: TaskTracker::new(),
                 stop: CancellationToken::new(),
             }),
@@ -195,9 +199,20 @@ impl<M: Messenger> Bot<M> {
         &self.inner.messenger
     }
 
-    /// Stops following jobs and waits for the follow tasks to end. Jobs keep
-    /// running in the scheduler; the next process resumes them.
+    /// Handles a message in the background; [`Self::shutdown`] waits for it.
+    pub fn spawn_handler<F>(&self, handling: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.inner.handlers.spawn(handling);
+    }
+
+    /// Lets the messages being handled finish, then stops following jobs
+    /// and waits for the follow tasks to end. Jobs keep running in the
+    /// scheduler; the next process resumes them.
     pub async fn shutdown(&self) {
+        self.inner.handlers.close();
+        self.inner.handlers.wait().await;
         self.inner.stop.cancel();
         self.inner.tasks.close();
         self.inner.tasks.wait().await;

@@ -85,6 +85,28 @@ impl SecretSource<'_> {
     }
 }
 
+/// What a bot instance needs besides its config entry.
+pub struct BotSecrets {
+    /// Its platform token (Telegram or Discord).
+    pub token: Secret,
+    /// Its Tessera frontend key.
+    pub api_key: Secret,
+}
+
+/// The Tessera API key of bot `bot_id`: from `file` if the config names one,
+/// else from the variable `env`, else from `TESSERA_API_KEY_<ID>`.
+pub fn api_key(bot_id: &str, env: Option<&str>, file: Option<&Path>) -> anyhow::Result<Secret> {
+    SecretSource {
+        what: "Tessera API key",
+        file_key: "api_key_file",
+        bot_id,
+        env,
+        file,
+        default_env: env_name("TESSERA_API_KEY_", bot_id),
+    }
+    .read()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

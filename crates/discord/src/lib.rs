@@ -28,7 +28,6 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use twilight_gateway::{
     CloseFrame, Event, EventTypeFlags, Intents, Shard, ShardId, StreamExt as _,
 };
@@ -448,7 +447,6 @@ pub struct Handler {
     pub bot: Bot<Discord>,
     download: reqwest::Client,
     max_audio_bytes: u64,
-    tasks: TaskTracker,
 }
 
 impl Handler {
@@ -568,7 +566,7 @@ impl Handler {
             return;
         }
         let this = self.clone();
-        self.tasks.spawn(async move {
+        self.bot.spawn_handler(async move {
             let dc = this.bot.messenger().clone();
             let response = InteractionResponse {
                 kind: InteractionResponseType::DeferredChannelMessageWithSource,
@@ -592,8 +590,8 @@ impl Handler {
     pub(crate) fn spawn_deferred(&self, interaction: Interaction) {
         let this = self.clone();
         self.bot.messenger().deferred(&interaction.token);
-        self.tasks
-            .spawn(async move { this.handle(interaction).await });
+        self.bot
+            .spawn_handler(async move { this.handle(interaction).await });
     }
 }
 
@@ -619,17 +617,12 @@ impl Instance {
         if let Some(task) = self.task {
             let _ = task.await;
         }
-        self.handler.tasks.close();
-        self.handler.tasks.wait().await;
         self.handler.bot.shutdown().await;
     }
 }
 
 /// What an instance needs besides its config entry.
-pub struct Secrets {
-    pub token: config::Secret,
-    pub api_key: config::Secret,
-}
+pub use tessera_chat::secret::BotSecrets as Secrets;
 
 /// Starts one bot instance: checks the token, registers its commands, resumes
 /// its jobs, then (gateway mode) connects to the gateway. In HTTP mode the
@@ -704,7 +697,6 @@ pub async fn start(
             .timeout(Duration::from_secs(120))
             .build()?,
         max_audio_bytes: config.max_audio_bytes,
-        tasks: TaskTracker::new(),
     };
     let stop = CancellationToken::new();
     let lost = CancellationToken::new();

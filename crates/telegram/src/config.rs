@@ -106,15 +106,11 @@ impl BotInstance {
     }
 
     pub fn api_key(&self) -> anyhow::Result<Secret> {
-        SecretSource {
-            what: "Tessera API key",
-            file_key: "api_key_file",
-            bot_id: &self.id,
-            env: self.api_key_env.as_deref(),
-            file: self.api_key_file.as_deref(),
-            default_env: env_name("TESSERA_API_KEY_", &self.id),
-        }
-        .read()
+        tessera_chat::secret::api_key(
+            &self.id,
+            self.api_key_env.as_deref(),
+            self.api_key_file.as_deref(),
+        )
     }
 }
 

@@ -208,7 +208,6 @@ pub struct Handler {
     pub bot: Bot<Telegram>,
     tg: teloxide_core::Bot,
     max_audio_bytes: u32,
-    tasks: tokio_util::task::TaskTracker,
 }
 
 impl Handler {
@@ -216,7 +215,7 @@ impl Handler {
     pub fn dispatch(&self, update: teloxide_core::types::Update) {
         if let UpdateKind::Message(m) = update.kind {
             let this = self.clone();
-            self.tasks.spawn(async move {
+            self.bot.spawn_handler(async move {
                 if let Some((incoming, user)) =
                     read_message(&this.tg, &this.bot, &m, this.max_audio_bytes).await
                 {
@@ -248,17 +247,12 @@ impl Instance {
         if let Some(task) = self.task {
             let _ = task.await;
         }
-        self.handler.tasks.close();
-        self.handler.tasks.wait().await;
         self.handler.bot.shutdown().await;
     }
 }
 
 /// What an instance needs besides its config entry.
-pub struct Secrets {
-    pub token: config::Secret,
-    pub api_key: config::Secret,
-}
+pub use tessera_chat::secret::BotSecrets as Secrets;
 
 /// A random webhook secret: Telegram allows `A-Z a-z 0-9 _ -`, up to 256.
 fn webhook_secret() -> String {
@@ -340,7 +334,6 @@ pub async fn start(
         bot,
         tg: sender,
         max_audio_bytes: config.max_audio_bytes,
-        tasks: tokio_util::task::TaskTracker::new(),
     };
     let stop = CancellationToken::new();
     let (task, webhook_secret) = match &config.webhook {
