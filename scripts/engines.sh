@@ -7,9 +7,9 @@
 #   (as root; otherwise it says what to install).
 # - A Python virtualenv in target/engines-venv (ENGINES_VENV to override) with
 #   the packages pinned in crates/testkit/py/requirements.txt: llama.cpp's
-#   server, the GGUF writer and PocketSphinx. It is made again only when that
-#   file changes, so a second run costs nothing. PYTHON picks the interpreter
-#   (default python3, 3.10 or newer).
+#   server, the GGUF writer, PocketSphinx, and moto's S3 server. It is made
+#   again only when that file changes, so a second run costs nothing. PYTHON
+#   picks the interpreter (default python3, 3.10 or newer).
 #
 # TESSERA_TEST_PYTHON, the virtualenv's interpreter, is what the tests run the
 # helper scripts of crates/testkit/py with.

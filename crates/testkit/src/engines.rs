@@ -9,6 +9,8 @@
 //!   output is random words, but it always runs to `max_tokens`.
 //! - [`Transcriber`]: a server speaking OpenAI's transcription API, backed by
 //!   PocketSphinx and its bundled US English model.
+//! - [`S3Server`]: an S3-compatible object store (moto's, in memory) with one
+//!   bucket, for artifacts kept in S3 rather than a local folder.
 //!
 //! Each server listens on a free loopback port it picks itself and prints its
 //! address once ready; `start` waits for that line (for [`START_TIMEOUT`] at
@@ -153,6 +155,58 @@ impl Transcriber {
             model: TRANSCRIBE_MODEL.to_owned(),
             process,
         }
+    }
+
+    /// What the server wrote on standard error so far (its request log).
+    pub fn stderr(&self) -> String {
+        self.process.stderr()
+    }
+}
+
+/// An S3-compatible object store on loopback with one bucket, [`S3Server::BUCKET`].
+/// Path-style URLs (`{url}/{bucket}/{key}`); any credentials are accepted.
+pub struct S3Server {
+    /// Endpoint, `http://127.0.0.1:PORT`.
+    pub url: String,
+    process: ServerProcess,
+}
+
+impl S3Server {
+    /// The bucket the server creates before it says it is ready.
+    pub const BUCKET: &'static str = "tessera";
+
+    /// Starts the server; blocks until the bucket exists.
+    pub fn start() -> S3Server {
+        let mut command = Command::new(python());
+        command
+            .arg(script("s3_server.py"))
+            .args(["--bucket", Self::BUCKET, "--watch-stdin"]);
+        let (process, url) = ServerProcess::spawn("S3 server", command);
+        S3Server { url, process }
+    }
+
+    /// `artifacts.options` for a scheduler that keeps its objects here.
+    pub fn options(&self) -> std::collections::BTreeMap<String, String> {
+        [
+            ("endpoint", self.url.as_str()),
+            ("allow_http", "true"),
+            ("region", "us-east-1"),
+            ("access_key_id", "tessera-test"),
+            ("secret_access_key", "tessera-test-secret"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+    }
+
+    /// The bucket as an object store, signed with [`S3Server::options`]'s
+    /// credentials, to look at what a scheduler kept there.
+    pub fn bucket(&self) -> object_store::aws::AmazonS3 {
+        let mut builder = object_store::aws::AmazonS3Builder::new().with_bucket_name(Self::BUCKET);
+        for (key, value) in self.options() {
+            builder = builder.with_config(key.parse().expect("an S3 option"), value);
+        }
+        builder.build().expect("an S3 client for the test server")
     }
 
     /// What the server wrote on standard error so far (its request log).

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use object_store::ObjectStore;
 use tessera_api::public::{CreateJobRequest, JobView};
 use tessera_api::Client;
 use tessera_core::{Capability, JobId, JobState, Platform};
 use tessera_scheduler::config::SchedulerConfig;
+use tessera_testkit::engines::S3Server;
 use tessera_testkit::{backend_tests, sim, Backend, TestApp};
 use tessera_worker::config::EngineConfig;
 use tessera_worker::engine::espeak::EspeakConfig;
@@ -487,7 +489,81 @@ async fn a_run_timeout_fails_the_job_and_stops_the_engine(backend: Backend) {
     worker.shutdown().await.unwrap();
 }
 
+/// With `artifacts.location` an `s3://` URL, results and uploaded inputs are
+/// objects in that bucket (a real S3-compatible server on loopback), served
+/// back through the public API byte for byte.
+async fn artifacts_can_be_kept_in_an_s3_compatible_store(backend: Backend) {
+    let s3 = tokio::task::spawn_blocking(S3Server::start).await.unwrap();
+    let options = s3.options();
+    let app = TestApp::spawn_with(backend, |c| {
+        fast(c);
+        c.artifacts.location = format!("s3://{}/farm-a", S3Server::BUCKET);
+        c.artifacts.options = options;
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![
+                sim(Capability::Image, &["sdxl-1.0"], 0),
+                sim(Capability::SpeechToText, &["whisper-base"], 0),
+            ],
+        )
+        .await;
+    let voice = b"RIFF....WAVE a voice message".to_vec();
+    let input = tg.upload_input("audio/wav", voice.clone()).await.unwrap();
+    let image = create(
+        &tg,
+        "telegram:1",
+        Capability::Image,
+        json!({"prompt": "a lighthouse at dusk", "resolution": "512x512"}),
+    )
+    .await;
+    let heard = create(
+        &tg,
+        "telegram:2",
+        Capability::SpeechToText,
+        json!({"input_id": input.input_id}),
+    )
+    .await;
+
+    let bucket = s3.bucket();
+    let object = |key: String| {
+        let bucket = &bucket;
+        async move {
+            let path = object_store::path::Path::from(key.as_str());
+            match bucket.get(&path).await {
+                Ok(found) => found.bytes().await.unwrap().to_vec(),
+                Err(e) => panic!("{key} is not in the bucket: {e}"),
+            }
+        }
+    };
+    let input_key = format!("farm-a/inputs/{}", input.input_id);
+    assert_eq!(object(input_key).await, voice);
+
+    for id in [&image, &heard] {
+        let job = finished(&tg, id).await;
+        assert_eq!(job.status, JobState::Completed, "{job:#?}");
+        let artifact = &job.artifacts[0];
+        let served = tg.download(&artifact.url).await.expect("downloading");
+        assert_eq!(served.len() as u64, artifact.file_size);
+        assert!(String::from_utf8_lossy(&served).contains(SIGNATURE));
+        let key = format!("farm-a/jobs/{id}-1-0.{}", artifact.format);
+        assert_eq!(object(key).await, served);
+    }
+    // The speech-to-text engine was given the bytes that were kept in S3.
+    let job = finished(&tg, &heard).await;
+    let text = String::from_utf8(tg.download(&job.artifacts[0].url).await.unwrap()).unwrap();
+    assert!(
+        text.contains(&format!("{} bytes of audio/wav", voice.len())),
+        "{text}"
+    );
+    worker.shutdown().await.unwrap();
+}
+
 backend_tests!(
+    artifacts_can_be_kept_in_an_s3_compatible_store,
     every_capability_runs_from_create_to_downloaded_artifact,
     a_killed_workers_job_is_completed_by_another,
     a_poison_job_fails_after_the_attempt_limit_and_is_refunded,
