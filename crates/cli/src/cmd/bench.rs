@@ -167,7 +167,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (reads, _) = phase(&load, Op::Read(Arc::new(ids)), args.concurrency, length).await?;
     handle.shutdown().await?;
 
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -177,7 +176,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     report.push_str(&format!(
         "## Public API benchmark, {backend}\n\n\
          - When: {} UTC; tessera {} ({profile} build)\n\
-         - Machine: {cores} cores, {} {}\n\
+         - Machine: {}\n\
          - How: the scheduler and {} concurrent HTTP/1.1 keep-alive clients in one process, \
            over loopback (one connection per client, prebuilt bodies, only the job id decoded); {} connections in the scheduler's database pool; {} s warm-up, then {} s per phase\n\
          - Load: image jobs (1024x1024, 1 token) spread over {} users on the PRO plan; every create \
@@ -188,8 +187,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
          |---|---|---|---|---|---|---|---|\n{}\n{}\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         env!("CARGO_PKG_VERSION"),
-        std::env::consts::OS,
-        std::env::consts::ARCH,
+        machine(),
         args.concurrency,
         args.pool,
         args.warmup_seconds,
@@ -373,4 +371,24 @@ pub(crate) async fn phase(
     }
     phase.elapsed = started.elapsed();
     Ok((phase, all_ids))
+}
+
+/// The machine a report was measured on: cores, CPU model (where the OS says
+/// it) and platform, so runs on different hosts are not compared blindly.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .map_or_else(String::new, |name| format!(" ({name})"));
+    format!(
+        "{cores} cores{cpu}, {} {}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    )
 }

@@ -246,7 +246,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     handle.shutdown().await?;
 
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -256,7 +255,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let report = format!(
         "## Full lifecycle benchmark, {backend}\n\n\
          - When: {} UTC; tessera {} ({profile} build)\n\
-         - Machine: {cores} cores, {} {}\n\
+         - Machine: {}\n\
          - How: the scheduler, {} workers with a `sim` engine at zero run time (each job still \
            makes and uploads a small PNG that says it is simulated) and {} concurrent HTTP/1.1 \
            clients, all in one process over loopback; {} connections in the scheduler's pool. \
@@ -275,8 +274,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
          | **dead worker: marked offline to job back in the queue** | **{:.2} s ({:.2} periods)** |\n",
         chrono::Utc::now().format("%Y-%m-%d %H:%M"),
         env!("CARGO_PKG_VERSION"),
-        std::env::consts::OS,
-        std::env::consts::ARCH,
+        super::bench::machine(),
         args.workers,
         args.concurrency,
         args.pool,
