@@ -1,9 +1,10 @@
 # shellcheck shell=bash
-# Installs the engines the real-engine tests run; sourced by scripts/test.
+# Installs the engines and tools the tests run; sourced by scripts/test.
 #
 #   engines_install   install what is missing; exports TESSERA_TEST_PYTHON
 #
-# - espeak-ng, from Debian's packages with apt-get when it is not on the PATH
+# - espeak-ng, and promtool (Debian's prometheus package, for the alert rules'
+#   tests), from Debian's packages with apt-get when they are not on the PATH
 #   (as root; otherwise it says what to install).
 # - A Python virtualenv in target/engines-venv (ENGINES_VENV to override) with
 #   the packages pinned in crates/testkit/py/requirements.txt: llama.cpp's
@@ -20,6 +21,7 @@ ENGINES_REQUIREMENTS=crates/testkit/py/requirements.txt
 engines_install() {
   local start=$SECONDS
   engines_espeak || return 1
+  engines_promtool || return 1
   engines_venv || return 1
   export TESSERA_TEST_PYTHON
   TESSERA_TEST_PYTHON="$(cd "$ENGINES_VENV" && pwd)/bin/python"
@@ -29,22 +31,32 @@ engines_install() {
 }
 
 engines_espeak() {
-  if command -v espeak-ng >/dev/null 2>&1; then
+  engines_apt espeak-ng espeak-ng
+}
+
+engines_promtool() {
+  engines_apt promtool prometheus
+}
+
+# engines_apt COMMAND PACKAGE: installs PACKAGE with apt-get unless COMMAND runs.
+engines_apt() {
+  local command=$1 package=$2
+  if command -v "$command" >/dev/null 2>&1; then
     return 0
   fi
   if [ "$(id -u)" != 0 ]; then
-    echo "espeak-ng is not installed and this is not root: run 'apt-get install espeak-ng' as root, or run scripts/test as root" >&2
+    echo "$command is not installed and this is not root: run 'apt-get install $package' as root, or run scripts/test as root" >&2
     return 1
   fi
-  echo "installing espeak-ng (apt-get)" >&2
+  echo "installing $package (apt-get)" >&2
   local log
   log=$(mktemp /tmp/tessera-apt.XXXXXX)
   if ! { apt-get update -qq &&
-      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends espeak-ng; } \
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$package"; } \
       >"$log" 2>&1; then
     cat "$log" >&2
     rm -f "$log"
-    echo "installing espeak-ng failed" >&2
+    echo "installing $package failed" >&2
     return 1
   fi
   rm -f "$log"

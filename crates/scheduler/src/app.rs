@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::config::SchedulerConfig;
 use crate::dispatch::Dispatcher;
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::store::{self, Store};
 
 pub struct Scheduler;
@@ -40,8 +41,11 @@ impl Scheduler {
         let addr = listener.local_addr()?;
         let workers = config.workers.clone();
         let blobs = crate::artifacts::Blobs::open(&config.artifacts)?;
+        let metrics = Metrics::new(store.backend().as_str());
+        metrics.set_plans(store.plans().await.context("reading the plans")?);
         let dispatcher = Dispatcher::new(
             store.clone(),
+            metrics,
             workers.clone(),
             config.queue.policy,
             config.auth.internal_token()?,

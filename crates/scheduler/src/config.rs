@@ -215,6 +215,11 @@ pub struct AuthConfig {
     pub internal_token: Option<String>,
     /// File holding the internal token, instead of `internal_token`.
     pub internal_token_file: Option<PathBuf>,
+    /// Bearer token that may read `/metrics` and nothing else (for Prometheus).
+    /// The admin token may read them too.
+    pub metrics_token: Option<String>,
+    /// File holding the metrics token, instead of `metrics_token`.
+    pub metrics_token_file: Option<PathBuf>,
     /// Seconds a frontend key, once found, is trusted without asking the database.
     /// A revoked key stops at once on the scheduler that revoked it, and on other
     /// replicas within this time. 0 checks the database on every request.
@@ -228,6 +233,8 @@ impl Default for AuthConfig {
             admin_token_file: None,
             internal_token: None,
             internal_token_file: None,
+            metrics_token: None,
+            metrics_token_file: None,
             key_cache_secs: 5,
         }
     }
@@ -249,6 +256,15 @@ impl AuthConfig {
             &self.internal_token,
             &self.internal_token_file,
             "auth.internal_token",
+        )
+    }
+
+    /// The metrics token, read from the file when one is named.
+    pub fn metrics_token(&self) -> anyhow::Result<Option<String>> {
+        secret(
+            &self.metrics_token,
+            &self.metrics_token_file,
+            "auth.metrics_token",
         )
     }
 }

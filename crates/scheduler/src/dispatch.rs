@@ -36,6 +36,7 @@ use tessera_core::{JobId, JobState, Millis, Transition};
 
 use crate::config::WorkersConfig;
 use crate::http::now_ms;
+use crate::metrics::Metrics;
 use crate::store::{Fence, JobRecord, Store, TransitionChange, WorkerSlot};
 
 /// A worker that reports idle this long after being sent a job, without a
@@ -50,6 +51,7 @@ pub struct Dispatcher {
 
 struct Inner {
     store: Arc<dyn Store>,
+    metrics: Metrics,
     config: WorkersConfig,
     policy: Policy,
     token: Option<String>,
@@ -82,6 +84,7 @@ struct Assignment {
 impl Dispatcher {
     pub fn new(
         store: Arc<dyn Store>,
+        metrics: Metrics,
         config: WorkersConfig,
         policy: Policy,
         token: Option<String>,
@@ -93,6 +96,7 @@ impl Dispatcher {
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
+                metrics,
                 config,
                 policy,
                 token,
@@ -141,6 +145,11 @@ impl Dispatcher {
     }
 
     /// Asks for a dispatch pass soon.
+    /// The metrics every state change is counted in.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
     pub fn wake(&self) {
         self.inner.wake.notify_one();
     }
@@ -180,8 +189,16 @@ impl Dispatcher {
                 attempt: lost.attempt,
             };
             let store = &*self.inner.store;
-            match crate::monitor::take_back(store, &self.inner.config, &lost.job_id, fence, now)
-                .await
+            let metrics = &self.inner.metrics;
+            match crate::monitor::take_back(
+                store,
+                metrics,
+                &self.inner.config,
+                &lost.job_id,
+                fence,
+                now,
+            )
+            .await
             {
                 Ok(Some(_)) => self.wake(),
                 Ok(None) => {}
@@ -376,6 +393,11 @@ impl Dispatcher {
             let Some(worker_id) = job.worker_id.clone() else {
                 continue;
             };
+            let loaded = free
+                .iter()
+                .find(|(id, _, _)| *id == worker_id)
+                .is_some_and(|(_, slot, _)| slot.loaded_models.contains(&job.model));
+            self.inner.metrics.dispatched(&job, !loaded);
             if let Some(entry) = map.get_mut(&worker_id) {
                 entry.assigned = Some(Assignment {
                     job_id: job.id.clone(),
@@ -464,8 +486,8 @@ impl Dispatcher {
             };
             if let Err(e) = self
                 .inner
-                .store
-                .transition(&job.id, Transition::Fail, &change)
+                .metrics
+                .apply(&*self.inner.store, &job.id, Transition::Fail, &change)
                 .await
             {
                 tracing::warn!(job_id = %job.id, error = %e, "could not fail the job");
@@ -514,8 +536,8 @@ impl Dispatcher {
         };
         match self
             .inner
-            .store
-            .transition(&job.id, Transition::Requeue, &change)
+            .metrics
+            .apply(&*self.inner.store, &job.id, Transition::Requeue, &change)
             .await
         {
             Ok(_) => {}

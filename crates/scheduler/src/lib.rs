@@ -8,6 +8,7 @@
 //! - [`dispatch`]: the worker registry and the event-driven dispatcher.
 //! - [`monitor`]: lost workers, run timeouts and jobs no worker can serve.
 //! - [`artifacts`]: the object store holding artifacts and inputs.
+//! - [`metrics`]: Prometheus metrics at `/metrics`, counted and read at scrape time.
 //! - [`app`]: wiring: open the store, build the router, serve until shutdown.
 //!
 //! Frontends and workers never link this crate: they speak to it over HTTP through
@@ -20,6 +21,7 @@ pub mod config;
 pub mod dispatch;
 pub mod estimate;
 pub mod http;
+pub mod metrics;
 pub mod monitor;
 pub mod queue;
 pub mod store;

@@ -22,6 +22,7 @@ use tokio::sync::watch;
 
 use crate::config::WorkersConfig;
 use crate::dispatch::Dispatcher;
+use crate::metrics::Metrics;
 use crate::store::{Fence, Store, StoreError, TransitionChange, TransitionOutcome};
 
 /// Most unservable jobs failed per model and sweep; the next sweep goes on.
@@ -69,7 +70,7 @@ async fn lost_workers(
             worker_id: worker.clone(),
             attempt: job.attempts,
         };
-        match take_back(store, config, &job.id, fence, now).await? {
+        match take_back(store, dispatcher.metrics(), config, &job.id, fence, now).await? {
             Some(Transition::Fail) => {
                 dispatcher.forget(&job.id);
                 done.failed += 1;
@@ -92,6 +93,7 @@ async fn lost_workers(
 /// on meanwhile is left alone. Answers the transition applied, if any.
 pub async fn take_back(
     store: &dyn Store,
+    metrics: &Metrics,
     config: &WorkersConfig,
     job_id: &tessera_core::JobId,
     fence: Fence,
@@ -116,10 +118,12 @@ pub async fn take_back(
         fence: Some(fence),
         ..Default::default()
     };
-    Ok(match store.transition(job_id, transition, &change).await? {
-        TransitionOutcome::Applied(_) => Some(transition),
-        _ => None,
-    })
+    Ok(
+        match metrics.apply(store, job_id, transition, &change).await? {
+            TransitionOutcome::Applied(_) => Some(transition),
+            _ => None,
+        },
+    )
 }
 
 async fn run_timeouts(
@@ -157,8 +161,10 @@ async fn run_timeouts(
             )),
             ..Default::default()
         };
-        if let TransitionOutcome::Applied(failed) =
-            store.transition(&job.id, Transition::Fail, &change).await?
+        if let TransitionOutcome::Applied(failed) = dispatcher
+            .metrics()
+            .apply(store, &job.id, Transition::Fail, &change)
+            .await?
         {
             done.timed_out += 1;
             tracing::warn!(job_id = %job.id, %worker, "job failed: run timeout");
@@ -206,8 +212,10 @@ async fn unservable(
                 )),
                 ..Default::default()
             };
-            if let TransitionOutcome::Applied(_) =
-                store.transition(&id, Transition::Fail, &change).await?
+            if let TransitionOutcome::Applied(_) = dispatcher
+                .metrics()
+                .apply(store, &id, Transition::Fail, &change)
+                .await?
             {
                 done.unservable += 1;
             }

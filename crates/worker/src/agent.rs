@@ -52,6 +52,7 @@ impl Worker {
     pub async fn start(config: WorkerConfig) -> anyhow::Result<WorkerHandle> {
         config.check()?;
         let token = config.internal_token()?;
+        let metrics_token = config.metrics_token()?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
             .build()
@@ -75,6 +76,9 @@ impl Worker {
             id: config.worker.id.clone(),
             advertise,
             token,
+            metrics_token,
+            metrics: crate::metrics::Metrics::new(),
+            registered: AtomicBool::new(false),
             scheduler: config.worker.scheduler_url.trim_end_matches('/').to_owned(),
             http,
             engines,
@@ -169,6 +173,11 @@ struct Shared {
     id: String,
     advertise: String,
     token: String,
+    /// May read `/metrics` only.
+    metrics_token: Option<String>,
+    metrics: crate::metrics::Metrics,
+    /// Whether the scheduler accepted the last heartbeat (for `/readyz`).
+    registered: AtomicBool,
     scheduler: String,
     http: reqwest::Client,
     engines: Vec<Arc<dyn Engine>>,
@@ -268,7 +277,7 @@ impl Shared {
 }
 
 fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
+    let internal = Router::new()
         .route("/health", get(health))
         .route("/capabilities", get(capabilities))
         .route("/run_job", post(run_job))
@@ -284,8 +293,67 @@ fn router(shared: Arc<Shared>) -> Router {
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             require_token,
-        ))
+        ));
+    Router::new()
+        .route("/healthz", get(alive))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics))
+        .merge(internal)
         .with_state(shared)
+}
+
+/// `GET /healthz`: the process is up. No credential; reveals nothing.
+async fn alive() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the scheduler accepted the last heartbeat and the worker is
+/// not shutting down. No credential; reveals nothing.
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    if shared.draining.load(Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this worker is shutting down",
+        );
+    }
+    if !shared.registered.load(Ordering::SeqCst) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_registered",
+            "the scheduler has not accepted this worker's last heartbeat",
+        );
+    }
+    Json(serde_json::json!({"status": "ready"})).into_response()
+}
+
+/// `GET /metrics`: the metrics token or the internal token.
+async fn metrics(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let presented = bearer(&request);
+    let matches = |expected: &str| {
+        presented.is_some_and(|t| bool::from(t.as_bytes().ct_eq(expected.as_bytes())))
+    };
+    if !matches(&shared.token) && !shared.metrics_token.as_deref().is_some_and(matches) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the metrics need the metrics token or the internal token (Authorization: Bearer ...)",
+        );
+    }
+    let gpu = shared.gpu.as_ref().map(Gpu::read).unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        shared.metrics.render(&gpu),
+    )
+        .into_response()
+}
+
+fn bearer(request: &Request) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
@@ -305,12 +373,7 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
+    match bearer(&request) {
         Some(t) if bool::from(t.as_bytes().ct_eq(shared.token.as_bytes())) => {
             next.run(request).await
         }
@@ -482,7 +545,17 @@ async fn execute(
     cancel: CancellationToken,
 ) {
     let started = std::time::Instant::now();
+    let had_model = engine.loaded_models().contains(&job.model_id);
+    shared.metrics.started();
     let outcome = run(&shared, &job, &*engine, params, &cancel).await;
+    let loaded_model = !had_model && engine.loaded_models().contains(&job.model_id);
+    shared.metrics.ended(
+        job.capability,
+        &job.model_id,
+        outcome.as_ref().map_or_else(|e| e.code, |_| "completed"),
+        started.elapsed().as_secs_f64(),
+        loaded_model,
+    );
     match &outcome {
         Ok(a) => {
             tracing::info!(job_id = %job.job_id, artifacts = a.len(), ms = started.elapsed().as_millis() as u64, "job finished")
@@ -711,6 +784,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             .await;
         match sent {
             Ok(r) if r.status().is_success() => {
+                shared.registered.store(true, Ordering::SeqCst);
                 if !reachable {
                     tracing::info!("scheduler reachable again");
                     reachable = true;
@@ -730,12 +804,14 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 let status = r.status();
                 let body = r.text().await.unwrap_or_default();
                 tracing::error!(%status, %body, "heartbeat refused");
+                shared.registered.store(false, Ordering::SeqCst);
                 reachable = false;
             }
             Err(e) => {
                 if reachable {
                     tracing::warn!(error = %e, "scheduler unreachable; heartbeats will retry");
                 }
+                shared.registered.store(false, Ordering::SeqCst);
                 reachable = false;
             }
         }

@@ -37,6 +37,11 @@ pub struct AgentConfig {
     pub internal_token: Option<String>,
     /// Or a file holding it.
     pub internal_token_file: Option<PathBuf>,
+    /// A token that may read `/metrics` and nothing else (for Prometheus); the
+    /// internal token may read them too.
+    pub metrics_token: Option<String>,
+    /// Or a file holding it.
+    pub metrics_token_file: Option<PathBuf>,
     /// Heartbeat period until the scheduler's first answer sets its own (ms).
     pub heartbeat_interval_ms: u64,
     /// Largest input a job may download from the scheduler (bytes).
@@ -52,6 +57,8 @@ impl Default for AgentConfig {
             scheduler_url: "http://127.0.0.1:8000".into(),
             internal_token: None,
             internal_token_file: None,
+            metrics_token: None,
+            metrics_token_file: None,
             heartbeat_interval_ms: 30_000,
             max_input_bytes: 64 * 1024 * 1024,
         }
@@ -163,6 +170,22 @@ impl WorkerConfig {
             anyhow::bail!("the internal token must be at least 16 characters");
         }
         Ok(token)
+    }
+
+    /// The metrics token, from the setting or its file, if one is configured.
+    pub fn metrics_token(&self) -> anyhow::Result<Option<String>> {
+        let token = match (&self.worker.metrics_token, &self.worker.metrics_token_file) {
+            (Some(t), _) => t.trim().to_owned(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+                .trim()
+                .to_owned(),
+            (None, None) => return Ok(None),
+        };
+        if token.len() < 16 {
+            anyhow::bail!("the metrics token must be at least 16 characters");
+        }
+        Ok(Some(token))
     }
 }
 

@@ -1,7 +1,8 @@
 //! Tessera's worker: a dumb executor for one GPU (seed section 4.3).
 //!
 //! [`agent`] serves `/health`, `/capabilities`, `/run_job`, `/cancel_job` and
-//! `/unload`, runs one job at a time, reports progress and results to the
+//! `/unload` (internal token), `/healthz` and `/readyz` (no credential) and
+//! `/metrics` ([`metrics`]; metrics or internal token), runs one job at a time, reports progress and results to the
 //! scheduler and sends heartbeats. [`engine`] holds the adapters to real engines
 //! behind one trait. A worker knows nothing of users, plans or billing, and
 //! depends only on the API crate: it cannot reach the scheduler's database.
@@ -10,6 +11,7 @@ pub mod agent;
 pub mod config;
 pub mod engine;
 pub mod gpu;
+pub mod metrics;
 
 pub use agent::{Worker, WorkerHandle};
 pub use config::WorkerConfig;

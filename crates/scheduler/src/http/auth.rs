@@ -1,4 +1,5 @@
-//! Who is calling: extractors for the frontend key and the admin token.
+//! Who is calling: extractors for the frontend key and the admin, internal and
+//! metrics tokens.
 //!
 //! - No `Authorization: Bearer` header: 401 `unauthorized`.
 //! - A credential that is nobody's: 401 `invalid_credentials`.
@@ -123,5 +124,37 @@ impl FromRequestParts<AppState> for Internal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         require_token(parts, state, &state.internal, &state.admin, "internal").await?;
         Ok(Internal)
+    }
+}
+
+/// A request that may read the metrics: the metrics token or the admin token.
+pub struct MetricsReader;
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if state.metrics_reader.matches(token) || state.admin.matches(token) {
+            return Ok(MetricsReader);
+        }
+        if !state.metrics_reader.is_configured() && !state.admin.is_configured() {
+            return Err(ApiError::unauthorized(
+                "the metrics are disabled: configure auth.metrics_token (or auth.admin_token) on the scheduler",
+            ));
+        }
+        if state.internal.matches(token)
+            || state
+                .store
+                .find_api_key(&hash_secret(token))
+                .await?
+                .is_some()
+        {
+            return Err(ApiError::forbidden(
+                "wrong_credential",
+                "the metrics need the metrics token or the admin token",
+            ));
+        }
+        Err(invalid())
     }
 }

@@ -1,10 +1,13 @@
-//! Liveness and readiness probes; they need no credential and reveal nothing.
+//! Liveness and readiness probes, which need no credential and reveal nothing,
+//! and the metrics, which need the metrics (or admin) token.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::auth::MetricsReader;
 use super::error::ApiError;
 use super::AppState;
 
@@ -24,4 +27,16 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         )
     })?;
     Ok(Json(json!({"status": "ready"})))
+}
+
+/// `GET /metrics`: every metric in Prometheus's (OpenMetrics) text format.
+pub async fn metrics(_: MetricsReader, State(state): State<AppState>) -> impl IntoResponse {
+    let workers = &state.config.workers;
+    let now = super::now_ms();
+    let text = state
+        .dispatcher
+        .metrics()
+        .render(&*state.store, |seen| workers.is_online(seen, now), now)
+        .await;
+    ([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text)
 }

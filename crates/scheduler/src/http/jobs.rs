@@ -103,6 +103,7 @@ pub async fn create(
     }
     let (job, status, replayed) = match state.store.create_job(&new, &validate).await? {
         CreateOutcome::Created(job) => {
+            state.dispatcher.metrics().created(&job);
             state.dispatcher.wake();
             (job, StatusCode::CREATED, false)
         }
@@ -232,8 +233,9 @@ pub(crate) async fn cancel_with(
     change: &TransitionChange,
 ) -> Result<Json<JobView>, ApiError> {
     match state
-        .store
-        .transition(id, Transition::Cancel, change)
+        .dispatcher
+        .metrics()
+        .apply(&*state.store, id, Transition::Cancel, change)
         .await?
     {
         TransitionOutcome::Applied(job) => {

@@ -51,6 +51,7 @@ pub struct Inner {
     pub clock: BillingClock,
     pub admin: TokenCheck,
     pub internal: TokenCheck,
+    pub metrics_reader: TokenCheck,
     pub estimator: Estimator,
     pub positions: QueuePositions,
     pub keys: KeyCache,
@@ -77,6 +78,7 @@ impl AppState {
         let config_key_cache = config.auth.key_cache_secs;
         let admin = TokenCheck::new(config.auth.admin_token()?.as_deref());
         let internal = TokenCheck::new(config.auth.internal_token()?.as_deref());
+        let metrics_reader = TokenCheck::new(config.auth.metrics_token()?.as_deref());
         let estimator = Estimator::new(config.estimates.clone());
         let positions = QueuePositions::new(
             config.queue.position_cap,
@@ -88,6 +90,7 @@ impl AppState {
             clock,
             admin,
             internal,
+            metrics_reader,
             estimator,
             positions,
             keys: KeyCache::new(Duration::from_secs(config_key_cache)),
@@ -149,8 +152,13 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/artifacts/{artifact_id}", get(files::artifact))
         .route("/api/openapi.json", get(openapi::document))
+        .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))
+        .route_layer(middleware::from_fn_with_state(
+            state.dispatcher.metrics().clone(),
+            crate::metrics::Metrics::track,
+        ))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state.clone());

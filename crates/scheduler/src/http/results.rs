@@ -237,8 +237,9 @@ async fn completed(
         ..Default::default()
     };
     match state
-        .store
-        .transition(id, Transition::Complete, &change)
+        .dispatcher
+        .metrics()
+        .apply(&*state.store, id, Transition::Complete, &change)
         .await?
     {
         TransitionOutcome::Applied(job) => {
@@ -310,7 +311,12 @@ async fn failed(
         error: error_change,
         ..Default::default()
     };
-    match state.store.transition(id, transition, &change).await? {
+    match state
+        .dispatcher
+        .metrics()
+        .apply(&*state.store, id, transition, &change)
+        .await?
+    {
         TransitionOutcome::Applied(job) => {
             tracing::warn!(job_id = %job.id, code = %error.code, retry, "attempt failed");
             Ok(ResultAck {

@@ -309,6 +309,59 @@ macro_rules! impl_store {
                 self.reader().close().await;
             }
 
+            fn pool_stats(&self) -> $crate::store::PoolStats {
+                let stats = |pool: &sqlx::Pool<$db>| $crate::store::PoolStats {
+                    size: pool.size(),
+                    idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+                    max: pool.options().get_max_connections(),
+                };
+                let writer = stats(self.writer());
+                if std::ptr::eq(self.writer(), self.reader()) {
+                    return writer;
+                }
+                let reader = stats(self.reader());
+                $crate::store::PoolStats {
+                    size: writer.size + reader.size,
+                    idle: writer.idle + reader.idle,
+                    max: writer.max + reader.max,
+                }
+            }
+
+            async fn gauges(
+                &self,
+            ) -> Result<$crate::store::StoreGauges, $crate::store::StoreError> {
+                let corrupt = |c: &str| {
+                    $crate::store::StoreError::Corrupt(format!("capability {c:?}"))
+                };
+                let live: Vec<(String, String, i32, i64)> = sqlx::query_as(
+                    "SELECT status, capability, priority, COUNT(*) FROM jobs \
+                     WHERE status IN ('QUEUED', 'RUNNING') \
+                     GROUP BY status, capability, priority",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                let mut gauges = $crate::store::StoreGauges::default();
+                for (status, capability, priority, jobs) in live {
+                    let capability: tessera_core::Capability =
+                        capability.parse().map_err(|_| corrupt(&capability))?;
+                    if status == "QUEUED" {
+                        let priority = tessera_core::Priority(priority.clamp(0, 255) as u8);
+                        gauges.queued.push((capability, priority, jobs));
+                    } else {
+                        match gauges.running.iter_mut().find(|(c, _)| *c == capability) {
+                            Some((_, n)) => *n += jobs,
+                            None => gauges.running.push((capability, jobs)),
+                        }
+                    }
+                }
+                gauges.users_per_plan = sqlx::query_as(
+                    "SELECT plan_id, COUNT(*) FROM users GROUP BY plan_id ORDER BY plan_id",
+                )
+                .fetch_all(self.reader())
+                .await?;
+                Ok(gauges)
+            }
+
             async fn insert_api_key(
                 &self,
                 frontend: tessera_core::Platform,

@@ -38,6 +38,15 @@ pub enum Backend {
     Sqlite,
 }
 
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
 /// Opens the database named by `config.url` and applies pending migrations.
 pub async fn connect(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     if config.url.starts_with("postgres://") || config.url.starts_with("postgresql://") {
@@ -265,6 +274,28 @@ pub struct WorkerRecord {
     pub last_seen_at: Millis,
 }
 
+/// What the metrics read from the database at each scrape.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StoreGauges {
+    /// QUEUED jobs by capability and priority.
+    pub queued: Vec<(Capability, Priority, i64)>,
+    /// RUNNING jobs by capability.
+    pub running: Vec<(Capability, i64)>,
+    /// Users by plan id.
+    pub users_per_plan: Vec<(String, i64)>,
+}
+
+/// The connection pool(s) of a store, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Connections open now.
+    pub size: u32,
+    /// Of those, the idle ones.
+    pub idle: u32,
+    /// The most the pool(s) may open.
+    pub max: u32,
+}
+
 /// Filters for listing jobs, newest first.
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
@@ -328,6 +359,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Succeeds when the database answers.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The connection pool's state, for the metrics.
+    fn pool_stats(&self) -> PoolStats;
+
+    /// Queue depth, running jobs and users per plan, for the metrics.
+    async fn gauges(&self) -> Result<StoreGauges, StoreError>;
 
     async fn close(&self);
 

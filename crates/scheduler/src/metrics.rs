@@ -1,0 +1,670 @@
+//! The scheduler's Prometheus metrics (seed section 10.1), served at `/metrics`.
+//!
+//! Two kinds. **Events** are counted as this process sees them: jobs created,
+//! dispatched and ended, queue waits and run times, API requests. They start
+//! at zero with each process, as Prometheus counters do (`rate()` and
+//! `increase()` handle restarts), and with several replicas each counts what
+//! it did itself, so sums over replicas are right. **State** is read from the
+//! database at each scrape: queue depth per priority, running jobs, workers
+//! with their heartbeats and GPU readings (workers usually sit on a network
+//! Prometheus cannot reach, so their readings are exported here too), the
+//! connection pool, revenue per day. Every scheduler has its own registry, so
+//! tests that run several in one process do not share counters.
+//!
+//! Names are listed in [`NAMES`]; the alert rules in `deploy/prometheus` use
+//! only those, and a test checks both against a real scrape.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use tessera_core::{Capability, JobId, Millis, Plan, Priority, Transition};
+
+use crate::store::{
+    JobRecord, Store, StoreError, StoreGauges, TransitionChange, TransitionOutcome, WorkerRecord,
+};
+
+/// The content type of the OpenMetrics text format Prometheus scrapes.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric family the scheduler exports, as Prometheus names them.
+pub const NAMES: &[&str] = &[
+    "tessera_build_info",
+    "tessera_jobs_created_total",
+    "tessera_jobs_dispatched_total",
+    "tessera_jobs_completed_total",
+    "tessera_jobs_failed_total",
+    "tessera_jobs_cancelled_total",
+    "tessera_jobs_requeued_total",
+    "tessera_job_queue_wait_seconds",
+    "tessera_job_run_seconds",
+    "tessera_job_latency_seconds",
+    "tessera_http_requests_total",
+    "tessera_http_request_duration_seconds",
+    "tessera_queue_depth",
+    "tessera_jobs_running",
+    "tessera_workers",
+    "tessera_worker_up",
+    "tessera_worker_heartbeat_age_seconds",
+    "tessera_worker_busy",
+    "tessera_worker_gpu_utilization_ratio",
+    "tessera_worker_gpu_memory_used_bytes",
+    "tessera_worker_gpu_memory_total_bytes",
+    "tessera_database_up",
+    "tessera_database_pool_connections",
+    "tessera_database_pool_max_connections",
+    "tessera_users",
+    "tessera_revenue_per_day_dollars",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct JobLabels {
+    capability: String,
+    plan: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DispatchLabels {
+    capability: String,
+    plan: String,
+    /// Whether the worker had to load the job's model (`true`) or had it loaded.
+    model_load: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailLabels {
+    capability: String,
+    plan: String,
+    /// The job's error code (`attempts_exhausted`, `run_timeout`, ...): a fixed set.
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapabilityLabels {
+    capability: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    /// The route pattern (`/api/v1/jobs/{job_id}`), never the raw path.
+    route: String,
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    method: String,
+    route: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    capability: String,
+    priority: String,
+    plan: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GpuLabels {
+    worker: String,
+    gpu: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlanLabels {
+    plan: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PoolLabels {
+    state: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: String,
+    database: String,
+}
+
+type Hist<L> = Family<L, Histogram, fn() -> Histogram>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Seconds, from 5 ms to about 45 minutes (doubling): API answers, queue waits
+/// and runs of a video all fall inside.
+fn seconds_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 20))
+}
+
+/// The scheduler's metrics; cheap to clone.
+#[derive(Clone)]
+pub struct Metrics(Arc<Inner>);
+
+struct Inner {
+    registry: Registry,
+    /// Plan id by priority, for labelling jobs (a job keeps its plan's priority).
+    plans: Mutex<HashMap<u8, Plan>>,
+    created: Family<JobLabels, Counter>,
+    dispatched: Family<DispatchLabels, Counter>,
+    completed: Family<JobLabels, Counter>,
+    failed: Family<FailLabels, Counter>,
+    cancelled: Family<JobLabels, Counter>,
+    requeued: Family<CapabilityLabels, Counter>,
+    queue_wait: Hist<JobLabels>,
+    run: Hist<CapabilityLabels>,
+    latency: Hist<JobLabels>,
+    requests: Family<HttpLabels, Counter>,
+    request_seconds: Hist<RouteLabels>,
+    queue_depth: Family<QueueLabels, Gauge>,
+    running: Family<CapabilityLabels, Gauge>,
+    workers: Family<StatusLabels, Gauge>,
+    worker_up: Family<WorkerLabels, Gauge>,
+    heartbeat_age: Family<WorkerLabels, FloatGauge>,
+    worker_busy: Family<WorkerLabels, Gauge>,
+    gpu_utilization: Family<GpuLabels, FloatGauge>,
+    gpu_used: Family<GpuLabels, Gauge>,
+    gpu_total: Family<GpuLabels, Gauge>,
+    database_up: Gauge,
+    pool: Family<PoolLabels, Gauge>,
+    pool_max: Gauge,
+    users: Family<PlanLabels, Gauge>,
+    revenue: FloatGauge,
+}
+
+impl Metrics {
+    /// A fresh registry; `database` names the backend in `tessera_build_info`.
+    pub fn new(database: &str) -> Self {
+        let mut inner = Inner {
+            registry: Registry::with_prefix("tessera"),
+            plans: Mutex::new(HashMap::new()),
+            created: Family::default(),
+            dispatched: Family::default(),
+            completed: Family::default(),
+            failed: Family::default(),
+            cancelled: Family::default(),
+            requeued: Family::default(),
+            queue_wait: Family::new_with_constructor(seconds_histogram),
+            run: Family::new_with_constructor(seconds_histogram),
+            latency: Family::new_with_constructor(seconds_histogram),
+            requests: Family::default(),
+            request_seconds: Family::new_with_constructor(seconds_histogram),
+            queue_depth: Family::default(),
+            running: Family::default(),
+            workers: Family::default(),
+            worker_up: Family::default(),
+            heartbeat_age: Family::default(),
+            worker_busy: Family::default(),
+            gpu_utilization: Family::default(),
+            gpu_used: Family::default(),
+            gpu_total: Family::default(),
+            database_up: Gauge::default(),
+            pool: Family::default(),
+            pool_max: Gauge::default(),
+            users: Family::default(),
+            revenue: FloatGauge::default(),
+        };
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                database: database.to_owned(),
+            })
+            .set(1);
+        let i = &mut inner;
+        let r = &mut i.registry;
+        r.register(
+            "build_info",
+            "Always 1: the version and database backend are labels",
+            build,
+        );
+        r.register(
+            "jobs_created",
+            "Jobs created (new, not replayed), by capability and plan",
+            i.created.clone(),
+        );
+        r.register("jobs_dispatched", "Jobs sent to a worker, by capability, plan and whether the worker had to load the model", i.dispatched.clone());
+        r.register(
+            "jobs_completed",
+            "Jobs that ended COMPLETED",
+            i.completed.clone(),
+        );
+        r.register(
+            "jobs_failed",
+            "Jobs that ended FAILED (and were refunded), by error code",
+            i.failed.clone(),
+        );
+        r.register(
+            "jobs_cancelled",
+            "Jobs that ended CANCELLED",
+            i.cancelled.clone(),
+        );
+        r.register(
+            "jobs_requeued",
+            "Running jobs put back in the queue (worker lost or unreachable)",
+            i.requeued.clone(),
+        );
+        r.register(
+            "job_queue_wait_seconds",
+            "Time from queued to dispatched",
+            i.queue_wait.clone(),
+        );
+        r.register(
+            "job_run_seconds",
+            "Time from dispatched to completed, for the run that completed",
+            i.run.clone(),
+        );
+        r.register(
+            "job_latency_seconds",
+            "Time from created to completed: what a user waits",
+            i.latency.clone(),
+        );
+        r.register(
+            "http_requests",
+            "API requests answered, by method, route and status",
+            i.requests.clone(),
+        );
+        r.register(
+            "http_request_duration_seconds",
+            "API response times, by method and route",
+            i.request_seconds.clone(),
+        );
+        r.register(
+            "queue_depth",
+            "Jobs QUEUED now, by capability and priority (with its plan)",
+            i.queue_depth.clone(),
+        );
+        r.register(
+            "jobs_running",
+            "Jobs RUNNING now, by capability",
+            i.running.clone(),
+        );
+        r.register(
+            "workers",
+            "Workers the scheduler knows, by status (online, offline)",
+            i.workers.clone(),
+        );
+        r.register(
+            "worker_up",
+            "1 while the worker's heartbeats arrive, 0 once it missed too many",
+            i.worker_up.clone(),
+        );
+        r.register(
+            "worker_heartbeat_age_seconds",
+            "Seconds since the worker's last heartbeat",
+            i.heartbeat_age.clone(),
+        );
+        r.register(
+            "worker_busy",
+            "1 while the worker reports a running job",
+            i.worker_busy.clone(),
+        );
+        r.register(
+            "worker_gpu_utilization_ratio",
+            "GPU utilization the worker last reported, 0 to 1 (absent without NVML)",
+            i.gpu_utilization.clone(),
+        );
+        r.register(
+            "worker_gpu_memory_used_bytes",
+            "GPU memory in use the worker last reported (absent without NVML)",
+            i.gpu_used.clone(),
+        );
+        r.register(
+            "worker_gpu_memory_total_bytes",
+            "GPU memory of the worker's GPU (absent without NVML)",
+            i.gpu_total.clone(),
+        );
+        r.register(
+            "database_up",
+            "1 when the database answered this scrape's queries, else 0",
+            i.database_up.clone(),
+        );
+        r.register(
+            "database_pool_connections",
+            "Connections of the scheduler's pool, by state (idle, in_use)",
+            i.pool.clone(),
+        );
+        r.register(
+            "database_pool_max_connections",
+            "The pool's size limit",
+            i.pool_max.clone(),
+        );
+        r.register("users", "Users, by plan", i.users.clone());
+        r.register(
+            "revenue_per_day_dollars",
+            "Subscription revenue per day from plan prices: each user's monthly price / 30",
+            i.revenue.clone(),
+        );
+        Metrics(Arc::new(inner))
+    }
+
+    /// The plans, for the `plan` label of jobs (jobs keep their plan's priority).
+    pub fn set_plans(&self, plans: Vec<Plan>) {
+        let mut map = self.0.plans.lock().unwrap_or_else(|e| e.into_inner());
+        *map = plans.into_iter().map(|p| (p.priority.0, p)).collect();
+    }
+
+    fn plan_of(&self, priority: Priority) -> String {
+        let map = self.0.plans.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&priority.0)
+            .map_or_else(|| format!("priority-{}", priority.0), |p| p.id.clone())
+    }
+
+    fn job_labels(&self, job: &JobRecord) -> JobLabels {
+        JobLabels {
+            capability: job.capability.to_string(),
+            plan: self.plan_of(job.priority),
+        }
+    }
+
+    /// A job was created (not a replay of an idempotent retry).
+    pub fn created(&self, job: &JobRecord) {
+        self.0.created.get_or_create(&self.job_labels(job)).inc();
+    }
+
+    /// A claimed job is on its way to a worker; `model_load` when the worker
+    /// did not have its model loaded.
+    pub fn dispatched(&self, job: &JobRecord, model_load: bool) {
+        let JobLabels { capability, plan } = self.job_labels(job);
+        let labels = DispatchLabels {
+            capability,
+            plan,
+            model_load: model_load.to_string(),
+        };
+        self.0.dispatched.get_or_create(&labels).inc();
+        if let (Some(queued), Some(started)) = (job.queued_at, job.started_at) {
+            self.0
+                .queue_wait
+                .get_or_create(&self.job_labels(job))
+                .observe(seconds(started - queued));
+        }
+    }
+
+    /// Applies a transition through the store and counts it if it applied.
+    /// Every change of a job's state after its creation goes through here, so
+    /// the counters miss none.
+    pub async fn apply(
+        &self,
+        store: &dyn Store,
+        id: &JobId,
+        t: Transition,
+        change: &TransitionChange,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let outcome = store.transition(id, t, change).await?;
+        if let TransitionOutcome::Applied(job) = &outcome {
+            self.transitioned(t, job);
+        }
+        Ok(outcome)
+    }
+
+    /// A transition was applied; `job` is the job after it.
+    fn transitioned(&self, t: Transition, job: &JobRecord) {
+        match t {
+            Transition::Complete => {
+                let labels = self.job_labels(job);
+                self.0.completed.get_or_create(&labels).inc();
+                if let (Some(started), Some(ended)) = (job.started_at, job.ended_at) {
+                    self.0
+                        .run
+                        .get_or_create(&CapabilityLabels {
+                            capability: job.capability.to_string(),
+                        })
+                        .observe(seconds(ended - started));
+                }
+                if let Some(ended) = job.ended_at {
+                    self.0
+                        .latency
+                        .get_or_create(&labels)
+                        .observe(seconds(ended - job.created_at));
+                }
+            }
+            Transition::Fail => {
+                let JobLabels { capability, plan } = self.job_labels(job);
+                let code = job.error_code.clone().unwrap_or_default();
+                self.0
+                    .failed
+                    .get_or_create(&FailLabels {
+                        capability,
+                        plan,
+                        code,
+                    })
+                    .inc();
+            }
+            Transition::Cancel => {
+                self.0.cancelled.get_or_create(&self.job_labels(job)).inc();
+            }
+            Transition::Requeue => {
+                self.0
+                    .requeued
+                    .get_or_create(&CapabilityLabels {
+                        capability: job.capability.to_string(),
+                    })
+                    .inc();
+            }
+            Transition::Enqueue | Transition::Dispatch => {}
+        }
+    }
+
+    /// Counts and times an API request (a middleware for the router).
+    pub async fn track(State(metrics): State<Metrics>, req: Request, next: Next) -> Response {
+        let started = Instant::now();
+        let method = req.method().as_str().to_owned();
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+        let resp = next.run(req).await;
+        let elapsed = started.elapsed().as_secs_f64();
+        metrics
+            .0
+            .request_seconds
+            .get_or_create(&RouteLabels {
+                method: method.clone(),
+                route: route.clone(),
+            })
+            .observe(elapsed);
+        metrics
+            .0
+            .requests
+            .get_or_create(&HttpLabels {
+                method,
+                route,
+                status: resp.status().as_u16().to_string(),
+            })
+            .inc();
+        resp
+    }
+
+    /// Reads the state gauges from the database, then renders every metric.
+    pub async fn render(
+        &self,
+        store: &dyn Store,
+        is_online: impl Fn(Millis) -> bool,
+        now: Millis,
+    ) -> String {
+        let i = &self.0;
+        let pool = store.pool_stats();
+        i.pool
+            .get_or_create(&PoolLabels {
+                state: "idle".into(),
+            })
+            .set(pool.idle.into());
+        i.pool
+            .get_or_create(&PoolLabels {
+                state: "in_use".into(),
+            })
+            .set(i64::from(pool.size.saturating_sub(pool.idle)));
+        i.pool_max.set(pool.max.into());
+        let gauges = store.gauges().await;
+        let workers = store.list_workers().await;
+        match (gauges, workers) {
+            (Ok(gauges), Ok(workers)) => {
+                i.database_up.set(1);
+                self.set_gauges(&gauges);
+                self.set_workers(&workers, is_online, now);
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                tracing::warn!(error = %e, "metrics: reading the database failed");
+                // The last readings stay: a gap in the queue depth is worse
+                // than a stale one while `tessera_database_up` says why.
+                i.database_up.set(0);
+            }
+        }
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &i.registry) {
+            tracing::error!(error = %e, "metrics: encoding failed");
+        }
+        out
+    }
+
+    fn set_gauges(&self, g: &StoreGauges) {
+        let i = &self.0;
+        i.queue_depth.clear();
+        // Every plan's priority appears for every capability that has jobs, so
+        // a queue that empties reads 0 rather than vanishing.
+        let plans: Vec<Plan> = {
+            let map = i.plans.lock().unwrap_or_else(|e| e.into_inner());
+            map.values().cloned().collect()
+        };
+        for capability in Capability::ALL {
+            for plan in &plans {
+                i.queue_depth
+                    .get_or_create(&QueueLabels {
+                        capability: capability.to_string(),
+                        priority: plan.priority.0.to_string(),
+                        plan: plan.id.clone(),
+                    })
+                    .set(0);
+            }
+        }
+        for (capability, priority, jobs) in &g.queued {
+            i.queue_depth
+                .get_or_create(&QueueLabels {
+                    capability: capability.to_string(),
+                    priority: priority.0.to_string(),
+                    plan: self.plan_of(*priority),
+                })
+                .set(*jobs);
+        }
+        i.running.clear();
+        for capability in Capability::ALL {
+            i.running
+                .get_or_create(&CapabilityLabels {
+                    capability: capability.to_string(),
+                })
+                .set(0);
+        }
+        for (capability, jobs) in &g.running {
+            i.running
+                .get_or_create(&CapabilityLabels {
+                    capability: capability.to_string(),
+                })
+                .set(*jobs);
+        }
+        i.users.clear();
+        let mut revenue_cents = 0i64;
+        for plan in &plans {
+            let count = g
+                .users_per_plan
+                .iter()
+                .find(|(id, _)| *id == plan.id)
+                .map_or(0, |(_, n)| *n);
+            i.users
+                .get_or_create(&PlanLabels {
+                    plan: plan.id.clone(),
+                })
+                .set(count);
+            revenue_cents = revenue_cents.saturating_add(count.saturating_mul(plan.price_cents));
+        }
+        i.revenue.set(revenue_cents as f64 / 100.0 / 30.0);
+    }
+
+    fn set_workers(
+        &self,
+        workers: &[WorkerRecord],
+        is_online: impl Fn(Millis) -> bool,
+        now: Millis,
+    ) {
+        let i = &self.0;
+        i.worker_up.clear();
+        i.heartbeat_age.clear();
+        i.worker_busy.clear();
+        i.gpu_utilization.clear();
+        i.gpu_used.clear();
+        i.gpu_total.clear();
+        let (mut online, mut offline) = (0, 0);
+        for w in workers {
+            let hb = &w.heartbeat;
+            let up = is_online(w.last_seen_at);
+            if up {
+                online += 1;
+            } else {
+                offline += 1;
+            }
+            let labels = WorkerLabels {
+                worker: hb.worker_id.clone(),
+            };
+            i.worker_up.get_or_create(&labels).set(i64::from(up));
+            i.heartbeat_age
+                .get_or_create(&labels)
+                .set(seconds(now - w.last_seen_at));
+            i.worker_busy
+                .get_or_create(&labels)
+                .set(i64::from(hb.current_job.is_some()));
+            let gpu = GpuLabels {
+                worker: hb.worker_id.clone(),
+                gpu: hb.gpu_name.clone().unwrap_or_default(),
+            };
+            if let Some(u) = hb.gpu_utilization {
+                i.gpu_utilization
+                    .get_or_create(&gpu)
+                    .set(f64::from(u) / 100.0);
+            }
+            if let Some(mib) = hb.gpu_memory_used {
+                i.gpu_used.get_or_create(&gpu).set(mib_to_bytes(mib));
+            }
+            if let Some(mib) = hb.gpu_memory_total {
+                i.gpu_total.get_or_create(&gpu).set(mib_to_bytes(mib));
+            }
+        }
+        i.workers.clear();
+        i.workers
+            .get_or_create(&StatusLabels {
+                status: "online".into(),
+            })
+            .set(online);
+        i.workers
+            .get_or_create(&StatusLabels {
+                status: "offline".into(),
+            })
+            .set(offline);
+    }
+}
+
+fn seconds(ms: Millis) -> f64 {
+    ms.max(0) as f64 / 1000.0
+}
+
+fn mib_to_bytes(mib: u64) -> i64 {
+    i64::try_from(mib.saturating_mul(1024 * 1024)).unwrap_or(i64::MAX)
+}
