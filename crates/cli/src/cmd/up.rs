@@ -11,8 +11,10 @@ use anyhow::Context;
 use clap::Args;
 
 use tessera_core::{Capability, Platform};
+use tessera_discord::DiscordConfig;
 use tessera_scheduler::auth::{hash_secret, new_api_key, new_token};
 use tessera_scheduler::{Scheduler, SchedulerConfig};
+use tessera_telegram::TelegramConfig;
 use tessera_worker::config::{AgentConfig, EngineConfig};
 use tessera_worker::engine::espeak::EspeakConfig;
 use tessera_worker::engine::sim::SimConfig;
@@ -32,6 +34,15 @@ pub struct UpArgs {
     /// Seconds a simulated image takes (the local worker simulates GPU work).
     #[arg(long, default_value_t = 2.0)]
     pub sim_seconds: f64,
+    /// Telegram bots to run too: the file `tessera telegram` takes. Each bot
+    /// whose Telegram token is set starts; its frontend key is made here
+    /// (kept in the data folder) unless the environment gives one.
+    #[arg(long, env = "TESSERA_TELEGRAM_CONFIG")]
+    pub telegram: Option<PathBuf>,
+    /// Discord bots to run too: the file `tessera discord` takes, as for
+    /// `--telegram`.
+    #[arg(long, env = "TESSERA_DISCORD_CONFIG")]
+    pub discord: Option<PathBuf>,
 }
 
 /// The local worker: simulated GPU engines for every capability, and real
@@ -129,6 +140,85 @@ fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A frontend key for bot `bot_id`, kept in `{dir}/keys/{bot_id}` and made
+/// again when the one kept there was revoked (or the database is new).
+async fn bot_key(
+    store: &dyn tessera_scheduler::store::Store,
+    dir: &Path,
+    platform: Platform,
+    bot_id: &str,
+) -> anyhow::Result<PathBuf> {
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).with_context(|| format!("creating {}", keys.display()))?;
+    let path = keys.join(bot_id);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        let key = text.trim();
+        if !key.is_empty() && store.find_api_key(&hash_secret(key)).await?.is_some() {
+            return Ok(path);
+        }
+    }
+    let secret = new_api_key();
+    let now = chrono::Utc::now().timestamp_millis();
+    store
+        .insert_api_key(platform, bot_id, &hash_secret(&secret), now)
+        .await?;
+    write_private(&path, &secret)?;
+    Ok(path)
+}
+
+/// The bots of the given files that have their platform token, pointed at the
+/// local scheduler, each with a frontend key.
+async fn local_bots(
+    args: &UpArgs,
+    store: &dyn tessera_scheduler::store::Store,
+    dir: &Path,
+    url: &str,
+) -> anyhow::Result<(Option<TelegramConfig>, Option<DiscordConfig>)> {
+    let telegram = match &args.telegram {
+        Some(path) => {
+            let mut c = TelegramConfig::load(Some(path))?;
+            c.scheduler_url = url.to_owned();
+            let mut bots = Vec::new();
+            for mut bot in std::mem::take(&mut c.bots) {
+                if let Err(e) = bot.token() {
+                    println!("  Telegram bot {} stays off: {e}", bot.id);
+                    continue;
+                }
+                if bot.api_key().is_err() {
+                    let key = bot_key(store, dir, Platform::Telegram, &bot.id).await?;
+                    bot.api_key_file = Some(key);
+                }
+                bots.push(bot);
+            }
+            c.bots = bots;
+            (!c.bots.is_empty()).then_some(c)
+        }
+        None => None,
+    };
+    let discord = match &args.discord {
+        Some(path) => {
+            let mut c = DiscordConfig::load(Some(path))?;
+            c.scheduler_url = url.to_owned();
+            let mut bots = Vec::new();
+            for mut bot in std::mem::take(&mut c.bots) {
+                if let Err(e) = bot.token() {
+                    println!("  Discord bot {} stays off: {e}", bot.id);
+                    continue;
+                }
+                if bot.api_key().is_err() {
+                    let key = bot_key(store, dir, Platform::Discord, &bot.id).await?;
+                    bot.api_key_file = Some(key);
+                }
+                bots.push(bot);
+            }
+            c.bots = bots;
+            (!c.bots.is_empty()).then_some(c)
+        }
+        None => None,
+    };
+    Ok((telegram, discord))
+}
+
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating the data folder {}", args.data_dir.display()))?;
@@ -201,16 +291,45 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("  images, videos and texts say they are simulated. Real engines join with");
     println!("  `tessera worker --config worker.toml` (see `tessera worker --print-example`).");
+    let (telegram, discord) = local_bots(&args, &*store, &dir, &url).await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut bots = tokio::task::JoinSet::new();
+    if let Some(c) = telegram {
+        let ids: Vec<_> = c.bots.iter().map(|b| b.id.clone()).collect();
+        println!("  Telegram bots: {}", ids.join(", "));
+        bots.spawn(tessera_telegram::run(c, stop.clone()));
+    }
+    if let Some(c) = discord {
+        let ids: Vec<_> = c.bots.iter().map(|b| b.id.clone()).collect();
+        println!("  Discord bots: {}", ids.join(", "));
+        bots.spawn(tessera_discord::run(c, stop.clone()));
+    }
     println!("  Press Ctrl-C to stop.");
     println!();
 
-    tokio::select! {
-        _ = super::shutdown_signal() => {
-            tracing::info!("stopping");
-            worker.shutdown().await?;
-            handle.shutdown().await?;
+    let bots_failed = async {
+        while let Some(ended) = bots.join_next().await {
+            match ended {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return e,
+                Err(e) => return anyhow::anyhow!("a bot task panicked: {e}"),
+            }
         }
-        result = handle.wait() => result?,
+        std::future::pending().await
+    };
+    let outcome = tokio::select! {
+        _ = super::shutdown_signal() => Ok(()),
+        result = handle.wait() => result,
+        e = bots_failed => Err(e),
+    };
+    tracing::info!("stopping");
+    // Bots stop first (jobs keep running; their next start delivers), then the
+    // worker finishes its job and reports it, then the scheduler.
+    stop.cancel();
+    while let Some(ended) = bots.join_next().await {
+        ended??;
     }
-    Ok(())
+    worker.shutdown().await?;
+    handle.shutdown().await?;
+    outcome
 }
