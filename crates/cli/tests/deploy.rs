@@ -10,7 +10,9 @@
 //! mounted configuration files and secrets (made by `deploy/secrets.sh`),
 //! with container paths mapped to a temporary folder, container host names to
 //! 127.0.0.1 and free ports, PostgreSQL replaced by SQLite, and Telegram,
-//! Discord and ComfyUI by the testkit's loopback stand-ins.
+//! Discord and ComfyUI by the testkit's loopback stand-ins. The simulated
+//! worker speaks through espeak-ng, as in the image: `scripts/test` installs
+//! it for the worker's tests too.
 
 mod common;
 
