@@ -483,10 +483,39 @@ fn compose_services_run_real_commands_and_keep_secrets_out_of_the_file() {
     };
     assert!(mounts("prometheus").contains(&"./prometheus/alerts.yml".to_owned()));
     assert!(mounts("grafana").contains(&"./grafana/tessera.json".to_owned()));
-    let prometheus = &yaml_documents(&deploy().join("prometheus/prometheus.yml"))[0];
+    // Prometheus's configuration there: the rules beside it, every job reading
+    // /metrics with the metrics token compose mounts, at a service's address.
+    let config = services["prometheus"]["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["target"] == "/etc/prometheus/prometheus.yml")
+        .map(|v| str_of(&v["source"]))
+        .expect("a mounted prometheus.yml");
+    let prometheus = &yaml_documents(&deploy().join(&config))[0];
     assert_eq!(
         strings(&prometheus["rule_files"]),
-        vec!["/etc/prometheus/alerts.yml".to_owned()]
+        vec!["alerts.yml".to_owned()]
+    );
+    let token = format!(
+        "/run/secrets/{}",
+        str_of(&services["prometheus"]["secrets"][0]["target"])
+    );
+    let mut jobs = Vec::new();
+    for job in prometheus["scrape_configs"].as_sequence().unwrap() {
+        jobs.push(str_of(&job["job_name"]));
+        assert_eq!(str_of(&job["authorization"]["credentials_file"]), token);
+        for target in strings(&job["static_configs"][0]["targets"]) {
+            let (host, _) = target.split_once(':').unwrap();
+            assert!(
+                services.contains_key(host),
+                "{config}: {target} is no service"
+            );
+        }
+    }
+    assert!(
+        jobs.contains(&"tessera-scheduler".to_owned()),
+        "alerts.yml names it"
     );
 }
 
@@ -602,7 +631,12 @@ fn kubernetes_manifests_run_real_commands_with_gpus_probes_and_no_secret_values(
                         assert!(!container[probe]["httpGet"].is_null(), "{place}: {probe}");
                     }
                 }
-                "worker" => assert_eq!(port, 9000),
+                "worker" => {
+                    assert_eq!(port, 9000);
+                    for probe in ["livenessProbe", "readinessProbe"] {
+                        assert!(!container[probe]["httpGet"].is_null(), "{place}: {probe}");
+                    }
+                }
                 _ => {}
             }
         }
@@ -682,7 +716,7 @@ fn kubernetes_manifests_run_real_commands_with_gpus_probes_and_no_secret_values(
 /// The HTTP paths a role serves without credentials, for probes.
 fn probe_paths(role: &str) -> &'static [&'static str] {
     match role {
-        "scheduler" => &["/healthz", "/readyz"],
+        "scheduler" | "worker" => &["/healthz", "/readyz"],
         _ => &[],
     }
 }
@@ -1281,6 +1315,45 @@ async fn the_compose_system_runs_on_loopback_as_the_files_describe_it() {
             .await
             .unwrap();
         assert_eq!(health["worker_id"], json!(name));
+        // Every path a Kubernetes probe asks a worker for, without credentials.
+        for path in probe_paths("worker") {
+            let url = format!("http://127.0.0.1:{port}{path}");
+            let answers = wait_until(WAIT, || {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    http.get(&url)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success())
+                }
+            })
+            .await;
+            assert!(answers, "GET {url}");
+        }
+    }
+
+    // Prometheus reads the scheduler's and the workers' metrics with the
+    // metrics token compose gives them all (the monitoring profile).
+    let metrics_token = read(&project.path("secrets/metrics-token"))
+        .trim()
+        .to_owned();
+    let mut scraped = vec![format!("{base}/metrics")];
+    scraped.extend(
+        worker_ports
+            .values()
+            .map(|port| format!("http://127.0.0.1:{port}/metrics")),
+    );
+    for url in scraped {
+        let status = |token: Option<String>| {
+            let request = http.get(&url);
+            let request = match token {
+                Some(token) => request.bearer_auth(token),
+                None => request,
+            };
+            async move { request.send().await.unwrap().status() }
+        };
+        assert_eq!(status(Some(metrics_token.clone())).await, 200, "{url}");
+        assert_eq!(status(None).await, 401, "{url}");
     }
 
     // A frontend's jobs run on them: a simulated image and real espeak-ng speech.
