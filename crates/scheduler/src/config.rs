@@ -390,7 +390,11 @@ impl SchedulerConfig {
             .merge(
                 Env::prefixed("TESSERA_")
                     .split("__")
-                    .filter(|k| k.as_str().contains('.') && !k.as_str().starts_with("worker.")),
+                    // Keys keep the variable's case here: compare without it.
+                    .filter(|k| {
+                        let k = k.as_str().to_ascii_lowercase();
+                        k.contains('.') && !k.starts_with("worker.")
+                    }),
             )
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
@@ -455,6 +459,10 @@ mod tests {
             )?;
             jail.set_env("TESSERA_DATABASE__URL", "postgres://x@localhost/y");
             jail.set_env("TESSERA_ADMIN_TOKEN", "not a scheduler setting");
+            jail.set_env(
+                "TESSERA_WORKER__ID",
+                "a worker's setting, not the scheduler's",
+            );
             let c = SchedulerConfig::load(Some(Path::new("t.toml"))).unwrap();
             assert_eq!(c.database.url, "postgres://x@localhost/y");
             assert_eq!(c.database.max_connections, 3);

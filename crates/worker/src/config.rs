@@ -115,7 +115,8 @@ impl WorkerConfig {
         }
         figment = figment.merge(
             Env::prefixed("TESSERA_")
-                .filter(|k| k.as_str().starts_with("worker__"))
+                // Keys keep the variable's case here: compare without it.
+                .filter(|k| k.as_str().to_ascii_lowercase().starts_with("worker__"))
                 .split("__"),
         );
         let config: WorkerConfig = figment.extract()?;
@@ -195,6 +196,24 @@ pub const EXAMPLE: &str = include_str!("../worker.example.toml");
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn worker_variables_override_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "w.toml",
+                "[worker]\nid = \"from-file\"\n\n[[engines]]\nkind = \"sim\"\ncapability = \"image\"\nmodels = [\"sdxl-1.0\"]\n",
+            )?;
+            jail.set_env("TESSERA_WORKER__ID", "worker-gpu-7");
+            jail.set_env("TESSERA_WORKER__SCHEDULER_URL", "http://scheduler:8000");
+            jail.set_env("TESSERA_DATABASE__URL", "postgres://not-a-worker-setting");
+            let c = WorkerConfig::load(Some(Path::new("w.toml"))).unwrap();
+            assert_eq!(c.worker.id, "worker-gpu-7");
+            assert_eq!(c.worker.scheduler_url, "http://scheduler:8000");
+            Ok(())
+        });
+    }
 
     #[test]
     fn example_parses_and_checks() {

@@ -184,10 +184,10 @@ fn names_in(path: &Path) -> BTreeSet<String> {
     names
 }
 
-fn promtool(args: &[&str]) {
+fn promtool(dir: &Path, args: &[&str]) {
     let out = std::process::Command::new("promtool")
         .args(args)
-        .current_dir(repo())
+        .current_dir(dir)
         .output()
         .unwrap_or_else(|e| {
             panic!(
@@ -466,9 +466,29 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
 
 #[test]
 fn the_alert_rules_pass_their_tests() {
-    promtool(&["check", "rules", "deploy/prometheus/alerts.yml"]);
-    promtool(&["test", "rules", "deploy/prometheus/alerts.test.yml"]);
-    promtool(&["check", "config", "deploy/prometheus/prometheus.yml"]);
+    let repo = repo();
+    promtool(&repo, &["check", "rules", "deploy/prometheus/alerts.yml"]);
+    promtool(
+        &repo,
+        &["test", "rules", "deploy/prometheus/alerts.test.yml"],
+    );
+    // The Prometheus configurations, each with its token file where it says.
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("tessera-metrics-token");
+    std::fs::write(&token, "a-metrics-token-of-sixteen-or-more").unwrap();
+    let prometheus = repo.join("deploy/prometheus");
+    std::fs::copy(prometheus.join("alerts.yml"), dir.path().join("alerts.yml")).unwrap();
+    std::fs::copy(
+        prometheus.join("prometheus.yml"),
+        dir.path().join("prometheus.yml"),
+    )
+    .unwrap();
+    let compose = std::fs::read_to_string(prometheus.join("compose.yml")).unwrap();
+    assert!(compose.contains("/run/secrets/metrics-token"));
+    let compose = compose.replace("/run/secrets/metrics-token", token.to_str().unwrap());
+    std::fs::write(dir.path().join("compose.yml"), compose).unwrap();
+    promtool(dir.path(), &["check", "config", "prometheus.yml"]);
+    promtool(dir.path(), &["check", "config", "compose.yml"]);
 }
 
 backend_tests!(metrics_move_with_the_jobs_and_cover_every_alert);
