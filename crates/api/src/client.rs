@@ -63,6 +63,9 @@ impl ClientError {
 pub struct Created {
     pub job: CreateJobResponse,
     pub replayed: bool,
+    /// The `X-Request-Id` this create was sent with: logged here, it finds
+    /// the job in the scheduler's and the worker's logs.
+    pub request_id: String,
 }
 
 #[derive(Clone, Debug)]
@@ -149,7 +152,9 @@ impl Client {
         req: &CreateJobRequest,
         idempotency_key: Option<&str>,
     ) -> Result<Created, ClientError> {
-        let mut rb = Self::json(self.request(Method::POST, "api/v1/jobs")?, req);
+        let request_id = format!("req_{}", ulid::Ulid::new());
+        let mut rb = Self::json(self.request(Method::POST, "api/v1/jobs")?, req)
+            .header(crate::REQUEST_ID, &request_id);
         if let Some(k) = idempotency_key {
             rb = rb.header(crate::IDEMPOTENCY_KEY, k);
         }
@@ -157,7 +162,11 @@ impl Client {
         let replayed = headers
             .get(crate::IDEMPOTENT_REPLAYED)
             .is_some_and(|v| v == "true");
-        Ok(Created { job, replayed })
+        Ok(Created {
+            job,
+            replayed,
+            request_id,
+        })
     }
 
     pub async fn get_job(&self, id: &JobId) -> Result<JobView, ClientError> {

@@ -110,6 +110,10 @@ pub struct RunJob {
     pub inputs: Vec<InputRef>,
     /// The scheduler fails the job if no result arrives within this time.
     pub timeout_ms: u64,
+    /// The `X-Request-Id` of the request that created the job: the worker
+    /// logs it with the job and sends it back with the job's progress and result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// An input a job reads.

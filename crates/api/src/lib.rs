@@ -26,3 +26,9 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 /// Header carrying the request id that follows a job through every layer.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// Whether `id` may be kept as a request id: 1 to 128 visible ASCII
+/// characters, so whatever a client sends cannot forge log lines or grow rows.
+pub fn is_valid_request_id(id: &str) -> bool {
+    (1..=128).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}

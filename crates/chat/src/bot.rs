@@ -409,7 +409,7 @@ impl<M: Messenger> Bot<M> {
         let key = &msg.message_id;
         match self.inner.api.create_job(&req, Some(key)).await {
             Ok(created) => {
-                tracing::info!(bot_id = %self.inner.settings.bot_id, job_id = %created.job.job_id, %capability, "job created");
+                tracing::info!(bot_id = %self.inner.settings.bot_id, job_id = %created.job.job_id, request_id = %created.request_id, %capability, "job created");
                 self.follow(created.job.job_id, reply);
             }
             Err(e) => {

@@ -443,11 +443,11 @@ impl Dispatcher {
                 return;
             }
         };
-        let sent = self
-            .request(&format!("{address}/run_job"))
-            .json(&body)
-            .send()
-            .await;
+        let mut request = self.request(&format!("{address}/run_job")).json(&body);
+        if let Some(id) = &job.request_id {
+            request = request.header(tessera_api::REQUEST_ID, id);
+        }
+        let sent = request.send().await;
         let refusal = match sent {
             Ok(r) if r.status().is_success() => return,
             Ok(r) => {
@@ -521,6 +521,7 @@ impl Dispatcher {
             params: job.params.clone(),
             inputs,
             timeout_ms: self.inner.config.run_timeout_secs.of_ms(job.capability),
+            request_id: job.request_id.clone(),
         })
     }
 

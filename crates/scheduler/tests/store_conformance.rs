@@ -26,6 +26,7 @@ fn new_job(user: &str, now: i64) -> NewJob {
         capability: Capability::Image,
         reply_context: Some(json!({"chat_id": 42})),
         idempotency: None,
+        request_id: Some("req-conformance".into()),
         now,
         day: day(),
     }
@@ -71,6 +72,7 @@ async fn first_sight_creates_a_free_user_and_charges_the_job(backend: Backend) {
     assert_eq!(job.cost_tokens, 1);
     assert_eq!(job.attempts, 0);
     assert_eq!(job.reply_context, Some(json!({"chat_id": 42})));
+    assert_eq!(job.request_id.as_deref(), Some("req-conformance"));
     assert_eq!(job.params["width"], 1024);
 
     let quota = store.quota(&user, day()).await.unwrap().unwrap();

@@ -27,6 +27,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use tessera_api::internal::{
     CancelJob, EngineInfo, Heartbeat, HeartbeatAck, JobResult, Outcome, ProgressReport, RunJob,
@@ -348,6 +349,15 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         .into_response()
 }
 
+/// Adds the job's request id, so the scheduler logs the worker's calls for a
+/// job under the id of the request that created it.
+fn traced(req: reqwest::RequestBuilder, request_id: Option<&str>) -> reqwest::RequestBuilder {
+    match request_id {
+        Some(id) => req.header(tessera_api::REQUEST_ID, id),
+        None => req,
+    }
+}
+
 fn bearer(request: &Request) -> Option<&str> {
     request
         .headers()
@@ -463,13 +473,18 @@ async fn run_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         );
     }
     let cancel = CancellationToken::new();
-    let task = tokio::spawn(execute(
-        shared.clone(),
-        job.clone(),
-        engine,
-        params,
-        cancel.clone(),
-    ));
+    // Every line the job logs carries its id and the id of the request that
+    // created it (the scheduler sends it in the job and in X-Request-Id).
+    let request_id = job
+        .request_id
+        .as_deref()
+        .filter(|id| tessera_api::is_valid_request_id(id))
+        .unwrap_or("-");
+    let span = tracing::info_span!("job", job_id = %job.job_id, request_id = %request_id);
+    let task = tokio::spawn(
+        execute(shared.clone(), job.clone(), engine, params, cancel.clone())
+            .instrument(span.clone()),
+    );
     *current = Some(Running {
         job_id: job.job_id.clone(),
         attempt: job.attempt,
@@ -477,7 +492,7 @@ async fn run_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         task: task.abort_handle(),
     });
     drop(current);
-    tracing::info!(job_id = %job.job_id, attempt = job.attempt, model = %job.model_id, "job accepted");
+    span.in_scope(|| tracing::info!(attempt = job.attempt, model = %job.model_id, "job accepted"));
     (StatusCode::ACCEPTED, Json(accepted)).into_response()
 }
 
@@ -589,12 +604,16 @@ async fn run(
         inputs,
     };
     let (progress, rx) = Progress::new();
-    let reporter = tokio::spawn(report_progress(
-        shared.clone(),
-        job.job_id.clone(),
-        job.attempt,
-        rx,
-    ));
+    let reporter = tokio::spawn(
+        report_progress(
+            shared.clone(),
+            job.job_id.clone(),
+            job.attempt,
+            job.request_id.clone(),
+            rx,
+        )
+        .in_current_span(),
+    );
     let limit = Duration::from_millis(job.timeout_ms.max(1));
     let result = match tokio::time::timeout(limit, engine.run(&task, &progress, cancel)).await {
         Ok(r) => r,
@@ -617,9 +636,7 @@ async fn fetch_inputs(shared: &Shared, job: &RunJob) -> Result<Vec<Input>, Engin
             )));
         }
         let url = shared.url(&format!("/api/internal/inputs/{}", input.input_id));
-        let response = shared
-            .http
-            .get(&url)
+        let response = traced(shared.http.get(&url), job.request_id.as_deref())
             .bearer_auth(&shared.token)
             .timeout(Duration::from_secs(300))
             .send()
@@ -644,6 +661,7 @@ async fn report_progress(
     shared: Arc<Shared>,
     job_id: JobId,
     attempt: i32,
+    request_id: Option<String>,
     mut rx: watch::Receiver<Option<f32>>,
 ) {
     let url = shared.url(&format!("/api/internal/jobs/{job_id}/progress"));
@@ -656,9 +674,7 @@ async fn report_progress(
             attempt,
             progress,
         };
-        let sent = shared
-            .http
-            .post(&url)
+        let sent = traced(shared.http.post(&url), request_id.as_deref())
             .bearer_auth(&shared.token)
             .timeout(Duration::from_secs(10))
             .json(&report)
@@ -716,9 +732,7 @@ async fn deliver(shared: &Shared, job: &RunJob, outcome: Result<Vec<Artifact>, E
                     .expect("static mime type"),
             );
         }
-        let sent = shared
-            .http
-            .post(&url)
+        let sent = traced(shared.http.post(&url), job.request_id.as_deref())
             .bearer_auth(&shared.token)
             .timeout(Duration::from_secs(600))
             .multipart(form)

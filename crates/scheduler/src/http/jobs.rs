@@ -85,6 +85,11 @@ pub async fn create(
         capability: req.capability,
         reply_context: req.reply_context.clone(),
         idempotency,
+        request_id: headers
+            .get(tessera_api::REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .filter(|id| tessera_api::is_valid_request_id(id))
+            .map(str::to_owned),
         now,
         day: state.clock.day_of(now),
     };
@@ -103,6 +108,13 @@ pub async fn create(
     }
     let (job, status, replayed) = match state.store.create_job(&new, &validate).await? {
         CreateOutcome::Created(job) => {
+            tracing::info!(
+                job_id = %job.id,
+                request_id = job.request_id.as_deref().unwrap_or("-"),
+                capability = %job.capability,
+                bot_id = %job.bot_id,
+                "job created"
+            );
             state.dispatcher.metrics().created(&job);
             state.dispatcher.wake();
             (job, StatusCode::CREATED, false)

@@ -18,7 +18,7 @@ use super::{ApiKeyRecord, JobRecord, StoreError};
 pub(crate) const JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, model, \
     priority, status, params, reply_context, cost_tokens, billing_day, refunded, attempts, \
     worker_id, progress, error_code, error_message, created_at, queued_at, started_at, ended_at, \
-    delivered_at";
+    delivered_at, request_id";
 
 pub(crate) const PLAN_COLUMNS: &str =
     "p.id, p.name, p.daily_tokens, p.priority, p.max_resolution, p.allowed_models, p.price_cents";
@@ -49,6 +49,7 @@ pub(crate) struct JobRow {
     started_at: Option<i64>,
     ended_at: Option<i64>,
     delivered_at: Option<i64>,
+    request_id: Option<String>,
 }
 
 fn corrupt(what: &str, value: &str) -> StoreError {
@@ -93,6 +94,7 @@ impl TryFrom<JobRow> for JobRecord {
             started_at: r.started_at,
             ended_at: r.ended_at,
             delivered_at: r.delivered_at,
+            request_id: r.request_id,
         })
     }
 }
@@ -272,11 +274,11 @@ impl TryFrom<ArtifactRow> for super::ArtifactRecord {
 /// Columns of a new job, in the order [`bind_new_job`](impl_store) binds them.
 pub(crate) const NEW_JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, \
     model, priority, status, params, reply_context, cost_tokens, billing_day, idempotency_key, \
-    request_hash, created_at, queued_at";
+    request_hash, created_at, queued_at, request_id";
 
-/// `$1..$16` for [`NEW_JOB_COLUMNS`] (queued_at repeats created_at).
+/// `$1..$17` for [`NEW_JOB_COLUMNS`] (queued_at repeats created_at).
 pub(crate) const NEW_JOB_VALUES: &str =
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16";
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17";
 
 /// How many (capability, model) ranges one queue-window statement reads:
 /// four `UNION ALL` members each, well inside SQLite's compound-select limit.
@@ -1111,7 +1113,7 @@ macro_rules! impl_store {
             }
 
 
-            /// Binds a new job's values as `$1..$16` of [`NEW_JOB_VALUES`].
+            /// Binds a new job's values as `$1..$17` of [`NEW_JOB_VALUES`].
             fn bind_new_job<'q, O>(
                 q: sqlx::query::QueryAs<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>>,
                 new: &'q $crate::store::NewJob,
@@ -1136,6 +1138,7 @@ macro_rules! impl_store {
                     .bind(new.idempotency.as_ref().map(|i| i.key.as_str()))
                     .bind(new.idempotency.as_ref().map(|i| i.request_hash.as_slice()))
                     .bind(new.now)
+                    .bind(new.request_id.as_deref())
             }
 
             /// The job an idempotency key already created, if any.

@@ -89,6 +89,8 @@ pub struct JobRecord {
     pub ended_at: Option<Millis>,
     /// When the frontend acknowledged handing the outcome to the user.
     pub delivered_at: Option<Millis>,
+    /// The `X-Request-Id` of the request that created it.
+    pub request_id: Option<String>,
 }
 
 /// A frontend API key as stored (its secret only as a hash).
@@ -119,6 +121,8 @@ pub struct NewJob {
     pub capability: Capability,
     pub reply_context: Option<Value>,
     pub idempotency: Option<Idempotency>,
+    /// The creating request's `X-Request-Id`, which follows the job to its worker.
+    pub request_id: Option<String>,
     pub now: Millis,
     pub day: NaiveDate,
 }
