@@ -30,8 +30,9 @@ const MAX_SKEW_SECS: u64 = 300;
 
 type Bots = Arc<HashMap<String, (VerifyingKey, Handler)>>;
 
-/// The endpoint for the given instances: `(bot id, public key, handler)`.
-pub fn router(bots: Vec<(String, VerifyingKey, Handler)>) -> Router {
+/// The endpoint for the given instances: `(bot id, public key, handler)`,
+/// with `/healthz` and `/readyz` (ready when the scheduler at `scheduler_url` is).
+pub fn router(bots: Vec<(String, VerifyingKey, Handler)>, scheduler_url: &str) -> Router {
     let bots: Bots = Arc::new(
         bots.into_iter()
             .map(|(id, key, handler)| (id, (key, handler)))
@@ -40,10 +41,20 @@ pub fn router(bots: Vec<(String, VerifyingKey, Handler)>) -> Router {
     Router::new()
         .route("/discord/{bot_id}", post(interaction))
         .with_state(bots)
+        .merge(tessera_chat::probes::routes(scheduler_url))
 }
 
+/// Tessera's error envelope, as every role answers.
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"code": code, "message": message}))).into_response()
+    let body = tessera_api::ApiErrorBody {
+        error: tessera_api::ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            field: None,
+            resets_at: None,
+        },
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Whether the signature headers verify over timestamp + body with `key`,

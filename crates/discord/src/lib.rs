@@ -795,7 +795,7 @@ pub async fn run(config: DiscordConfig, stop: CancellationToken) -> anyhow::Resu
                 )
             })?;
         tracing::info!(address = %config.interactions_listen, "interactions endpoint listening");
-        let app = endpoint::router(endpoints);
+        let app = endpoint::router(endpoints, &config.scheduler_url);
         let stop = stop.clone();
         Some(tokio::spawn(async move {
             axum::serve(listener, app)

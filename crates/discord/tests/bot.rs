@@ -515,6 +515,13 @@ async fn the_http_interactions_endpoint_checks_signatures_and_defers() {
         assert_eq!(answer.status, Some(401));
     }
     assert!(!s.dc.connected(TOKEN), "no gateway in HTTP mode");
+    // The listener's probes: alive, and ready while the scheduler is.
+    for probe in ["healthz", "readyz"] {
+        let response = reqwest::get(format!("http://{listen}/{probe}"))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{probe}");
+    }
 
     let answer =
         s.dc.post_interaction(

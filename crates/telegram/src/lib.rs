@@ -547,7 +547,7 @@ pub async fn run(config: TelegramConfig, stop: CancellationToken) -> anyhow::Res
         if let Ok(address) = listener.local_addr() {
             tracing::info!(%address, "webhook endpoint listening");
         }
-        let app = webhook::router(&running);
+        let app = webhook::router(&running, &config.scheduler_url);
         let stop = stop.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)

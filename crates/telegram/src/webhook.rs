@@ -15,14 +15,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde_json::json;
 
 use crate::{Handler, Instance};
 
 type Bots = Arc<HashMap<String, (String, Handler)>>;
 
-/// The endpoint for the running instances that registered a webhook.
-pub fn router(instances: &[Instance]) -> Router {
+/// The endpoint for the running instances that registered a webhook, with
+/// `/healthz` and `/readyz` (ready when the scheduler at `scheduler_url` is).
+pub fn router(instances: &[Instance], scheduler_url: &str) -> Router {
     let bots: Bots = Arc::new(
         instances
             .iter()
@@ -35,10 +35,20 @@ pub fn router(instances: &[Instance]) -> Router {
     Router::new()
         .route("/telegram/{bot_id}", post(update))
         .with_state(bots)
+        .merge(tessera_chat::probes::routes(scheduler_url))
 }
 
+/// Tessera's error envelope, as every role answers.
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"code": code, "message": message}))).into_response()
+    let body = tessera_api::ApiErrorBody {
+        error: tessera_api::ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            field: None,
+            resets_at: None,
+        },
+    };
+    (status, Json(body)).into_response()
 }
 
 /// Equal bytes, in time that does not depend on where they differ.

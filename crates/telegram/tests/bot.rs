@@ -469,7 +469,16 @@ async fn webhook_mode_takes_updates_only_with_the_secret() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status(), 401);
         let body: serde_json::Value = response.json().await.unwrap();
-        assert_eq!(body["code"], "invalid_secret");
+        assert_eq!(body["error"]["code"], "invalid_secret");
+    }
+    // The listener's probes: alive, and ready while the scheduler is.
+    for probe in ["healthz", "readyz"] {
+        let response = http
+            .get(format!("http://{listen}/{probe}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{probe}");
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
