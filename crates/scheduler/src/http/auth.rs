@@ -59,24 +59,31 @@ impl FromRequestParts<AppState> for Frontend {
             state.keys.put(hash, key.clone());
             return Ok(Frontend(key));
         }
-        if state.admin.matches(token) || state.internal.matches(token) {
+        if is_token(state, token) {
             return Err(ApiError::forbidden(
                 "wrong_credential",
-                "this endpoint needs a frontend API key, not an admin or internal token",
+                "this endpoint needs a frontend API key, not an admin, internal or metrics token",
             ));
         }
         Err(invalid())
     }
 }
 
+/// Whether `token` is one of the scheduler's configured tokens (admin,
+/// internal, metrics): a real credential, so a wrong use of it is 403, not 401.
+fn is_token(state: &AppState, token: &str) -> bool {
+    state.admin.matches(token)
+        || state.internal.matches(token)
+        || state.metrics_reader.matches(token)
+}
+
 /// Checks that the request carries the configured token `expected` (named
-/// `name`: `admin` or `internal`). Another real credential (the other token or a
+/// `name`: `admin` or `internal`). Another real credential (another token or a
 /// frontend key) is recognised only to answer 403 rather than 401.
 async fn require_token(
     parts: &Parts,
     state: &AppState,
     expected: &TokenCheck,
-    other: &TokenCheck,
     name: &str,
 ) -> Result<(), ApiError> {
     let token = bearer(parts)?;
@@ -88,7 +95,7 @@ async fn require_token(
             "the {name} API is disabled: configure auth.{name}_token on the scheduler"
         )));
     }
-    if other.matches(token)
+    if is_token(state, token)
         || state
             .store
             .find_api_key(&hash_secret(token))
@@ -110,7 +117,7 @@ impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        require_token(parts, state, &state.admin, &state.internal, "admin").await?;
+        require_token(parts, state, &state.admin, "admin").await?;
         Ok(Admin)
     }
 }
@@ -122,7 +129,7 @@ impl FromRequestParts<AppState> for Internal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        require_token(parts, state, &state.internal, &state.admin, "internal").await?;
+        require_token(parts, state, &state.internal, "internal").await?;
         Ok(Internal)
     }
 }

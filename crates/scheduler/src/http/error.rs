@@ -5,6 +5,7 @@
 //! rejections (bad JSON, wrong content type, oversized body, bad path or query)
 //! are converted here too, so no endpoint ever answers with plain text.
 
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -127,6 +128,12 @@ fn rejection(status: StatusCode, text: String) -> ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        rejection(r.status(), r.body_text())
+    }
+}
+
+impl From<MultipartRejection> for ApiError {
+    fn from(r: MultipartRejection) -> Self {
         rejection(r.status(), r.body_text())
     }
 }

@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorDetail};
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
-use super::{admin as admin_http, internal, jobs, users};
+use super::{admin as admin_http, files, internal, jobs, results, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,8 @@ use super::{admin as admin_http, internal, jobs, users};
         admin_http::create_key, admin_http::list_keys, admin_http::revoke_key,
         admin_http::set_plan, admin_http::list_jobs, admin_http::cancel_job,
         admin_http::list_workers, internal::heartbeat,
+        files::upload_input, files::artifact,
+        results::progress, results::result, results::input,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -37,6 +39,7 @@ use super::{admin as admin_http, internal, jobs, users};
         (name = "jobs", description = "Create, follow and cancel jobs"),
         (name = "users", description = "Quotas and plans"),
         (name = "admin", description = "Keys, plans, jobs and workers, for operators"),
+        (name = "files", description = "Audio inputs and job outputs"),
         (name = "internal", description = "Between the scheduler and its workers"),
     )
 )]

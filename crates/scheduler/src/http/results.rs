@@ -11,6 +11,7 @@
 //! (`replayed: true`), so a worker can retry until it hears back.
 
 use axum::body::Body;
+use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -102,9 +103,10 @@ pub async fn result(
     State(state): State<AppState>,
     _internal: Internal,
     ApiPath(job_id): ApiPath<String>,
-    mut multipart: Multipart,
+    multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<ResultAck>, ApiError> {
     let id = parse_job_id(&job_id)?;
+    let mut multipart = multipart?;
     let mut result: Option<JobResult> = None;
     let mut parts: Vec<Bytes> = Vec::new();
     let mut total: u64 = 0;

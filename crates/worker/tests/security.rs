@@ -1,0 +1,425 @@
+//! The security matrix: every endpoint of the scheduler and of a worker, asked
+//! with every kind of credential, answers the status its boundary promises
+//! (seed section 11). Credentials: none, a frontend key (the Telegram bot
+//! that owns the job), another frontend's key (a Discord bot), the internal
+//! token workers use, the admin token, the metrics token, and a token that
+//! is nobody's. Every refusal is the JSON error envelope.
+//!
+//! Expected statuses are written out per cell, so a route added without a
+//! row here, or a boundary that moves, fails this test.
+
+use std::collections::BTreeMap;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use tessera_api::public::CreateJobRequest;
+use tessera_core::{Capability, JobState, Platform};
+use tessera_testkit::{backend_tests, sim, Backend, TestApp};
+
+const OWNER: &str = "tg-image-bot-1";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Who {
+    Nobody,
+    Owner,
+    OtherFrontend,
+    Internal,
+    Admin,
+    Metrics,
+    Forged,
+}
+
+const EVERYONE: [Who; 7] = [
+    Who::Nobody,
+    Who::Owner,
+    Who::OtherFrontend,
+    Who::Internal,
+    Who::Admin,
+    Who::Metrics,
+    Who::Forged,
+];
+
+struct Call {
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    /// Expected status per credential; the rest of `EVERYONE` expect `otherwise`.
+    expect: Vec<(Who, u16)>,
+    otherwise: u16,
+}
+
+fn call(method: Method, path: impl Into<String>, body: Option<Value>) -> Call {
+    Call {
+        method,
+        path: path.into(),
+        body,
+        expect: Vec::new(),
+        otherwise: 0,
+    }
+}
+
+impl Call {
+    fn when(mut self, who: &[Who], status: u16) -> Self {
+        for w in who {
+            self.expect.push((*w, status));
+        }
+        self
+    }
+
+    fn otherwise(mut self, status: u16) -> Self {
+        self.otherwise = status;
+        self
+    }
+
+    fn expected(&self, who: Who) -> u16 {
+        self.expect
+            .iter()
+            .find(|(w, _)| *w == who)
+            .map_or(self.otherwise, |(_, s)| *s)
+    }
+}
+
+/// Asks every call with every credential; answers the cells that differ from
+/// what was expected, as `METHOD path as WHO: got N, expected M`.
+async fn ask(base: &str, tokens: &BTreeMap<Who, String>, calls: &[Call]) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut wrong = Vec::new();
+    for c in calls {
+        for who in EVERYONE {
+            let mut req = http.request(c.method.clone(), format!("{base}{}", c.path));
+            if let Some(token) = tokens.get(&who) {
+                req = req.bearer_auth(token);
+            }
+            if let Some(body) = &c.body {
+                req = req.json(body);
+            }
+            let resp = req.send().await.expect("a response");
+            let status = resp.status();
+            let text = resp.text().await.unwrap_or_default();
+            let expected = c.expected(who);
+            if status.as_u16() != expected {
+                wrong.push(format!(
+                    "{} {} as {who:?}: got {status}, expected {expected} ({text})",
+                    c.method, c.path
+                ));
+            }
+            if !status.is_success() {
+                let body: Result<Value, _> = serde_json::from_str(&text);
+                let coded = body.as_ref().is_ok_and(|b| {
+                    b["error"]["code"].is_string() && b["error"]["message"].is_string()
+                });
+                if !coded {
+                    wrong.push(format!(
+                        "{} {} as {who:?}: {status} without the error envelope: {text}",
+                        c.method, c.path
+                    ));
+                }
+            }
+        }
+    }
+    wrong
+}
+
+async fn every_endpoint_answers_only_its_credential(backend: Backend) {
+    let metrics_token = tessera_scheduler::auth::new_token();
+    let m = metrics_token.clone();
+    let app = TestApp::spawn_with(backend, move |c| {
+        c.auth.metrics_token = Some(m);
+        c.workers.heartbeat_interval_ms = 200;
+    })
+    .await;
+    let owner_key = app.key(Platform::Telegram, OWNER).await;
+    let other_key = app.key(Platform::Discord, "dc-image-bot-1").await;
+    let owner = app.client_with(&owner_key);
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 0)],
+        )
+        .await;
+
+    // A finished job with an artifact, a queued one to cancel, an input.
+    let new_job = |prompt: &str| CreateJobRequest {
+        frontend: Platform::Telegram,
+        bot_id: OWNER.into(),
+        capability: Capability::Image,
+        user_ref: "telegram:1".into(),
+        reply_context: None,
+        params: json!({"prompt": prompt, "resolution": "512x512"}),
+    };
+    let done = owner
+        .create_job(&new_job("a fox"), None)
+        .await
+        .unwrap()
+        .job
+        .job_id;
+    let job = loop {
+        let job = owner.get_job(&done).await.unwrap();
+        if job.status == JobState::Completed {
+            break job;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let artifact = job.artifacts[0].artifact_id.clone();
+    worker.shutdown().await.unwrap();
+    let queued = owner
+        .create_job(&new_job("a cat"), None)
+        .await
+        .unwrap()
+        .job
+        .job_id;
+    let input = owner
+        .upload_input("audio/wav", b"RIFF....WAVE".to_vec())
+        .await
+        .unwrap()
+        .input_id;
+    let doomed = owner
+        .create_job(&new_job("a dog"), None)
+        .await
+        .unwrap()
+        .job
+        .job_id;
+    let spare_key = app
+        .admin
+        .create_key(&tessera_api::admin::CreateKeyRequest {
+            frontend: Platform::Web,
+            bot_id: "web-spare".into(),
+        })
+        .await
+        .unwrap()
+        .key
+        .key_id;
+
+    let mut tokens = BTreeMap::new();
+    tokens.insert(Who::Owner, owner_key.clone());
+    tokens.insert(Who::OtherFrontend, other_key.clone());
+    tokens.insert(Who::Internal, app.internal_token.clone());
+    tokens.insert(Who::Admin, app.admin_token.clone());
+    tokens.insert(Who::Metrics, metrics_token.clone());
+    tokens.insert(
+        Who::Forged,
+        "tsk_this-key-was-never-issued-by-anyone".into(),
+    );
+
+    use Who::*;
+    let not_frontends = [Internal, Admin, Metrics];
+    let create = json!({"frontend": "telegram", "bot_id": OWNER, "capability": "image",
+                        "user_ref": "telegram:2", "params": {"prompt": "an owl"}});
+    // A worker that serves nothing queued here, so no job moves meanwhile.
+    let heartbeat = json!({"worker_id": "worker-gpu-9", "status": "idle",
+                           "address": "http://127.0.0.1:9", "capabilities": ["text"],
+                           "models": ["llama-3.2-3b"]});
+    let progress = json!({"worker_id": "worker-gpu-9", "attempt": 1, "progress": 50.0});
+    let scheduler = vec![
+        // Probes and the API document: anyone.
+        call(Method::GET, "/healthz", None).otherwise(200),
+        call(Method::GET, "/readyz", None).otherwise(200),
+        call(Method::GET, "/api/openapi.json", None).otherwise(200),
+        // The public API: frontend keys; a key sees only its own bot's jobs.
+        call(Method::GET, "/api/v1/jobs", None)
+            .when(&[Owner, OtherFrontend], 200)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(Method::POST, "/api/v1/jobs", Some(create))
+            .when(&[Owner], 201)
+            .when(&[OtherFrontend], 403)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(Method::GET, format!("/api/v1/jobs/{done}"), None)
+            .when(&[Owner], 200)
+            .when(&[OtherFrontend], 404)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(Method::POST, format!("/api/v1/jobs/{done}/delivered"), None)
+            .when(&[Owner], 200)
+            .when(&[OtherFrontend], 404)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(Method::GET, "/api/v1/users/telegram:1", None)
+            .when(&[Owner], 200)
+            .when(&[OtherFrontend], 403)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(Method::GET, "/api/v1/plans", None)
+            .when(&[Owner, OtherFrontend], 200)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(Method::GET, format!("/api/v1/artifacts/{artifact}"), None)
+            .when(&[Owner], 200)
+            .when(&[OtherFrontend], 404)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        // Admin: the admin token only.
+        call(Method::GET, "/api/admin/keys", None)
+            .when(&[Admin], 200)
+            .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+            .otherwise(401),
+        call(Method::GET, "/api/admin/jobs", None)
+            .when(&[Admin], 200)
+            .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+            .otherwise(401),
+        call(Method::GET, "/api/admin/workers", None)
+            .when(&[Admin], 200)
+            .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+            .otherwise(401),
+        call(
+            Method::PUT,
+            "/api/admin/users/telegram:3/plan",
+            Some(json!({"plan_id": "pro"})),
+        )
+        .when(&[Admin], 200)
+        .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/admin/keys",
+            Some(json!({"frontend": "web", "bot_id": "web-9"})),
+        )
+        .when(&[Admin], 201)
+        .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+        .otherwise(401),
+        call(Method::DELETE, format!("/api/admin/keys/{spare_key}"), None)
+            .when(&[Admin], 200)
+            .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+            .otherwise(401),
+        call(Method::DELETE, format!("/api/admin/jobs/{doomed}"), None)
+            .when(&[Admin], 200)
+            .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+            .otherwise(401),
+        // Uploads: a frontend's raw audio body (JSON here: refused as such).
+        call(
+            Method::POST,
+            "/api/v1/inputs",
+            Some(json!({"not": "audio"})),
+        )
+        .when(&[Owner, OtherFrontend], 415)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        // Internal: the workers' token only.
+        call(Method::POST, "/api/internal/heartbeat", Some(heartbeat))
+            .when(&[Internal], 200)
+            .when(&[Owner, OtherFrontend, Admin, Metrics], 403)
+            .otherwise(401),
+        call(
+            Method::POST,
+            format!("/api/internal/jobs/{queued}/progress"),
+            Some(progress),
+        )
+        .when(&[Internal], 409)
+        .when(&[Owner, OtherFrontend, Admin, Metrics], 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            format!("/api/internal/jobs/{queued}/result"),
+            Some(json!({"not": "multipart"})),
+        )
+        .when(&[Internal], 400)
+        .when(&[Owner, OtherFrontend, Admin, Metrics], 403)
+        .otherwise(401),
+        call(Method::GET, format!("/api/internal/inputs/{input}"), None)
+            .when(&[Internal], 200)
+            .when(&[Owner, OtherFrontend, Admin, Metrics], 403)
+            .otherwise(401),
+        // Metrics: the metrics and admin tokens.
+        call(Method::GET, "/metrics", None)
+            .when(&[Metrics, Admin], 200)
+            .when(&[Owner, OtherFrontend, Internal], 403)
+            .otherwise(401),
+        // Last, as it changes state: cancelling the queued job.
+        call(Method::DELETE, format!("/api/v1/jobs/{queued}"), None)
+            .when(&[OtherFrontend], 404)
+            .when(&[Owner], 200)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+    ];
+    let mut wrong = ask(&app.base_url(), &tokens, &scheduler).await;
+
+    // Every operation of the API document has its row (ids put back as the
+    // document's path parameters).
+    let template = |path: &str| {
+        path.replace(&done.to_string(), "{job_id}")
+            .replace(&queued.to_string(), "{job_id}")
+            .replace(&doomed.to_string(), "{job_id}")
+            .replace(&spare_key.to_string(), "{key_id}")
+            .replace(&artifact.to_string(), "{artifact_id}")
+            .replace(&input.to_string(), "{input_id}")
+            .replace("telegram:1", "{user_ref}")
+            .replace("telegram:3", "{user_ref}")
+    };
+    let rows: std::collections::BTreeSet<(String, String)> = scheduler
+        .iter()
+        .map(|c| (c.method.as_str().to_lowercase(), template(&c.path)))
+        .collect();
+    let document: Value = reqwest::get(format!("{}/api/openapi.json", app.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut missing = Vec::new();
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            if !rows.contains(&(method.clone(), path.clone())) {
+                missing.push(format!("{method} {path}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "operations without a row in the matrix: {missing:?}"
+    );
+
+    // A worker: the internal token for everything but its probes; its
+    // metrics also to its own metrics token (none configured here).
+    let w = app
+        .worker(
+            "worker-gpu-1",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 0)],
+        )
+        .await;
+    // Ready once the scheduler accepted its first heartbeat.
+    let ready = format!("http://{}/readyz", w.addr());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while reqwest::get(&ready).await.unwrap().status() != 200 {
+        assert!(std::time::Instant::now() < deadline, "the worker never got ready");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let worker_calls = vec![
+        call(Method::GET, "/healthz", None).otherwise(200),
+        call(Method::GET, "/readyz", None).otherwise(200),
+        call(Method::GET, "/health", None)
+            .when(&[Internal], 200)
+            .otherwise(401),
+        call(Method::GET, "/capabilities", None)
+            .when(&[Internal], 200)
+            .otherwise(401),
+        call(Method::GET, "/metrics", None)
+            .when(&[Internal], 200)
+            .otherwise(401),
+        call(Method::POST, "/run_job", Some(json!({"not": "a job"})))
+            .when(&[Internal], 422)
+            .otherwise(401),
+        call(
+            Method::POST,
+            "/cancel_job",
+            Some(json!({"job_id": queued.to_string()})),
+        )
+        .when(&[Internal], 404)
+        .otherwise(401),
+        call(Method::POST, "/unload", Some(json!({})))
+            .when(&[Internal], 200)
+            .otherwise(401),
+    ];
+    wrong.extend(ask(&format!("http://{}", w.addr()), &tokens, &worker_calls).await);
+    w.shutdown().await.unwrap();
+    assert!(
+        wrong.is_empty(),
+        "{} cells differ:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    app.shutdown().await;
+}
+
+backend_tests!(every_endpoint_answers_only_its_credential);
