@@ -633,6 +633,96 @@ async fn oversized_bodies_are_refused(backend: Backend) {
     app.shutdown().await;
 }
 
+/// What an attacker or a broken client sends: each refused with a clear 4xx
+/// in the JSON envelope, nothing created, nothing charged, nothing read from
+/// outside the store.
+async fn hostile_input_is_refused_with_a_clear_4xx(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    let tg = app.client_with(&key);
+    let user = "telegram:9";
+    let post = || raw(&app, Method::POST, "/api/v1/jobs").bearer_auth(&key);
+
+    // Invalid UTF-8 in a JSON body.
+    let mut bytes = serde_json::to_vec(&tg_job(user, prompt("PLACEHOLDER"))).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"PLACEHOLDER").unwrap();
+    bytes[at] = 0xff;
+    bytes[at + 1] = 0xfe;
+    send(post().header(CONTENT_TYPE, "application/json").body(bytes))
+        .await
+        .error(StatusCode::BAD_REQUEST, "malformed_request");
+    // A prompt far over the limit, inside the body limit.
+    api_error(
+        tg.create_job(&tg_job(user, prompt(&"a fox ".repeat(10_000))), None)
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "prompt_too_long",
+    );
+    // Control characters that could forge lines wherever a prompt is shown.
+    let e = api_error(
+        tg.create_job(&tg_job(user, prompt("a fox\u{0}\u{1b}[2J")), None)
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_params",
+    );
+    assert_eq!(e.field.as_deref(), Some("params.prompt"));
+    // A user reference with a path or a control character in it.
+    for bad in ["telegram:../../admin", "telegram:1\n2", "telegram:"] {
+        api_error(
+            tg.create_job(&tg_job(bad, prompt("x")), None).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_user_ref",
+        );
+    }
+    // Paths that try to leave the store: artifact and input ids are checked
+    // before any key is built from them.
+    for path in [
+        "/api/v1/artifacts/..%2F..%2Fetc%2Fpasswd",
+        "/api/v1/artifacts/art_..%2F..%2Ftessera.db",
+        "/api/v1/artifacts/%2Fetc%2Fpasswd",
+    ] {
+        send(raw(&app, Method::GET, path).bearer_auth(&key))
+            .await
+            .error(StatusCode::NOT_FOUND, "artifact_not_found");
+    }
+    send(
+        raw(
+            &app,
+            Method::GET,
+            "/api/internal/inputs/..%2F..%2Fetc%2Fpasswd",
+        )
+        .bearer_auth(&app.internal_token),
+    )
+    .await
+    .error(StatusCode::NOT_FOUND, "input_not_found");
+    // A job id that is no job id.
+    send(raw(&app, Method::GET, "/api/v1/jobs/..%2Fjobs").bearer_auth(&key))
+        .await
+        .error(StatusCode::NOT_FOUND, "job_not_found");
+    // A request id with bytes that are no text is ignored, not fatal.
+    let created = send(
+        raw_create(
+            &reqwest::Client::new(),
+            &app,
+            &key,
+            &tg_job(user, prompt("ok")),
+            None,
+        )
+        .header(
+            tessera_api::REQUEST_ID,
+            reqwest::header::HeaderValue::from_bytes(b"id-\xff\xfe").unwrap(),
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{:?}", created.body);
+
+    // Only the last request created a job, and charged for it.
+    let all = list_all(&app.admin, ListJobsQuery::default(), true).await;
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(tg.get_user(user).await.unwrap().tokens_used_today, 1);
+    app.shutdown().await;
+}
+
 async fn unknown_routes_and_methods_answer_json(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.key(Platform::Telegram, TG_BOT).await;
@@ -1474,6 +1564,7 @@ backend_tests!(
     keys_speak_only_for_their_bot_and_platform,
     invalid_requests_are_refused_with_stable_codes,
     oversized_bodies_are_refused,
+    hostile_input_is_refused_with_a_clear_4xx,
     unknown_routes_and_methods_answer_json,
     idempotent_retries_replay_the_first_job,
     concurrent_retries_with_one_key_create_one_job,

@@ -382,7 +382,10 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
     let ready = format!("http://{}/readyz", w.addr());
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while reqwest::get(&ready).await.unwrap().status() != 200 {
-        assert!(std::time::Instant::now() < deadline, "the worker never got ready");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the worker never got ready"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     let worker_calls = vec![
