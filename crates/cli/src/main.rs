@@ -47,6 +47,8 @@ enum Command {
     Config(cmd::config::ConfigArgs),
     /// Measure API throughput and latency against a real database.
     Bench(cmd::bench::BenchArgs),
+    /// Compare queue policies on a workload replayed against simulated GPUs.
+    Simulate(cmd::simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +89,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Admin(args) => cmd::admin::run(args).await,
         Command::Config(args) => cmd::config::run(args),
         Command::Bench(args) => cmd::bench::run(args).await,
+        Command::Simulate(args) => cmd::simulate::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

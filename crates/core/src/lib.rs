@@ -16,6 +16,7 @@ pub mod ids;
 pub mod params;
 pub mod plan;
 pub mod policy;
+pub mod simulation;
 pub mod state;
 pub mod user_ref;
 

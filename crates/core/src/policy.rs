@@ -7,20 +7,30 @@
 //! and bounds it twice:
 //!
 //! 1. **Wait bound.** A job that has waited `max_wait` is *overdue*; while any
-//!    compatible job is overdue the worker takes the oldest compatible job, whatever
-//!    its plan or model. Once overdue, a job can only be passed over by jobs queued
-//!    before it, so no job waits much past the bound.
+//!    compatible job is overdue the worker takes an overdue job, whatever its
+//!    plan: the oldest overdue job whose model it has loaded if there is one,
+//!    else the oldest. Once the oldest has waited twice `max_wait`, strictly the
+//!    oldest. So a job can be passed over by younger jobs only until it has
+//!    waited twice the bound, and no job waits much past that.
+//!
+//!    Affinity among overdue jobs matters under a backlog: when every job is
+//!    overdue, taking them strictly oldest first would load a model for most
+//!    of them, which lowers throughput, which lengthens the backlog. The
+//!    simulator (`tessera simulate`) showed that collapse: at 400 jobs an hour
+//!    on four GPUs, strictly-oldest overdue jobs completed 71 jobs per
+//!    GPU-hour against 99 with warm overdue jobs first.
 //! 2. **Affinity patience.** A warm-model job may jump ahead of higher-priority
 //!    jobs only while every one of them has waited less than `affinity_patience`.
 //!    Within one priority the warm job always goes first.
 //!
 //! Otherwise the highest-priority, oldest compatible job runs.
 //!
-//! The decision needs only four jobs, never the whole queue: the oldest compatible
-//! job, the best compatible job (priority, then age), the best compatible job on a
-//! loaded model, and the oldest compatible job that outranks that one.
-//! [`Candidates`] holds them. Within one priority, queue order and age order
-//! agree, so all four are among the heads of the queue per capability, model
+//! The decision needs only a few jobs, never the whole queue: the oldest
+//! compatible job, the best compatible job (priority, then age), the best and the
+//! oldest compatible jobs on a loaded model, the oldest compatible job that
+//! outranks the best warm one, and (for [`PolicyKind::Seed`]) the warm head of
+//! each priority. [`Candidates`] holds them. Within one priority, queue order and
+//! age order agree, so all of them are among the heads of the queue per capability, model
 //! and priority: the stores read those heads (a few rows from one partial index)
 //! and, like the simulator and the tests, find the four with
 //! [`Candidates::from_queue`]; all then call the same [`Policy::choose`].
@@ -99,6 +109,12 @@ pub struct Candidates<J> {
     pub best_loaded: Option<J>,
     /// Queued longest among jobs of higher priority than `best_loaded`.
     pub oldest_outranking_loaded: Option<J>,
+    /// The seed's rule (section 7.2): the highest-priority job that is at the
+    /// head of its priority's queue (among jobs the worker can run) and whose
+    /// model is loaded. Only [`PolicyKind::Seed`] reads it.
+    pub loaded_head: Option<J>,
+    /// Queued longest among jobs whose model is loaded on the worker.
+    pub oldest_loaded: Option<J>,
 }
 
 impl<J> Candidates<J> {
@@ -109,6 +125,8 @@ impl<J> Candidates<J> {
             best: self.best.as_ref(),
             best_loaded: self.best_loaded.as_ref(),
             oldest_outranking_loaded: self.oldest_outranking_loaded.as_ref(),
+            loaded_head: self.loaded_head.as_ref(),
+            oldest_loaded: self.oldest_loaded.as_ref(),
         }
     }
 }
@@ -121,6 +139,8 @@ impl<J: Clone> Candidates<&J> {
             best: self.best.cloned(),
             best_loaded: self.best_loaded.cloned(),
             oldest_outranking_loaded: self.oldest_outranking_loaded.cloned(),
+            loaded_head: self.loaded_head.cloned(),
+            oldest_loaded: self.oldest_loaded.cloned(),
         }
     }
 }
@@ -146,6 +166,8 @@ impl<'q, Id: Ord> Candidates<&'q QueuedJob<Id>> {
             best: None,
             best_loaded: None,
             oldest_outranking_loaded: None,
+            loaded_head: None,
+            oldest_loaded: None,
         };
         let runnable: Vec<_> = queue.into_iter().filter(|j| worker.can_run(j)).collect();
         for &job in &runnable {
@@ -158,6 +180,12 @@ impl<'q, Id: Ord> Candidates<&'q QueuedJob<Id>> {
                 .is_none_or(|b: &QueuedJob<Id>| job.best_key() < b.best_key())
             {
                 c.best = Some(job);
+            }
+            if worker.has_loaded(&job.model)
+                && c.oldest_loaded
+                    .is_none_or(|o: &QueuedJob<Id>| job.oldest_key() < o.oldest_key())
+            {
+                c.oldest_loaded = Some(job);
             }
             if worker.has_loaded(&job.model)
                 && c.best_loaded
@@ -173,6 +201,18 @@ impl<'q, Id: Ord> Candidates<&'q QueuedJob<Id>> {
                 .filter(|j| j.priority > warm.priority)
                 .min_by(|a, b| a.oldest_key().cmp(&b.oldest_key()));
         }
+        // The head of each priority's queue, highest priority first; the first
+        // head whose model is loaded.
+        let mut heads: Vec<&QueuedJob<Id>> = Vec::new();
+        for &job in &runnable {
+            match heads.iter_mut().find(|h| h.priority == job.priority) {
+                Some(head) if job.best_key() < head.best_key() => *head = job,
+                Some(_) => {}
+                None => heads.push(job),
+            }
+        }
+        heads.sort_by_key(|h| Reverse(h.priority));
+        c.loaded_head = heads.into_iter().find(|h| worker.has_loaded(&h.model));
         c
     }
 }
@@ -203,6 +243,10 @@ pub enum PolicyKind {
     /// Priority and affinity with a wait bound and affinity patience (see above).
     #[default]
     Tessera,
+    /// The seed's rule as written (section 7.2): the first priority queue, from
+    /// the highest, whose head job has its model loaded gives that job;
+    /// otherwise the highest-priority job. No wait bound.
+    Seed,
 }
 
 /// The queue policy and its two bounds, in milliseconds.
@@ -210,7 +254,8 @@ pub enum PolicyKind {
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
     pub kind: PolicyKind,
-    /// A job queued this long is served before any younger job.
+    /// A job queued this long is overdue: served before jobs that are not,
+    /// warm ones first; past twice this, strictly oldest first.
     pub max_wait_ms: Millis,
     /// How long a higher-priority job may be passed over for a warm-model job.
     pub affinity_patience_ms: Millis,
@@ -220,8 +265,10 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             kind: PolicyKind::Tessera,
-            max_wait_ms: 10 * 60 * 1000,
-            affinity_patience_ms: 20 * 1000,
+            // Tuned with `tessera simulate` (docs/simulation.md): the seed's
+            // figures on four GPUs and four models near the farm's capacity.
+            max_wait_ms: 15 * 60 * 1000,
+            affinity_patience_ms: 10 * 1000,
         }
     }
 }
@@ -237,9 +284,21 @@ impl Policy {
         match self.kind {
             PolicyKind::Fifo => c.oldest.map(|j| (j, Reason::Arrival)),
             PolicyKind::StrictPriority => c.best.map(|j| (j, Reason::Priority)),
+            PolicyKind::Seed => match c.loaded_head {
+                Some(warm) => Some((warm, Reason::Affinity)),
+                None => c.best.map(|j| (j, Reason::Priority)),
+            },
             PolicyKind::Tessera => {
                 if let Some(oldest) = c.oldest {
-                    if oldest.waited(now) >= self.max_wait_ms {
+                    let waited = oldest.waited(now);
+                    if waited >= self.max_wait_ms {
+                        if waited < self.max_wait_ms.saturating_mul(2) {
+                            if let Some(warm) = c.oldest_loaded {
+                                if warm.waited(now) >= self.max_wait_ms {
+                                    return Some((warm, Reason::Overdue));
+                                }
+                            }
+                        }
                         return Some((oldest, Reason::Overdue));
                     }
                 }
@@ -316,6 +375,33 @@ mod tests {
         proptest::sample::subsequence(items.to_vec(), 0..=items.len())
     }
 
+    #[test]
+    fn the_seed_rule_looks_only_at_the_head_of_each_priority() {
+        let seed = Policy {
+            kind: PolicyKind::Seed,
+            ..policy()
+        };
+        let models = all_models();
+        let loaded = vec!["m0".to_owned()];
+        let w = WorkerView {
+            capabilities: &[Capability::Image],
+            models: &models,
+            loaded_models: &loaded,
+        };
+        // PRO's head needs m1; FREE's head has m0 loaded: the seed takes FREE's head.
+        let queue = vec![job(1, 2, "m1", 0), job(2, 0, "m0", 5), job(3, 2, "m0", 9)];
+        let (chosen, reason) = seed.choose_from_queue(&queue, &w, 10).unwrap();
+        assert_eq!((chosen.id, reason), (2, Reason::Affinity));
+        // An m0 job behind PRO's head is not looked at once FREE has none: the
+        // highest-priority job runs, and the model is loaded.
+        let queue = vec![job(1, 2, "m1", 0), job(3, 2, "m0", 9)];
+        let (chosen, reason) = seed.choose_from_queue(&queue, &w, 10).unwrap();
+        assert_eq!((chosen.id, reason), (1, Reason::Priority));
+        // Tessera takes the warm PRO job behind the head (same priority).
+        let (chosen, _) = policy().choose_from_queue(&queue, &w, 10).unwrap();
+        assert_eq!(chosen.id, 3);
+    }
+
     proptest! {
         #[test]
         fn chooses_only_runnable_jobs_and_something_when_possible(
@@ -384,7 +470,7 @@ mod tests {
         }
 
         #[test]
-        fn an_overdue_job_is_passed_over_only_by_older_jobs(
+        fn overdue_jobs_go_first_and_late_ones_in_age_order(
             queue in arb_queue(),
             caps in arb_subset(&CAPS),
             loaded in arb_subset(&MODELS),
@@ -395,17 +481,28 @@ mod tests {
             let w = WorkerView { capabilities: &caps, models: &models, loaded_models: &loaded };
             let p = policy();
             if let Some((j, _)) = p.choose_from_queue(&queue, &w, now) {
-                for other in queue.iter().filter(|o| w.can_run(o)) {
+                let runnable: Vec<_> = queue.iter().filter(|o| w.can_run(o)).collect();
+                for other in &runnable {
+                    // Overdue jobs go before every job that is not.
                     if other.waited(now) >= p.max_wait_ms {
+                        prop_assert!(j.waited(now) >= p.max_wait_ms);
+                    }
+                    // Past twice the bound, strictly the oldest.
+                    if other.waited(now) >= 2 * p.max_wait_ms {
                         prop_assert!(j.queued_at <= other.queued_at);
                     }
+                }
+                // An overdue job younger than the oldest runs only for its loaded model.
+                let oldest = runnable.iter().map(|o| o.queued_at).min().unwrap();
+                if j.waited(now) >= p.max_wait_ms && j.queued_at > oldest {
+                    prop_assert!(w.has_loaded(&j.model));
                 }
             }
         }
 
         /// One worker drains a queue that keeps receiving warm-model FREE jobs. Once a
-        /// job is overdue only jobs queued before it start ahead of it, and every job
-        /// is served: the stream cannot starve anyone.
+        /// job has waited twice the bound only jobs queued before it start ahead of
+        /// it, and every job is served: the stream cannot starve anyone.
         #[test]
         fn no_job_starves_under_a_stream_of_warm_jobs(
             arrivals in proptest::collection::vec((0u8..4, 0usize..4), 1..120),
@@ -441,13 +538,13 @@ mod tests {
             prop_assert!(queue.is_empty(), "{} jobs never ran", queue.len());
             prop_assert_eq!(dispatched.len(), next_id as usize);
             for (i, (j, at)) in dispatched.iter().enumerate() {
-                let overdue_at = j.queued_at + p.max_wait_ms;
+                let late_at = j.queued_at + 2 * p.max_wait_ms;
                 for (earlier, earlier_at) in &dispatched[..i] {
-                    if *earlier_at >= overdue_at {
+                    if *earlier_at >= late_at {
                         prop_assert!(
                             earlier.queued_at <= j.queued_at,
-                            "job {} (queued {}) overdue at {} was passed over at {} by younger job {} (queued {}); it ran at {}",
-                            j.id, j.queued_at, overdue_at, earlier_at, earlier.id, earlier.queued_at, at
+                            "job {} (queued {}) late at {} was passed over at {} by younger job {} (queued {}); it ran at {}",
+                            j.id, j.queued_at, late_at, earlier_at, earlier.id, earlier.queued_at, at
                         );
                     }
                 }

@@ -5,6 +5,7 @@ pub mod bots;
 pub mod config;
 pub mod discord;
 pub mod scheduler;
+pub mod simulate;
 pub mod telegram;
 pub mod up;
 pub mod worker;
