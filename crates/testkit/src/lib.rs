@@ -17,6 +17,7 @@
 //! Nothing here mocks Tessera: tests drive the same server binary code over HTTP.
 
 pub mod engines;
+pub mod invariants;
 pub mod standins;
 
 use std::sync::Arc;

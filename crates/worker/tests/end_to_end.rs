@@ -386,6 +386,12 @@ async fn a_scheduler_crash_mid_load_loses_nothing_and_runs_nothing_twice(backend
         assert_eq!(job.attempts, 1, "{id} ran more than once: {job:#?}");
         assert_eq!(job.artifacts.len(), 1);
     }
+    let checked =
+        tessera_testkit::invariants::check(&**app.store(), &ids, Some(app.artifacts.path()), true)
+            .await;
+    assert_eq!(checked.jobs, 60);
+    assert_eq!(checked.artifacts, 60);
+    assert_eq!(checked.tokens_charged, 60);
     for w in workers {
         w.shutdown().await.unwrap();
     }
