@@ -1,0 +1,363 @@
+//! Faults on real processes (seed section 9), each followed by the invariant
+//! check of `tessera_testkit::invariants`: every job created is there in one
+//! state, none completed twice, tokens charged equal the costs not refunded,
+//! every completed job has its artifacts and their bytes.
+//!
+//! - the scheduler killed with SIGKILL three times under load;
+//! - a worker that hangs (SIGSTOP: no heartbeats, its connections open);
+//! - the artifact disk full (a 1 MiB tmpfs, filled), then freed;
+//! - a worker cut off by a network partition (its own network namespace,
+//!   the link taken down), then healed.
+//!
+//! The last two need root (mount, ip netns), as `scripts/test` runs.
+//! Each test prints one line of figures for RELIABILITY.md.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+use tessera_api::public::CreateJobRequest;
+use tessera_api::Client;
+use tessera_core::{Capability, JobId, JobState, Platform};
+use tessera_testkit::{invariants, sim, Backend, TestDb};
+
+const WAIT: Duration = Duration::from_secs(60);
+const ADMIN: &str = "admin-token-of-the-fault-tests";
+const INTERNAL: &str = "internal-token-of-the-fault-tests";
+const BOT: &str = "tg-image-bot-1";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|euid| euid == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn require_root(what: &str) {
+    assert!(
+        is_root(),
+        "{what} needs root (mount, ip netns): run the suite with scripts/test as root"
+    );
+}
+
+/// `tessera scheduler` on `listen`, logging into `dir/<log>`.
+fn scheduler(dir: &Path, log: &str, listen: &str, db: &str, artifacts: &Path) -> Child {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(log))
+        .unwrap();
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["--log", "warn", "scheduler", "--listen", listen])
+        .args(["--database-url", db])
+        .env("TESSERA_AUTH__ADMIN_TOKEN", ADMIN)
+        .env("TESSERA_AUTH__INTERNAL_TOKEN", INTERNAL)
+        .env("TESSERA_ARTIFACTS__LOCATION", artifacts)
+        .env("TESSERA_WORKERS__HEARTBEAT_INTERVAL_MS", "300")
+        .env("TESSERA_WORKERS__DISPATCH_TICK_MS", "100")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the tessera binary starts")
+}
+
+/// `tessera worker` with one sim image engine taking `run_ms`, optionally
+/// inside network namespace `netns`.
+fn worker_process(
+    dir: &Path,
+    id: &str,
+    listen: &str,
+    url: &str,
+    run_ms: u64,
+    netns: Option<&str>,
+) -> Child {
+    let config = dir.join(format!("{id}.toml"));
+    std::fs::write(
+        &config,
+        format!(
+            "[worker]\nheartbeat_interval_ms = 300\n\n[[engines]]\nkind = \"sim\"\ncapability = \"image\"\n\
+             models = [\"sdxl-1.0\"]\nrun_ms = {run_ms}\nload_ms = 0\n"
+        ),
+    )
+    .unwrap();
+    let out = std::fs::File::create(dir.join(format!("{id}.log"))).unwrap();
+    let tessera = env!("CARGO_BIN_EXE_tessera");
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, tessera]);
+            c
+        }
+        None => Command::new(tessera),
+    };
+    command
+        .args([
+            "--log",
+            "info",
+            "worker",
+            "--config",
+            config.to_str().unwrap(),
+        ])
+        .args(["--id", id, "--listen", listen, "--scheduler-url", url])
+        .env("TESSERA_WORKER__INTERNAL_TOKEN", INTERNAL)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(out)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the tessera binary starts")
+}
+
+fn signal(child: &Child, sig: &str) {
+    let pid = child.id().expect("running").to_string();
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
+}
+
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut check: impl FnMut() -> F) {
+    let deadline = Instant::now() + WAIT;
+    while !check().await {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn healthy(url: &str) -> bool {
+    reqwest::get(format!("{url}/readyz"))
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
+async fn frontend_key(url: &str) -> String {
+    let admin = Client::new(url, ADMIN.to_owned()).unwrap();
+    admin
+        .create_key(&tessera_api::admin::CreateKeyRequest {
+            frontend: Platform::Telegram,
+            bot_id: BOT.into(),
+        })
+        .await
+        .expect("a frontend key")
+        .api_key
+}
+
+/// Creates a job as a careful frontend does: one idempotency key, retried
+/// while the scheduler is away, so it is created and charged once.
+async fn create(client: &Client, user: u32, n: u32) -> JobId {
+    let req = CreateJobRequest {
+        frontend: Platform::Telegram,
+        bot_id: BOT.into(),
+        capability: Capability::Image,
+        user_ref: format!("telegram:{user}"),
+        reply_context: None,
+        params: json!({"prompt": format!("job {n}"), "resolution": "512x512"}),
+    };
+    let key = format!("fault-{user}-{n}");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match client.create_job(&req, Some(&key)).await {
+            Ok(created) => return created.job.job_id,
+            Err(e)
+                if Instant::now() < deadline
+                    && (e.code().is_none() || e.code() == Some("database_unavailable")) =>
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("creating job {n}: {e:?}"),
+        }
+    }
+}
+
+async fn wait_all_ended(client: &Client, ids: &[JobId]) {
+    for id in ids {
+        until(&format!("{id} never ended"), || async {
+            client
+                .get_job(id)
+                .await
+                .is_ok_and(|j| j.status.is_terminal())
+        })
+        .await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_killed_three_times_under_load_loses_nothing() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{listen}");
+    let mut process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
+    until("the scheduler never got ready", || healthy(&url)).await;
+    let key = frontend_key(&url).await;
+    let client = Client::new(&url, key).unwrap();
+    let mut workers = Vec::new();
+    for i in 0..3 {
+        let config = tessera_worker::WorkerConfig {
+            worker: tessera_worker::config::AgentConfig {
+                id: format!("worker-gpu-{i}"),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                scheduler_url: url.clone(),
+                internal_token: Some(INTERNAL.into()),
+                heartbeat_interval_ms: 300,
+                ..Default::default()
+            },
+            engines: vec![sim(Capability::Image, &["sdxl-1.0"], 40)],
+        };
+        workers.push(tessera_worker::Worker::start(config).await.unwrap());
+    }
+
+    // A steady load from 60 users (4 jobs each, within FREE quotas) while the
+    // scheduler is killed three times.
+    let load = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut ids = Vec::new();
+            for n in 0..240u32 {
+                ids.push(create(&client, n % 60, n).await);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            ids
+        })
+    };
+    let mut kills = 0;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        signal(&process, "-KILL");
+        process.wait().await.unwrap();
+        kills += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
+        until("the scheduler never came back", || healthy(&url)).await;
+    }
+    let ids = load.await.unwrap();
+    wait_all_ended(&client, &ids).await;
+    let store = db.store().await;
+    let checked = invariants::check(&*store, &ids, Some(&artifacts), true).await;
+    assert_eq!(checked.jobs, ids.len(), "every create made one job");
+    assert_eq!(
+        checked.by_state.get("COMPLETED"),
+        Some(&ids.len()),
+        "{checked:?}"
+    );
+    eprintln!(
+        "faults: scheduler SIGKILL x{kills} under load: {} jobs created, {} checked, {} completed, {} retried",
+        ids.len(),
+        checked.jobs,
+        checked.by_state.get("COMPLETED").copied().unwrap_or(0),
+        checked.retried
+    );
+    for w in workers {
+        w.shutdown().await.unwrap();
+    }
+    signal(&process, "-TERM");
+    process.wait().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_worker_is_replaced_and_its_late_result_refused() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{listen}");
+    let mut process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
+    until("the scheduler never got ready", || healthy(&url)).await;
+    let client = Client::new(&url, frontend_key(&url).await).unwrap();
+
+    // Only the worker that will hang is there when the job arrives.
+    let hung_listen = format!("127.0.0.1:{}", free_port());
+    let mut hung = worker_process(dir.path(), "worker-gpu-0", &hung_listen, &url, 3000, None);
+    let admin = Client::new(&url, ADMIN.to_owned()).unwrap();
+    until("the worker never registered", || async {
+        admin
+            .list_workers()
+            .await
+            .is_ok_and(|w| w.workers.iter().any(|w| w.online))
+    })
+    .await;
+    let id = create(&client, 1, 1).await;
+    until("the job never started", || async {
+        client
+            .get_job(&id)
+            .await
+            .is_ok_and(|j| j.status == JobState::Running)
+    })
+    .await;
+    // It hangs mid-job: no heartbeats, its connections stay open.
+    signal(&hung, "-STOP");
+    let spare = tessera_worker::Worker::start(tessera_worker::WorkerConfig {
+        worker: tessera_worker::config::AgentConfig {
+            id: "worker-gpu-1".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            scheduler_url: url.clone(),
+            internal_token: Some(INTERNAL.into()),
+            heartbeat_interval_ms: 300,
+            ..Default::default()
+        },
+        engines: vec![sim(Capability::Image, &["sdxl-1.0"], 50)],
+    })
+    .await
+    .unwrap();
+    until(
+        "the hung worker's job was never completed by another",
+        || async {
+            client
+                .get_job(&id)
+                .await
+                .is_ok_and(|j| j.status == JobState::Completed)
+        },
+    )
+    .await;
+    let job = client.get_job(&id).await.unwrap();
+    assert_eq!(job.attempts, 2, "taken back once: {job:#?}");
+    // It wakes up, finishes the old attempt and reports it: refused.
+    signal(&hung, "-CONT");
+    let log = dir.path().join("worker-gpu-0.log");
+    until(
+        "the woken worker never heard its result was stale",
+        || async {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("no longer wants this attempt"))
+        },
+    )
+    .await;
+    let again = client.get_job(&id).await.unwrap();
+    assert_eq!(again.status, JobState::Completed);
+    assert_eq!(again.attempts, 2);
+    assert_eq!(
+        again.artifacts, job.artifacts,
+        "the late result changed nothing"
+    );
+    let store = db.store().await;
+    let checked = invariants::check(&*store, &[id], Some(&artifacts), true).await;
+    eprintln!(
+        "faults: hung worker (SIGSTOP mid-job): job taken back and completed by another, late result refused; {} checked",
+        checked.jobs
+    );
+    spare.shutdown().await.unwrap();
+    hung.kill().await.unwrap();
+    signal(&process, "-TERM");
+    process.wait().await.unwrap();
+}
