@@ -4,7 +4,8 @@
 //! every completed job has its artifacts and their bytes.
 //!
 //! - the scheduler killed with SIGKILL three times under load;
-//! - a worker that hangs (SIGSTOP: no heartbeats, its connections open);
+//! - a worker that hangs (SIGSTOP: no heartbeats, its connections open), then
+//!   wakes up;
 //! - the artifact disk full (a 1 MiB tmpfs, filled), then freed;
 //! - a worker cut off by a network partition (its own network namespace,
 //!   the link taken down), then healed.
@@ -353,11 +354,282 @@ async fn a_hung_worker_is_replaced_and_its_late_result_refused() {
     let store = db.store().await;
     let checked = invariants::check(&*store, &[id], Some(&artifacts), true).await;
     eprintln!(
-        "faults: hung worker (SIGSTOP mid-job): job taken back and completed by another, late result refused; {} checked",
+        "faults: hung worker (SIGSTOP mid-job): job taken back and completed by another; woken, its report of the old attempt refused; {} checked",
         checked.jobs
     );
     spare.shutdown().await.unwrap();
     hung.kill().await.unwrap();
+    signal(&process, "-TERM");
+    process.wait().await.unwrap();
+}
+
+/// Runs a command that must succeed (mount, ip).
+fn sh(program: &str, args: &[&str]) {
+    let out = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} does not run: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        sh(
+            "mount",
+            &[
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "tmpfs",
+                path.to_str().unwrap(),
+            ],
+        );
+        Tmpfs(path.to_owned())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_artifact_disk_holds_results_back_until_there_is_room() {
+    require_root("the full-disk test");
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    let _disk = Tmpfs::mount(&artifacts, "1m");
+    // Fill it: the write stops when the disk is full.
+    let filler = artifacts.join("filler");
+    let _ = std::fs::write(&filler, vec![0u8; 2 << 20]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{listen}");
+    let mut process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
+    until("the scheduler never got ready", || healthy(&url)).await;
+    let key = frontend_key(&url).await;
+    let client = Client::new(&url, key).unwrap();
+    let worker = tessera_worker::Worker::start(tessera_worker::WorkerConfig {
+        worker: tessera_worker::config::AgentConfig {
+            id: "worker-gpu-0".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            scheduler_url: url.clone(),
+            internal_token: Some(INTERNAL.into()),
+            heartbeat_interval_ms: 300,
+            ..Default::default()
+        },
+        engines: vec![sim(Capability::Image, &["sdxl-1.0"], 20)],
+    })
+    .await
+    .unwrap();
+
+    let mut ids = Vec::new();
+    for n in 0..4 {
+        ids.push(create(&client, n, n).await);
+    }
+    // Runs end, but no result can be kept: the jobs stay RUNNING, the
+    // worker keeps its result and retries, and an upload is refused clearly.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for id in &ids {
+        let job = client.get_job(id).await.unwrap();
+        assert_ne!(job.status, JobState::Completed, "{job:#?}");
+        assert!(!job.status.is_terminal(), "{job:#?}");
+    }
+    let refused = client
+        .upload_input("audio/wav", vec![7u8; 256 * 1024])
+        .await
+        .expect_err("no room for an input");
+    assert_eq!(refused.code(), Some("storage_unavailable"), "{refused:?}");
+    let created = create(&client, 9, 9).await;
+    ids.push(created);
+
+    // Room again: every held result lands, once.
+    std::fs::remove_file(&filler).unwrap();
+    wait_all_ended(&client, &ids).await;
+    let store = db.store().await;
+    let checked = invariants::check(&*store, &ids, Some(&artifacts), true).await;
+    assert_eq!(checked.by_state.get("COMPLETED"), Some(&ids.len()));
+    eprintln!(
+        "faults: artifact disk full (1 MiB tmpfs) for 2 s under {} jobs: results held by the worker, an upload refused with storage_unavailable, all {} completed once room returned",
+        ids.len(),
+        checked.jobs
+    );
+    worker.shutdown().await.unwrap();
+    signal(&process, "-TERM");
+    process.wait().await.unwrap();
+}
+
+/// A network namespace joined to this one by a veth pair, deleted when dropped.
+struct Netns {
+    name: String,
+    host_link: String,
+    host: String,
+    inside: String,
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let tag: u32 = rand::random::<u32>() % 0xffff;
+        let name = format!("tessera-{tag:04x}");
+        let (host_link, ns_link) = (format!("tv{tag:04x}h"), format!("tv{tag:04x}n"));
+        let octet = tag % 250 + 1;
+        let (host, inside) = (format!("10.213.{octet}.1"), format!("10.213.{octet}.2"));
+        sh("ip", &["netns", "add", &name]);
+        let ns = Netns {
+            name: name.clone(),
+            host_link: host_link.clone(),
+            host: host.clone(),
+            inside: inside.clone(),
+        };
+        sh(
+            "ip",
+            &[
+                "link", "add", &host_link, "type", "veth", "peer", "name", &ns_link,
+            ],
+        );
+        sh("ip", &["link", "set", &ns_link, "netns", &name]);
+        sh(
+            "ip",
+            &["addr", "add", &format!("{host}/30"), "dev", &host_link],
+        );
+        sh("ip", &["link", "set", &host_link, "up"]);
+        let exec = |args: &[&str]| {
+            let mut all = vec!["netns", "exec", name.as_str(), "ip"];
+            all.extend_from_slice(args);
+            sh("ip", &all);
+        };
+        exec(&["addr", "add", &format!("{inside}/30"), "dev", &ns_link]);
+        exec(&["link", "set", &ns_link, "up"]);
+        exec(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Cuts the link (`false`) or mends it (`true`).
+    fn link(&self, up: bool) {
+        sh(
+            "ip",
+            &[
+                "link",
+                "set",
+                &self.host_link,
+                if up { "up" } else { "down" },
+            ],
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_workers_job_moves_on_and_its_late_result_is_refused() {
+    require_root("the network partition test");
+    let net = Netns::new();
+    let db = TestDb::new(Backend::Postgres).await;
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    // The scheduler listens on this side of the link only.
+    let listen = format!("{}:{}", net.host, free_port());
+    let url = format!("http://{listen}");
+    let mut process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
+    until("the scheduler never got ready", || healthy(&url)).await;
+    let client = Client::new(&url, frontend_key(&url).await).unwrap();
+    let admin = Client::new(&url, ADMIN.to_owned()).unwrap();
+
+    // A worker on the far side of the link, as on another machine.
+    let far_listen = format!("{}:9000", net.inside);
+    let mut far = worker_process(
+        dir.path(),
+        "worker-gpu-0",
+        &far_listen,
+        &url,
+        3000,
+        Some(&net.name),
+    );
+    until("the far worker never registered", || async {
+        admin
+            .list_workers()
+            .await
+            .is_ok_and(|w| w.workers.iter().any(|w| w.online))
+    })
+    .await;
+    let id = create(&client, 1, 1).await;
+    until("the job never started on the far worker", || async {
+        client
+            .get_job(&id)
+            .await
+            .is_ok_and(|j| j.status == JobState::Running)
+    })
+    .await;
+    net.link(false);
+    let near = tessera_worker::Worker::start(tessera_worker::WorkerConfig {
+        worker: tessera_worker::config::AgentConfig {
+            id: "worker-gpu-1".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            scheduler_url: url.clone(),
+            internal_token: Some(INTERNAL.into()),
+            heartbeat_interval_ms: 300,
+            ..Default::default()
+        },
+        engines: vec![sim(Capability::Image, &["sdxl-1.0"], 50)],
+    })
+    .await
+    .unwrap();
+    until("the cut-off worker's job never moved on", || async {
+        client
+            .get_job(&id)
+            .await
+            .is_ok_and(|j| j.status == JobState::Completed)
+    })
+    .await;
+    let job = client.get_job(&id).await.unwrap();
+    assert_eq!(job.attempts, 2, "{job:#?}");
+    // Healed: the far worker delivers its old attempt and is refused.
+    net.link(true);
+    let log = dir.path().join("worker-gpu-0.log");
+    until(
+        "the far worker never heard its result was stale",
+        || async {
+            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("no longer wants this attempt"))
+        },
+    )
+    .await;
+    until("the far worker never came back online", || async {
+        admin
+            .list_workers()
+            .await
+            .is_ok_and(|w| w.workers.iter().filter(|w| w.online).count() == 2)
+    })
+    .await;
+    let again = client.get_job(&id).await.unwrap();
+    assert_eq!((again.status, again.attempts), (JobState::Completed, 2));
+    assert_eq!(again.artifacts, job.artifacts);
+    let store = db.store().await;
+    let checked = invariants::check(&*store, &[id], Some(&artifacts), true).await;
+    eprintln!(
+        "faults: network partition (veth down) of a worker mid-job: job taken back and completed by another; after healing the worker was told to stop the old attempt, its report refused, and it came back online; {} checked",
+        checked.jobs
+    );
+    near.shutdown().await.unwrap();
+    far.kill().await.unwrap();
     signal(&process, "-TERM");
     process.wait().await.unwrap();
 }
