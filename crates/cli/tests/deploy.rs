@@ -1033,21 +1033,6 @@ fn env_file(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// The variable a bot reads a secret from: `TELEGRAM_TOKEN_TG_IMAGE_BOT_1`.
-fn bot_env(prefix: &str, id: &str) -> String {
-    let id: String = id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_uppercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("{prefix}{id}")
-}
-
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1437,19 +1422,25 @@ async fn the_compose_system_runs_on_loopback_as_the_files_describe_it() {
                 Platform::Telegram => {
                     let token = format!("70000{n}:AAE-deploy-{id}");
                     tg.add_bot(&token, &id.replace('-', "_"));
-                    bots_env.push_str(&format!("{}={token}\n", bot_env("TELEGRAM_TOKEN_", id)));
+                    bots_env.push_str(&format!(
+                        "{}={token}\n",
+                        tessera_chat::secret::env_name("TELEGRAM_TOKEN_", id)
+                    ));
                     token
                 }
                 _ => {
                     let token = format!("MTAw.deploy-{id}.secret");
                     dc.add_bot(&token, 1_000_000_000_000_000_000 + n as u64, id);
-                    bots_env.push_str(&format!("{}={token}\n", bot_env("DISCORD_TOKEN_", id)));
+                    bots_env.push_str(&format!(
+                        "{}={token}\n",
+                        tessera_chat::secret::env_name("DISCORD_TOKEN_", id)
+                    ));
                     token
                 }
             };
             bots_env.push_str(&format!(
                 "{}={}\n",
-                bot_env("TESSERA_API_KEY_", id),
+                tessera_chat::secret::env_name("TESSERA_API_KEY_", id),
                 key.api_key
             ));
             tokens.push((platform, token));

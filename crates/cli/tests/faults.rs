@@ -128,6 +128,23 @@ fn worker_process(
         .expect("the tessera binary starts")
 }
 
+/// An in-process worker with one sim image engine taking `run_ms`.
+async fn sim_worker(id: &str, url: &str, run_ms: u64) -> tessera_worker::WorkerHandle {
+    tessera_worker::Worker::start(tessera_worker::WorkerConfig {
+        worker: tessera_worker::config::AgentConfig {
+            id: id.to_owned(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            scheduler_url: url.to_owned(),
+            internal_token: Some(INTERNAL.into()),
+            heartbeat_interval_ms: 300,
+            ..Default::default()
+        },
+        engines: vec![sim(Capability::Image, &["sdxl-1.0"], run_ms)],
+    })
+    .await
+    .expect("starting a worker")
+}
+
 fn signal(child: &Child, sig: &str) {
     let pid = child.id().expect("running").to_string();
     let ok = std::process::Command::new("kill")
@@ -216,18 +233,7 @@ async fn the_scheduler_killed_three_times_under_load_loses_nothing() {
     let client = Client::new(&url, key).unwrap();
     let mut workers = Vec::new();
     for i in 0..3 {
-        let config = tessera_worker::WorkerConfig {
-            worker: tessera_worker::config::AgentConfig {
-                id: format!("worker-gpu-{i}"),
-                listen: "127.0.0.1:0".parse().unwrap(),
-                scheduler_url: url.clone(),
-                internal_token: Some(INTERNAL.into()),
-                heartbeat_interval_ms: 300,
-                ..Default::default()
-            },
-            engines: vec![sim(Capability::Image, &["sdxl-1.0"], 40)],
-        };
-        workers.push(tessera_worker::Worker::start(config).await.unwrap());
+        workers.push(sim_worker(&format!("worker-gpu-{i}"), &url, 40).await);
     }
 
     // A steady load from 60 users (4 jobs each, within FREE quotas) while the
@@ -309,19 +315,7 @@ async fn a_hung_worker_is_replaced_and_its_late_result_refused() {
     .await;
     // It hangs mid-job: no heartbeats, its connections stay open.
     signal(&hung, "-STOP");
-    let spare = tessera_worker::Worker::start(tessera_worker::WorkerConfig {
-        worker: tessera_worker::config::AgentConfig {
-            id: "worker-gpu-1".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            scheduler_url: url.clone(),
-            internal_token: Some(INTERNAL.into()),
-            heartbeat_interval_ms: 300,
-            ..Default::default()
-        },
-        engines: vec![sim(Capability::Image, &["sdxl-1.0"], 50)],
-    })
-    .await
-    .unwrap();
+    let spare = sim_worker("worker-gpu-1", &url, 50).await;
     until(
         "the hung worker's job was never completed by another",
         || async {
@@ -419,19 +413,7 @@ async fn a_full_artifact_disk_holds_results_back_until_there_is_room() {
     until("the scheduler never got ready", || healthy(&url)).await;
     let key = frontend_key(&url).await;
     let client = Client::new(&url, key).unwrap();
-    let worker = tessera_worker::Worker::start(tessera_worker::WorkerConfig {
-        worker: tessera_worker::config::AgentConfig {
-            id: "worker-gpu-0".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            scheduler_url: url.clone(),
-            internal_token: Some(INTERNAL.into()),
-            heartbeat_interval_ms: 300,
-            ..Default::default()
-        },
-        engines: vec![sim(Capability::Image, &["sdxl-1.0"], 20)],
-    })
-    .await
-    .unwrap();
+    let worker = sim_worker("worker-gpu-0", &url, 20).await;
 
     let mut ids = Vec::new();
     for n in 0..4 {
@@ -580,19 +562,7 @@ async fn a_partitioned_workers_job_moves_on_and_its_late_result_is_refused() {
     })
     .await;
     net.link(false);
-    let near = tessera_worker::Worker::start(tessera_worker::WorkerConfig {
-        worker: tessera_worker::config::AgentConfig {
-            id: "worker-gpu-1".into(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            scheduler_url: url.clone(),
-            internal_token: Some(INTERNAL.into()),
-            heartbeat_interval_ms: 300,
-            ..Default::default()
-        },
-        engines: vec![sim(Capability::Image, &["sdxl-1.0"], 50)],
-    })
-    .await
-    .unwrap();
+    let near = sim_worker("worker-gpu-1", &url, 50).await;
     until("the cut-off worker's job never moved on", || async {
         client
             .get_job(&id)
