@@ -13,13 +13,19 @@
 //!   for the chat frontends' tests.
 //! - [`engines`]: real engines (llama.cpp's server, a speech-to-text server,
 //!   espeak-ng) that `scripts/test` installs, started on loopback for a test.
+//! - [`Replica`]: a further scheduler over a [`TestApp`]'s database, on its own
+//!   runtime so that killing it ends everything it runs, as a crash does;
+//!   [`proxy::Proxy`]: a round-robin TCP balancer to put workers and frontends
+//!   behind several replicas.
 //!
 //! Nothing here mocks Tessera: tests drive the same server binary code over HTTP.
 
 pub mod engines;
 pub mod invariants;
+pub mod proxy;
 pub mod standins;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -66,21 +72,28 @@ impl TestDb {
                          a throwaway PostgreSQL, or point it at a server you own"
                     )
                 });
-                let name = format!("tessera_test_{:016x}", rand::rng().random::<u64>());
-                let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-                    .await
-                    .expect("connecting to the test PostgreSQL");
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .expect("creating a test database");
-                let mut url = url::Url::parse(&admin).expect("admin URL");
-                url.set_path(&name);
-                TestDb {
-                    url: url.to_string(),
-                    _dir: None,
-                }
+                Self::postgres_in(&admin).await
             }
+        }
+    }
+
+    /// A new database in the PostgreSQL server at `admin` (a URL allowed to
+    /// create databases), for tests that run their own server.
+    pub async fn postgres_in(admin: &str) -> TestDb {
+        init_tracing();
+        let name = format!("tessera_test_{:016x}", rand::rng().random::<u64>());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin)
+            .await
+            .expect("connecting to the test PostgreSQL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("creating a test database");
+        let mut url = url::Url::parse(admin).expect("admin URL");
+        url.set_path(&name);
+        TestDb {
+            url: url.to_string(),
+            _dir: None,
         }
     }
 
@@ -121,7 +134,11 @@ impl TestApp {
 
     /// Spawns with settings adjusted by `tweak`.
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut SchedulerConfig)) -> TestApp {
-        let db = TestDb::new(backend).await;
+        Self::spawn_on(TestDb::new(backend).await, tweak).await
+    }
+
+    /// Spawns over `db`, with settings adjusted by `tweak`.
+    pub async fn spawn_on(db: TestDb, tweak: impl FnOnce(&mut SchedulerConfig)) -> TestApp {
         let admin_token = tessera_scheduler::auth::new_token();
         let internal_token = tessera_scheduler::auth::new_token();
         let mut config = db.config();
@@ -141,6 +158,41 @@ impl TestApp {
             internal_token,
             admin,
             artifacts,
+        }
+    }
+
+    /// Settings for another scheduler over this one's database and artifact
+    /// folder, with the same tokens, listening on `listen`.
+    pub fn config_for(&self, listen: SocketAddr) -> SchedulerConfig {
+        let mut config = self.db.config();
+        config.server.listen = listen;
+        config.artifacts.location = self.artifacts.path().display().to_string();
+        config.auth.admin_token = Some(self.admin_token.clone());
+        config.auth.internal_token = Some(self.internal_token.clone());
+        config
+    }
+
+    /// Starts another replica of this scheduler (same database, artifact
+    /// folder and tokens, another loopback port), settings adjusted by
+    /// `tweak`. It runs on a runtime of its own: see [`Replica::kill`].
+    pub async fn replica(&self, tweak: impl FnOnce(&mut SchedulerConfig)) -> Replica {
+        let mut config = self.config_for("127.0.0.1:0".parse().expect("address"));
+        tweak(&mut config);
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("replica")
+            .enable_all()
+            .build()
+            .expect("a runtime for the replica");
+        let handle = runtime
+            .spawn(Scheduler::start(config))
+            .await
+            .expect("the replica's start panicked")
+            .expect("starting a replica");
+        Replica {
+            addr: handle.addr(),
+            handle: Some(handle),
+            runtime: Some(runtime),
         }
     }
 
@@ -178,12 +230,7 @@ impl TestApp {
     /// Kills the scheduler (as a crash would) and starts it again on the same
     /// port, database and artifact folder, with the same tokens.
     pub async fn crash_and_restart(&mut self, tweak: impl FnOnce(&mut SchedulerConfig)) {
-        let addr = self.handle.addr();
-        let mut config = self.db.config();
-        config.server.listen = addr;
-        config.artifacts.location = self.artifacts.path().display().to_string();
-        config.auth.admin_token = Some(self.admin_token.clone());
-        config.auth.internal_token = Some(self.internal_token.clone());
+        let mut config = self.config_for(self.handle.addr());
         tweak(&mut config);
         self.handle.kill();
         // Let the aborted tasks drop their listener before binding its port again.
@@ -202,11 +249,22 @@ impl TestApp {
         id: &str,
         engines: Vec<tessera_worker::config::EngineConfig>,
     ) -> tessera_worker::WorkerHandle {
+        self.worker_via(&self.base_url(), id, engines).await
+    }
+
+    /// Starts a worker that reports to the scheduler at `scheduler_url` (a
+    /// replica, or a balancer in front of several), with this one's token.
+    pub async fn worker_via(
+        &self,
+        scheduler_url: &str,
+        id: &str,
+        engines: Vec<tessera_worker::config::EngineConfig>,
+    ) -> tessera_worker::WorkerHandle {
         let config = tessera_worker::WorkerConfig {
             worker: tessera_worker::config::AgentConfig {
                 id: id.to_owned(),
                 listen: "127.0.0.1:0".parse().expect("address"),
-                scheduler_url: self.base_url(),
+                scheduler_url: scheduler_url.to_owned(),
                 internal_token: Some(self.internal_token.clone()),
                 heartbeat_interval_ms: 200,
                 ..Default::default()
@@ -220,6 +278,48 @@ impl TestApp {
 
     pub async fn shutdown(self) {
         self.handle.shutdown().await.expect("clean shutdown");
+    }
+}
+
+/// A further scheduler replica started by [`TestApp::replica`].
+pub struct Replica {
+    addr: SocketAddr,
+    handle: Option<SchedulerHandle>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Replica {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Kills the replica as a crash would. [`SchedulerHandle::kill`] aborts
+    /// its server, dispatcher and monitor tasks, but what they spawned on the
+    /// runtime lives on: the connections already accepted (a client holding
+    /// one keeps being answered) and the job sends in flight. Ending the
+    /// replica's own runtime ends all of it at once, as the end of a process
+    /// does: its sockets close, its transactions in flight roll back.
+    pub fn kill(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.kill();
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+
+    pub fn is_alive(&self) -> bool {
+        self.runtime.is_some()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 
