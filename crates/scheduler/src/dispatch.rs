@@ -16,10 +16,14 @@
 //! `/run_job`. A slow tick (`workers.dispatch_tick_ms`) is only a safety net.
 //!
 //! A job the worker does not accept (busy, draining, unreachable) goes back to
-//! the queue without counting as an attempt. Heartbeats reconcile both ways: a
-//! worker running a job the scheduler no longer wants is told to cancel it; a
-//! worker that reports idle while the scheduler believes it runs a job lost
-//! that job (it restarted), and the job goes back to the queue.
+//! the queue without counting as an attempt. Heartbeats reconcile both ways,
+//! against the database where the worker's report and the registry disagree,
+//! so that replicas dispatching to the same workers see each other's
+//! dispatches: a worker running a job the scheduler no longer wants is told
+//! to cancel it; a job the database has running on a worker that does not
+//! name it was lost (the worker restarted, or the replica that claimed it died
+//! before sending it), and goes back to the queue; a worker whose job ended
+//! through another replica is free.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -32,15 +36,16 @@ use tessera_api::internal::{CancelJob, Heartbeat, InputRef, RunJob, WorkerStatus
 use tessera_api::ApiErrorBody;
 use tessera_core::params::JobParams;
 use tessera_core::policy::{Candidates, Policy};
-use tessera_core::{JobId, JobState, Millis, Transition};
+use tessera_core::{JobId, Millis, Transition};
 
 use crate::config::WorkersConfig;
 use crate::http::now_ms;
 use crate::metrics::Metrics;
 use crate::store::{Fence, JobRecord, Store, TransitionChange, WorkerSlot};
 
-/// A worker that reports idle this long after being sent a job, without a
-/// result, lost the job.
+/// A job the database has running on a worker that the worker does not name
+/// this long after its dispatch (or twice the dispatch timeout, if longer) was
+/// lost: its send is over by then.
 const LOST_JOB_GRACE_MS: Millis = 10_000;
 
 /// The dispatcher: cheap to clone, one per scheduler.
@@ -78,7 +83,6 @@ struct Entry {
 struct Assignment {
     job_id: JobId,
     attempt: i32,
-    since: Millis,
 }
 
 impl Dispatcher {
@@ -137,7 +141,6 @@ impl Dispatcher {
                 entry.assigned = Some(Assignment {
                     job_id: job.id.clone(),
                     attempt: job.attempts,
-                    since: job.started_at.unwrap_or_default(),
                 });
             }
         }
@@ -155,8 +158,22 @@ impl Dispatcher {
     }
 
     /// Records a heartbeat and reconciles: returns the jobs the worker should stop.
+    ///
+    /// The report is checked against the database, which holds the dispatches
+    /// of every replica (one indexed read of the worker's running jobs):
+    /// - the job the worker names is adopted if the database has it running
+    ///   there (another replica sent it, or this one restarted), else the
+    ///   worker is told to stop it;
+    /// - a job the database has running on the worker that the worker does not
+    ///   name was lost, and after a grace for sends still in flight goes back
+    ///   to the queue, whichever replica dispatched it: the worker never got
+    ///   it (the replica that claimed it crashed before sending it, or could
+    ///   not hand back a job the worker refused) or forgot it (it restarted);
+    /// - a job this scheduler believed the worker runs that is no longer
+    ///   running there ended (its result may have reached another replica):
+    ///   the worker is free.
     pub async fn heartbeat(&self, hb: &Heartbeat, now: Millis) -> Vec<JobId> {
-        let (assigned, lost) = {
+        let believed = {
             let mut map = self.workers();
             let entry = map.entry(hb.worker_id.clone()).or_insert_with(|| Entry {
                 slot: WorkerSlot::default(),
@@ -172,77 +189,96 @@ impl Dispatcher {
             entry.status = hb.status;
             entry.last_seen = now;
             entry.suspect = false;
-            let lost = match (&hb.current_job, &entry.assigned) {
-                (None, Some(a))
-                    if hb.status != WorkerStatus::Busy && now - a.since > LOST_JOB_GRACE_MS =>
-                {
-                    entry.assigned.take()
-                }
-                _ => None,
-            };
-            (entry.assigned.clone(), lost)
+            entry.assigned.clone()
         };
-        if let Some(lost) = lost {
-            tracing::warn!(worker_id = %hb.worker_id, job_id = %lost.job_id, "worker reports no job but was running one; requeueing it");
+        // A busy worker that names no job tells nothing about what it runs.
+        let conclusive = hb.current_job.is_some() || hb.status != WorkerStatus::Busy;
+        if !conclusive {
+            return Vec::new();
+        }
+        let running = match self.inner.store.running_on_worker(&hb.worker_id).await {
+            Ok(running) => running,
+            Err(e) => {
+                tracing::warn!(worker_id = %hb.worker_id, error = %e, "cannot reconcile a heartbeat now");
+                return Vec::new();
+            }
+        };
+        let mut cancel = Vec::new();
+        let mut adopted = None;
+        if let Some(current) = &hb.current_job {
+            match running.iter().find(|j| &j.id == current) {
+                Some(job) => {
+                    adopted = Some(Assignment {
+                        job_id: job.id.clone(),
+                        attempt: job.attempts,
+                    })
+                }
+                None => cancel.push(current.clone()),
+            }
+        }
+        let lost: Vec<&JobRecord> = running
+            .iter()
+            .filter(|j| Some(&j.id) != hb.current_job.as_ref())
+            .filter(|j| now - j.started_at.unwrap_or(now) > self.lost_job_grace())
+            .collect();
+        if let Some(entry) = self.workers().get_mut(&hb.worker_id) {
+            // Unless this scheduler claimed a job for the worker meanwhile.
+            if entry.assigned == believed {
+                entry.assigned = adopted.or_else(|| {
+                    believed.filter(|b| {
+                        running
+                            .iter()
+                            .any(|j| j.id == b.job_id && j.attempts == b.attempt)
+                            && !lost.iter().any(|j| j.id == b.job_id)
+                    })
+                });
+            }
+        }
+        let mut requeued = false;
+        for job in lost {
+            tracing::warn!(worker_id = %hb.worker_id, job_id = %job.id, attempt = job.attempts, "the worker does not run a job dispatched to it; requeueing it");
             let fence = Fence {
                 worker_id: hb.worker_id.clone(),
-                attempt: lost.attempt,
+                attempt: job.attempts,
             };
-            let store = &*self.inner.store;
-            let metrics = &self.inner.metrics;
             match crate::monitor::take_back(
-                store,
-                metrics,
+                &*self.inner.store,
+                &self.inner.metrics,
                 &self.inner.config,
-                &lost.job_id,
+                &job.id,
                 fence,
                 now,
             )
             .await
             {
-                Ok(Some(_)) => self.wake(),
+                Ok(Some(_)) => {
+                    self.forget(&job.id);
+                    requeued = true;
+                }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(job_id = %lost.job_id, error = %e, "could not requeue a lost job; the health monitor will")
+                    tracing::warn!(job_id = %job.id, error = %e, "could not requeue a lost job; the next heartbeat will")
                 }
             }
         }
-        let mut cancel = Vec::new();
-        if let Some(current) = &hb.current_job {
-            if assigned.as_ref().map(|a| &a.job_id) != Some(current) {
-                // Not what this scheduler gave the worker: adopt it if the database
-                // says the worker runs it (another replica, or a restart), else stop it.
-                match self.inner.store.get_job(current, None).await {
-                    Ok(Some(job))
-                        if job.status == JobState::Running
-                            && job.worker_id.as_deref() == Some(hb.worker_id.as_str()) =>
-                    {
-                        if let Some(entry) = self.workers().get_mut(&hb.worker_id) {
-                            entry.assigned = Some(Assignment {
-                                job_id: job.id,
-                                attempt: job.attempts,
-                                since: job.started_at.unwrap_or(now),
-                            });
-                        }
-                    }
-                    Ok(_) => cancel.push(current.clone()),
-                    Err(e) => tracing::warn!(error = %e, "cannot reconcile a heartbeat now"),
-                }
-            }
-        }
-        if hb.status == WorkerStatus::Idle {
+        if requeued || hb.status == WorkerStatus::Idle {
             self.wake();
         }
         cancel
     }
 
     /// A result for `job_id` arrived from `worker_id`, accepted or not: the
-    /// worker is free again.
+    /// worker is free again, also when another replica sent it the job.
     pub fn released(&self, worker_id: &str, job_id: &JobId) {
         if let Some(entry) = self.workers().get_mut(worker_id) {
-            if entry.assigned.as_ref().is_some_and(|a| &a.job_id == job_id) {
-                entry.assigned = None;
-                entry.status = WorkerStatus::Idle;
+            match &entry.assigned {
+                Some(a) if &a.job_id == job_id => {
+                    entry.assigned = None;
+                    entry.status = WorkerStatus::Idle;
+                }
+                None if entry.status == WorkerStatus::Busy => entry.status = WorkerStatus::Idle,
+                // Believed to run another job: its next heartbeat settles it.
+                _ => {}
             }
         }
         self.wake();
@@ -298,6 +334,11 @@ impl Dispatcher {
                 && e.slot.capabilities.contains(&capability)
                 && e.slot.models.iter().any(|m| m == model)
         })
+    }
+
+    fn lost_job_grace(&self) -> Millis {
+        let send = i64::try_from(self.inner.config.dispatch_timeout_ms).unwrap_or(i64::MAX / 2);
+        LOST_JOB_GRACE_MS.max(send.saturating_mul(2))
     }
 
     fn is_free(&self, e: &Entry, now: Millis) -> bool {
@@ -402,7 +443,6 @@ impl Dispatcher {
                 entry.assigned = Some(Assignment {
                     job_id: job.id.clone(),
                     attempt: job.attempts,
-                    since: now,
                 });
             }
             let address = addresses.remove(&worker_id).unwrap_or_default();

@@ -276,9 +276,105 @@ async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backen
     app.shutdown().await;
 }
 
+/// Replicas dispatch to the same workers, so a job may be claimed for a worker
+/// by a replica that dies before its `/run_job` reaches the worker (or before
+/// it hands back a job the worker refused): the database says RUNNING on that
+/// worker, the worker never heard of it, and the surviving replica never
+/// dispatched it. Heartbeats are checked against the database: past the grace
+/// for sends in flight, a job the worker does not name goes back to the
+/// queue, whether the worker is idle or busy with another job, and runs.
+async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Backend) {
+    use tessera_api::public::CreateJobRequest;
+    use tessera_core::{JobId, JobState};
+
+    let app = TestApp::spawn_with(backend, |c| {
+        c.workers.heartbeat_interval_ms = 200;
+        c.workers.dispatch_tick_ms = 100;
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
+    let create = |prompt: &str| CreateJobRequest {
+        frontend: Platform::Telegram,
+        bot_id: "tg-image-bot-1".into(),
+        capability: Capability::Image,
+        user_ref: "telegram:1".into(),
+        reply_context: None,
+        params: serde_json::json!({ "prompt": prompt }),
+    };
+    let mut ids: Vec<JobId> = Vec::new();
+    for prompt in [
+        "never sent to an idle worker",
+        "never sent to a busy worker",
+        "running",
+    ] {
+        ids.push(
+            tg.create_job(&create(prompt), None)
+                .await
+                .unwrap()
+                .job
+                .job_id,
+        );
+    }
+    let (idle_lost, busy_lost, running) = (ids[0].clone(), ids[1].clone(), ids[2].clone());
+    // Another replica claimed them, then died: nothing was sent.
+    let claimed_at = std::time::Instant::now();
+    let claims = [
+        (idle_lost.clone(), "worker-gpu-0".to_owned()),
+        (busy_lost.clone(), "worker-gpu-1".to_owned()),
+        (running.clone(), "worker-gpu-1".to_owned()),
+    ];
+    let now = chrono::Utc::now().timestamp_millis();
+    assert_eq!(
+        app.store().claim_batch(&claims, now).await.unwrap().len(),
+        3
+    );
+
+    // worker-gpu-0 is a real worker, idle; worker-gpu-1 a heartbeat busy with
+    // the job it really runs.
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![tessera_testkit::sim(Capability::Image, &["sdxl-1.0"], 0)],
+        )
+        .await;
+    let internal = app.client_with(&app.internal_token);
+    let mut busy = busy("worker-gpu-1");
+    busy.current_job = Some(running.clone());
+    let deadline = claimed_at + Duration::from_secs(40);
+    loop {
+        let ack = internal.heartbeat(&busy).await.unwrap();
+        assert!(ack.cancel_jobs.is_empty(), "{:?}", ack.cancel_jobs);
+        let idle = tg.get_job(&idle_lost).await.unwrap();
+        let other = tg.get_job(&busy_lost).await.unwrap();
+        if claimed_at.elapsed() < Duration::from_secs(8) {
+            // Within the grace, a send may still be on its way.
+            assert_eq!(
+                (idle.status, other.status),
+                (JobState::Running, JobState::Running)
+            );
+        }
+        if idle.status == JobState::Completed && other.status == JobState::Completed {
+            assert_eq!((idle.attempts, other.attempts), (2, 2));
+            assert!(!idle.refunded && !other.refunded);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lost jobs never ran: {idle:#?} {other:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The job worker-gpu-1 names is left alone.
+    let kept = tg.get_job(&running).await.unwrap();
+    assert_eq!((kept.status, kept.attempts), (JobState::Running, 1));
+    worker.shutdown().await.unwrap();
+    app.shutdown().await;
+}
+
 backend_tests!(
     only_the_internal_token_may_send_heartbeats,
     what_workers_report_is_validated,
     workers_go_offline_after_missed_heartbeats,
     lost_workers_jobs_are_requeued_then_failed_and_refunded,
+    a_job_claimed_by_a_replica_that_died_before_sending_it_runs,
 );

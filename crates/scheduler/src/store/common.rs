@@ -824,6 +824,22 @@ macro_rules! impl_store {
                 rows.into_iter().map(TryInto::try_into).collect()
             }
 
+            async fn running_on_worker(
+                &self,
+                worker_id: &str,
+            ) -> Result<Vec<$crate::store::JobRecord>, $crate::store::StoreError> {
+                // An exact range of the partial index `jobs_running`.
+                let rows: Vec<$crate::store::common::JobRow> = sqlx::query_as(&format!(
+                    "SELECT {} FROM jobs WHERE status = 'RUNNING' AND worker_id = $1 \
+                     ORDER BY started_at, id",
+                    $crate::store::common::JOB_COLUMNS
+                ))
+                .bind(worker_id)
+                .fetch_all(self.reader())
+                .await?;
+                rows.into_iter().map(TryInto::try_into).collect()
+            }
+
             async fn set_progress(
                 &self,
                 id: &tessera_core::JobId,

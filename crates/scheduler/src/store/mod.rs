@@ -536,6 +536,10 @@ pub trait Store: Send + Sync + 'static {
     /// Every RUNNING job, oldest dispatch first: for restarts, reconciliation and run timeouts.
     async fn running_jobs(&self) -> Result<Vec<JobRecord>, StoreError>;
 
+    /// The RUNNING jobs dispatched to one worker, by any replica, oldest
+    /// dispatch first: what a heartbeat is reconciled against.
+    async fn running_on_worker(&self, worker_id: &str) -> Result<Vec<JobRecord>, StoreError>;
+
     /// Records progress of a running attempt; false if the attempt is no longer current.
     async fn set_progress(
         &self,
