@@ -17,11 +17,13 @@
 //!   runtime so that killing it ends everything it runs, as a crash does;
 //!   [`proxy::Proxy`]: a round-robin TCP balancer to put workers and frontends
 //!   behind several replicas.
+//! - [`pg::PgServer`]: a PostgreSQL server of a test's own, to stop and start.
 //!
 //! Nothing here mocks Tessera: tests drive the same server binary code over HTTP.
 
 pub mod engines;
 pub mod invariants;
+pub mod pg;
 pub mod proxy;
 pub mod standins;
 
