@@ -13,6 +13,13 @@
 //! worker is involved, so several scheduler replicas may sweep at once: a job
 //! a worker completes in the meantime, or another replica already moved, is
 //! simply not matched.
+//!
+//! Silence is only held against a worker when this scheduler could have heard
+//! it: the first and the last of these sweeps wait until the scheduler has
+//! had its database for a whole silence limit, since it started and since
+//! the database last failed or stalled. While the database is down no
+//! heartbeat is recorded, so right after it comes back every worker would
+//! look lost and every running job would be run again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,17 +44,25 @@ pub struct Sweep {
     pub unservable: usize,
 }
 
-/// One sweep at `now`.
+/// One sweep at `now`; `heard` says whether this scheduler could have heard
+/// every heartbeat of the last silence limit (else workers' silence is not
+/// judged: no job is taken back from a silent worker, none failed for want
+/// of an online worker).
 pub async fn sweep(
     store: &dyn Store,
     config: &WorkersConfig,
     dispatcher: &Dispatcher,
     now: Millis,
+    heard: bool,
 ) -> Result<Sweep, StoreError> {
     let mut done = Sweep::default();
-    lost_workers(store, config, dispatcher, now, &mut done).await?;
+    if heard {
+        lost_workers(store, config, dispatcher, now, &mut done).await?;
+    }
     run_timeouts(store, config, dispatcher, now, &mut done).await?;
-    unservable(store, config, dispatcher, now, &mut done).await?;
+    if heard {
+        unservable(store, config, dispatcher, now, &mut done).await?;
+    }
     if done.requeued > 0 {
         dispatcher.wake();
     }
@@ -226,7 +241,9 @@ async fn unservable(
 }
 
 /// Runs [`sweep`] every heartbeat period (at most every 5 s for short periods)
-/// until `stop` turns true.
+/// until `stop` turns true. Workers' silence is judged once the database has
+/// answered for a whole silence limit, since the start and since it last
+/// failed or stalled.
 pub fn spawn(
     store: Arc<dyn Store>,
     config: WorkersConfig,
@@ -237,14 +254,35 @@ pub fn spawn(
         let period = Duration::from_millis(config.heartbeat_interval_ms.clamp(10, 5_000));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Since when heartbeats could be recorded, as far as the monitor knows.
+        let mut listening_since = Some(chrono::Utc::now().timestamp_millis());
+        let stall_ms = i64::try_from(config.heartbeat_interval_ms).unwrap_or(i64::MAX);
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+            // A database that fails or stalls for a heartbeat period may have
+            // kept heartbeats from being recorded: silence is judged again
+            // only a whole silence limit after it answers promptly. The
+            // sweep's clock starts after that answer, so a later stall cannot
+            // make a worker look silent either.
+            let asked = chrono::Utc::now().timestamp_millis();
+            if let Err(e) = store.ping().await {
+                if listening_since.take().is_some() {
+                    tracing::warn!(error = %e, "the database does not answer; workers' silence is not judged until it has answered for a silence limit");
+                }
+                continue;
+            }
             let now = chrono::Utc::now().timestamp_millis();
-            if let Err(e) = sweep(&*store, &config, &dispatcher, now).await {
+            if now - asked > stall_ms {
+                listening_since = Some(now);
+            }
+            let since = *listening_since.get_or_insert(now);
+            let heard = now - since >= config.silence_limit_ms();
+            if let Err(e) = sweep(&*store, &config, &dispatcher, now, heard).await {
                 tracing::warn!(error = %e, "health monitor sweep failed; retrying next period");
+                listening_since = None;
             }
         }
     })

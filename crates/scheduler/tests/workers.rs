@@ -371,6 +371,85 @@ async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Ba
     app.shutdown().await;
 }
 
+/// While PostgreSQL is down no heartbeat can be recorded, so when it comes
+/// back every worker has been silent for as long as the outage lasted. A
+/// worker whose next heartbeat is not in yet is not lost for that: the health
+/// monitor judges silence only once the database has answered for a whole
+/// silence limit. PostgreSQL only: the test stops a server of its own
+/// (SQLite has no server to stop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_makes_no_worker_look_lost() {
+    use std::sync::Arc;
+    use tessera_api::public::CreateJobRequest;
+    use tessera_core::JobState;
+    use tessera_testkit::pg::PgServer;
+    use tessera_testkit::TestDb;
+
+    let pg = Arc::new(
+        tokio::task::spawn_blocking(PgServer::start_new)
+            .await
+            .unwrap(),
+    );
+    let app = TestApp::spawn_on(TestDb::postgres_in(&pg.url()).await, |c| {
+        // Silent for 10 x 200 ms = 2 s is lost.
+        c.workers.heartbeat_interval_ms = 200;
+        c.workers.missed_heartbeats = 10;
+        c.database.acquire_timeout_secs = 1;
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
+    let req = CreateJobRequest {
+        frontend: Platform::Telegram,
+        bot_id: "tg-image-bot-1".into(),
+        capability: Capability::Image,
+        user_ref: "telegram:1".into(),
+        reply_context: None,
+        params: serde_json::json!({"prompt": "a lighthouse"}),
+    };
+    let job = tg.create_job(&req, None).await.unwrap().job.job_id;
+    let now = chrono::Utc::now().timestamp_millis();
+    let claim = [(job.clone(), "worker-gpu-0".to_owned())];
+    assert_eq!(app.store().claim_batch(&claim, now).await.unwrap().len(), 1);
+    let worker = app.client_with(&app.internal_token);
+    let mut running = busy("worker-gpu-0");
+    running.current_job = Some(job.clone());
+    for _ in 0..5 {
+        worker.heartbeat(&running).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Three seconds without PostgreSQL: heartbeats are refused meanwhile.
+    let server = pg.clone();
+    tokio::task::spawn_blocking(move || server.stop())
+        .await
+        .unwrap();
+    let stopped = std::time::Instant::now();
+    while stopped.elapsed() < Duration::from_secs(3) {
+        let refused = worker.heartbeat(&running).await.unwrap_err();
+        assert_eq!(refused.code(), Some("database_unavailable"));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let server = pg.clone();
+    tokio::task::spawn_blocking(move || server.start())
+        .await
+        .unwrap();
+    // The worker's next heartbeat comes a little late, within its limit;
+    // the monitor sweeps several times meanwhile.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    for _ in 0..15 {
+        let ack = worker.heartbeat(&running).await.unwrap();
+        assert!(
+            ack.cancel_jobs.is_empty(),
+            "told to stop {:?}",
+            ack.cancel_jobs
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let view = tg.get_job(&job).await.unwrap();
+    assert_eq!((view.status, view.attempts), (JobState::Running, 1));
+    app.shutdown().await;
+}
+
 backend_tests!(
     only_the_internal_token_may_send_heartbeats,
     what_workers_report_is_validated,
