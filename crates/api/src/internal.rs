@@ -176,6 +176,7 @@ pub struct WorkerCapabilities {
 /// `POST /api/internal/jobs/{job_id}/progress`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"worker_id": "worker-gpu-0", "attempt": 1, "progress": 42.5}))]
 pub struct ProgressReport {
     pub worker_id: String,
     pub attempt: i32,

@@ -10,6 +10,16 @@ use tessera_core::{ArtifactId, Capability, InputId, JobId, JobState, Plan, Platf
 /// `POST /api/v1/jobs` (seed section 5.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+// A whole request, so a reader (or a tool generating requests from the
+// document) sees one that the seed's first Telegram bot may send as it is.
+#[schema(example = json!({
+    "frontend": "telegram",
+    "bot_id": "tg-image-bot-1",
+    "capability": "image",
+    "user_ref": "telegram:123456",
+    "reply_context": {"chat": 123456, "message": 42},
+    "params": {"prompt": "a beautiful sunset", "resolution": "1024x1024"}
+}))]
 pub struct CreateJobRequest {
     /// The frontend kind; must match the API key.
     pub frontend: Platform,
@@ -136,9 +146,11 @@ pub struct JobError {
 pub struct ListJobsQuery {
     /// Only this user's jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")]
     pub user_ref: Option<String>,
     /// Only this bot's jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub bot_id: Option<String>,
     /// Only jobs in these states, comma-separated (`QUEUED,RUNNING`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,6 +161,7 @@ pub struct ListJobsQuery {
     pub undelivered: Option<bool>,
     /// Page size, 1 to 100 (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]

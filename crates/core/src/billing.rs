@@ -43,14 +43,23 @@ const MEGAPIXEL: u64 = 1024 * 1024;
 
 impl CostRules {
     /// The cost of a job with these (validated) parameters. Never negative.
+    ///
+    /// The rules are configuration and unbounded: a product too large for an
+    /// `i64` stops at `i64::MAX` (no plan can pay it) rather than overflow,
+    /// which panicked in debug builds and wrapped, possibly to a free job,
+    /// in release builds (found by the `params` fuzz target).
     pub fn cost(&self, params: &JobParams) -> i64 {
         let c = match params {
             JobParams::Image(p) => {
                 let pixels = u64::from(p.width) * u64::from(p.height);
-                pixels.div_ceil(MEGAPIXEL) as i64 * self.image_per_megapixel
+                (pixels.div_ceil(MEGAPIXEL) as i64).saturating_mul(self.image_per_megapixel)
             }
-            JobParams::Video(p) => i64::from(p.duration_seconds) * self.video_per_second,
-            JobParams::Text(p) => i64::from(p.max_tokens.div_ceil(1024)) * self.text_per_1k_tokens,
+            JobParams::Video(p) => {
+                i64::from(p.duration_seconds).saturating_mul(self.video_per_second)
+            }
+            JobParams::Text(p) => {
+                i64::from(p.max_tokens.div_ceil(1024)).saturating_mul(self.text_per_1k_tokens)
+            }
             JobParams::SpeechToText(_) => self.speech_to_text,
             JobParams::TextToSpeech(_) => self.text_to_speech,
         };

@@ -52,8 +52,11 @@ pub struct VideoParams {
 }
 
 impl VideoParams {
+    /// Frames to make. Stored parameters are bounded by validation, but a
+    /// worker reads them off the wire: a product past `u32` saturates
+    /// rather than overflow.
     pub fn frames(&self) -> u32 {
-        self.duration_seconds * self.fps
+        self.duration_seconds.saturating_mul(self.fps)
     }
 }
 
@@ -535,7 +538,13 @@ fn size(
                 w *= f64::from(max) / long;
                 h *= f64::from(max) / long;
             }
-            let snap = |x: f64| ((x / 64.0).round() as u32 * 64).clamp(MIN_SIDE, max - max % 8);
+            // A plan whose longest side is under MIN_SIDE (the table allows
+            // any positive value) gets MIN_SIDE, which the check below
+            // refuses; `clamp` with crossed bounds panicked here (found by
+            // the `params` fuzz target).
+            let snap = |x: f64| {
+                ((x / 64.0).round() as u32 * 64).clamp(MIN_SIDE, (max - max % 8).max(MIN_SIDE))
+            };
             (snap(w), snap(h))
         }
         (None, None) => {

@@ -723,6 +723,168 @@ async fn hostile_input_is_refused_with_a_clear_4xx(backend: Backend) {
     app.shutdown().await;
 }
 
+// U+0000 in text that reaches SQL. PostgreSQL cannot hold it in TEXT or
+// JSONB and failed each of these with a 500 (SQLite took them); Schemathesis
+// found them (tests/schemathesis.rs). Each is now refused before the
+// database, the same way on both backends.
+
+/// Listing filters are checked as strictly as the values they match.
+async fn nul_in_list_filters_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    for (path, token, field) in [
+        ("/api/v1/jobs?user_ref=telegram%3A1%00", &key, "user_ref"),
+        ("/api/v1/jobs?bot_id=tg-image-bot-1%00", &key, "bot_id"),
+        (
+            "/api/admin/jobs?user_ref=telegram%3A1%00",
+            &app.admin_token,
+            "user_ref",
+        ),
+        (
+            "/api/admin/jobs?bot_id=tg-image-bot-1%00",
+            &app.admin_token,
+            "bot_id",
+        ),
+        // Malformed without a NUL: refused alike, not an empty page.
+        ("/api/v1/jobs?user_ref=nobody", &key, "user_ref"),
+        ("/api/v1/jobs?bot_id=a%20b", &key, "bot_id"),
+    ] {
+        let e = send(raw(&app, Method::GET, path).bearer_auth(token))
+            .await
+            .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_query");
+        assert_eq!(e.field.as_deref(), Some(field), "{path}");
+    }
+    let ok = send(
+        raw(
+            &app,
+            Method::GET,
+            "/api/v1/jobs?user_ref=telegram%3A1&bot_id=tg-image-bot-1",
+        )
+        .bearer_auth(&key),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{:?}", ok.body);
+    app.shutdown().await;
+}
+
+/// A `reply_context` holding U+0000, in a value or a key, creates nothing.
+async fn nul_in_reply_context_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.key(Platform::Telegram, TG_BOT).await;
+    let tg = app.client_with(&key);
+    let user = "telegram:10";
+    for ctx in [
+        json!({"chat": 1, "message\u{0}": 2}),
+        json!({"chat": "a\u{0}b"}),
+        json!({"deep": [{"x": ["\u{0}"]}]}),
+    ] {
+        let req = CreateJobRequest {
+            reply_context: Some(ctx.clone()),
+            ..tg_job(user, prompt("a fox"))
+        };
+        let e = api_error(
+            tg.create_job(&req, None).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_request",
+        );
+        assert_eq!(e.field.as_deref(), Some("reply_context"), "{ctx}");
+    }
+    assert_eq!(tg.get_user(user).await.unwrap().tokens_used_today, 0);
+    assert!(list_all(&app.admin, by_user(user), true).await.is_empty());
+    // Other control characters are the frontend's business, and stored.
+    let req = CreateJobRequest {
+        reply_context: Some(json!({"chat": "a\u{1}b"})),
+        ..tg_job(user, prompt("a fox"))
+    };
+    let job = tg.create_job(&req, None).await.unwrap().job;
+    let stored = tg.get_job(&job.job_id).await.unwrap();
+    assert_eq!(stored.reply_context, Some(json!({"chat": "a\u{1}b"})));
+    app.shutdown().await;
+}
+
+/// A plan id no plan can have is an unknown plan, not a database error.
+async fn nul_in_a_plan_id_is_an_unknown_plan(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for plan in ["pro\u{0}", "\u{0}", "", "PRO PLAN"] {
+        let answer = send(
+            raw(&app, Method::PUT, "/api/admin/users/telegram:11/plan")
+                .bearer_auth(&app.admin_token)
+                .json(&json!({ "plan_id": plan })),
+        )
+        .await;
+        answer.error(StatusCode::NOT_FOUND, "plan_not_found");
+    }
+    let quota = send(
+        raw(&app, Method::PUT, "/api/admin/users/telegram:11/plan")
+            .bearer_auth(&app.admin_token)
+            .json(&json!({ "plan_id": "pro" })),
+    )
+    .await;
+    assert_eq!(quota.status, StatusCode::OK, "{:?}", quota.body);
+    assert_eq!(quota.body["plan"]["id"], "pro");
+    app.shutdown().await;
+}
+
+/// Progress and results name their worker as a heartbeat does.
+async fn nul_in_a_worker_id_is_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+    let job = tg
+        .create_job(&tg_job("telegram:12", prompt("a fox")), None)
+        .await
+        .unwrap()
+        .job;
+    let progress = format!("/api/internal/jobs/{}/progress", job.job_id);
+    for worker in ["w\u{0}", "", "a b"] {
+        let e = send(
+            raw(&app, Method::POST, &progress)
+                .bearer_auth(&app.internal_token)
+                .json(&json!({"worker_id": worker, "attempt": 1, "progress": 5.0})),
+        )
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_progress");
+        assert_eq!(e.field.as_deref(), Some("worker_id"), "{worker:?}");
+    }
+    // A well-formed worker that is not running it: the fence, as before.
+    send(
+        raw(&app, Method::POST, &progress)
+            .bearer_auth(&app.internal_token)
+            .json(&json!({"worker_id": "worker-0", "attempt": 1, "progress": 5.0})),
+    )
+    .await
+    .error(StatusCode::CONFLICT, "stale_attempt");
+    // The result upload (multipart, written by hand: one `result` part).
+    let boundary = "tessera-test-boundary";
+    let part = json!({"worker_id": "w\u{0}", "attempt": 1, "outcome": "failed",
+        "error": {"code": "engine_error", "message": "x", "retryable": false}});
+    let body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"result\"\r\n\
+         Content-Type: application/json\r\n\r\n{part}\r\n--{boundary}--\r\n"
+    );
+    let e = send(
+        raw(
+            &app,
+            Method::POST,
+            &format!("/api/internal/jobs/{}/result", job.job_id),
+        )
+        .bearer_auth(&app.internal_token)
+        .header(
+            CONTENT_TYPE,
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(body),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_result");
+    assert_eq!(e.field.as_deref(), Some("worker_id"));
+    // The job is untouched.
+    assert_eq!(
+        tg.get_job(&job.job_id).await.unwrap().status,
+        JobState::Queued
+    );
+    app.shutdown().await;
+}
+
 async fn unknown_routes_and_methods_answer_json(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.key(Platform::Telegram, TG_BOT).await;
@@ -1565,6 +1727,10 @@ backend_tests!(
     invalid_requests_are_refused_with_stable_codes,
     oversized_bodies_are_refused,
     hostile_input_is_refused_with_a_clear_4xx,
+    nul_in_list_filters_is_refused,
+    nul_in_reply_context_is_refused,
+    nul_in_a_plan_id_is_an_unknown_plan,
+    nul_in_a_worker_id_is_refused,
     unknown_routes_and_methods_answer_json,
     idempotent_retries_replay_the_first_job,
     concurrent_retries_with_one_key_create_one_job,

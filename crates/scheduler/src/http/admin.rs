@@ -93,7 +93,7 @@ pub async fn list_keys(
 /// replicas within `auth.key_cache_secs`.
 #[utoipa::path(
     delete, path = "/api/admin/keys/{key_id}", tag = "admin",
-    params(("key_id" = String, Path)),
+    params(("key_id" = String, Path, description = "The key's id, `key_...`", pattern = "^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses((status = 200, body = KeyView), (status = 401, body = ApiErrorBody), (status = 404, body = ApiErrorBody)),
     security(("admin_token" = []))
 )]
@@ -117,7 +117,7 @@ pub async fn revoke_key(
 /// Put a user on a plan (created if never seen).
 #[utoipa::path(
     put, path = "/api/admin/users/{user_ref}/plan", tag = "admin",
-    params(("user_ref" = String, Path)),
+    params(("user_ref" = String, Path, description = "`platform:id`", pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")),
     request_body = SetPlanRequest,
     responses((status = 200, body = UserQuota), (status = 401, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 422, body = ApiErrorBody)),
     security(("admin_token" = []))
@@ -134,19 +134,25 @@ pub async fn set_plan(
             ApiError::invalid("invalid_user_ref", e.to_string()).with_field("user_ref")
         })?;
     let now = now_ms();
+    let not_found = || {
+        ApiError::not_found(
+            "plan_not_found",
+            format!(
+                "no plan {:?}; plans are free, starter, pro, admin",
+                req.plan_id
+            ),
+        )
+    };
+    // A name no plan can have is not looked up: text PostgreSQL cannot take
+    // (U+0000) used to fail there with a 500 instead of this 404.
+    if !is_bot_id(&req.plan_id) {
+        return Err(not_found());
+    }
     let quota = state
         .store
         .set_plan(&user, &req.plan_id, state.clock.day_of(now), now)
         .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "plan_not_found",
-                format!(
-                    "no plan {:?}; plans are free, starter, pro, admin",
-                    req.plan_id
-                ),
-            )
-        })?;
+        .ok_or_else(not_found)?;
     tracing::info!(user_ref = %user, plan = %req.plan_id, "plan changed");
     Ok(Json(to_view(&state, quota, now)))
 }
@@ -169,7 +175,7 @@ pub async fn list_jobs(
 /// Cancel any job; its tokens are refunded.
 #[utoipa::path(
     delete, path = "/api/admin/jobs/{job_id}", tag = "admin",
-    params(("job_id" = String, Path)),
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses((status = 200, body = JobView), (status = 401, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)),
     security(("admin_token" = []))
 )]

@@ -106,7 +106,7 @@ pub(crate) fn too_large(limit: u64) -> ApiError {
 /// Download an artifact of one of this frontend's jobs.
 #[utoipa::path(
     get, path = "/api/v1/artifacts/{artifact_id}", tag = "files",
-    params(("artifact_id" = String, Path, description = "`art_...`, from a job's `artifacts`")),
+    params(("artifact_id" = String, Path, description = "`art_...`, from a job's `artifacts`", pattern = "^art_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses(
         (status = 200, description = "The file, with its content type"),
         (status = 401, body = ApiErrorBody),

@@ -74,6 +74,16 @@ pub async fn create(
             )
             .with_field("reply_context"));
         }
+        // Opaque, but stored: PostgreSQL's JSONB cannot hold U+0000 (SQLite
+        // can), so without this check the same request failed with a 500 on
+        // one backend only. No frontend needs it to say where to reply.
+        if has_nul(ctx) {
+            return Err(ApiError::invalid(
+                "invalid_request",
+                "reply_context must not contain the character U+0000",
+            )
+            .with_field("reply_context"));
+        }
     }
     let idempotency = idempotency(&headers, &req)?;
     let now = now_ms();
@@ -176,7 +186,7 @@ pub async fn create(
 /// while it runs, and why it failed.
 #[utoipa::path(
     get, path = "/api/v1/jobs/{job_id}", tag = "jobs",
-    params(("job_id" = String, Path, description = "The job's id, `job_...`")),
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses(
         (status = 200, body = JobView),
         (status = 401, body = ApiErrorBody),
@@ -211,7 +221,7 @@ fn seen_by(mut job: JobView, bot_id: &str) -> JobView {
 /// Cancel a queued or running job; its tokens are refunded in the same transaction.
 #[utoipa::path(
     delete, path = "/api/v1/jobs/{job_id}", tag = "jobs",
-    params(("job_id" = String, Path)),
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses(
         (status = 200, description = "Cancelled and refunded", body = JobView),
         (status = 401, body = ApiErrorBody),
@@ -271,7 +281,7 @@ pub(crate) async fn cancel_with(
 /// deliver what it lost; acknowledging twice is harmless.
 #[utoipa::path(
     post, path = "/api/v1/jobs/{job_id}/delivered", tag = "jobs",
-    params(("job_id" = String, Path)),
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses(
         (status = 200, description = "Recorded (or already recorded)", body = JobView),
         (status = 401, body = ApiErrorBody),
@@ -341,6 +351,25 @@ pub(crate) fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
             ApiError::invalid("invalid_query", "limit must be between 1 and 100")
                 .with_field("limit"),
         );
+    }
+    // The filters are compared with stored values in SQL, so they are checked
+    // as strictly as the values were when they were stored: text PostgreSQL
+    // cannot take (U+0000) used to fail there with a 500, and anything else
+    // malformed could never match.
+    if let Some(user_ref) = &q.user_ref {
+        user_ref.parse::<UserRef>().map_err(|e| {
+            ApiError::invalid("invalid_query", e.to_string()).with_field("user_ref")
+        })?;
+    }
+    if q.bot_id
+        .as_deref()
+        .is_some_and(|b| !super::admin::is_bot_id(b))
+    {
+        return Err(ApiError::invalid(
+            "invalid_query",
+            "bot_id must be 1-64 letters, digits, `-`, `_` or `.`",
+        )
+        .with_field("bot_id"));
     }
     let statuses = match &q.status {
         None => Vec::new(),
@@ -456,6 +485,17 @@ fn idempotency(
         key: key.to_owned(),
         request_hash: Sha256::digest(&canonical).to_vec(),
     }))
+}
+
+/// Whether a JSON value holds U+0000 in any string or object key.
+fn has_nul(value: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        Value::Null | Value::Bool(_) | Value::Number(_) => false,
+    }
 }
 
 pub(crate) fn parse_job_id(text: &str) -> Result<JobId, ApiError> {

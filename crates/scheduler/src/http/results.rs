@@ -22,6 +22,7 @@ use tessera_api::internal::{JobResult, Outcome, ProgressReport, ResultAck};
 use tessera_api::ApiErrorBody;
 use tessera_core::{ArtifactId, InputId, JobId, JobState, Transition};
 
+use super::admin::is_bot_id;
 use super::auth::Internal;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
@@ -29,6 +30,9 @@ use super::jobs::parse_job_id;
 use super::{now_ms, AppState};
 use crate::artifacts::artifact_key;
 use crate::store::{Fence, NewArtifact, TransitionChange, TransitionOutcome};
+
+/// What a worker id is (as its heartbeat is checked).
+const WORKER_ID_RULE: &str = "worker_id must be 1-64 letters, digits, `-`, `_` or `.`";
 
 /// Most artifacts one result may carry.
 const MAX_ARTIFACTS: usize = 16;
@@ -38,6 +42,7 @@ const MAX_SIDE: u32 = 16_384;
 /// Progress of a running attempt, in percent.
 #[utoipa::path(
     post, path = "/api/internal/jobs/{job_id}/progress", tag = "internal",
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     request_body = ProgressReport,
     responses(
         (status = 204, description = "Recorded"),
@@ -53,6 +58,11 @@ pub async fn progress(
     ApiJson(report): ApiJson<ProgressReport>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_job_id(&job_id)?;
+    // Checked as a heartbeat's is: the fence compares it in SQL, where text
+    // PostgreSQL cannot take (U+0000) used to fail with a 500.
+    if !is_bot_id(&report.worker_id) {
+        return Err(ApiError::invalid("invalid_progress", WORKER_ID_RULE).with_field("worker_id"));
+    }
     if !report.progress.is_finite() || !(0.0..=100.0).contains(&report.progress) {
         return Err(
             ApiError::invalid("invalid_progress", "progress is a percentage, 0 to 100")
@@ -89,6 +99,7 @@ fn bad_result(message: impl Into<String>) -> ApiError {
 /// The result of an attempt: `result` (JSON) then `artifact-0`, `artifact-1`... parts.
 #[utoipa::path(
     post, path = "/api/internal/jobs/{job_id}/result", tag = "internal",
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     request_body(content = JobResult, content_type = "multipart/form-data",
         description = "Part `result`: this JSON. Parts `artifact-N`: the bytes of each artifact, in order."),
     responses(
@@ -152,6 +163,9 @@ pub async fn result(
         }
     }
     let result = result.ok_or_else(|| bad_result("the `result` part is missing"))?;
+    if !is_bot_id(&result.worker_id) {
+        return Err(bad_result(WORKER_ID_RULE).with_field("worker_id"));
+    }
     let fence = Fence {
         worker_id: result.worker_id.clone(),
         attempt: result.attempt,
@@ -334,6 +348,7 @@ async fn failed(
 /// An uploaded input, for the worker running a job that reads it.
 #[utoipa::path(
     get, path = "/api/internal/inputs/{input_id}", tag = "internal",
+    params(("input_id" = String, Path, description = "The input's id, `inp_...`", pattern = "^inp_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses(
         (status = 200, description = "The input's bytes"),
         (status = 404, body = ApiErrorBody),

@@ -18,7 +18,7 @@ use crate::store::QuotaRecord;
 /// never seen is shown on the default plan with nothing used (and is not created).
 #[utoipa::path(
     get, path = "/api/v1/users/{user_ref}", tag = "users",
-    params(("user_ref" = String, Path, description = "`platform:id`, on the key's platform")),
+    params(("user_ref" = String, Path, description = "`platform:id`, on the key's platform", pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")),
     responses(
         (status = 200, body = UserQuota),
         (status = 401, body = ApiErrorBody),

@@ -1,0 +1,36 @@
+//! The worker's `POST /run_job` body (crates/worker/src/agent.rs, `run_job`):
+//! the JSON is read as a `RunJob`, its `params` with
+//! `JobParams::from_stored` for its capability, and the engines then read
+//! the parameters (`VideoParams::frames` sizes a video). The scheduler only
+//! sends validated parameters, but the worker must not trust the wire: the
+//! internal token is a shared secret, and a stored row may predate today's
+//! rules.
+//!
+//! Asserted: no panic, in parsing or in what the engines compute from the
+//! parameters before they run; parameters that parse serialise again, and a
+//! `RunJob` that parses serialises and parses back to itself.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+use tessera_api::internal::RunJob;
+use tessera_core::billing::CostRules;
+use tessera_core::params::JobParams;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(job) = serde_json::from_slice::<RunJob>(data) else {
+        return;
+    };
+    let again: RunJob = serde_json::from_value(serde_json::to_value(&job).expect("serialises"))
+        .expect("a RunJob reads back");
+    assert_eq!(again, job);
+    let Ok(params) = JobParams::from_stored(job.capability, job.params.clone()) else {
+        return;
+    };
+    // What engines and the scheduler compute from parameters.
+    if let JobParams::Video(p) = &params {
+        let _ = p.frames();
+    }
+    let _ = CostRules::default().cost(&params);
+    let _ = params.to_value();
+});
