@@ -233,6 +233,33 @@ async fn transitions_follow_the_state_machine_and_refund(backend: Backend) {
     );
     assert_eq!((requeued.worker_id, requeued.started_at), (None, None));
 
+    // Sent to a worker that refuses it: back in the queue in the place it
+    // had (its queued time kept), and the attempt not counted.
+    store
+        .transition(&job.id, Transition::Dispatch, &dispatch)
+        .await
+        .unwrap();
+    let refused = TransitionChange {
+        now: 35,
+        release: true,
+        ..Default::default()
+    };
+    let TransitionOutcome::Applied(handed_back) = store
+        .transition(&job.id, Transition::Requeue, &refused)
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            handed_back.status,
+            handed_back.attempts,
+            handed_back.queued_at
+        ),
+        (JobState::Queued, 1, Some(30))
+    );
+
     store
         .transition(&job.id, Transition::Dispatch, &dispatch)
         .await

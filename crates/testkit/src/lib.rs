@@ -332,6 +332,26 @@ fn init_tracing() {
         .try_init();
 }
 
+/// How many jobs a worker's engines ran (finished or not), from its
+/// `/metrics`: the count that says whether a job ran twice, which a job's
+/// dispatch count (`attempts`) cannot (a dispatch can be taken back unsent).
+pub async fn engine_runs(worker: &tessera_worker::WorkerHandle, internal_token: &str) -> u64 {
+    let text = reqwest::Client::new()
+        .get(format!("http://{}/metrics", worker.addr()))
+        .bearer_auth(internal_token)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("scraping a worker")
+        .text()
+        .await
+        .expect("a worker's metrics");
+    text.lines()
+        .filter(|l| l.starts_with("tessera_runs_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Runs each listed `async fn name(backend: Backend)` as two tests,
 /// `postgres::name` and `sqlite::name`.
 #[macro_export]

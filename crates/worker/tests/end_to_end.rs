@@ -383,9 +383,16 @@ async fn a_scheduler_crash_mid_load_loses_nothing_and_runs_nothing_twice(backend
     for id in &ids {
         let job = finished(&tg, id).await;
         assert_eq!(job.status, JobState::Completed, "{job:#?}");
-        assert_eq!(job.attempts, 1, "{id} ran more than once: {job:#?}");
         assert_eq!(job.artifacts.len(), 1);
     }
+    // Each job ran once. (A job the crashed scheduler claimed but never sent
+    // is taken back and dispatched again, so `attempts` may be 2; it still
+    // runs once.)
+    let mut runs = 0;
+    for w in &workers {
+        runs += tessera_testkit::engine_runs(w, &app.internal_token).await;
+    }
+    assert_eq!(runs, ids.len() as u64, "a job ran more than once");
     let checked =
         tessera_testkit::invariants::check(&**app.store(), &ids, Some(app.artifacts.path()), true)
             .await;

@@ -121,23 +121,6 @@ async fn ready(base: &str) -> (u16, Value) {
     (status, body)
 }
 
-async fn engine_runs(worker: &tessera_worker::WorkerHandle, token: &str) -> u64 {
-    let text = reqwest::Client::new()
-        .get(format!("http://{}/metrics", worker.addr()))
-        .bearer_auth(token)
-        .send()
-        .await
-        .and_then(|r| r.error_for_status())
-        .expect("scraping a worker")
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("tessera_runs_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_under_load_answers_503_meanwhile_and_recovers_by_itself() {
     // Any panic, in the scheduler's tasks as in the test's, is counted.
@@ -295,7 +278,7 @@ async fn postgres_restarted_under_load_answers_503_meanwhile_and_recovers_by_its
     let completed = checked.by_state.get("COMPLETED").copied().unwrap_or(0);
     let mut runs = 0;
     for w in &workers {
-        runs += engine_runs(w, &app.internal_token).await;
+        runs += tessera_testkit::engine_runs(w, &app.internal_token).await;
     }
 
     let wrong = [&load.creates, &load.reads]

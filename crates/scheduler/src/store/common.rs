@@ -1069,10 +1069,13 @@ macro_rules! impl_store {
                         qb.push(", refunded = (cost_tokens > 0)");
                     }
                     T::Requeue => {
-                        qb.push(", queued_at = ").push_bind(c.now);
                         qb.push(", started_at = NULL, worker_id = NULL, progress = NULL");
                         if c.release {
+                            // Never started: it keeps its place in the queue
+                            // and its wait-bound clock.
                             qb.push(", attempts = attempts - 1");
+                        } else {
+                            qb.push(", queued_at = ").push_bind(c.now);
                         }
                     }
                 }

@@ -178,7 +178,9 @@ pub struct TransitionChange {
     pub fence: Option<Fence>,
     /// Complete: the outputs, recorded in the same transaction.
     pub artifacts: Vec<NewArtifact>,
-    /// Requeue: the dispatch never reached the worker, so it does not count as an attempt.
+    /// Requeue: the dispatch never reached the worker (or it refused the job),
+    /// so it does not count as an attempt and the job keeps its queued time,
+    /// its place in the queue and its wait-bound clock.
     pub release: bool,
 }
 
