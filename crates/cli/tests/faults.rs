@@ -193,19 +193,10 @@ async fn create(client: &Client, user: u32, n: u32) -> JobId {
         params: json!({"prompt": format!("job {n}"), "resolution": "512x512"}),
     };
     let key = format!("fault-{user}-{n}");
-    let deadline = Instant::now() + WAIT;
-    loop {
-        match client.create_job(&req, Some(&key)).await {
-            Ok(created) => return created.job.job_id,
-            Err(e)
-                if Instant::now() < deadline
-                    && (e.code().is_none() || e.code() == Some("database_unavailable")) =>
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("creating job {n}: {e:?}"),
-        }
-    }
+    tessera_testkit::create_retrying(client, &req, &key, WAIT, Duration::from_millis(50), |e| {
+        e.code().is_none() || e.code() == Some("database_unavailable")
+    })
+    .await
 }
 
 async fn wait_all_ended(client: &Client, ids: &[JobId]) {
@@ -220,26 +211,105 @@ async fn wait_all_ended(client: &Client, ids: &[JobId]) {
     }
 }
 
+/// A `tessera scheduler` process on a fresh PostgreSQL database, with a
+/// frontend client and an admin client. Its artifact folder is
+/// `dir/artifacts`, where a test may mount something first.
+struct ControlPlane {
+    /// Unmounted before `dir` goes (fields drop in this order).
+    _mount: Option<Tmpfs>,
+    dir: tempfile::TempDir,
+    db: TestDb,
+    artifacts: std::path::PathBuf,
+    listen: String,
+    url: String,
+    process: Child,
+    client: Client,
+    admin: Client,
+}
+
+impl ControlPlane {
+    /// Starts the scheduler on `host` (a free port) and waits until it is ready.
+    async fn start(host: &str, dir: tempfile::TempDir, mount: Option<Tmpfs>) -> ControlPlane {
+        let db = TestDb::new(Backend::Postgres).await;
+        let artifacts = dir.path().join("artifacts");
+        let listen = format!("{host}:{}", free_port());
+        let url = format!("http://{listen}");
+        let process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
+        until("the scheduler never got ready", || healthy(&url)).await;
+        let client = Client::new(&url, frontend_key(&url).await).unwrap();
+        let admin = Client::new(&url, ADMIN.to_owned()).unwrap();
+        ControlPlane {
+            _mount: mount,
+            dir,
+            db,
+            artifacts,
+            listen,
+            url,
+            process,
+            client,
+            admin,
+        }
+    }
+
+    /// SIGKILL, then the same scheduler started again on the same port.
+    async fn crash_and_restart(&mut self) {
+        signal(&self.process, "-KILL");
+        self.process.wait().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.process = scheduler(
+            self.dir.path(),
+            "scheduler.log",
+            &self.listen,
+            &self.db.url,
+            &self.artifacts,
+        );
+        until("the scheduler never came back", || healthy(&self.url)).await;
+    }
+
+    /// Waits until `n` workers are online.
+    async fn until_online(&self, n: usize, what: &str) {
+        until(what, || async {
+            self.admin
+                .list_workers()
+                .await
+                .is_ok_and(|w| w.workers.iter().filter(|w| w.online).count() == n)
+        })
+        .await;
+    }
+
+    /// Waits until job `id` is in `state`.
+    async fn until_job(&self, id: &JobId, state: JobState, what: &str) {
+        until(what, || async {
+            self.client
+                .get_job(id)
+                .await
+                .is_ok_and(|j| j.status == state)
+        })
+        .await;
+    }
+
+    /// Checks the invariants on every job, then stops the scheduler with SIGTERM.
+    async fn check_and_stop(mut self, ids: &[JobId]) -> invariants::Checked {
+        let store = self.db.store().await;
+        let checked = invariants::check(&*store, ids, Some(&self.artifacts), true).await;
+        signal(&self.process, "-TERM");
+        self.process.wait().await.unwrap();
+        checked
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_killed_three_times_under_load_loses_nothing() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let dir = tempfile::tempdir().unwrap();
-    let artifacts = dir.path().join("artifacts");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let url = format!("http://{listen}");
-    let mut process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
-    until("the scheduler never got ready", || healthy(&url)).await;
-    let key = frontend_key(&url).await;
-    let client = Client::new(&url, key).unwrap();
+    let mut cp = ControlPlane::start("127.0.0.1", tempfile::tempdir().unwrap(), None).await;
     let mut workers = Vec::new();
     for i in 0..3 {
-        workers.push(sim_worker(&format!("worker-gpu-{i}"), &url, 40).await);
+        workers.push(sim_worker(&format!("worker-gpu-{i}"), &cp.url, 40).await);
     }
 
     // A steady load from 60 users (4 jobs each, within FREE quotas) while the
     // scheduler is killed three times.
     let load = {
-        let client = client.clone();
+        let client = cp.client.clone();
         tokio::spawn(async move {
             let mut ids = Vec::new();
             for n in 0..240u32 {
@@ -252,17 +322,15 @@ async fn the_scheduler_killed_three_times_under_load_loses_nothing() {
     let mut kills = 0;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(700)).await;
-        signal(&process, "-KILL");
-        process.wait().await.unwrap();
+        cp.crash_and_restart().await;
         kills += 1;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
-        until("the scheduler never came back", || healthy(&url)).await;
     }
     let ids = load.await.unwrap();
-    wait_all_ended(&client, &ids).await;
-    let store = db.store().await;
-    let checked = invariants::check(&*store, &ids, Some(&artifacts), true).await;
+    wait_all_ended(&cp.client, &ids).await;
+    for w in workers {
+        w.shutdown().await.unwrap();
+    }
+    let checked = cp.check_and_stop(&ids).await;
     assert_eq!(checked.jobs, ids.len(), "every create made one job");
     assert_eq!(
         checked.by_state.get("COMPLETED"),
@@ -276,85 +344,61 @@ async fn the_scheduler_killed_three_times_under_load_loses_nothing() {
         checked.by_state.get("COMPLETED").copied().unwrap_or(0),
         checked.retried
     );
-    for w in workers {
-        w.shutdown().await.unwrap();
-    }
-    signal(&process, "-TERM");
-    process.wait().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_worker_is_replaced_and_its_late_result_refused() {
-    let db = TestDb::new(Backend::Postgres).await;
-    let dir = tempfile::tempdir().unwrap();
-    let artifacts = dir.path().join("artifacts");
-    let listen = format!("127.0.0.1:{}", free_port());
-    let url = format!("http://{listen}");
-    let mut process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
-    until("the scheduler never got ready", || healthy(&url)).await;
-    let client = Client::new(&url, frontend_key(&url).await).unwrap();
+    let cp = ControlPlane::start("127.0.0.1", tempfile::tempdir().unwrap(), None).await;
 
     // Only the worker that will hang is there when the job arrives.
     let hung_listen = format!("127.0.0.1:{}", free_port());
-    let mut hung = worker_process(dir.path(), "worker-gpu-0", &hung_listen, &url, 3000, None);
-    let admin = Client::new(&url, ADMIN.to_owned()).unwrap();
-    until("the worker never registered", || async {
-        admin
-            .list_workers()
-            .await
-            .is_ok_and(|w| w.workers.iter().any(|w| w.online))
-    })
-    .await;
-    let id = create(&client, 1, 1).await;
-    until("the job never started", || async {
-        client
-            .get_job(&id)
-            .await
-            .is_ok_and(|j| j.status == JobState::Running)
-    })
-    .await;
+    let mut hung = worker_process(
+        cp.dir.path(),
+        "worker-gpu-0",
+        &hung_listen,
+        &cp.url,
+        3000,
+        None,
+    );
+    cp.until_online(1, "the worker never registered").await;
+    let id = create(&cp.client, 1, 1).await;
+    cp.until_job(&id, JobState::Running, "the job never started")
+        .await;
     // It hangs mid-job: no heartbeats, its connections stay open.
     signal(&hung, "-STOP");
-    let spare = sim_worker("worker-gpu-1", &url, 50).await;
-    until(
+    let spare = sim_worker("worker-gpu-1", &cp.url, 50).await;
+    cp.until_job(
+        &id,
+        JobState::Completed,
         "the hung worker's job was never completed by another",
-        || async {
-            client
-                .get_job(&id)
-                .await
-                .is_ok_and(|j| j.status == JobState::Completed)
-        },
     )
     .await;
-    let job = client.get_job(&id).await.unwrap();
+    let job = cp.client.get_job(&id).await.unwrap();
     assert_eq!(job.attempts, 2, "taken back once: {job:#?}");
-    // It wakes up, finishes the old attempt and reports it: refused.
+    // It wakes up: its report of the old attempt is refused.
     signal(&hung, "-CONT");
-    let log = dir.path().join("worker-gpu-0.log");
+    let log = cp.dir.path().join("worker-gpu-0.log");
     until(
-        "the woken worker never heard its result was stale",
+        "the woken worker never heard its attempt was over",
         || async {
             std::fs::read_to_string(&log).is_ok_and(|l| l.contains("no longer wants this attempt"))
         },
     )
     .await;
-    let again = client.get_job(&id).await.unwrap();
+    let again = cp.client.get_job(&id).await.unwrap();
     assert_eq!(again.status, JobState::Completed);
     assert_eq!(again.attempts, 2);
     assert_eq!(
         again.artifacts, job.artifacts,
         "the late result changed nothing"
     );
-    let store = db.store().await;
-    let checked = invariants::check(&*store, &[id], Some(&artifacts), true).await;
+    spare.shutdown().await.unwrap();
+    hung.kill().await.unwrap();
+    let checked = cp.check_and_stop(&[id]).await;
     eprintln!(
         "faults: hung worker (SIGSTOP mid-job): job taken back and completed by another; woken, its report of the old attempt refused; {} checked",
         checked.jobs
     );
-    spare.shutdown().await.unwrap();
-    hung.kill().await.unwrap();
-    signal(&process, "-TERM");
-    process.wait().await.unwrap();
 }
 
 /// Runs a command that must succeed (mount, ip).
@@ -400,24 +444,19 @@ impl Drop for Tmpfs {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_artifact_disk_holds_results_back_until_there_is_room() {
     require_root("the full-disk test");
-    let db = TestDb::new(Backend::Postgres).await;
     let dir = tempfile::tempdir().unwrap();
     let artifacts = dir.path().join("artifacts");
-    let _disk = Tmpfs::mount(&artifacts, "1m");
+    let disk = Tmpfs::mount(&artifacts, "1m");
     // Fill it: the write stops when the disk is full.
     let filler = artifacts.join("filler");
     let _ = std::fs::write(&filler, vec![0u8; 2 << 20]);
-    let listen = format!("127.0.0.1:{}", free_port());
-    let url = format!("http://{listen}");
-    let mut process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
-    until("the scheduler never got ready", || healthy(&url)).await;
-    let key = frontend_key(&url).await;
-    let client = Client::new(&url, key).unwrap();
-    let worker = sim_worker("worker-gpu-0", &url, 20).await;
+    let cp = ControlPlane::start("127.0.0.1", dir, Some(disk)).await;
+    let client = &cp.client;
+    let worker = sim_worker("worker-gpu-0", &cp.url, 20).await;
 
     let mut ids = Vec::new();
     for n in 0..4 {
-        ids.push(create(&client, n, n).await);
+        ids.push(create(client, n, n).await);
     }
     // Runs end, but no result can be kept: the jobs stay RUNNING, the
     // worker keeps its result and retries, and an upload is refused clearly.
@@ -432,23 +471,20 @@ async fn a_full_artifact_disk_holds_results_back_until_there_is_room() {
         .await
         .expect_err("no room for an input");
     assert_eq!(refused.code(), Some("storage_unavailable"), "{refused:?}");
-    let created = create(&client, 9, 9).await;
+    let created = create(client, 9, 9).await;
     ids.push(created);
 
     // Room again: every held result lands, once.
     std::fs::remove_file(&filler).unwrap();
-    wait_all_ended(&client, &ids).await;
-    let store = db.store().await;
-    let checked = invariants::check(&*store, &ids, Some(&artifacts), true).await;
+    wait_all_ended(client, &ids).await;
+    worker.shutdown().await.unwrap();
+    let checked = cp.check_and_stop(&ids).await;
     assert_eq!(checked.by_state.get("COMPLETED"), Some(&ids.len()));
     eprintln!(
         "faults: artifact disk full (1 MiB tmpfs) for 2 s under {} jobs: results held by the worker, an upload refused with storage_unavailable, all {} completed once room returned",
         ids.len(),
         checked.jobs
     );
-    worker.shutdown().await.unwrap();
-    signal(&process, "-TERM");
-    process.wait().await.unwrap();
 }
 
 /// A network namespace joined to this one by a veth pair, deleted when dropped.
@@ -525,81 +561,62 @@ impl Drop for Netns {
 async fn a_partitioned_workers_job_moves_on_and_its_late_result_is_refused() {
     require_root("the network partition test");
     let net = Netns::new();
-    let db = TestDb::new(Backend::Postgres).await;
-    let dir = tempfile::tempdir().unwrap();
-    let artifacts = dir.path().join("artifacts");
     // The scheduler listens on this side of the link only.
-    let listen = format!("{}:{}", net.host, free_port());
-    let url = format!("http://{listen}");
-    let mut process = scheduler(dir.path(), "scheduler.log", &listen, &db.url, &artifacts);
-    until("the scheduler never got ready", || healthy(&url)).await;
-    let client = Client::new(&url, frontend_key(&url).await).unwrap();
-    let admin = Client::new(&url, ADMIN.to_owned()).unwrap();
+    let cp = ControlPlane::start(&net.host, tempfile::tempdir().unwrap(), None).await;
 
     // A worker on the far side of the link, as on another machine.
     let far_listen = format!("{}:9000", net.inside);
+    let dir = cp.dir.path();
     let mut far = worker_process(
-        dir.path(),
+        dir,
         "worker-gpu-0",
         &far_listen,
-        &url,
+        &cp.url,
         3000,
         Some(&net.name),
     );
-    until("the far worker never registered", || async {
-        admin
-            .list_workers()
-            .await
-            .is_ok_and(|w| w.workers.iter().any(|w| w.online))
-    })
-    .await;
-    let id = create(&client, 1, 1).await;
-    until("the job never started on the far worker", || async {
-        client
-            .get_job(&id)
-            .await
-            .is_ok_and(|j| j.status == JobState::Running)
-    })
+    cp.until_online(1, "the far worker never registered").await;
+    let id = create(&cp.client, 1, 1).await;
+    cp.until_job(
+        &id,
+        JobState::Running,
+        "the job never started on the far worker",
+    )
     .await;
     net.link(false);
-    let near = sim_worker("worker-gpu-1", &url, 50).await;
-    until("the cut-off worker's job never moved on", || async {
-        client
-            .get_job(&id)
-            .await
-            .is_ok_and(|j| j.status == JobState::Completed)
-    })
+    let near = sim_worker("worker-gpu-1", &cp.url, 50).await;
+    cp.until_job(
+        &id,
+        JobState::Completed,
+        "the cut-off worker's job never moved on",
+    )
     .await;
-    let job = client.get_job(&id).await.unwrap();
+    let job = cp.client.get_job(&id).await.unwrap();
     assert_eq!(job.attempts, 2, "{job:#?}");
-    // Healed: the far worker delivers its old attempt and is refused.
+    // Healed: the first heartbeat's answer tells the far worker to stop the
+    // old attempt, and its report of it is refused.
     net.link(true);
-    let log = dir.path().join("worker-gpu-0.log");
+    let log = dir.join("worker-gpu-0.log");
     until(
-        "the far worker never heard its result was stale",
+        "the far worker never heard its attempt was over",
         || async {
-            std::fs::read_to_string(&log).is_ok_and(|l| l.contains("no longer wants this attempt"))
+            std::fs::read_to_string(&log).is_ok_and(|l| {
+                l.contains("no longer wants the running job; cancelling")
+                    && l.contains("no longer wants this attempt")
+            })
         },
     )
     .await;
-    until("the far worker never came back online", || async {
-        admin
-            .list_workers()
-            .await
-            .is_ok_and(|w| w.workers.iter().filter(|w| w.online).count() == 2)
-    })
-    .await;
-    let again = client.get_job(&id).await.unwrap();
+    cp.until_online(2, "the far worker never came back online")
+        .await;
+    let again = cp.client.get_job(&id).await.unwrap();
     assert_eq!((again.status, again.attempts), (JobState::Completed, 2));
     assert_eq!(again.artifacts, job.artifacts);
-    let store = db.store().await;
-    let checked = invariants::check(&*store, &[id], Some(&artifacts), true).await;
+    near.shutdown().await.unwrap();
+    far.kill().await.unwrap();
+    let checked = cp.check_and_stop(&[id]).await;
     eprintln!(
         "faults: network partition (veth down) of a worker mid-job: job taken back and completed by another; after healing the worker was told to stop the old attempt, its report refused, and it came back online; {} checked",
         checked.jobs
     );
-    near.shutdown().await.unwrap();
-    far.kill().await.unwrap();
-    signal(&process, "-TERM");
-    process.wait().await.unwrap();
 }

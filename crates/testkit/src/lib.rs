@@ -332,6 +332,32 @@ fn init_tracing() {
         .try_init();
 }
 
+/// Creates a job as a careful frontend does (the bots do the same): one
+/// idempotency key, the request sent again after `pause` while `passing`
+/// says a failure is a passing one (a scheduler restarting, its database
+/// away) and `within` has not run out. The key makes every retry answer with
+/// the first job, so the job is created and charged once. Panics on a failure
+/// that is not passing, or one that lasts.
+pub async fn create_retrying(
+    client: &Client,
+    req: &tessera_api::public::CreateJobRequest,
+    key: &str,
+    within: std::time::Duration,
+    pause: std::time::Duration,
+    mut passing: impl FnMut(&tessera_api::ClientError) -> bool,
+) -> tessera_core::JobId {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        match client.create_job(req, Some(key)).await {
+            Ok(created) => return created.job.job_id,
+            Err(e) if passing(&e) && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+            }
+            Err(e) => panic!("creating a job: {e:?}"),
+        }
+    }
+}
+
 /// How many jobs a worker's engines ran (finished or not), from its
 /// `/metrics`: the count that says whether a job ran twice, which a job's
 /// dispatch count (`attempts`) cannot (a dispatch can be taken back unsent).

@@ -55,17 +55,18 @@ async fn create(client: &Client, user: &str, capability: Capability, params: Val
     };
     let key = JobId::generate().to_string();
     let mut tries = 0;
-    loop {
-        match client.create_job(&req, Some(&key)).await {
-            Ok(created) => return created.job.job_id,
-            Err(tessera_api::ClientError::Transport(e)) if tries < 20 => {
-                tries += 1;
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("creating a job: {e:?}"),
-        }
-    }
+    tessera_testkit::create_retrying(
+        client,
+        &req,
+        &key,
+        Duration::from_secs(60),
+        Duration::from_millis(50),
+        |e| {
+            tries += 1;
+            matches!(e, tessera_api::ClientError::Transport(_)) && tries <= 20
+        },
+    )
+    .await
 }
 
 /// Polls a job until `done` holds, or panics with its last state.

@@ -55,19 +55,28 @@ impl Answers {
         match answer {
             Ok(_) => {
                 self.ok.fetch_add(1, Ordering::Relaxed);
-                return true;
+                true
             }
-            Err(ClientError::Api { status, body })
+            Err(e) => {
+                self.failed(what, e);
+                false
+            }
+        }
+    }
+
+    /// Records a failure.
+    fn failed(&self, what: &str, e: &ClientError) {
+        match e {
+            ClientError::Api { status, body }
                 if status.as_u16() == 503 && body.error.code == "database_unavailable" =>
             {
                 self.unavailable.fetch_add(1, Ordering::Relaxed);
             }
-            Err(ClientError::Transport(_)) => {
+            ClientError::Transport(_) => {
                 self.transport.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => self.wrong.lock().unwrap().push(format!("{what}: {e:?}")),
+            e => self.wrong.lock().unwrap().push(format!("{what}: {e:?}")),
         }
-        false
     }
 }
 
@@ -95,16 +104,15 @@ async fn create(client: &Client, user: &str, n: usize, load: &Load) -> JobId {
         params: json!({"prompt": format!("job {n} of {user}")}),
     };
     let key = JobId::generate().to_string();
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let answer = client.create_job(&req, Some(&key)).await;
-        if load.creates.note("create", &answer) {
-            return answer.unwrap().job.job_id;
-        }
-        assert!(Instant::now() < deadline, "a create never succeeded");
+    let pause = Duration::from_millis(200);
+    let id = tessera_testkit::create_retrying(client, &req, &key, WAIT, pause, |e| {
+        load.creates.failed("create", e);
         load.retried_creates.fetch_add(1, Ordering::Relaxed);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        true
+    })
+    .await;
+    load.creates.ok.fetch_add(1, Ordering::Relaxed);
+    id
 }
 
 /// `GET /readyz`: the status and the JSON body.

@@ -63,17 +63,12 @@ async fn create(client: &Client, user: &str, n: usize, load: &Load) -> JobId {
         params: json!({"prompt": format!("job {n} of {user}")}),
     };
     let key = JobId::generate().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match client.create_job(&req, Some(&key)).await {
-            Ok(created) => return created.job.job_id,
-            Err(e) if retryable(&e) && Instant::now() < deadline => {
-                load.retried_creates.fetch_add(1, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-            Err(e) => panic!("creating a job: {e:?}"),
-        }
-    }
+    let within = Duration::from_secs(60);
+    tessera_testkit::create_retrying(client, &req, &key, within, Duration::from_millis(50), |e| {
+        load.retried_creates.fetch_add(1, Ordering::Relaxed);
+        retryable(e)
+    })
+    .await
 }
 
 fn retryable(e: &ClientError) -> bool {
