@@ -147,12 +147,12 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Asks for a dispatch pass soon.
     /// The metrics every state change is counted in.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
 
+    /// Asks for a dispatch pass soon.
     pub fn wake(&self) {
         self.inner.wake.notify_one();
     }
