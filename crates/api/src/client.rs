@@ -15,7 +15,8 @@ use crate::admin::{CreateKeyRequest, CreatedKey, KeyList, KeyView, SetPlanReques
 use crate::error::ApiErrorBody;
 use crate::internal::{Heartbeat, HeartbeatAck, WorkerList};
 use crate::public::{
-    CreateJobRequest, CreateJobResponse, JobList, JobView, ListJobsQuery, PlanList, UserQuota,
+    AccountView, CreateJobRequest, CreateJobResponse, Credentials, JobList, JobView, LinkCode,
+    LinkCodeRequest, ListJobsQuery, PlanList, RedeemLinkRequest, UserQuota,
 };
 use tessera_core::{ApiKeyId, JobId};
 
@@ -193,6 +194,44 @@ impl Client {
 
     pub async fn plans(&self) -> Result<PlanList, ClientError> {
         Self::send(self.request(Method::GET, "api/v1/plans")?).await
+    }
+
+    // ---- accounts and links ----
+
+    /// Creates a website account (web keys only).
+    pub async fn create_account(&self, credentials: &Credentials) -> Result<AccountView, ClientError> {
+        Self::send(Self::json(self.request(Method::POST, "api/v1/accounts")?, credentials)).await
+    }
+
+    /// Checks an email and password; `sign_in_failed` when they do not match an account.
+    pub async fn sign_in(&self, credentials: &Credentials) -> Result<AccountView, ClientError> {
+        let rb = self.request(Method::POST, "api/v1/accounts/sign-in")?;
+        Self::send(Self::json(rb, credentials)).await
+    }
+
+    pub async fn get_account(&self, user_ref: &str) -> Result<AccountView, ClientError> {
+        Self::send(self.request(Method::GET, &format!("api/v1/accounts/{user_ref}"))?).await
+    }
+
+    /// A one-time code a bot user enters on the website to link the two (bot keys only).
+    pub async fn create_link_code(&self, user_ref: &str) -> Result<LinkCode, ClientError> {
+        let body = LinkCodeRequest {
+            user_ref: user_ref.to_owned(),
+        };
+        Self::send(Self::json(self.request(Method::POST, "api/v1/link-codes")?, &body)).await
+    }
+
+    /// Links the bot user who asked for `code` to the account `user_ref`.
+    pub async fn redeem_link_code(
+        &self,
+        user_ref: &str,
+        code: &str,
+    ) -> Result<AccountView, ClientError> {
+        let body = RedeemLinkRequest {
+            code: code.to_owned(),
+        };
+        let rb = self.request(Method::POST, &format!("api/v1/accounts/{user_ref}/links"))?;
+        Self::send(Self::json(rb, &body)).await
     }
 
     // ---- admin API ----

@@ -195,3 +195,67 @@ pub struct UserQuota {
 pub struct PlanList {
     pub plans: Vec<Plan>,
 }
+
+/// `POST /api/v1/accounts` and `POST /api/v1/accounts/sign-in`: a website
+/// account's email and password. Web keys only.
+#[derive(Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Credentials {
+    /// Compared without regard to case; 3 to 254 characters with one `@`.
+    #[schema(example = "ada@example.org")]
+    pub email: String,
+    /// 8 to 256 characters. Only an Argon2id hash of it is kept.
+    #[schema(example = "correct horse battery staple")]
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("email", &self.email)
+            .field("password", &"<hidden>")
+            .finish()
+    }
+}
+
+/// A website account: a `web:` user with an email and password, and the
+/// Telegram and Discord users linked to it, who share its plan and quota.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AccountView {
+    #[schema(example = "web:01jd3z8x9q4w6e2r5t7y9v1k3m")]
+    pub user_ref: String,
+    /// As given at sign-up, lower-cased.
+    pub email: String,
+    /// `platform:id` of every bot user linked to this account.
+    pub linked: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/link-codes`: a Telegram or Discord user asks for a code to
+/// link their bot account to a website account.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LinkCodeRequest {
+    /// The bot user, on the key's platform.
+    #[schema(example = "telegram:123456")]
+    pub user_ref: String,
+}
+
+/// A one-time link code: entered on the website's account page before it expires.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct LinkCode {
+    /// Eight letters and digits in two groups, for example `K7QF-M2XD`.
+    #[schema(example = "K7QF-M2XD")]
+    pub code: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// `POST /api/v1/accounts/{user_ref}/links`: the website redeems a link code
+/// for the signed-in account.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RedeemLinkRequest {
+    /// As the bot showed it; case, spaces and the dash do not matter.
+    #[schema(example = "K7QF-M2XD")]
+    pub code: String,
+}
