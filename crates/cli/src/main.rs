@@ -41,6 +41,8 @@ enum Command {
     Discord(cmd::discord::DiscordArgs),
     /// Run Telegram and Discord bots together in one process.
     Bots(cmd::bots::BotsArgs),
+    /// Run the website: accounts, generation, live progress, gallery and plans.
+    Web(cmd::web::WebArgs),
     /// Manage frontend keys, user plans and jobs through the admin API.
     Admin(cmd::admin::AdminArgs),
     /// Print or check configuration.
@@ -86,6 +88,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Telegram(args) => cmd::telegram::run(args).await,
         Command::Discord(args) => cmd::discord::run(args).await,
         Command::Bots(args) => cmd::bots::run(args).await,
+        Command::Web(args) => cmd::web::run(args).await,
         Command::Admin(args) => cmd::admin::run(args).await,
         Command::Config(args) => cmd::config::run(args),
         Command::Bench(args) => cmd::bench::run(args).await,

@@ -8,6 +8,7 @@ pub mod scheduler;
 pub mod simulate;
 pub mod telegram;
 pub mod up;
+pub mod web;
 pub mod worker;
 
 /// Resolves when the process is asked to stop: Ctrl-C or SIGTERM.

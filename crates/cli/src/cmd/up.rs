@@ -1,8 +1,10 @@
 //! `tessera up`: Tessera on one machine with nothing to configure.
 //!
-//! Keeps everything under one data folder: the SQLite database, the admin and
-//! internal tokens, and a demo frontend key (files readable by the owner only),
-//! so a second `tessera up` finds the same state.
+//! Starts the scheduler, a local worker and the website (and bots whose tokens
+//! are configured). Keeps everything under one data folder: the SQLite
+//! database, the admin and internal tokens, the website's key and cookie
+//! secret, and a demo frontend key (files readable by the owner only), so a
+//! second `tessera up` finds the same state and the same signed-in visitors.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 
+use tessera_chat::secret::Secret;
 use tessera_core::{Capability, Platform};
 use tessera_discord::DiscordConfig;
 use tessera_scheduler::auth::{hash_secret, new_api_key, new_token};
@@ -28,6 +31,9 @@ pub struct UpArgs {
     /// Address of the scheduler's API.
     #[arg(long, default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
+    /// Address of the website.
+    #[arg(long, default_value = "127.0.0.1:3000")]
+    pub web_listen: SocketAddr,
     /// Address of the local worker's API.
     #[arg(long, default_value = "127.0.0.1:9000")]
     pub worker_listen: SocketAddr,
@@ -265,8 +271,22 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
 
     let url = handle.base_url();
+    let web_key = bot_key(&*store, &dir, Platform::Web, "web").await?;
+    let (cookie_secret, _) = kept_secret(&dir.join("cookie-secret"), || Ok(new_token()))?;
+    let mut web_config = tessera_web::WebConfig::new(
+        url.clone(),
+        Secret::new(std::fs::read_to_string(&web_key)?.trim()),
+    );
+    web_config.listen = args.web_listen;
+    web_config.cookie_secret = Some(Secret::new(cookie_secret));
+    let web = tessera_web::start(web_config).await?;
     println!();
-    println!("  Tessera is running at {url}");
+    println!(
+        "  Open {} in a browser to sign up and generate.",
+        web.base_url()
+    );
+    println!();
+    println!("  Tessera's API is running at {url}");
     println!("  Data folder:          {}", dir.display());
     println!();
     println!("  Create a job with the demo key (web/demo):");
@@ -323,9 +343,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         e = bots_failed => Err(e),
     };
     tracing::info!("stopping");
-    // Bots stop first (jobs keep running; their next start delivers), then the
-    // worker finishes its job and reports it, then the scheduler.
+    // Frontends stop first (jobs keep running; a bot's next start delivers
+    // them, a job page picks them up again), then the worker finishes its job
+    // and reports it, then the scheduler.
     stop.cancel();
+    web.shutdown().await?;
     while let Some(ended) = bots.join_next().await {
         ended??;
     }

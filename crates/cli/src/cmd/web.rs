@@ -1,0 +1,99 @@
+//! `tessera web`: the website.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use tessera_chat::secret::Secret;
+use tessera_web::WebConfig;
+
+/// The website is configured by flags and environment variables only. Its
+/// two secrets come from the environment or from files, never from a flag:
+/// the `web` frontend key (`TESSERA_WEB_API_KEY` or `--api-key-file`; make
+/// one with `tessera admin keys create --frontend web --bot-id web`) and the
+/// secret that signs session cookies (`TESSERA_WEB_COOKIE_SECRET` or
+/// `--cookie-secret-file`, at least 32 characters; the same on every website
+/// process behind one address).
+#[derive(Args)]
+pub struct WebArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TESSERA_WEB_LISTEN", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+    /// The scheduler's base URL.
+    #[arg(
+        long,
+        env = "TESSERA_SCHEDULER_URL",
+        default_value = "http://127.0.0.1:8000"
+    )]
+    pub scheduler_url: String,
+    /// The bot id the frontend key was made for.
+    #[arg(long, env = "TESSERA_WEB_BOT_ID", default_value = "web")]
+    pub bot_id: String,
+    /// File holding the `web` frontend key (else `TESSERA_WEB_API_KEY`).
+    #[arg(long, env = "TESSERA_WEB_API_KEY_FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// File holding the cookie-signing secret (else
+    /// `TESSERA_WEB_COOKIE_SECRET`; without either, a random one per start
+    /// signs everyone out at each restart).
+    #[arg(long, env = "TESSERA_WEB_COOKIE_SECRET_FILE")]
+    pub cookie_secret_file: Option<PathBuf>,
+    /// Mark cookies Secure: set this when the site is served over HTTPS.
+    #[arg(long, env = "TESSERA_WEB_SECURE_COOKIES")]
+    pub secure_cookies: bool,
+    /// Largest audio upload for speech-to-text, in MiB.
+    #[arg(long, env = "TESSERA_WEB_MAX_UPLOAD_MIB", default_value_t = 25)]
+    pub max_upload_mib: usize,
+}
+
+/// A secret from `file` when given, else from the variable `env`.
+fn secret(what: &str, file: Option<&PathBuf>, env: &str) -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the {what} from {}", path.display()))?;
+        let text = text.trim();
+        anyhow::ensure!(!text.is_empty(), "{} is empty", path.display());
+        return Ok(Some(Secret::new(text)));
+    }
+    Ok(std::env::var(env)
+        .ok()
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .map(Secret::new))
+}
+
+impl WebArgs {
+    pub fn config(&self) -> anyhow::Result<WebConfig> {
+        let api_key = secret(
+            "frontend key",
+            self.api_key_file.as_ref(),
+            "TESSERA_WEB_API_KEY",
+        )?
+        .context(
+            "the website needs a `web` frontend key: set TESSERA_WEB_API_KEY or pass \
+             --api-key-file (make one with `tessera admin keys create --frontend web --bot-id web`)",
+        )?;
+        let mut config = WebConfig::new(self.scheduler_url.clone(), api_key);
+        config.listen = self.listen;
+        config.bot_id = self.bot_id.clone();
+        config.cookie_secret = secret(
+            "cookie secret",
+            self.cookie_secret_file.as_ref(),
+            "TESSERA_WEB_COOKIE_SECRET",
+        )?;
+        config.secure_cookies = self.secure_cookies;
+        config.max_upload_bytes = self.max_upload_mib.saturating_mul(1024 * 1024);
+        Ok(config)
+    }
+}
+
+pub async fn run(args: WebArgs) -> anyhow::Result<()> {
+    let web = tessera_web::start(args.config()?).await?;
+    println!("Tessera's website is at {}", web.base_url());
+    super::shutdown_signal().await;
+    tracing::info!("stopping: requests in flight finish");
+    web.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(())
+}

@@ -1,0 +1,718 @@
+//! The site's request handlers: read the session, call the public API, render.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Multipart, Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use futures::Stream;
+use maud::Markup;
+use serde::Deserialize;
+
+use tessera_api::internal::ArtifactKind;
+use tessera_api::public::{
+    AccountView, CreateJobRequest, Credentials, JobView, ListJobsQuery, UserQuota,
+};
+use tessera_api::ClientError;
+use tessera_core::{Capability, JobId, Platform, UserRef};
+
+use crate::error::WebError;
+use crate::forms;
+use crate::session::{Account, Session};
+use crate::views::{self, FormState, Shell};
+use crate::AppState;
+
+type Page = Result<Response, WebError>;
+
+fn shell<'a>(session: &'a Session, current: &'a str) -> Shell<'a> {
+    Shell {
+        account: session.account.as_ref(),
+        csrf: &session.csrf,
+        current,
+    }
+}
+
+/// A rendered page with the session's cookie.
+fn render(session: Session, status: StatusCode, markup: Markup) -> Response {
+    (status, session.jar(), markup).into_response()
+}
+
+fn redirect(session: Session, to: &str) -> Response {
+    (session.jar(), Redirect::to(to)).into_response()
+}
+
+// ---- start, sign-up, sign-in ----
+
+pub async fn home(State(state): State<AppState>, session: Session) -> Page {
+    if session.account.is_some() {
+        return Ok(redirect(session, "/generate"));
+    }
+    let plans = state.api.plans().await?.plans;
+    let markup = views::home(&shell(&session, "/"), &plans);
+    Ok(render(session, StatusCode::OK, markup))
+}
+
+pub async fn signup_form(session: Session) -> Page {
+    let markup = views::auth_form(&shell(&session, "/signup"), true, "", None, None);
+    Ok(render(session, StatusCode::OK, markup))
+}
+
+pub async fn signin_form(session: Session) -> Page {
+    if session.account.is_some() {
+        return Ok(redirect(session, "/generate"));
+    }
+    let markup = views::auth_form(&shell(&session, "/signin"), false, "", None, None);
+    Ok(render(session, StatusCode::OK, markup))
+}
+
+#[derive(Deserialize)]
+pub struct AuthForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    email: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn signup(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<AuthForm>,
+) -> Page {
+    authenticate(state, session, form, true).await
+}
+
+pub async fn signin(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<AuthForm>,
+) -> Page {
+    authenticate(state, session, form, false).await
+}
+
+async fn authenticate(state: AppState, session: Session, form: AuthForm, signup: bool) -> Page {
+    session.check_csrf(&form.csrf)?;
+    // Sign-in attempts share the job limiter's command bucket, keyed by the
+    // email: guessing passwords is as slow as the limit.
+    if let Ok(who) = UserRef::new(Platform::Web, &email_key(&form.email)) {
+        if let Err(wait) = state.limits.check_command(&who) {
+            return Err(WebError::Slow(wait));
+        }
+    }
+    let credentials = Credentials {
+        email: form.email.clone(),
+        password: form.password,
+    };
+    let result = if signup {
+        state.api.create_account(&credentials).await
+    } else {
+        state.api.sign_in(&credentials).await
+    };
+    match result {
+        Ok(account) => {
+            let session = session.sign_in(Account {
+                user_ref: account.user_ref,
+                email: account.email,
+            });
+            Ok(redirect(session, "/generate"))
+        }
+        Err(ClientError::Api { status, body }) if status.is_client_error() => {
+            let field = body
+                .error
+                .field
+                .as_deref()
+                .filter(|f| matches!(*f, "email" | "password"));
+            let message = match body.error.code.as_str() {
+                "sign_in_failed" => "The email or password is wrong.".to_owned(),
+                "email_taken" => {
+                    "An account with this email already exists. Sign in instead.".to_owned()
+                }
+                _ => body.error.message.clone(),
+            };
+            let markup = views::auth_form(
+                &shell(&session, if signup { "/signup" } else { "/signin" }),
+                signup,
+                &form.email,
+                Some(&message),
+                field,
+            );
+            Ok(render(session, StatusCode::UNPROCESSABLE_ENTITY, markup))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A user-reference-shaped key for rate-limiting sign-ins by email.
+fn email_key(email: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(email.trim().to_lowercase().as_bytes());
+    format!("signin-{}", hex::encode(&digest[..16]))
+}
+
+#[derive(Deserialize)]
+pub struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+pub async fn signout(session: Session, Form(form): Form<CsrfForm>) -> Page {
+    session.check_csrf(&form.csrf)?;
+    Ok(redirect(session.sign_out(), "/"))
+}
+
+// ---- generate ----
+
+pub async fn generate_default(session: Session) -> Page {
+    session.require()?;
+    Ok(redirect(session, "/generate/image"))
+}
+
+fn capability(text: &str) -> Result<Capability, WebError> {
+    text.parse().map_err(|_| WebError::NotFound)
+}
+
+fn nonce() -> String {
+    ulid::Ulid::new().to_string().to_lowercase()
+}
+
+pub async fn generate_form(
+    State(state): State<AppState>,
+    session: Session,
+    Path(cap): Path<String>,
+) -> Page {
+    let capability = capability(&cap)?;
+    let account = session.require()?;
+    let quota = state.api.get_user(&account.user_ref).await?;
+    let path = format!("/generate/{}", capability.as_str());
+    let markup = views::generate(
+        &shell(&session, &path),
+        capability,
+        &quota,
+        &nonce(),
+        &FormState::default(),
+    );
+    Ok(render(session, StatusCode::OK, markup))
+}
+
+/// What a generation form sent.
+struct Submitted {
+    values: HashMap<String, String>,
+    file: Option<(String, Vec<u8>)>,
+}
+
+async fn read_multipart(mut multipart: Multipart) -> Result<Submitted, String> {
+    let mut values = HashMap::new();
+    let mut file = None;
+    while let Some(field) = multipart.next_field().await.map_err(|e| e.body_text())? {
+        let name = field.name().unwrap_or_default().to_owned();
+        if name == "audio" {
+            let content_type = field
+                .content_type()
+                .unwrap_or("application/octet-stream")
+                .to_owned();
+            let has_name = field.file_name().is_some_and(|n| !n.is_empty());
+            let bytes = field.bytes().await.map_err(|e| e.body_text())?;
+            if has_name && !bytes.is_empty() {
+                file = Some((content_type, bytes.to_vec()));
+            }
+        } else if !name.is_empty() {
+            let text = field.text().await.map_err(|e| e.body_text())?;
+            values.insert(name, text);
+        }
+    }
+    Ok(Submitted { values, file })
+}
+
+pub async fn generate(
+    State(state): State<AppState>,
+    session: Session,
+    Path(cap): Path<String>,
+    multipart: Multipart,
+) -> Page {
+    let capability = capability(&cap)?;
+    let submitted = read_multipart(multipart).await;
+    let account = session.require()?.clone();
+    let Submitted { values, file } = match submitted {
+        Ok(s) => s,
+        Err(why) => {
+            let quota = state.api.get_user(&account.user_ref).await?;
+            let form = FormState {
+                form_error: Some(format!("The form could not be read: {why}")),
+                ..FormState::default()
+            };
+            return Ok(refused(session, capability, &quota, form));
+        }
+    };
+    session.check_csrf(values.get("csrf").map(String::as_str).unwrap_or(""))?;
+    let user = UserRef::new(Platform::Web, account.user_ref.trim_start_matches("web:"))
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    if let Err(wait) = state.limits.check_job(&user) {
+        return Err(WebError::Slow(wait));
+    }
+    let quota = state.api.get_user(&account.user_ref).await?;
+    let mut form = FormState {
+        values: values.clone(),
+        ..FormState::default()
+    };
+    // The upload first: a speech-to-text job names its input.
+    let input_id = match (capability, file) {
+        (Capability::SpeechToText, Some((content_type, bytes))) => {
+            match state.api.upload_input(&content_type, bytes).await {
+                Ok(up) => Some(up.input_id.to_string()),
+                Err(ClientError::Api { status, body }) if status.is_client_error() => {
+                    form.field_errors.insert("audio".into(), body.error.message);
+                    return Ok(refused(session, capability, &quota, form));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        (Capability::SpeechToText, None) => {
+            form.field_errors
+                .insert("audio".into(), "Choose an audio file to transcribe.".into());
+            return Ok(refused(session, capability, &quota, form));
+        }
+        _ => None,
+    };
+    let params = match forms::params(capability, &values, input_id.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            form.field_errors.insert(e.field, e.message);
+            return Ok(refused(session, capability, &quota, form));
+        }
+    };
+    let request = CreateJobRequest {
+        frontend: Platform::Web,
+        bot_id: state.config.bot_id.clone(),
+        capability,
+        user_ref: account.user_ref.clone(),
+        reply_context: None,
+        params,
+    };
+    // The form's nonce makes a double submit one job.
+    let nonce = values
+        .get("nonce")
+        .filter(|n| !n.is_empty() && n.len() <= 64 && n.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .map(|n| format!("{}-{n}", account.user_ref));
+    match state.api.create_job(&request, nonce.as_deref()).await {
+        Ok(created) => Ok(redirect(session, &format!("/jobs/{}", created.job.job_id))),
+        Err(ClientError::Api { status, body })
+            if status.is_client_error() && status != StatusCode::UNAUTHORIZED =>
+        {
+            let message = if body.error.code == "quota_exhausted" {
+                format!(
+                    "You have used up today's tokens: {}. Larger plans include more tokens each day.",
+                    body.error.message
+                )
+            } else {
+                body.error.message.clone()
+            };
+            match forms::field_of(body.error.field.as_deref())
+                .filter(|f| forms::fields(capability).iter().any(|x| x.name == f))
+            {
+                Some(field) => {
+                    form.field_errors.insert(field, message);
+                }
+                None => form.form_error = Some(message),
+            }
+            Ok(refused(session, capability, &quota, form))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The form again, with what was refused and why.
+fn refused(
+    session: Session,
+    capability: Capability,
+    quota: &UserQuota,
+    form: FormState,
+) -> Response {
+    let path = format!("/generate/{}", capability.as_str());
+    let markup = views::generate(&shell(&session, &path), capability, quota, &nonce(), &form);
+    render(session, StatusCode::UNPROCESSABLE_ENTITY, markup)
+}
+
+// ---- jobs ----
+
+/// The job, if it is the signed-in account's.
+async fn own_job(state: &AppState, account: &Account, id: &str) -> Result<JobView, WebError> {
+    let id: JobId = id.parse().map_err(|_| WebError::NotFound)?;
+    let job = state.api.get_job(&id).await?;
+    if job.user_ref != account.user_ref {
+        return Err(WebError::NotFound);
+    }
+    Ok(job)
+}
+
+/// Longest text output shown inline; the rest is a download away.
+const MAX_INLINE_TEXT: usize = 64 * 1024;
+
+/// The text outputs of a completed job, by artifact id.
+async fn texts_of(state: &AppState, job: &JobView) -> Result<HashMap<String, String>, WebError> {
+    let mut out = HashMap::new();
+    for a in &job.artifacts {
+        if a.kind == ArtifactKind::Text {
+            let bytes = state.api.download(&a.url).await?;
+            let mut text = String::from_utf8_lossy(&bytes).into_owned();
+            if text.len() > MAX_INLINE_TEXT {
+                let mut cut = MAX_INLINE_TEXT;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push_str("\n…");
+            }
+            out.insert(a.artifact_id.to_string(), text);
+        }
+    }
+    Ok(out)
+}
+
+pub async fn job_page(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Page {
+    let account = session.require()?;
+    let job = own_job(&state, account, &id).await?;
+    let texts = texts_of(&state, &job).await?;
+    let markup = views::job_page(&shell(&session, ""), &job, &texts);
+    Ok(render(session, StatusCode::OK, markup))
+}
+
+/// How often a live job page asks the scheduler for news.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Server-sent events for a job page: an `update` event whenever what the
+/// page shows changes, until the job ends (or the site stops).
+pub async fn job_events(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {
+    let account = session.require()?.clone();
+    let job = own_job(&state, &account, &id).await?;
+    let csrf = session.csrf.clone();
+    let stop = state.stop.clone();
+    struct Follow {
+        state: AppState,
+        id: JobId,
+        csrf: String,
+        last: String,
+        first: Option<JobView>,
+        done: bool,
+    }
+    let follow = Follow {
+        id: job.job_id.clone(),
+        state,
+        csrf,
+        last: String::new(),
+        first: Some(job),
+        done: false,
+    };
+    let stream = futures::stream::unfold(follow, move |mut f| {
+        let stop = stop.clone();
+        async move {
+            loop {
+                if f.done {
+                    return None;
+                }
+                let job = match f.first.take() {
+                    Some(job) => job,
+                    None => {
+                        tokio::select! {
+                            _ = stop.cancelled() => return None,
+                            _ = tokio::time::sleep(POLL) => {}
+                        }
+                        match f.state.api.get_job(&f.id).await {
+                            Ok(job) => job,
+                            // The scheduler is away: keep the page as it is and try again.
+                            Err(e) => {
+                                tracing::debug!(error = %e, "job events: scheduler unavailable");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                let texts = if job.status.is_terminal() {
+                    texts_of(&f.state, &job).await.unwrap_or_default()
+                } else {
+                    HashMap::new()
+                };
+                let update = views::live_update(&job, &f.csrf, &texts);
+                f.done = job.status.is_terminal();
+                if update != f.last {
+                    f.last = update.clone();
+                    let event = Event::default().event("update").data(update);
+                    return Some((Ok(event), f));
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Page {
+    session.check_csrf(&form.csrf)?;
+    let account = session.require()?;
+    let job = own_job(&state, account, &id).await?;
+    match state.api.cancel_job(&job.job_id).await {
+        Ok(_) => {}
+        // Already ended: the job page says how.
+        Err(ClientError::Api { status, .. }) if status == StatusCode::CONFLICT => {}
+        Err(e) => return Err(e.into()),
+    }
+    Ok(redirect(session, &format!("/jobs/{}", job.job_id)))
+}
+
+#[derive(Deserialize)]
+pub struct OutputQuery {
+    #[serde(default)]
+    download: Option<String>,
+}
+
+/// An output's bytes, for the signed-in account's own jobs only.
+pub async fn output(
+    State(state): State<AppState>,
+    session: Session,
+    Path((job_id, artifact_id)): Path<(String, String)>,
+    Query(q): Query<OutputQuery>,
+) -> Page {
+    let account = session.require()?;
+    let job = own_job(&state, account, &job_id).await?;
+    let artifact = job
+        .artifacts
+        .iter()
+        .find(|a| a.artifact_id.as_str() == artifact_id)
+        .ok_or(WebError::NotFound)?;
+    let bytes = state.api.download(&artifact.url).await?;
+    let content_type = match (artifact.kind, artifact.format.as_str()) {
+        (_, "png" | "apng") => "image/png",
+        (_, "webp") => "image/webp",
+        (_, "jpg" | "jpeg") => "image/jpeg",
+        (_, "gif") => "image/gif",
+        (_, "mp4") => "video/mp4",
+        (_, "webm") => "video/webm",
+        (_, "wav") => "audio/wav",
+        (_, "mp3") => "audio/mpeg",
+        (_, "ogg") => "audio/ogg",
+        (ArtifactKind::Text, _) | (_, "txt") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    };
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("private, max-age=86400, immutable"),
+            ),
+            (
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            ),
+        ],
+        bytes,
+    )
+        .into_response();
+    if q.download.is_some() {
+        let name = format!("tessera-{}.{}", job.job_id, artifact.format);
+        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+            resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        }
+    }
+    Ok(resp)
+}
+
+// ---- gallery ----
+
+#[derive(Deserialize)]
+pub struct GalleryQuery {
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// Jobs per gallery page.
+pub const GALLERY_PAGE: u32 = 12;
+
+pub async fn gallery(
+    State(state): State<AppState>,
+    session: Session,
+    Query(q): Query<GalleryQuery>,
+) -> Page {
+    let account = session.require()?;
+    let cursor = q.cursor.filter(|c| {
+        !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    });
+    let first = cursor.is_none();
+    let list = state
+        .api
+        .list_jobs(&ListJobsQuery {
+            user_ref: Some(account.user_ref.clone()),
+            limit: Some(GALLERY_PAGE),
+            cursor,
+            ..ListJobsQuery::default()
+        })
+        .await?;
+    let markup = views::gallery(
+        &shell(&session, "/gallery"),
+        &list.jobs,
+        list.next_cursor.as_deref(),
+        first,
+    );
+    Ok(render(session, StatusCode::OK, markup))
+}
+
+// ---- account and plans ----
+
+async fn account_page(
+    state: &AppState,
+    session: Session,
+    status: StatusCode,
+    message: Option<&str>,
+    link_error: Option<&str>,
+) -> Page {
+    let account = session.require()?;
+    let (view, quota): (AccountView, UserQuota) = tokio::try_join!(
+        state.api.get_account(&account.user_ref),
+        state.api.get_user(&account.user_ref)
+    )?;
+    let markup = views::account(
+        &shell(&session, "/account"),
+        &view,
+        &quota,
+        message,
+        link_error,
+    );
+    Ok(render(session, status, markup))
+}
+
+pub async fn account(State(state): State<AppState>, session: Session) -> Page {
+    account_page(&state, session, StatusCode::OK, None, None).await
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+}
+
+pub async fn link(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<LinkForm>,
+) -> Page {
+    session.check_csrf(&form.csrf)?;
+    let account = session.require()?;
+    let who = UserRef::new(Platform::Web, account.user_ref.trim_start_matches("web:"))
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    if let Err(wait) = state.limits.check_command(&who) {
+        return Err(WebError::Slow(wait));
+    }
+    match state
+        .api
+        .redeem_link_code(&account.user_ref, form.code.trim())
+        .await
+    {
+        Ok(view) => {
+            let linked = view.linked.last().cloned().unwrap_or_default();
+            let message = format!("Linked {linked}. It now shares this account's plan and tokens.");
+            account_page(&state, session, StatusCode::OK, Some(&message), None).await
+        }
+        Err(ClientError::Api { status, body }) if status.is_client_error() => {
+            let message = if body.error.code == "invalid_link_code" {
+                "That code is not valid: it may be mistyped, used already or older than 10 \
+                 minutes. Send /link to the bot for a new one."
+                    .to_owned()
+            } else {
+                body.error.message
+            };
+            account_page(
+                &state,
+                session,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                None,
+                Some(&message),
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn pricing(State(state): State<AppState>, session: Session) -> Page {
+    let plans = state.api.plans().await?.plans;
+    let current = match &session.account {
+        Some(a) => Some(state.api.get_user(&a.user_ref).await?.plan.id),
+        None => None,
+    };
+    let markup = views::pricing(&shell(&session, "/pricing"), &plans, current.as_deref());
+    Ok(render(session, StatusCode::OK, markup))
+}
+
+// ---- assets, probes, fallbacks ----
+
+const CSS: &str = include_str!("../static/app.css");
+const JS: &str = include_str!("../static/app.js");
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+pub async fn stylesheet() -> Response {
+    asset("text/css; charset=utf-8", CSS)
+}
+
+pub async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", JS)
+}
+
+pub async fn alive() -> &'static str {
+    "ok"
+}
+
+/// Ready when the scheduler answers its own readiness probe.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let url = state.api.base_url().join("readyz").ok();
+    let ok = match url {
+        Some(url) => state
+            .http
+            .get(url)
+            .timeout(Duration::from_secs(2))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success()),
+        None => false,
+    };
+    if ok {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the scheduler is not ready",
+        )
+            .into_response()
+    }
+}
+
+pub async fn not_found() -> WebError {
+    WebError::NotFound
+}

@@ -1,0 +1,49 @@
+// Tessera's only script: a job page follows its job live over server-sent
+// events. Without it the page refreshes itself (a <noscript> meta refresh).
+(function () {
+  "use strict";
+
+  function follow(section) {
+    var id = section.getAttribute("data-job");
+    var status = document.getElementById("job-status");
+    var result = document.getElementById("job-result");
+    if (!id || !status || !result || typeof EventSource === "undefined") {
+      return;
+    }
+    var source = new EventSource("/jobs/" + encodeURIComponent(id) + "/events");
+    source.addEventListener("update", function (event) {
+      var update;
+      try {
+        update = JSON.parse(event.data);
+      } catch (e) {
+        return;
+      }
+      status.innerHTML = update.status;
+      section.setAttribute("data-state", update.state);
+      if (update.done) {
+        source.close();
+        section.setAttribute("data-live", "false");
+        result.innerHTML = update.result;
+        var heading = result.querySelector("h2");
+        if (heading) {
+          heading.setAttribute("tabindex", "-1");
+        }
+      }
+    });
+    // EventSource reconnects by itself after a dropped connection; a job
+    // page left open while the site restarts picks up where it was.
+  }
+
+  function start() {
+    var section = document.getElementById("job");
+    if (section && section.getAttribute("data-live") === "true") {
+      follow(section);
+    }
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

@@ -1,0 +1,611 @@
+//! The website end to end in real headless Chromium: the real scheduler
+//! (SQLite and PostgreSQL), a real worker with `sim` engines, the website as
+//! `tessera web` runs it, a Telegram bot against the loopback Bot API
+//! stand-in for linking, and Chromium driven over WebDriver (Debian's
+//! chromium and chromium-driver; scripts/test installs them).
+//!
+//! The SQLite run writes screenshots of the main pages at phone and desktop
+//! widths to `target/screenshots/` (or `$TESSERA_SCREENSHOTS`).
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+use tessera_api::public::CreateJobRequest;
+use tessera_chat::secret::Secret;
+use tessera_core::{Capability, Platform};
+use tessera_scheduler::SchedulerConfig;
+use tessera_telegram::config::BotInstance;
+use tessera_telegram::{Secrets, TelegramConfig};
+use tessera_testkit::standins::telegram::{Author, TelegramStandIn};
+use tessera_testkit::{sim, Backend, TestApp};
+use tessera_web::{WebConfig, WebHandle};
+
+const WAIT: Duration = Duration::from_secs(30);
+const TG_TOKEN: &str = "123456:AAE-web-link-bot";
+const TG_BOT: &str = "tg-image-bot-1";
+const TG_USER: i64 = 777_001;
+const PHONE: (u32, u32) = (390, 844);
+const DESKTOP: (u32, u32) = (1280, 900);
+
+/// A chromedriver process and a headless Chromium session through it.
+struct Browser {
+    driver: Child,
+    client: Client,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+fn program(name: &str, fallbacks: &[&str]) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .chain(fallbacks.iter().map(PathBuf::from))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} is not installed: the browser tests need Debian's chromium and \
+             chromium-driver (scripts/test installs them; or `apt-get install chromium \
+             chromium-driver`)"
+        )
+    })
+}
+
+async fn browser() -> Browser {
+    let driver_path = program("chromedriver", &["/usr/lib/chromium/chromedriver"]);
+    let chromium = program("chromium", &["/usr/lib/chromium/chromium"]);
+    let port = free_port();
+    let driver = Command::new(driver_path)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting chromedriver");
+    let url = format!("http://127.0.0.1:{port}");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-extensions", "--force-color-profile=srgb",
+                "--hide-scrollbars", "--window-size=1280,900", "--lang=en-US",
+            ],
+        }),
+    );
+    let deadline = Instant::now() + WAIT;
+    let client = loop {
+        // Plain HTTP: chromedriver listens on loopback.
+        let attempt = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await;
+        match attempt {
+            Ok(c) => break c,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("chromedriver did not start a session: {e}"),
+        }
+    };
+    Browser { driver, client }
+}
+
+/// Everything one run needs.
+struct Site {
+    app: TestApp,
+    _worker: tessera_worker::WorkerHandle,
+    web: WebHandle,
+    web_key: String,
+    tg: TelegramStandIn,
+    _bot: tessera_telegram::Instance,
+    tg_key: String,
+    shots: Option<PathBuf>,
+}
+
+fn fast(config: &mut SchedulerConfig) {
+    config.workers.heartbeat_interval_ms = 200;
+    config.workers.dispatch_tick_ms = 100;
+}
+
+impl Site {
+    async fn start(backend: Backend, screenshots: bool) -> Site {
+        let app = TestApp::spawn_with(backend, fast).await;
+        let worker = app
+            .worker(
+                "worker-gpu-0",
+                vec![
+                    sim(Capability::Image, &["sdxl-1.0"], 1500),
+                    sim(Capability::Video, &["wan-2.1"], 60_000),
+                    sim(Capability::Text, &["llama-3.2-3b"], 300),
+                ],
+            )
+            .await;
+        let web_key = app.key(Platform::Web, "web").await;
+        let mut config = WebConfig::new(app.base_url(), Secret::new(web_key.clone()));
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.cookie_secret = Some(Secret::new("a test secret that is long enough to sign"));
+        let web = tessera_web::start(config)
+            .await
+            .expect("the website starts");
+
+        let tg = TelegramStandIn::start().await;
+        tg.add_bot(TG_TOKEN, "tessera_image_bot");
+        let tg_key = app.key(Platform::Telegram, TG_BOT).await;
+        let tg_config = TelegramConfig {
+            scheduler_url: app.base_url(),
+            api_url: tg.api_url(),
+            poll_timeout_secs: 1,
+            job_poll_ms: 100,
+            min_edit_ms: 200,
+            bots: vec![BotInstance {
+                id: TG_BOT.into(),
+                capabilities: vec![Capability::Image],
+                token_env: None,
+                token_file: None,
+                api_key_env: None,
+                api_key_file: None,
+                limits: Default::default(),
+            }],
+            ..Default::default()
+        };
+        let bot = tessera_telegram::start(
+            &tg_config,
+            &tg_config.bots[0],
+            Secrets {
+                token: Secret::new(TG_TOKEN),
+                api_key: Secret::new(tg_key.clone()),
+            },
+        )
+        .await
+        .expect("the bot starts");
+        let shots = screenshots.then(|| {
+            let dir = std::env::var_os("TESSERA_SCREENSHOTS")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
+                });
+            std::fs::create_dir_all(&dir).expect("creating the screenshot folder");
+            dir
+        });
+        Site {
+            app,
+            _worker: worker,
+            web,
+            web_key,
+            tg,
+            _bot: bot,
+            tg_key,
+            shots,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.web.base_url())
+    }
+}
+
+async fn text_of(c: &Client, css: &str) -> String {
+    let url = c
+        .current_url()
+        .await
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} on {url}: {e}"))
+        .text()
+        .await
+        .expect("element text")
+}
+
+async fn fill(c: &Client, css: &str, value: &str) {
+    let field = c.find(Locator::Css(css)).await.expect(css);
+    field.clear().await.expect("clearing a field");
+    field.send_keys(value).await.expect("typing");
+}
+
+async fn submit(c: &Client, form_css: &str) {
+    c.find(Locator::Css(&format!("{form_css} button[type=submit]")))
+        .await
+        .expect("a submit button")
+        .click()
+        .await
+        .expect("clicking submit");
+}
+
+async fn path(c: &Client) -> String {
+    c.current_url().await.expect("url").path().to_owned()
+}
+
+async fn js(c: &Client, script: &str) -> serde_json::Value {
+    c.execute(script, vec![]).await.expect("running a script")
+}
+
+/// Checks what a page must be at both widths, and keeps screenshots of it.
+async fn check_page(site: &Site, c: &Client, name: &str) {
+    // Every visible form control has a label, and nothing is wider than a phone.
+    let unlabelled = js(
+        c,
+        "return [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label'))
+            .map(e => e.name || e.id);",
+    )
+    .await;
+    assert_eq!(unlabelled, json!([]), "{name}: controls without a label");
+    assert_eq!(
+        js(
+            c,
+            "return document.querySelectorAll('main#main h1').length;"
+        )
+        .await,
+        json!(1),
+        "{name}: one main heading"
+    );
+    for (width, height) in [PHONE, DESKTOP] {
+        c.set_window_size(width, height).await.expect("resizing");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let overflow = js(
+            c,
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+        )
+        .await;
+        assert!(
+            overflow.as_i64().unwrap_or(1) <= 0,
+            "{name} scrolls sideways at {width} px: {overflow}"
+        );
+        if let Some(dir) = &site.shots {
+            let png = c.screenshot().await.expect("a screenshot");
+            let label = if width == PHONE.0 { "phone" } else { "desktop" };
+            std::fs::write(dir.join(format!("{name}-{label}.png")), png).expect("saving");
+        }
+    }
+}
+
+/// The bot's texts in the user's chat now.
+fn bot_texts(site: &Site) -> Vec<String> {
+    site.tg
+        .chat(TG_TOKEN, TG_USER)
+        .into_iter()
+        .filter(|m| m.author == Author::Bot)
+        .filter_map(|m| m.text)
+        .collect()
+}
+
+fn link_code(text: &str) -> Option<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .find(|w| {
+            w.len() == 9
+                && w.as_bytes()[4] == b'-'
+                && w.chars()
+                    .filter(|c| *c != '-')
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+        })
+        .map(str::to_owned)
+}
+
+async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend, shots: bool) {
+    let site = Site::start(backend, shots).await;
+    let b = browser().await;
+    let c = &b.client;
+
+    // The start page and the plans, signed out.
+    c.goto(&site.url("/")).await.unwrap();
+    check_page(&site, c, "home").await;
+    c.goto(&site.url("/pricing")).await.unwrap();
+    let plans = text_of(c, "table.plans tbody").await;
+    for plan in ["FREE", "STARTER", "PRO", "ADMIN"] {
+        assert!(plans.contains(plan), "{plan} on the pricing page: {plans}");
+    }
+    check_page(&site, c, "pricing").await;
+
+    // A page that needs an account sends a visitor to sign in.
+    c.goto(&site.url("/gallery")).await.unwrap();
+    assert_eq!(path(c).await, "/signin");
+
+    // Sign up: a bad email is refused with the API's reason, next to the field.
+    c.goto(&site.url("/signup")).await.unwrap();
+    check_page(&site, c, "signup").await;
+    fill(c, "#email", "not-an-email").await;
+    fill(c, "#password", "correct horse battery").await;
+    submit(c, "form[action='/signup']").await;
+    assert_eq!(path(c).await, "/signup");
+    let err = text_of(c, "#email-error").await;
+    assert!(!err.is_empty(), "an email error is shown");
+    assert_eq!(
+        c.find(Locator::Css("#email"))
+            .await
+            .unwrap()
+            .attr("aria-invalid")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("true")
+    );
+    let email = format!("ada-{}@example.org", backend_name(backend));
+    fill(c, "#email", &email).await;
+    fill(c, "#password", "correct horse battery").await;
+    submit(c, "form[action='/signup']").await;
+    assert_eq!(
+        path(c).await,
+        "/generate/image",
+        "signed up and sent to generate"
+    );
+    let quota_line = text_of(c, "#quota-line").await;
+    assert!(quota_line.contains("20 of 20 tokens left"), "{quota_line}");
+    check_page(&site, c, "generate").await;
+
+    // A prompt left empty is named before anything is sent.
+    submit(c, "form[action='/generate/image']").await;
+    assert_eq!(text_of(c, "#prompt-error").await, "Prompt is required.");
+
+    // Generate an image and watch the page reach done without reloading.
+    fill(c, "#prompt", "a lighthouse on a cliff at dusk").await;
+    submit(c, "form[action='/generate/image']").await;
+    let job_path = path(c).await;
+    assert!(job_path.starts_with("/jobs/"), "{job_path}");
+    let job_id = job_path.trim_start_matches("/jobs/").to_owned();
+    js(c, "window.stillTheSamePage = 42; return null;").await;
+    let mut seen = BTreeSet::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let state = js(
+            c,
+            "const e = document.getElementById('job-state'); return e && e.dataset.state;",
+        )
+        .await;
+        let state = state.as_str().unwrap_or_default().to_owned();
+        seen.insert(state.clone());
+        if state == "COMPLETED" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the job page stayed at {seen:?}");
+        if state == "RUNNING" && site.shots.is_some() && !seen.contains("shot") {
+            seen.insert("shot".into());
+            check_page(&site, c, "job-running").await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        js(c, "return window.stillTheSamePage;").await,
+        json!(42),
+        "the page was not reloaded"
+    );
+    assert!(
+        seen.contains("QUEUED") || seen.contains("RUNNING"),
+        "the page showed the job live before it was done: {seen:?}"
+    );
+    // The result is a real picture, loaded through the website.
+    let loaded = js(
+        c,
+        "const img = document.querySelector('#job-result img');
+         return img ? new Promise(r => img.complete ? r(img.naturalWidth)
+           : img.addEventListener('load', () => r(img.naturalWidth))) : 0;",
+    )
+    .await;
+    assert!(
+        loaded.as_u64().unwrap_or(0) > 0,
+        "the image loads: {loaded}"
+    );
+    check_page(&site, c, "job-done").await;
+
+    // The gallery lists it, with its picture and a download.
+    c.goto(&site.url("/gallery")).await.unwrap();
+    let link = c
+        .find(Locator::Css(&format!("a[href='/jobs/{job_id}']")))
+        .await
+        .expect("the job in the gallery");
+    assert_eq!(
+        link.text().await.unwrap(),
+        "a lighthouse on a cliff at dusk"
+    );
+    let download = c
+        .find(Locator::Css("figcaption a[download]"))
+        .await
+        .expect("a download link")
+        .attr("href")
+        .await
+        .unwrap()
+        .expect("href");
+    let bytes = reqwest::Client::new()
+        .get(site.url(&download))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        bytes.status(),
+        reqwest::StatusCode::NOT_FOUND,
+        "outputs are not served without the visitor's session"
+    );
+    check_page(&site, c, "gallery").await;
+
+    // A value only the scheduler refuses comes back in the scheduler's words.
+    c.goto(&site.url("/generate/text")).await.unwrap();
+    fill(c, "#prompt", "hello").await;
+    fill(c, "#max_tokens", "99999").await;
+    submit(c, "form[action='/generate/text']").await;
+    let shown = text_of(c, "#max_tokens-error").await;
+    let web_api = site.app.client_with(&site.web_key);
+    let refused = web_api
+        .create_job(
+            &CreateJobRequest {
+                frontend: Platform::Web,
+                bot_id: "web".into(),
+                capability: Capability::Text,
+                user_ref: "web:probe".into(),
+                reply_context: None,
+                params: json!({"prompt": "hello", "max_tokens": 99999}),
+            },
+            None,
+        )
+        .await
+        .expect_err("the API refuses it too");
+    let tessera_api::ClientError::Api { body, .. } = refused else {
+        panic!("an API error")
+    };
+    assert_eq!(
+        shown, body.error.message,
+        "the site shows the API's message"
+    );
+
+    // Link the Telegram account with the code the bot gives.
+    site.tg.user_text(TG_TOKEN, TG_USER, TG_USER, "/link");
+    let deadline = Instant::now() + WAIT;
+    let code = loop {
+        if let Some(code) = bot_texts(&site).iter().find_map(|t| link_code(t)) {
+            break code;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no link code from the bot: {:?}",
+            bot_texts(&site)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    c.goto(&site.url("/account")).await.unwrap();
+    fill(c, "#code", "WRONG-CODE").await;
+    submit(c, "form[action='/account/link']").await;
+    assert!(text_of(c, "#code-error").await.contains("not valid"));
+    fill(c, "#code", &code.to_lowercase()).await;
+    submit(c, "form[action='/account/link']").await;
+    let linked = text_of(c, "#linked").await;
+    assert!(
+        linked.contains(&format!("telegram:{TG_USER}")),
+        "the account lists the Telegram user: {linked}"
+    );
+    assert!(text_of(c, "#tokens-left").await.contains("19 of 20"));
+    check_page(&site, c, "account").await;
+
+    // One quota: an image from the bot is charged to the web account.
+    site.tg
+        .user_text(TG_TOKEN, TG_USER, TG_USER, "/imagine a red fox --seed 3");
+    let tg_api = site.app.client_with(&site.tg_key);
+    let deadline = Instant::now() + WAIT;
+    while tg_api
+        .get_user(&format!("telegram:{TG_USER}"))
+        .await
+        .unwrap()
+        .tokens_used_today
+        < 2
+    {
+        assert!(Instant::now() < deadline, "the bot's job was not charged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.refresh().await.unwrap();
+    assert!(
+        text_of(c, "#tokens-left").await.contains("18 of 20"),
+        "the bot's image came out of the web account's tokens"
+    );
+
+    // Spend the rest (a 9 s video is 18 tokens), then the form says so.
+    let web_user = web_user_of(&site, &email).await;
+    web_api
+        .create_job(
+            &CreateJobRequest {
+                frontend: Platform::Web,
+                bot_id: "web".into(),
+                capability: Capability::Video,
+                user_ref: web_user.clone(),
+                reply_context: None,
+                params: json!({"prompt": "waves", "duration_seconds": 9}),
+            },
+            None,
+        )
+        .await
+        .expect("a video within the quota");
+    c.goto(&site.url("/generate/image")).await.unwrap();
+    assert!(text_of(c, "#quota-line")
+        .await
+        .contains("0 of 20 tokens left"));
+    fill(c, "#prompt", "one more lighthouse").await;
+    submit(c, "form[action='/generate/image']").await;
+    let alert = text_of(c, "#form-error").await;
+    assert!(
+        alert.contains("used up today's tokens"),
+        "the quota message: {alert}"
+    );
+    check_page(&site, c, "out-of-tokens").await;
+
+    // Sign out, then back in.
+    submit(c, "form[action='/signout']").await;
+    assert_eq!(path(c).await, "/");
+    c.goto(&site.url("/signin")).await.unwrap();
+    fill(c, "#email", &email).await;
+    fill(c, "#password", "wrong password!").await;
+    submit(c, "form[action='/signin']").await;
+    assert!(text_of(c, "#form-error").await.contains("wrong"));
+    fill(c, "#email", &email.to_uppercase()).await;
+    fill(c, "#password", "correct horse battery").await;
+    submit(c, "form[action='/signin']").await;
+    assert_eq!(path(c).await, "/generate/image");
+
+    // With the scheduler gone, pages explain instead of going blank.
+    let Site {
+        app, web, shots, ..
+    } = site;
+    app.shutdown().await;
+    c.goto(&format!("{}/account", web.base_url()))
+        .await
+        .unwrap();
+    let heading = text_of(c, "main h1").await;
+    assert_eq!(heading, "Tessera is unavailable right now");
+    if let Some(dir) = shots {
+        for ((w, h), label) in [(PHONE, "phone"), (DESKTOP, "desktop")] {
+            c.set_window_size(w, h).await.unwrap();
+            let png = c.screenshot().await.unwrap();
+            std::fs::write(dir.join(format!("scheduler-down-{label}.png")), png).unwrap();
+        }
+    }
+    b.client.clone().close().await.ok();
+    web.shutdown().await.expect("the website stops cleanly");
+}
+
+/// The `web:` user of the account with `email` (what the session holds).
+async fn web_user_of(site: &Site, email: &str) -> String {
+    site.app
+        .client_with(&site.web_key)
+        .sign_in(&tessera_api::public::Credentials {
+            email: email.into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .expect("signing in through the API")
+        .user_ref
+}
+
+fn backend_name(b: Backend) -> &'static str {
+    match b {
+        Backend::Sqlite => "sqlite",
+        Backend::Postgres => "postgres",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn website_end_to_end_on_sqlite_with_screenshots() {
+    a_visitor_signs_up_generates_links_a_bot_and_runs_out(Backend::Sqlite, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn website_end_to_end_on_postgres() {
+    a_visitor_signs_up_generates_links_a_bot_and_runs_out(Backend::Postgres, false).await;
+}
