@@ -294,7 +294,7 @@ fn assert_binary_accepts(args: &[String], place: &str) {
 }
 
 /// The subcommands of the binary that the deployments may run as services.
-const SERVICE_ROLES: &[&str] = &["scheduler", "worker", "telegram", "discord", "bots"];
+const SERVICE_ROLES: &[&str] = &["scheduler", "worker", "telegram", "discord", "bots", "web"];
 
 /// Names of variables that hold secrets.
 fn is_secret_name(name: &str) -> bool {
@@ -370,7 +370,7 @@ fn the_containerfile_builds_one_binary_and_a_stage_per_role() {
         vec![r#"["tessera"]"#.to_owned()]
     );
 
-    for role in ["scheduler", "worker", "bots"] {
+    for role in ["scheduler", "worker", "bots", "web"] {
         let instructions = stage(role);
         assert_eq!(get(&instructions, "FROM"), vec!["runtime".to_owned()]);
         let cmd = get(&instructions, "CMD");
@@ -386,6 +386,7 @@ fn the_containerfile_builds_one_binary_and_a_stage_per_role() {
     }
     assert_eq!(get(&stage("scheduler"), "EXPOSE"), vec!["8000".to_owned()]);
     assert_eq!(get(&stage("worker"), "EXPOSE"), vec!["9000".to_owned()]);
+    assert_eq!(get(&stage("web"), "EXPOSE"), vec!["3000".to_owned()]);
 
     let ignore = read(&deploy().join("../.dockerignore"));
     for path in ["/target", "/.git", "/deploy/secrets", "/deploy/.env"] {
@@ -466,7 +467,7 @@ fn compose_services_run_real_commands_and_keep_secrets_out_of_the_file() {
         }
     }
     assert!(
-        ["scheduler", "worker", "bots"]
+        ["scheduler", "worker", "bots", "web"]
             .iter()
             .all(|r| roles.contains(*r)),
         "{roles:?}"

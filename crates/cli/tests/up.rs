@@ -18,7 +18,10 @@ const WAIT: Duration = Duration::from_secs(60);
 /// A running `tessera up`: what it printed until it was ready.
 struct Up {
     child: Child,
+    /// The API's address.
     url: String,
+    /// The website's address.
+    web: String,
     key: String,
     banner: String,
 }
@@ -29,6 +32,7 @@ async fn up(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Up {
         .arg("up")
         // Free ports, so tests can run side by side; everything else default.
         .args(["--listen", "127.0.0.1:0", "--worker-listen", "127.0.0.1:0"])
+        .args(["--web-listen", "127.0.0.1:0"])
         .args(["--sim-seconds", "0.2"])
         .args(extra)
         .envs(env.iter().copied())
@@ -62,11 +66,16 @@ async fn up(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Up {
     );
     // Keep draining its output so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let url = banner
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Tessera is running at "))
-        .unwrap_or_else(|| panic!("no address in:\n{banner}"))
-        .to_owned();
+    let address = |label: &str| {
+        banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(label))
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no {label} address in:\n{banner}"))
+            .to_owned()
+    };
+    let url = address("API:");
+    let web = address("Website:");
     let key = banner
         .split("Authorization: Bearer ")
         .nth(1)
@@ -76,6 +85,7 @@ async fn up(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Up {
     Up {
         child,
         url,
+        web,
         key,
         banner,
     }
@@ -159,8 +169,53 @@ async fn a_new_user_runs_tessera_up_and_downloads_an_image() {
         String::from_utf8_lossy(&bytes).contains("simulated"),
         "the local worker's images say they are simulated"
     );
+    // The website is there too: a new visitor signs up with the form.
+    assert!(first.web.starts_with("http://127.0.0.1:"), "{}", first.web);
+    let page = http
+        .get(format!("{}/signup", first.web))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let cookie = page.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let html = page.text().await.unwrap();
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the form's CSRF token");
+    let signed_up = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .post(format!("{}/signup", first.web))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf),
+            ("email", "new@example.org"),
+            ("password", "a long enough password"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_up.status(), 303, "signed up");
+    assert_eq!(signed_up.headers()["location"], "/generate");
+
     let data = dir.path().join(".tessera");
-    for file in ["tessera.db", "demo-key", "admin-token", "internal-token"] {
+    for file in [
+        "tessera.db",
+        "demo-key",
+        "admin-token",
+        "internal-token",
+        "cookie-secret",
+        "keys/web",
+    ] {
         assert!(data.join(file).exists(), "{file} in the data folder");
     }
     interrupt(first).await;

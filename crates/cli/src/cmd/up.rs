@@ -281,13 +281,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     web_config.cookie_secret = Some(Secret::new(cookie_secret));
     let web = tessera_web::start(web_config).await?;
     println!();
+    println!("  Tessera is running.");
+    println!();
     println!(
-        "  Open {} in a browser to sign up and generate.",
+        "  Website:     {}   (open it in a browser: sign up and generate)",
         web.base_url()
     );
-    println!();
-    println!("  Tessera's API is running at {url}");
-    println!("  Data folder:          {}", dir.display());
+    println!("  API:         {url}");
+    println!("  Data folder: {}", dir.display());
     println!();
     println!("  Create a job with the demo key (web/demo):");
     println!();
