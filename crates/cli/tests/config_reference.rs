@@ -28,3 +28,21 @@ fn the_reference_shows_every_example_as_printed() {
         tessera_discord::config::EXAMPLE,
     );
 }
+
+#[test]
+fn the_reference_shows_the_website_flags_as_printed() {
+    // clap wraps help at the terminal's width (COLUMNS fixes it) and shows
+    // the values of variables that are set (there are none).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["web", "--help"])
+        .env_clear()
+        .env("COLUMNS", "100")
+        .output()
+        .expect("tessera runs");
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).expect("text");
+    assert!(
+        REFERENCE.contains(&format!("```text\n{help}```\n")),
+        "docs/configuration.md must show `tessera web --help` verbatim in a text block:\n{help}"
+    );
+}

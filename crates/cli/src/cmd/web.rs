@@ -9,14 +9,9 @@ use clap::Args;
 use tessera_chat::secret::Secret;
 use tessera_web::WebConfig;
 
-/// The website is configured by flags and environment variables only. Its
-/// two secrets come from the environment or from files, never from a flag:
-/// the `web` frontend key (`TESSERA_WEB_API_KEY` or `--api-key-file`; make
-/// one with `tessera admin keys create --frontend web --bot-id web`) and the
-/// secret that signs session cookies (`TESSERA_WEB_COOKIE_SECRET` or
-/// `--cookie-secret-file`, at least 32 characters; the same on every website
-/// process behind one address).
+/// The website is configured by flags and environment variables only.
 #[derive(Args)]
+#[command(after_long_help = SECRETS_HELP)]
 pub struct WebArgs {
     /// Address to listen on.
     #[arg(long, env = "TESSERA_WEB_LISTEN", default_value = "127.0.0.1:3000")]
@@ -46,6 +41,15 @@ pub struct WebArgs {
     #[arg(long, env = "TESSERA_WEB_MAX_UPLOAD_MIB", default_value_t = 25)]
     pub max_upload_mib: usize,
 }
+
+const SECRETS_HELP: &str = "\
+Secrets come from the environment or from files, never from a flag:
+  - the `web` frontend key: TESSERA_WEB_API_KEY or --api-key-file. Make one with
+    `tessera admin keys create --frontend web --bot-id web`.
+  - the secret that signs session cookies: TESSERA_WEB_COOKIE_SECRET or
+    --cookie-secret-file, at least 32 characters, the same on every website
+    process behind one address.
+The website keeps nothing else: accounts, jobs and quotas live in the scheduler.";
 
 /// A secret from `file` when given, else from the variable `env`.
 fn secret(what: &str, file: Option<&PathBuf>, env: &str) -> anyhow::Result<Option<Secret>> {
