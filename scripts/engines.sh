@@ -3,9 +3,11 @@
 #
 #   engines_install   install what is missing; exports TESSERA_TEST_PYTHON
 #
-# - espeak-ng, and promtool (Debian's prometheus package, for the alert rules'
-#   tests), from Debian's packages with apt-get when they are not on the PATH
-#   (as root; otherwise it says what to install).
+# - espeak-ng, promtool (Debian's prometheus package, for the alert rules'
+#   tests), and headless Chromium with its WebDriver (chromium and
+#   chromium-driver, plus a font, for the website's browser tests), from
+#   Debian's packages with apt-get when they are not on the PATH (as root;
+#   otherwise it says what to install).
 # - A Python virtualenv in target/engines-venv (ENGINES_VENV to override) with
 #   the packages pinned in crates/testkit/py/requirements.txt: llama.cpp's
 #   server, the GGUF writer, PocketSphinx, moto's S3 server, and Schemathesis
@@ -23,6 +25,7 @@ engines_install() {
   local start=$SECONDS
   engines_espeak || return 1
   engines_promtool || return 1
+  engines_browser || return 1
   engines_venv || return 1
   export TESSERA_TEST_PYTHON
   TESSERA_TEST_PYTHON="$(cd "$ENGINES_VENV" && pwd)/bin/python"
@@ -39,6 +42,15 @@ engines_promtool() {
   engines_apt promtool prometheus
 }
 
+engines_browser() {
+  engines_apt chromium chromium || return 1
+  engines_apt chromedriver chromium-driver || return 1
+  # Without recommends, Chromium may come without any font to draw text with.
+  if ! fc-list 2>/dev/null | grep -qi dejavu; then
+    engines_apt_package fonts-dejavu-core
+  fi
+}
+
 # engines_apt COMMAND PACKAGE: installs PACKAGE with apt-get unless COMMAND runs.
 engines_apt() {
   local command=$1 package=$2
@@ -47,6 +59,16 @@ engines_apt() {
   fi
   if [ "$(id -u)" != 0 ]; then
     echo "$command is not installed and this is not root: run 'apt-get install $package' as root, or run scripts/test as root" >&2
+    return 1
+  fi
+  engines_apt_package "$package"
+}
+
+# engines_apt_package PACKAGE: installs PACKAGE with apt-get (as root).
+engines_apt_package() {
+  local package=$1
+  if [ "$(id -u)" != 0 ]; then
+    echo "run 'apt-get install $package' as root, or run scripts/test as root" >&2
     return 1
   fi
   echo "installing $package (apt-get)" >&2
