@@ -249,19 +249,30 @@ pub async fn generate(
         }
     };
     session.check_csrf(values.get("csrf").map(String::as_str).unwrap_or(""))?;
-    let user = UserRef::new(Platform::Web, account.user_ref.trim_start_matches("web:"))
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    if let Err(wait) = state.limits.check_job(&user) {
-        return Err(WebError::Slow(wait));
-    }
     let quota = state.api.get_user(&account.user_ref).await?;
     let mut form = FormState {
         values: values.clone(),
         ..FormState::default()
     };
+    // What the site can tell by itself comes first: a missing file or a word
+    // where a number goes costs neither an upload nor a place in the limit.
+    if capability == Capability::SpeechToText && file.is_none() {
+        form.field_errors
+            .insert("audio".into(), "Choose an audio file to transcribe.".into());
+        return Ok(refused(session, capability, &quota, form));
+    }
+    if let Err(e) = forms::params(capability, &values, Some("pending")) {
+        form.field_errors.insert(e.field, e.message);
+        return Ok(refused(session, capability, &quota, form));
+    }
+    let user = UserRef::new(Platform::Web, account.user_ref.trim_start_matches("web:"))
+        .map_err(|e| WebError::Internal(e.to_string()))?;
+    if let Err(wait) = state.limits.check_job(&user) {
+        return Err(WebError::Slow(wait));
+    }
     // The upload first: a speech-to-text job names its input.
-    let input_id = match (capability, file) {
-        (Capability::SpeechToText, Some((content_type, bytes))) => {
+    let input_id = match file {
+        Some((content_type, bytes)) if capability == Capability::SpeechToText => {
             match state.api.upload_input(&content_type, bytes).await {
                 Ok(up) => Some(up.input_id.to_string()),
                 Err(ClientError::Api { status, body }) if status.is_client_error() => {
@@ -271,20 +282,10 @@ pub async fn generate(
                 Err(e) => return Err(e.into()),
             }
         }
-        (Capability::SpeechToText, None) => {
-            form.field_errors
-                .insert("audio".into(), "Choose an audio file to transcribe.".into());
-            return Ok(refused(session, capability, &quota, form));
-        }
         _ => None,
     };
-    let params = match forms::params(capability, &values, input_id.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            form.field_errors.insert(e.field, e.message);
-            return Ok(refused(session, capability, &quota, form));
-        }
-    };
+    let params = forms::params(capability, &values, input_id.as_deref())
+        .map_err(|e| WebError::Internal(e.message))?;
     let request = CreateJobRequest {
         frontend: Platform::Web,
         bot_id: state.config.bot_id.clone(),

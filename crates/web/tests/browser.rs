@@ -145,6 +145,9 @@ impl Site {
         let mut config = WebConfig::new(app.base_url(), Secret::new(web_key.clone()));
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.cookie_secret = Some(Secret::new("a test secret that is long enough to sign"));
+        // This visitor starts a job every few seconds; the limit is not under test.
+        config.limits.jobs_per_minute = 60;
+        config.limits.job_burst = 10;
         let web = tessera_web::start(config)
             .await
             .expect("the website starts");
