@@ -199,8 +199,15 @@ impl Client {
     // ---- accounts and links ----
 
     /// Creates a website account (web keys only).
-    pub async fn create_account(&self, credentials: &Credentials) -> Result<AccountView, ClientError> {
-        Self::send(Self::json(self.request(Method::POST, "api/v1/accounts")?, credentials)).await
+    pub async fn create_account(
+        &self,
+        credentials: &Credentials,
+    ) -> Result<AccountView, ClientError> {
+        Self::send(Self::json(
+            self.request(Method::POST, "api/v1/accounts")?,
+            credentials,
+        ))
+        .await
     }
 
     /// Checks an email and password; `sign_in_failed` when they do not match an account.
@@ -218,7 +225,11 @@ impl Client {
         let body = LinkCodeRequest {
             user_ref: user_ref.to_owned(),
         };
-        Self::send(Self::json(self.request(Method::POST, "api/v1/link-codes")?, &body)).await
+        Self::send(Self::json(
+            self.request(Method::POST, "api/v1/link-codes")?,
+            &body,
+        ))
+        .await
     }
 
     /// Links the bot user who asked for `code` to the account `user_ref`.
