@@ -302,6 +302,16 @@ impl<M: Messenger> Bot<M> {
                 };
                 self.say(&msg.chat, &text).await
             }
+            Command::Link => {
+                let text = match self.inner.api.create_link_code(&user.to_string()).await {
+                    Ok(code) => words::link_code(&code, now),
+                    Err(e) => {
+                        log_refusal(&self.inner.settings.bot_id, &e);
+                        words::api_error(&e, now)
+                    }
+                };
+                self.say(&msg.chat, &text).await
+            }
             Command::Status => {
                 let text = match self.live_jobs(&user).await {
                     Ok(jobs) => words::status(&jobs),

@@ -21,6 +21,8 @@ pub enum Command {
     /// Cancel the user's newest live job.
     Cancel,
     Quota,
+    /// Ask for a code that links this chat user to a website account.
+    Link,
     /// Create a job: `/imagine`, `/video`, `/ask`, `/say`, or text with no
     /// command on a bot whose first capability takes text.
     Job {
@@ -88,6 +90,12 @@ const COMMANDS: &[CommandInfo] = &[
     CommandInfo {
         name: "quota",
         description: "Your plan, tokens left today and when they reset",
+        capability: None,
+    },
+    CommandInfo {
+        name: "link",
+        description:
+            "Get a code to link this account to your website account, to share one plan and quota",
         capability: None,
     },
     CommandInfo {
@@ -165,6 +173,7 @@ pub fn parse(
         "status" => Command::Status,
         "cancel" => Command::Cancel,
         "quota" => Command::Quota,
+        "link" => Command::Link,
         "imagine" => job(Capability::Image, args, capabilities)?,
         "video" => job(Capability::Video, args, capabilities)?,
         "ask" => job(Capability::Text, args, capabilities)?,
@@ -365,6 +374,21 @@ mod tests {
     }
 
     #[test]
+    fn link_takes_no_arguments_and_any_case() {
+        for text in ["/link", "/LINK", "/link@tg_image_bot", "/link please"] {
+            assert_eq!(
+                parse(text, Some("tg_image_bot"), IMAGE),
+                Ok(Some(Command::Link)),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            parse("/link", None, &[Capability::SpeechToText]),
+            Ok(Some(Command::Link))
+        );
+    }
+
+    #[test]
     fn commands_for_other_bots_and_empty_text_are_ignored() {
         assert_eq!(parse("/imagine@other_bot x", Some("me"), IMAGE), Ok(None));
         assert_eq!(parse("   ", Some("me"), IMAGE), Ok(None));
@@ -387,7 +411,7 @@ mod tests {
         let names: Vec<_> = commands_for(IMAGE).iter().map(|c| c.name).collect();
         assert_eq!(
             names,
-            ["imagine", "status", "cancel", "quota", "help", "start"]
+            ["imagine", "status", "cancel", "quota", "link", "help", "start"]
         );
     }
 }

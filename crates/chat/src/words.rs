@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 use tessera_api::client::ClientError;
-use tessera_api::public::{JobView, UserQuota};
+use tessera_api::public::{JobView, LinkCode, UserQuota};
 use tessera_core::{Capability, JobState};
 
 use crate::command::{commands_for, CommandInfo};
@@ -25,6 +25,17 @@ pub fn help(capabilities: &[Capability]) -> String {
             .push("Send a voice message or an audio file and I'll write down what it says.".into());
     }
     lines.join("\n")
+}
+
+/// `/link`: the code to enter on the website, and what it does.
+pub fn link_code(code: &LinkCode, now: DateTime<Utc>) -> String {
+    let minutes = ((code.expires_at - now).num_seconds().max(0) + 59) / 60;
+    format!(
+        "Your link code is {}. Enter it on the website's Account page within {} minute{} to share one plan and quota.",
+        code.code,
+        minutes,
+        if minutes == 1 { "" } else { "s" }
+    )
 }
 
 /// "in 3 h 12 min", "in 45 s".
@@ -205,5 +216,21 @@ mod tests {
         assert!(!h.contains("/video"));
         assert!(!h.contains("voice message"));
         assert!(help(&[Capability::SpeechToText]).contains("voice message"));
+        assert!(h.contains("/link"));
+    }
+
+    #[test]
+    fn a_link_code_says_where_to_enter_it_and_for_how_long() {
+        let now = Utc::now();
+        let code = LinkCode {
+            code: "K7QF-M2XD".into(),
+            expires_at: now + chrono::Duration::minutes(10),
+        };
+        assert_eq!(
+            link_code(&code, now),
+            "Your link code is K7QF-M2XD. Enter it on the website's Account page within 10 minutes to share one plan and quota."
+        );
+        let late = now + chrono::Duration::seconds(9 * 60 + 30);
+        assert!(link_code(&code, late).contains("within 1 minute to"));
     }
 }

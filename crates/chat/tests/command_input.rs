@@ -25,6 +25,7 @@ fn word() -> impl Strategy<Value = String> {
             "/status",
             "/cancel",
             "/quota",
+            "/link",
             "/help",
             "/start",
             "/IMAGINE@tessera_bot",

@@ -123,8 +123,15 @@ async fn interaction(
     match interaction.kind {
         InteractionType::Ping => Json(json!({"type": 1})).into_response(),
         InteractionType::ApplicationCommand => {
+            // Deferred: the answer follows. Ephemeral (flag 64) when it is
+            // for the asker's eyes only.
+            let answer = if crate::answers_privately(&interaction) {
+                json!({"type": 5, "data": {"flags": 64}})
+            } else {
+                json!({"type": 5})
+            };
             handler.spawn_deferred(interaction);
-            Json(json!({"type": 5})).into_response()
+            Json(answer).into_response()
         }
         _ => error(
             StatusCode::BAD_REQUEST,

@@ -38,8 +38,11 @@ use twilight_model::application::interaction::application_command::{
     CommandData, CommandOptionValue,
 };
 use twilight_model::application::interaction::{Interaction, InteractionData, InteractionType};
+use twilight_model::channel::message::MessageFlags;
 use twilight_model::http::attachment::Attachment as OutAttachment;
-use twilight_model::http::interaction::{InteractionResponse, InteractionResponseType};
+use twilight_model::http::interaction::{
+    InteractionResponse, InteractionResponseData, InteractionResponseType,
+};
 use twilight_model::id::marker::{ApplicationMarker, ChannelMarker, MessageMarker};
 use twilight_model::id::Id;
 
@@ -441,6 +444,16 @@ pub fn slash_command(
     }
 }
 
+/// Whether only the user who asked may see the answer: a link code is theirs
+/// alone (whoever enters it on the website links the asker to their own
+/// account), so `/link` is answered with an ephemeral message.
+pub fn answers_privately(interaction: &Interaction) -> bool {
+    matches!(
+        &interaction.data,
+        Some(InteractionData::ApplicationCommand(data)) if data.name == "link"
+    )
+}
+
 /// What one instance needs to handle interactions, whichever way they come.
 #[derive(Clone)]
 pub struct Handler {
@@ -570,7 +583,10 @@ impl Handler {
             let dc = this.bot.messenger().clone();
             let response = InteractionResponse {
                 kind: InteractionResponseType::DeferredChannelMessageWithSource,
-                data: None,
+                data: answers_privately(&interaction).then(|| InteractionResponseData {
+                    flags: Some(MessageFlags::EPHEMERAL),
+                    ..Default::default()
+                }),
             };
             let deferred = dc
                 .http
@@ -833,7 +849,10 @@ mod tests {
     fn commands_follow_the_capabilities_within_discord_limits() {
         let image = application_commands(&[Capability::Image]);
         let names: Vec<&str> = image.iter().map(|c| c.name.as_str()).collect();
-        assert_eq!(names, ["imagine", "status", "cancel", "quota", "help"]);
+        assert_eq!(
+            names,
+            ["imagine", "status", "cancel", "quota", "link", "help"]
+        );
         let all = application_commands(&[
             Capability::Image,
             Capability::Video,
@@ -841,7 +860,7 @@ mod tests {
             Capability::SpeechToText,
             Capability::TextToSpeech,
         ]);
-        assert_eq!(all.len(), 9);
+        assert_eq!(all.len(), 10);
         for c in &all {
             assert!((1..=32).contains(&c.name.len()), "{}", c.name);
             assert!(
@@ -894,6 +913,12 @@ mod tests {
         assert_eq!(
             slash_command(&data, &[Capability::Image]).unwrap(),
             Some(tessera_chat::command::Command::Quota)
+        );
+        let data: CommandData =
+            serde_json::from_value(json!({"id": "14", "name": "link", "type": 1})).unwrap();
+        assert_eq!(
+            slash_command(&data, &[Capability::Image]).unwrap(),
+            Some(tessera_chat::command::Command::Link)
         );
         let data: CommandData = serde_json::from_value(
             json!({"id": "13", "name": "video", "type": 1, "options": [{"name": "prompt", "type": 3, "value": "x"}]}),

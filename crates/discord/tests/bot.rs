@@ -381,12 +381,57 @@ async fn replies_move_to_the_channel_when_the_interaction_token_expires(backend:
     s.app.shutdown().await;
 }
 
+/// `/link` is answered only to the asker (ephemeral) with a code the
+/// website's key redeems to link the Discord user to an account.
+async fn link_answers_privately_with_a_code_the_website_redeems(backend: Backend) {
+    let s = Setup::new(
+        backend,
+        vec![Capability::Image],
+        0,
+        DiscordOptions::default(),
+        |_| {},
+    )
+    .await;
+    let bot = s.start().await;
+    let asked = s.dc.slash(TOKEN, CHANNEL, 46, "link", json!({}));
+    let answered = s
+        .wait(asked.id, "no link code", |r| {
+            original_is(r, "Your link code is")
+        })
+        .await;
+    let original = answered.original.as_ref().unwrap();
+    assert!(original.ephemeral(), "only the asker sees the code");
+    let code: String = original
+        .content
+        .trim_start_matches("Your link code is ")
+        .chars()
+        .take(9)
+        .collect();
+
+    let web = s.app.frontend(Platform::Web, "web-1").await;
+    let account = web
+        .create_account(&tessera_api::public::Credentials {
+            email: "ada@example.org".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .unwrap();
+    let linked = web
+        .redeem_link_code(&account.user_ref, &code)
+        .await
+        .unwrap();
+    assert_eq!(linked.linked, ["discord:46"]);
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
 tessera_testkit::backend_tests!(
     imagine_is_deferred_then_followed_up_with_the_image,
     an_audio_attachment_is_transcribed,
     quota_exhaustion_is_told_with_the_reset_time,
     a_restarted_bot_delivers_what_it_was_following,
     replies_move_to_the_channel_when_the_interaction_token_expires,
+    link_answers_privately_with_a_code_the_website_redeems,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@
 //! - [`dispatch`]: the worker registry and the event-driven dispatcher.
 //! - [`monitor`]: lost workers, run timeouts and jobs no worker can serve.
 //! - [`artifacts`]: the object store holding artifacts and inputs.
+//! - [`passwords`]: website passwords, hashed with Argon2id a few at a time.
 //! - [`metrics`]: Prometheus metrics at `/metrics`, counted and read at scrape time.
 //! - [`app`]: wiring: open the store, build the router, serve until shutdown.
 //!
@@ -23,6 +24,7 @@ pub mod estimate;
 pub mod http;
 pub mod metrics;
 pub mod monitor;
+pub mod passwords;
 pub mod queue;
 pub mod store;
 

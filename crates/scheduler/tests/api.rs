@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 
 use tessera_api::admin::CreateKeyRequest;
 use tessera_api::internal::{Heartbeat, WorkerStatus};
-use tessera_api::public::{CreateJobRequest, CreateJobResponse, JobView, ListJobsQuery};
+use tessera_api::public::{
+    CreateJobRequest, CreateJobResponse, Credentials, JobView, LinkCode, ListJobsQuery,
+};
 use tessera_api::{ApiErrorBody, Client, ClientError, ErrorDetail};
 use tessera_core::{ApiKeyId, Capability, JobId, JobState, Platform};
 use tessera_testkit::{backend_tests, Backend, TestApp};
@@ -22,6 +24,7 @@ use tessera_testkit::{backend_tests, Backend, TestApp};
 const TG_BOT: &str = "tg-image-bot-1";
 const TG_BOT_2: &str = "tg-image-bot-2";
 const DC_BOT: &str = "dc-image-bot-1";
+const WEB: &str = "web-1";
 
 // ---- helpers ----
 
@@ -1635,6 +1638,11 @@ async fn openapi_and_probes(backend: Backend) {
         "/api/admin/users/{user_ref}/plan",
         "/api/admin/jobs",
         "/api/admin/jobs/{job_id}",
+        "/api/v1/accounts",
+        "/api/v1/accounts/sign-in",
+        "/api/v1/accounts/{user_ref}",
+        "/api/v1/accounts/{user_ref}/links",
+        "/api/v1/link-codes",
     ] {
         assert!(
             paths.contains_key(path),
@@ -1720,6 +1728,397 @@ async fn delivery_is_acknowledged_once_jobs_end(backend: Backend) {
     assert!(other.mark_delivered(&ended.job_id).await.is_ok());
 }
 
+// ---- 10. accounts and links ----
+
+fn credentials(email: &str, password: &str) -> Credentials {
+    Credentials {
+        email: email.to_owned(),
+        password: password.to_owned(),
+    }
+}
+
+const CODE_ALPHABET: &str = "23456789ABCDEFGHJKMNPQRSTUVWXYZ";
+
+/// A link code as issued: `XXXX-XXXX` from the unambiguous alphabet, valid
+/// for ten minutes.
+#[track_caller]
+fn check_code(code: &LinkCode) {
+    let (a, b) = code.code.split_once('-').expect("two groups");
+    assert_eq!((a.len(), b.len()), (4, 4), "{}", code.code);
+    assert!(
+        a.chars()
+            .chain(b.chars())
+            .all(|c| CODE_ALPHABET.contains(c)),
+        "{}",
+        code.code
+    );
+    let ttl = code.expires_at - Utc::now();
+    assert!(
+        ttl > chrono::Duration::minutes(9) && ttl <= chrono::Duration::minutes(10),
+        "expires in {ttl}"
+    );
+}
+
+async fn accounts_sign_up_and_sign_in(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let web_key = app.key(Platform::Web, WEB).await;
+    let web = app.client_with(&web_key);
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+
+    let created = send(
+        raw(&app, Method::POST, "/api/v1/accounts")
+            .bearer_auth(&web_key)
+            .json(&json!({"email": "  Ada@Example.ORG ", "password": "correct horse battery"})),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    assert!(
+        !created.body.to_string().contains("argon2") && !created.body.to_string().contains("horse"),
+        "neither the password nor its hash is shown: {}",
+        created.body
+    );
+    let ada: tessera_api::public::AccountView =
+        serde_json::from_value(created.body).expect("an account");
+    let id = ada.user_ref.strip_prefix("web:").expect("a web user");
+    assert_eq!(id.len(), 26, "a ULID: {id}");
+    assert_eq!(id, id.to_lowercase());
+    assert_eq!(ada.email, "ada@example.org");
+    assert!(ada.linked.is_empty());
+    // On the default plan, like any new user.
+    let quota = web.get_user(&ada.user_ref).await.unwrap();
+    assert_eq!(
+        (quota.plan.id.as_str(), quota.tokens_used_today),
+        ("free", 0)
+    );
+
+    // One account per email, whatever its case.
+    for email in ["ada@example.org", "ADA@example.org"] {
+        let e = api_error(
+            web.create_account(&credentials(email, "another password"))
+                .await,
+            StatusCode::CONFLICT,
+            "email_taken",
+        );
+        assert_eq!(e.field.as_deref(), Some("email"));
+    }
+    for email in [
+        "",
+        "ada",
+        "@example.org",
+        "ada@example",
+        "ada@.example.org",
+        "ada@example.org.",
+        "ada@@example.org",
+        "ada lovelace@example.org",
+        "ada@exa\u{0}mple.org",
+        &format!("{}@example.org", "a".repeat(243)),
+    ] {
+        let e = api_error(
+            web.create_account(&credentials(email, "correct horse battery"))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_email",
+        );
+        assert_eq!(e.field.as_deref(), Some("email"), "{email:?}");
+    }
+    for password in ["", "7 chars", &"p".repeat(257)] {
+        let e = api_error(
+            web.create_account(&credentials("bob@example.org", password))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "weak_password",
+        );
+        assert_eq!(e.field.as_deref(), Some("password"));
+    }
+    // Characters are counted, not bytes: eight of them will do, 256 too.
+    web.create_account(&credentials("bob@example.org", "пароль12"))
+        .await
+        .unwrap();
+    web.create_account(&credentials("cy@example.org", &"p".repeat(256)))
+        .await
+        .unwrap();
+
+    // Signing in: the email as typed, the password exactly.
+    let signed = web
+        .sign_in(&credentials(" ADA@example.org", "correct horse battery"))
+        .await
+        .unwrap();
+    assert_eq!(signed, ada);
+    let wrong = api_error(
+        web.sign_in(&credentials("ada@example.org", "correct horse batterY"))
+            .await,
+        StatusCode::FORBIDDEN,
+        "sign_in_failed",
+    );
+    // An unknown email gets the very same answer.
+    for email in ["eve@example.org", "not an email"] {
+        let unknown = api_error(
+            web.sign_in(&credentials(email, "correct horse battery"))
+                .await,
+            StatusCode::FORBIDDEN,
+            "sign_in_failed",
+        );
+        assert_eq!(unknown, wrong);
+    }
+
+    assert_eq!(web.get_account(&ada.user_ref).await.unwrap(), ada);
+    api_error(
+        web.get_account("web:nobody").await,
+        StatusCode::NOT_FOUND,
+        "account_not_found",
+    );
+    // A web user seen through jobs only has no account either.
+    web.create_job(
+        &image_job(Platform::Web, WEB, "web:anon", prompt("x")),
+        None,
+    )
+    .await
+    .unwrap();
+    api_error(
+        web.get_account("web:anon").await,
+        StatusCode::NOT_FOUND,
+        "account_not_found",
+    );
+    api_error(
+        web.get_account("telegram:1").await,
+        StatusCode::FORBIDDEN,
+        "forbidden_user_ref",
+    );
+
+    // Accounts are the website's: bots' keys are refused before anything is read.
+    let ada_creds = credentials("ada@example.org", "correct horse battery");
+    api_error(
+        tg.create_account(&credentials("tg@example.org", "correct horse battery"))
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden_frontend",
+    );
+    api_error(
+        tg.sign_in(&ada_creds).await,
+        StatusCode::FORBIDDEN,
+        "forbidden_frontend",
+    );
+    api_error(
+        tg.get_account(&ada.user_ref).await,
+        StatusCode::FORBIDDEN,
+        "forbidden_frontend",
+    );
+    api_error(
+        tg.redeem_link_code(&ada.user_ref, "K7QF-M2XD").await,
+        StatusCode::FORBIDDEN,
+        "forbidden_frontend",
+    );
+    // Link codes are for bot users on the key's own platform.
+    let e = api_error(
+        web.create_link_code(&ada.user_ref).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "not_linkable",
+    );
+    assert_eq!(e.field.as_deref(), Some("user_ref"));
+    api_error(
+        tg.create_link_code("discord:1").await,
+        StatusCode::FORBIDDEN,
+        "forbidden_user_ref",
+    );
+    api_error(
+        tg.create_link_code("telegram:").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_user_ref",
+    );
+    // Unknown fields are refused, as everywhere.
+    send(
+        raw(&app, Method::POST, "/api/v1/accounts/sign-in")
+            .bearer_auth(&web_key)
+            .json(&json!({"email": "ada@example.org", "password": "correct horse battery", "admin": true})),
+    )
+    .await
+    .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request");
+    app.shutdown().await;
+}
+
+async fn linked_bot_users_share_the_accounts_plan_and_quota(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let web = app.frontend(Platform::Web, WEB).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+    let dc = app.frontend(Platform::Discord, DC_BOT).await;
+    let ada = web
+        .create_account(&credentials("ada@example.org", "correct horse battery"))
+        .await
+        .unwrap();
+
+    // The bot user asks for a code (and is created on first sight)...
+    let code = tg.create_link_code("telegram:42").await.unwrap();
+    check_code(&code);
+    assert_eq!(tg.get_user("telegram:42").await.unwrap().plan.id, "free");
+    // ...asking again replaces it...
+    let code_2 = tg.create_link_code("telegram:42").await.unwrap();
+    check_code(&code_2);
+    assert_ne!(code_2.code, code.code);
+    let e = api_error(
+        web.redeem_link_code(&ada.user_ref, &code.code).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_link_code",
+    );
+    assert_eq!(e.field.as_deref(), Some("code"));
+    // ...a web user without an account cannot use it (and it is not spent)...
+    api_error(
+        web.redeem_link_code("web:nobody", &code_2.code).await,
+        StatusCode::NOT_FOUND,
+        "account_not_found",
+    );
+    // ...and the website redeems it, typed loosely, for the signed-in account.
+    let typed = code_2.code.to_lowercase().replace('-', " ");
+    let linked = web.redeem_link_code(&ada.user_ref, &typed).await.unwrap();
+    assert_eq!(linked.linked, ["telegram:42"]);
+    assert_eq!(web.get_account(&ada.user_ref).await.unwrap(), linked);
+    // A code links once.
+    api_error(
+        web.redeem_link_code(&ada.user_ref, &code_2.code).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_link_code",
+    );
+    for garbage in ["", "K7QF", "K7QF-M2XD-9", "0000-0000", "\u{0}"] {
+        api_error(
+            web.redeem_link_code(&ada.user_ref, garbage).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_link_code",
+        );
+    }
+
+    // One quota: a job from Telegram and one from the website are charged
+    // to the account, and both users see the same day.
+    let web_job = |text: &str| image_job(Platform::Web, WEB, &ada.user_ref, prompt(text));
+    let tg_first = tg
+        .create_job(&tg_job("telegram:42", prompt("from telegram")), None)
+        .await
+        .unwrap()
+        .job;
+    web.create_job(&web_job("from the website"), None)
+        .await
+        .unwrap();
+    let seen_by_bot = tg.get_user("telegram:42").await.unwrap();
+    let seen_by_web = web.get_user(&ada.user_ref).await.unwrap();
+    assert_eq!(
+        (seen_by_bot.tokens_used_today, seen_by_bot.tokens_left_today),
+        (2, Some(18))
+    );
+    assert_eq!(
+        (seen_by_web.tokens_used_today, seen_by_web.tokens_left_today),
+        (2, Some(18))
+    );
+    assert_eq!(seen_by_bot.plan, seen_by_web.plan);
+    // Spent from both sides, it is spent for both.
+    for i in 0..18 {
+        if i % 2 == 0 {
+            tg.create_job(&tg_job("telegram:42", prompt("x")), None)
+                .await
+                .unwrap();
+        } else {
+            web.create_job(&web_job("x"), None).await.unwrap();
+        }
+    }
+    api_error(
+        tg.create_job(&tg_job("telegram:42", prompt("one more")), None)
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "quota_exhausted",
+    );
+    api_error(
+        web.create_job(&web_job("one more"), None).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "quota_exhausted",
+    );
+    // A refund frees a token for both.
+    tg.cancel_job(&tg_first.job_id).await.unwrap();
+    assert_eq!(
+        web.get_user(&ada.user_ref).await.unwrap().tokens_used_today,
+        19
+    );
+    web.create_job(&web_job("the freed token"), None)
+        .await
+        .unwrap();
+    api_error(
+        tg.create_job(&tg_job("telegram:42", prompt("x")), None)
+            .await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "quota_exhausted",
+    );
+
+    // One plan: putting the bot user on a plan puts the account on it.
+    let upgraded = app.admin.set_plan("telegram:42", "pro").await.unwrap();
+    assert_eq!(
+        (
+            upgraded.plan.id.as_str(),
+            upgraded.tokens_used_today,
+            upgraded.tokens_left_today
+        ),
+        ("pro", 20, Some(280))
+    );
+    let account_quota = web.get_user(&ada.user_ref).await.unwrap();
+    assert_eq!(
+        (
+            account_quota.plan.id.as_str(),
+            account_quota.tokens_left_today
+        ),
+        ("pro", Some(280))
+    );
+    let big = tg_job(
+        "telegram:42",
+        json!({"prompt": "x", "resolution": "2048x2048"}),
+    );
+    assert_eq!(tg.create_job(&big, None).await.unwrap().job.cost_tokens, 4);
+
+    // A Discord user links to the same account.
+    let dc_code = dc.create_link_code("discord:9").await.unwrap();
+    check_code(&dc_code);
+    let linked = web
+        .redeem_link_code(&ada.user_ref, &dc_code.code)
+        .await
+        .unwrap();
+    assert_eq!(linked.linked, ["discord:9", "telegram:42"]);
+    assert_eq!(
+        dc.get_user("discord:9").await.unwrap().tokens_used_today,
+        24
+    );
+
+    // Linking again elsewhere moves the bot user: its quota is the new account's.
+    let bob = web
+        .create_account(&credentials("bob@example.org", "another password"))
+        .await
+        .unwrap();
+    let moved = tg.create_link_code("telegram:42").await.unwrap();
+    let bob = web
+        .redeem_link_code(&bob.user_ref, &moved.code)
+        .await
+        .unwrap();
+    assert_eq!(bob.linked, ["telegram:42"]);
+    assert_eq!(
+        web.get_account(&ada.user_ref).await.unwrap().linked,
+        ["discord:9"]
+    );
+    let now_bobs = tg.get_user("telegram:42").await.unwrap();
+    assert_eq!(
+        (now_bobs.plan.id.as_str(), now_bobs.tokens_used_today),
+        ("free", 0)
+    );
+    tg.create_job(&tg_job("telegram:42", prompt("on bob")), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        web.get_user(&bob.user_ref).await.unwrap().tokens_used_today,
+        1
+    );
+    assert_eq!(
+        web.get_user(&ada.user_ref).await.unwrap().tokens_used_today,
+        24
+    );
+
+    // What each user id was charged is what its jobs cost, refunds included.
+    let checked = tessera_testkit::invariants::check(&**app.store(), &[], None, false).await;
+    assert_eq!(checked.tokens_charged, 24 + 1);
+    app.shutdown().await;
+}
+
 backend_tests!(
     create_get_cancel_round_trip,
     credentials_are_checked,
@@ -1741,4 +2140,6 @@ backend_tests!(
     admin_endpoints,
     openapi_and_probes,
     delivery_is_acknowledged_once_jobs_end,
+    accounts_sign_up_and_sign_in,
+    linked_bot_users_share_the_accounts_plan_and_quota,
 );

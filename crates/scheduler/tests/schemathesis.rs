@@ -5,7 +5,8 @@
 //! backends); Schemathesis, pinned in `crates/testkit/py/requirements.txt` and
 //! run on the test engines' interpreter (`TESSERA_TEST_PYTHON`, set by
 //! `scripts/test`), reads `/api/openapi.json` and tests every operation in it
-//! three times: with a frontend key, with the admin token and with the
+//! four times: with a bot's frontend key, with the website's key (which
+//! alone gets past the accounts' check), with the admin token and with the
 //! internal token, so each part of the API is reached past its credential
 //! check at least once. Each run:
 //!
@@ -110,8 +111,10 @@ async fn schemathesis(app: &TestApp, who: &str, token: &str) -> String {
 async fn no_input_makes_a_server_error(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.key(Platform::Telegram, "tg-image-bot-1").await;
+    let web_key = app.key(Platform::Web, "web-1").await;
     for (who, token) in [
         ("frontend key", key.as_str()),
+        ("web key", web_key.as_str()),
         ("admin token", app.admin_token.as_str()),
         ("internal token", app.internal_token.as_str()),
     ] {

@@ -8,8 +8,8 @@ use tessera_core::billing::CostRules;
 use tessera_core::catalog::ModelCatalog;
 use tessera_core::{params, Capability, JobId, JobState, Plan, Platform, Transition, UserRef};
 use tessera_scheduler::store::{
-    CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, Store, TransitionChange,
-    TransitionOutcome,
+    AccountRecord, CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, RedeemOutcome, Store,
+    TransitionChange, TransitionOutcome,
 };
 use tessera_testkit::{backend_tests, Backend, TestDb};
 
@@ -892,6 +892,374 @@ async fn batch_claims_pass_over_chosen_jobs_and_taken_ones(backend: Backend) {
     );
 }
 
+// ---- accounts and links ----
+
+/// A stand-in for a link code's hash: the store keeps whatever it is given.
+fn code(n: u8) -> [u8; 32] {
+    [n; 32]
+}
+
+async fn account(store: &dyn Store, user: &str, email: &str) -> AccountRecord {
+    store
+        .create_account(&user.parse().unwrap(), email, "$argon2id$stand-in", 5)
+        .await
+        .unwrap()
+        .expect("a new account")
+}
+
+#[track_caller]
+fn linked(outcome: RedeemOutcome) -> AccountRecord {
+    match outcome {
+        RedeemOutcome::Linked(account) => account,
+        other => panic!("expected a link, got {other:?}"),
+    }
+}
+
+async fn accounts_are_found_by_email_and_user(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let ada = account(&*store, "web:ada", "ada@example.org").await;
+    assert_eq!(
+        (ada.user_ref.as_str(), ada.email.as_str(), ada.created_at),
+        ("web:ada", "ada@example.org", 5)
+    );
+    assert!(ada.linked.is_empty());
+    // An email is one account's.
+    assert!(store
+        .create_account(&"web:eve".parse().unwrap(), "ada@example.org", "h", 6)
+        .await
+        .unwrap()
+        .is_none());
+    let (found, hash) = store
+        .account_by_email("ada@example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((found, hash.as_str()), (ada.clone(), "$argon2id$stand-in"));
+    assert!(store
+        .account_by_email("eve@example.org")
+        .await
+        .unwrap()
+        .is_none());
+    let web_ada: UserRef = "web:ada".parse().unwrap();
+    assert_eq!(store.get_account(&web_ada).await.unwrap(), Some(ada));
+    // A web user seen only through jobs, and a user never seen, have no account.
+    created(&*store, "web:anon", 1).await;
+    for user in ["web:anon", "web:nobody", "telegram:1"] {
+        let user: UserRef = user.parse().unwrap();
+        assert_eq!(store.get_account(&user).await.unwrap(), None, "{user}");
+    }
+    // An account starts on the default plan.
+    let quota = store.quota(&web_ada, day()).await.unwrap().unwrap();
+    assert_eq!((quota.plan.id.as_str(), quota.tokens_used), ("free", 0));
+}
+
+async fn link_codes_link_once_replace_and_expire(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let ada = account(&*store, "web:ada", "ada@example.org").await;
+    let web_ada: UserRef = "web:ada".parse().unwrap();
+    let tg: UserRef = "telegram:7".parse().unwrap();
+    let dc: UserRef = "discord:8".parse().unwrap();
+
+    // Asking creates the bot user on first sight, on the default plan.
+    assert!(store.quota(&tg, day()).await.unwrap().is_none());
+    assert!(store.put_link_code(&tg, &code(1), 1_000, 0).await.unwrap());
+    assert_eq!(
+        store.quota(&tg, day()).await.unwrap().unwrap().plan.id,
+        "free"
+    );
+    // Another user cannot get a code equal to a live one.
+    assert!(!store.put_link_code(&dc, &code(1), 1_000, 0).await.unwrap());
+
+    // Unknown codes, and users without an account, link nothing; the code
+    // survives a redeem by a user with no account.
+    assert_eq!(
+        store
+            .redeem_link_code(&web_ada, &code(9), 10)
+            .await
+            .unwrap(),
+        RedeemOutcome::InvalidCode
+    );
+    let anon: UserRef = "web:anon".parse().unwrap();
+    assert_eq!(
+        store.redeem_link_code(&anon, &code(1), 10).await.unwrap(),
+        RedeemOutcome::NoAccount
+    );
+    let now = linked(
+        store
+            .redeem_link_code(&web_ada, &code(1), 10)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(now.linked, ["telegram:7"]);
+    assert_eq!(now.user_id, ada.user_id);
+    assert_eq!(store.get_account(&web_ada).await.unwrap(), Some(now));
+    // Single use.
+    assert_eq!(
+        store
+            .redeem_link_code(&web_ada, &code(1), 11)
+            .await
+            .unwrap(),
+        RedeemOutcome::InvalidCode
+    );
+
+    // Asking again replaces the earlier code.
+    assert!(store.put_link_code(&dc, &code(2), 1_000, 20).await.unwrap());
+    assert!(store.put_link_code(&dc, &code(3), 1_000, 21).await.unwrap());
+    assert_eq!(
+        store
+            .redeem_link_code(&web_ada, &code(2), 22)
+            .await
+            .unwrap(),
+        RedeemOutcome::InvalidCode
+    );
+    // A code is live until its expiry, not at it.
+    assert_eq!(
+        store
+            .redeem_link_code(&web_ada, &code(3), 1_000)
+            .await
+            .unwrap(),
+        RedeemOutcome::InvalidCode
+    );
+    assert!(store
+        .put_link_code(&dc, &code(4), 2_000, 1_500)
+        .await
+        .unwrap());
+    let both = linked(
+        store
+            .redeem_link_code(&web_ada, &code(4), 1_999)
+            .await
+            .unwrap(),
+    );
+    // Sorted, whatever the order of linking.
+    assert_eq!(both.linked, ["discord:8", "telegram:7"]);
+
+    // An expired code is forgotten when anyone next asks, so its hash is free again.
+    assert!(store
+        .put_link_code(&tg, &code(5), 3_000, 2_000)
+        .await
+        .unwrap());
+    assert!(store
+        .put_link_code(&dc, &code(5), 9_000, 3_000)
+        .await
+        .unwrap());
+
+    // Re-linking moves a bot user to the account that redeems its new code.
+    account(&*store, "web:bob", "bob@example.org").await;
+    let web_bob: UserRef = "web:bob".parse().unwrap();
+    assert!(store
+        .put_link_code(&tg, &code(6), 9_000, 3_000)
+        .await
+        .unwrap());
+    let bob = linked(
+        store
+            .redeem_link_code(&web_bob, &code(6), 3_001)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        (bob.user_ref.as_str(), bob.linked.clone()),
+        ("web:bob", vec!["telegram:7".to_owned()])
+    );
+    let ada = store.get_account(&web_ada).await.unwrap().unwrap();
+    assert_eq!(ada.linked, ["discord:8"]);
+    let (by_email, _) = store
+        .account_by_email("ada@example.org")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_email, ada);
+}
+
+/// Two redeems racing for one code: one links, the other finds no code.
+async fn racing_redeems_link_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    for i in 0..8 {
+        account(&*store, &format!("web:a{i}"), &format!("a{i}@example.org")).await;
+    }
+    for round in 0..5u8 {
+        let tg: UserRef = format!("telegram:{round}").parse().unwrap();
+        assert!(store
+            .put_link_code(&tg, &code(round), 1_000, 0)
+            .await
+            .unwrap());
+        let mut tasks = Vec::new();
+        for i in 0..8 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let account: UserRef = format!("web:a{i}").parse().unwrap();
+                store
+                    .redeem_link_code(&account, &code(round), 1)
+                    .await
+                    .unwrap()
+            }));
+        }
+        let mut winners = Vec::new();
+        for t in tasks {
+            match t.await.unwrap() {
+                RedeemOutcome::Linked(a) => winners.push(a),
+                RedeemOutcome::InvalidCode => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
+        assert!(winners[0].linked.contains(&tg.to_string()));
+    }
+}
+
+/// A linked bot user is billed as its account: one plan, one quota, jobs
+/// charged and refunded to the account's usage row, from either side.
+async fn linked_users_share_the_accounts_plan_and_quota(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let ada = account(&*store, "web:ada", "ada@example.org").await;
+    let web_ada: UserRef = "web:ada".parse().unwrap();
+    let tg: UserRef = "telegram:7".parse().unwrap();
+    // A job before linking is the bot user's own.
+    let before = created(&*store, "telegram:7", 1).await;
+    assert_ne!(before.user_id, ada.user_id);
+    assert!(store.put_link_code(&tg, &code(1), 1_000, 2).await.unwrap());
+    linked(store.redeem_link_code(&web_ada, &code(1), 3).await.unwrap());
+    // Its own day's usage stays its own; the account's is now what it sees.
+    assert_eq!(
+        store.tokens_charged(before.user_id, day()).await.unwrap(),
+        1
+    );
+    assert_eq!(store.tokens_used(&tg, day()).await.unwrap(), 0);
+
+    // Racing creates from both sides: the account's 20 free tokens, no more.
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let store = store.clone();
+        let user = if i % 2 == 0 { "telegram:7" } else { "web:ada" };
+        tasks.push(tokio::spawn(async move {
+            create(&*store, &new_job(user, 10 + i), json!({"prompt": "x"})).await
+        }));
+    }
+    let mut jobs = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            CreateOutcome::Created(job) => jobs.push(job),
+            CreateOutcome::QuotaExhausted { plan, used, .. } => {
+                assert_eq!((plan.id.as_str(), used), ("free", 20));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(jobs.len(), 20);
+    assert!(jobs.iter().all(|j| j.user_id == ada.user_id));
+    assert!(jobs.iter().any(|j| j.user_ref == "telegram:7"));
+    assert!(jobs.iter().any(|j| j.user_ref == "web:ada"));
+    for user in [&tg, &web_ada] {
+        let q = store.quota(user, day()).await.unwrap().unwrap();
+        assert_eq!((q.plan.id.as_str(), q.tokens_used), ("free", 20), "{user}");
+        assert_eq!(q.user_ref, user.to_string());
+        assert_eq!(store.tokens_used(user, day()).await.unwrap(), 20);
+    }
+    assert_eq!(store.tokens_charged(ada.user_id, day()).await.unwrap(), 20);
+
+    // A refund goes back to the account, whichever side cancels.
+    let bot_job = jobs.iter().find(|j| j.user_ref == "telegram:7").unwrap();
+    let out = store
+        .transition(&bot_job.id, Transition::Cancel, &at(100))
+        .await
+        .unwrap();
+    assert!(matches!(out, TransitionOutcome::Applied(ref j) if j.refunded));
+    assert_eq!(store.tokens_used(&web_ada, day()).await.unwrap(), 19);
+    assert_eq!(store.tokens_used(&tg, day()).await.unwrap(), 19);
+
+    // The plan of a linked user is its account's: setting it sets the account's.
+    let q = store
+        .set_plan(&tg, "pro", day(), 200)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((q.plan.id.as_str(), q.tokens_used), ("pro", 19));
+    let q = store.quota(&web_ada, day()).await.unwrap().unwrap();
+    assert_eq!(q.plan.id, "pro");
+    let job = created(&*store, "telegram:7", 300).await;
+    assert_eq!((job.priority.0, job.user_id), (2, ada.user_id));
+    let gauges = store.gauges().await.unwrap();
+    // One person: counted once, on the plan that applies.
+    assert_eq!(gauges.users_per_plan, [("pro".to_owned(), 1)]);
+
+    // Tokens charged to each user id equal the costs of its jobs not refunded.
+    let mut ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
+    ids.extend([before.id, job.id]);
+    let checked = tessera_testkit::invariants::check(&*store, &ids, None, false).await;
+    assert_eq!(checked.tokens_charged, 1 + 19 + 1);
+}
+
+/// The two schemas, migrated, have the same tables and columns, and the
+/// same columns may be NULL (SQLite's primary keys aside: it lets a
+/// non-integer primary key hold NULL, though Tessera never writes one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_schemas_are_equal_column_for_column() {
+    use sqlx::Connection;
+    use std::collections::BTreeMap;
+
+    let pg = TestDb::new(Backend::Postgres).await;
+    let lite = TestDb::new(Backend::Sqlite).await;
+    // Opening a store applies the migrations.
+    pg.store().await.close().await;
+    lite.store().await.close().await;
+
+    // (table, column) -> (nullable, part of the primary key)
+    let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+    let rows: Vec<(String, String, String, bool)> = sqlx::query_as(
+        "SELECT c.table_name::text, c.column_name::text, c.is_nullable::text, \
+         EXISTS (SELECT 1 FROM information_schema.table_constraints t \
+                 JOIN information_schema.key_column_usage k \
+                   ON k.constraint_name = t.constraint_name AND k.table_name = t.table_name \
+                 WHERE t.constraint_type = 'PRIMARY KEY' AND t.table_name = c.table_name \
+                   AND k.column_name = c.column_name) \
+         FROM information_schema.columns c \
+         WHERE c.table_schema = 'public' AND c.table_name NOT LIKE '\\_sqlx%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let postgres: BTreeMap<(String, String), (bool, bool)> = rows
+        .into_iter()
+        .map(|(t, c, nullable, pk)| ((t, c), (nullable == "YES", pk)))
+        .collect();
+    let mut conn = sqlx::SqliteConnection::connect(&lite.url).await.unwrap();
+    let rows: Vec<(String, String, i64, i64)> = sqlx::query_as(
+        "SELECT m.name, p.name, p.\"notnull\", p.pk FROM sqlite_master m \
+         JOIN pragma_table_info(m.name) p \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND m.name NOT LIKE '\\_sqlx%' ESCAPE '\\'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let sqlite: BTreeMap<(String, String), (bool, bool)> = rows
+        .into_iter()
+        .map(|(t, c, notnull, pk)| ((t, c), (notnull == 0, pk > 0)))
+        .collect();
+
+    let names =
+        |m: &BTreeMap<(String, String), (bool, bool)>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&postgres),
+        names(&sqlite),
+        "tables and columns differ"
+    );
+    assert!(postgres.contains_key(&("link_codes".to_owned(), "code_hash".to_owned())));
+    for (column, &(pg_nullable, pk)) in &postgres {
+        let (lite_nullable, lite_pk) = sqlite[column];
+        assert_eq!(pk, lite_pk, "{column:?}: primary key on one side only");
+        if !pk {
+            assert_eq!(
+                pg_nullable, lite_nullable,
+                "{column:?}: NULL allowed on one side only"
+            );
+        }
+    }
+}
+
 backend_tests!(
     batch_claims_pass_over_chosen_jobs_and_taken_ones,
     first_sight_creates_a_free_user_and_charges_the_job,
@@ -908,4 +1276,8 @@ backend_tests!(
     queue_windows_find_what_a_full_scan_finds,
     racing_claims_dispatch_each_job_once,
     heartbeats_keep_the_latest_description_and_first_sight,
+    accounts_are_found_by_email_and_user,
+    link_codes_link_once_replace_and_expire,
+    racing_redeems_link_once,
+    linked_users_share_the_accounts_plan_and_quota,
 );

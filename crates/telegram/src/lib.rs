@@ -445,6 +445,18 @@ async fn read_message(
     }
     // Rate limits come before any download.
     let user_ref = bot.admit(&chat, &user.id.0.to_string()).await?;
+    // A link code is the asker's alone: whoever enters it on the website
+    // links the asker to their own account. Not in front of a group.
+    if !m.chat.is_private() && text.as_deref().is_some_and(|t| asks_for_link(bot, t)) {
+        let _ = bot
+            .messenger()
+            .send_text(
+                &chat,
+                "Send /link to me in a private chat, so that only you see your code.",
+            )
+            .await;
+        return None;
+    }
     let audio_file = if let Some(v) = m.voice() {
         Some((v.file.clone(), v.mime_type.as_ref().map(|t| t.to_string())))
     } else if let Some(a) = m.audio() {
@@ -511,6 +523,15 @@ async fn read_message(
         command: None,
     };
     Some((incoming, user_ref))
+}
+
+/// Whether `text` is this bot's `/link` command.
+fn asks_for_link(bot: &Bot<Telegram>, text: &str) -> bool {
+    let s = bot.settings();
+    matches!(
+        tessera_chat::command::parse(text, s.username.as_deref(), &s.capabilities),
+        Ok(Some(tessera_chat::command::Command::Link))
+    )
 }
 
 async fn download(tg: &teloxide_core::Bot, file_id: &str) -> anyhow::Result<Bytes> {

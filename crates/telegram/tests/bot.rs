@@ -407,12 +407,69 @@ async fn a_flooding_user_is_told_once_and_others_are_served(backend: Backend) {
     s.app.shutdown().await;
 }
 
+/// `/link` gets a code in the private chat, which the website's key redeems
+/// to link the Telegram user to an account; in a group the code is not shown.
+async fn link_gives_a_code_the_website_redeems(backend: Backend) {
+    let s = Setup::new(backend, vec![Capability::Image], 0, |_| {}).await;
+    let bot = s.start().await;
+    let menu: Vec<String> =
+        s.tg.commands(TOKEN)
+            .into_iter()
+            .map(|c| c.command)
+            .collect();
+    assert!(menu.contains(&"link".to_owned()), "{menu:?}");
+
+    // In a group, the bot asks for a private chat and shows no code.
+    let group = -4242;
+    s.tg.user_text(TOKEN, group, 4242, "/link@tessera_image_bot");
+    let told = s.wait_text(group, "private chat").await;
+    assert!(!told.contains("link code is"), "{told}");
+
+    s.tg.user_text(TOKEN, 4242, 4242, "/link");
+    let text = s.wait_text(4242, "Your link code is").await;
+    assert!(
+        text.contains("Account page within 10 minutes to share one plan and quota"),
+        "{text}"
+    );
+    let code: String = text
+        .trim_start_matches("Your link code is ")
+        .chars()
+        .take(9)
+        .collect();
+    assert_eq!(code.chars().nth(4), Some('-'), "{text}");
+
+    let web = s.app.frontend(Platform::Web, "web-1").await;
+    let account = web
+        .create_account(&tessera_api::public::Credentials {
+            email: "ada@example.org".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .unwrap();
+    let linked = web
+        .redeem_link_code(&account.user_ref, &code)
+        .await
+        .unwrap();
+    assert_eq!(linked.linked, ["telegram:4242"]);
+
+    // The Telegram user now spends the account's quota.
+    s.tg.user_text(TOKEN, 4242, 4242, "/imagine a lighthouse");
+    s.wait_text(4242, "Your image is ready").await;
+    let quota = web.get_user(&account.user_ref).await.unwrap();
+    assert_eq!(quota.tokens_used_today, 1);
+    s.tg.user_text(TOKEN, 4242, 4242, "/quota");
+    s.wait_text(4242, "(1 used)").await;
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
 tessera_testkit::backend_tests!(
     imagine_ends_with_a_photo_in_the_right_chat,
     a_voice_message_is_transcribed,
     quota_and_rate_limits_are_told_in_plain_words,
     a_restarted_bot_delivers_what_it_was_following,
     a_flooding_user_is_told_once_and_others_are_served,
+    link_gives_a_code_the_website_redeems,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! The promises a fault must not break, checked on the database afterwards
 //! (seed section 9): every job created is there, in exactly one state; no
-//! job completed twice; the tokens charged are the costs of the jobs not
-//! refunded; every completed job has its artifacts, and their bytes.
+//! job completed twice; the tokens charged to each user id on each day are
+//! the costs of the jobs charged to it and not refunded; every completed job
+//! has its artifacts, and their bytes.
 //!
 //! Used by the fault tests and the replica tests after they have done their
 //! worst. [`check`] panics with every violation it found, or answers what it
@@ -79,16 +80,18 @@ pub async fn check(
             artifacts.entry(a.job_id.clone()).or_default().push(a);
         }
     }
-    let mut charged: HashMap<(String, chrono::NaiveDate), i64> = HashMap::new();
+    // By the user id a job was charged to (its user's billing user when it
+    // was created: a linked bot user's account), which refunds go back to.
+    let mut charged: HashMap<(i64, chrono::NaiveDate), i64> = HashMap::new();
+    let mut names: HashMap<i64, &str> = HashMap::new();
     for j in &jobs {
         *checked.by_state.entry(j.status.to_string()).or_default() += 1;
         if j.attempts > 1 {
             checked.retried += 1;
         }
         let cost = if j.refunded { 0 } else { j.cost_tokens };
-        *charged
-            .entry((j.user_ref.clone(), j.billing_day))
-            .or_default() += cost;
+        *charged.entry((j.user_id, j.billing_day)).or_default() += cost;
+        names.entry(j.user_id).or_insert(&j.user_ref);
         if settled && !j.status.is_terminal() {
             problems.push(format!("{} is still {}", j.id, j.status));
         }
@@ -141,15 +144,15 @@ pub async fn check(
             }
         }
     }
-    for ((user, day), expected) in &charged {
-        let user_ref = user.parse().expect("a stored user reference");
+    for ((user_id, day), expected) in &charged {
         let used = store
-            .tokens_used(&user_ref, *day)
+            .tokens_charged(*user_id, *day)
             .await
             .expect("reading usage");
         if used != *expected {
             problems.push(format!(
-                "{user} on {day}: {used} tokens charged, the jobs not refunded cost {expected}"
+                "user {user_id} ({} ...) on {day}: {used} tokens charged, the jobs not refunded cost {expected}",
+                names[user_id]
             ));
         }
         checked.tokens_charged += used;

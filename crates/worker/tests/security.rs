@@ -1,9 +1,10 @@
 //! The security matrix: every endpoint of the scheduler and of a worker, asked
 //! with every kind of credential, answers the status its boundary promises
 //! (seed section 11). Credentials: none, a frontend key (the Telegram bot
-//! that owns the job), another frontend's key (a Discord bot), the internal
-//! token workers use, the admin token, the metrics token, and a token that
-//! is nobody's. Every refusal is the JSON error envelope.
+//! that owns the job), another frontend's key (a Discord bot), the
+//! website's key (which alone may use accounts), the internal token workers
+//! use, the admin token, the metrics token, and a token that is nobody's.
+//! Every refusal is the JSON error envelope.
 //!
 //! Expected statuses are written out per cell, so a route added without a
 //! row here, or a boundary that moves, fails this test.
@@ -28,9 +29,10 @@ enum Who {
     Admin,
     Metrics,
     Forged,
+    Web,
 }
 
-const EVERYONE: [Who; 7] = [
+const EVERYONE: [Who; 8] = [
     Who::Nobody,
     Who::Owner,
     Who::OtherFrontend,
@@ -38,6 +40,7 @@ const EVERYONE: [Who; 7] = [
     Who::Admin,
     Who::Metrics,
     Who::Forged,
+    Who::Web,
 ];
 
 struct Call {
@@ -131,6 +134,8 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
     .await;
     let owner_key = app.key(Platform::Telegram, OWNER).await;
     let other_key = app.key(Platform::Discord, "dc-image-bot-1").await;
+    let web_key = app.key(Platform::Web, "web-1").await;
+    let web = app.client_with(&web_key);
     let owner = app.client_with(&owner_key);
     let worker = app
         .worker(
@@ -191,9 +196,22 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         .key
         .key_id;
 
+    // An account, and a code its bot user asked for, for the website to redeem.
+    let password = "correct horse battery";
+    let account = web
+        .create_account(&tessera_api::public::Credentials {
+            email: "ada@example.org".into(),
+            password: password.into(),
+        })
+        .await
+        .unwrap()
+        .user_ref;
+    let code = owner.create_link_code("telegram:5").await.unwrap().code;
+
     let mut tokens = BTreeMap::new();
     tokens.insert(Who::Owner, owner_key.clone());
     tokens.insert(Who::OtherFrontend, other_key.clone());
+    tokens.insert(Who::Web, web_key.clone());
     tokens.insert(Who::Internal, app.internal_token.clone());
     tokens.insert(Who::Admin, app.admin_token.clone());
     tokens.insert(Who::Metrics, metrics_token.clone());
@@ -218,50 +236,93 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         call(Method::GET, "/api/openapi.json", None).otherwise(200),
         // The public API: frontend keys; a key sees only its own bot's jobs.
         call(Method::GET, "/api/v1/jobs", None)
-            .when(&[Owner, OtherFrontend], 200)
+            .when(&[Owner, OtherFrontend, Web], 200)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::POST, "/api/v1/jobs", Some(create))
             .when(&[Owner], 201)
-            .when(&[OtherFrontend], 403)
+            .when(&[OtherFrontend, Web], 403)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::GET, format!("/api/v1/jobs/{done}"), None)
             .when(&[Owner], 200)
-            .when(&[OtherFrontend], 404)
+            .when(&[OtherFrontend, Web], 404)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::POST, format!("/api/v1/jobs/{done}/delivered"), None)
             .when(&[Owner], 200)
-            .when(&[OtherFrontend], 404)
+            .when(&[OtherFrontend, Web], 404)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::GET, "/api/v1/users/telegram:1", None)
             .when(&[Owner], 200)
-            .when(&[OtherFrontend], 403)
+            .when(&[OtherFrontend, Web], 403)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::GET, "/api/v1/plans", None)
-            .when(&[Owner, OtherFrontend], 200)
+            .when(&[Owner, OtherFrontend, Web], 200)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::GET, format!("/api/v1/artifacts/{artifact}"), None)
             .when(&[Owner], 200)
-            .when(&[OtherFrontend], 404)
+            .when(&[OtherFrontend, Web], 404)
             .when(&not_frontends, 403)
             .otherwise(401),
+        // Accounts: the website's key only; a bot's key asks for link codes
+        // for its own platform's users.
+        call(
+            Method::POST,
+            "/api/v1/accounts",
+            Some(json!({"email": "bob@example.org", "password": password})),
+        )
+        .when(&[Web], 201)
+        .when(&[Owner, OtherFrontend], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/v1/accounts/sign-in",
+            Some(json!({"email": "ada@example.org", "password": password})),
+        )
+        .when(&[Web], 200)
+        .when(&[Owner, OtherFrontend], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(Method::GET, format!("/api/v1/accounts/{account}"), None)
+            .when(&[Web], 200)
+            .when(&[Owner, OtherFrontend], 403)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(
+            Method::POST,
+            "/api/v1/link-codes",
+            Some(json!({"user_ref": "telegram:1"})),
+        )
+        .when(&[Owner], 201)
+        .when(&[OtherFrontend, Web], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            format!("/api/v1/accounts/{account}/links"),
+            Some(json!({ "code": code })),
+        )
+        .when(&[Web], 200)
+        .when(&[Owner, OtherFrontend], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
         // Admin: the admin token only.
         call(Method::GET, "/api/admin/keys", None)
             .when(&[Admin], 200)
-            .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
             .otherwise(401),
         call(Method::GET, "/api/admin/jobs", None)
             .when(&[Admin], 200)
-            .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
             .otherwise(401),
         call(Method::GET, "/api/admin/workers", None)
             .when(&[Admin], 200)
-            .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
             .otherwise(401),
         call(
             Method::PUT,
@@ -269,7 +330,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({"plan_id": "pro"})),
         )
         .when(&[Admin], 200)
-        .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+        .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
         .otherwise(401),
         call(
             Method::POST,
@@ -277,15 +338,15 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({"frontend": "web", "bot_id": "web-9"})),
         )
         .when(&[Admin], 201)
-        .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+        .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
         .otherwise(401),
         call(Method::DELETE, format!("/api/admin/keys/{spare_key}"), None)
             .when(&[Admin], 200)
-            .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
             .otherwise(401),
         call(Method::DELETE, format!("/api/admin/jobs/{doomed}"), None)
             .when(&[Admin], 200)
-            .when(&[Owner, OtherFrontend, Internal, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
             .otherwise(401),
         // Uploads: a frontend's raw audio body (JSON here: refused as such).
         call(
@@ -293,13 +354,13 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             "/api/v1/inputs",
             Some(json!({"not": "audio"})),
         )
-        .when(&[Owner, OtherFrontend], 415)
+        .when(&[Owner, OtherFrontend, Web], 415)
         .when(&not_frontends, 403)
         .otherwise(401),
         // Internal: the workers' token only.
         call(Method::POST, "/api/internal/heartbeat", Some(heartbeat))
             .when(&[Internal], 200)
-            .when(&[Owner, OtherFrontend, Admin, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, Admin, Metrics], 403)
             .otherwise(401),
         call(
             Method::POST,
@@ -307,7 +368,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(progress),
         )
         .when(&[Internal], 409)
-        .when(&[Owner, OtherFrontend, Admin, Metrics], 403)
+        .when(&[Owner, OtherFrontend, Web, Admin, Metrics], 403)
         .otherwise(401),
         call(
             Method::POST,
@@ -315,20 +376,20 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({"not": "multipart"})),
         )
         .when(&[Internal], 400)
-        .when(&[Owner, OtherFrontend, Admin, Metrics], 403)
+        .when(&[Owner, OtherFrontend, Web, Admin, Metrics], 403)
         .otherwise(401),
         call(Method::GET, format!("/api/internal/inputs/{input}"), None)
             .when(&[Internal], 200)
-            .when(&[Owner, OtherFrontend, Admin, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, Admin, Metrics], 403)
             .otherwise(401),
         // Metrics: the metrics and admin tokens.
         call(Method::GET, "/metrics", None)
             .when(&[Metrics, Admin], 200)
-            .when(&[Owner, OtherFrontend, Internal], 403)
+            .when(&[Owner, OtherFrontend, Web, Internal], 403)
             .otherwise(401),
         // Last, as it changes state: cancelling the queued job.
         call(Method::DELETE, format!("/api/v1/jobs/{queued}"), None)
-            .when(&[OtherFrontend], 404)
+            .when(&[OtherFrontend, Web], 404)
             .when(&[Owner], 200)
             .when(&not_frontends, 403)
             .otherwise(401),
@@ -346,6 +407,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             .replace(&input.to_string(), "{input_id}")
             .replace("telegram:1", "{user_ref}")
             .replace("telegram:3", "{user_ref}")
+            .replace(&account, "{user_ref}")
     };
     let rows: std::collections::BTreeSet<(String, String)> = scheduler
         .iter()

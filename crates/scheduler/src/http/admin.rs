@@ -114,7 +114,8 @@ pub async fn revoke_key(
     Ok(Json(key_view(key)))
 }
 
-/// Put a user on a plan (created if never seen).
+/// Put a user on a plan (created if never seen). For a bot user linked to a
+/// website account this is the account's plan, which all its users share.
 #[utoipa::path(
     put, path = "/api/admin/users/{user_ref}/plan", tag = "admin",
     params(("user_ref" = String, Path, description = "`platform:id`", pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")),

@@ -1,10 +1,12 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
-//! One module per resource ([`jobs`], [`users`], [`admin`], [`health`]); handlers
-//! take an [`AppState`] and return `Result<_, ApiError>`; [`error`] maps every
-//! failure to JSON in one place. The OpenAPI document is generated from the
-//! handlers' annotations ([`openapi`]) and served at `/api/openapi.json`.
+//! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`],
+//! [`health`]); handlers take an [`AppState`] and return `Result<_, ApiError>`;
+//! [`error`] maps every failure to JSON in one place. The OpenAPI document is
+//! generated from the handlers' annotations ([`openapi`]) and served at
+//! `/api/openapi.json`.
 
+pub mod accounts;
 pub mod admin;
 pub mod auth;
 pub mod error;
@@ -37,6 +39,7 @@ use crate::auth::{KeyCache, TokenCheck};
 use crate::config::SchedulerConfig;
 use crate::dispatch::Dispatcher;
 use crate::estimate::Estimator;
+use crate::passwords::Passwords;
 use crate::queue::QueuePositions;
 use crate::store::Store;
 use error::ApiError;
@@ -57,6 +60,7 @@ pub struct Inner {
     pub keys: KeyCache,
     pub dispatcher: Dispatcher,
     pub blobs: Blobs,
+    pub passwords: Passwords,
 }
 
 impl std::ops::Deref for AppState {
@@ -96,6 +100,7 @@ impl AppState {
             keys: KeyCache::new(Duration::from_secs(config_key_cache)),
             dispatcher,
             blobs,
+            passwords: Passwords::new(),
         })))
     }
 }
@@ -115,6 +120,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{job_id}/delivered", post(jobs::delivered))
         .route("/api/v1/users/{user_ref}", get(users::get))
         .route("/api/v1/plans", get(users::plans))
+        .route("/api/v1/accounts", post(accounts::create))
+        .route("/api/v1/accounts/sign-in", post(accounts::sign_in))
+        .route("/api/v1/accounts/{user_ref}", get(accounts::get))
+        .route("/api/v1/accounts/{user_ref}/links", post(accounts::redeem))
+        .route("/api/v1/link-codes", post(accounts::link_code))
         .route(
             "/api/admin/keys",
             get(admin::list_keys).post(admin::create_key),

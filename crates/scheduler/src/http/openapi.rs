@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorDetail};
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
-use super::{admin as admin_http, files, internal, jobs, results, users};
+use super::{accounts, admin as admin_http, files, internal, jobs, results, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use super::{admin as admin_http, files, internal, jobs, results, users};
     paths(
         jobs::create, jobs::get, jobs::cancel, jobs::list, jobs::delivered,
         users::get, users::plans,
+        accounts::create, accounts::sign_in, accounts::get, accounts::link_code, accounts::redeem,
         admin_http::create_key, admin_http::list_keys, admin_http::revoke_key,
         admin_http::set_plan, admin_http::list_jobs, admin_http::cancel_job,
         admin_http::list_workers, internal::heartbeat,
@@ -29,6 +30,8 @@ use super::{admin as admin_http, files, internal, jobs, results, users};
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
         public::JobList, public::UserQuota, public::PlanList,
+        public::Credentials, public::AccountView, public::LinkCodeRequest, public::LinkCode,
+        public::RedeemLinkRequest,
         admin::CreateKeyRequest, admin::CreatedKey, admin::KeyView, admin::KeyList, admin::SetPlanRequest,
         wire_internal::Heartbeat, wire_internal::HeartbeatAck, wire_internal::WorkerStatus,
         wire_internal::WorkerInfo, wire_internal::WorkerList,
@@ -38,6 +41,7 @@ use super::{admin as admin_http, files, internal, jobs, results, users};
     tags(
         (name = "jobs", description = "Create, follow and cancel jobs"),
         (name = "users", description = "Quotas and plans"),
+        (name = "accounts", description = "Website accounts, and the bot users linked to them"),
         (name = "admin", description = "Keys, plans, jobs and workers, for operators"),
         (name = "files", description = "Audio inputs and job outputs"),
         (name = "internal", description = "Between the scheduler and its workers"),

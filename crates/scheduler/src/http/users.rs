@@ -16,6 +16,7 @@ use crate::store::QuotaRecord;
 
 /// A user's plan, tokens used and left today, and when the quota resets. A user
 /// never seen is shown on the default plan with nothing used (and is not created).
+/// A bot user linked to a website account shows the account's plan and quota.
 #[utoipa::path(
     get, path = "/api/v1/users/{user_ref}", tag = "users",
     params(("user_ref" = String, Path, description = "`platform:id`, on the key's platform", pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")),

@@ -23,6 +23,41 @@ pub(crate) const JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, c
 pub(crate) const PLAN_COLUMNS: &str =
     "p.id, p.name, p.daily_tokens, p.priority, p.max_resolution, p.allowed_models, p.price_cents";
 
+/// The id of a user's billing user, for a row `u` of `users`: the account
+/// it is linked to, or itself. Its plan applies and its `usage_daily` rows
+/// are charged; this expression is the one place that rule is written.
+pub(crate) const BILLING_USER: &str = "COALESCE(u.account_id, u.id)";
+
+/// Selects an account (`a`, a user with an email and a password) with one row
+/// per linked user (`l`, none: one row with NULL): one statement, so the
+/// account and its links are read from one snapshot. Append the condition.
+pub(crate) const ACCOUNT_SELECT: &str = "SELECT a.id, a.user_ref, a.email, a.created_at, \
+    a.password_hash, l.user_ref FROM users a LEFT JOIN users l ON l.account_id = a.id \
+    WHERE a.email IS NOT NULL AND a.password_hash IS NOT NULL AND ";
+
+/// A row of [`ACCOUNT_SELECT`].
+pub(crate) type AccountJoinRow = (i64, String, String, i64, String, Option<String>);
+
+/// The account in rows of [`ACCOUNT_SELECT`], and its password hash; `None`
+/// for no rows. Linked users are sorted here, byte-wise, so both databases
+/// give the same order whatever their collation.
+pub(crate) fn account_from(rows: Vec<AccountJoinRow>) -> Option<(super::AccountRecord, String)> {
+    let mut rows = rows.into_iter();
+    let (user_id, user_ref, email, created_at, hash, first) = rows.next()?;
+    let mut linked: Vec<String> = first.into_iter().chain(rows.filter_map(|r| r.5)).collect();
+    linked.sort();
+    Some((
+        super::AccountRecord {
+            user_id,
+            user_ref,
+            email,
+            linked,
+            created_at,
+        },
+        hash,
+    ))
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct JobRow {
     id: String,
@@ -356,8 +391,12 @@ macro_rules! impl_store {
                         }
                     }
                 }
+                // Billing users only (accounts and unlinked users): a person's
+                // linked bot users share the account's plan and are counted
+                // with it, once, as the plan's revenue is.
                 gauges.users_per_plan = sqlx::query_as(
-                    "SELECT plan_id, COUNT(*) FROM users GROUP BY plan_id ORDER BY plan_id",
+                    "SELECT plan_id, COUNT(*) FROM users WHERE account_id IS NULL \
+                     GROUP BY plan_id ORDER BY plan_id",
                 )
                 .fetch_all(self.reader())
                 .await?;
@@ -464,8 +503,7 @@ macro_rules! impl_store {
                 }
                 sqlx::query(
                     "INSERT INTO users (user_ref, platform, platform_user_id, plan_id, created_at) \
-                     VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (user_ref) DO UPDATE SET plan_id = excluded.plan_id",
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_ref) DO NOTHING",
                 )
                 .bind(user_ref.to_string())
                 .bind(user_ref.platform().as_str())
@@ -474,9 +512,180 @@ macro_rules! impl_store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+                // The plan that applies to a linked user is its account's.
+                sqlx::query(&format!(
+                    "UPDATE users SET plan_id = $1 WHERE id = \
+                     (SELECT {} FROM users u WHERE u.user_ref = $2)",
+                    $crate::store::common::BILLING_USER
+                ))
+                .bind(plan_id)
+                .bind(user_ref.to_string())
+                .execute(&mut *tx)
+                .await?;
                 let quota = Self::quota_on(&mut tx, user_ref, day).await?;
                 tx.commit().await?;
                 Ok(quota)
+            }
+
+            async fn create_account(
+                &self,
+                user_ref: &tessera_core::UserRef,
+                email: &str,
+                password_hash: &str,
+                now: tessera_core::Millis,
+            ) -> Result<Option<$crate::store::AccountRecord>, $crate::store::StoreError> {
+                // A taken email inserts nothing; the user_ref is new (the
+                // caller draws it), so any other conflict is an error.
+                let row: Option<(i64, i64)> = sqlx::query_as(
+                    "INSERT INTO users (user_ref, platform, platform_user_id, plan_id, email, \
+                     password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (email) DO NOTHING RETURNING id, created_at",
+                )
+                .bind(user_ref.to_string())
+                .bind(user_ref.platform().as_str())
+                .bind(user_ref.platform_user_id())
+                .bind(tessera_core::Plan::DEFAULT_ID)
+                .bind(email)
+                .bind(password_hash)
+                .bind(now)
+                .fetch_optional(self.writer())
+                .await?;
+                Ok(row.map(|(user_id, created_at)| $crate::store::AccountRecord {
+                    user_id,
+                    user_ref: user_ref.to_string(),
+                    email: email.to_owned(),
+                    linked: Vec::new(),
+                    created_at,
+                }))
+            }
+
+            async fn account_by_email(
+                &self,
+                email: &str,
+            ) -> Result<Option<($crate::store::AccountRecord, String)>, $crate::store::StoreError>
+            {
+                let mut conn = self.reader().acquire().await?;
+                Self::account_on(&mut conn, "a.email", email).await
+            }
+
+            async fn get_account(
+                &self,
+                user_ref: &tessera_core::UserRef,
+            ) -> Result<Option<$crate::store::AccountRecord>, $crate::store::StoreError> {
+                let mut conn = self.reader().acquire().await?;
+                let found = Self::account_on(&mut conn, "a.user_ref", &user_ref.to_string()).await?;
+                Ok(found.map(|(account, _)| account))
+            }
+
+            async fn put_link_code(
+                &self,
+                user_ref: &tessera_core::UserRef,
+                code_hash: &[u8],
+                expires_at: tessera_core::Millis,
+                now: tessera_core::Millis,
+            ) -> Result<bool, $crate::store::StoreError> {
+                let mut tx = self.writer().begin().await?;
+                sqlx::query(
+                    "INSERT INTO users (user_ref, platform, platform_user_id, plan_id, created_at) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_ref) DO NOTHING",
+                )
+                .bind(user_ref.to_string())
+                .bind(user_ref.platform().as_str())
+                .bind(user_ref.platform_user_id())
+                .bind(tessera_core::Plan::DEFAULT_ID)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let (user_id,): (i64,) = sqlx::query_as("SELECT id FROM users WHERE user_ref = $1")
+                    .bind(user_ref.to_string())
+                    .fetch_one(&mut *tx)
+                    .await?;
+                // The user's earlier code, and everyone's expired ones.
+                sqlx::query("DELETE FROM link_codes WHERE user_id = $1 OR expires_at <= $2")
+                    .bind(user_id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                // A live code with the same hash (or a code this user got
+                // from a request committed meanwhile) inserts nothing.
+                let inserted = sqlx::query(
+                    "INSERT INTO link_codes (code_hash, user_id, expires_at) VALUES ($1, $2, $3) \
+                     ON CONFLICT DO NOTHING",
+                )
+                .bind(code_hash)
+                .bind(user_id)
+                .bind(expires_at)
+                .execute(&mut *tx)
+                .await?;
+                if inserted.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    return Ok(false);
+                }
+                tx.commit().await?;
+                Ok(true)
+            }
+
+            async fn redeem_link_code(
+                &self,
+                account: &tessera_core::UserRef,
+                code_hash: &[u8],
+                now: tessera_core::Millis,
+            ) -> Result<$crate::store::RedeemOutcome, $crate::store::StoreError> {
+                use $crate::store::RedeemOutcome;
+                let account_ref = account.to_string();
+                let mut tx = self.writer().begin().await?;
+                let found: Option<(i64,)> = sqlx::query_as(
+                    "SELECT id FROM users WHERE user_ref = $1 \
+                     AND email IS NOT NULL AND password_hash IS NOT NULL",
+                )
+                .bind(&account_ref)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some((account_id,)) = found else {
+                    tx.rollback().await?;
+                    return Ok(RedeemOutcome::NoAccount);
+                };
+                // Deleting the code is what makes it single use: of two
+                // redeems racing for it, one deletes it and the other finds
+                // nothing.
+                let code: Option<(i64, i64)> = sqlx::query_as(
+                    "DELETE FROM link_codes WHERE code_hash = $1 RETURNING user_id, expires_at",
+                )
+                .bind(code_hash)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let user_id = match code {
+                    None => {
+                        tx.rollback().await?;
+                        return Ok(RedeemOutcome::InvalidCode);
+                    }
+                    Some((_, expires_at)) if expires_at <= now => {
+                        // Expired: gone now, and still no link.
+                        tx.commit().await?;
+                        return Ok(RedeemOutcome::InvalidCode);
+                    }
+                    Some((user_id, _)) => user_id,
+                };
+                // Links are one hop: only bot users are linked, only to accounts.
+                let linked = sqlx::query(
+                    "UPDATE users SET account_id = $1 WHERE id = $2 AND platform <> 'web'",
+                )
+                .bind(account_id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+                if linked.rows_affected() == 0 {
+                    tx.commit().await?;
+                    return Ok(RedeemOutcome::InvalidCode);
+                }
+                let view = Self::account_on(&mut tx, "a.user_ref", &account_ref).await?;
+                tx.commit().await?;
+                match view {
+                    Some((account, _)) => Ok(RedeemOutcome::Linked(account)),
+                    None => Err($crate::store::StoreError::Corrupt(format!(
+                        "account {account_ref} vanished"
+                    ))),
+                }
             }
 
             async fn create_job(
@@ -1021,15 +1230,25 @@ macro_rules! impl_store {
                 user_ref: &tessera_core::UserRef,
                 day: chrono::NaiveDate,
             ) -> Result<i64, $crate::store::StoreError> {
-                let row: Option<(i64,)> = sqlx::query_as(
-                    "SELECT d.tokens_used FROM usage_daily d JOIN users u ON u.id = d.user_id \
+                let row: Option<(i64,)> = sqlx::query_as(&format!(
+                    "SELECT d.tokens_used FROM users u JOIN usage_daily d ON d.user_id = {} \
                      WHERE u.user_ref = $1 AND d.day = $2",
-                )
+                    $crate::store::common::BILLING_USER
+                ))
                 .bind(user_ref.to_string())
                 .bind(day)
                 .fetch_optional(self.reader())
                 .await?;
                 Ok(row.map_or(0, |(t,)| t))
+            }
+
+            async fn tokens_charged(
+                &self,
+                user_id: i64,
+                day: chrono::NaiveDate,
+            ) -> Result<i64, $crate::store::StoreError> {
+                let mut conn = self.reader().acquire().await?;
+                Self::used_on(&mut conn, user_id, day).await
             }
         }
 
@@ -1186,15 +1405,20 @@ macro_rules! impl_store {
                 .transpose()
             }
 
-            /// The user and their plan, if the user exists.
+            /// The user's billing user (the account it is linked to, or
+            /// itself) and that user's plan, if the user exists: what a job
+            /// of the user is charged to and validated against.
             async fn find_user_plan(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 user_ref: &str,
             ) -> Result<Option<$crate::store::common::UserPlanRow>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(&format!(
-                    "SELECT u.id AS user_id, {} FROM users u JOIN plans p ON p.id = u.plan_id \
+                    "SELECT b.id AS user_id, {} FROM users u \
+                     JOIN users b ON b.id = {} \
+                     JOIN plans p ON p.id = b.plan_id \
                      WHERE u.user_ref = $1",
-                    $crate::store::common::PLAN_COLUMNS
+                    $crate::store::common::PLAN_COLUMNS,
+                    $crate::store::common::BILLING_USER
                 ))
                 .bind(user_ref)
                 .fetch_optional(&mut *conn)
@@ -1228,6 +1452,24 @@ macro_rules! impl_store {
                     }
                 };
                 Ok((row.user_id, row.plan.try_into()?))
+            }
+
+            /// The account whose `column` (`a.email` or `a.user_ref`) is
+            /// `value`, with its linked users and its password hash.
+            async fn account_on(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                column: &'static str,
+                value: &str,
+            ) -> Result<Option<($crate::store::AccountRecord, String)>, $crate::store::StoreError>
+            {
+                let rows: Vec<$crate::store::common::AccountJoinRow> = sqlx::query_as(&format!(
+                    "{}{column} = $1",
+                    $crate::store::common::ACCOUNT_SELECT
+                ))
+                .bind(value)
+                .fetch_all(&mut *conn)
+                .await?;
+                Ok($crate::store::common::account_from(rows))
             }
 
             async fn used_on(

@@ -111,6 +111,30 @@ pub struct QuotaRecord {
     pub tokens_used: i64,
 }
 
+/// A website account: a `web:` user with an email and a password, and the
+/// bot users linked to it, who are billed as it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRecord {
+    pub user_id: i64,
+    pub user_ref: String,
+    pub email: String,
+    /// `platform:id` of every bot user linked to the account, sorted.
+    pub linked: Vec<String>,
+    pub created_at: Millis,
+}
+
+/// What redeeming a link code did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedeemOutcome {
+    /// The code's bot user is now linked to the account (moved, if it was
+    /// linked to another); the account as it now is.
+    Linked(AccountRecord),
+    /// No such code: never issued, already used, replaced or expired.
+    InvalidCode,
+    /// The user redeeming is not an account; the code was left unused.
+    NoAccount,
+}
+
 /// The create request, after authentication and shape checks.
 #[derive(Clone, Debug)]
 pub struct NewJob {
@@ -287,7 +311,8 @@ pub struct StoreGauges {
     pub queued: Vec<(Capability, Priority, i64)>,
     /// RUNNING jobs by capability.
     pub running: Vec<(Capability, i64)>,
-    /// Users by plan id.
+    /// Billing users (accounts and users linked to none) by plan id: a
+    /// person's linked bot users are counted once, with their account.
     pub users_per_plan: Vec<(String, i64)>,
 }
 
@@ -401,13 +426,16 @@ pub trait Store: Send + Sync + 'static {
     async fn plans(&self) -> Result<Vec<Plan>, StoreError>;
 
     /// The user's plan and tokens used on `day`; `None` for a user never seen.
+    /// A user linked to an account shows the account's plan and usage.
     async fn quota(
         &self,
         user_ref: &UserRef,
         day: NaiveDate,
     ) -> Result<Option<QuotaRecord>, StoreError>;
 
-    /// Puts a user (created if new) on a plan; `None` if the plan does not exist.
+    /// Puts a user (created if new) on a plan; `None` if the plan does not
+    /// exist. A user linked to an account changes the account's plan, which
+    /// is the one that applies to it.
     async fn set_plan(
         &self,
         user_ref: &UserRef,
@@ -415,6 +443,49 @@ pub trait Store: Send + Sync + 'static {
         day: NaiveDate,
         now: Millis,
     ) -> Result<Option<QuotaRecord>, StoreError>;
+
+    // ---- accounts and links ----
+
+    /// Creates the account `user_ref` (a `web:` user never seen) with an
+    /// email (already normalised) and a password hash, on the default plan.
+    /// `None` when the email belongs to another account.
+    async fn create_account(
+        &self,
+        user_ref: &UserRef,
+        email: &str,
+        password_hash: &str,
+        now: Millis,
+    ) -> Result<Option<AccountRecord>, StoreError>;
+
+    /// The account with this email, and its password hash (a PHC string).
+    async fn account_by_email(
+        &self,
+        email: &str,
+    ) -> Result<Option<(AccountRecord, String)>, StoreError>;
+
+    /// The account `user_ref`; `None` when that user has no account.
+    async fn get_account(&self, user_ref: &UserRef) -> Result<Option<AccountRecord>, StoreError>;
+
+    /// Gives a bot user (created on first sight, on the default plan) a link
+    /// code, replacing any earlier one, and forgets expired codes. `false`
+    /// when another live code has this hash (the caller draws a new code).
+    async fn put_link_code(
+        &self,
+        user_ref: &UserRef,
+        code_hash: &[u8],
+        expires_at: Millis,
+        now: Millis,
+    ) -> Result<bool, StoreError>;
+
+    /// Links the bot user who asked for the code to the account `account`,
+    /// and deletes the code, in one transaction: a code links once. A code
+    /// is live while `now` is before its expiry.
+    async fn redeem_link_code(
+        &self,
+        account: &UserRef,
+        code_hash: &[u8],
+        now: Millis,
+    ) -> Result<RedeemOutcome, StoreError>;
 
     // ---- jobs ----
 
@@ -581,6 +652,11 @@ pub trait Store: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<JobId>, StoreError>;
 
-    /// Tokens charged to a user on a day (0 if none).
+    /// Tokens charged on a day to the user's billing user (the account it is
+    /// linked to, or itself), which its quota shows (0 if none).
     async fn tokens_used(&self, user_ref: &UserRef, day: NaiveDate) -> Result<i64, StoreError>;
+
+    /// Tokens charged on a day to the user with this id: the `usage_daily`
+    /// row that jobs with this `user_id` were charged to and are refunded to.
+    async fn tokens_charged(&self, user_id: i64, day: NaiveDate) -> Result<i64, StoreError>;
 }
