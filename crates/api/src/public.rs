@@ -202,10 +202,10 @@ pub struct PlanList {
 #[serde(deny_unknown_fields)]
 pub struct Credentials {
     /// Compared without regard to case; 3 to 254 characters with one `@`.
-    #[schema(example = "ada@example.org")]
+    #[schema(format = Email, example = "ada@example.org")]
     pub email: String,
     /// 8 to 256 characters. Only an Argon2id hash of it is kept.
-    #[schema(example = "correct horse battery staple")]
+    #[schema(format = Password, min_length = 8, max_length = 256, example = "correct horse battery staple")]
     pub password: String,
 }
 
