@@ -228,17 +228,43 @@ async fn fill(c: &Client, css: &str, value: &str) {
     field.send_keys(value).await.expect("typing");
 }
 
+/// Submits a form and waits for the page it leads to (a click returns before
+/// a slow answer, such as a password being hashed, has arrived).
 async fn submit(c: &Client, form_css: &str) {
+    js(c, "window.beforeSubmit = true; return null;").await;
     c.find(Locator::Css(&format!("{form_css} button[type=submit]")))
         .await
         .expect("a submit button")
         .click()
         .await
         .expect("clicking submit");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let arrived = c
+            .execute(
+                "return window.beforeSubmit !== true && document.readyState === 'complete';",
+                vec![],
+            )
+            .await;
+        if arrived.is_ok_and(|v| v == json!(true)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{form_css} led nowhere");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn path(c: &Client) -> String {
     c.current_url().await.expect("url").path().to_owned()
+}
+
+/// What a refused form says, for failure messages.
+async fn errors_shown(c: &Client) -> serde_json::Value {
+    js(
+        c,
+        "return [...document.querySelectorAll('.alert, .field-error, main h1')].map(e => e.textContent);",
+    )
+    .await
 }
 
 async fn js(c: &Client, script: &str) -> serde_json::Value {
@@ -395,7 +421,11 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
     fill(c, "#prompt", "a lighthouse on a cliff at dusk").await;
     submit(c, "form[action='/generate/image']").await;
     let job_path = path(c).await;
-    assert!(job_path.starts_with("/jobs/"), "{job_path}");
+    assert!(
+        job_path.starts_with("/jobs/"),
+        "{job_path}: {}",
+        errors_shown(c).await
+    );
     let job_id = job_path.trim_start_matches("/jobs/").to_owned();
     js(c, "window.stillTheSamePage = 42; return null;").await;
     let seen = watch_until_done(&site, c, true).await;
@@ -440,15 +470,33 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
         .await
         .unwrap()
         .expect("href");
-    let bytes = reqwest::Client::new()
+    let anonymous = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
         .get(site.url(&download))
         .send()
         .await
         .unwrap();
     assert_eq!(
-        bytes.status(),
-        reqwest::StatusCode::NOT_FOUND,
+        (
+            anonymous.status().as_u16(),
+            anonymous.headers()["location"].to_str().unwrap()
+        ),
+        (303, "/signin"),
         "outputs are not served without the visitor's session"
+    );
+    let picture = js(
+        c,
+        &format!(
+            "return fetch('{download}').then(r => r.arrayBuffer()).then(b => [...new Uint8Array(b.slice(0, 4))]);"
+        ),
+    )
+    .await;
+    assert_eq!(
+        picture,
+        json!([0x89, b'P', b'N', b'G']),
+        "the download is the PNG"
     );
     check_page(&site, c, "gallery").await;
 
@@ -472,7 +520,11 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
         .expect("choosing the file");
     fill(c, "#language", "en").await;
     submit(c, "form[action='/generate/speech_to_text']").await;
-    assert!(path(c).await.starts_with("/jobs/"));
+    assert!(
+        path(c).await.starts_with("/jobs/"),
+        "{}",
+        errors_shown(c).await
+    );
     watch_until_done(&site, c, false).await;
     let transcript = text_of(c, "#job-result pre").await;
     assert!(
@@ -575,12 +627,12 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
         )
         .await
         .expect("a video within the quota");
-    c.goto(&site.url("/generate/image")).await.unwrap();
-    assert!(text_of(c, "#quota-line")
-        .await
-        .contains("0 of 20 tokens left"));
-    fill(c, "#prompt", "one more lighthouse").await;
-    submit(c, "form[action='/generate/image']").await;
+    c.goto(&site.url("/generate/text")).await.unwrap();
+    let quota_line = text_of(c, "#quota-line").await;
+    assert!(quota_line.contains("1 of 20 tokens left"), "{quota_line}");
+    fill(c, "#prompt", "a long story").await;
+    fill(c, "#max_tokens", "2048").await;
+    submit(c, "form[action='/generate/text']").await;
     let alert = text_of(c, "#form-error").await;
     assert!(
         alert.contains("used up today's tokens"),
