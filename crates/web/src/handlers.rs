@@ -306,7 +306,7 @@ pub async fn generate(
         {
             let message = if body.error.code == "quota_exhausted" {
                 format!(
-                    "You have used up today's tokens: {}. Larger plans include more tokens each day.",
+                    "Not enough tokens left today: {}. Larger plans include more tokens each day.",
                     body.error.message
                 )
             } else {

@@ -635,7 +635,7 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
     submit(c, "form[action='/generate/text']").await;
     let alert = text_of(c, "#form-error").await;
     assert!(
-        alert.contains("used up today's tokens"),
+        alert.contains("Not enough tokens left today"),
         "the quota message: {alert}"
     );
     check_page(&site, c, "out-of-tokens").await;
