@@ -21,6 +21,10 @@ pub enum WebError {
     /// The scheduler cannot be reached or is not ready.
     #[error("the scheduler is unavailable: {0}")]
     Unavailable(String),
+    /// The scheduler refused a request the page made (not a form: those show
+    /// their errors beside the fields); its words are shown.
+    #[error("{0}")]
+    Refused(String),
     /// Too many jobs too fast; try again in this many seconds.
     #[error("slow down")]
     Slow(u64),
@@ -42,6 +46,14 @@ impl From<ClientError> for WebError {
             }
             ClientError::Api { status, .. } if *status == reqwest::StatusCode::NOT_FOUND => {
                 WebError::NotFound
+            }
+            // 401 and 403 mean the site's own key is wrong: its operator's problem.
+            ClientError::Api { status, body }
+                if status.is_client_error()
+                    && *status != reqwest::StatusCode::UNAUTHORIZED
+                    && *status != reqwest::StatusCode::FORBIDDEN =>
+            {
+                WebError::Refused(body.error.message.clone())
             }
             _ => WebError::Internal(e.to_string()),
         }
@@ -76,6 +88,11 @@ impl IntoResponse for WebError {
                         .into(),
                 )
             }
+            WebError::Refused(why) => (
+                StatusCode::BAD_REQUEST,
+                "That did not work",
+                format!("The service refused the request: {why}"),
+            ),
             WebError::Slow(secs) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Slow down a little",

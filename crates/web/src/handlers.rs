@@ -205,25 +205,53 @@ struct Submitted {
     file: Option<(String, Vec<u8>)>,
 }
 
-async fn read_multipart(mut multipart: Multipart) -> Result<Submitted, String> {
+/// Why a generation form could not be read.
+enum Unreadable {
+    /// No CSRF token before the other fields, or the wrong one: nothing
+    /// more of the body is read.
+    Csrf,
+    /// A malformed body; the reason is shown.
+    Body(String),
+}
+
+/// Reads a generation form, which sends its CSRF token first: a body
+/// without the right token is refused before a large upload is read.
+async fn read_multipart(
+    session: &Session,
+    mut multipart: Multipart,
+) -> Result<Submitted, Unreadable> {
     let mut values = HashMap::new();
     let mut file = None;
-    while let Some(field) = multipart.next_field().await.map_err(|e| e.body_text())? {
+    let mut checked = false;
+    let unreadable = |e: axum::extract::multipart::MultipartError| Unreadable::Body(e.body_text());
+    while let Some(field) = multipart.next_field().await.map_err(unreadable)? {
         let name = field.name().unwrap_or_default().to_owned();
+        if !checked {
+            if name != "csrf" {
+                return Err(Unreadable::Csrf);
+            }
+            let token = field.text().await.map_err(unreadable)?;
+            session.check_csrf(&token).map_err(|_| Unreadable::Csrf)?;
+            checked = true;
+            continue;
+        }
         if name == "audio" {
             let content_type = field
                 .content_type()
                 .unwrap_or("application/octet-stream")
                 .to_owned();
             let has_name = field.file_name().is_some_and(|n| !n.is_empty());
-            let bytes = field.bytes().await.map_err(|e| e.body_text())?;
+            let bytes = field.bytes().await.map_err(unreadable)?;
             if has_name && !bytes.is_empty() {
                 file = Some((content_type, bytes.to_vec()));
             }
         } else if !name.is_empty() {
-            let text = field.text().await.map_err(|e| e.body_text())?;
+            let text = field.text().await.map_err(unreadable)?;
             values.insert(name, text);
         }
+    }
+    if !checked {
+        return Err(Unreadable::Csrf);
     }
     Ok(Submitted { values, file })
 }
@@ -235,11 +263,11 @@ pub async fn generate(
     multipart: Multipart,
 ) -> Page {
     let capability = capability(&cap)?;
-    let submitted = read_multipart(multipart).await;
     let account = session.require()?.clone();
-    let Submitted { values, file } = match submitted {
+    let Submitted { values, file } = match read_multipart(&session, multipart).await {
         Ok(s) => s,
-        Err(why) => {
+        Err(Unreadable::Csrf) => return Err(WebError::Csrf),
+        Err(Unreadable::Body(why)) => {
             let quota = state.api.get_user(&account.user_ref).await?;
             let form = FormState {
                 form_error: Some(format!("The form could not be read: {why}")),
@@ -248,7 +276,6 @@ pub async fn generate(
             return Ok(refused(session, capability, &quota, form));
         }
     };
-    session.check_csrf(values.get("csrf").map(String::as_str).unwrap_or(""))?;
     let quota = state.api.get_user(&account.user_ref).await?;
     let mut form = FormState {
         values: values.clone(),
@@ -301,6 +328,12 @@ pub async fn generate(
         .map(|n| format!("{}-{n}", account.user_ref));
     match state.api.create_job(&request, nonce.as_deref()).await {
         Ok(created) => Ok(redirect(session, &format!("/jobs/{}", created.job.job_id))),
+        // The same form sent again with other values (back, edit, resend; or a
+        // second upload of the same recording): the first job is running, and
+        // the gallery shows it.
+        Err(ClientError::Api { body, .. }) if body.error.code == "idempotency_key_reused" => {
+            Ok(redirect(session, "/gallery"))
+        }
         Err(ClientError::Api { status, body })
             if status.is_client_error() && status != StatusCode::UNAUTHORIZED =>
         {
@@ -353,25 +386,33 @@ async fn own_job(state: &AppState, account: &Account, id: &str) -> Result<JobVie
 /// Longest text output shown inline; the rest is a download away.
 const MAX_INLINE_TEXT: usize = 64 * 1024;
 
-/// The text outputs of a completed job, by artifact id.
-async fn texts_of(state: &AppState, job: &JobView) -> Result<HashMap<String, String>, WebError> {
+/// The text outputs of a completed job, by artifact id. One that cannot be
+/// fetched now is left out: the page still offers its download.
+async fn texts_of(state: &AppState, job: &JobView) -> HashMap<String, String> {
     let mut out = HashMap::new();
     for a in &job.artifacts {
-        if a.kind == ArtifactKind::Text {
-            let bytes = state.api.download(&a.url).await?;
-            let mut text = String::from_utf8_lossy(&bytes).into_owned();
-            if text.len() > MAX_INLINE_TEXT {
-                let mut cut = MAX_INLINE_TEXT;
-                while !text.is_char_boundary(cut) {
-                    cut -= 1;
-                }
-                text.truncate(cut);
-                text.push_str("\n…");
-            }
-            out.insert(a.artifact_id.to_string(), text);
+        if a.kind != ArtifactKind::Text {
+            continue;
         }
+        let bytes = match state.api.download(&a.url).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(artifact = %a.artifact_id, error = %e, "text output unavailable");
+                continue;
+            }
+        };
+        let mut text = String::from_utf8_lossy(&bytes).into_owned();
+        if text.len() > MAX_INLINE_TEXT {
+            let mut cut = MAX_INLINE_TEXT;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            text.truncate(cut);
+            text.push_str("\n…");
+        }
+        out.insert(a.artifact_id.to_string(), text);
     }
-    Ok(out)
+    out
 }
 
 pub async fn job_page(
@@ -381,7 +422,7 @@ pub async fn job_page(
 ) -> Page {
     let account = session.require()?;
     let job = own_job(&state, account, &id).await?;
-    let texts = texts_of(&state, &job).await?;
+    let texts = texts_of(&state, &job).await;
     let markup = views::job_page(&shell(&session, ""), &job, &texts);
     Ok(render(session, StatusCode::OK, markup))
 }
@@ -398,12 +439,10 @@ pub async fn job_events(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, WebError> {
     let account = session.require()?.clone();
     let job = own_job(&state, &account, &id).await?;
-    let csrf = session.csrf.clone();
     let stop = state.stop.clone();
     struct Follow {
         state: AppState,
         id: JobId,
-        csrf: String,
         last: String,
         first: Option<JobView>,
         done: bool,
@@ -411,7 +450,6 @@ pub async fn job_events(
     let follow = Follow {
         id: job.job_id.clone(),
         state,
-        csrf,
         last: String::new(),
         first: Some(job),
         done: false,
@@ -430,8 +468,17 @@ pub async fn job_events(
                             _ = stop.cancelled() => return None,
                             _ = tokio::time::sleep(POLL) => {}
                         }
-                        match f.state.api.get_job(&f.id).await {
+                        let answer = tokio::select! {
+                            _ = stop.cancelled() => return None,
+                            answer = f.state.api.get_job(&f.id) => answer,
+                        };
+                        match answer {
                             Ok(job) => job,
+                            // Gone, or this site's key no longer works: nothing
+                            // more will come; the page keeps what it shows.
+                            Err(ClientError::Api { status, .. }) if status.is_client_error() => {
+                                return None;
+                            }
                             // The scheduler is away: keep the page as it is and try again.
                             Err(e) => {
                                 tracing::debug!(error = %e, "job events: scheduler unavailable");
@@ -441,11 +488,11 @@ pub async fn job_events(
                     }
                 };
                 let texts = if job.status.is_terminal() {
-                    texts_of(&f.state, &job).await.unwrap_or_default()
+                    texts_of(&f.state, &job).await
                 } else {
                     HashMap::new()
                 };
-                let update = views::live_update(&job, &f.csrf, &texts);
+                let update = views::live_update(&job, &texts);
                 f.done = job.status.is_terminal();
                 if update != f.last {
                     f.last = update.clone();
@@ -626,10 +673,10 @@ pub async fn link(
         .redeem_link_code(&account.user_ref, form.code.trim())
         .await
     {
-        Ok(view) => {
-            let linked = view.linked.last().cloned().unwrap_or_default();
-            let message = format!("Linked {linked}. It now shares this account's plan and tokens.");
-            account_page(&state, session, StatusCode::OK, Some(&message), None).await
+        Ok(_) => {
+            let message = "Linked. The chat accounts listed below share this account's plan \
+                           and tokens.";
+            account_page(&state, session, StatusCode::OK, Some(message), None).await
         }
         Err(ClientError::Api { status, body }) if status.is_client_error() => {
             let message = if body.error.code == "invalid_link_code" {

@@ -345,7 +345,7 @@ fn duration_words(secs: u64) -> String {
 }
 
 /// The part of a job page that changes while it runs.
-pub fn job_status(job: &JobView, csrf: &str) -> Markup {
+pub fn job_status(job: &JobView) -> Markup {
     let live = !job.status.is_terminal();
     html! {
         p class={ "status status-" (job.status.as_str().to_ascii_lowercase()) } {
@@ -376,7 +376,14 @@ pub fn job_status(job: &JobView, csrf: &str) -> Markup {
                 @if job.refunded { " Your " (job.cost_tokens) " tokens were given back." }
             }
         }
-        @if live {
+    }
+}
+
+/// The cancel button of a live job (outside the live region, so an update
+/// never takes the keyboard focus away from it).
+pub fn job_actions(job: &JobView, csrf: &str) -> Markup {
+    html! {
+        @if !job.status.is_terminal() {
             form method="post" action={ "/jobs/" (job.job_id) "/cancel" } class="inline" {
                 (csrf_field(csrf))
                 button type="submit" class="secondary" { "Cancel job" }
@@ -474,7 +481,12 @@ pub fn job_page(shell: &Shell<'_>, job: &JobView, texts: &HashMap<String, String
             section id="job" class="card" data-job=(job.job_id) data-live=(live)
                 aria-labelledby="status-title" {
                 h2 id="status-title" class="visually-hidden" { "Status" }
-                div id="job-status" role="status" aria-live="polite" { (job_status(job, shell.csrf)) }
+                div id="job-status" { (job_status(job)) }
+                // Screen readers hear the state when it changes, not every percent.
+                p id="job-announce" class="visually-hidden" role="status" aria-live="polite" {
+                    (state_label(job.status))
+                }
+                div id="job-actions" { (job_actions(job, shell.csrf)) }
                 div id="job-result" { (job_result(job, texts)) }
             }
             p class="muted" {
@@ -663,11 +675,12 @@ pub fn pricing(shell: &Shell<'_>, plans: &[Plan], current: Option<&str>) -> Mark
 }
 
 /// JSON for one live update of a job page.
-pub fn live_update(job: &JobView, csrf: &str, texts: &HashMap<String, String>) -> String {
+pub fn live_update(job: &JobView, texts: &HashMap<String, String>) -> String {
     serde_json::json!({
         "state": job.status.as_str(),
+        "label": state_label(job.status),
         "done": job.status.is_terminal(),
-        "status": job_status(job, csrf).into_string(),
+        "status": job_status(job).into_string(),
         "result": job_result(job, texts).into_string(),
     })
     .to_string()

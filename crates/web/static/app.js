@@ -6,6 +6,8 @@
   function follow(section) {
     var id = section.getAttribute("data-job");
     var status = document.getElementById("job-status");
+    var announce = document.getElementById("job-announce");
+    var actions = document.getElementById("job-actions");
     var result = document.getElementById("job-result");
     if (!id || !status || !result || typeof EventSource === "undefined") {
       return;
@@ -18,15 +20,24 @@
       } catch (e) {
         return;
       }
+      // The markup comes from the site's own templates, escaped there.
       status.innerHTML = update.status;
       section.setAttribute("data-state", update.state);
+      // Announced once per change of state, not at every percent.
+      if (announce && announce.textContent !== update.label) {
+        announce.textContent = update.label;
+      }
       if (update.done) {
         source.close();
         section.setAttribute("data-live", "false");
+        if (actions) {
+          actions.innerHTML = "";
+        }
         result.innerHTML = update.result;
         var heading = result.querySelector("h2");
         if (heading) {
           heading.setAttribute("tabindex", "-1");
+          heading.focus();
         }
       }
     });

@@ -279,7 +279,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     web_config.listen = args.web_listen;
     web_config.cookie_secret = Some(Secret::new(cookie_secret));
-    let web = tessera_web::start(web_config).await?;
+    let web = tessera_web::start(web_config)
+        .await
+        .context("starting the website (another address: --web-listen)")?;
     println!();
     println!("  Tessera is running.");
     println!();
@@ -348,7 +350,9 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     // them, a job page picks them up again), then the worker finishes its job
     // and reports it, then the scheduler.
     stop.cancel();
-    web.shutdown().await?;
+    if let Err(e) = web.shutdown().await {
+        tracing::warn!(error = %e, "the website did not stop cleanly");
+    }
     while let Some(ended) = bots.join_next().await {
         ended??;
     }
