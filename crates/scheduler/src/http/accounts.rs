@@ -3,7 +3,13 @@
 //!
 //! An account is a `web:` user with an email and a password (kept as an
 //! Argon2id hash, [`crate::passwords`]). Only the website's keys create,
-//! sign in to and read accounts. A bot user links to one by asking its bot
+//! sign in to and read accounts, and each web bot id is its own trust domain:
+//! an account belongs to the bot id of the web key that created it (its home
+//! bot), and to a web key of any other bot id it does not exist (sign-in
+//! fails as for an unknown email, reading and linking answer
+//! `account_not_found`, creating jobs and reading the quota `forbidden_user_ref`).
+//! Emails stay unique across bots: signing up with another bot's account's
+//! email is still `email_taken`. A bot user links to one by asking its bot
 //! for a one-time code (`POST /api/v1/link-codes`, with the bot's key) and
 //! entering it on the website, which redeems it for the signed-in account.
 //! The code proves that the bot user asked. From then on the bot user is
@@ -88,7 +94,7 @@ pub async fn create(
     .expect("a ULID is a valid user id");
     let account = state
         .store
-        .create_account(&user_ref, &email, &hash, now_ms())
+        .create_account(&user_ref, &key.bot_id, &email, &hash, now_ms())
         .await?
         .ok_or_else(|| {
             ApiError::new(
@@ -102,8 +108,9 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(account))))
 }
 
-/// Check an account's email and password (web keys only). A wrong password
-/// and an unknown email get the same answer, after the same work.
+/// Check an account's email and password (web keys only). A wrong password,
+/// an unknown email and an account of another web bot get the same answer,
+/// after the same work.
 #[utoipa::path(
     post, path = "/api/v1/accounts/sign-in", tag = "accounts",
     request_body = Credentials,
@@ -121,9 +128,14 @@ pub async fn sign_in(
     ApiJson(req): ApiJson<Credentials>,
 ) -> Result<Json<AccountView>, ApiError> {
     web_only(&key)?;
-    // An email no account could have is looked up no more than an unknown one.
+    // An email no account could have is looked up no more than an unknown
+    // one, and another bot's account is verified as an unknown email is.
     let found = match normalise_email(&req.email) {
-        Some(email) => state.store.account_by_email(&email).await?,
+        Some(email) => state
+            .store
+            .account_by_email(&email)
+            .await?
+            .filter(|(account, _)| account.home_bot == key.bot_id),
         None => None,
     };
     let (account, hash) = match found {
@@ -144,7 +156,8 @@ pub async fn sign_in(
     }
 }
 
-/// An account and the bot users linked to it (web keys only).
+/// An account and the bot users linked to it (web keys of the bot that
+/// created it only).
 #[utoipa::path(
     get, path = "/api/v1/accounts/{user_ref}", tag = "accounts",
     params(("user_ref" = String, Path, description = "The account's `web:` user", pattern = "^web:[A-Za-z0-9_.@-]{1,64}$")),
@@ -152,7 +165,7 @@ pub async fn sign_in(
         (status = 200, body = AccountView),
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody),
-        (status = 404, description = "This web user has no account", body = ApiErrorBody),
+        (status = 404, description = "This web user has no account of this key's bot", body = ApiErrorBody),
         (status = 422, body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
@@ -168,6 +181,7 @@ pub async fn get(
         .store
         .get_account(&user)
         .await?
+        .filter(|account| account.home_bot == key.bot_id)
         .ok_or_else(account_not_found)?;
     Ok(Json(view(account)))
 }
@@ -226,7 +240,8 @@ pub async fn link_code(
     ))
 }
 
-/// Link the bot user who asked for a code to this account (web keys only).
+/// Link the bot user who asked for a code to this account (web keys of the
+/// bot that created it only).
 /// A code links once; a bot user linked to another account moves to this one.
 #[utoipa::path(
     post, path = "/api/v1/accounts/{user_ref}/links", tag = "accounts",
@@ -236,7 +251,7 @@ pub async fn link_code(
         (status = 200, description = "Linked; the account with its linked users", body = AccountView),
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody),
-        (status = 404, description = "This web user has no account", body = ApiErrorBody),
+        (status = 404, description = "This web user has no account of this key's bot", body = ApiErrorBody),
         (status = 422, description = "The code is unknown, used or expired (`invalid_link_code`)", body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
@@ -259,7 +274,7 @@ pub async fn redeem(
     let code = normalise_code(&req.code).ok_or_else(invalid)?;
     match state
         .store
-        .redeem_link_code(&account, &code_hash(&code), now_ms())
+        .redeem_link_code(&account, &key.bot_id, &code_hash(&code), now_ms())
         .await?
     {
         RedeemOutcome::Linked(account) => {
