@@ -55,6 +55,7 @@ const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=256;
         (status = 403, description = "Not a web key", body = ApiErrorBody),
         (status = 409, description = "The email belongs to an account", body = ApiErrorBody),
         (status = 422, description = "Invalid email (`invalid_email`) or password (`weak_password`)", body = ApiErrorBody),
+        (status = 503, description = "Too many sign-ups and sign-ins at once (`busy`); retry after `Retry-After` seconds", body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
 )]
@@ -119,6 +120,7 @@ pub async fn create(
         (status = 401, body = ApiErrorBody),
         (status = 403, description = "Not a web key, or the email or password is wrong (`sign_in_failed`)", body = ApiErrorBody),
         (status = 422, body = ApiErrorBody),
+        (status = 503, description = "Too many sign-ups and sign-ins at once (`busy`); retry after `Retry-After` seconds", body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
 )]
@@ -305,6 +307,15 @@ fn account_not_found() -> ApiError {
 }
 
 fn password_failed(e: PasswordError) -> ApiError {
+    if let PasswordError::Busy = e {
+        tracing::warn!("password hashing busy: a sign-up or sign-in refused");
+        // 503: the error envelope adds `Retry-After`.
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many sign-ins at once; try again in a moment",
+        );
+    }
     tracing::error!(error = %e, "password hashing failed");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -398,6 +409,19 @@ mod tests {
         assert_eq!(long.len(), 254);
         assert!(normalise_email(&long).is_some());
         assert!(normalise_email(&format!("a{long}")).is_none());
+    }
+
+    #[test]
+    fn a_busy_hasher_is_a_503_to_retry() {
+        use axum::response::IntoResponse;
+        let resp = password_failed(PasswordError::Busy).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            resp.headers().get(axum::http::header::RETRY_AFTER).unwrap(),
+            "1"
+        );
+        let e = password_failed(PasswordError::Busy);
+        assert_eq!(e.code, "busy");
     }
 
     #[test]
