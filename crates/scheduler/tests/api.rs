@@ -25,6 +25,8 @@ const TG_BOT: &str = "tg-image-bot-1";
 const TG_BOT_2: &str = "tg-image-bot-2";
 const DC_BOT: &str = "dc-image-bot-1";
 const WEB: &str = "web-1";
+/// A second web bot, such as the demo key `tessera up` prints.
+const DEMO: &str = "demo";
 
 // ---- helpers ----
 
@@ -2119,6 +2121,245 @@ async fn linked_bot_users_share_the_accounts_plan_and_quota(backend: Backend) {
     app.shutdown().await;
 }
 
+/// Each web bot id is its own trust domain: a second web key (the `demo` key
+/// `tessera up` prints) cannot use the website's accounts, nor see its jobs.
+/// Web users that are no account stay anyone's.
+async fn each_web_bot_is_its_own_trust_domain(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let web = app.frontend(Platform::Web, WEB).await;
+    let demo = app.frontend(Platform::Web, DEMO).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+    let password = "correct horse battery";
+    let ada_creds = credentials("ada@example.org", password);
+    let ada = web.create_account(&ada_creds).await.unwrap();
+
+    // To the demo key, the website's account does not exist: signing in
+    // fails as for an unknown email, reading and linking find no account.
+    let unknown = api_error(
+        demo.sign_in(&credentials("eve@example.org", password))
+            .await,
+        StatusCode::FORBIDDEN,
+        "sign_in_failed",
+    );
+    let foreign = api_error(
+        demo.sign_in(&ada_creds).await,
+        StatusCode::FORBIDDEN,
+        "sign_in_failed",
+    );
+    assert_eq!(foreign, unknown);
+    let nobody = api_error(
+        demo.get_account("web:nobody").await,
+        StatusCode::NOT_FOUND,
+        "account_not_found",
+    );
+    assert_eq!(
+        api_error(
+            demo.get_account(&ada.user_ref).await,
+            StatusCode::NOT_FOUND,
+            "account_not_found",
+        ),
+        nobody
+    );
+    let code = tg.create_link_code("telegram:42").await.unwrap();
+    api_error(
+        demo.redeem_link_code(&ada.user_ref, &code.code).await,
+        StatusCode::NOT_FOUND,
+        "account_not_found",
+    );
+    // Emails are unique across websites.
+    api_error(
+        demo.create_account(&credentials("ada@example.org", "another password"))
+            .await,
+        StatusCode::CONFLICT,
+        "email_taken",
+    );
+    // The demo key's own accounts are its own, and not the website's.
+    let dee_creds = credentials("dee@example.org", password);
+    let dee = demo.create_account(&dee_creds).await.unwrap();
+    assert_eq!(demo.sign_in(&dee_creds).await.unwrap(), dee);
+    assert_eq!(demo.get_account(&dee.user_ref).await.unwrap(), dee);
+    api_error(
+        web.sign_in(&dee_creds).await,
+        StatusCode::FORBIDDEN,
+        "sign_in_failed",
+    );
+    api_error(
+        web.get_account(&dee.user_ref).await,
+        StatusCode::NOT_FOUND,
+        "account_not_found",
+    );
+    // The website's key still does all of it; the code was not spent.
+    assert_eq!(web.sign_in(&ada_creds).await.unwrap(), ada);
+    let linked = web
+        .redeem_link_code(&ada.user_ref, &code.code)
+        .await
+        .unwrap();
+    assert_eq!(linked.linked, ["telegram:42"]);
+
+    // The demo key may neither create jobs for the account nor read its quota.
+    let ada_job =
+        |bot: &str, text: &str| image_job(Platform::Web, bot, &ada.user_ref, prompt(text));
+    let e = api_error(
+        demo.create_job(&ada_job(DEMO, "on ada's tokens"), None)
+            .await,
+        StatusCode::FORBIDDEN,
+        "forbidden_user_ref",
+    );
+    assert!(e.message.contains("another website"), "{}", e.message);
+    api_error(
+        demo.get_user(&ada.user_ref).await,
+        StatusCode::FORBIDDEN,
+        "forbidden_user_ref",
+    );
+    assert_eq!(
+        web.get_user(&ada.user_ref).await.unwrap().tokens_used_today,
+        0,
+        "nothing was charged"
+    );
+    let ada_first = web
+        .create_job(&ada_job(WEB, "mine"), None)
+        .await
+        .unwrap()
+        .job;
+    let ada_second = web
+        .create_job(&ada_job(WEB, "mine too"), None)
+        .await
+        .unwrap()
+        .job;
+    // A web user that is no account is anyone's, as in the demo.
+    let mut demos = Vec::new();
+    for (client, bot) in [(&web, WEB), (&demo, DEMO)] {
+        let job = client
+            .create_job(
+                &image_job(Platform::Web, bot, "web:me", prompt("shared")),
+                None,
+            )
+            .await
+            .unwrap()
+            .job;
+        if bot == DEMO {
+            demos.push(job.job_id);
+        }
+        assert_eq!(client.get_user("web:me").await.unwrap().user_ref, "web:me");
+    }
+    assert_eq!(demo.get_user("web:me").await.unwrap().tokens_used_today, 2);
+
+    // Each web key sees only its own bot's jobs, as if the others did not exist.
+    for id in [&ada_first.job_id, &ada_second.job_id] {
+        api_error(
+            demo.get_job(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+        api_error(
+            demo.cancel_job(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+        api_error(
+            demo.mark_delivered(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+    }
+    api_error(
+        web.get_job(&demos[0]).await,
+        StatusCode::NOT_FOUND,
+        "job_not_found",
+    );
+    let theirs = demo.list_jobs(&ListJobsQuery::default()).await.unwrap();
+    assert_eq!(ids(&theirs.jobs), demos);
+    assert!(demo
+        .list_jobs(&by_user(&ada.user_ref))
+        .await
+        .unwrap()
+        .jobs
+        .is_empty());
+    let own = ListJobsQuery {
+        bot_id: Some(DEMO.into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(&demo.list_jobs(&own).await.unwrap().jobs), demos);
+    let snooping = ListJobsQuery {
+        bot_id: Some(WEB.into()),
+        ..Default::default()
+    };
+    api_error(
+        demo.list_jobs(&snooping).await,
+        StatusCode::FORBIDDEN,
+        "forbidden_bot",
+    );
+    let mine = web.list_jobs(&ListJobsQuery::default()).await.unwrap();
+    assert_eq!(mine.jobs.len(), 3);
+    assert!(mine.jobs.iter().all(|j| j.bot_id == WEB));
+    // A Telegram key still sees every Telegram bot's jobs, and no web job.
+    assert!(tg
+        .list_jobs(&ListJobsQuery::default())
+        .await
+        .unwrap()
+        .jobs
+        .is_empty());
+    web.cancel_job(&ada_second.job_id).await.unwrap();
+
+    // Ended, with an artifact: still the website's alone (cancelling an
+    // ended job of another bot is not `job_finished`, which would tell it exists).
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![tessera_testkit::sim(Capability::Image, &["sdxl-1.0"], 0)],
+        )
+        .await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let job = web.get_job(&ada_first.job_id).await.unwrap();
+        if job.status == JobState::Completed {
+            break job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never completed: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for id in [&ada_first.job_id, &ada_second.job_id] {
+        api_error(
+            demo.get_job(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+        api_error(
+            demo.cancel_job(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+        api_error(
+            demo.mark_delivered(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+    }
+    let url = &done.artifacts[0].url;
+    api_error(
+        demo.download(url).await,
+        StatusCode::NOT_FOUND,
+        "artifact_not_found",
+    );
+    assert!(!web.download(url).await.unwrap().is_empty());
+    assert!(web
+        .mark_delivered(&ada_first.job_id)
+        .await
+        .unwrap()
+        .delivered_at
+        .is_some());
+    api_error(
+        web.cancel_job(&ada_first.job_id).await,
+        StatusCode::CONFLICT,
+        "job_finished",
+    );
+    worker.shutdown().await.unwrap();
+    app.shutdown().await;
+}
+
 backend_tests!(
     create_get_cancel_round_trip,
     credentials_are_checked,
@@ -2142,4 +2383,5 @@ backend_tests!(
     delivery_is_acknowledged_once_jobs_end,
     accounts_sign_up_and_sign_in,
     linked_bot_users_share_the_accounts_plan_and_quota,
+    each_web_bot_is_its_own_trust_domain,
 );

@@ -899,9 +899,28 @@ fn code(n: u8) -> [u8; 32] {
     [n; 32]
 }
 
+/// The web bot the accounts here are created through.
+const WEB_BOT: &str = "web-1";
+
+/// A job of the website's bot for a `web:` user.
+fn web_job(user: &str, now: i64) -> NewJob {
+    NewJob {
+        frontend: Platform::Web,
+        bot_id: WEB_BOT.into(),
+        reply_context: None,
+        ..new_job(user, now)
+    }
+}
+
 async fn account(store: &dyn Store, user: &str, email: &str) -> AccountRecord {
     store
-        .create_account(&user.parse().unwrap(), email, "$argon2id$stand-in", 5)
+        .create_account(
+            &user.parse().unwrap(),
+            WEB_BOT,
+            email,
+            "$argon2id$stand-in",
+            5,
+        )
         .await
         .unwrap()
         .expect("a new account")
@@ -920,13 +939,24 @@ async fn accounts_are_found_by_email_and_user(backend: Backend) {
     let store = db.store().await;
     let ada = account(&*store, "web:ada", "ada@example.org").await;
     assert_eq!(
-        (ada.user_ref.as_str(), ada.email.as_str(), ada.created_at),
-        ("web:ada", "ada@example.org", 5)
+        (
+            ada.user_ref.as_str(),
+            ada.home_bot.as_str(),
+            ada.email.as_str(),
+            ada.created_at
+        ),
+        ("web:ada", WEB_BOT, "ada@example.org", 5)
     );
     assert!(ada.linked.is_empty());
     // An email is one account's.
     assert!(store
-        .create_account(&"web:eve".parse().unwrap(), "ada@example.org", "h", 6)
+        .create_account(
+            &"web:eve".parse().unwrap(),
+            "demo",
+            "ada@example.org",
+            "h",
+            6
+        )
         .await
         .unwrap()
         .is_none());
@@ -949,9 +979,37 @@ async fn accounts_are_found_by_email_and_user(backend: Backend) {
         let user: UserRef = user.parse().unwrap();
         assert_eq!(store.get_account(&user).await.unwrap(), None, "{user}");
     }
-    // An account starts on the default plan.
+    // An account starts on the default plan; its quota names its home bot,
+    // other users' none.
     let quota = store.quota(&web_ada, day()).await.unwrap().unwrap();
     assert_eq!((quota.plan.id.as_str(), quota.tokens_used), ("free", 0));
+    assert_eq!(quota.home_bot.as_deref(), Some(WEB_BOT));
+    let anon = store
+        .quota(&"web:anon".parse().unwrap(), day())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(anon.home_bot, None);
+
+    // Another web bot may not create jobs for the account: nothing is
+    // charged. Its own bot may; a user that is no account is anyone's.
+    let demo = |user: &str| NewJob {
+        bot_id: "demo".into(),
+        ..web_job(user, 7)
+    };
+    assert_eq!(
+        create(&*store, &demo("web:ada"), json!({"prompt": "x"})).await,
+        CreateOutcome::ForeignAccount
+    );
+    assert_eq!(store.tokens_used(&web_ada, day()).await.unwrap(), 0);
+    assert!(matches!(
+        create(&*store, &web_job("web:ada", 8), json!({"prompt": "x"})).await,
+        CreateOutcome::Created(_)
+    ));
+    assert!(matches!(
+        create(&*store, &demo("web:anon"), json!({"prompt": "x"})).await,
+        CreateOutcome::Created(_)
+    ));
 }
 
 async fn link_codes_link_once_replace_and_expire(backend: Backend) {
@@ -976,19 +1034,30 @@ async fn link_codes_link_once_replace_and_expire(backend: Backend) {
     // survives a redeem by a user with no account.
     assert_eq!(
         store
-            .redeem_link_code(&web_ada, &code(9), 10)
+            .redeem_link_code(&web_ada, WEB_BOT, &code(9), 10)
             .await
             .unwrap(),
         RedeemOutcome::InvalidCode
     );
     let anon: UserRef = "web:anon".parse().unwrap();
     assert_eq!(
-        store.redeem_link_code(&anon, &code(1), 10).await.unwrap(),
+        store
+            .redeem_link_code(&anon, WEB_BOT, &code(1), 10)
+            .await
+            .unwrap(),
+        RedeemOutcome::NoAccount
+    );
+    // Nor does another web bot's key, for an account that is not its own.
+    assert_eq!(
+        store
+            .redeem_link_code(&web_ada, "demo", &code(1), 10)
+            .await
+            .unwrap(),
         RedeemOutcome::NoAccount
     );
     let now = linked(
         store
-            .redeem_link_code(&web_ada, &code(1), 10)
+            .redeem_link_code(&web_ada, WEB_BOT, &code(1), 10)
             .await
             .unwrap(),
     );
@@ -998,7 +1067,7 @@ async fn link_codes_link_once_replace_and_expire(backend: Backend) {
     // Single use.
     assert_eq!(
         store
-            .redeem_link_code(&web_ada, &code(1), 11)
+            .redeem_link_code(&web_ada, WEB_BOT, &code(1), 11)
             .await
             .unwrap(),
         RedeemOutcome::InvalidCode
@@ -1009,7 +1078,7 @@ async fn link_codes_link_once_replace_and_expire(backend: Backend) {
     assert!(store.put_link_code(&dc, &code(3), 1_000, 21).await.unwrap());
     assert_eq!(
         store
-            .redeem_link_code(&web_ada, &code(2), 22)
+            .redeem_link_code(&web_ada, WEB_BOT, &code(2), 22)
             .await
             .unwrap(),
         RedeemOutcome::InvalidCode
@@ -1017,7 +1086,7 @@ async fn link_codes_link_once_replace_and_expire(backend: Backend) {
     // A code is live until its expiry, not at it.
     assert_eq!(
         store
-            .redeem_link_code(&web_ada, &code(3), 1_000)
+            .redeem_link_code(&web_ada, WEB_BOT, &code(3), 1_000)
             .await
             .unwrap(),
         RedeemOutcome::InvalidCode
@@ -1028,7 +1097,7 @@ async fn link_codes_link_once_replace_and_expire(backend: Backend) {
         .unwrap());
     let both = linked(
         store
-            .redeem_link_code(&web_ada, &code(4), 1_999)
+            .redeem_link_code(&web_ada, WEB_BOT, &code(4), 1_999)
             .await
             .unwrap(),
     );
@@ -1054,7 +1123,7 @@ async fn link_codes_link_once_replace_and_expire(backend: Backend) {
         .unwrap());
     let bob = linked(
         store
-            .redeem_link_code(&web_bob, &code(6), 3_001)
+            .redeem_link_code(&web_bob, WEB_BOT, &code(6), 3_001)
             .await
             .unwrap(),
     );
@@ -1091,7 +1160,7 @@ async fn racing_redeems_link_once(backend: Backend) {
             tasks.push(tokio::spawn(async move {
                 let account: UserRef = format!("web:a{i}").parse().unwrap();
                 store
-                    .redeem_link_code(&account, &code(round), 1)
+                    .redeem_link_code(&account, WEB_BOT, &code(round), 1)
                     .await
                     .unwrap()
             }));
@@ -1121,7 +1190,12 @@ async fn linked_users_share_the_accounts_plan_and_quota(backend: Backend) {
     let before = created(&*store, "telegram:7", 1).await;
     assert_ne!(before.user_id, ada.user_id);
     assert!(store.put_link_code(&tg, &code(1), 1_000, 2).await.unwrap());
-    linked(store.redeem_link_code(&web_ada, &code(1), 3).await.unwrap());
+    linked(
+        store
+            .redeem_link_code(&web_ada, WEB_BOT, &code(1), 3)
+            .await
+            .unwrap(),
+    );
     // Its own day's usage stays its own; the account's is now what it sees.
     assert_eq!(
         store.tokens_charged(before.user_id, day()).await.unwrap(),
@@ -1135,7 +1209,12 @@ async fn linked_users_share_the_accounts_plan_and_quota(backend: Backend) {
         let store = store.clone();
         let user = if i % 2 == 0 { "telegram:7" } else { "web:ada" };
         tasks.push(tokio::spawn(async move {
-            create(&*store, &new_job(user, 10 + i), json!({"prompt": "x"})).await
+            let new = if user.starts_with("web:") {
+                web_job(user, 10 + i)
+            } else {
+                new_job(user, 10 + i)
+            };
+            create(&*store, &new, json!({"prompt": "x"})).await
         }));
     }
     let mut jobs = Vec::new();

@@ -2,7 +2,9 @@
 //! with every kind of credential, answers the status its boundary promises
 //! (seed section 11). Credentials: none, a frontend key (the Telegram bot
 //! that owns the job), another frontend's key (a Discord bot), the
-//! website's key (which alone may use accounts), the internal token workers
+//! website's key (which alone may use accounts), another web bot's key (the
+//! demo key `tessera up` prints: each web bot id is its own trust domain, so
+//! the website's accounts do not exist for it), the internal token workers
 //! use, the admin token, the metrics token, and a token that is nobody's.
 //! Every refusal is the JSON error envelope.
 //!
@@ -30,9 +32,10 @@ enum Who {
     Metrics,
     Forged,
     Web,
+    OtherWeb,
 }
 
-const EVERYONE: [Who; 8] = [
+const EVERYONE: [Who; 9] = [
     Who::Nobody,
     Who::Owner,
     Who::OtherFrontend,
@@ -41,6 +44,7 @@ const EVERYONE: [Who; 8] = [
     Who::Metrics,
     Who::Forged,
     Who::Web,
+    Who::OtherWeb,
 ];
 
 struct Call {
@@ -135,6 +139,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
     let owner_key = app.key(Platform::Telegram, OWNER).await;
     let other_key = app.key(Platform::Discord, "dc-image-bot-1").await;
     let web_key = app.key(Platform::Web, "web-1").await;
+    let other_web_key = app.key(Platform::Web, "demo").await;
     let web = app.client_with(&web_key);
     let owner = app.client_with(&owner_key);
     let worker = app
@@ -207,11 +212,27 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         .unwrap()
         .user_ref;
     let code = owner.create_link_code("telegram:5").await.unwrap().code;
+    // A job of the website's, which another web bot's key does not see.
+    let web_job = web
+        .create_job(
+            &CreateJobRequest {
+                frontend: Platform::Web,
+                bot_id: "web-1".into(),
+                user_ref: account.clone(),
+                ..new_job("a heron")
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .job
+        .job_id;
 
     let mut tokens = BTreeMap::new();
     tokens.insert(Who::Owner, owner_key.clone());
     tokens.insert(Who::OtherFrontend, other_key.clone());
     tokens.insert(Who::Web, web_key.clone());
+    tokens.insert(Who::OtherWeb, other_web_key.clone());
     tokens.insert(Who::Internal, app.internal_token.clone());
     tokens.insert(Who::Admin, app.admin_token.clone());
     tokens.insert(Who::Metrics, metrics_token.clone());
@@ -236,36 +257,47 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         call(Method::GET, "/api/openapi.json", None).otherwise(200),
         // The public API: frontend keys; a key sees only its own bot's jobs.
         call(Method::GET, "/api/v1/jobs", None)
-            .when(&[Owner, OtherFrontend, Web], 200)
+            .when(&[Owner, OtherFrontend, Web, OtherWeb], 200)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::POST, "/api/v1/jobs", Some(create))
             .when(&[Owner], 201)
-            .when(&[OtherFrontend, Web], 403)
+            .when(&[OtherFrontend, Web, OtherWeb], 403)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::GET, format!("/api/v1/jobs/{done}"), None)
             .when(&[Owner], 200)
-            .when(&[OtherFrontend, Web], 404)
+            .when(&[OtherFrontend, Web, OtherWeb], 404)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(Method::GET, format!("/api/v1/jobs/{web_job}"), None)
+            .when(&[Web], 200)
+            .when(&[Owner, OtherFrontend, OtherWeb], 404)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::POST, format!("/api/v1/jobs/{done}/delivered"), None)
             .when(&[Owner], 200)
-            .when(&[OtherFrontend, Web], 404)
+            .when(&[OtherFrontend, Web, OtherWeb], 404)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::GET, "/api/v1/users/telegram:1", None)
             .when(&[Owner], 200)
-            .when(&[OtherFrontend, Web], 403)
+            .when(&[OtherFrontend, Web, OtherWeb], 403)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        // An account's quota: its own website's key only.
+        call(Method::GET, format!("/api/v1/users/{account}"), None)
+            .when(&[Web], 200)
+            .when(&[Owner, OtherFrontend, OtherWeb], 403)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::GET, "/api/v1/plans", None)
-            .when(&[Owner, OtherFrontend, Web], 200)
+            .when(&[Owner, OtherFrontend, Web, OtherWeb], 200)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::GET, format!("/api/v1/artifacts/{artifact}"), None)
             .when(&[Owner], 200)
-            .when(&[OtherFrontend, Web], 404)
+            .when(&[OtherFrontend, Web, OtherWeb], 404)
             .when(&not_frontends, 403)
             .otherwise(401),
         // Accounts: the website's key only; a bot's key asks for link codes
@@ -276,6 +308,9 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({"email": "bob@example.org", "password": password})),
         )
         .when(&[Web], 201)
+        // Asked after the website's key: the email is taken (emails are
+        // unique across web bots).
+        .when(&[OtherWeb], 409)
         .when(&[Owner, OtherFrontend], 403)
         .when(&not_frontends, 403)
         .otherwise(401),
@@ -285,11 +320,13 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({"email": "ada@example.org", "password": password})),
         )
         .when(&[Web], 200)
-        .when(&[Owner, OtherFrontend], 403)
+        // Another web bot's sign-in fails as for an unknown email.
+        .when(&[Owner, OtherFrontend, OtherWeb], 403)
         .when(&not_frontends, 403)
         .otherwise(401),
         call(Method::GET, format!("/api/v1/accounts/{account}"), None)
             .when(&[Web], 200)
+            .when(&[OtherWeb], 404)
             .when(&[Owner, OtherFrontend], 403)
             .when(&not_frontends, 403)
             .otherwise(401),
@@ -299,7 +336,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({"user_ref": "telegram:1"})),
         )
         .when(&[Owner], 201)
-        .when(&[OtherFrontend, Web], 403)
+        .when(&[OtherFrontend, Web, OtherWeb], 403)
         .when(&not_frontends, 403)
         .otherwise(401),
         call(
@@ -308,21 +345,31 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({ "code": code })),
         )
         .when(&[Web], 200)
+        .when(&[OtherWeb], 404)
         .when(&[Owner, OtherFrontend], 403)
         .when(&not_frontends, 403)
         .otherwise(401),
         // Admin: the admin token only.
         call(Method::GET, "/api/admin/keys", None)
             .when(&[Admin], 200)
-            .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
             .otherwise(401),
         call(Method::GET, "/api/admin/jobs", None)
             .when(&[Admin], 200)
-            .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
             .otherwise(401),
         call(Method::GET, "/api/admin/workers", None)
             .when(&[Admin], 200)
-            .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
             .otherwise(401),
         call(
             Method::PUT,
@@ -330,7 +377,10 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({"plan_id": "pro"})),
         )
         .when(&[Admin], 200)
-        .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
+        .when(
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            403,
+        )
         .otherwise(401),
         call(
             Method::POST,
@@ -338,15 +388,24 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({"frontend": "web", "bot_id": "web-9"})),
         )
         .when(&[Admin], 201)
-        .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
+        .when(
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            403,
+        )
         .otherwise(401),
         call(Method::DELETE, format!("/api/admin/keys/{spare_key}"), None)
             .when(&[Admin], 200)
-            .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
             .otherwise(401),
         call(Method::DELETE, format!("/api/admin/jobs/{doomed}"), None)
             .when(&[Admin], 200)
-            .when(&[Owner, OtherFrontend, Web, Internal, Metrics], 403)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
             .otherwise(401),
         // Uploads: a frontend's raw audio body (JSON here: refused as such).
         call(
@@ -354,13 +413,13 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             "/api/v1/inputs",
             Some(json!({"not": "audio"})),
         )
-        .when(&[Owner, OtherFrontend, Web], 415)
+        .when(&[Owner, OtherFrontend, Web, OtherWeb], 415)
         .when(&not_frontends, 403)
         .otherwise(401),
         // Internal: the workers' token only.
         call(Method::POST, "/api/internal/heartbeat", Some(heartbeat))
             .when(&[Internal], 200)
-            .when(&[Owner, OtherFrontend, Web, Admin, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)
             .otherwise(401),
         call(
             Method::POST,
@@ -368,7 +427,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(progress),
         )
         .when(&[Internal], 409)
-        .when(&[Owner, OtherFrontend, Web, Admin, Metrics], 403)
+        .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)
         .otherwise(401),
         call(
             Method::POST,
@@ -376,20 +435,20 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({"not": "multipart"})),
         )
         .when(&[Internal], 400)
-        .when(&[Owner, OtherFrontend, Web, Admin, Metrics], 403)
+        .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)
         .otherwise(401),
         call(Method::GET, format!("/api/internal/inputs/{input}"), None)
             .when(&[Internal], 200)
-            .when(&[Owner, OtherFrontend, Web, Admin, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)
             .otherwise(401),
         // Metrics: the metrics and admin tokens.
         call(Method::GET, "/metrics", None)
             .when(&[Metrics, Admin], 200)
-            .when(&[Owner, OtherFrontend, Web, Internal], 403)
+            .when(&[Owner, OtherFrontend, Web, OtherWeb, Internal], 403)
             .otherwise(401),
         // Last, as it changes state: cancelling the queued job.
         call(Method::DELETE, format!("/api/v1/jobs/{queued}"), None)
-            .when(&[OtherFrontend, Web], 404)
+            .when(&[OtherFrontend, Web, OtherWeb], 404)
             .when(&[Owner], 200)
             .when(&not_frontends, 403)
             .otherwise(401),
@@ -402,6 +461,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         path.replace(&done.to_string(), "{job_id}")
             .replace(&queued.to_string(), "{job_id}")
             .replace(&doomed.to_string(), "{job_id}")
+            .replace(&web_job.to_string(), "{job_id}")
             .replace(&spare_key.to_string(), "{key_id}")
             .replace(&artifact.to_string(), "{artifact_id}")
             .replace(&input.to_string(), "{input_id}")

@@ -3,8 +3,12 @@
 -- or Discord user linked to an account points at it with account_id, and is
 -- billed as it: a user's billing user is COALESCE(account_id, id), whose plan
 -- applies and whose usage_daily rows are charged. Links are one hop: only
--- accounts are pointed at, and an account points at nobody.
+-- accounts are pointed at, and an account points at nobody. home_bot is the
+-- bot id of the web key that created the account (NULL for every other user):
+-- each website is its own trust domain, and only keys of that bot id sign in
+-- to, read, link into, create jobs for or read the quota of the account.
 ALTER TABLE users ADD COLUMN password_hash TEXT;
+ALTER TABLE users ADD COLUMN home_bot TEXT;
 ALTER TABLE users ADD COLUMN account_id INTEGER REFERENCES users (id);
 CREATE INDEX users_by_account ON users (account_id) WHERE account_id IS NOT NULL;
 

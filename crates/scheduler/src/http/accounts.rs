@@ -3,7 +3,13 @@
 //!
 //! An account is a `web:` user with an email and a password (kept as an
 //! Argon2id hash, [`crate::passwords`]). Only the website's keys create,
-//! sign in to and read accounts. A bot user links to one by asking its bot
+//! sign in to and read accounts, and each web bot id is its own trust domain:
+//! an account belongs to the bot id of the web key that created it (its home
+//! bot), and to a web key of any other bot id it does not exist (sign-in
+//! fails as for an unknown email, reading and linking answer
+//! `account_not_found`, creating jobs and reading the quota `forbidden_user_ref`).
+//! Emails stay unique across bots: signing up with another bot's account's
+//! email is still `email_taken`. A bot user links to one by asking its bot
 //! for a one-time code (`POST /api/v1/link-codes`, with the bot's key) and
 //! entering it on the website, which redeems it for the signed-in account.
 //! The code proves that the bot user asked. From then on the bot user is
@@ -49,6 +55,7 @@ const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=256;
         (status = 403, description = "Not a web key", body = ApiErrorBody),
         (status = 409, description = "The email belongs to an account", body = ApiErrorBody),
         (status = 422, description = "Invalid email (`invalid_email`) or password (`weak_password`)", body = ApiErrorBody),
+        (status = 503, description = "Too many sign-ups and sign-ins at once (`busy`); retry after `Retry-After` seconds", body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
 )]
@@ -88,7 +95,7 @@ pub async fn create(
     .expect("a ULID is a valid user id");
     let account = state
         .store
-        .create_account(&user_ref, &email, &hash, now_ms())
+        .create_account(&user_ref, &key.bot_id, &email, &hash, now_ms())
         .await?
         .ok_or_else(|| {
             ApiError::new(
@@ -102,8 +109,9 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(view(account))))
 }
 
-/// Check an account's email and password (web keys only). A wrong password
-/// and an unknown email get the same answer, after the same work.
+/// Check an account's email and password (web keys only). A wrong password,
+/// an unknown email and an account of another web bot get the same answer,
+/// after the same work.
 #[utoipa::path(
     post, path = "/api/v1/accounts/sign-in", tag = "accounts",
     request_body = Credentials,
@@ -112,6 +120,7 @@ pub async fn create(
         (status = 401, body = ApiErrorBody),
         (status = 403, description = "Not a web key, or the email or password is wrong (`sign_in_failed`)", body = ApiErrorBody),
         (status = 422, body = ApiErrorBody),
+        (status = 503, description = "Too many sign-ups and sign-ins at once (`busy`); retry after `Retry-After` seconds", body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
 )]
@@ -121,9 +130,14 @@ pub async fn sign_in(
     ApiJson(req): ApiJson<Credentials>,
 ) -> Result<Json<AccountView>, ApiError> {
     web_only(&key)?;
-    // An email no account could have is looked up no more than an unknown one.
+    // An email no account could have is looked up no more than an unknown
+    // one, and another bot's account is verified as an unknown email is.
     let found = match normalise_email(&req.email) {
-        Some(email) => state.store.account_by_email(&email).await?,
+        Some(email) => state
+            .store
+            .account_by_email(&email)
+            .await?
+            .filter(|(account, _)| account.home_bot == key.bot_id),
         None => None,
     };
     let (account, hash) = match found {
@@ -144,7 +158,8 @@ pub async fn sign_in(
     }
 }
 
-/// An account and the bot users linked to it (web keys only).
+/// An account and the bot users linked to it (web keys of the bot that
+/// created it only).
 #[utoipa::path(
     get, path = "/api/v1/accounts/{user_ref}", tag = "accounts",
     params(("user_ref" = String, Path, description = "The account's `web:` user", pattern = "^web:[A-Za-z0-9_.@-]{1,64}$")),
@@ -152,7 +167,7 @@ pub async fn sign_in(
         (status = 200, body = AccountView),
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody),
-        (status = 404, description = "This web user has no account", body = ApiErrorBody),
+        (status = 404, description = "This web user has no account of this key's bot", body = ApiErrorBody),
         (status = 422, body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
@@ -168,6 +183,7 @@ pub async fn get(
         .store
         .get_account(&user)
         .await?
+        .filter(|account| account.home_bot == key.bot_id)
         .ok_or_else(account_not_found)?;
     Ok(Json(view(account)))
 }
@@ -226,7 +242,8 @@ pub async fn link_code(
     ))
 }
 
-/// Link the bot user who asked for a code to this account (web keys only).
+/// Link the bot user who asked for a code to this account (web keys of the
+/// bot that created it only).
 /// A code links once; a bot user linked to another account moves to this one.
 #[utoipa::path(
     post, path = "/api/v1/accounts/{user_ref}/links", tag = "accounts",
@@ -236,7 +253,7 @@ pub async fn link_code(
         (status = 200, description = "Linked; the account with its linked users", body = AccountView),
         (status = 401, body = ApiErrorBody),
         (status = 403, body = ApiErrorBody),
-        (status = 404, description = "This web user has no account", body = ApiErrorBody),
+        (status = 404, description = "This web user has no account of this key's bot", body = ApiErrorBody),
         (status = 422, description = "The code is unknown, used or expired (`invalid_link_code`)", body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
@@ -259,7 +276,7 @@ pub async fn redeem(
     let code = normalise_code(&req.code).ok_or_else(invalid)?;
     match state
         .store
-        .redeem_link_code(&account, &code_hash(&code), now_ms())
+        .redeem_link_code(&account, &key.bot_id, &code_hash(&code), now_ms())
         .await?
     {
         RedeemOutcome::Linked(account) => {
@@ -290,6 +307,15 @@ fn account_not_found() -> ApiError {
 }
 
 fn password_failed(e: PasswordError) -> ApiError {
+    if let PasswordError::Busy = e {
+        tracing::warn!("password hashing busy: a sign-up or sign-in refused");
+        // 503: the error envelope adds `Retry-After`.
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            "too many sign-ins at once; try again in a moment",
+        );
+    }
     tracing::error!(error = %e, "password hashing failed");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -383,6 +409,19 @@ mod tests {
         assert_eq!(long.len(), 254);
         assert!(normalise_email(&long).is_some());
         assert!(normalise_email(&format!("a{long}")).is_none());
+    }
+
+    #[test]
+    fn a_busy_hasher_is_a_503_to_retry() {
+        use axum::response::IntoResponse;
+        let resp = password_failed(PasswordError::Busy).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            resp.headers().get(axum::http::header::RETRY_AFTER).unwrap(),
+            "1"
+        );
+        let e = password_failed(PasswordError::Busy);
+        assert_eq!(e.code, "busy");
     }
 
     #[test]

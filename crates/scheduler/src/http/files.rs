@@ -1,7 +1,8 @@
 //! Files on the public API: inputs frontends upload (`POST /api/v1/inputs`)
 //! and the artifacts jobs made (`GET /api/v1/artifacts/{id}`), each with the
 //! frontend's key. A frontend reads only artifacts of its own jobs and passes
-//! only its own inputs to jobs.
+//! only its own inputs to jobs; a web key only its own bot's (see
+//! [`super::jobs::own_bot_only`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -103,7 +104,8 @@ pub(crate) fn too_large(limit: u64) -> ApiError {
     )
 }
 
-/// Download an artifact of one of this frontend's jobs.
+/// Download an artifact of one of this frontend's jobs (for a web key, of one
+/// of its own bot's jobs).
 #[utoipa::path(
     get, path = "/api/v1/artifacts/{artifact_id}", tag = "files",
     params(("artifact_id" = String, Path, description = "`art_...`, from a job's `artifacts`", pattern = "^art_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
@@ -125,7 +127,10 @@ pub async fn artifact(
         .store
         .get_artifact(&id)
         .await?
-        .filter(|a| a.frontend == key.frontend)
+        .filter(|a| {
+            a.frontend == key.frontend
+                && super::jobs::own_bot_only(&key).is_none_or(|bot| bot == a.bot_id)
+        })
         .ok_or_else(not_found)?;
     let bytes = state.blobs.get(&record.storage_key).await?;
     let disposition = format!("inline; filename=\"{}.{}\"", record.id, record.format);

@@ -1,4 +1,9 @@
 //! `/api/v1/jobs`: create, read, list and cancel jobs (seed sections 4.2, 5.1, 6).
+//!
+//! A key sees its frontend's jobs only. Telegram and Discord keys see every
+//! bot of their platform's jobs (a bot resumes by bot id); a web key sees
+//! only its own bot id's jobs ([`own_bot_only`]): each website is its own
+//! trust domain, so a demo key cannot read the website's users' jobs.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -13,7 +18,7 @@ use tessera_api::public::{
     ArtifactView, CreateJobRequest, CreateJobResponse, JobError, JobList, JobView, ListJobsQuery,
 };
 use tessera_api::ApiErrorBody;
-use tessera_core::{params, JobId, JobState, Millis, Transition, UserRef};
+use tessera_core::{params, JobId, JobState, Millis, Platform, Transition, UserRef};
 
 use super::auth::Frontend;
 use super::error::ApiError;
@@ -21,7 +26,8 @@ use super::extract::{ApiJson, ApiPath, ApiQuery};
 use super::{now_ms, AppState};
 use crate::estimate::Estimator;
 use crate::store::{
-    CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, TransitionChange, TransitionOutcome,
+    ApiKeyRecord, CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, TransitionChange,
+    TransitionOutcome,
 };
 
 /// Largest `reply_context`, serialised.
@@ -43,7 +49,7 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
         (status = 201, description = "Job queued", body = CreateJobResponse),
         (status = 200, description = "Replay of an earlier create with the same Idempotency-Key", body = CreateJobResponse),
         (status = 401, description = "Missing or invalid API key", body = ApiErrorBody),
-        (status = 403, description = "Key may not speak for this bot or user", body = ApiErrorBody),
+        (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website)", body = ApiErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different request", body = ApiErrorBody),
         (status = 422, description = "Invalid request or parameters", body = ApiErrorBody),
         (status = 429, description = "Daily token quota exhausted", body = ApiErrorBody),
@@ -140,6 +146,7 @@ pub async fn create(
         CreateOutcome::Invalid(e) => {
             return Err(ApiError::invalid(e.code, e.message).with_field(e.field))
         }
+        CreateOutcome::ForeignAccount => return Err(foreign_account()),
         CreateOutcome::QuotaExhausted { plan, used, cost } => {
             let resets = state.clock.next_reset(now);
             let limit = plan.daily_tokens.unwrap_or(i64::MAX);
@@ -204,8 +211,30 @@ pub async fn get(
         .store
         .get_job(&id, Some(key.frontend))
         .await?
+        .filter(|job| sees(&key, job))
         .ok_or_else(job_not_found)?;
     Ok(Json(seen_by(view(&state, job).await?, &key.bot_id)))
+}
+
+/// The one bot whose jobs a key sees, if it is limited to one: a web key
+/// sees only its own bot id's jobs (each website is its own trust domain); a
+/// Telegram or Discord key sees every bot of its platform's.
+pub(crate) fn own_bot_only(key: &ApiKeyRecord) -> Option<&str> {
+    (key.frontend == Platform::Web).then_some(key.bot_id.as_str())
+}
+
+/// Whether a key of the job's frontend sees the job.
+pub(crate) fn sees(key: &ApiKeyRecord, job: &JobRecord) -> bool {
+    own_bot_only(key).is_none_or(|bot| bot == job.bot_id)
+}
+
+/// A website account another web bot created: to this key, a user it may
+/// not act for.
+pub(crate) fn foreign_account() -> ApiError {
+    ApiError::forbidden(
+        "forbidden_user_ref",
+        "this account belongs to another website",
+    )
 }
 
 /// A job as one bot's key may see it: another bot's `reply_context` (where
@@ -239,6 +268,7 @@ pub async fn cancel(
     let change = TransitionChange {
         now: now_ms(),
         frontend: Some(key.frontend),
+        bot_id: own_bot_only(&key).map(str::to_owned),
         error: Some((
             "cancelled_by_user".into(),
             format!("cancelled by {}", key.bot_id),
@@ -298,12 +328,13 @@ pub async fn delivered(
     let id = parse_job_id(&job_id)?;
     if let Some(job) = state
         .store
-        .mark_delivered(&id, key.frontend, now_ms())
+        .mark_delivered(&id, key.frontend, own_bot_only(&key), now_ms())
         .await?
     {
         return Ok(Json(seen_by(view(&state, job).await?, &key.bot_id)));
     }
-    match state.store.get_job(&id, Some(key.frontend)).await? {
+    let job = state.store.get_job(&id, Some(key.frontend)).await?;
+    match job.filter(|job| sees(&key, job)) {
         Some(job) => Err(ApiError::new(
             StatusCode::CONFLICT,
             "job_not_finished",
@@ -317,13 +348,16 @@ pub async fn delivered(
 }
 
 /// List this frontend's jobs, newest first, filtered and paged: for galleries, and
-/// for a restarted bot to find the jobs it still has to answer.
+/// for a restarted bot to find the jobs it still has to answer. A web key lists
+/// only its own bot's jobs: a `bot_id` filter naming another bot is refused
+/// (403 `forbidden_bot`).
 #[utoipa::path(
     get, path = "/api/v1/jobs", tag = "jobs",
     params(ListJobsQuery),
     responses(
         (status = 200, body = JobList),
         (status = 401, body = ApiErrorBody),
+        (status = 403, description = "A web key asked for another bot's jobs (`forbidden_bot`)", body = ApiErrorBody),
         (status = 422, body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
@@ -335,6 +369,18 @@ pub async fn list(
 ) -> Result<Json<JobList>, ApiError> {
     let mut filter = filter_from(&q)?;
     filter.frontend = Some(key.frontend);
+    if let Some(own) = own_bot_only(&key) {
+        if filter.bot_id.as_deref().is_some_and(|asked| asked != own) {
+            return Err(ApiError::forbidden(
+                "forbidden_bot",
+                format!(
+                    "a web key lists only its own bot's jobs: this key's bot is {own}, not {}",
+                    filter.bot_id.as_deref().unwrap_or_default()
+                ),
+            ));
+        }
+        filter.bot_id = Some(own.to_owned());
+    }
     let Json(mut list) = list_with(&state, filter).await?;
     list.jobs = list
         .jobs
@@ -418,7 +464,7 @@ pub(crate) async fn list_with(
 /// is left to parameter validation, which names the field.
 async fn check_input(
     state: &AppState,
-    key: &crate::store::ApiKeyRecord,
+    key: &ApiKeyRecord,
     params: &serde_json::Value,
 ) -> Result<(), ApiError> {
     let Some(id) = params
@@ -428,8 +474,14 @@ async fn check_input(
     else {
         return Ok(());
     };
+    // A web key passes only its own bot's inputs, as it sees only its jobs.
     match state.store.get_input(&id).await? {
-        Some(input) if input.frontend == key.frontend => Ok(()),
+        Some(input)
+            if input.frontend == key.frontend
+                && own_bot_only(key).is_none_or(|bot| bot == input.bot_id) =>
+        {
+            Ok(())
+        }
         _ => Err(ApiError::invalid(
             "unknown_input",
             "input_id must be an input this frontend uploaded with POST /api/v1/inputs",

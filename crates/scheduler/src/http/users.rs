@@ -17,6 +17,7 @@ use crate::store::QuotaRecord;
 /// A user's plan, tokens used and left today, and when the quota resets. A user
 /// never seen is shown on the default plan with nothing used (and is not created).
 /// A bot user linked to a website account shows the account's plan and quota.
+/// A website account of another web bot is refused (403 `forbidden_user_ref`).
 #[utoipa::path(
     get, path = "/api/v1/users/{user_ref}", tag = "users",
     params(("user_ref" = String, Path, description = "`platform:id`, on the key's platform", pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")),
@@ -34,33 +35,48 @@ pub async fn get(
     ApiPath(user_ref): ApiPath<String>,
 ) -> Result<Json<UserQuota>, ApiError> {
     let user = user_ref_for(&key.frontend, &user_ref)?;
-    Ok(Json(quota_view(&state, &user).await?))
+    let now = now_ms();
+    let record = quota_record(&state, &user, now).await?;
+    if record
+        .home_bot
+        .as_ref()
+        .is_some_and(|bot| *bot != key.bot_id)
+    {
+        return Err(super::jobs::foreign_account());
+    }
+    Ok(Json(to_view(&state, record, now)))
 }
 
-pub(crate) async fn quota_view(state: &AppState, user: &UserRef) -> Result<UserQuota, ApiError> {
-    let now = now_ms();
-    let record = match state.store.quota(user, state.clock.day_of(now)).await? {
-        Some(q) => q,
-        None => {
-            let plan = state
-                .store
-                .plans()
-                .await?
-                .into_iter()
-                .find(|p| p.id == Plan::DEFAULT_ID)
-                .ok_or_else(|| {
-                    ApiError::from(crate::store::StoreError::Corrupt(
-                        "default plan missing".into(),
-                    ))
-                })?;
-            QuotaRecord {
-                user_ref: user.to_string(),
-                plan,
-                tokens_used: 0,
+/// The user's quota record; a user never seen is on the default plan.
+async fn quota_record(
+    state: &AppState,
+    user: &UserRef,
+    now: tessera_core::Millis,
+) -> Result<QuotaRecord, ApiError> {
+    Ok(
+        match state.store.quota(user, state.clock.day_of(now)).await? {
+            Some(q) => q,
+            None => {
+                let plan = state
+                    .store
+                    .plans()
+                    .await?
+                    .into_iter()
+                    .find(|p| p.id == Plan::DEFAULT_ID)
+                    .ok_or_else(|| {
+                        ApiError::from(crate::store::StoreError::Corrupt(
+                            "default plan missing".into(),
+                        ))
+                    })?;
+                QuotaRecord {
+                    user_ref: user.to_string(),
+                    plan,
+                    tokens_used: 0,
+                    home_bot: None,
+                }
             }
-        }
-    };
-    Ok(to_view(state, record, now))
+        },
+    )
 }
 
 pub(crate) fn to_view(state: &AppState, q: QuotaRecord, now: tessera_core::Millis) -> UserQuota {

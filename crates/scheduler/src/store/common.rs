@@ -31,25 +31,27 @@ pub(crate) const BILLING_USER: &str = "COALESCE(u.account_id, u.id)";
 /// Selects an account (`a`, a user with an email and a password) with one row
 /// per linked user (`l`, none: one row with NULL): one statement, so the
 /// account and its links are read from one snapshot. Append the condition.
-pub(crate) const ACCOUNT_SELECT: &str = "SELECT a.id, a.user_ref, a.email, a.created_at, \
-    a.password_hash, l.user_ref FROM users a LEFT JOIN users l ON l.account_id = a.id \
+pub(crate) const ACCOUNT_SELECT: &str = "SELECT a.id, a.user_ref, a.home_bot, a.email, \
+    a.created_at, a.password_hash, l.user_ref FROM users a \
+    LEFT JOIN users l ON l.account_id = a.id \
     WHERE a.email IS NOT NULL AND a.password_hash IS NOT NULL AND ";
 
 /// A row of [`ACCOUNT_SELECT`].
-pub(crate) type AccountJoinRow = (i64, String, String, i64, String, Option<String>);
+pub(crate) type AccountJoinRow = (i64, String, String, String, i64, String, Option<String>);
 
 /// The account in rows of [`ACCOUNT_SELECT`], and its password hash; `None`
 /// for no rows. Linked users are sorted here, byte-wise, so both databases
 /// give the same order whatever their collation.
 pub(crate) fn account_from(rows: Vec<AccountJoinRow>) -> Option<(super::AccountRecord, String)> {
     let mut rows = rows.into_iter();
-    let (user_id, user_ref, email, created_at, hash, first) = rows.next()?;
-    let mut linked: Vec<String> = first.into_iter().chain(rows.filter_map(|r| r.5)).collect();
+    let (user_id, user_ref, home_bot, email, created_at, hash, first) = rows.next()?;
+    let mut linked: Vec<String> = first.into_iter().chain(rows.filter_map(|r| r.6)).collect();
     linked.sort();
     Some((
         super::AccountRecord {
             user_id,
             user_ref,
+            home_bot,
             email,
             linked,
             created_at,
@@ -229,10 +231,13 @@ pub(crate) struct ReplayRow {
     pub request_hash: Option<Vec<u8>>,
 }
 
-/// A user joined with their plan.
+/// A user joined with their billing user's plan.
 #[derive(sqlx::FromRow)]
 pub(crate) struct UserPlanRow {
+    /// The billing user's id.
     pub user_id: i64,
+    /// The user's own `home_bot` (set for website accounts only).
+    pub home_bot: Option<String>,
     #[sqlx(flatten)]
     pub plan: PlanRow,
 }
@@ -263,14 +268,15 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
     }
 }
 
-pub(crate) const ARTIFACT_COLUMNS: &str = "a.id, a.job_id, j.frontend, a.type, a.storage_key, \
-    a.format, a.width, a.height, a.file_size, a.position, a.created_at";
+pub(crate) const ARTIFACT_COLUMNS: &str = "a.id, a.job_id, j.frontend, j.bot_id, a.type, \
+    a.storage_key, a.format, a.width, a.height, a.file_size, a.position, a.created_at";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ArtifactRow {
     id: String,
     job_id: String,
     frontend: String,
+    bot_id: String,
     #[sqlx(rename = "type")]
     kind: String,
     storage_key: String,
@@ -293,6 +299,7 @@ impl TryFrom<ArtifactRow> for super::ArtifactRecord {
                 .frontend
                 .parse::<Platform>()
                 .map_err(|_| corrupt("frontend", &r.frontend))?,
+            bot_id: r.bot_id,
             kind: tessera_api::internal::ArtifactKind::parse(&r.kind)
                 .ok_or_else(|| corrupt("artifact type", &r.kind))?,
             storage_key: r.storage_key,
@@ -530,6 +537,7 @@ macro_rules! impl_store {
             async fn create_account(
                 &self,
                 user_ref: &tessera_core::UserRef,
+                home_bot: &str,
                 email: &str,
                 password_hash: &str,
                 now: tessera_core::Millis,
@@ -538,7 +546,7 @@ macro_rules! impl_store {
                 // caller draws it), so any other conflict is an error.
                 let row: Option<(i64, i64)> = sqlx::query_as(
                     "INSERT INTO users (user_ref, platform, platform_user_id, plan_id, email, \
-                     password_hash, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     password_hash, home_bot, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
                      ON CONFLICT (email) DO NOTHING RETURNING id, created_at",
                 )
                 .bind(user_ref.to_string())
@@ -547,12 +555,14 @@ macro_rules! impl_store {
                 .bind(tessera_core::Plan::DEFAULT_ID)
                 .bind(email)
                 .bind(password_hash)
+                .bind(home_bot)
                 .bind(now)
                 .fetch_optional(self.writer())
                 .await?;
                 Ok(row.map(|(user_id, created_at)| $crate::store::AccountRecord {
                     user_id,
                     user_ref: user_ref.to_string(),
+                    home_bot: home_bot.to_owned(),
                     email: email.to_owned(),
                     linked: Vec::new(),
                     created_at,
@@ -628,17 +638,20 @@ macro_rules! impl_store {
             async fn redeem_link_code(
                 &self,
                 account: &tessera_core::UserRef,
+                home_bot: &str,
                 code_hash: &[u8],
                 now: tessera_core::Millis,
             ) -> Result<$crate::store::RedeemOutcome, $crate::store::StoreError> {
                 use $crate::store::RedeemOutcome;
                 let account_ref = account.to_string();
                 let mut tx = self.writer().begin().await?;
+                // Another bot's account is no account: its code stays unused.
                 let found: Option<(i64,)> = sqlx::query_as(
-                    "SELECT id FROM users WHERE user_ref = $1 \
+                    "SELECT id FROM users WHERE user_ref = $1 AND home_bot = $2 \
                      AND email IS NOT NULL AND password_hash IS NOT NULL",
                 )
                 .bind(&account_ref)
+                .bind(home_bot)
                 .fetch_optional(&mut *tx)
                 .await?;
                 let Some((account_id,)) = found else {
@@ -700,10 +713,15 @@ macro_rules! impl_store {
                     }
                 }
                 let user_ref = new.user_ref.to_string();
-                let (user_id, plan) = {
+                let (user_id, plan, home_bot) = {
                     let mut conn = self.writer().acquire().await?;
                     Self::user_plan(&mut conn, &new.user_ref, &user_ref, new.now).await?
                 };
+                // A website account is its own bot's only (read with the
+                // plan: no extra query).
+                if home_bot.is_some_and(|bot| bot != new.bot_id) {
+                    return Ok(CreateOutcome::ForeignAccount);
+                }
                 let job = match validate(&plan) {
                     Ok(job) => job,
                     Err(e) => return Ok(CreateOutcome::Invalid(e)),
@@ -813,7 +831,10 @@ macro_rules! impl_store {
                     return Ok(TransitionOutcome::Applied(job));
                 }
                 tx.rollback().await?;
-                Ok(match self.get_job(id, c.frontend).await? {
+                let job = self.get_job(id, c.frontend).await?.filter(|job| {
+                    c.bot_id.as_ref().is_none_or(|bot| *bot == job.bot_id)
+                });
+                Ok(match job {
                     Some(job) => TransitionOutcome::Illegal(job),
                     None => TransitionOutcome::NotFound,
                 })
@@ -1072,17 +1093,19 @@ macro_rules! impl_store {
                 &self,
                 id: &tessera_core::JobId,
                 frontend: tessera_core::Platform,
+                bot_id: Option<&str>,
                 now: tessera_core::Millis,
             ) -> Result<Option<$crate::store::JobRecord>, $crate::store::StoreError> {
                 let row: Option<$crate::store::common::JobRow> = sqlx::query_as(&format!(
                     "UPDATE jobs SET delivered_at = COALESCE(delivered_at, $1) \
-                     WHERE id = $2 AND frontend = $3 \
+                     WHERE id = $2 AND frontend = $3 AND ($4 IS NULL OR bot_id = $4) \
                      AND status IN ('COMPLETED', 'FAILED', 'CANCELLED') RETURNING {}",
                     $crate::store::common::JOB_COLUMNS
                 ))
                 .bind(now)
                 .bind(id.as_str())
                 .bind(frontend.as_str())
+                .bind(bot_id)
                 .fetch_optional(self.writer())
                 .await?;
                 row.map(TryInto::try_into).transpose()
@@ -1303,6 +1326,9 @@ macro_rules! impl_store {
                 if let Some(frontend) = c.frontend {
                     qb.push(" AND frontend = ").push_bind(frontend.as_str());
                 }
+                if let Some(bot_id) = &c.bot_id {
+                    qb.push(" AND bot_id = ").push_bind(bot_id.clone());
+                }
                 if let Some(fence) = &c.fence {
                     qb.push(" AND worker_id = ").push_bind(fence.worker_id.clone());
                     qb.push(" AND attempts = ").push_bind(fence.attempt);
@@ -1407,13 +1433,14 @@ macro_rules! impl_store {
 
             /// The user's billing user (the account it is linked to, or
             /// itself) and that user's plan, if the user exists: what a job
-            /// of the user is charged to and validated against.
+            /// of the user is charged to and validated against; and the
+            /// user's home bot, if it is a website account.
             async fn find_user_plan(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 user_ref: &str,
             ) -> Result<Option<$crate::store::common::UserPlanRow>, $crate::store::StoreError> {
                 Ok(sqlx::query_as(&format!(
-                    "SELECT b.id AS user_id, {} FROM users u \
+                    "SELECT b.id AS user_id, u.home_bot, {} FROM users u \
                      JOIN users b ON b.id = {} \
                      JOIN plans p ON p.id = b.plan_id \
                      WHERE u.user_ref = $1",
@@ -1425,13 +1452,14 @@ macro_rules! impl_store {
                 .await?)
             }
 
-            /// The user (created on first sight, on the default plan) and their plan.
+            /// The user (created on first sight, on the default plan): their
+            /// billing user's id and plan, and their home bot.
             async fn user_plan(
                 conn: &mut <$db as sqlx::Database>::Connection,
                 user: &tessera_core::UserRef,
                 user_ref: &str,
                 now: tessera_core::Millis,
-            ) -> Result<(i64, tessera_core::Plan), $crate::store::StoreError> {
+            ) -> Result<(i64, tessera_core::Plan, Option<String>), $crate::store::StoreError> {
                 let row = match Self::find_user_plan(conn, user_ref).await? {
                     Some(row) => row,
                     None => {
@@ -1451,7 +1479,7 @@ macro_rules! impl_store {
                         })?
                     }
                 };
-                Ok((row.user_id, row.plan.try_into()?))
+                Ok((row.user_id, row.plan.try_into()?, row.home_bot))
             }
 
             /// The account whose `column` (`a.email` or `a.user_ref`) is
@@ -1499,6 +1527,7 @@ macro_rules! impl_store {
                     user_ref: user_ref.to_string(),
                     plan: row.plan.try_into()?,
                     tokens_used,
+                    home_bot: row.home_bot,
                 }))
             }
         }

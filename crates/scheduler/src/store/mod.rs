@@ -109,6 +109,9 @@ pub struct QuotaRecord {
     pub user_ref: String,
     pub plan: Plan,
     pub tokens_used: i64,
+    /// For a website account, the bot id of the web key that created it
+    /// (only that bot's keys may act for it); `None` for any other user.
+    pub home_bot: Option<String>,
 }
 
 /// A website account: a `web:` user with an email and a password, and the
@@ -117,6 +120,9 @@ pub struct QuotaRecord {
 pub struct AccountRecord {
     pub user_id: i64,
     pub user_ref: String,
+    /// The bot id of the web key that created the account: each website is
+    /// its own trust domain, and only its keys may use the account.
+    pub home_bot: String,
     pub email: String,
     /// `platform:id` of every bot user linked to the account, sorted.
     pub linked: Vec<String>,
@@ -131,7 +137,8 @@ pub enum RedeemOutcome {
     Linked(AccountRecord),
     /// No such code: never issued, already used, replaced or expired.
     InvalidCode,
-    /// The user redeeming is not an account; the code was left unused.
+    /// The user redeeming is not an account of this bot; the code was left
+    /// unused.
     NoAccount,
 }
 
@@ -170,6 +177,9 @@ pub enum CreateOutcome {
     /// The idempotency key was seen before with a different request.
     IdempotencyConflict,
     Invalid(ParamError),
+    /// The user is a website account of another web bot, which this bot may
+    /// not act for; nothing was charged.
+    ForeignAccount,
     /// The job costs more than the user has left today.
     QuotaExhausted {
         plan: Plan,
@@ -193,6 +203,8 @@ pub struct TransitionChange {
     pub now: Millis,
     /// Act only on a job of this frontend (a frontend's key sees only its own).
     pub frontend: Option<Platform>,
+    /// Act only on a job of this bot (a web key sees only its own bot's).
+    pub bot_id: Option<String>,
     /// Dispatch: the worker chosen.
     pub worker_id: Option<String>,
     /// Fail or Cancel: why.
@@ -229,12 +241,13 @@ pub struct NewArtifact {
     pub position: u32,
 }
 
-/// An artifact as stored, with the frontend of its job (who may read it).
+/// An artifact as stored, with the frontend and bot of its job (who may read it).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ArtifactRecord {
     pub id: ArtifactId,
     pub job_id: JobId,
     pub frontend: Platform,
+    pub bot_id: String,
     pub kind: ArtifactKind,
     pub storage_key: String,
     pub format: String,
@@ -446,12 +459,14 @@ pub trait Store: Send + Sync + 'static {
 
     // ---- accounts and links ----
 
-    /// Creates the account `user_ref` (a `web:` user never seen) with an
-    /// email (already normalised) and a password hash, on the default plan.
-    /// `None` when the email belongs to another account.
+    /// Creates the account `user_ref` (a `web:` user never seen) of the web
+    /// bot `home_bot` with an email (already normalised) and a password hash,
+    /// on the default plan. `None` when the email belongs to another account
+    /// (of any bot: emails are unique).
     async fn create_account(
         &self,
         user_ref: &UserRef,
+        home_bot: &str,
         email: &str,
         password_hash: &str,
         now: Millis,
@@ -477,12 +492,14 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<bool, StoreError>;
 
-    /// Links the bot user who asked for the code to the account `account`,
-    /// and deletes the code, in one transaction: a code links once. A code
-    /// is live while `now` is before its expiry.
+    /// Links the bot user who asked for the code to the account `account` of
+    /// the web bot `home_bot`, and deletes the code, in one transaction: a
+    /// code links once. A code is live while `now` is before its expiry. An
+    /// account of another bot is no account ([`RedeemOutcome::NoAccount`]).
     async fn redeem_link_code(
         &self,
         account: &UserRef,
+        home_bot: &str,
         code_hash: &[u8],
         now: Millis,
     ) -> Result<RedeemOutcome, StoreError>;
@@ -623,11 +640,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that the frontend handed an ended job's outcome to its user
     /// (the first time counts; later calls change nothing). `None` when the
-    /// job is not the frontend's or has not ended.
+    /// job is not the frontend's (and, given `bot_id`, that bot's) or has not
+    /// ended.
     async fn mark_delivered(
         &self,
         id: &JobId,
         frontend: Platform,
+        bot_id: Option<&str>,
         now: Millis,
     ) -> Result<Option<JobRecord>, StoreError>;
 
