@@ -2115,6 +2115,31 @@ async fn linked_bot_users_share_the_accounts_plan_and_quota(backend: Backend) {
         24
     );
 
+    // A bot user's own paid plan is not lost by linking: the account takes
+    // the better of the two, and a worse one never lowers it.
+    app.admin.set_plan("discord:77", "starter").await.unwrap();
+    let cat = web
+        .create_account(&credentials("cat@example.org", "correct horse battery"))
+        .await
+        .unwrap();
+    let code = dc.create_link_code("discord:77").await.unwrap();
+    web.redeem_link_code(&cat.user_ref, &code.code)
+        .await
+        .unwrap();
+    assert_eq!(
+        web.get_user(&cat.user_ref).await.unwrap().plan.id,
+        "starter"
+    );
+    assert_eq!(dc.get_user("discord:77").await.unwrap().plan.id, "starter");
+    let code = tg.create_link_code("telegram:88").await.unwrap();
+    web.redeem_link_code(&cat.user_ref, &code.code)
+        .await
+        .unwrap();
+    assert_eq!(
+        web.get_user(&cat.user_ref).await.unwrap().plan.id,
+        "starter"
+    );
+
     // What each user id was charged is what its jobs cost, refunds included.
     let checked = tessera_testkit::invariants::check(&**app.store(), &[], None, false).await;
     assert_eq!(checked.tokens_charged, 24 + 1);

@@ -691,6 +691,18 @@ macro_rules! impl_store {
                     tx.commit().await?;
                     return Ok(RedeemOutcome::InvalidCode);
                 }
+                // A bot user who paid for a plan keeps it: the account takes
+                // the better of its own plan and the bot user's (never a worse one).
+                sqlx::query(
+                    "UPDATE users SET plan_id = (SELECT b.plan_id FROM users b WHERE b.id = $2) \
+                     WHERE id = $1 \
+                     AND (SELECT p.priority FROM plans p JOIN users b ON b.plan_id = p.id WHERE b.id = $2) \
+                       > (SELECT p.priority FROM plans p WHERE p.id = users.plan_id)",
+                )
+                .bind(account_id)
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
                 let view = Self::account_on(&mut tx, "a.user_ref", &account_ref).await?;
                 tx.commit().await?;
                 match view {
