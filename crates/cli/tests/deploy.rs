@@ -717,7 +717,7 @@ fn kubernetes_manifests_run_real_commands_with_gpus_probes_and_no_secret_values(
 /// The HTTP paths a role serves without credentials, for probes.
 fn probe_paths(role: &str) -> &'static [&'static str] {
     match role {
-        "scheduler" | "worker" => &["/healthz", "/readyz"],
+        "scheduler" | "worker" | "web" => &["/healthz", "/readyz"],
         _ => &[],
     }
 }
@@ -734,6 +734,7 @@ fn quadlet_units_describe_the_seed_machines() {
     for name in [
         "control-plane/tessera-postgres.container",
         "control-plane/tessera-scheduler.container",
+        "control-plane/tessera-web.container",
         "gpu-machine/tessera-worker@.container",
         "gpu-machine/comfyui@.container",
     ] {
@@ -1492,6 +1493,10 @@ async fn the_compose_system_runs_on_loopback_as_the_files_describe_it() {
     })
     .await;
     assert!(ready, "the website is ready:\n{}", procs.log("web"));
+    for path in probe_paths("web") {
+        let resp = http.get(format!("{web}{path}")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "web {path}");
+    }
     let pricing = http
         .get(format!("{web}/pricing"))
         .send()
