@@ -299,12 +299,27 @@ impl Client {
 
     /// Downloads an artifact by the `url` of its view (or `/api/v1/artifacts/{id}`).
     pub async fn download(&self, url: &str) -> Result<Vec<u8>, ClientError> {
-        let resp = self.request(Method::GET, url)?.send().await?;
-        let status = resp.status();
-        let bytes = resp.bytes().await?;
-        if status.is_success() {
-            return Ok(bytes.to_vec());
+        Ok(self.fetch(url, None).await?.bytes().await?.to_vec())
+    }
+
+    /// Starts a download and hands back the answer as it arrives, to stream
+    /// it on; `range` goes as the `Range` header (`bytes=0-1023`), and a
+    /// partial answer is 206 with `Content-Range`.
+    pub async fn fetch(
+        &self,
+        url: &str,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut rb = self.request(Method::GET, url)?;
+        if let Some(range) = range {
+            rb = rb.header(reqwest::header::RANGE, range);
         }
+        let resp = rb.send().await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = resp.bytes().await?;
         match serde_json::from_slice::<ApiErrorBody>(&bytes) {
             Ok(body) => Err(ClientError::Api { status, body }),
             Err(_) => Err(ClientError::Unexpected {

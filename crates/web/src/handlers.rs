@@ -4,8 +4,9 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -529,12 +530,15 @@ pub struct OutputQuery {
     download: Option<String>,
 }
 
-/// An output's bytes, for the signed-in account's own jobs only.
+/// An output, for the signed-in account's own jobs only: streamed from the
+/// scheduler as it arrives, with the visitor's `Range` passed along (video
+/// players seek with it).
 pub async fn output(
     State(state): State<AppState>,
     session: Session,
     Path((job_id, artifact_id)): Path<(String, String)>,
     Query(q): Query<OutputQuery>,
+    headers: HeaderMap,
 ) -> Page {
     let account = session.require()?;
     let job = own_job(&state, account, &job_id).await?;
@@ -543,41 +547,44 @@ pub async fn output(
         .iter()
         .find(|a| a.artifact_id.as_str() == artifact_id)
         .ok_or(WebError::NotFound)?;
-    let bytes = state.api.download(&artifact.url).await?;
-    let content_type = match (artifact.kind, artifact.format.as_str()) {
-        (_, "png" | "apng") => "image/png",
-        (_, "webp") => "image/webp",
-        (_, "jpg" | "jpeg") => "image/jpeg",
-        (_, "gif") => "image/gif",
-        (_, "mp4") => "video/mp4",
-        (_, "webm") => "video/webm",
-        (_, "wav") => "audio/wav",
-        (_, "mp3") => "audio/mpeg",
-        (_, "ogg") => "audio/ogg",
-        (ArtifactKind::Text, _) | (_, "txt") => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let upstream = match state.downloads.fetch(&artifact.url, range).await {
+        Ok(upstream) => upstream,
+        Err(ClientError::Api { status, .. }) if status == StatusCode::RANGE_NOT_SATISFIABLE => {
+            return Ok(StatusCode::RANGE_NOT_SATISFIABLE.into_response());
+        }
+        Err(e) => return Err(e.into()),
     };
-    let mut resp = (
-        [
-            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
-            (
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("private, max-age=86400, immutable"),
-            ),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-        ],
-        bytes,
-    )
-        .into_response();
-    if q.download.is_some() {
-        let name = format!("tessera-{}.{}", job.job_id, artifact.format);
-        if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
-            resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+    let status = upstream.status();
+    let mut out = HeaderMap::new();
+    for name in [
+        header::CONTENT_TYPE,
+        header::CONTENT_LENGTH,
+        header::CONTENT_RANGE,
+        header::ACCEPT_RANGES,
+    ] {
+        if let Some(v) = upstream.headers().get(&name) {
+            out.insert(name, v.clone());
         }
     }
+    out.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, max-age=86400, immutable"),
+    );
+    let disposition = if q.download.is_some() {
+        format!(
+            "attachment; filename=\"tessera-{}.{}\"",
+            job.job_id, artifact.format
+        )
+    } else {
+        "inline".to_owned()
+    };
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        out.insert(header::CONTENT_DISPOSITION, v);
+    }
+    let mut resp = Body::from_stream(upstream.bytes_stream()).into_response();
+    *resp.status_mut() = status;
+    resp.headers_mut().extend(out);
     Ok(resp)
 }
 

@@ -76,6 +76,9 @@ pub struct AppState(Arc<Inner>);
 
 pub struct Inner {
     pub api: Client,
+    /// The same scheduler for streaming outputs: no limit on the whole
+    /// answer (a long video over a slow link), only on silence.
+    pub downloads: Client,
     /// The connection pool `api` uses, for the scheduler's readiness probe.
     pub http: reqwest::Client,
     /// Cancelled when the site stops: ends the live-progress streams, which
@@ -108,6 +111,13 @@ impl AppState {
             .build()?;
         let api = Client::with_http(http.clone(), &config.scheduler_url, config.api_key.expose())
             .map_err(|e| anyhow::anyhow!("scheduler_url {:?}: {e}", config.scheduler_url))?;
+        let streaming = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .read_timeout(Duration::from_secs(30))
+            .build()?;
+        let downloads =
+            Client::with_http(streaming, &config.scheduler_url, config.api_key.expose())
+                .map_err(|e| anyhow::anyhow!("scheduler_url {:?}: {e}", config.scheduler_url))?;
         let key = match &config.cookie_secret {
             Some(secret) => session::key_from_secret(secret.expose())?,
             None => {
@@ -121,6 +131,7 @@ impl AppState {
         let limits = Limits::new(&config.limits);
         Ok(Self(Arc::new(Inner {
             api,
+            downloads,
             http,
             stop,
             config,

@@ -840,6 +840,22 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
     let output = format!("/jobs/{id}/outputs/{}", job.artifacts[0].artifact_id);
     assert_eq!(ada.get(&format!("/jobs/{id}")).await.status(), 200);
     assert_eq!(ada.get(&output).await.status(), 200);
+    // A player seeking asks for a part, and gets just that part.
+    let part = ada
+        .http
+        .get(format!("{base}{output}"))
+        .header("cookie", &ada.cookie)
+        .header("range", "bytes=0-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    let total = job.artifacts[0].file_size;
+    assert_eq!(
+        part.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 0-9/{total}")
+    );
+    assert_eq!(&part.bytes().await.unwrap()[..], b"[tessera s");
 
     // Bob reaches none of it: not the page, the output, the live events, or
     // the cancel button.

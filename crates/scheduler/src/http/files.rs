@@ -111,8 +111,10 @@ pub(crate) fn too_large(limit: u64) -> ApiError {
     params(("artifact_id" = String, Path, description = "`art_...`, from a job's `artifacts`", pattern = "^art_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses(
         (status = 200, description = "The file, with its content type"),
+        (status = 206, description = "The part of the file a `Range: bytes=...` header asked for, with `Content-Range`"),
         (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody),
+        (status = 416, body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
 )]
@@ -120,6 +122,7 @@ pub async fn artifact(
     State(state): State<AppState>,
     Frontend(key): Frontend,
     ApiPath(artifact_id): ApiPath<String>,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::not_found("artifact_not_found", "no such artifact");
     let id: ArtifactId = artifact_id.parse().map_err(|_| not_found())?;
@@ -133,9 +136,33 @@ pub async fn artifact(
         })
         .ok_or_else(not_found)?;
     let bytes = state.blobs.get(&record.storage_key).await?;
+    let len = bytes.len() as u64;
     let disposition = format!("inline; filename=\"{}.{}\"", record.id, record.format);
-    let mut resp = Body::from(bytes).into_response();
+    let mut resp = match byte_range(&headers, len) {
+        Ok(None) => Body::from(bytes).into_response(),
+        Ok(Some((start, end))) => {
+            let part = bytes.slice(start as usize..=end as usize);
+            let mut resp = (StatusCode::PARTIAL_CONTENT, Body::from(part)).into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            resp
+        }
+        Err(()) => {
+            let mut resp = ApiError::new(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "range_not_satisfiable",
+                format!("the range asked for lies outside the {len} bytes of the artifact"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                resp.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(resp);
+        }
+    };
     let headers = resp.headers_mut();
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(&record.format)),
@@ -148,6 +175,38 @@ pub async fn artifact(
         HeaderValue::from_static("private, max-age=31536000, immutable"),
     );
     Ok(resp)
+}
+
+/// The one `bytes=` range a `Range` header asks of a body `len` bytes long,
+/// as first and last byte. `Ok(None)`: the whole body (no header, another
+/// unit, several ranges or a malformed one, which RFC 9110 lets a server
+/// ignore); `Err`: a range wholly outside the body (416).
+fn byte_range(headers: &HeaderMap, len: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(spec) = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("bytes="))
+    else {
+        return Ok(None);
+    };
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let number = |s: &str| s.trim().parse::<u64>().ok();
+    match (first.trim().is_empty(), number(first), number(last)) {
+        // `-N`: the last N bytes.
+        (true, _, Some(n)) if n > 0 && len > 0 => Ok(Some((len.saturating_sub(n), len - 1))),
+        (true, _, Some(_)) => Err(()),
+        (false, Some(start), _) if start >= len => Err(()),
+        // `A-`: from A to the end.
+        (false, Some(start), None) if last.trim().is_empty() => Ok(Some((start, len - 1))),
+        // `A-B`: clipped to the body.
+        (false, Some(start), Some(end)) if end >= start => Ok(Some((start, end.min(len - 1)))),
+        _ => Ok(None),
+    }
 }
 
 /// The media type of an artifact format.
@@ -167,5 +226,41 @@ pub fn content_type(format: &str) -> &'static str {
         "txt" => "text/plain; charset=utf-8",
         "json" => "application/json",
         _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn range(value: &str, len: u64) -> Result<Option<(u64, u64)>, ()> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::RANGE, HeaderValue::from_str(value).unwrap());
+        byte_range(&headers, len)
+    }
+
+    #[test]
+    fn one_byte_range_is_served_and_anything_else_is_the_whole_body() {
+        assert_eq!(byte_range(&HeaderMap::new(), 10), Ok(None));
+        assert_eq!(range("bytes=0-3", 10), Ok(Some((0, 3))));
+        assert_eq!(range("bytes=4-", 10), Ok(Some((4, 9))));
+        assert_eq!(range("bytes=-3", 10), Ok(Some((7, 9))));
+        assert_eq!(range("bytes=-30", 10), Ok(Some((0, 9))));
+        assert_eq!(range("bytes=8-100", 10), Ok(Some((8, 9))));
+        // Ignored, as RFC 9110 allows: other units, lists, nonsense.
+        for ignored in [
+            "items=0-3",
+            "bytes=0-1,4-5",
+            "bytes=5-2",
+            "bytes=x-",
+            "bytes=3",
+        ] {
+            assert_eq!(range(ignored, 10), Ok(None), "{ignored}");
+        }
+        // Outside the body.
+        for outside in ["bytes=10-", "bytes=10-12", "bytes=-0"] {
+            assert_eq!(range(outside, 10), Err(()), "{outside}");
+        }
+        assert_eq!(range("bytes=-5", 0), Err(()));
     }
 }
