@@ -112,6 +112,18 @@ impl Client {
         Ok(self.http.request(method, url).bearer_auth(&self.token))
     }
 
+    /// A non-2xx answer: the server's error envelope, or its text when it
+    /// sent something else.
+    fn failure(status: StatusCode, bytes: &[u8]) -> ClientError {
+        match serde_json::from_slice::<ApiErrorBody>(bytes) {
+            Ok(body) => ClientError::Api { status, body },
+            Err(_) => ClientError::Unexpected {
+                status,
+                text: String::from_utf8_lossy(bytes).into_owned(),
+            },
+        }
+    }
+
     async fn send<T: DeserializeOwned>(rb: RequestBuilder) -> Result<T, ClientError> {
         let (value, _) = Self::send_with_headers(rb).await?;
         Ok(value)
@@ -132,13 +144,7 @@ impl Client {
                     text: String::from_utf8_lossy(&bytes).into_owned(),
                 });
         }
-        match serde_json::from_slice::<ApiErrorBody>(&bytes) {
-            Ok(body) => Err(ClientError::Api { status, body }),
-            Err(_) => Err(ClientError::Unexpected {
-                status,
-                text: String::from_utf8_lossy(&bytes).into_owned(),
-            }),
-        }
+        Err(Self::failure(status, &bytes))
     }
 
     fn json<B: Serialize>(rb: RequestBuilder, body: &B) -> RequestBuilder {
@@ -320,13 +326,7 @@ impl Client {
             return Ok(resp);
         }
         let bytes = resp.bytes().await?;
-        match serde_json::from_slice::<ApiErrorBody>(&bytes) {
-            Ok(body) => Err(ClientError::Api { status, body }),
-            Err(_) => Err(ClientError::Unexpected {
-                status,
-                text: String::from_utf8_lossy(&bytes).into_owned(),
-            }),
-        }
+        Err(Self::failure(status, &bytes))
     }
 
     // ---- internal API (with the internal token) ----

@@ -180,6 +180,28 @@ fn by_user(user_ref: &str) -> ListJobsQuery {
     }
 }
 
+/// `client` can neither read, cancel nor acknowledge these jobs: to it they
+/// do not exist.
+async fn cannot_reach(client: &Client, jobs: &[&JobId]) {
+    for id in jobs {
+        api_error(
+            client.get_job(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+        api_error(
+            client.cancel_job(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+        api_error(
+            client.mark_delivered(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+    }
+}
+
 fn ids(jobs: &[JobView]) -> Vec<JobId> {
     jobs.iter().map(|j| j.job_id.clone()).collect()
 }
@@ -2270,23 +2292,7 @@ async fn each_web_bot_is_its_own_trust_domain(backend: Backend) {
     assert_eq!(demo.get_user("web:me").await.unwrap().tokens_used_today, 2);
 
     // Each web key sees only its own bot's jobs, as if the others did not exist.
-    for id in [&ada_first.job_id, &ada_second.job_id] {
-        api_error(
-            demo.get_job(id).await,
-            StatusCode::NOT_FOUND,
-            "job_not_found",
-        );
-        api_error(
-            demo.cancel_job(id).await,
-            StatusCode::NOT_FOUND,
-            "job_not_found",
-        );
-        api_error(
-            demo.mark_delivered(id).await,
-            StatusCode::NOT_FOUND,
-            "job_not_found",
-        );
-    }
+    cannot_reach(&demo, &[&ada_first.job_id, &ada_second.job_id]).await;
     api_error(
         web.get_job(&demos[0]).await,
         StatusCode::NOT_FOUND,
@@ -2346,23 +2352,7 @@ async fn each_web_bot_is_its_own_trust_domain(backend: Backend) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    for id in [&ada_first.job_id, &ada_second.job_id] {
-        api_error(
-            demo.get_job(id).await,
-            StatusCode::NOT_FOUND,
-            "job_not_found",
-        );
-        api_error(
-            demo.cancel_job(id).await,
-            StatusCode::NOT_FOUND,
-            "job_not_found",
-        );
-        api_error(
-            demo.mark_delivered(id).await,
-            StatusCode::NOT_FOUND,
-            "job_not_found",
-        );
-    }
+    cannot_reach(&demo, &[&ada_first.job_id, &ada_second.job_id]).await;
     let url = &done.artifacts[0].url;
     api_error(
         demo.download(url).await,

@@ -259,18 +259,15 @@ pub struct FieldError {
 }
 
 /// The job's `params` from the submitted `values` (empty fields left out, so
-/// the scheduler fills in its defaults), plus `input_id` for an uploaded file.
+/// the scheduler fills in its defaults). An uploaded file joins them with
+/// [`with_input`] once it is uploaded.
 pub fn params(
     capability: Capability,
     values: &HashMap<String, String>,
-    input_id: Option<&str>,
 ) -> Result<Value, FieldError> {
     let mut out = Map::new();
     for f in fields(capability) {
         if f.kind == Kind::Audio {
-            if let Some(id) = input_id {
-                out.insert("input_id".into(), Value::String(id.to_owned()));
-            }
             continue;
         }
         let raw = values.get(f.name).map(|v| v.trim()).unwrap_or_default();
@@ -307,6 +304,13 @@ pub fn params(
     Ok(Value::Object(out))
 }
 
+/// Names the uploaded input (`inp_...`) in a speech-to-text job's `params`.
+pub fn with_input(params: &mut Value, input_id: &str) {
+    if let Value::Object(map) = params {
+        map.insert("input_id".into(), Value::String(input_id.to_owned()));
+    }
+}
+
 /// The form field an API error's `field` (`params.prompt`) points at.
 pub fn field_of(api_field: Option<&str>) -> Option<String> {
     let f = api_field?;
@@ -334,7 +338,6 @@ mod tests {
         let p = params(
             Capability::Image,
             &values(&[("prompt", "a fox"), ("seed", ""), ("resolution", "512x512")]),
-            None,
         )
         .unwrap();
         assert_eq!(
@@ -345,12 +348,11 @@ mod tests {
 
     #[test]
     fn a_missing_prompt_or_a_word_for_a_number_names_its_field() {
-        let e = params(Capability::Image, &values(&[("prompt", "  ")]), None).unwrap_err();
+        let e = params(Capability::Image, &values(&[("prompt", "  ")])).unwrap_err();
         assert_eq!(e.field, "prompt");
         let e = params(
             Capability::Text,
             &values(&[("prompt", "hi"), ("max_tokens", "many")]),
-            None,
         )
         .unwrap_err();
         assert_eq!(e.field, "max_tokens");
@@ -359,12 +361,8 @@ mod tests {
 
     #[test]
     fn speech_to_text_sends_the_uploaded_input() {
-        let p = params(
-            Capability::SpeechToText,
-            &values(&[("language", "en")]),
-            Some("inp_1"),
-        )
-        .unwrap();
+        let mut p = params(Capability::SpeechToText, &values(&[("language", "en")])).unwrap();
+        with_input(&mut p, "inp_1");
         assert_eq!(
             p,
             serde_json::json!({"input_id": "inp_1", "language": "en"})

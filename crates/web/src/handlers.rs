@@ -289,31 +289,27 @@ pub async fn generate(
             .insert("audio".into(), "Choose an audio file to transcribe.".into());
         return Ok(refused(session, capability, &quota, form));
     }
-    if let Err(e) = forms::params(capability, &values, Some("pending")) {
-        form.field_errors.insert(e.field, e.message);
-        return Ok(refused(session, capability, &quota, form));
-    }
-    let user = UserRef::new(Platform::Web, account.user_ref.trim_start_matches("web:"))
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    if let Err(wait) = state.limits.check_job(&user) {
+    let mut params = match forms::params(capability, &values) {
+        Ok(params) => params,
+        Err(e) => {
+            form.field_errors.insert(e.field, e.message);
+            return Ok(refused(session, capability, &quota, form));
+        }
+    };
+    if let Err(wait) = state.limits.check_job(&account.user()?) {
         return Err(WebError::Slow(wait));
     }
     // The upload first: a speech-to-text job names its input.
-    let input_id = match file {
-        Some((content_type, bytes)) if capability == Capability::SpeechToText => {
-            match state.api.upload_input(&content_type, bytes).await {
-                Ok(up) => Some(up.input_id.to_string()),
-                Err(ClientError::Api { status, body }) if status.is_client_error() => {
-                    form.field_errors.insert("audio".into(), body.error.message);
-                    return Ok(refused(session, capability, &quota, form));
-                }
-                Err(e) => return Err(e.into()),
+    if let Some((content_type, bytes)) = file.filter(|_| capability == Capability::SpeechToText) {
+        match state.api.upload_input(&content_type, bytes).await {
+            Ok(up) => forms::with_input(&mut params, up.input_id.as_str()),
+            Err(ClientError::Api { status, body }) if status.is_client_error() => {
+                form.field_errors.insert("audio".into(), body.error.message);
+                return Ok(refused(session, capability, &quota, form));
             }
+            Err(e) => return Err(e.into()),
         }
-        _ => None,
-    };
-    let params = forms::params(capability, &values, input_id.as_deref())
-        .map_err(|e| WebError::Internal(e.message))?;
+    }
     let request = CreateJobRequest {
         frontend: Platform::Web,
         bot_id: state.config.bot_id.clone(),
@@ -670,9 +666,7 @@ pub async fn link(
 ) -> Page {
     session.check_csrf(&form.csrf)?;
     let account = session.require()?;
-    let who = UserRef::new(Platform::Web, account.user_ref.trim_start_matches("web:"))
-        .map_err(|e| WebError::Internal(e.to_string()))?;
-    if let Err(wait) = state.limits.check_command(&who) {
+    if let Err(wait) = state.limits.check_command(&account.user()?) {
         return Err(WebError::Slow(wait));
     }
     match state

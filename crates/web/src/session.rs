@@ -43,6 +43,15 @@ pub struct Account {
     pub email: String,
 }
 
+impl Account {
+    /// The account's `web:` user, as the rate limits key it.
+    pub fn user(&self) -> Result<tessera_core::UserRef, WebError> {
+        self.user_ref
+            .parse()
+            .map_err(|e: tessera_core::user_ref::InvalidUserRef| WebError::Internal(e.to_string()))
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Stored {
     /// CSRF token.
