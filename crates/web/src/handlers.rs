@@ -31,7 +31,7 @@ type Page = Result<Response, WebError>;
 
 fn shell<'a>(session: &'a Session, current: &'a str) -> Shell<'a> {
     Shell {
-        account: session.account.as_ref(),
+        signed_in: session.account.as_ref().map(|a| a.email.as_str()),
         csrf: &session.csrf,
         current,
     }

@@ -15,11 +15,12 @@ use tessera_api::public::{AccountView, ArtifactView, JobView, UserQuota};
 use tessera_core::{Capability, JobState, Plan};
 
 use crate::forms::{self, Field, Kind};
-use crate::session::Account;
 
-/// What the page shell needs to know about the visitor.
+/// What the page shell needs to know about the visitor: only what it shows,
+/// so pages are built without knowing how sessions are kept.
 pub struct Shell<'a> {
-    pub account: Option<&'a Account>,
+    /// The signed-in account's email; `None` for a visitor not signed in.
+    pub signed_in: Option<&'a str>,
     pub csrf: &'a str,
     /// The navigation entry to mark as current (`/gallery`).
     pub current: &'a str,
@@ -52,19 +53,19 @@ pub fn page(shell: &Shell<'_>, title: &str, body: Markup) -> Markup {
                     nav aria-label="Main" {
                         a class="brand" href="/" { "Tessera" }
                         ul {
-                            @if shell.account.is_some() {
+                            @if shell.signed_in.is_some() {
                                 (nav_link(shell, "/generate", "Generate"))
                                 (nav_link(shell, "/gallery", "Gallery"))
                             }
                             (nav_link(shell, "/pricing", "Pricing"))
-                            @if let Some(account) = shell.account {
+                            @if let Some(email) = shell.signed_in {
                                 (nav_link(shell, "/account", "Account"))
                                 li {
                                     form method="post" action="/signout" class="inline" {
                                         input type="hidden" name="csrf" value=(shell.csrf);
                                         button type="submit" class="link" {
                                             "Sign out"
-                                            span class="visually-hidden" { " " (account.email) }
+                                            span class="visually-hidden" { " " (email) }
                                         }
                                     }
                                 }
@@ -87,7 +88,7 @@ pub fn page(shell: &Shell<'_>, title: &str, body: Markup) -> Markup {
 /// A page for an error, outside any session.
 pub fn error_page(status: StatusCode, title: &str, message: &str) -> Markup {
     let shell = Shell {
-        account: None,
+        signed_in: None,
         csrf: "",
         current: "",
     };
