@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 use crate::config::SchedulerConfig;
 use crate::dispatch::Dispatcher;
 use crate::http::{self, AppState};
+use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::store::{self, Store};
 
@@ -43,22 +44,26 @@ impl Scheduler {
         let blobs = crate::artifacts::Blobs::open(&config.artifacts)?;
         let metrics = Metrics::new(store.backend().as_str());
         metrics.set_plans(store.plans().await.context("reading the plans")?);
-        let dispatcher = Dispatcher::new(
+        let lifecycle = Lifecycle::new(
             store.clone(),
             metrics,
-            workers.clone(),
-            config.queue.policy,
+            &workers,
             config.auth.internal_token()?,
         )?;
-        dispatcher
+        lifecycle
             .restore()
             .await
             .context("reading workers and running jobs back")?;
-        let state = AppState::new(store.clone(), config, dispatcher.clone(), blobs)?;
+        let dispatcher = Dispatcher::new(
+            store.clone(),
+            lifecycle.clone(),
+            workers.clone(),
+            config.queue.policy,
+        );
+        let state = AppState::new(store.clone(), config, lifecycle.clone(), blobs)?;
         let app = http::router(state);
         let (stop_tx, mut stop_rx) = watch::channel(false);
-        let monitor =
-            crate::monitor::spawn(store.clone(), workers, dispatcher.clone(), stop_rx.clone());
+        let monitor = crate::monitor::spawn(store.clone(), workers, lifecycle, stop_rx.clone());
         let dispatch = dispatcher.spawn(stop_rx.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app)

@@ -1,11 +1,15 @@
 //! The control plane: the only component that writes the database and the only one
-//! that decides (seed section 2.1).
+//! that decides (ARCHITECTURE.md, "Bird's-eye view").
 //!
 //! - [`config`]: settings from TOML and the environment.
 //! - [`store`]: the storage trait and its PostgreSQL and SQLite backends.
 //! - [`http`]: the public (`/api/v1`), admin (`/api/admin`) and internal
 //!   (`/api/internal`) APIs, one module per resource, errors mapped to JSON in one place.
-//! - [`dispatch`]: the worker registry and the event-driven dispatcher.
+//! - [`lifecycle`]: every state change after a job's creation, and what follows
+//!   it (metrics, dispatch wake-ups, taking a job back); what `http`,
+//!   `dispatch` and `monitor` share instead of calling each other.
+//! - [`registry`]: the scheduler's picture of its workers, held by the lifecycle.
+//! - [`dispatch`]: the event-driven dispatcher.
 //! - [`monitor`]: lost workers, run timeouts and jobs no worker can serve.
 //! - [`artifacts`]: the object store holding artifacts and inputs.
 //! - [`passwords`]: website passwords, hashed with Argon2id a few at a time.
@@ -22,10 +26,12 @@ pub mod config;
 pub mod dispatch;
 pub mod estimate;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod monitor;
 pub mod passwords;
 pub mod queue;
+pub mod registry;
 pub mod store;
 
 pub use app::{Scheduler, SchedulerHandle};

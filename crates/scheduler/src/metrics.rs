@@ -1,4 +1,5 @@
-//! The scheduler's Prometheus metrics (seed section 10.1), served at `/metrics`.
+//! The scheduler's Prometheus metrics, served at `/metrics` (how to scrape
+//! them and the alerts on them: docs/operations.md, "Monitoring").
 //!
 //! Two kinds. **Events** are counted as this process sees them: jobs created,
 //! dispatched and ended, queue waits and run times, API requests. They start
@@ -29,11 +30,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use tessera_core::{Capability, JobId, Millis, Plan, Priority, Transition};
+use tessera_core::{Capability, Millis, Plan, Priority, Transition};
 
-use crate::store::{
-    JobRecord, Store, StoreError, StoreGauges, TransitionChange, TransitionOutcome, WorkerRecord,
-};
+use crate::store::{JobRecord, Store, StoreGauges, WorkerRecord};
 
 /// The content type of the OpenMetrics text format Prometheus scrapes.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -400,25 +399,10 @@ impl Metrics {
         }
     }
 
-    /// Applies a transition through the store and counts it if it applied.
-    /// Every change of a job's state after its creation goes through here, so
-    /// the counters miss none.
-    pub async fn apply(
-        &self,
-        store: &dyn Store,
-        id: &JobId,
-        t: Transition,
-        change: &TransitionChange,
-    ) -> Result<TransitionOutcome, StoreError> {
-        let outcome = store.transition(id, t, change).await?;
-        if let TransitionOutcome::Applied(job) = &outcome {
-            self.transitioned(t, job);
-        }
-        Ok(outcome)
-    }
-
-    /// A transition was applied; `job` is the job after it.
-    fn transitioned(&self, t: Transition, job: &JobRecord) {
+    /// A transition was applied; `job` is the job after it. Called by the
+    /// [`Lifecycle`](crate::lifecycle::Lifecycle), through which every state
+    /// change after creation goes, so the counters miss none.
+    pub fn transitioned(&self, t: Transition, job: &JobRecord) {
         match t {
             Transition::Complete => {
                 let labels = self.job_labels(job);

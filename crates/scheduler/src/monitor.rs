@@ -1,4 +1,4 @@
-//! The health monitor (seed section 9): what no event reports, a sweep finds.
+//! The health monitor: what no event reports, a sweep finds.
 //!
 //! Every heartbeat period it looks for
 //! - RUNNING jobs whose worker has been silent longer than `missed_heartbeats`
@@ -14,6 +14,10 @@
 //! a worker completes in the meantime, or another replica already moved, is
 //! simply not matched.
 //!
+//! Every change goes through the [`Lifecycle`], which counts it, wakes the
+//! dispatcher for jobs back in the queue, and settles the worker registry;
+//! the monitor never calls the dispatcher.
+//!
 //! Silence is only held against a worker when this scheduler could have heard
 //! it: the first and the last of these sweeps wait until the scheduler has
 //! had its database for a whole silence limit, since it started and since
@@ -28,8 +32,7 @@ use tessera_core::{Millis, Transition};
 use tokio::sync::watch;
 
 use crate::config::WorkersConfig;
-use crate::dispatch::Dispatcher;
-use crate::metrics::Metrics;
+use crate::lifecycle::Lifecycle;
 use crate::store::{Fence, Store, StoreError, TransitionChange, TransitionOutcome};
 
 /// Most unservable jobs failed per model and sweep; the next sweep goes on.
@@ -51,20 +54,17 @@ pub struct Sweep {
 pub async fn sweep(
     store: &dyn Store,
     config: &WorkersConfig,
-    dispatcher: &Dispatcher,
+    lifecycle: &Lifecycle,
     now: Millis,
     heard: bool,
 ) -> Result<Sweep, StoreError> {
     let mut done = Sweep::default();
     if heard {
-        lost_workers(store, config, dispatcher, now, &mut done).await?;
+        lost_workers(store, config, lifecycle, now, &mut done).await?;
     }
-    run_timeouts(store, config, dispatcher, now, &mut done).await?;
+    run_timeouts(store, config, lifecycle, now, &mut done).await?;
     if heard {
-        unservable(store, config, dispatcher, now, &mut done).await?;
-    }
-    if done.requeued > 0 {
-        dispatcher.wake();
+        unservable(store, config, lifecycle, now, &mut done).await?;
     }
     Ok(done)
 }
@@ -72,7 +72,7 @@ pub async fn sweep(
 async fn lost_workers(
     store: &dyn Store,
     config: &WorkersConfig,
-    dispatcher: &Dispatcher,
+    lifecycle: &Lifecycle,
     now: Millis,
     done: &mut Sweep,
 ) -> Result<(), StoreError> {
@@ -85,14 +85,12 @@ async fn lost_workers(
             worker_id: worker.clone(),
             attempt: job.attempts,
         };
-        match take_back(store, dispatcher.metrics(), config, &job.id, fence, now).await? {
+        match lifecycle.take_back(&job.id, fence, now).await? {
             Some(Transition::Fail) => {
-                dispatcher.forget(&job.id);
                 done.failed += 1;
                 tracing::warn!(job_id = %job.id, %worker, attempts = job.attempts, "job failed: attempt limit reached");
             }
             Some(_) => {
-                dispatcher.forget(&job.id);
                 done.requeued += 1;
                 tracing::warn!(job_id = %job.id, %worker, attempts = job.attempts, "worker lost; job requeued");
             }
@@ -102,49 +100,10 @@ async fn lost_workers(
     Ok(())
 }
 
-/// Takes a job back from a worker that lost it (fell silent, or restarted
-/// without it): back to the queue, or, once dispatched `max_attempts` times,
-/// FAILED and refunded. Fenced on the worker and attempt, so a job that moved
-/// on meanwhile is left alone. Answers the transition applied, if any.
-pub async fn take_back(
-    store: &dyn Store,
-    metrics: &Metrics,
-    config: &WorkersConfig,
-    job_id: &tessera_core::JobId,
-    fence: Fence,
-    now: Millis,
-) -> Result<Option<Transition>, StoreError> {
-    let attempts = fence.attempt;
-    let exhausted = attempts >= i32::try_from(config.max_attempts).unwrap_or(i32::MAX);
-    let (transition, error) = if exhausted {
-        let message = format!(
-            "the job was dispatched {attempts} times and its worker was lost each time; tokens refunded"
-        );
-        (
-            Transition::Fail,
-            Some(("attempts_exhausted".into(), message)),
-        )
-    } else {
-        (Transition::Requeue, None)
-    };
-    let change = TransitionChange {
-        now,
-        error,
-        fence: Some(fence),
-        ..Default::default()
-    };
-    Ok(
-        match metrics.apply(store, job_id, transition, &change).await? {
-            TransitionOutcome::Applied(_) => Some(transition),
-            _ => None,
-        },
-    )
-}
-
 async fn run_timeouts(
     store: &dyn Store,
     config: &WorkersConfig,
-    dispatcher: &Dispatcher,
+    lifecycle: &Lifecycle,
     now: Millis,
     done: &mut Sweep,
 ) -> Result<(), StoreError> {
@@ -176,15 +135,13 @@ async fn run_timeouts(
             )),
             ..Default::default()
         };
-        if let TransitionOutcome::Applied(failed) = dispatcher
-            .metrics()
-            .apply(store, &job.id, Transition::Fail, &change)
-            .await?
+        if let TransitionOutcome::Applied(failed) =
+            lifecycle.apply(&job.id, Transition::Fail, &change).await?
         {
             done.timed_out += 1;
             tracing::warn!(job_id = %job.id, %worker, "job failed: run timeout");
-            dispatcher.stop_on_worker(&job);
-            dispatcher.forget(&failed.id);
+            lifecycle.workers().stop_on_worker(&job);
+            lifecycle.workers().forget(&failed.id);
         }
     }
     Ok(())
@@ -193,7 +150,7 @@ async fn run_timeouts(
 async fn unservable(
     store: &dyn Store,
     config: &WorkersConfig,
-    dispatcher: &Dispatcher,
+    lifecycle: &Lifecycle,
     now: Millis,
     done: &mut Sweep,
 ) -> Result<(), StoreError> {
@@ -201,7 +158,9 @@ async fn unservable(
         i64::try_from(config.unservable_after_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     for group in store.queued_groups().await? {
         if now - group.oldest_queued_at <= limit
-            || dispatcher.serves(group.capability, &group.model, now)
+            || lifecycle
+                .workers()
+                .serves(group.capability, &group.model, now)
         {
             continue;
         }
@@ -227,10 +186,8 @@ async fn unservable(
                 )),
                 ..Default::default()
             };
-            if let TransitionOutcome::Applied(_) = dispatcher
-                .metrics()
-                .apply(store, &id, Transition::Fail, &change)
-                .await?
+            if let TransitionOutcome::Applied(_) =
+                lifecycle.apply(&id, Transition::Fail, &change).await?
             {
                 done.unservable += 1;
             }
@@ -247,7 +204,7 @@ async fn unservable(
 pub fn spawn(
     store: Arc<dyn Store>,
     config: WorkersConfig,
-    dispatcher: Dispatcher,
+    lifecycle: Lifecycle,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -280,7 +237,7 @@ pub fn spawn(
             }
             let since = *listening_since.get_or_insert(now);
             let heard = now - since >= config.silence_limit_ms();
-            if let Err(e) = sweep(&*store, &config, &dispatcher, now, heard).await {
+            if let Err(e) = sweep(&*store, &config, &lifecycle, now, heard).await {
                 tracing::warn!(error = %e, "health monitor sweep failed; retrying next period");
                 listening_since = None;
             }

@@ -29,8 +29,10 @@ use tessera_core::{Platform, UserRef};
 use super::auth::Frontend;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
-use super::jobs::{rfc3339, user_ref_for};
-use super::{now_ms, AppState};
+use super::scope::user_ref_for;
+use super::wire::rfc3339;
+use super::AppState;
+use crate::lifecycle::now_ms;
 use crate::passwords::PasswordError;
 use crate::store::{AccountRecord, ApiKeyRecord, RedeemOutcome};
 

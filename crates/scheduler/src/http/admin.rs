@@ -1,24 +1,24 @@
-//! `/api/admin`: the operator's API, behind the admin token. `tessera admin` is its
-//! command-line client.
+//! `/api/admin`: the operator's API for keys and workers, behind the admin
+//! token. `tessera admin` is its command-line client; the operator's calls on
+//! jobs and plans live with their resources ([`super::jobs`], [`super::users`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
-use tessera_api::admin::{CreateKeyRequest, CreatedKey, KeyList, KeyView, SetPlanRequest};
+use tessera_api::admin::{CreateKeyRequest, CreatedKey, KeyList, KeyView};
 use tessera_api::internal::{WorkerInfo, WorkerList};
-use tessera_api::public::{JobList, JobView, ListJobsQuery, UserQuota};
 use tessera_api::ApiErrorBody;
-use tessera_core::{ApiKeyId, UserRef};
+use tessera_core::ApiKeyId;
 
 use super::auth::Admin;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::jobs::{self, rfc3339};
-use super::users::to_view;
-use super::{now_ms, AppState};
+use super::extract::{ApiJson, ApiPath};
+use super::wire::{is_bot_id, rfc3339};
+use super::AppState;
 use crate::auth::{hash_secret, new_api_key};
-use crate::store::{ApiKeyRecord, TransitionChange};
+use crate::lifecycle::now_ms;
+use crate::store::ApiKeyRecord;
 
 fn key_view(k: ApiKeyRecord) -> KeyView {
     KeyView {
@@ -28,14 +28,6 @@ fn key_view(k: ApiKeyRecord) -> KeyView {
         created_at: rfc3339(k.created_at),
         revoked_at: k.revoked_at.map(rfc3339),
     }
-}
-
-/// Bot ids name processes in logs and configs: keep them plain.
-pub fn is_bot_id(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// Create a frontend API key bound to one frontend and bot. The secret is in this
@@ -112,89 +104,6 @@ pub async fn revoke_key(
     state.keys.forget(&key.id);
     tracing::info!(key_id = %key.id, "frontend key revoked");
     Ok(Json(key_view(key)))
-}
-
-/// Put a user on a plan (created if never seen). For a bot user linked to a
-/// website account this is the account's plan, which all its users share.
-#[utoipa::path(
-    put, path = "/api/admin/users/{user_ref}/plan", tag = "admin",
-    params(("user_ref" = String, Path, description = "`platform:id`", pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")),
-    request_body = SetPlanRequest,
-    responses((status = 200, body = UserQuota), (status = 401, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 422, body = ApiErrorBody)),
-    security(("admin_token" = []))
-)]
-pub async fn set_plan(
-    State(state): State<AppState>,
-    _admin: Admin,
-    ApiPath(user_ref): ApiPath<String>,
-    ApiJson(req): ApiJson<SetPlanRequest>,
-) -> Result<Json<UserQuota>, ApiError> {
-    let user: UserRef = user_ref
-        .parse()
-        .map_err(|e: tessera_core::user_ref::InvalidUserRef| {
-            ApiError::invalid("invalid_user_ref", e.to_string()).with_field("user_ref")
-        })?;
-    let now = now_ms();
-    let not_found = || {
-        ApiError::not_found(
-            "plan_not_found",
-            format!(
-                "no plan {:?}; plans are free, starter, pro, admin",
-                req.plan_id
-            ),
-        )
-    };
-    // A name no plan can have is not looked up: text PostgreSQL cannot take
-    // (U+0000) used to fail there with a 500 instead of this 404.
-    if !is_bot_id(&req.plan_id) {
-        return Err(not_found());
-    }
-    let quota = state
-        .store
-        .set_plan(&user, &req.plan_id, state.clock.day_of(now), now)
-        .await?
-        .ok_or_else(not_found)?;
-    tracing::info!(user_ref = %user, plan = %req.plan_id, "plan changed");
-    Ok(Json(to_view(&state, quota, now)))
-}
-
-/// List jobs of every frontend, newest first (`status=QUEUED,RUNNING` for live ones).
-#[utoipa::path(
-    get, path = "/api/admin/jobs", tag = "admin",
-    params(ListJobsQuery),
-    responses((status = 200, body = JobList), (status = 401, body = ApiErrorBody), (status = 422, body = ApiErrorBody)),
-    security(("admin_token" = []))
-)]
-pub async fn list_jobs(
-    State(state): State<AppState>,
-    _admin: Admin,
-    ApiQuery(q): ApiQuery<ListJobsQuery>,
-) -> Result<Json<JobList>, ApiError> {
-    jobs::list_with(&state, jobs::filter_from(&q)?).await
-}
-
-/// Cancel any job; its tokens are refunded.
-#[utoipa::path(
-    delete, path = "/api/admin/jobs/{job_id}", tag = "admin",
-    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
-    responses((status = 200, body = JobView), (status = 401, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)),
-    security(("admin_token" = []))
-)]
-pub async fn cancel_job(
-    State(state): State<AppState>,
-    _admin: Admin,
-    ApiPath(job_id): ApiPath<String>,
-) -> Result<Json<JobView>, ApiError> {
-    let id = jobs::parse_job_id(&job_id)?;
-    let change = TransitionChange {
-        now: now_ms(),
-        error: Some((
-            "cancelled_by_admin".into(),
-            "cancelled by an operator".into(),
-        )),
-        ..Default::default()
-    };
-    jobs::cancel_with(&state, &id, &change).await
 }
 
 /// Workers the scheduler has heard from, online or not.

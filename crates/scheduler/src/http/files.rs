@@ -2,7 +2,7 @@
 //! and the artifacts jobs made (`GET /api/v1/artifacts/{id}`), each with the
 //! frontend's key. A frontend reads only artifacts of its own jobs and passes
 //! only its own inputs to jobs; a web key only its own bot's (see
-//! [`super::jobs::own_bot_only`]).
+//! [`super::scope::own_bot_only`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -17,8 +17,10 @@ use tessera_core::{ArtifactId, InputId};
 use super::auth::Frontend;
 use super::error::ApiError;
 use super::extract::ApiPath;
-use super::{now_ms, AppState};
+use super::scope::own_bot_only;
+use super::AppState;
 use crate::artifacts::input_key;
+use crate::lifecycle::now_ms;
 use crate::store::InputRecord;
 
 /// Upload an input (the audio of a speech-to-text job); the body is the file.
@@ -131,8 +133,7 @@ pub async fn artifact(
         .get_artifact(&id)
         .await?
         .filter(|a| {
-            a.frontend == key.frontend
-                && super::jobs::own_bot_only(&key).is_none_or(|bot| bot == a.bot_id)
+            a.frontend == key.frontend && own_bot_only(&key).is_none_or(|bot| bot == a.bot_id)
         })
         .ok_or_else(not_found)?;
     let bytes = state.blobs.get(&record.storage_key).await?;

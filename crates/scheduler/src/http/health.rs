@@ -32,9 +32,9 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
 /// `GET /metrics`: every metric in Prometheus's (OpenMetrics) text format.
 pub async fn metrics(_: MetricsReader, State(state): State<AppState>) -> impl IntoResponse {
     let workers = &state.config.workers;
-    let now = super::now_ms();
+    let now = crate::lifecycle::now_ms();
     let text = state
-        .dispatcher
+        .lifecycle
         .metrics()
         .render(&*state.store, |seen| workers.is_online(seen, now), now)
         .await;

@@ -10,16 +10,18 @@ use tessera_api::internal::{Heartbeat, HeartbeatAck};
 use tessera_api::ApiErrorBody;
 use tessera_core::catalog::is_model_name;
 
-use super::admin::is_bot_id;
 use super::auth::Internal;
 use super::error::ApiError;
 use super::extract::ApiJson;
-use super::{now_ms, AppState};
+use super::wire::is_bot_id;
+use super::AppState;
+use crate::lifecycle::now_ms;
 
 /// Most capabilities or models one heartbeat may list.
 const MAX_LIST: usize = 64;
 
-/// Record a worker's heartbeat (seed section 5.3).
+/// Record a worker's heartbeat: the worker is online, and the scheduler's
+/// picture of what it runs is reconciled with the database.
 #[utoipa::path(
     post, path = "/api/internal/heartbeat", tag = "internal",
     request_body = Heartbeat,
@@ -42,7 +44,7 @@ pub async fn heartbeat(
     if record.first_seen_at == record.last_seen_at {
         tracing::info!(worker_id = %hb.worker_id, address = %hb.address, "new worker");
     }
-    let cancel_jobs = state.dispatcher.heartbeat(&hb, now).await;
+    let cancel_jobs = state.lifecycle.heartbeat(&hb, now).await;
     Ok(Json(HeartbeatAck {
         heartbeat_interval_ms: state.config.workers.heartbeat_interval_ms,
         cancel_jobs,

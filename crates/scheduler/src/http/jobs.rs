@@ -1,15 +1,14 @@
-//! `/api/v1/jobs`: create, read, list and cancel jobs (seed sections 4.2, 5.1, 6).
+//! `/api/v1/jobs`: create, read, list and cancel jobs; and the operator's
+//! `/api/admin/jobs`, which lists and cancels any job.
 //!
-//! A key sees its frontend's jobs only. Telegram and Discord keys see every
-//! bot of their platform's jobs (a bot resumes by bot id); a web key sees
-//! only its own bot id's jobs ([`own_bot_only`]): each website is its own
-//! trust domain, so a demo key cannot read the website's users' jobs.
+//! A key sees its frontend's jobs only, and a web key only its own bot id's
+//! ([`super::scope`]). A cancel is a state change, made through the
+//! [`Lifecycle`](crate::lifecycle::Lifecycle).
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
 use std::collections::HashMap;
@@ -18,13 +17,16 @@ use tessera_api::public::{
     ArtifactView, CreateJobRequest, CreateJobResponse, JobError, JobList, JobView, ListJobsQuery,
 };
 use tessera_api::ApiErrorBody;
-use tessera_core::{params, JobId, JobState, Millis, Platform, Transition, UserRef};
+use tessera_core::{params, JobId, JobState, Millis, Transition, UserRef};
 
-use super::auth::Frontend;
+use super::auth::{Admin, Frontend};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::{now_ms, AppState};
+use super::scope::{foreign_account, own_bot_only, sees, user_ref_for};
+use super::wire::{is_bot_id, job_not_found, parse_job_id, rfc3339};
+use super::AppState;
 use crate::estimate::Estimator;
+use crate::lifecycle::now_ms;
 use crate::store::{
     ApiKeyRecord, CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, TransitionChange,
     TransitionOutcome,
@@ -131,8 +133,7 @@ pub async fn create(
                 bot_id = %job.bot_id,
                 "job created"
             );
-            state.dispatcher.metrics().created(&job);
-            state.dispatcher.wake();
+            state.lifecycle.created(&job);
             (job, StatusCode::CREATED, false)
         }
         CreateOutcome::Replayed(job) => (job, StatusCode::OK, true),
@@ -216,27 +217,6 @@ pub async fn get(
     Ok(Json(seen_by(view(&state, job).await?, &key.bot_id)))
 }
 
-/// The one bot whose jobs a key sees, if it is limited to one: a web key
-/// sees only its own bot id's jobs (each website is its own trust domain); a
-/// Telegram or Discord key sees every bot of its platform's.
-pub(crate) fn own_bot_only(key: &ApiKeyRecord) -> Option<&str> {
-    (key.frontend == Platform::Web).then_some(key.bot_id.as_str())
-}
-
-/// Whether a key of the job's frontend sees the job.
-pub(crate) fn sees(key: &ApiKeyRecord, job: &JobRecord) -> bool {
-    own_bot_only(key).is_none_or(|bot| bot == job.bot_id)
-}
-
-/// A website account another web bot created: to this key, a user it may
-/// not act for.
-pub(crate) fn foreign_account() -> ApiError {
-    ApiError::forbidden(
-        "forbidden_user_ref",
-        "this account belongs to another website",
-    )
-}
-
 /// A job as one bot's key may see it: another bot's `reply_context` (where
 /// that bot answers, possibly with a platform credential such as a Discord
 /// interaction token) is withheld.
@@ -279,21 +259,20 @@ pub async fn cancel(
     Ok(Json(seen_by(job, &key.bot_id)))
 }
 
-pub(crate) async fn cancel_with(
+async fn cancel_with(
     state: &AppState,
     id: &JobId,
     change: &TransitionChange,
 ) -> Result<Json<JobView>, ApiError> {
     match state
-        .dispatcher
-        .metrics()
-        .apply(&*state.store, id, Transition::Cancel, change)
+        .lifecycle
+        .apply(id, Transition::Cancel, change)
         .await?
     {
         TransitionOutcome::Applied(job) => {
             if job.worker_id.is_some() {
                 // It was running: the engine must stop too.
-                state.dispatcher.stop_on_worker(&job);
+                state.lifecycle.workers().stop_on_worker(&job);
             }
             Ok(Json(view(state, job).await?))
         }
@@ -390,7 +369,46 @@ pub async fn list(
     Ok(Json(list))
 }
 
-pub(crate) fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
+/// List jobs of every frontend, newest first (`status=QUEUED,RUNNING` for live ones).
+#[utoipa::path(
+    get, path = "/api/admin/jobs", tag = "admin",
+    params(ListJobsQuery),
+    responses((status = 200, body = JobList), (status = 401, body = ApiErrorBody), (status = 422, body = ApiErrorBody)),
+    security(("admin_token" = []))
+)]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiQuery(q): ApiQuery<ListJobsQuery>,
+) -> Result<Json<JobList>, ApiError> {
+    list_with(&state, filter_from(&q)?).await
+}
+
+/// Cancel any job; its tokens are refunded.
+#[utoipa::path(
+    delete, path = "/api/admin/jobs/{job_id}", tag = "admin",
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses((status = 200, body = JobView), (status = 401, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)),
+    security(("admin_token" = []))
+)]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    let change = TransitionChange {
+        now: now_ms(),
+        error: Some((
+            "cancelled_by_admin".into(),
+            "cancelled by an operator".into(),
+        )),
+        ..Default::default()
+    };
+    cancel_with(&state, &id, &change).await
+}
+
+fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(
@@ -407,10 +425,7 @@ pub(crate) fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
             ApiError::invalid("invalid_query", e.to_string()).with_field("user_ref")
         })?;
     }
-    if q.bot_id
-        .as_deref()
-        .is_some_and(|b| !super::admin::is_bot_id(b))
-    {
+    if q.bot_id.as_deref().is_some_and(|b| !is_bot_id(b)) {
         return Err(ApiError::invalid(
             "invalid_query",
             "bot_id must be 1-64 letters, digits, `-`, `_` or `.`",
@@ -446,10 +461,7 @@ pub(crate) fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
     })
 }
 
-pub(crate) async fn list_with(
-    state: &AppState,
-    filter: JobFilter,
-) -> Result<Json<JobList>, ApiError> {
+async fn list_with(state: &AppState, filter: JobFilter) -> Result<Json<JobList>, ApiError> {
     let jobs = state.store.list_jobs(&filter).await?;
     let next_cursor = (jobs.len() == filter.limit as usize)
         .then(|| jobs.last().map(|j| j.id.to_string()))
@@ -490,28 +502,6 @@ async fn check_input(
     }
 }
 
-/// A user reference the key may speak for: well formed, and on the key's platform.
-pub(crate) fn user_ref_for(
-    frontend: &tessera_core::Platform,
-    text: &str,
-) -> Result<UserRef, ApiError> {
-    let user_ref: UserRef = text
-        .parse()
-        .map_err(|e: tessera_core::user_ref::InvalidUserRef| {
-            ApiError::invalid("invalid_user_ref", e.to_string()).with_field("user_ref")
-        })?;
-    if user_ref.platform() != *frontend {
-        return Err(ApiError::forbidden(
-            "forbidden_user_ref",
-            format!(
-                "a {frontend} key cannot act for {} users",
-                user_ref.platform()
-            ),
-        ));
-    }
-    Ok(user_ref)
-}
-
 fn idempotency(
     headers: &HeaderMap,
     req: &CreateJobRequest,
@@ -550,18 +540,6 @@ fn has_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-pub(crate) fn parse_job_id(text: &str) -> Result<JobId, ApiError> {
-    text.parse().map_err(|_| job_not_found())
-}
-
-fn job_not_found() -> ApiError {
-    ApiError::not_found("job_not_found", "no such job")
-}
-
-pub(crate) fn rfc3339(ms: Millis) -> DateTime<Utc> {
-    DateTime::<Utc>::from_timestamp_millis(ms).unwrap_or_default()
-}
-
 /// For a live job: how many jobs run before it (queued only) and the seconds
 /// until it is done.
 async fn estimate(
@@ -593,16 +571,13 @@ async fn estimate(
 }
 
 /// The frontend's view of a stored job.
-pub(crate) async fn view(state: &AppState, job: JobRecord) -> Result<JobView, ApiError> {
+async fn view(state: &AppState, job: JobRecord) -> Result<JobView, ApiError> {
     let mut views = views(state, vec![job]).await?;
     Ok(views.pop().expect("one view per job"))
 }
 
 /// Views of several jobs, their artifacts read in one query.
-pub(crate) async fn views(
-    state: &AppState,
-    jobs: Vec<JobRecord>,
-) -> Result<Vec<JobView>, ApiError> {
+async fn views(state: &AppState, jobs: Vec<JobRecord>) -> Result<Vec<JobView>, ApiError> {
     let completed: Vec<JobId> = jobs
         .iter()
         .filter(|j| j.status == JobState::Completed)
@@ -628,7 +603,10 @@ pub(crate) async fn views(
     let mut out = Vec::with_capacity(jobs.len());
     for job in jobs {
         let unservable = job.status == JobState::Queued
-            && !state.dispatcher.serves(job.capability, &job.model, now);
+            && !state
+                .lifecycle
+                .workers()
+                .serves(job.capability, &job.model, now);
         let (queue_position, estimated_time_seconds) = if unservable {
             (None, None)
         } else {

@@ -1,10 +1,14 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
-//! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`],
-//! [`health`]); handlers take an [`AppState`] and return `Result<_, ApiError>`;
-//! [`error`] maps every failure to JSON in one place. The OpenAPI document is
-//! generated from the handlers' annotations ([`openapi`]) and served at
-//! `/api/openapi.json`.
+//! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`] (keys
+//! and workers), [`files`], [`internal`], [`results`], [`health`]); handlers take
+//! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
+//! import each other, only the shared ones: [`error`] maps every failure to
+//! JSON in one place, [`auth`] says who is calling, [`scope`] what a frontend
+//! key may see and speak for, [`extract`] and [`wire`] read and write values at
+//! the API's edge. State changes go through the [`Lifecycle`] in the state. The
+//! OpenAPI document is generated from the handlers' annotations ([`openapi`])
+//! and served at `/api/openapi.json`.
 
 pub mod accounts;
 pub mod admin;
@@ -17,7 +21,9 @@ pub mod internal;
 pub mod jobs;
 pub mod openapi;
 pub mod results;
+pub mod scope;
 pub mod users;
+pub mod wire;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +43,8 @@ use tessera_core::billing::BillingClock;
 use crate::artifacts::Blobs;
 use crate::auth::{KeyCache, TokenCheck};
 use crate::config::SchedulerConfig;
-use crate::dispatch::Dispatcher;
 use crate::estimate::Estimator;
+use crate::lifecycle::Lifecycle;
 use crate::passwords::Passwords;
 use crate::queue::QueuePositions;
 use crate::store::Store;
@@ -58,7 +64,8 @@ pub struct Inner {
     pub estimator: Estimator,
     pub positions: QueuePositions,
     pub keys: KeyCache,
-    pub dispatcher: Dispatcher,
+    /// Every state change after a job's creation, and what follows it.
+    pub lifecycle: Lifecycle,
     pub blobs: Blobs,
     pub passwords: Passwords,
 }
@@ -75,7 +82,7 @@ impl AppState {
     pub fn new(
         store: Arc<dyn Store>,
         config: SchedulerConfig,
-        dispatcher: Dispatcher,
+        lifecycle: Lifecycle,
         blobs: Blobs,
     ) -> anyhow::Result<Self> {
         let clock = config.billing.clock()?;
@@ -98,16 +105,11 @@ impl AppState {
             estimator,
             positions,
             keys: KeyCache::new(Duration::from_secs(config_key_cache)),
-            dispatcher,
+            lifecycle,
             blobs,
             passwords: Passwords::new(),
         })))
     }
-}
-
-/// The wall clock in milliseconds; the only place handlers read time.
-pub fn now_ms() -> tessera_core::Millis {
-    chrono::Utc::now().timestamp_millis()
 }
 
 /// The full router with its middleware.
@@ -133,11 +135,11 @@ pub fn router(state: AppState) -> Router {
             "/api/admin/keys/{key_id}",
             axum::routing::delete(admin::revoke_key),
         )
-        .route("/api/admin/users/{user_ref}/plan", put(admin::set_plan))
-        .route("/api/admin/jobs", get(admin::list_jobs))
+        .route("/api/admin/users/{user_ref}/plan", put(users::set_plan))
+        .route("/api/admin/jobs", get(jobs::list_jobs))
         .route(
             "/api/admin/jobs/{job_id}",
-            axum::routing::delete(admin::cancel_job),
+            axum::routing::delete(jobs::cancel_job),
         )
         .route("/api/admin/workers", get(admin::list_workers))
         .route("/api/internal/heartbeat", post(internal::heartbeat))
@@ -166,7 +168,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::alive))
         .route("/readyz", get(health::ready))
         .route_layer(middleware::from_fn_with_state(
-            state.dispatcher.metrics().clone(),
+            state.lifecycle.metrics().clone(),
             crate::metrics::Metrics::track,
         ))
         .fallback(error::not_found)

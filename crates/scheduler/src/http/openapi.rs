@@ -22,7 +22,7 @@ use super::{accounts, admin as admin_http, files, internal, jobs, results, users
         users::get, users::plans,
         accounts::create, accounts::sign_in, accounts::get, accounts::link_code, accounts::redeem,
         admin_http::create_key, admin_http::list_keys, admin_http::revoke_key,
-        admin_http::set_plan, admin_http::list_jobs, admin_http::cancel_job,
+        users::set_plan, jobs::list_jobs, jobs::cancel_job,
         admin_http::list_workers, internal::heartbeat,
         files::upload_input, files::artifact,
         results::progress, results::result, results::input,

@@ -22,13 +22,13 @@ use tessera_api::internal::{JobResult, Outcome, ProgressReport, ResultAck};
 use tessera_api::ApiErrorBody;
 use tessera_core::{ArtifactId, InputId, JobId, JobState, Transition};
 
-use super::admin::is_bot_id;
 use super::auth::Internal;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath};
-use super::jobs::parse_job_id;
-use super::{now_ms, AppState};
+use super::wire::{is_bot_id, parse_job_id};
+use super::AppState;
 use crate::artifacts::artifact_key;
+use crate::lifecycle::now_ms;
 use crate::store::{Fence, NewArtifact, TransitionChange, TransitionOutcome};
 
 /// What a worker id is (as its heartbeat is checked).
@@ -175,7 +175,7 @@ pub async fn result(
         Outcome::Failed => failed(&state, &id, &result, fence).await,
     };
     // Accepted or refused, the worker is done with this job.
-    state.dispatcher.released(&result.worker_id, &id);
+    state.lifecycle.released(&result.worker_id, &id);
     ack.map(Json)
 }
 
@@ -253,9 +253,8 @@ async fn completed(
         ..Default::default()
     };
     match state
-        .dispatcher
-        .metrics()
-        .apply(&*state.store, id, Transition::Complete, &change)
+        .lifecycle
+        .apply(id, Transition::Complete, &change)
         .await?
     {
         TransitionOutcome::Applied(job) => {
@@ -327,12 +326,7 @@ async fn failed(
         error: error_change,
         ..Default::default()
     };
-    match state
-        .dispatcher
-        .metrics()
-        .apply(&*state.store, id, transition, &change)
-        .await?
-    {
+    match state.lifecycle.apply(id, transition, &change).await? {
         TransitionOutcome::Applied(job) => {
             tracing::warn!(job_id = %job.id, code = %error.code, retry, "attempt failed");
             Ok(ResultAck {

@@ -1,17 +1,21 @@
-//! `/api/v1/users` and `/api/v1/plans`: what a bot's `/quota` and a pricing page show.
+//! `/api/v1/users` and `/api/v1/plans`: what a bot's `/quota` and a pricing
+//! page show; and the operator's `PUT /api/admin/users/{user_ref}/plan`.
 
 use axum::extract::State;
 use axum::Json;
 
+use tessera_api::admin::SetPlanRequest;
 use tessera_api::public::{PlanList, UserQuota};
 use tessera_api::ApiErrorBody;
 use tessera_core::{Plan, UserRef};
 
-use super::auth::Frontend;
+use super::auth::{Admin, Frontend};
 use super::error::ApiError;
-use super::extract::ApiPath;
-use super::jobs::{rfc3339, user_ref_for};
-use super::{now_ms, AppState};
+use super::extract::{ApiJson, ApiPath};
+use super::scope::{foreign_account, user_ref_for};
+use super::wire::{is_bot_id, rfc3339};
+use super::AppState;
+use crate::lifecycle::now_ms;
 use crate::store::QuotaRecord;
 
 /// A user's plan, tokens used and left today, and when the quota resets. A user
@@ -42,7 +46,7 @@ pub async fn get(
         .as_ref()
         .is_some_and(|bot| *bot != key.bot_id)
     {
-        return Err(super::jobs::foreign_account());
+        return Err(foreign_account());
     }
     Ok(Json(to_view(&state, record, now)))
 }
@@ -79,7 +83,7 @@ async fn quota_record(
     )
 }
 
-pub(crate) fn to_view(state: &AppState, q: QuotaRecord, now: tessera_core::Millis) -> UserQuota {
+fn to_view(state: &AppState, q: QuotaRecord, now: tessera_core::Millis) -> UserQuota {
     UserQuota {
         tokens_left_today: q
             .plan
@@ -105,4 +109,48 @@ pub async fn plans(
     Ok(Json(PlanList {
         plans: state.store.plans().await?,
     }))
+}
+
+/// Put a user on a plan (created if never seen). For a bot user linked to a
+/// website account this is the account's plan, which all its users share.
+#[utoipa::path(
+    put, path = "/api/admin/users/{user_ref}/plan", tag = "admin",
+    params(("user_ref" = String, Path, description = "`platform:id`", pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")),
+    request_body = SetPlanRequest,
+    responses((status = 200, body = UserQuota), (status = 401, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 422, body = ApiErrorBody)),
+    security(("admin_token" = []))
+)]
+pub async fn set_plan(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(user_ref): ApiPath<String>,
+    ApiJson(req): ApiJson<SetPlanRequest>,
+) -> Result<Json<UserQuota>, ApiError> {
+    let user: UserRef = user_ref
+        .parse()
+        .map_err(|e: tessera_core::user_ref::InvalidUserRef| {
+            ApiError::invalid("invalid_user_ref", e.to_string()).with_field("user_ref")
+        })?;
+    let now = now_ms();
+    let not_found = || {
+        ApiError::not_found(
+            "plan_not_found",
+            format!(
+                "no plan {:?}; plans are free, starter, pro, admin",
+                req.plan_id
+            ),
+        )
+    };
+    // A name no plan can have is not looked up: text PostgreSQL cannot take
+    // (U+0000) used to fail there with a 500 instead of this 404.
+    if !is_bot_id(&req.plan_id) {
+        return Err(not_found());
+    }
+    let quota = state
+        .store
+        .set_plan(&user, &req.plan_id, state.clock.day_of(now), now)
+        .await?
+        .ok_or_else(not_found)?;
+    tracing::info!(user_ref = %user, plan = %req.plan_id, "plan changed");
+    Ok(Json(to_view(&state, quota, now)))
 }
