@@ -14,8 +14,9 @@
 //! A job the worker does not accept (busy, draining, unreachable) goes back to
 //! the queue without counting as an attempt. Which workers are free, and what
 //! they serve, is the worker registry's ([`crate::registry`]), which the
-//! lifecycle holds; heartbeats reconcile it there. The dispatcher depends on
-//! the lifecycle only: nothing else calls it.
+//! lifecycle holds; heartbeats reconcile it there. Of the parts that move
+//! jobs, the dispatcher knows only the lifecycle, and none of them knows the
+//! dispatcher: only `app` wires it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -32,7 +33,6 @@ use tessera_core::{JobId, Transition};
 
 use crate::config::WorkersConfig;
 use crate::lifecycle::{now_ms, Lifecycle};
-use crate::registry::FreeWorker;
 use crate::store::{Fence, JobRecord, Store, TransitionChange};
 
 /// The dispatcher: cheap to clone, one per scheduler.
@@ -101,12 +101,10 @@ impl Dispatcher {
         let mut claims: Vec<(JobId, String)> = Vec::new();
         match &window {
             Ok(window) => {
-                for FreeWorker {
-                    worker_id, slot, ..
-                } in &free
-                {
+                for worker in &free {
+                    let worker_id = &worker.worker_id;
                     let left = window.iter().filter(|j| !chosen.contains(&j.id));
-                    let candidates = Candidates::from_queue(left, &slot.view());
+                    let candidates = Candidates::from_queue(left, &worker.slot.view());
                     if let Some((job, reason)) = self.inner.policy.choose(&candidates, now) {
                         tracing::debug!(job_id = %job.id, %worker_id, ?reason, "chosen");
                         chosen.insert(job.id.clone());
