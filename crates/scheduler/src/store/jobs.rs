@@ -8,42 +8,10 @@ use chrono::NaiveDate;
 use serde_json::Value;
 
 use tessera_core::params::{ParamError, ValidJob};
-use tessera_core::{Capability, JobId, JobState, Millis, Plan, Platform, Priority, UserRef};
+use tessera_core::{Capability, JobId, JobState, Millis, Plan, Platform, UserRef};
 
 use super::rows::JobRow;
-use super::StoreError;
-
-/// A job as stored.
-#[derive(Clone, Debug, PartialEq)]
-pub struct JobRecord {
-    pub id: JobId,
-    pub user_id: i64,
-    pub user_ref: String,
-    pub frontend: Platform,
-    pub bot_id: String,
-    pub capability: Capability,
-    pub model: String,
-    pub priority: Priority,
-    pub status: JobState,
-    pub params: Value,
-    pub reply_context: Option<Value>,
-    pub cost_tokens: i64,
-    pub billing_day: NaiveDate,
-    pub refunded: bool,
-    pub attempts: i32,
-    pub worker_id: Option<String>,
-    pub progress: Option<f32>,
-    pub error_code: Option<String>,
-    pub error_message: Option<String>,
-    pub created_at: Millis,
-    pub queued_at: Option<Millis>,
-    pub started_at: Option<Millis>,
-    pub ended_at: Option<Millis>,
-    /// When the frontend acknowledged handing the outcome to the user.
-    pub delivered_at: Option<Millis>,
-    /// The `X-Request-Id` of the request that created it.
-    pub request_id: Option<String>,
-}
+use super::{JobRecord, StoreError};
 
 /// The create request, after authentication and shape checks.
 #[derive(Clone, Debug)]

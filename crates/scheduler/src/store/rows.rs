@@ -1,13 +1,46 @@
-//! The job's row, which several rooms of the store read (jobs, transitions,
-//! the queue, workers), and the small conversions they share.
+//! The job as stored, its row and its columns, which several rooms of the
+//! store read (jobs, transitions, workers), and the small conversions they
+//! share.
 
 use chrono::NaiveDate;
 use serde_json::Value;
 use sqlx::types::Json;
 
-use tessera_core::{Capability, Priority};
+use tessera_core::{Capability, JobId, JobState, Millis, Platform, Priority};
 
-use super::{JobRecord, StoreError};
+use super::StoreError;
+
+/// A job as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub user_id: i64,
+    pub user_ref: String,
+    pub frontend: Platform,
+    pub bot_id: String,
+    pub capability: Capability,
+    pub model: String,
+    pub priority: Priority,
+    pub status: JobState,
+    pub params: Value,
+    pub reply_context: Option<Value>,
+    pub cost_tokens: i64,
+    pub billing_day: NaiveDate,
+    pub refunded: bool,
+    pub attempts: i32,
+    pub worker_id: Option<String>,
+    pub progress: Option<f32>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: Millis,
+    pub queued_at: Option<Millis>,
+    pub started_at: Option<Millis>,
+    pub ended_at: Option<Millis>,
+    /// When the frontend acknowledged handing the outcome to the user.
+    pub delivered_at: Option<Millis>,
+    /// The `X-Request-Id` of the request that created it.
+    pub request_id: Option<String>,
+}
 
 pub(crate) const JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, model, \
     priority, status, params, reply_context, cost_tokens, billing_day, refunded, attempts, \
