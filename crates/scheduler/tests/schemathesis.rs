@@ -22,7 +22,7 @@
 //!   Schemathesis send `audio/*` bodies, and taints the documented examples
 //!   and generated requests with U+0000 and other hostile characters one
 //!   string at a time (that is how the first runs found five 500s on
-//!   PostgreSQL; see `nul_*` in `tests/api.rs`).
+//!   PostgreSQL; see `nul_*` in `tests/api/security.rs`).
 //!
 //! A failure prints Schemathesis's report: each failing case with a `curl`
 //! line that reproduces it against a scheduler started the same way.

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
 use tessera_core::{JobId, JobState};
-use tessera_scheduler::store::{JobFilter, JobRecord, Store};
+use tessera_scheduler::store::{Inspect, JobFilter, JobRecord, Store};
 
 /// What [`check`] looked at.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub async fn all_jobs(store: &dyn Store) -> Vec<JobRecord> {
 /// there too, with the recorded size. `settled` demands that no job is still
 /// QUEUED or RUNNING.
 pub async fn check(
-    store: &dyn Store,
+    store: &dyn Inspect,
     created: &[JobId],
     artifacts_dir: Option<&Path>,
     settled: bool,

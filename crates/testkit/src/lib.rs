@@ -37,7 +37,7 @@ use tessera_api::admin::CreateKeyRequest;
 use tessera_api::Client;
 use tessera_core::Platform;
 use tessera_scheduler::config::SchedulerConfig;
-use tessera_scheduler::store::{self, Store};
+use tessera_scheduler::store::{self, Inspect};
 use tessera_scheduler::{Scheduler, SchedulerHandle};
 
 /// Environment variable holding the admin URL of the test PostgreSQL server.
@@ -108,9 +108,9 @@ impl TestDb {
         config
     }
 
-    /// Opens the store directly (migrations applied).
-    pub async fn store(&self) -> Arc<dyn Store> {
-        store::connect(&self.config().database)
+    /// Opens the store directly (migrations applied), with its [`Inspect`] reads.
+    pub async fn store(&self) -> Arc<dyn Inspect> {
+        store::connect_inspect(&self.config().database)
             .await
             .expect("opening the test store")
     }
@@ -120,6 +120,8 @@ impl TestDb {
 pub struct TestApp {
     pub db: TestDb,
     pub handle: SchedulerHandle,
+    /// The store the scheduler runs on, with its [`Inspect`] reads.
+    store: Arc<dyn Inspect>,
     pub admin_token: String,
     /// The token between scheduler and workers.
     pub internal_token: String,
@@ -149,13 +151,12 @@ impl TestApp {
         config.auth.admin_token = Some(admin_token.clone());
         config.auth.internal_token = Some(internal_token.clone());
         tweak(&mut config);
-        let handle = Scheduler::start(config)
-            .await
-            .expect("starting the scheduler");
+        let (handle, store) = start(config, "starting the scheduler").await;
         let admin = Client::new(&handle.base_url(), admin_token.clone()).expect("client");
         TestApp {
             db,
             handle,
+            store,
             admin_token,
             internal_token,
             admin,
@@ -202,8 +203,9 @@ impl TestApp {
         self.handle.base_url()
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        self.handle.store()
+    /// The store the scheduler runs on, with the reads only tests make.
+    pub fn store(&self) -> &Arc<dyn Inspect> {
+        &self.store
     }
 
     /// Mints a key for a bot through the admin API and returns its secret.
@@ -237,10 +239,9 @@ impl TestApp {
         self.handle.kill();
         // Let the aborted tasks drop their listener before binding its port again.
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        let handle = Scheduler::start(config)
-            .await
-            .expect("restarting the scheduler");
+        let (handle, store) = start(config, "restarting the scheduler").await;
         let old = std::mem::replace(&mut self.handle, handle);
+        self.store = store;
         drop(old);
     }
 
@@ -281,6 +282,17 @@ impl TestApp {
     pub async fn shutdown(self) {
         self.handle.shutdown().await.expect("clean shutdown");
     }
+}
+
+/// Starts a scheduler as [`Scheduler::start`] does, on a store opened here so
+/// that the test keeps its [`Inspect`] reads; `what` names the step in a panic.
+async fn start(config: SchedulerConfig, what: &str) -> (SchedulerHandle, Arc<dyn Inspect>) {
+    config.check().expect(what);
+    let store = store::connect_inspect(&config.database).await.expect(what);
+    let handle = Scheduler::start_with_store(config, store.clone())
+        .await
+        .expect(what);
+    (handle, store)
 }
 
 /// A further scheduler replica started by [`TestApp::replica`].

@@ -11,8 +11,9 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tessera_core::params::ValidJob;
 use tessera_core::Priority;
 
-use super::common::{impl_store, JobRow, JOB_COLUMNS, NEW_JOB_COLUMNS, NEW_JOB_VALUES};
-use super::{Backend, NewJob, StoreError};
+use super::jobs::{NEW_JOB_COLUMNS, NEW_JOB_VALUES};
+use super::rows::{JobRow, JOB_COLUMNS};
+use super::{impl_store, NewJob, StoreError};
 use crate::config::DatabaseConfig;
 
 pub struct PgStore {

@@ -1,0 +1,128 @@
+//! The job as stored, its row and its columns, which several rooms of the
+//! store read (jobs, transitions, workers), and the small conversions they
+//! share.
+
+use chrono::NaiveDate;
+use serde_json::Value;
+use sqlx::types::Json;
+
+use tessera_core::{Capability, JobId, JobState, Millis, Platform, Priority};
+
+use super::StoreError;
+
+/// A job as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobRecord {
+    pub id: JobId,
+    pub user_id: i64,
+    pub user_ref: String,
+    pub frontend: Platform,
+    pub bot_id: String,
+    pub capability: Capability,
+    pub model: String,
+    pub priority: Priority,
+    pub status: JobState,
+    pub params: Value,
+    pub reply_context: Option<Value>,
+    pub cost_tokens: i64,
+    pub billing_day: NaiveDate,
+    pub refunded: bool,
+    pub attempts: i32,
+    pub worker_id: Option<String>,
+    pub progress: Option<f32>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub created_at: Millis,
+    pub queued_at: Option<Millis>,
+    pub started_at: Option<Millis>,
+    pub ended_at: Option<Millis>,
+    /// When the frontend acknowledged handing the outcome to the user.
+    pub delivered_at: Option<Millis>,
+    /// The `X-Request-Id` of the request that created it.
+    pub request_id: Option<String>,
+}
+
+pub(crate) const JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, model, \
+    priority, status, params, reply_context, cost_tokens, billing_day, refunded, attempts, \
+    worker_id, progress, error_code, error_message, created_at, queued_at, started_at, ended_at, \
+    delivered_at, request_id";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobRow {
+    id: String,
+    user_id: i64,
+    user_ref: String,
+    frontend: String,
+    bot_id: String,
+    capability: String,
+    model: String,
+    priority: i32,
+    status: String,
+    params: Json<Value>,
+    reply_context: Option<Json<Value>>,
+    cost_tokens: i64,
+    billing_day: NaiveDate,
+    refunded: bool,
+    attempts: i32,
+    worker_id: Option<String>,
+    progress: Option<f32>,
+    error_code: Option<String>,
+    error_message: Option<String>,
+    created_at: i64,
+    queued_at: Option<i64>,
+    started_at: Option<i64>,
+    ended_at: Option<i64>,
+    delivered_at: Option<i64>,
+    request_id: Option<String>,
+}
+
+pub(crate) fn corrupt(what: &str, value: &str) -> StoreError {
+    StoreError::Corrupt(format!("{what} {value:?}"))
+}
+
+impl TryFrom<JobRow> for JobRecord {
+    type Error = StoreError;
+
+    fn try_from(r: JobRow) -> Result<Self, StoreError> {
+        Ok(JobRecord {
+            id: r.id.parse().map_err(|_| corrupt("job id", &r.id))?,
+            user_id: r.user_id,
+            user_ref: r.user_ref,
+            frontend: r
+                .frontend
+                .parse()
+                .map_err(|_| corrupt("frontend", &r.frontend))?,
+            bot_id: r.bot_id,
+            capability: r
+                .capability
+                .parse()
+                .map_err(|_| corrupt("capability", &r.capability))?,
+            model: r.model,
+            priority: Priority(
+                u8::try_from(r.priority)
+                    .map_err(|_| corrupt("priority", &r.priority.to_string()))?,
+            ),
+            status: r.status.parse().map_err(|_| corrupt("status", &r.status))?,
+            params: r.params.0,
+            reply_context: r.reply_context.map(|j| j.0),
+            cost_tokens: r.cost_tokens,
+            billing_day: r.billing_day,
+            refunded: r.refunded,
+            attempts: r.attempts,
+            worker_id: r.worker_id,
+            progress: r.progress,
+            error_code: r.error_code,
+            error_message: r.error_message,
+            created_at: r.created_at,
+            queued_at: r.queued_at,
+            started_at: r.started_at,
+            ended_at: r.ended_at,
+            delivered_at: r.delivered_at,
+            request_id: r.request_id,
+        })
+    }
+}
+
+pub(crate) fn capability_str(c: Capability) -> &'static str {
+    c.as_str()
+}

@@ -1,0 +1,209 @@
+//! What every module of the API suite shares: the bots it speaks for, job
+//! requests, raw requests and their answers, and error and listing checks.
+
+use std::fmt::Debug;
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::{json, Value};
+
+use tessera_api::public::{CreateJobRequest, JobView, ListJobsQuery};
+use tessera_api::{ApiErrorBody, Client, ClientError, ErrorDetail};
+use tessera_core::{Capability, JobId, Platform};
+use tessera_testkit::TestApp;
+
+pub const TG_BOT: &str = "tg-image-bot-1";
+pub const TG_BOT_2: &str = "tg-image-bot-2";
+pub const DC_BOT: &str = "dc-image-bot-1";
+pub const WEB: &str = "web-1";
+/// A second web bot, such as the demo key `tessera up` prints.
+pub const DEMO: &str = "demo";
+
+pub fn image_job(
+    frontend: Platform,
+    bot_id: &str,
+    user_ref: &str,
+    params: Value,
+) -> CreateJobRequest {
+    CreateJobRequest {
+        frontend,
+        bot_id: bot_id.to_owned(),
+        capability: Capability::Image,
+        user_ref: user_ref.to_owned(),
+        reply_context: None,
+        params,
+    }
+}
+
+/// An image job from `tg-image-bot-1`.
+pub fn tg_job(user_ref: &str, params: Value) -> CreateJobRequest {
+    image_job(Platform::Telegram, TG_BOT, user_ref, params)
+}
+
+pub fn prompt(text: &str) -> Value {
+    json!({ "prompt": text })
+}
+
+/// A raw answer: status, headers and the body, which must be JSON.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// Asserts an error answer: its status, its stable code, and that the body is
+    /// exactly the error envelope.
+    #[track_caller]
+    pub fn error(&self, status: StatusCode, code: &str) -> ErrorDetail {
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
+        let body: ApiErrorBody = serde_json::from_value(self.body.clone())
+            .unwrap_or_else(|e| panic!("error body is not an ApiErrorBody ({e}): {}", self.body));
+        assert_eq!(
+            body.error.code, code,
+            "unexpected code; body: {}",
+            self.body
+        );
+        assert!(
+            !body.error.message.is_empty(),
+            "empty message: {}",
+            self.body
+        );
+        body.error
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+pub async fn send(rb: RequestBuilder) -> Answer {
+    let resp = rb.send().await.expect("the request completes");
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.expect("the body arrives");
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        panic!(
+            "{status}: the body is not JSON ({e}): {:?}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// A raw request to the scheduler, without any credential.
+pub fn raw(app: &TestApp, method: Method, path: &str) -> RequestBuilder {
+    reqwest::Client::new().request(method, format!("{}{path}", app.base_url()))
+}
+
+/// A raw create with a frontend key and, optionally, an idempotency key.
+pub fn raw_create(
+    http: &reqwest::Client,
+    app: &TestApp,
+    key: &str,
+    req: &CreateJobRequest,
+    idempotency_key: Option<&str>,
+) -> RequestBuilder {
+    let mut rb = http
+        .post(format!("{}/api/v1/jobs", app.base_url()))
+        .bearer_auth(key)
+        .json(req);
+    if let Some(k) = idempotency_key {
+        rb = rb.header(tessera_api::IDEMPOTENCY_KEY, k);
+    }
+    rb
+}
+
+/// Asserts that a typed call failed with this status and code; returns the detail.
+#[track_caller]
+pub fn api_error<T: Debug>(
+    result: Result<T, ClientError>,
+    status: StatusCode,
+    code: &str,
+) -> ErrorDetail {
+    let e = match result {
+        Ok(v) => panic!("expected {status} {code}, got success: {v:?}"),
+        Err(e) => e,
+    };
+    assert_eq!(e.status(), Some(status), "unexpected status: {e}");
+    assert_eq!(e.code(), Some(code), "unexpected code: {e}");
+    match e {
+        ClientError::Api { body, .. } => {
+            assert!(!body.error.message.is_empty());
+            body.error
+        }
+        other => panic!("expected an error envelope, got {other:?}"),
+    }
+}
+
+/// Every page of a listing, following `next_cursor`.
+pub async fn list_all(client: &Client, query: ListJobsQuery, admin: bool) -> Vec<JobView> {
+    let mut query = query;
+    let mut jobs = Vec::new();
+    for _ in 0..1000 {
+        let page = if admin {
+            client.admin_list_jobs(&query).await
+        } else {
+            client.list_jobs(&query).await
+        }
+        .expect("listing jobs");
+        let limit = query.limit.unwrap_or(20) as usize;
+        assert!(page.jobs.len() <= limit, "a page larger than its limit");
+        jobs.extend(page.jobs);
+        match page.next_cursor {
+            Some(cursor) => query.cursor = Some(cursor),
+            None => return jobs,
+        }
+    }
+    panic!("paging never ended")
+}
+
+pub fn by_user(user_ref: &str) -> ListJobsQuery {
+    ListJobsQuery {
+        user_ref: Some(user_ref.to_owned()),
+        ..Default::default()
+    }
+}
+
+/// `client` can neither read, cancel nor acknowledge these jobs: to it they
+/// do not exist.
+pub async fn cannot_reach(client: &Client, jobs: &[&JobId]) {
+    for id in jobs {
+        api_error(
+            client.get_job(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+        api_error(
+            client.cancel_job(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+        api_error(
+            client.mark_delivered(id).await,
+            StatusCode::NOT_FOUND,
+            "job_not_found",
+        );
+    }
+}
+
+pub fn ids(jobs: &[JobView]) -> Vec<JobId> {
+    jobs.iter().map(|j| j.job_id.clone()).collect()
+}
+
+/// Tokens the user's live (not refunded) jobs hold.
+pub fn charged(jobs: &[JobView]) -> i64 {
+    jobs.iter()
+        .filter(|j| !j.refunded)
+        .map(|j| j.cost_tokens)
+        .sum()
+}

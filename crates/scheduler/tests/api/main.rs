@@ -1,0 +1,11 @@
+//! The HTTP API end to end: the real scheduler on a loopback port, driven through
+//! the typed client (`tessera_api::Client`) and, for requests the client cannot
+//! make (no credential, broken JSON, wrong content type), through raw `reqwest`.
+//! Every test runs on PostgreSQL and on SQLite and must pass unchanged on both.
+
+mod accounts;
+mod admin;
+mod common;
+mod jobs;
+mod security;
+mod users;

@@ -1,0 +1,11 @@
+//! One behaviour suite for every storage backend: each test runs on PostgreSQL and
+//! on SQLite and must pass unchanged on both.
+
+mod accounts;
+mod common;
+mod jobs;
+mod keys;
+mod queue;
+mod schema;
+mod users;
+mod workers;
