@@ -169,16 +169,6 @@ impl DiscordBot {
             interactions_endpoint_url: None,
         }
     }
-
-    pub fn privileged_intents(mut self, intents: u64) -> Self {
-        self.privileged_intents = intents;
-        self
-    }
-
-    pub fn interactions_endpoint_url(mut self, url: &str) -> Self {
-        self.interactions_endpoint_url = Some(url.to_owned());
-        self
-    }
 }
 
 /// A file a simulated user attaches to a command option.
@@ -234,18 +224,8 @@ impl Invocation {
         self
     }
 
-    pub fn guild(mut self, guild_id: u64) -> Self {
-        self.guild_id = Some(guild_id);
-        self
-    }
-
     pub fn username(mut self, username: &str) -> Self {
         self.username = username.to_owned();
-        self
-    }
-
-    pub fn locale(mut self, locale: &str) -> Self {
-        self.locale = locale.to_owned();
         self
     }
 
@@ -987,16 +967,6 @@ impl DiscordStandIn {
             .unwrap_or_default()
     }
 
-    /// The application's commands in one guild.
-    pub fn guild_commands(&self, application_id: u64, guild_id: u64) -> Vec<Value> {
-        self.shared
-            .lock()
-            .commands
-            .get(&(application_id, Some(guild_id)))
-            .cloned()
-            .unwrap_or_default()
-    }
-
     /// The names of the application's global commands.
     pub fn command_names(&self, application_id: u64) -> Vec<String> {
         self.commands(application_id)
@@ -1014,11 +984,6 @@ impl DiscordStandIn {
             .filter(|c| format!("{} {}", c.method, c.path).contains(route))
             .cloned()
             .collect()
-    }
-
-    /// Every REST call, in order.
-    pub fn all_calls(&self) -> Vec<Call> {
-        self.shared.lock().calls.clone()
     }
 
     pub fn identifies(&self, token: &str) -> u64 {
@@ -1099,12 +1064,6 @@ impl DiscordStandIn {
         done: impl Fn(&InteractionRecord) -> bool,
     ) -> Option<InteractionRecord> {
         self.wait(limit, |s| s.interaction(id).filter(|r| done(r)))
-            .await
-    }
-
-    /// Waits until the interaction was acknowledged.
-    pub async fn wait_acknowledged(&self, id: u64, limit: Duration) -> Option<InteractionRecord> {
-        self.wait_interaction(id, limit, InteractionRecord::acknowledged)
             .await
     }
 

@@ -296,7 +296,6 @@ pub struct UserMessage {
     text: Option<String>,
     file: Option<Upload>,
     duration: u32,
-    reply_to: Option<i64>,
 }
 
 impl UserMessage {
@@ -306,7 +305,6 @@ impl UserMessage {
             text: Some(text.to_owned()),
             file: None,
             duration: 0,
-            reply_to: None,
         }
     }
 
@@ -320,7 +318,6 @@ impl UserMessage {
                 bytes,
             }),
             duration: 0,
-            reply_to: None,
         }
     }
 
@@ -332,39 +329,9 @@ impl UserMessage {
         }
     }
 
-    /// A music file.
-    pub fn audio(
-        bytes: impl Into<Bytes>,
-        mime: &str,
-        duration_secs: u32,
-        file_name: Option<&str>,
-    ) -> Self {
-        Self {
-            duration: duration_secs,
-            ..Self::file(MessageKind::Audio, bytes.into(), mime, file_name)
-        }
-    }
-
     /// A file sent as a document.
     pub fn document(bytes: impl Into<Bytes>, mime: &str, file_name: &str) -> Self {
         Self::file(MessageKind::Document, bytes.into(), mime, Some(file_name))
-    }
-
-    /// A photo (PNG, JPEG, WebP or GIF bytes).
-    pub fn photo(bytes: impl Into<Bytes>) -> Self {
-        Self::file(MessageKind::Photo, bytes.into(), "image/jpeg", None)
-    }
-
-    /// Adds a caption to a file.
-    pub fn caption(mut self, caption: &str) -> Self {
-        self.text = Some(caption.to_owned());
-        self
-    }
-
-    /// Makes it a reply to a message of the same chat.
-    pub fn reply_to(mut self, message_id: i64) -> Self {
-        self.reply_to = Some(message_id);
-        self
     }
 }
 
@@ -660,22 +627,6 @@ impl TelegramStandIn {
         self.user_says(token, chat_id, user_id, message)
     }
 
-    /// A user sends a music file.
-    #[allow(clippy::too_many_arguments)]
-    pub fn user_audio(
-        &self,
-        token: &str,
-        chat_id: i64,
-        user_id: i64,
-        bytes: impl Into<Bytes>,
-        mime: &str,
-        duration_secs: u32,
-        file_name: Option<&str>,
-    ) -> i64 {
-        let message = UserMessage::audio(bytes, mime, duration_secs, file_name);
-        self.user_says(token, chat_id, user_id, message)
-    }
-
     /// A user sends a file as a document.
     pub fn user_document(
         &self,
@@ -694,7 +645,7 @@ impl TelegramStandIn {
     /// `allowed_updates` want one) and returns the message id.
     ///
     /// Panics on an unknown token, on a private chat (id > 0) whose id is
-    /// not the user's, and on a photo that is not an image.
+    /// not the user's, and on a file the stand-in refuses.
     pub fn user_says(&self, token: &str, chat_id: i64, user_id: i64, message: UserMessage) -> i64 {
         assert!(
             chat_id <= 0 || chat_id == user_id,
@@ -724,7 +675,6 @@ impl TelegramStandIn {
         };
         let entities = message.text.as_deref().and_then(command_entities);
         let chat = bot.chats.entry(chat_id).or_insert_with(ChatState::new);
-        let reply_to = message.reply_to.filter(|id| chat.messages.contains_key(id));
         let id = chat.next_id;
         chat.next_id += 1;
         chat.messages.insert(
@@ -738,7 +688,8 @@ impl TelegramStandIn {
                 entities,
                 media,
                 file_id,
-                reply_to,
+                // Simulated users do not reply to messages.
+                reply_to: None,
                 reply_markup: None,
                 edit_date: None,
                 history: Vec::new(),
@@ -769,15 +720,6 @@ impl TelegramStandIn {
         });
     }
 
-    /// Undoes [`block`](Self::block).
-    pub fn unblock(&self, token: &str, chat_id: i64) {
-        self.mutate(token, |bot, _| {
-            if let Some(chat) = bot.chats.get_mut(&chat_id) {
-                chat.blocked = false;
-            }
-        });
-    }
-
     /// The next `times` calls of `method` answer 429 `Too Many Requests:
     /// retry after {retry_after_secs}` with `parameters.retry_after`.
     pub fn flood(&self, token: &str, method: &str, times: u32, retry_after_secs: u32) {
@@ -799,16 +741,6 @@ impl TelegramStandIn {
                 .get(&chat_id)
                 .map(|c| c.messages.values().map(public_message).collect())
                 .unwrap_or_default()
-        })
-    }
-
-    /// One message as it stands.
-    pub fn message(&self, token: &str, chat_id: i64, message_id: i64) -> Option<ChatMessage> {
-        self.read(token, |bot| {
-            bot.chats
-                .get(&chat_id)
-                .and_then(|c| c.messages.get(&message_id))
-                .map(public_message)
         })
     }
 
@@ -868,16 +800,6 @@ impl TelegramStandIn {
     /// The `file_path`s the bot downloaded, in order.
     pub fn downloads(&self, token: &str) -> Vec<String> {
         self.read(token, |bot| bot.downloads.clone())
-    }
-
-    /// The bytes of a file the stand-in knows, by `file_id`.
-    pub fn file_bytes(&self, file_id: &str) -> Option<Bytes> {
-        self.shared
-            .lock()
-            .files
-            .by_id
-            .get(file_id)
-            .map(|f| f.bytes.clone())
     }
 
     /// Waits until `check` holds (at most `limit`); true if it does. `check`
