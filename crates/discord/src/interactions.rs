@@ -1,0 +1,175 @@
+//! What happens to an interaction once it arrives, over the gateway or the
+//! HTTP endpoint: it is deferred (Discord's deadline is three seconds), its
+//! user admitted, an audio attachment downloaded, and the command handed to
+//! the chat core; problems become words in the deferred response.
+
+use bytes::Bytes;
+use twilight_model::application::interaction::application_command::CommandOptionValue;
+use twilight_model::application::interaction::{Interaction, InteractionData, InteractionType};
+use twilight_model::channel::message::MessageFlags;
+use twilight_model::http::interaction::{
+    InteractionResponse, InteractionResponseData, InteractionResponseType,
+};
+
+use tessera_chat::{Audio, Bot, Incoming, Messenger};
+use tessera_core::UserRef;
+
+use crate::commands::{answers_privately, slash_command};
+use crate::messenger::{lock, Discord};
+
+/// What one instance needs to handle interactions, whichever way they come.
+#[derive(Clone)]
+pub struct Handler {
+    pub bot: Bot<Discord>,
+    pub(crate) download: reqwest::Client,
+    pub(crate) max_audio_bytes: u64,
+}
+
+impl Handler {
+    /// Handles an interaction that has already been deferred. Never fails:
+    /// problems become words in the response.
+    async fn handle(&self, interaction: Interaction) {
+        let dc = self.bot.messenger().clone();
+        let token = interaction.token.clone();
+        let Some(chat) = interaction
+            .channel
+            .as_ref()
+            .map(|c| c.id)
+            .map(|channel| format!("{channel}/{token}"))
+        else {
+            dc.handled(&token);
+            return;
+        };
+        let fresh = || lock(&dc.fresh).contains(&token);
+        match self.incoming(&interaction, &chat).await {
+            Ok(Some((incoming, user))) => self.bot.on_admitted(incoming, user).await,
+            Ok(None) => {}
+            Err(words) => {
+                if fresh() {
+                    let _ = dc.send_text(&chat, &words).await;
+                }
+            }
+        }
+        // The deferred response must not think forever.
+        if fresh() {
+            let _ = dc
+                .send_text(&chat, "There is nothing for me to do with that.")
+                .await;
+        }
+        dc.handled(&token);
+    }
+
+    /// Reads an application command into the chat core's terms, downloading
+    /// an audio attachment. `Err` carries words for the user.
+    async fn incoming(
+        &self,
+        interaction: &Interaction,
+        chat: &str,
+    ) -> Result<Option<(Incoming, UserRef)>, String> {
+        let Some(InteractionData::ApplicationCommand(data)) = &interaction.data else {
+            return Ok(None);
+        };
+        let Some(user) = interaction.author_id() else {
+            return Ok(None);
+        };
+        // Rate limits come before any download.
+        let Some(user_ref) = self.bot.admit(chat, &user.to_string()).await else {
+            return Err("Please wait a little before your next request.".into());
+        };
+        let attachment = data.options.iter().find_map(|o| match o.value {
+            CommandOptionValue::Attachment(id) => {
+                data.resolved.as_ref().and_then(|r| r.attachments.get(&id))
+            }
+            _ => None,
+        });
+        let mut audio = None;
+        if let Some(a) = attachment {
+            let content_type = a.content_type.clone().unwrap_or_default();
+            if !content_type.starts_with("audio/") && !content_type.starts_with("video/") {
+                return Err(
+                    "That file is not audio: send a voice message or an audio file.".into(),
+                );
+            }
+            if a.size > self.max_audio_bytes {
+                return Err(format!(
+                    "That file is too big: at most {} MB, please.",
+                    self.max_audio_bytes / (1024 * 1024)
+                ));
+            }
+            let bytes = self.fetch(&a.url).await.map_err(|e| {
+                tracing::warn!(error = %e, "could not download an attachment");
+                "I couldn't fetch that file from Discord; please send it again.".to_owned()
+            })?;
+            audio = Some(Audio {
+                content_type,
+                bytes,
+            });
+        }
+        let command = if audio.is_some() {
+            None
+        } else {
+            match slash_command(data, &self.bot.settings().capabilities) {
+                Ok(Some(command)) => Some(command),
+                Ok(None) => return Ok(None),
+                Err(e) => return Err(e.to_string()),
+            }
+        };
+        let incoming = Incoming {
+            chat: chat.to_owned(),
+            message_id: interaction.id.to_string(),
+            user_id: user.to_string(),
+            text: None,
+            audio,
+            command,
+        };
+        Ok(Some((incoming, user_ref)))
+    }
+
+    async fn fetch(&self, url: &str) -> anyhow::Result<Bytes> {
+        let response = self.download.get(url).send().await?.error_for_status()?;
+        if response
+            .content_length()
+            .is_some_and(|n| n > self.max_audio_bytes)
+        {
+            anyhow::bail!("attachment larger than announced");
+        }
+        Ok(response.bytes().await?)
+    }
+
+    /// Defers an interaction that came over the gateway, then handles it.
+    pub(crate) fn spawn_from_gateway(&self, interaction: Interaction) {
+        if interaction.kind != InteractionType::ApplicationCommand {
+            return;
+        }
+        let this = self.clone();
+        self.bot.spawn_handler(async move {
+            let dc = this.bot.messenger().clone();
+            let response = InteractionResponse {
+                kind: InteractionResponseType::DeferredChannelMessageWithSource,
+                data: answers_privately(&interaction).then(|| InteractionResponseData {
+                    flags: Some(MessageFlags::EPHEMERAL),
+                    ..Default::default()
+                }),
+            };
+            let deferred = dc
+                .http
+                .interaction(dc.app)
+                .create_response(interaction.id, &interaction.token, &response)
+                .await;
+            if let Err(e) = deferred {
+                tracing::warn!(bot_id = %this.bot.settings().bot_id, error = %e, "could not defer an interaction");
+                return;
+            }
+            dc.deferred(&interaction.token);
+            this.handle(interaction).await;
+        });
+    }
+
+    /// Handles an interaction that the endpoint deferred in its HTTP answer.
+    pub(crate) fn spawn_deferred(&self, interaction: Interaction) {
+        let this = self.clone();
+        self.bot.messenger().deferred(&interaction.token);
+        self.bot
+            .spawn_handler(async move { this.handle(interaction).await });
+    }
+}
