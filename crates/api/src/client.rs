@@ -18,7 +18,7 @@ use crate::public::{
     AccountView, CreateJobRequest, CreateJobResponse, Credentials, JobList, JobView, LinkCode,
     LinkCodeRequest, ListJobsQuery, PlanList, RedeemLinkRequest, UserQuota,
 };
-use tessera_core::{ApiKeyId, JobId};
+use tessera_core::{ApiKeyId, ErrorCode, JobId, PlanId, UserRef};
 
 /// What can go wrong calling the API.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,11 @@ impl ClientError {
             ClientError::Api { body, .. } => Some(&body.error.code),
             _ => None,
         }
+    }
+
+    /// Whether the server refused with this code.
+    pub fn is(&self, code: ErrorCode) -> bool {
+        self.code() == Some(code.as_str())
     }
 
     pub fn status(&self) -> Option<StatusCode> {
@@ -227,9 +232,9 @@ impl Client {
     }
 
     /// A one-time code a bot user enters on the website to link the two (bot keys only).
-    pub async fn create_link_code(&self, user_ref: &str) -> Result<LinkCode, ClientError> {
+    pub async fn create_link_code(&self, user_ref: &UserRef) -> Result<LinkCode, ClientError> {
         let body = LinkCodeRequest {
-            user_ref: user_ref.to_owned(),
+            user_ref: user_ref.clone(),
         };
         Self::send(Self::json(
             self.request(Method::POST, "api/v1/link-codes")?,
@@ -269,9 +274,13 @@ impl Client {
         Self::send(self.request(Method::DELETE, &format!("api/admin/keys/{id}"))?).await
     }
 
-    pub async fn set_plan(&self, user_ref: &str, plan_id: &str) -> Result<UserQuota, ClientError> {
+    pub async fn set_plan(
+        &self,
+        user_ref: &str,
+        plan_id: &PlanId,
+    ) -> Result<UserQuota, ClientError> {
         let body = SetPlanRequest {
-            plan_id: plan_id.to_owned(),
+            plan_id: plan_id.clone(),
         };
         let rb = self.request(Method::PUT, &format!("api/admin/users/{user_ref}/plan"))?;
         Self::send(Self::json(rb, &body)).await
