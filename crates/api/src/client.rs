@@ -48,6 +48,11 @@ impl ClientError {
         }
     }
 
+    /// The error code, when the server sent one this version knows.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.code().and_then(|c| c.parse().ok())
+    }
+
     /// Whether the server refused with this code.
     pub fn is(&self, code: ErrorCode) -> bool {
         self.code() == Some(code.as_str())
@@ -199,7 +204,7 @@ impl Client {
         Self::send(self.request(Method::GET, "api/v1/jobs")?.query(query)).await
     }
 
-    pub async fn get_user(&self, user_ref: &str) -> Result<UserQuota, ClientError> {
+    pub async fn get_user(&self, user_ref: impl std::fmt::Display) -> Result<UserQuota, ClientError> {
         Self::send(self.request(Method::GET, &format!("api/v1/users/{user_ref}"))?).await
     }
 
@@ -227,7 +232,7 @@ impl Client {
         Self::send(Self::json(rb, credentials)).await
     }
 
-    pub async fn get_account(&self, user_ref: &str) -> Result<AccountView, ClientError> {
+    pub async fn get_account(&self, user_ref: impl std::fmt::Display) -> Result<AccountView, ClientError> {
         Self::send(self.request(Method::GET, &format!("api/v1/accounts/{user_ref}"))?).await
     }
 
@@ -246,7 +251,7 @@ impl Client {
     /// Links the bot user who asked for `code` to the account `user_ref`.
     pub async fn redeem_link_code(
         &self,
-        user_ref: &str,
+        user_ref: impl std::fmt::Display,
         code: &str,
     ) -> Result<AccountView, ClientError> {
         let body = RedeemLinkRequest {
@@ -276,7 +281,7 @@ impl Client {
 
     pub async fn set_plan(
         &self,
-        user_ref: &str,
+        user_ref: impl std::fmt::Display,
         plan_id: &PlanId,
     ) -> Result<UserQuota, ClientError> {
         let body = SetPlanRequest {

@@ -17,6 +17,11 @@ impl ApiErrorBody {
     pub fn is(&self, code: tessera_core::ErrorCode) -> bool {
         self.error.code == code
     }
+
+    /// The code, when this version knows it.
+    pub fn code(&self) -> Option<tessera_core::ErrorCode> {
+        self.error.code.parse().ok()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

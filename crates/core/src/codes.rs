@@ -143,6 +143,8 @@ error_codes! {
     InvalidJob = "invalid_job",
     /// `/cancel_job` for a job the worker is not running.
     NotRunning = "not_running",
+    /// The worker's `/readyz`: the scheduler has not accepted its last heartbeat.
+    NotRegistered = "not_registered",
 
     // Why a job ended FAILED or CANCELLED (`error_code` on the job).
     /// The engine could not be reached or was not ready.
@@ -168,6 +170,30 @@ error_codes! {
     DatabaseUnavailable = "database_unavailable",
     StorageUnavailable = "storage_unavailable",
     InternalError = "internal_error",
+}
+
+impl ErrorCode {
+    /// The caller's credential was refused: an operator must fix a key or a
+    /// token, a user can do nothing about it.
+    pub const fn is_credential(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unauthorized
+                | ErrorCode::InvalidCredentials
+                | ErrorCode::WrongCredential
+                | ErrorCode::ForbiddenBot
+                | ErrorCode::ForbiddenUserRef
+                | ErrorCode::ForbiddenFrontend
+        )
+    }
+
+    /// The server failed, not the request: the same request may succeed later.
+    pub const fn is_server_side(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::InternalError | ErrorCode::DatabaseUnavailable | ErrorCode::StorageUnavailable
+        )
+    }
 }
 
 /// The text is not a code this version knows.
