@@ -204,7 +204,10 @@ impl Client {
         Self::send(self.request(Method::GET, "api/v1/jobs")?.query(query)).await
     }
 
-    pub async fn get_user(&self, user_ref: impl std::fmt::Display) -> Result<UserQuota, ClientError> {
+    pub async fn get_user(
+        &self,
+        user_ref: impl std::fmt::Display,
+    ) -> Result<UserQuota, ClientError> {
         Self::send(self.request(Method::GET, &format!("api/v1/users/{user_ref}"))?).await
     }
 
@@ -232,7 +235,10 @@ impl Client {
         Self::send(Self::json(rb, credentials)).await
     }
 
-    pub async fn get_account(&self, user_ref: impl std::fmt::Display) -> Result<AccountView, ClientError> {
+    pub async fn get_account(
+        &self,
+        user_ref: impl std::fmt::Display,
+    ) -> Result<AccountView, ClientError> {
         Self::send(self.request(Method::GET, &format!("api/v1/accounts/{user_ref}"))?).await
     }
 

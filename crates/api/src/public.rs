@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use tessera_core::{ArtifactId, BotId, Capability, InputId, JobId, JobState, Plan, Platform, UserRef};
+use tessera_core::{
+    ArtifactId, BotId, Capability, InputId, JobId, JobState, Plan, Platform, UserRef,
+};
 
 /// `POST /api/v1/jobs` (seed section 5.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -191,7 +191,9 @@ impl ErrorCode {
     pub const fn is_server_side(self) -> bool {
         matches!(
             self,
-            ErrorCode::InternalError | ErrorCode::DatabaseUnavailable | ErrorCode::StorageUnavailable
+            ErrorCode::InternalError
+                | ErrorCode::DatabaseUnavailable
+                | ErrorCode::StorageUnavailable
         )
     }
 }

@@ -10,9 +10,9 @@
 //! (callers pass `now`) or a file. Wire formats belong to `tessera-api`.
 
 pub mod billing;
-pub mod codes;
 pub mod capability;
 pub mod catalog;
+pub mod codes;
 pub mod ids;
 pub mod params;
 pub mod plan;

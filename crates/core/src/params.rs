@@ -673,7 +673,10 @@ mod tests {
         let e = check(Capability::Image, json!({}), free).unwrap_err();
         assert_eq!(e.code, "missing_param");
         let e = check(Capability::Image, json!("prompt"), free).unwrap_err();
-        assert_eq!((e.code.as_str(), e.field.as_str()), ("invalid_params", "params"));
+        assert_eq!(
+            (e.code.as_str(), e.field.as_str()),
+            ("invalid_params", "params")
+        );
         let e = check(Capability::Image, json!({"prompt": 5}), free).unwrap_err();
         assert_eq!(e.code, "invalid_params");
     }

@@ -417,7 +417,11 @@ async fn run_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     let job = match RunJob::from_slice(&body) {
         Ok(job) => job,
         Err(e @ RunJobError::NotAJob(_)) => {
-            return error(StatusCode::UNPROCESSABLE_ENTITY, ErrorCode::InvalidJob, e.to_string())
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidJob,
+                e.to_string(),
+            )
         }
         Err(e @ RunJobError::Params { .. }) => {
             return error(
@@ -561,7 +565,9 @@ async fn execute(
     shared.metrics.ended(
         job.capability,
         &job.model_id,
-        outcome.as_ref().map_or_else(|e| e.code.as_str(), |_| "completed"),
+        outcome
+            .as_ref()
+            .map_or_else(|e| e.code.as_str(), |_| "completed"),
         started.elapsed().as_secs_f64(),
         loaded_model,
     );
