@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use tessera_core::{ApiKeyId, Platform};
+use tessera_core::{ApiKeyId, BotId, PlanId, Platform};
 
 /// `POST /api/admin/keys`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -13,7 +13,7 @@ pub struct CreateKeyRequest {
     /// The frontend kind the key speaks for.
     pub frontend: Platform,
     /// The bot instance the key speaks for, for example `tg-image-bot-1`.
-    pub bot_id: String,
+    pub bot_id: BotId,
 }
 
 /// A frontend key as listed; the secret is never shown again after creation.
@@ -21,7 +21,7 @@ pub struct CreateKeyRequest {
 pub struct KeyView {
     pub key_id: ApiKeyId,
     pub frontend: Platform,
-    pub bot_id: String,
+    pub bot_id: BotId,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at: Option<DateTime<Utc>>,
@@ -46,5 +46,5 @@ pub struct KeyList {
 #[serde(deny_unknown_fields)]
 pub struct SetPlanRequest {
     /// `free`, `starter`, `pro` or `admin`.
-    pub plan_id: String,
+    pub plan_id: PlanId,
 }

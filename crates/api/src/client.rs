@@ -18,7 +18,7 @@ use crate::public::{
     AccountView, CreateJobRequest, CreateJobResponse, Credentials, JobList, JobView, LinkCode,
     LinkCodeRequest, ListJobsQuery, PlanList, RedeemLinkRequest, UserQuota,
 };
-use tessera_core::{ApiKeyId, JobId};
+use tessera_core::{ApiKeyId, ErrorCode, JobId, PlanId, UserRef};
 
 /// What can go wrong calling the API.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,16 @@ impl ClientError {
             ClientError::Api { body, .. } => Some(&body.error.code),
             _ => None,
         }
+    }
+
+    /// The error code, when the server sent one this version knows.
+    pub fn error_code(&self) -> Option<ErrorCode> {
+        self.code().and_then(|c| c.parse().ok())
+    }
+
+    /// Whether the server refused with this code.
+    pub fn is(&self, code: ErrorCode) -> bool {
+        self.code() == Some(code.as_str())
     }
 
     pub fn status(&self) -> Option<StatusCode> {
@@ -194,7 +204,10 @@ impl Client {
         Self::send(self.request(Method::GET, "api/v1/jobs")?.query(query)).await
     }
 
-    pub async fn get_user(&self, user_ref: &str) -> Result<UserQuota, ClientError> {
+    pub async fn get_user(
+        &self,
+        user_ref: impl std::fmt::Display,
+    ) -> Result<UserQuota, ClientError> {
         Self::send(self.request(Method::GET, &format!("api/v1/users/{user_ref}"))?).await
     }
 
@@ -222,14 +235,17 @@ impl Client {
         Self::send(Self::json(rb, credentials)).await
     }
 
-    pub async fn get_account(&self, user_ref: &str) -> Result<AccountView, ClientError> {
+    pub async fn get_account(
+        &self,
+        user_ref: impl std::fmt::Display,
+    ) -> Result<AccountView, ClientError> {
         Self::send(self.request(Method::GET, &format!("api/v1/accounts/{user_ref}"))?).await
     }
 
     /// A one-time code a bot user enters on the website to link the two (bot keys only).
-    pub async fn create_link_code(&self, user_ref: &str) -> Result<LinkCode, ClientError> {
+    pub async fn create_link_code(&self, user_ref: &UserRef) -> Result<LinkCode, ClientError> {
         let body = LinkCodeRequest {
-            user_ref: user_ref.to_owned(),
+            user_ref: user_ref.clone(),
         };
         Self::send(Self::json(
             self.request(Method::POST, "api/v1/link-codes")?,
@@ -241,7 +257,7 @@ impl Client {
     /// Links the bot user who asked for `code` to the account `user_ref`.
     pub async fn redeem_link_code(
         &self,
-        user_ref: &str,
+        user_ref: impl std::fmt::Display,
         code: &str,
     ) -> Result<AccountView, ClientError> {
         let body = RedeemLinkRequest {
@@ -269,9 +285,13 @@ impl Client {
         Self::send(self.request(Method::DELETE, &format!("api/admin/keys/{id}"))?).await
     }
 
-    pub async fn set_plan(&self, user_ref: &str, plan_id: &str) -> Result<UserQuota, ClientError> {
+    pub async fn set_plan(
+        &self,
+        user_ref: impl std::fmt::Display,
+        plan_id: &PlanId,
+    ) -> Result<UserQuota, ClientError> {
         let body = SetPlanRequest {
-            plan_id: plan_id.to_owned(),
+            plan_id: plan_id.clone(),
         };
         let rb = self.request(Method::PUT, &format!("api/admin/users/{user_ref}/plan"))?;
         Self::send(Self::json(rb, &body)).await

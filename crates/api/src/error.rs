@@ -12,6 +12,18 @@ pub struct ApiErrorBody {
     pub error: ErrorDetail,
 }
 
+impl ApiErrorBody {
+    /// Whether the error carries this code.
+    pub fn is(&self, code: tessera_core::ErrorCode) -> bool {
+        self.error.code == code
+    }
+
+    /// The code, when this version knows it.
+    pub fn code(&self) -> Option<tessera_core::ErrorCode> {
+        self.error.code.parse().ok()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code, for example `quota_exhausted`, `invalid_params`, `unauthorized`.

@@ -5,7 +5,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use tessera_core::{Capability, InputId, JobId};
+use tessera_core::params::JobParams;
+use tessera_core::{Capability, InputId, JobId, WorkerId};
 
 /// What a worker is doing, as it reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -35,7 +36,7 @@ impl WorkerStatus {
 #[serde(deny_unknown_fields)]
 pub struct Heartbeat {
     /// Stable name, for example `worker-gpu-0`.
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub status: WorkerStatus,
     /// Base URL of the worker's API, for example `http://10.0.0.5:9000`.
     pub address: String,
@@ -93,8 +94,11 @@ pub struct WorkerList {
 /// `attempt` is the job's dispatch count: the fencing token the worker sends back
 /// with progress and its result, so a result of an attempt the scheduler has
 /// since taken back (worker thought lost, job cancelled) is refused.
+///
+/// Its `params` are those of its `capability`, typed: they are parsed once,
+/// with the rest of the body ([`RunJob::from_slice`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(try_from = "RunJobWire")]
 pub struct RunJob {
     pub job_id: JobId,
     pub attempt: i32,
@@ -103,7 +107,7 @@ pub struct RunJob {
     pub model_id: String,
     /// The validated parameters of the job's capability (`tessera_core::params`).
     #[schema(value_type = Object)]
-    pub params: serde_json::Value,
+    pub params: JobParams,
     /// Inputs the job reads (the audio of a speech-to-text job), fetched from the
     /// scheduler's `/api/internal/inputs/{id}` with the internal token.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -114,6 +118,69 @@ pub struct RunJob {
     /// logs it with the job and sends it back with the job's progress and result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+}
+
+/// A [`RunJob`] as it travels: the parameters are read as JSON first and
+/// typed once their capability is known.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunJobWire {
+    job_id: JobId,
+    attempt: i32,
+    capability: Capability,
+    model_id: String,
+    params: serde_json::Value,
+    #[serde(default)]
+    inputs: Vec<InputRef>,
+    timeout_ms: u64,
+    #[serde(default)]
+    request_id: Option<String>,
+}
+
+/// Why a `/run_job` body was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RunJobError {
+    /// Not a job at all: malformed JSON, a missing or mistyped field.
+    #[error("not a job: {0}")]
+    NotAJob(serde_json::Error),
+    /// A job whose parameters do not fit its capability.
+    #[error("parameters do not fit {capability}: {error}")]
+    Params {
+        capability: Capability,
+        error: serde_json::Error,
+    },
+}
+
+impl TryFrom<RunJobWire> for RunJob {
+    type Error = RunJobError;
+
+    fn try_from(w: RunJobWire) -> Result<Self, RunJobError> {
+        let params = JobParams::from_stored(w.capability, w.params).map_err(|error| {
+            RunJobError::Params {
+                capability: w.capability,
+                error,
+            }
+        })?;
+        Ok(RunJob {
+            job_id: w.job_id,
+            attempt: w.attempt,
+            capability: w.capability,
+            model_id: w.model_id,
+            params,
+            inputs: w.inputs,
+            timeout_ms: w.timeout_ms,
+            request_id: w.request_id,
+        })
+    }
+}
+
+impl RunJob {
+    /// Reads a `/run_job` body, telling a body that is no job from a job whose
+    /// parameters do not fit its capability.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, RunJobError> {
+        let wire: RunJobWire = serde_json::from_slice(bytes).map_err(RunJobError::NotAJob)?;
+        RunJob::try_from(wire)
+    }
 }
 
 /// An input a job reads.
@@ -141,7 +208,7 @@ pub struct CancelJob {
 /// `GET /health` on a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerHealth {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub status: WorkerStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_job: Option<JobId>,
@@ -160,7 +227,7 @@ pub struct EngineInfo {
 /// `GET /capabilities` on a worker.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerCapabilities {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub engines: Vec<EngineInfo>,
     pub capabilities: Vec<Capability>,
     pub models: Vec<String>,
@@ -178,7 +245,7 @@ pub struct WorkerCapabilities {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"worker_id": "worker-gpu-0", "attempt": 1, "progress": 42.5}))]
 pub struct ProgressReport {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub attempt: i32,
     /// Percent done, 0 to 100.
     pub progress: f32,
@@ -253,7 +320,7 @@ pub struct WorkerError {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobResult {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub attempt: i32,
     pub outcome: Outcome,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -7,7 +7,8 @@
 //! - [`public`]: what frontends send and receive on `/api/v1`.
 //! - [`admin`]: the operator's API on `/api/admin`.
 //! - [`internal`]: between the scheduler and its workers, on `/api/internal`.
-//! - [`error`]: the one JSON error envelope every endpoint answers with.
+//! - [`error`]: the one JSON error envelope every endpoint answers with, and
+//!   [`ErrorCode`], every stable code it can carry.
 //! - [`client`]: a `reqwest` client for all of the above.
 
 pub mod admin;
@@ -19,6 +20,7 @@ pub mod public;
 pub use client::{Client, ClientError};
 pub use error::{ApiErrorBody, ErrorDetail};
 pub use tessera_core as core;
+pub use tessera_core::ErrorCode;
 
 /// Header a frontend sets so that a retried create returns the first job.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";

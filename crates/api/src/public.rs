@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
-use tessera_core::{ArtifactId, Capability, InputId, JobId, JobState, Plan, Platform};
+use tessera_core::{
+    ArtifactId, BotId, Capability, InputId, JobId, JobState, Plan, Platform, UserRef,
+};
 
 /// `POST /api/v1/jobs` (seed section 5.1).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -24,12 +26,10 @@ pub struct CreateJobRequest {
     /// The frontend kind; must match the API key.
     pub frontend: Platform,
     /// The bot instance speaking; must match the API key.
-    #[schema(example = "tg-image-bot-1")]
-    pub bot_id: String,
+    pub bot_id: BotId,
     pub capability: Capability,
     /// `platform:id` of the user the job is for; created on first sight.
-    #[schema(example = "telegram:123456")]
-    pub user_ref: String,
+    pub user_ref: UserRef,
     /// Opaque to Tessera: where the frontend will reply (chat, message). At most 4 KiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
@@ -55,10 +55,10 @@ pub struct JobView {
     pub job_id: JobId,
     pub status: JobState,
     pub frontend: Platform,
-    pub bot_id: String,
+    pub bot_id: BotId,
     pub capability: Capability,
     pub model: String,
-    pub user_ref: String,
+    pub user_ref: UserRef,
     /// The validated parameters, defaults filled in.
     #[schema(value_type = Object)]
     pub params: Value,
@@ -146,12 +146,12 @@ pub struct JobError {
 pub struct ListJobsQuery {
     /// Only this user's jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[param(pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")]
-    pub user_ref: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")]
+    pub user_ref: Option<UserRef>,
     /// Only this bot's jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
-    pub bot_id: Option<String>,
+    #[param(value_type = Option<String>, pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub bot_id: Option<BotId>,
     /// Only jobs in these states, comma-separated (`QUEUED,RUNNING`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
@@ -180,7 +180,7 @@ pub struct JobList {
 /// `GET /api/v1/users/{user_ref}`: what a bot's `/quota` shows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct UserQuota {
-    pub user_ref: String,
+    pub user_ref: UserRef,
     pub plan: Plan,
     pub tokens_used_today: i64,
     /// Absent on unlimited plans.
@@ -223,11 +223,11 @@ impl std::fmt::Debug for Credentials {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AccountView {
     #[schema(example = "web:01jd3z8x9q4w6e2r5t7y9v1k3m")]
-    pub user_ref: String,
+    pub user_ref: UserRef,
     /// As given at sign-up, lower-cased.
     pub email: String,
     /// `platform:id` of every bot user linked to this account.
-    pub linked: Vec<String>,
+    pub linked: Vec<UserRef>,
     pub created_at: DateTime<Utc>,
 }
 
@@ -237,8 +237,7 @@ pub struct AccountView {
 #[serde(deny_unknown_fields)]
 pub struct LinkCodeRequest {
     /// The bot user, on the key's platform.
-    #[schema(example = "telegram:123456")]
-    pub user_ref: String,
+    pub user_ref: UserRef,
 }
 
 /// A one-time link code: entered on the website's account page before it expires.

@@ -24,7 +24,7 @@ use tokio_util::task::TaskTracker;
 use tessera_api::client::{Client, ClientError};
 use tessera_api::internal::ArtifactKind;
 use tessera_api::public::{CreateJobRequest, JobView, ListJobsQuery};
-use tessera_core::{Capability, JobId, JobState, Platform, UserRef};
+use tessera_core::{BotId, Capability, ErrorCode, JobId, JobState, Platform, UserRef};
 
 use crate::command::{self, Command};
 use crate::limits::{LimitConfig, Limits};
@@ -99,7 +99,7 @@ pub trait Messenger: Send + Sync + 'static {
 #[derive(Clone, Debug)]
 pub struct BotSettings {
     pub platform: Platform,
-    pub bot_id: String,
+    pub bot_id: BotId,
     /// The bot's name on the platform, for `/cmd@name`.
     pub username: Option<String>,
     pub capabilities: Vec<Capability>,
@@ -130,18 +130,12 @@ const DELIVERY_ATTEMPTS: u32 = 6;
 /// Logs a refusal the operators must see: a key that is wrong or an error
 /// on the scheduler's side. A user's own limits are not logged.
 fn log_refusal(bot_id: &str, e: &ClientError) {
-    match e.code() {
-        Some(code)
-            if code == "unauthorized"
-                || code.starts_with("forbidden")
-                || code == "wrong_credential"
-                || code.starts_with("internal")
-                || code == "database_unavailable"
-                || code == "storage_unavailable" =>
-        {
+    match e.error_code() {
+        Some(code) if code.is_credential() || code.is_server_side() => {
             tracing::error!(%bot_id, %code, error = %e, "the scheduler refused a request");
         }
         Some(_) => {}
+        None if e.code().is_some() => {}
         None => tracing::warn!(%bot_id, error = %e, "the scheduler could not be reached"),
     }
 }
@@ -303,7 +297,7 @@ impl<M: Messenger> Bot<M> {
                 self.say(&msg.chat, &text).await
             }
             Command::Link => {
-                let text = match self.inner.api.create_link_code(&user.to_string()).await {
+                let text = match self.inner.api.create_link_code(&user).await {
                     Ok(code) => words::link_code(&code, now),
                     Err(e) => {
                         log_refusal(&self.inner.settings.bot_id, &e);
@@ -350,7 +344,7 @@ impl<M: Messenger> Bot<M> {
             .inner
             .api
             .list_jobs(&ListJobsQuery {
-                user_ref: Some(user.to_string()),
+                user_ref: Some(user.clone()),
                 bot_id: Some(self.inner.settings.bot_id.clone()),
                 status: Some("QUEUED,RUNNING".into()),
                 limit: Some(20),
@@ -411,7 +405,7 @@ impl<M: Messenger> Bot<M> {
             frontend: self.inner.settings.platform,
             bot_id: self.inner.settings.bot_id.clone(),
             capability,
-            user_ref: user.to_string(),
+            user_ref: user.clone(),
             reply_context: serde_json::to_value(&reply).ok(),
             params,
         };
@@ -423,7 +417,7 @@ impl<M: Messenger> Bot<M> {
                 self.follow(created.job.job_id, reply);
             }
             Err(e) => {
-                let text = if e.code() == Some("idempotency_key_reused") {
+                let text = if e.is(ErrorCode::IdempotencyKeyReused) {
                     // The platform delivered this message again (after a
                     // crash, say): its job exists and is followed already.
                     tracing::info!(bot_id = %self.inner.settings.bot_id, "a message delivered twice; its job exists");
@@ -536,7 +530,7 @@ impl<M: Messenger> Bot<M> {
         loop {
             let job = match self.inner.api.get_job(job_id).await {
                 Ok(job) => job,
-                Err(e) if e.code() == Some("job_not_found") => return None,
+                Err(e) if e.is(ErrorCode::JobNotFound) => return None,
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(%job_id, error = %e, "could not read the job; retrying");

@@ -5,7 +5,7 @@
 use chrono::{DateTime, Utc};
 use tessera_api::client::ClientError;
 use tessera_api::public::{JobView, LinkCode, UserQuota};
-use tessera_core::{Capability, JobState};
+use tessera_core::{Capability, ErrorCode, JobState};
 
 use crate::command::{commands_for, CommandInfo};
 
@@ -151,21 +151,20 @@ pub fn api_error(e: &ClientError, now: DateTime<Utc>) -> String {
     match e {
         ClientError::Api { body, .. } => {
             let d = &body.error;
-            match d.code.as_str() {
-                "quota_exhausted" => match d.resets_at {
+            match body.code() {
+                Some(ErrorCode::QuotaExhausted) => match d.resets_at {
                     Some(at) => format!(
                         "You have used up today's tokens for that. They reset at {}. Send /quota to see your plan.",
                         reset_words(at, now)
                     ),
                     None => "You have used up today's tokens for that. Send /quota to see your plan.".into(),
                 },
-                "rate_limited" => "Too many requests right now; please try again in a minute.".into(),
-                code if code == "unauthorized" || code == "wrong_credential" || code.starts_with("forbidden") => {
+                Some(code) if code.is_credential() => {
                     "This bot is not set up correctly (its API key was refused). It has been logged for the operators.".into()
                 }
-                "job_not_found" => "I can't find that job.".into(),
-                "job_finished" => "That job has already finished.".into(),
-                code if code.starts_with("internal") || code == "storage_unavailable" || code == "database_unavailable" => {
+                Some(ErrorCode::JobNotFound) => "I can't find that job.".into(),
+                Some(ErrorCode::JobFinished) => "That job has already finished.".into(),
+                Some(code) if code.is_server_side() => {
                     "Something went wrong on our side; please try again in a minute.".into()
                 }
                 // Validation and policy refusals carry a human message written for this.

@@ -8,7 +8,6 @@
 use chrono::{DateTime, Days, FixedOffset, NaiveDate, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::params::JobParams;
 use crate::Millis;
 
 /// How many tokens each kind of job costs. All values are configurable.
@@ -41,6 +40,18 @@ impl Default for CostRules {
 
 const MEGAPIXEL: u64 = 1024 * 1024;
 
+/// What a job's price depends on: its kind and size. Parameters describe
+/// themselves this way (`JobParams::size`), so pricing needs no knowledge of
+/// how each capability's parameters are shaped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobSize {
+    Image { width: u32, height: u32 },
+    Video { duration_seconds: u32 },
+    Text { max_tokens: u32 },
+    SpeechToText,
+    TextToSpeech,
+}
+
 impl CostRules {
     /// The cost of a job with these (validated) parameters. Never negative.
     ///
@@ -48,20 +59,20 @@ impl CostRules {
     /// `i64` stops at `i64::MAX` (no plan can pay it) rather than overflow,
     /// which panicked in debug builds and wrapped, possibly to a free job,
     /// in release builds (found by the `params` fuzz target).
-    pub fn cost(&self, params: &JobParams) -> i64 {
-        let c = match params {
-            JobParams::Image(p) => {
-                let pixels = u64::from(p.width) * u64::from(p.height);
+    pub fn cost(&self, size: JobSize) -> i64 {
+        let c = match size {
+            JobSize::Image { width, height } => {
+                let pixels = u64::from(width) * u64::from(height);
                 (pixels.div_ceil(MEGAPIXEL) as i64).saturating_mul(self.image_per_megapixel)
             }
-            JobParams::Video(p) => {
-                i64::from(p.duration_seconds).saturating_mul(self.video_per_second)
+            JobSize::Video { duration_seconds } => {
+                i64::from(duration_seconds).saturating_mul(self.video_per_second)
             }
-            JobParams::Text(p) => {
-                i64::from(p.max_tokens.div_ceil(1024)).saturating_mul(self.text_per_1k_tokens)
+            JobSize::Text { max_tokens } => {
+                i64::from(max_tokens.div_ceil(1024)).saturating_mul(self.text_per_1k_tokens)
             }
-            JobParams::SpeechToText(_) => self.speech_to_text,
-            JobParams::TextToSpeech(_) => self.text_to_speech,
+            JobSize::SpeechToText => self.speech_to_text,
+            JobSize::TextToSpeech => self.text_to_speech,
         };
         c.max(0)
     }
@@ -137,51 +148,30 @@ impl BillingClock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::params::{ImageParams, TextParams, VideoParams};
 
-    fn image(w: u32, h: u32) -> JobParams {
-        JobParams::Image(ImageParams {
-            prompt: "x".into(),
-            negative_prompt: None,
-            width: w,
-            height: h,
-            seed: None,
-            steps: 30,
-        })
+    fn image(width: u32, height: u32) -> JobSize {
+        JobSize::Image { width, height }
     }
 
     #[test]
     fn an_image_up_to_1024_square_costs_one_token() {
         let rules = CostRules::default();
-        assert_eq!(rules.cost(&image(1024, 1024)), 1);
-        assert_eq!(rules.cost(&image(512, 512)), 1);
-        assert_eq!(rules.cost(&image(1024, 1032)), 2);
-        assert_eq!(rules.cost(&image(2048, 2048)), 4);
+        assert_eq!(rules.cost(image(1024, 1024)), 1);
+        assert_eq!(rules.cost(image(512, 512)), 1);
+        assert_eq!(rules.cost(image(1024, 1032)), 2);
+        assert_eq!(rules.cost(image(2048, 2048)), 4);
     }
 
     #[test]
     fn video_and_text_scale_with_their_size() {
         let rules = CostRules::default();
-        let video = JobParams::Video(VideoParams {
-            prompt: "x".into(),
-            negative_prompt: None,
-            width: 832,
-            height: 480,
+        let video = JobSize::Video {
             duration_seconds: 4,
-            fps: 16,
-            seed: None,
-        });
-        assert_eq!(rules.cost(&video), 8);
-        let text = |max_tokens| {
-            JobParams::Text(TextParams {
-                prompt: "x".into(),
-                system: None,
-                max_tokens,
-                temperature: 0.7,
-            })
         };
-        assert_eq!(rules.cost(&text(512)), 1);
-        assert_eq!(rules.cost(&text(1025)), 2);
+        assert_eq!(rules.cost(video), 8);
+        let text = |max_tokens| JobSize::Text { max_tokens };
+        assert_eq!(rules.cost(text(512)), 1);
+        assert_eq!(rules.cost(text(1025)), 2);
     }
 
     #[test]

@@ -102,6 +102,129 @@ prefixed_id!(
     "art_"
 );
 
+/// Longest name id (bot, worker or plan id).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Whether `s` is a plain name: 1-64 ASCII letters, digits, `-`, `_` or `.`.
+/// Names appear in logs, configuration, metrics labels and SQL, so they are kept
+/// plain, and text PostgreSQL cannot hold (U+0000) never reaches a query.
+pub fn is_plain_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_NAME_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+macro_rules! name_id {
+    ($(#[$doc:meta])* $name:ident, $field:literal, $example:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(try_from = "String", into = "String")]
+        #[schema(value_type = String, pattern = r"^[A-Za-z0-9._-]{1,64}$", example = $example)]
+        pub struct $name(String);
+
+        impl $name {
+            /// The field name callers know this id by, as used in error messages.
+            pub const FIELD: &'static str = $field;
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = InvalidName;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                if is_plain_name(s) {
+                    Ok(Self(s.to_owned()))
+                } else {
+                    Err(InvalidName { field: $field })
+                }
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = InvalidName;
+
+            fn try_from(s: String) -> Result<Self, Self::Error> {
+                if is_plain_name(&s) {
+                    Ok(Self(s))
+                } else {
+                    Err(InvalidName { field: $field })
+                }
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
+
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl PartialEq<str> for $name {
+            fn eq(&self, other: &str) -> bool {
+                self.0 == other
+            }
+        }
+
+        impl PartialEq<&str> for $name {
+            fn eq(&self, other: &&str) -> bool {
+                self.0 == *other
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.pad(&self.0)
+            }
+        }
+    };
+}
+
+name_id!(
+    /// A frontend instance's id (`tg-image-bot-1`): the bot a key is bound to.
+    BotId,
+    "bot_id",
+    "tg-image-bot-1"
+);
+
+name_id!(
+    /// A worker's id (`worker-gpu-0`), unique among the workers of one scheduler.
+    WorkerId,
+    "worker_id",
+    "worker-gpu-0"
+);
+
+name_id!(
+    /// A plan's id, lower case: `free`, `starter`, `pro`, `admin`.
+    PlanId,
+    "plan_id",
+    "starter"
+);
+
+/// A name id (bot, worker or plan) that is not 1-64 plain characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{field} must be 1-64 letters, digits, `-`, `_` or `.`")]
+pub struct InvalidName {
+    /// The field the id was given in: `bot_id`, `worker_id` or `plan_id`.
+    pub field: &'static str,
+}
+
 /// The text is not an id of the expected kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("not a valid id")]
@@ -141,5 +264,22 @@ mod tests {
             assert!(bad.parse::<JobId>().is_err(), "{bad:?} parsed");
         }
         assert!("job_01JD3Z8X9Q4W6E2R5T7Y9V1K3M".parse::<JobId>().is_ok());
+    }
+
+    #[test]
+    fn names_are_plain() {
+        for good in ["tg-image-bot-1", "worker_gpu.0", "a", &"x".repeat(64)] {
+            assert_eq!(good.parse::<BotId>().unwrap().as_str(), good);
+            assert!(WorkerId::try_from(good.to_owned()).is_ok());
+        }
+        for bad in ["", "bad id", "a/b", "a\u{0}b", "é", &"x".repeat(65)] {
+            let e = bad.parse::<BotId>().unwrap_err();
+            assert_eq!(e.field, "bot_id");
+            assert!(serde_json::from_value::<PlanId>(serde_json::json!(bad)).is_err());
+        }
+        assert_eq!(
+            InvalidName { field: "worker_id" }.to_string(),
+            "worker_id must be 1-64 letters, digits, `-`, `_` or `.`"
+        );
     }
 }

@@ -12,6 +12,7 @@
 pub mod billing;
 pub mod capability;
 pub mod catalog;
+pub mod codes;
 pub mod ids;
 pub mod params;
 pub mod plan;
@@ -21,7 +22,8 @@ pub mod state;
 pub mod user_ref;
 
 pub use capability::Capability;
-pub use ids::{ApiKeyId, ArtifactId, InputId, JobId};
+pub use codes::ErrorCode;
+pub use ids::{ApiKeyId, ArtifactId, BotId, InputId, JobId, PlanId, WorkerId};
 pub use plan::{Plan, Priority};
 pub use state::{JobState, Transition};
 pub use user_ref::{Platform, UserRef};

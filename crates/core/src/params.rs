@@ -10,10 +10,10 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::billing::CostRules;
+use crate::billing::{CostRules, JobSize};
 use crate::catalog::ModelCatalog;
 use crate::ids::InputId;
-use crate::{Capability, Plan};
+use crate::{Capability, ErrorCode, Plan};
 
 /// Longest prompt for image and video jobs, in characters.
 pub const MAX_PROMPT_CHARS: usize = 2_000;
@@ -113,6 +113,24 @@ impl JobParams {
         })
     }
 
+    /// What the job's price depends on (`CostRules::cost`).
+    pub fn size(&self) -> JobSize {
+        match self {
+            JobParams::Image(p) => JobSize::Image {
+                width: p.width,
+                height: p.height,
+            },
+            JobParams::Video(p) => JobSize::Video {
+                duration_seconds: p.duration_seconds,
+            },
+            JobParams::Text(p) => JobSize::Text {
+                max_tokens: p.max_tokens,
+            },
+            JobParams::SpeechToText(_) => JobSize::SpeechToText,
+            JobParams::TextToSpeech(_) => JobSize::TextToSpeech,
+        }
+    }
+
     pub fn to_value(&self) -> Value {
         serde_json::to_value(self).expect("parameters always serialise")
     }
@@ -133,14 +151,14 @@ pub struct ValidJob {
 pub struct ParamError {
     /// Machine-readable and stable: `invalid_params`, `prompt_too_long`,
     /// `resolution_not_allowed`, `model_not_allowed`, ...
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// The parameter at fault, as named in the request (`params.prompt`).
     pub field: String,
     pub message: String,
 }
 
 impl ParamError {
-    fn new(code: &'static str, field: &str, message: impl Into<String>) -> Self {
+    fn new(code: ErrorCode, field: &str, message: impl Into<String>) -> Self {
         let field = if field.is_empty() {
             "params".to_owned()
         } else {
@@ -216,7 +234,7 @@ pub fn validate(
 ) -> Result<ValidJob, ParamError> {
     if !raw.is_object() {
         return Err(ParamError {
-            code: "invalid_params",
+            code: ErrorCode::InvalidParams,
             field: "params".into(),
             message: "params must be a JSON object".into(),
         });
@@ -278,7 +296,7 @@ pub fn validate(
             let temperature = p.temperature.unwrap_or(0.7);
             if !(0.0..=2.0).contains(&temperature) {
                 return Err(ParamError::new(
-                    "invalid_params",
+                    ErrorCode::InvalidParams,
                     "temperature",
                     "temperature must be between 0 and 2",
                 ));
@@ -295,7 +313,7 @@ pub fn validate(
             let p: SpeechToTextIn = parse(raw)?;
             let input_id = p.input_id.parse::<InputId>().map_err(|_| {
                 ParamError::new(
-                    "invalid_params",
+                    ErrorCode::InvalidParams,
                     "input_id",
                     "input_id must be the id of an uploaded input (inp_...)",
                 )
@@ -305,7 +323,7 @@ pub fn validate(
                 Some(l) if l.len() == 2 && l.bytes().all(|b| b.is_ascii_lowercase()) => Some(l),
                 Some(_) => {
                     return Err(ParamError::new(
-                        "invalid_params",
+                        ErrorCode::InvalidParams,
                         "language",
                         "language must be a two-letter ISO 639-1 code such as `en`",
                     ))
@@ -331,7 +349,7 @@ pub fn validate(
                 }
                 Some(_) => {
                     return Err(ParamError::new(
-                        "invalid_params",
+                        ErrorCode::InvalidParams,
                         "voice",
                         "voice must be 1-32 letters, digits, `_`, `-` or `+`",
                     ))
@@ -340,7 +358,7 @@ pub fn validate(
             let speed = p.speed.unwrap_or(1.0);
             if !(0.5..=2.0).contains(&speed) {
                 return Err(ParamError::new(
-                    "invalid_params",
+                    ErrorCode::InvalidParams,
                     "speed",
                     "speed must be between 0.5 and 2",
                 ));
@@ -354,7 +372,7 @@ pub fn validate(
         }
     };
     let model = choose_model(capability, model, plan, catalog)?;
-    let cost_tokens = costs.cost(&params);
+    let cost_tokens = costs.cost(params.size());
     Ok(ValidJob {
         capability,
         model,
@@ -367,11 +385,11 @@ fn parse<T: for<'de> Deserialize<'de>>(raw: &Value) -> Result<T, ParamError> {
     T::deserialize(raw).map_err(|e| {
         let msg = e.to_string();
         let code = if msg.starts_with("unknown field") {
-            "unknown_param"
+            ErrorCode::UnknownParam
         } else if msg.starts_with("missing field") {
-            "missing_param"
+            ErrorCode::MissingParam
         } else {
-            "invalid_params"
+            ErrorCode::InvalidParams
         };
         ParamError {
             code,
@@ -389,7 +407,7 @@ fn choose_model(
 ) -> Result<String, ParamError> {
     let entry = catalog.get(capability).ok_or_else(|| {
         ParamError::new(
-            "capability_unavailable",
+            ErrorCode::CapabilityUnavailable,
             "",
             format!("no models are configured for {capability}"),
         )
@@ -397,7 +415,7 @@ fn choose_model(
     let model = requested.unwrap_or_else(|| entry.default.clone());
     if !entry.models.contains(&model) {
         return Err(ParamError::new(
-            "model_unknown",
+            ErrorCode::ModelUnknown,
             "model",
             format!(
                 "model {model:?} is not offered for {capability}; choose one of {}",
@@ -407,7 +425,7 @@ fn choose_model(
     }
     if !plan.allows_model(&model) {
         return Err(ParamError::new(
-            "model_not_allowed",
+            ErrorCode::ModelNotAllowed,
             "model",
             format!("the {} plan does not include model {model:?}", plan.name),
         ));
@@ -422,9 +440,9 @@ fn text(field: &str, value: &str, max_chars: usize) -> Result<String, ParamError
     if trimmed.is_empty() {
         return Err(ParamError::new(
             if field == "prompt" {
-                "prompt_empty"
+                ErrorCode::PromptEmpty
             } else {
-                "invalid_params"
+                ErrorCode::InvalidParams
             },
             field,
             format!("{field} must not be empty"),
@@ -434,9 +452,9 @@ fn text(field: &str, value: &str, max_chars: usize) -> Result<String, ParamError
     if chars > max_chars {
         return Err(ParamError::new(
             if field == "prompt" {
-                "prompt_too_long"
+                ErrorCode::PromptTooLong
             } else {
-                "invalid_params"
+                ErrorCode::InvalidParams
             },
             field,
             format!("{field} is {chars} characters; the limit is {max_chars}"),
@@ -447,7 +465,7 @@ fn text(field: &str, value: &str, max_chars: usize) -> Result<String, ParamError
         .any(|c| c.is_control() && c != '\n' && c != '\t')
     {
         return Err(ParamError::new(
-            "invalid_params",
+            ErrorCode::InvalidParams,
             field,
             format!("{field} must not contain control characters"),
         ));
@@ -471,7 +489,7 @@ fn range(field: &str, value: u32, min: u32, max: u32) -> Result<u32, ParamError>
         Ok(value)
     } else {
         Err(ParamError::new(
-            "invalid_params",
+            ErrorCode::InvalidParams,
             field,
             format!("{field} must be between {min} and {max}, not {value}"),
         ))
@@ -490,7 +508,7 @@ fn size(
     let (w, h) = match (resolution, aspect_ratio) {
         (Some(_), Some(_)) => {
             return Err(ParamError::new(
-                "invalid_params",
+                ErrorCode::InvalidParams,
                 "resolution",
                 "give resolution or aspect_ratio, not both",
             ))
@@ -498,7 +516,7 @@ fn size(
         (Some(r), None) => {
             let bad = || {
                 ParamError::new(
-                    "invalid_params",
+                    ErrorCode::InvalidParams,
                     "resolution",
                     format!("resolution {r:?} must look like 1024x1024"),
                 )
@@ -508,7 +526,7 @@ fn size(
             let h: u32 = h.trim().parse().map_err(|_| bad())?;
             if w % 8 != 0 || h % 8 != 0 || w < MIN_SIDE || h < MIN_SIDE {
                 return Err(ParamError::new(
-                    "invalid_params",
+                    ErrorCode::InvalidParams,
                     "resolution",
                     format!("width and height must be multiples of 8, at least {MIN_SIDE}"),
                 ));
@@ -518,7 +536,7 @@ fn size(
         (None, Some(ar)) => {
             let bad = || {
                 ParamError::new(
-                    "invalid_params",
+                    ErrorCode::InvalidParams,
                     "aspect_ratio",
                     format!("aspect_ratio {ar:?} must look like 16:9, each side 1 to 32"),
                 )
@@ -562,7 +580,7 @@ fn size(
     };
     if w > max || h > max {
         return Err(ParamError::new(
-            "resolution_not_allowed",
+            ErrorCode::ResolutionNotAllowed,
             "resolution",
             format!(
                 "{w}x{h} is larger than the {} plan allows ({max}x{max})",
@@ -642,7 +660,7 @@ mod tests {
         let free = &plans()[0];
         let e = check(Capability::Image, json!({"prompt": "   "}), free).unwrap_err();
         assert_eq!(
-            (e.code, e.field.as_str()),
+            (e.code.as_str(), e.field.as_str()),
             ("prompt_empty", "params.prompt")
         );
         let long = "é".repeat(MAX_PROMPT_CHARS + 1);
@@ -655,7 +673,10 @@ mod tests {
         let e = check(Capability::Image, json!({}), free).unwrap_err();
         assert_eq!(e.code, "missing_param");
         let e = check(Capability::Image, json!("prompt"), free).unwrap_err();
-        assert_eq!((e.code, e.field.as_str()), ("invalid_params", "params"));
+        assert_eq!(
+            (e.code.as_str(), e.field.as_str()),
+            ("invalid_params", "params")
+        );
         let e = check(Capability::Image, json!({"prompt": 5}), free).unwrap_err();
         assert_eq!(e.code, "invalid_params");
     }

@@ -85,6 +85,24 @@ impl UserRef {
     }
 }
 
+impl UserRef {
+    /// What a reference looks like, as a regular expression (the API document's).
+    pub const PATTERN: &'static str = r"^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$";
+}
+
+/// A string with [`UserRef::PATTERN`] in the API document.
+impl utoipa::PartialSchema for UserRef {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(Self::PATTERN))
+            .examples(["telegram:123456"])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for UserRef {}
+
 impl fmt::Display for UserRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.platform, self.id)

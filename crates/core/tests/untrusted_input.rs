@@ -214,7 +214,7 @@ proptest! {
             return Ok(());
         };
         prop_assert!(job.cost_tokens >= 0);
-        prop_assert_eq!(job.cost_tokens, costs.cost(&job.params));
+        prop_assert_eq!(job.cost_tokens, costs.cost(job.params.size()));
         prop_assert!(plan.allows_model(&job.model));
         prop_assert!(catalog.get(capability).unwrap().models.contains(&job.model));
         match &job.params {

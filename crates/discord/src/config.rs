@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tessera_chat::secret::{env_name, SecretSource};
 use tessera_chat::LimitConfig;
-use tessera_core::Capability;
+use tessera_core::{BotId, Capability};
 
 pub use tessera_chat::Secret;
 
@@ -68,7 +68,7 @@ pub enum Mode {
 #[serde(deny_unknown_fields)]
 pub struct BotInstance {
     /// The bot id its API key was made for, for example `dc-image-bot-1`.
-    pub id: String,
+    pub id: BotId,
     /// What it serves: `image`, `video`, `text`, `speech_to_text`, `text_to_speech`.
     pub capabilities: Vec<Capability>,
     #[serde(default)]

@@ -166,7 +166,7 @@ pub async fn run(config: DiscordConfig, stop: CancellationToken) -> anyhow::Resu
         let started = start(&config, instance, secrets).await?;
         if instance.mode == Mode::Http {
             endpoints.push((
-                instance.id.clone(),
+                instance.id.to_string(),
                 instance.verifying_key()?,
                 started.handler.clone(),
             ));

@@ -11,7 +11,7 @@ use tessera_chat::secret::{env_name, SecretSource};
 use tessera_chat::LimitConfig;
 
 pub use tessera_chat::Secret;
-use tessera_core::Capability;
+use tessera_core::{BotId, Capability};
 
 /// The example printed by `tessera telegram --print-example`.
 pub const EXAMPLE: &str = include_str!("../telegram.example.toml");
@@ -71,7 +71,7 @@ impl Default for TelegramConfig {
 #[serde(deny_unknown_fields)]
 pub struct BotInstance {
     /// The bot id its API key was made for, for example `tg-image-bot-1`.
-    pub id: String,
+    pub id: BotId,
     /// What it serves: `image`, `video`, `text`, `speech_to_text`, `text_to_speech`.
     pub capabilities: Vec<Capability>,
     /// Environment variable holding the Telegram token

@@ -19,7 +19,7 @@ use tessera_api::public::{
     AccountView, CreateJobRequest, Credentials, JobView, ListJobsQuery, UserQuota,
 };
 use tessera_api::ClientError;
-use tessera_core::{Capability, JobId, Platform, UserRef};
+use tessera_core::{Capability, ErrorCode, JobId, Platform, UserRef};
 
 use crate::error::WebError;
 use crate::forms;
@@ -128,9 +128,9 @@ async fn authenticate(state: AppState, session: Session, form: AuthForm, signup:
                 .field
                 .as_deref()
                 .filter(|f| matches!(*f, "email" | "password"));
-            let message = match body.error.code.as_str() {
-                "sign_in_failed" => "The email or password is wrong.".to_owned(),
-                "email_taken" => {
+            let message = match body.code() {
+                Some(ErrorCode::SignInFailed) => "The email or password is wrong.".to_owned(),
+                Some(ErrorCode::EmailTaken) => {
                     "An account with this email already exists. Sign in instead.".to_owned()
                 }
                 _ => body.error.message.clone(),
@@ -296,7 +296,7 @@ pub async fn generate(
             return Ok(refused(session, capability, &quota, form));
         }
     };
-    if let Err(wait) = state.limits.check_job(&account.user()?) {
+    if let Err(wait) = state.limits.check_job(&account.user_ref) {
         return Err(WebError::Slow(wait));
     }
     // The upload first: a speech-to-text job names its input.
@@ -328,13 +328,13 @@ pub async fn generate(
         // The same form sent again with other values (back, edit, resend; or a
         // second upload of the same recording): the first job is running, and
         // the gallery shows it.
-        Err(ClientError::Api { body, .. }) if body.error.code == "idempotency_key_reused" => {
+        Err(ClientError::Api { body, .. }) if body.is(ErrorCode::IdempotencyKeyReused) => {
             Ok(redirect(session, "/gallery"))
         }
         Err(ClientError::Api { status, body })
             if status.is_client_error() && status != StatusCode::UNAUTHORIZED =>
         {
-            let message = if body.error.code == "quota_exhausted" {
+            let message = if body.is(ErrorCode::QuotaExhausted) {
                 format!(
                     "Not enough tokens left today: {}. Larger plans include more tokens each day.",
                     body.error.message
@@ -666,7 +666,7 @@ pub async fn link(
 ) -> Page {
     session.check_csrf(&form.csrf)?;
     let account = session.require()?;
-    if let Err(wait) = state.limits.check_command(&account.user()?) {
+    if let Err(wait) = state.limits.check_command(&account.user_ref) {
         return Err(WebError::Slow(wait));
     }
     match state
@@ -680,7 +680,7 @@ pub async fn link(
             account_page(&state, session, StatusCode::OK, Some(message), None).await
         }
         Err(ClientError::Api { status, body }) if status.is_client_error() => {
-            let message = if body.error.code == "invalid_link_code" {
+            let message = if body.is(ErrorCode::InvalidLinkCode) {
                 "That code is not valid: it may be mistyped, used already or older than 10 \
                  minutes. Send /link to the bot for a new one."
                     .to_owned()

@@ -43,7 +43,7 @@ pub struct WebConfig {
     /// A `web` frontend API key.
     pub api_key: Secret,
     /// The bot id the key was made for.
-    pub bot_id: String,
+    pub bot_id: tessera_core::BotId,
     /// Signs the session cookies. `None`: a random key per start, so every
     /// session ends when the website restarts.
     pub cookie_secret: Option<Secret>,
@@ -61,7 +61,7 @@ impl WebConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             scheduler_url: scheduler_url.into(),
             api_key,
-            bot_id: "web".into(),
+            bot_id: "web".parse().expect("a plain name"),
             cookie_secret: None,
             secure_cookies: false,
             max_upload_bytes: 25 * 1024 * 1024,

@@ -39,17 +39,8 @@ pub fn key_from_secret(secret: &str) -> anyhow::Result<Key> {
 /// A signed-in account.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
-    pub user_ref: String,
+    pub user_ref: tessera_core::UserRef,
     pub email: String,
-}
-
-impl Account {
-    /// The account's `web:` user, as the rate limits key it.
-    pub fn user(&self) -> Result<tessera_core::UserRef, WebError> {
-        self.user_ref
-            .parse()
-            .map_err(|e: tessera_core::user_ref::InvalidUserRef| WebError::Internal(e.to_string()))
-    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

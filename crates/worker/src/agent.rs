@@ -31,11 +31,11 @@ use tracing::Instrument;
 
 use tessera_api::internal::{
     CancelJob, EngineInfo, Heartbeat, HeartbeatAck, JobResult, Outcome, ProgressReport, RunJob,
-    RunJobAccepted, WorkerCapabilities, WorkerHealth, WorkerStatus,
+    RunJobAccepted, RunJobError, WorkerCapabilities, WorkerHealth, WorkerStatus,
 };
 use tessera_api::{ApiErrorBody, ErrorDetail};
 use tessera_core::params::JobParams;
-use tessera_core::{Capability, JobId};
+use tessera_core::{Capability, ErrorCode, JobId, WorkerId};
 
 use crate::config::WorkerConfig;
 use crate::engine::{self, Artifact, Engine, EngineError, Input, Progress, Task};
@@ -171,7 +171,7 @@ impl WorkerHandle {
 }
 
 struct Shared {
-    id: String,
+    id: WorkerId,
     advertise: String,
     token: String,
     /// May read `/metrics` only.
@@ -287,7 +287,7 @@ fn router(shared: Arc<Shared>) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "not_found",
+                ErrorCode::NotFound,
                 "no such route on a worker",
             )
         })
@@ -314,14 +314,14 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     if shared.draining.load(Ordering::SeqCst) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
+            ErrorCode::Draining,
             "this worker is shutting down",
         );
     }
     if !shared.registered.load(Ordering::SeqCst) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not_registered",
+            ErrorCode::NotRegistered,
             "the scheduler has not accepted this worker's last heartbeat",
         );
     }
@@ -337,7 +337,7 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     if !matches(&shared.token) && !shared.metrics_token.as_deref().is_some_and(matches) {
         return error(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "the metrics need the metrics token or the internal token (Authorization: Bearer ...)",
         );
     }
@@ -366,10 +366,10 @@ fn bearer(request: &Request) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     let body = ApiErrorBody {
         error: ErrorDetail {
-            code: code.to_owned(),
+            code: code.as_str().to_owned(),
             message: message.into(),
             field: None,
             resets_at: None,
@@ -389,12 +389,12 @@ async fn require_token(
         }
         Some(_) => error(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "the internal token is not valid",
         ),
         None => error(
             StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "this worker answers only with the internal token (Authorization: Bearer ...)",
         ),
     }
@@ -414,13 +414,20 @@ async fn capabilities(State(shared): State<Arc<Shared>>) -> Json<WorkerCapabilit
 }
 
 async fn run_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
-    let job: RunJob = match serde_json::from_slice(&body) {
+    let job = match RunJob::from_slice(&body) {
         Ok(job) => job,
-        Err(e) => {
+        Err(e @ RunJobError::NotAJob(_)) => {
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_job",
-                format!("not a job: {e}"),
+                ErrorCode::InvalidJob,
+                e.to_string(),
+            )
+        }
+        Err(e @ RunJobError::Params { .. }) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                ErrorCode::InvalidParams,
+                e.to_string(),
             )
         }
     };
@@ -432,23 +439,14 @@ async fn run_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
     else {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
-            "unsupported_model",
+            ErrorCode::UnsupportedModel,
             format!(
                 "this worker does not serve {} with {:?}",
                 job.capability, job.model_id
             ),
         );
     };
-    let params = match JobParams::from_stored(job.capability, job.params.clone()) {
-        Ok(p) => p,
-        Err(e) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_params",
-                format!("parameters do not fit {}: {e}", job.capability),
-            )
-        }
-    };
+    let params = job.params.clone();
     let accepted = RunJobAccepted {
         job_id: job.job_id.clone(),
         attempt: job.attempt,
@@ -461,14 +459,14 @@ async fn run_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         }
         return error(
             StatusCode::CONFLICT,
-            "busy",
+            ErrorCode::Busy,
             format!("this worker is running {}", running.job_id),
         );
     }
     if shared.draining.load(Ordering::SeqCst) {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
+            ErrorCode::Draining,
             "this worker is shutting down",
         );
     }
@@ -502,7 +500,7 @@ async fn cancel_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
         Err(e) => {
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 e.to_string(),
             )
         }
@@ -513,7 +511,7 @@ async fn cancel_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response 
     } else {
         error(
             StatusCode::NOT_FOUND,
-            "not_running",
+            ErrorCode::NotRunning,
             format!("{} is not running here", req.job_id),
         )
     }
@@ -535,7 +533,7 @@ async fn unload(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             Err(e) => {
                 return error(
                     StatusCode::UNPROCESSABLE_ENTITY,
-                    "invalid_request",
+                    ErrorCode::InvalidRequest,
                     e.to_string(),
                 )
             }
@@ -567,7 +565,9 @@ async fn execute(
     shared.metrics.ended(
         job.capability,
         &job.model_id,
-        outcome.as_ref().map_or_else(|e| e.code, |_| "completed"),
+        outcome
+            .as_ref()
+            .map_or_else(|e| e.code.as_str(), |_| "completed"),
         started.elapsed().as_secs_f64(),
         loaded_model,
     );
@@ -576,7 +576,7 @@ async fn execute(
             tracing::info!(job_id = %job.job_id, artifacts = a.len(), ms = started.elapsed().as_millis() as u64, "job finished")
         }
         Err(e) => {
-            tracing::warn!(job_id = %job.job_id, code = e.code, error = %e.message, "job failed")
+            tracing::warn!(job_id = %job.job_id, code = %e.code, error = %e.message, "job failed")
         }
     }
     deliver(&shared, &job, outcome).await;

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
+use tessera_core::WorkerId;
 
 use crate::engine::{comfyui, espeak, kobold, openai_chat, sim, speech, whisper};
 
@@ -24,8 +25,9 @@ pub struct WorkerConfig {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
-    /// Stable name, shown in the admin view and on jobs (`worker-gpu-0`).
-    pub id: String,
+    /// Stable name, shown in the admin view and on jobs (`worker-gpu-0`):
+    /// 1-64 letters, digits, `-`, `_` or `.`, checked when the file is read.
+    pub id: WorkerId,
     /// Where the worker's API listens.
     pub listen: SocketAddr,
     /// The base URL the scheduler reaches this worker at; derived from `listen`
@@ -51,7 +53,7 @@ pub struct AgentConfig {
 impl Default for AgentConfig {
     fn default() -> Self {
         Self {
-            id: "worker-gpu-0".into(),
+            id: "worker-gpu-0".parse().expect("a plain name"),
             listen: "0.0.0.0:9000".parse().expect("valid address"),
             advertise_url: String::new(),
             scheduler_url: "http://127.0.0.1:8000".into(),
@@ -127,15 +129,6 @@ impl WorkerConfig {
     pub fn check(&self) -> anyhow::Result<()> {
         if self.engines.is_empty() {
             anyhow::bail!("a worker needs at least one [[engines]] table");
-        }
-        let id = &self.worker.id;
-        if id.is_empty()
-            || id.len() > 64
-            || !id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-        {
-            anyhow::bail!("worker.id must be 1-64 letters, digits, `-`, `_` or `.`");
         }
         url::Url::parse(&self.worker.scheduler_url)
             .map_err(|e| anyhow::anyhow!("worker.scheduler_url: {e}"))?;

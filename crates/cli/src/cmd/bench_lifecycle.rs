@@ -35,7 +35,7 @@ use super::bench::{phase, BenchArgs, Load, Op};
 fn sim_worker(id: String, url: &str, token: &str, model: &str, run_ms: u64) -> WorkerConfig {
     WorkerConfig {
         worker: AgentConfig {
-            id,
+            id: id.parse().expect("bench worker ids are plain names"),
             listen: "127.0.0.1:0".parse().expect("address"),
             scheduler_url: url.to_owned(),
             internal_token: Some(token.to_owned()),

@@ -25,7 +25,7 @@ pub struct WebArgs {
     pub scheduler_url: String,
     /// The bot id the frontend key was made for.
     #[arg(long, env = "TESSERA_WEB_BOT_ID", default_value = "web")]
-    pub bot_id: String,
+    pub bot_id: tessera_core::BotId,
     /// File holding the `web` frontend key (else `TESSERA_WEB_API_KEY`).
     #[arg(long, env = "TESSERA_WEB_API_KEY_FILE")]
     pub api_key_file: Option<PathBuf>,

@@ -25,7 +25,7 @@ pub struct WorkerArgs {
     pub scheduler_url: Option<String>,
     /// The worker's stable name (worker.id), for example worker-gpu-0.
     #[arg(long)]
-    pub id: Option<String>,
+    pub id: Option<tessera_core::WorkerId>,
     /// Print the commented example configuration and exit.
     #[arg(long)]
     pub print_example: bool,

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use tessera_api::internal::{ArtifactKind, ArtifactMeta, WorkerError};
 use tessera_core::params::JobParams;
-use tessera_core::{Capability, InputId, JobId};
+use tessera_core::{Capability, ErrorCode, InputId, JobId};
 
 use crate::config::EngineConfig;
 
@@ -73,7 +73,7 @@ impl Artifact {
 #[error("{code}: {message}")]
 pub struct EngineError {
     /// Stable code, reported to the scheduler.
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// True when another attempt may succeed (engine down, out of memory),
     /// false when the job itself is at fault.
@@ -84,7 +84,7 @@ impl EngineError {
     /// The engine process cannot be reached or is not ready: retry elsewhere.
     pub fn unavailable(message: impl Into<String>) -> Self {
         Self {
-            code: "engine_unavailable",
+            code: ErrorCode::EngineUnavailable,
             message: message.into(),
             retryable: true,
         }
@@ -93,7 +93,7 @@ impl EngineError {
     /// The engine refused or failed the job; running it again would fail again.
     pub fn rejected(message: impl Into<String>) -> Self {
         Self {
-            code: "engine_rejected",
+            code: ErrorCode::EngineRejected,
             message: message.into(),
             retryable: false,
         }
@@ -102,7 +102,7 @@ impl EngineError {
     /// The engine answered with something Tessera cannot use.
     pub fn invalid_output(message: impl Into<String>) -> Self {
         Self {
-            code: "invalid_output",
+            code: ErrorCode::InvalidOutput,
             message: message.into(),
             retryable: true,
         }
@@ -110,7 +110,7 @@ impl EngineError {
 
     pub fn cancelled() -> Self {
         Self {
-            code: "cancelled",
+            code: ErrorCode::Cancelled,
             message: "the job was cancelled while running".into(),
             retryable: false,
         }
@@ -118,7 +118,7 @@ impl EngineError {
 
     pub fn timed_out(ms: u64) -> Self {
         Self {
-            code: "run_timeout",
+            code: ErrorCode::RunTimeout,
             message: format!("the engine did not finish within {ms} ms"),
             retryable: false,
         }
@@ -126,7 +126,7 @@ impl EngineError {
 
     pub fn to_wire(&self) -> WorkerError {
         WorkerError {
-            code: self.code.to_owned(),
+            code: self.code.as_str().to_owned(),
             message: self.message.clone(),
             retryable: self.retryable,
         }

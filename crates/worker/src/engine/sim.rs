@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use tessera_api::internal::{ArtifactKind, ArtifactMeta};
 use tessera_core::params::JobParams;
-use tessera_core::Capability;
+use tessera_core::{Capability, ErrorCode};
 
 use super::{cancellable, Artifact, Engine, EngineError, LoadedModel, Progress, Task};
 
@@ -88,7 +88,7 @@ impl Engine for Sim {
         if let Some(marker) = &self.config.fail_when_prompt_contains {
             if text_of(&task.params).contains(marker.as_str()) {
                 return Err(EngineError {
-                    code: "engine_crashed",
+                    code: ErrorCode::EngineCrashed,
                     message: "the simulated engine crashed on this job".into(),
                     retryable: true,
                 });

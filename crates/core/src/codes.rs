@@ -1,0 +1,267 @@
+//! Every stable error code Tessera answers with, in one place.
+//!
+//! A code is the machine-readable half of an error: frontends switch on it
+//! (a quota refusal is worded differently from a bad prompt), operators grep
+//! logs and metrics for it, and a job that ended badly keeps it. Codes are part
+//! of the API contract, so they are named once here and every role — the
+//! scheduler answering, the worker reporting, the clients, bots and website
+//! reading — names the variant instead of spelling the string. `tessera-api`
+//! re-exports this enum; it lives in `tessera-core` because parameter
+//! validation, which is core's, produces codes too.
+//!
+//! On the wire a code is a plain string (`"quota_exhausted"`): a client that
+//! meets a code newer than itself still reads the error, it just cannot name it
+//! ([`ErrorCode::from_str`] fails).
+
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident = $text:literal,)*) => {
+        /// A stable error code; see the module documentation.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum ErrorCode {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in declaration order.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as it travels: `quota_exhausted`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $text,)*
+                }
+            }
+        }
+
+        impl FromStr for ErrorCode {
+            type Err = UnknownCode;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                match s {
+                    $($text => Ok(ErrorCode::$variant),)*
+                    _ => Err(UnknownCode),
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    // Credentials.
+    /// No credential, or not in the `Bearer <key>` form.
+    Unauthorized = "unauthorized",
+    /// A credential that no live key or token matches (unknown or revoked).
+    InvalidCredentials = "invalid_credentials",
+    /// A valid credential of the wrong kind for this endpoint.
+    WrongCredential = "wrong_credential",
+    /// The key's bot may not act for this bot.
+    ForbiddenBot = "forbidden_bot",
+    /// The key may not act for this user (another platform, another website's account).
+    ForbiddenUserRef = "forbidden_user_ref",
+    /// Only another kind of frontend may call this endpoint.
+    ForbiddenFrontend = "forbidden_frontend",
+
+    // Requests the framework refuses.
+    /// The body does not fit the endpoint's shape.
+    InvalidRequest = "invalid_request",
+    /// The body is not JSON (or not the multipart the endpoint takes).
+    MalformedRequest = "malformed_request",
+    UnsupportedMediaType = "unsupported_media_type",
+    BodyTooLarge = "body_too_large",
+    /// A query string's filters or limits are out of range.
+    InvalidQuery = "invalid_query",
+    NotFound = "not_found",
+    MethodNotAllowed = "method_not_allowed",
+    /// The request took longer than the server allows.
+    Timeout = "timeout",
+
+    // Job creation and parameters.
+    InvalidUserRef = "invalid_user_ref",
+    InvalidBotId = "invalid_bot_id",
+    InvalidParams = "invalid_params",
+    UnknownParam = "unknown_param",
+    MissingParam = "missing_param",
+    PromptEmpty = "prompt_empty",
+    PromptTooLong = "prompt_too_long",
+    ResolutionNotAllowed = "resolution_not_allowed",
+    ModelUnknown = "model_unknown",
+    ModelNotAllowed = "model_not_allowed",
+    CapabilityUnavailable = "capability_unavailable",
+    ReplyContextTooLarge = "reply_context_too_large",
+    InvalidIdempotencyKey = "invalid_idempotency_key",
+    /// An `Idempotency-Key` already used for a different request.
+    IdempotencyKeyReused = "idempotency_key_reused",
+    /// The user's daily tokens are spent (the error carries `resets_at`).
+    QuotaExhausted = "quota_exhausted",
+
+    // Jobs, inputs and outputs.
+    JobNotFound = "job_not_found",
+    /// The job already ended and cannot be cancelled.
+    JobFinished = "job_finished",
+    /// The job has not ended yet and cannot be acknowledged.
+    JobNotFinished = "job_not_finished",
+    /// An input id the job's parameters name is not one of the key's uploads.
+    UnknownInput = "unknown_input",
+    EmptyInput = "empty_input",
+    PayloadTooLarge = "payload_too_large",
+    InputNotFound = "input_not_found",
+    ArtifactNotFound = "artifact_not_found",
+    RangeNotSatisfiable = "range_not_satisfiable",
+
+    // Administration.
+    KeyNotFound = "key_not_found",
+    PlanNotFound = "plan_not_found",
+
+    // Accounts and links.
+    InvalidEmail = "invalid_email",
+    WeakPassword = "weak_password",
+    EmailTaken = "email_taken",
+    SignInFailed = "sign_in_failed",
+    AccountNotFound = "account_not_found",
+    NotLinkable = "not_linkable",
+    InvalidLinkCode = "invalid_link_code",
+    LinkCodeUnavailable = "link_code_unavailable",
+
+    // Workers on the internal API.
+    InvalidHeartbeat = "invalid_heartbeat",
+    InvalidProgress = "invalid_progress",
+    InvalidResult = "invalid_result",
+    ResultTooLarge = "result_too_large",
+    /// A worker's progress or result for an attempt the scheduler took back.
+    StaleAttempt = "stale_attempt",
+
+    // A worker's own API.
+    /// Too much waiting work: the scheduler's password hashing, or a worker running another job.
+    Busy = "busy",
+    /// The worker is shutting down and takes no new job.
+    Draining = "draining",
+    UnsupportedModel = "unsupported_model",
+    /// A `/run_job` body that is not a job.
+    InvalidJob = "invalid_job",
+    /// `/cancel_job` for a job the worker is not running.
+    NotRunning = "not_running",
+    /// The worker's `/readyz`: the scheduler has not accepted its last heartbeat.
+    NotRegistered = "not_registered",
+
+    // Why a job ended FAILED or CANCELLED (`error_code` on the job).
+    /// The engine could not be reached or was not ready.
+    EngineUnavailable = "engine_unavailable",
+    /// The engine refused or failed the job; running it again would fail again.
+    EngineRejected = "engine_rejected",
+    /// The engine process died while running the job.
+    EngineCrashed = "engine_crashed",
+    /// The engine answered with something Tessera cannot use.
+    InvalidOutput = "invalid_output",
+    /// The job was cancelled while a worker ran it.
+    Cancelled = "cancelled",
+    CancelledByUser = "cancelled_by_user",
+    CancelledByAdmin = "cancelled_by_admin",
+    /// The job ran longer than its capability allows.
+    RunTimeout = "run_timeout",
+    /// The job's worker was lost on every attempt.
+    AttemptsExhausted = "attempts_exhausted",
+    /// No online worker serves the job's capability and model.
+    NoWorker = "no_worker",
+
+    // The server itself.
+    DatabaseUnavailable = "database_unavailable",
+    StorageUnavailable = "storage_unavailable",
+    InternalError = "internal_error",
+}
+
+impl ErrorCode {
+    /// The caller's credential was refused: an operator must fix a key or a
+    /// token, a user can do nothing about it.
+    pub const fn is_credential(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::Unauthorized
+                | ErrorCode::InvalidCredentials
+                | ErrorCode::WrongCredential
+                | ErrorCode::ForbiddenBot
+                | ErrorCode::ForbiddenUserRef
+                | ErrorCode::ForbiddenFrontend
+        )
+    }
+
+    /// The server failed, not the request: the same request may succeed later.
+    pub const fn is_server_side(self) -> bool {
+        matches!(
+            self,
+            ErrorCode::InternalError
+                | ErrorCode::DatabaseUnavailable
+                | ErrorCode::StorageUnavailable
+        )
+    }
+}
+
+/// The text is not a code this version knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a known error code")]
+pub struct UnknownCode;
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl From<ErrorCode> for String {
+    fn from(code: ErrorCode) -> String {
+        code.as_str().to_owned()
+    }
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<ErrorCode> for str {
+    fn eq(&self, other: &ErrorCode) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl PartialEq<ErrorCode> for String {
+    fn eq(&self, other: &ErrorCode) -> bool {
+        self == other.as_str()
+    }
+}
+
+impl serde::Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_code_is_snake_case_unique_and_parses_back() {
+        let mut seen = std::collections::HashSet::new();
+        for &code in ErrorCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(
+                s.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'),
+                "{s}"
+            );
+            assert_eq!(s.parse::<ErrorCode>(), Ok(code));
+            assert_eq!(code.to_string(), s);
+        }
+        assert_eq!("no_such_code".parse::<ErrorCode>(), Err(UnknownCode));
+    }
+}
