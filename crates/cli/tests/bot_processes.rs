@@ -54,7 +54,7 @@ async fn a_killed_telegram_process_delivers_after_it_is_started_again() {
         loop {
             let page = admin
                 .admin_list_jobs(&tessera_api::public::ListJobsQuery {
-                    bot_id: Some(bot.id.clone()),
+                    bot_id: Some((bot.id.clone()).parse().unwrap()),
                     ..Default::default()
                 })
                 .await

@@ -458,7 +458,7 @@ async fn the_compose_system_runs_on_loopback_as_the_files_describe_it() {
     let key = admin
         .create_key(&CreateKeyRequest {
             frontend: Platform::Web,
-            bot_id: "deploy-test".into(),
+            bot_id: "deploy-test".parse().unwrap(),
         })
         .await
         .unwrap();
@@ -474,9 +474,9 @@ async fn the_compose_system_runs_on_loopback_as_the_files_describe_it() {
             .create_job(
                 &CreateJobRequest {
                     frontend: Platform::Web,
-                    bot_id: "deploy-test".into(),
+                    bot_id: "deploy-test".parse().unwrap(),
                     capability,
-                    user_ref: "web:deploy".into(),
+                    user_ref: "web:deploy".parse().unwrap(),
                     reply_context: None,
                     params,
                 },
@@ -527,7 +527,7 @@ async fn the_compose_system_runs_on_loopback_as_the_files_describe_it() {
             let key = admin
                 .create_key(&CreateKeyRequest {
                     frontend: platform,
-                    bot_id: id.clone(),
+                    bot_id: (id.clone()).parse().unwrap(),
                 })
                 .await
                 .unwrap();
@@ -581,7 +581,7 @@ async fn the_compose_system_runs_on_loopback_as_the_files_describe_it() {
     let key = admin
         .create_key(&CreateKeyRequest {
             frontend: Platform::Web,
-            bot_id: "web".into(),
+            bot_id: "web".parse().unwrap(),
         })
         .await
         .unwrap();

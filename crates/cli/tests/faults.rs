@@ -132,7 +132,7 @@ fn worker_process(
 async fn sim_worker(id: &str, url: &str, run_ms: u64) -> tessera_worker::WorkerHandle {
     tessera_worker::Worker::start(tessera_worker::WorkerConfig {
         worker: tessera_worker::config::AgentConfig {
-            id: id.to_owned(),
+            id: id.parse().unwrap(),
             listen: "127.0.0.1:0".parse().unwrap(),
             scheduler_url: url.to_owned(),
             internal_token: Some(INTERNAL.into()),
@@ -174,7 +174,7 @@ async fn frontend_key(url: &str) -> String {
     admin
         .create_key(&tessera_api::admin::CreateKeyRequest {
             frontend: Platform::Telegram,
-            bot_id: BOT.into(),
+            bot_id: BOT.parse().unwrap(),
         })
         .await
         .expect("a frontend key")
@@ -186,9 +186,9 @@ async fn frontend_key(url: &str) -> String {
 async fn create(client: &Client, user: u32, n: u32) -> JobId {
     let req = CreateJobRequest {
         frontend: Platform::Telegram,
-        bot_id: BOT.into(),
+        bot_id: BOT.parse().unwrap(),
         capability: Capability::Image,
-        user_ref: format!("telegram:{user}"),
+        user_ref: format!("telegram:{user}").parse().unwrap(),
         reply_context: None,
         params: json!({"prompt": format!("job {n}"), "resolution": "512x512"}),
     };

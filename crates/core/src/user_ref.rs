@@ -103,6 +103,42 @@ impl utoipa::PartialSchema for UserRef {
 
 impl utoipa::ToSchema for UserRef {}
 
+impl PartialEq<str> for UserRef {
+    fn eq(&self, other: &str) -> bool {
+        other.split_once(':') == Some((self.platform.as_str(), self.id.as_str()))
+    }
+}
+
+impl PartialEq<&str> for UserRef {
+    fn eq(&self, other: &&str) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<String> for UserRef {
+    fn eq(&self, other: &String) -> bool {
+        *self == **other
+    }
+}
+
+impl PartialEq<UserRef> for str {
+    fn eq(&self, other: &UserRef) -> bool {
+        *other == *self
+    }
+}
+
+impl PartialEq<UserRef> for &str {
+    fn eq(&self, other: &UserRef) -> bool {
+        *other == **self
+    }
+}
+
+impl PartialEq<UserRef> for String {
+    fn eq(&self, other: &UserRef) -> bool {
+        *other == **self
+    }
+}
+
 impl fmt::Display for UserRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.platform, self.id)
@@ -155,6 +191,14 @@ mod tests {
         assert_eq!(u.to_string(), "telegram:123456");
         assert!("discord:80351110224678912".parse::<UserRef>().is_ok());
         assert!("web:ada@example.org".parse::<UserRef>().is_ok());
+    }
+
+    #[test]
+    fn compares_with_its_text() {
+        let u: UserRef = "telegram:42".parse().unwrap();
+        assert!(u == "telegram:42" && "telegram:42" == u);
+        assert!(u != "telegram:4" && u != "discord:42" && u != "telegram42");
+        assert!(u == String::from("telegram:42"));
     }
 
     #[test]

@@ -63,7 +63,7 @@ impl Setup {
             job_poll_ms: 100,
             min_edit_ms: 200,
             bots: vec![BotInstance {
-                id: BOT.into(),
+                id: BOT.parse().unwrap(),
                 capabilities,
                 mode: Mode::Gateway,
                 public_key: None,
@@ -185,7 +185,7 @@ async fn imagine_is_deferred_then_followed_up_with_the_image(backend: Backend) {
     let jobs = || async {
         frontend
             .list_jobs(&tessera_api::public::ListJobsQuery {
-                bot_id: Some(BOT.into()),
+                bot_id: Some(BOT.parse().unwrap()),
                 ..Default::default()
             })
             .await
@@ -325,7 +325,7 @@ async fn a_restarted_bot_delivers_what_it_was_following(backend: Backend) {
         loop {
             let jobs = admin
                 .admin_list_jobs(&tessera_api::public::ListJobsQuery {
-                    bot_id: Some(BOT.into()),
+                    bot_id: Some(BOT.parse().unwrap()),
                     ..Default::default()
                 })
                 .await

@@ -133,7 +133,7 @@ mod tests {
         let key = ApiKeyRecord {
             id: tessera_core::ApiKeyId::generate(),
             frontend: tessera_core::Platform::Web,
-            bot_id: "b".into(),
+            bot_id: "b".parse().unwrap(),
             created_at: 0,
             revoked_at: None,
         };

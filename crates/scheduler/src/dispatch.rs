@@ -29,7 +29,7 @@ use tessera_api::internal::{InputRef, RunJob};
 use tessera_api::ApiErrorBody;
 use tessera_core::params::JobParams;
 use tessera_core::policy::{Candidates, Policy};
-use tessera_core::{JobId, Transition};
+use tessera_core::{JobId, Transition, WorkerId};
 
 use crate::config::WorkersConfig;
 use crate::lifecycle::{now_ms, Lifecycle};
@@ -98,7 +98,7 @@ impl Dispatcher {
         let depth = u32::try_from(free.len() + 1).unwrap_or(u32::MAX);
         let window = self.inner.store.queue_window(&ranges, depth).await;
         let mut chosen: HashSet<JobId> = HashSet::new();
-        let mut claims: Vec<(JobId, String)> = Vec::new();
+        let mut claims: Vec<(JobId, WorkerId)> = Vec::new();
         match &window {
             Ok(window) => {
                 for worker in &free {
@@ -149,7 +149,7 @@ impl Dispatcher {
     }
 
     /// Sends a claimed job to its worker; hands it back if the worker does not take it.
-    async fn send(&self, worker_id: String, address: String, job: JobRecord) {
+    async fn send(&self, worker_id: WorkerId, address: String, job: JobRecord) {
         let fence = Fence {
             worker_id: worker_id.clone(),
             attempt: job.attempts,
@@ -220,9 +220,7 @@ impl Dispatcher {
 
     async fn run_job_body(&self, job: &JobRecord) -> anyhow::Result<RunJob> {
         let mut inputs = Vec::new();
-        if let JobParams::SpeechToText(p) =
-            JobParams::from_stored(job.capability, job.params.clone())?
-        {
+        if let JobParams::SpeechToText(p) = &job.params {
             let input = self
                 .inner
                 .store

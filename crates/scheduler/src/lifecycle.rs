@@ -24,6 +24,7 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 
 use tessera_api::internal::{Heartbeat, WorkerStatus};
+use tessera_api::ErrorCode;
 use tessera_core::{JobId, Millis, Transition};
 
 use crate::config::WorkersConfig;
@@ -139,7 +140,7 @@ impl Lifecycle {
             );
             (
                 Transition::Fail,
-                Some(("attempts_exhausted".into(), message)),
+                Some((ErrorCode::AttemptsExhausted.into(), message)),
             )
         } else {
             (Transition::Requeue, None)

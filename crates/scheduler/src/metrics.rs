@@ -606,7 +606,7 @@ impl Metrics {
                 offline += 1;
             }
             let labels = WorkerLabels {
-                worker: hb.worker_id.clone(),
+                worker: hb.worker_id.to_string(),
             };
             i.worker_up.get_or_create(&labels).set(i64::from(up));
             i.heartbeat_age
@@ -616,7 +616,7 @@ impl Metrics {
                 .get_or_create(&labels)
                 .set(i64::from(hb.current_job.is_some()));
             let gpu = GpuLabels {
-                worker: hb.worker_id.clone(),
+                worker: hb.worker_id.to_string(),
                 gpu: hb.gpu_name.clone().unwrap_or_default(),
             };
             if let Some(u) = hb.gpu_utilization {

@@ -28,6 +28,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tessera_api::ErrorCode;
 use tessera_core::{Millis, Transition};
 use tokio::sync::watch;
 
@@ -80,7 +81,10 @@ async fn lost_workers(
         .running_on_lost_workers(now - config.silence_limit_ms())
         .await?;
     for job in lost {
-        let worker = job.worker_id.clone().unwrap_or_default();
+        // Jobs of lost workers are RUNNING, and a RUNNING job has its worker.
+        let Some(worker) = job.worker_id.clone() else {
+            continue;
+        };
         let fence = Fence {
             worker_id: worker.clone(),
             attempt: job.attempts,
@@ -126,7 +130,7 @@ async fn run_timeouts(
                 attempt: job.attempts,
             }),
             error: Some((
-                "run_timeout".into(),
+                ErrorCode::RunTimeout.into(),
                 format!(
                     "the job ran longer than the {} s allowed for {}; tokens refunded",
                     limit / 1000,
@@ -176,7 +180,7 @@ async fn unservable(
             let change = TransitionChange {
                 now,
                 error: Some((
-                    "no_worker".into(),
+                    ErrorCode::NoWorker.into(),
                     format!(
                         "no online worker serves {} with {} and the job waited more than {} s; tokens refunded",
                         group.capability,

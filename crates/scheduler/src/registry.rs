@@ -20,7 +20,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use tessera_api::internal::{CancelJob, Heartbeat, WorkerStatus};
-use tessera_core::{Capability, JobId, Millis};
+use tessera_core::{Capability, JobId, Millis, WorkerId};
 
 use crate::config::WorkersConfig;
 use crate::store::{JobRecord, Store, StoreError, WorkerSlot};
@@ -35,7 +35,7 @@ pub struct Registry {
     config: WorkersConfig,
     token: Option<String>,
     http: reqwest::Client,
-    workers: Mutex<HashMap<String, Entry>>,
+    workers: Mutex<HashMap<WorkerId, Entry>>,
 }
 
 #[derive(Clone, Debug)]
@@ -61,7 +61,7 @@ struct Assignment {
 /// A free worker a dispatch pass chooses a job for.
 #[derive(Clone, Debug)]
 pub struct FreeWorker {
-    pub worker_id: String,
+    pub worker_id: WorkerId,
     pub slot: WorkerSlot,
     pub address: String,
 }
@@ -91,7 +91,7 @@ impl Registry {
         })
     }
 
-    fn workers(&self) -> MutexGuard<'_, HashMap<String, Entry>> {
+    fn workers(&self) -> MutexGuard<'_, HashMap<WorkerId, Entry>> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -154,7 +154,7 @@ impl Registry {
         let believed = {
             let mut map = self.workers();
             let entry = map.entry(hb.worker_id.clone()).or_insert_with(|| Entry {
-                slot: WorkerSlot::default(),
+                slot: slot_of(hb),
                 address: String::new(),
                 status: hb.status,
                 last_seen: now,

@@ -16,7 +16,7 @@ fn busy(id: &str) -> Heartbeat {
 
 fn heartbeat(id: &str) -> Heartbeat {
     Heartbeat {
-        worker_id: id.into(),
+        worker_id: id.parse().unwrap(),
         status: WorkerStatus::Idle,
         address: "http://127.0.0.1:9000".into(),
         capabilities: vec![Capability::Image],
@@ -66,48 +66,59 @@ async fn only_the_internal_token_may_send_heartbeats(backend: Backend) {
     app.shutdown().await;
 }
 
-/// Makes one field of a heartbeat invalid.
-type Spoil = Box<dyn Fn(&mut Heartbeat)>;
+/// Makes one field of a heartbeat invalid, in its JSON: a typed heartbeat
+/// cannot hold a malformed worker id, but the wire can.
+type Spoil = Box<dyn Fn(&mut serde_json::Value)>;
 
 async fn what_workers_report_is_validated(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let worker = app.client_with(&app.internal_token);
+    let http = reqwest::Client::new();
     let cases: Vec<(&str, Spoil)> = vec![
         (
             "worker_id",
-            Box::new(|h| h.worker_id = "worker gpu/0".into()),
+            Box::new(|h| h["worker_id"] = "worker gpu/0".into()),
         ),
+        ("worker_id", Box::new(|h| h["worker_id"] = "a\u{0}b".into())),
         (
             "address",
-            Box::new(|h| h.address = "file:///etc/passwd".into()),
+            Box::new(|h| h["address"] = "file:///etc/passwd".into()),
         ),
-        ("address", Box::new(|h| h.address = "not a url".into())),
-        ("capabilities", Box::new(|h| h.capabilities.clear())),
+        ("address", Box::new(|h| h["address"] = "not a url".into())),
+        (
+            "capabilities",
+            Box::new(|h| h["capabilities"] = serde_json::json!([])),
+        ),
         (
             "models",
-            Box::new(|h| h.models = vec!["../../models".into()]),
+            Box::new(|h| h["models"] = serde_json::json!(["../../models"])),
         ),
         (
             "loaded_models",
-            Box::new(|h| h.loaded_models = vec!["".into()]),
+            Box::new(|h| h["loaded_models"] = serde_json::json!([""])),
         ),
-        (
-            "gpu_name",
-            Box::new(|h| h.gpu_name = Some("a\u{0}b".into())),
-        ),
+        ("gpu_name", Box::new(|h| h["gpu_name"] = "a\u{0}b".into())),
         (
             "gpu_utilization",
-            Box::new(|h| h.gpu_utilization = Some(250.0)),
+            Box::new(|h| h["gpu_utilization"] = 250.0.into()),
         ),
     ];
     for (field, spoil) in cases {
-        let mut hb = heartbeat("worker-gpu-0");
+        let mut hb = serde_json::to_value(heartbeat("worker-gpu-0")).unwrap();
         spoil(&mut hb);
-        let err = worker.heartbeat(&hb).await.expect_err(field);
-        assert_eq!(err.code(), Some("invalid_heartbeat"), "{field}");
-        let tessera_api::ClientError::Api { body, .. } = err else {
-            panic!()
-        };
+        let answer = http
+            .post(format!("{}/api/internal/heartbeat", app.base_url()))
+            .bearer_auth(&app.internal_token)
+            .json(&hb)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            answer.status(),
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}"
+        );
+        let body: tessera_api::ApiErrorBody = answer.json().await.expect(field);
+        assert_eq!(body.error.code, "invalid_heartbeat", "{field}");
         assert_eq!(body.error.field.as_deref(), Some(field));
     }
     assert!(
@@ -188,14 +199,14 @@ async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backen
     let worker = app.client_with(&app.internal_token);
     let req = |user: &str| CreateJobRequest {
         frontend: Platform::Telegram,
-        bot_id: "tg-image-bot-1".into(),
+        bot_id: "tg-image-bot-1".parse().unwrap(),
         capability: Capability::Image,
-        user_ref: user.into(),
+        user_ref: user.parse().unwrap(),
         reply_context: None,
         params: serde_json::json!({"prompt": "a lighthouse"}),
     };
     let slot = |id: &str| WorkerSlot {
-        worker_id: id.into(),
+        worker_id: id.parse().unwrap(),
         capabilities: vec![Capability::Image],
         models: vec!["sdxl-1.0".into()],
         loaded_models: vec![],
@@ -295,9 +306,9 @@ async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Ba
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let create = |prompt: &str| CreateJobRequest {
         frontend: Platform::Telegram,
-        bot_id: "tg-image-bot-1".into(),
+        bot_id: "tg-image-bot-1".parse().unwrap(),
         capability: Capability::Image,
-        user_ref: "telegram:1".into(),
+        user_ref: "telegram:1".parse().unwrap(),
         reply_context: None,
         params: serde_json::json!({ "prompt": prompt }),
     };
@@ -319,9 +330,9 @@ async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Ba
     // Another replica claimed them, then died: nothing was sent.
     let claimed_at = std::time::Instant::now();
     let claims = [
-        (idle_lost.clone(), "worker-gpu-0".to_owned()),
-        (busy_lost.clone(), "worker-gpu-1".to_owned()),
-        (running.clone(), "worker-gpu-1".to_owned()),
+        (idle_lost.clone(), "worker-gpu-0".parse().unwrap()),
+        (busy_lost.clone(), "worker-gpu-1".parse().unwrap()),
+        (running.clone(), "worker-gpu-1".parse().unwrap()),
     ];
     let now = chrono::Utc::now().timestamp_millis();
     assert_eq!(
@@ -400,15 +411,15 @@ async fn a_database_outage_makes_no_worker_look_lost() {
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let req = CreateJobRequest {
         frontend: Platform::Telegram,
-        bot_id: "tg-image-bot-1".into(),
+        bot_id: "tg-image-bot-1".parse().unwrap(),
         capability: Capability::Image,
-        user_ref: "telegram:1".into(),
+        user_ref: "telegram:1".parse().unwrap(),
         reply_context: None,
         params: serde_json::json!({"prompt": "a lighthouse"}),
     };
     let job = tg.create_job(&req, None).await.unwrap().job.job_id;
     let now = chrono::Utc::now().timestamp_millis();
-    let claim = [(job.clone(), "worker-gpu-0".to_owned())];
+    let claim = [(job.clone(), "worker-gpu-0".parse().unwrap())];
     assert_eq!(app.store().claim_batch(&claim, now).await.unwrap().len(), 1);
     let worker = app.client_with(&app.internal_token);
     let mut running = busy("worker-gpu-0");

@@ -62,7 +62,7 @@ impl Setup {
             job_poll_ms: 100,
             min_edit_ms: 200,
             bots: vec![BotInstance {
-                id: BOT.into(),
+                id: BOT.parse().unwrap(),
                 capabilities,
                 token_env: None,
                 token_file: None,
@@ -192,7 +192,7 @@ async fn imagine_ends_with_a_photo_in_the_right_chat(backend: Backend) {
     let undelivered = || async {
         frontend
             .list_jobs(&tessera_api::public::ListJobsQuery {
-                bot_id: Some(BOT.into()),
+                bot_id: Some(BOT.parse().unwrap()),
                 undelivered: Some(true),
                 ..Default::default()
             })
@@ -308,7 +308,7 @@ async fn a_restarted_bot_delivers_what_it_was_following(backend: Backend) {
     let admin = &s.app.admin;
     let job = admin
         .admin_list_jobs(&tessera_api::public::ListJobsQuery {
-            bot_id: Some(BOT.into()),
+            bot_id: Some(BOT.parse().unwrap()),
             ..Default::default()
         })
         .await
@@ -351,7 +351,7 @@ async fn a_restarted_bot_delivers_what_it_was_following(backend: Backend) {
                 .app
                 .client_with(&s.api_key)
                 .list_jobs(&tessera_api::public::ListJobsQuery {
-                    bot_id: Some(BOT.into()),
+                    bot_id: Some(BOT.parse().unwrap()),
                     undelivered: Some(true),
                     ..Default::default()
                 })

@@ -83,7 +83,7 @@ pub async fn check(
     // By the user id a job was charged to (its user's billing user when it
     // was created: a linked bot user's account), which refunds go back to.
     let mut charged: HashMap<(i64, chrono::NaiveDate), i64> = HashMap::new();
-    let mut names: HashMap<i64, &str> = HashMap::new();
+    let mut names: HashMap<i64, &tessera_core::UserRef> = HashMap::new();
     for j in &jobs {
         *checked.by_state.entry(j.status.to_string()).or_default() += 1;
         if j.attempts > 1 {

@@ -213,7 +213,7 @@ impl TestApp {
         self.admin
             .create_key(&CreateKeyRequest {
                 frontend,
-                bot_id: bot_id.to_owned(),
+                bot_id: bot_id.parse().expect("a test's bot id is a plain name"),
             })
             .await
             .expect("creating a frontend key")
@@ -265,7 +265,7 @@ impl TestApp {
     ) -> tessera_worker::WorkerHandle {
         let config = tessera_worker::WorkerConfig {
             worker: tessera_worker::config::AgentConfig {
-                id: id.to_owned(),
+                id: id.parse().expect("a test's worker id is a plain name"),
                 listen: "127.0.0.1:0".parse().expect("address"),
                 scheduler_url: scheduler_url.to_owned(),
                 internal_token: Some(self.internal_token.clone()),

@@ -162,7 +162,7 @@ impl Site {
             job_poll_ms: 100,
             min_edit_ms: 200,
             bots: vec![BotInstance {
-                id: TG_BOT.into(),
+                id: TG_BOT.parse().unwrap(),
                 capabilities: vec![Capability::Image],
                 token_env: None,
                 token_file: None,
@@ -542,9 +542,9 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
         .create_job(
             &CreateJobRequest {
                 frontend: Platform::Web,
-                bot_id: "web".into(),
+                bot_id: "web".parse().unwrap(),
                 capability: Capability::Text,
-                user_ref: "web:probe".into(),
+                user_ref: "web:probe".parse().unwrap(),
                 reply_context: None,
                 params: json!({"prompt": "hello", "max_tokens": 99999}),
             },
@@ -617,9 +617,9 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
         .create_job(
             &CreateJobRequest {
                 frontend: Platform::Web,
-                bot_id: "web".into(),
+                bot_id: "web".parse().unwrap(),
                 capability: Capability::Video,
-                user_ref: web_user.clone(),
+                user_ref: (web_user.clone()).parse().unwrap(),
                 reply_context: None,
                 params: json!({"prompt": "waves", "duration_seconds": 8}),
             },
@@ -685,6 +685,7 @@ async fn web_user_of(site: &Site, email: &str) -> String {
         .await
         .expect("signing in through the API")
         .user_ref
+        .to_string()
 }
 
 fn backend_name(b: Backend) -> &'static str {
@@ -817,9 +818,9 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
         .create_job(
             &CreateJobRequest {
                 frontend: Platform::Web,
-                bot_id: "web".into(),
+                bot_id: "web".parse().unwrap(),
                 capability: Capability::Text,
-                user_ref: ada_ref,
+                user_ref: ada_ref.parse().unwrap(),
                 reply_context: None,
                 params: json!({"prompt": "a secret"}),
             },
@@ -880,9 +881,11 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
         .create_job(
             &CreateJobRequest {
                 frontend: Platform::Web,
-                bot_id: "web".into(),
+                bot_id: "web".parse().unwrap(),
                 capability: Capability::Video,
-                user_ref: web_user_of(&site, "ada@example.org").await,
+                user_ref: (web_user_of(&site, "ada@example.org").await)
+                    .parse()
+                    .unwrap(),
                 reply_context: None,
                 params: json!({"prompt": "slow", "duration_seconds": 1}),
             },

@@ -47,9 +47,9 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 async fn create(client: &Client, user: &str, capability: Capability, params: Value) -> JobId {
     let req = CreateJobRequest {
         frontend: Platform::Telegram,
-        bot_id: BOT.into(),
+        bot_id: BOT.parse().unwrap(),
         capability,
-        user_ref: user.into(),
+        user_ref: user.parse().unwrap(),
         reply_context: None,
         params,
     };
@@ -426,8 +426,14 @@ async fn a_loaded_model_attracts_its_jobs_while_priority_holds(backend: Backend)
             })],
         )
         .await;
-    app.admin.set_plan("telegram:2", "starter").await.unwrap();
-    app.admin.set_plan("telegram:3", "starter").await.unwrap();
+    app.admin
+        .set_plan("telegram:2", &"starter".parse().unwrap())
+        .await
+        .unwrap();
+    app.admin
+        .set_plan("telegram:3", &"starter".parse().unwrap())
+        .await
+        .unwrap();
     let image = |model: &str| json!({"prompt": "p", "model": model, "resolution": "512x512"});
     // Warm up: sdxl is loaded and the worker busy while the queue fills.
     let first = create(&tg, "telegram:1", Capability::Image, image("sdxl-1.0")).await;

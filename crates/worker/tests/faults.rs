@@ -97,9 +97,9 @@ struct Load {
 async fn create(client: &Client, user: &str, n: usize, load: &Load) -> JobId {
     let req = CreateJobRequest {
         frontend: Platform::Telegram,
-        bot_id: BOT.into(),
+        bot_id: BOT.parse().unwrap(),
         capability: Capability::Image,
-        user_ref: user.into(),
+        user_ref: user.parse().unwrap(),
         reply_context: None,
         params: json!({"prompt": format!("job {n} of {user}")}),
     };
@@ -148,7 +148,7 @@ async fn postgres_restarted_under_load_answers_503_meanwhile_and_recovers_by_its
     let app = TestApp::spawn_on(TestDb::postgres_in(&pg.url()).await, config).await;
     for user in 0..CREATORS * USERS_PER_CREATOR {
         app.admin
-            .set_plan(&format!("telegram:{user}"), "starter")
+            .set_plan(&format!("telegram:{user}"), &"starter".parse().unwrap())
             .await
             .unwrap();
     }

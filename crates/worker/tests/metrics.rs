@@ -135,9 +135,9 @@ async fn metrics(app: &TestApp, token: &str) -> Vec<Sample> {
 async fn create(client: &tessera_api::Client, user: &str, prompt: &str) -> JobId {
     let req = CreateJobRequest {
         frontend: Platform::Web,
-        bot_id: BOT.into(),
+        bot_id: BOT.parse().unwrap(),
         capability: Capability::Image,
-        user_ref: user.into(),
+        user_ref: user.parse().unwrap(),
         reply_context: None,
         params: json!({"prompt": prompt, "resolution": "512x512"}),
     };
@@ -330,7 +330,7 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
 
     // A paid plan shows in the revenue: PRO is 12 dollars a month.
     app.admin
-        .set_plan("web:0", "pro")
+        .set_plan("web:0", &"pro".parse().unwrap())
         .await
         .expect("assigning a plan");
     let paid = metrics(&app, &metrics_token).await;
@@ -367,7 +367,7 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
 
     // GPU readings arrive with heartbeats (NVML on a real GPU machine).
     let heartbeat = Heartbeat {
-        worker_id: "worker-gpu-9".into(),
+        worker_id: "worker-gpu-9".parse().unwrap(),
         status: WorkerStatus::Idle,
         address: "http://127.0.0.1:9".into(),
         capabilities: vec![Capability::Image],

@@ -56,9 +56,9 @@ struct Load {
 async fn create(client: &Client, user: &str, n: usize, load: &Load) -> JobId {
     let req = CreateJobRequest {
         frontend: Platform::Telegram,
-        bot_id: BOT.into(),
+        bot_id: BOT.parse().unwrap(),
         capability: Capability::Image,
-        user_ref: user.into(),
+        user_ref: user.parse().unwrap(),
         reply_context: None,
         params: json!({"prompt": format!("job {n} of {user}")}),
     };
@@ -129,7 +129,7 @@ async fn two_replicas_behind_a_balancer_lose_nothing_and_run_nothing_twice_when_
     for user in 0..CREATORS * USERS_PER_CREATOR {
         let plan = if user % 4 == 0 { "pro" } else { "starter" };
         app.admin
-            .set_plan(&format!("telegram:{user}"), plan)
+            .set_plan(&format!("telegram:{user}"), &plan.parse().unwrap())
             .await
             .unwrap();
     }

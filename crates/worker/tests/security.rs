@@ -152,9 +152,9 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
     // A finished job with an artifact, a queued one to cancel, an input.
     let new_job = |prompt: &str| CreateJobRequest {
         frontend: Platform::Telegram,
-        bot_id: OWNER.into(),
+        bot_id: OWNER.parse().unwrap(),
         capability: Capability::Image,
-        user_ref: "telegram:1".into(),
+        user_ref: "telegram:1".parse().unwrap(),
         reply_context: None,
         params: json!({"prompt": prompt, "resolution": "512x512"}),
     };
@@ -194,7 +194,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         .admin
         .create_key(&tessera_api::admin::CreateKeyRequest {
             frontend: Platform::Web,
-            bot_id: "web-spare".into(),
+            bot_id: "web-spare".parse().unwrap(),
         })
         .await
         .unwrap()
@@ -211,13 +211,17 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         .await
         .unwrap()
         .user_ref;
-    let code = owner.create_link_code("telegram:5").await.unwrap().code;
+    let code = owner
+        .create_link_code(&"telegram:5".parse().unwrap())
+        .await
+        .unwrap()
+        .code;
     // A job of the website's, which another web bot's key does not see.
     let web_job = web
         .create_job(
             &CreateJobRequest {
                 frontend: Platform::Web,
-                bot_id: "web-1".into(),
+                bot_id: "web-1".parse().unwrap(),
                 user_ref: account.clone(),
                 ..new_job("a heron")
             },
@@ -467,7 +471,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             .replace(&input.to_string(), "{input_id}")
             .replace("telegram:1", "{user_ref}")
             .replace("telegram:3", "{user_ref}")
-            .replace(&account, "{user_ref}")
+            .replace(&account.to_string(), "{user_ref}")
     };
     let rows: std::collections::BTreeSet<(String, String)> = scheduler
         .iter()

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use tessera_api::admin::CreateKeyRequest;
 use tessera_api::public::{JobList, ListJobsQuery};
 use tessera_api::Client;
-use tessera_core::{JobId, Platform};
+use tessera_core::{BotId, JobId, PlanId, Platform, UserRef};
 
 #[derive(Args)]
 pub struct AdminArgs {
@@ -52,7 +52,7 @@ pub enum KeysCommand {
         frontend: FrontendArg,
         /// The bot instance, for example tg-image-bot-1.
         #[arg(long)]
-        bot_id: String,
+        bot_id: BotId,
     },
     /// List keys (never their secrets).
     List,
@@ -68,8 +68,8 @@ pub enum UsersCommand {
     /// Put a user on a plan (free, starter, pro, admin).
     SetPlan {
         /// platform:id, for example telegram:123456.
-        user_ref: String,
-        plan: String,
+        user_ref: UserRef,
+        plan: PlanId,
     },
 }
 
@@ -81,9 +81,9 @@ pub enum JobsCommand {
         #[arg(long, default_value = "QUEUED,RUNNING")]
         status: String,
         #[arg(long)]
-        user_ref: Option<String>,
+        user_ref: Option<UserRef>,
         #[arg(long)]
-        bot_id: Option<String>,
+        bot_id: Option<BotId>,
         /// At most this many jobs (1-100).
         #[arg(long, default_value_t = 50)]
         limit: u32,

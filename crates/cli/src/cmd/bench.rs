@@ -18,7 +18,7 @@ use rand::seq::IndexedRandom;
 use serde_json::json;
 
 use tessera_api::public::CreateJobRequest;
-use tessera_core::{Capability, JobId, Platform};
+use tessera_core::{Capability, JobId, Platform, UserRef};
 use tessera_scheduler::auth::{hash_secret, new_api_key, new_token};
 use tessera_scheduler::{Scheduler, SchedulerConfig};
 
@@ -130,18 +130,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await?;
     let day = config.billing.clock()?.day_of(now);
     eprintln!("preparing {} users on the PRO plan...", args.users);
-    let users: Vec<String> = (0..args.users).map(|i| format!("web:bench-{i}")).collect();
+    let users: Vec<UserRef> = (0..args.users)
+        .map(|i| format!("web:bench-{i}").parse())
+        .collect::<Result<_, _>>()?;
     for u in &users {
-        store
-            .set_plan(&u.parse().expect("user ref"), "pro", day, now)
-            .await?;
+        store.set_plan(u, "pro", day, now).await?;
     }
     let bodies = users
         .iter()
         .map(|user_ref| {
             let req = CreateJobRequest {
                 frontend: Platform::Web,
-                bot_id: "bench".into(),
+                bot_id: "bench".parse().expect("a plain name"),
                 capability: Capability::Image,
                 user_ref: user_ref.clone(),
                 reply_context: None,

@@ -55,9 +55,9 @@ fn sim_worker(id: String, url: &str, token: &str, model: &str, run_ms: u64) -> W
 fn body(user_ref: &str, model: &str) -> anyhow::Result<bytes::Bytes> {
     let req = CreateJobRequest {
         frontend: Platform::Web,
-        bot_id: "bench".into(),
+        bot_id: "bench".parse().expect("a plain name"),
         capability: Capability::Image,
-        user_ref: user_ref.to_owned(),
+        user_ref: user_ref.parse()?,
         reply_context: None,
         params: json!({"prompt": "a beautiful sunset over the sea", "resolution": "512x512", "model": model}),
     };

@@ -104,7 +104,7 @@ fn local_worker(args: &UpArgs, scheduler_url: String, token: String) -> WorkerCo
     }
     WorkerConfig {
         worker: AgentConfig {
-            id: "worker-local-0".into(),
+            id: "worker-local-0".parse().expect("a plain name"),
             listen: args.worker_listen,
             scheduler_url,
             internal_token: Some(token),

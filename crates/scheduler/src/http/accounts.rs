@@ -24,12 +24,13 @@ use sha2::{Digest, Sha256};
 
 use tessera_api::public::{AccountView, Credentials, LinkCode, LinkCodeRequest, RedeemLinkRequest};
 use tessera_api::ApiErrorBody;
+use tessera_api::ErrorCode;
 use tessera_core::{Platform, UserRef};
 
 use super::auth::Frontend;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
-use super::scope::user_ref_for;
+use super::extract::{ApiJson, ApiPath, Refusal};
+use super::scope::{speaks_for, user_ref_for};
 use super::wire::rfc3339;
 use super::AppState;
 use crate::lifecycle::now_ms;
@@ -45,6 +46,22 @@ pub const CODE_TTL_MS: i64 = 10 * 60 * 1000;
 
 const EMAIL_CHARS: std::ops::RangeInclusive<usize> = 3..=254;
 const PASSWORD_CHARS: std::ops::RangeInclusive<usize> = 8..=256;
+
+impl Refusal for Credentials {}
+
+impl Refusal for RedeemLinkRequest {}
+
+/// A `user_ref` that is no reference is `invalid_user_ref`.
+impl Refusal for LinkCodeRequest {
+    fn refuse(field: &str, message: String) -> ApiError {
+        let code = if field == "user_ref" {
+            ErrorCode::InvalidUserRef
+        } else {
+            ErrorCode::InvalidRequest
+        };
+        ApiError::invalid(code, message).with_field(field)
+    }
+}
 
 /// Create a website account (web keys only): a new `web:` user on the default
 /// plan, with this email and password.
@@ -69,14 +86,14 @@ pub async fn create(
     web_only(&key)?;
     let email = normalise_email(&req.email).ok_or_else(|| {
         ApiError::invalid(
-            "invalid_email",
+            ErrorCode::InvalidEmail,
             "the email must be an address such as ada@example.org (3 to 254 characters)",
         )
         .with_field("email")
     })?;
     if !PASSWORD_CHARS.contains(&req.password.chars().count()) {
         return Err(ApiError::invalid(
-            "weak_password",
+            ErrorCode::WeakPassword,
             format!(
                 "the password must be {} to {} characters long",
                 PASSWORD_CHARS.start(),
@@ -102,7 +119,7 @@ pub async fn create(
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::CONFLICT,
-                "email_taken",
+                ErrorCode::EmailTaken,
                 "an account with this email exists; sign in instead",
             )
             .with_field("email")
@@ -154,7 +171,7 @@ pub async fn sign_in(
     match account {
         Some(account) if matches => Ok(Json(view(account))),
         _ => Err(ApiError::forbidden(
-            "sign_in_failed",
+            ErrorCode::SignInFailed,
             "the email or password is wrong",
         )),
     }
@@ -209,10 +226,11 @@ pub async fn link_code(
     Frontend(key): Frontend,
     ApiJson(req): ApiJson<LinkCodeRequest>,
 ) -> Result<(StatusCode, Json<LinkCode>), ApiError> {
-    let user = user_ref_for(&key.frontend, &req.user_ref)?;
+    speaks_for(&key.frontend, &req.user_ref)?;
+    let user = req.user_ref;
     if user.platform() == Platform::Web {
         return Err(ApiError::invalid(
-            "not_linkable",
+            ErrorCode::NotLinkable,
             "only Telegram and Discord users link to a website account",
         )
         .with_field("user_ref"));
@@ -239,7 +257,7 @@ pub async fn link_code(
     }
     Err(ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
-        "link_code_unavailable",
+        ErrorCode::LinkCodeUnavailable,
         "no link code could be drawn; try again",
     ))
 }
@@ -270,7 +288,7 @@ pub async fn redeem(
     let account = user_ref_for(&key.frontend, &user_ref)?;
     let invalid = || {
         ApiError::invalid(
-            "invalid_link_code",
+            ErrorCode::InvalidLinkCode,
             "the link code is wrong, used or expired; ask the bot for a new one with /link",
         )
         .with_field("code")
@@ -296,7 +314,7 @@ fn web_only(key: &ApiKeyRecord) -> Result<(), ApiError> {
         return Ok(());
     }
     Err(ApiError::forbidden(
-        "forbidden_frontend",
+        ErrorCode::ForbiddenFrontend,
         format!(
             "accounts are the website's: a {} key cannot use them",
             key.frontend
@@ -305,7 +323,7 @@ fn web_only(key: &ApiKeyRecord) -> Result<(), ApiError> {
 }
 
 fn account_not_found() -> ApiError {
-    ApiError::not_found("account_not_found", "this user has no account")
+    ApiError::not_found(ErrorCode::AccountNotFound, "this user has no account")
 }
 
 fn password_failed(e: PasswordError) -> ApiError {
@@ -314,14 +332,14 @@ fn password_failed(e: PasswordError) -> ApiError {
         // 503: the error envelope adds `Retry-After`.
         return ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "busy",
+            ErrorCode::Busy,
             "too many sign-ins at once; try again in a moment",
         );
     }
     tracing::error!(error = %e, "password hashing failed");
     ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
+        ErrorCode::InternalError,
         "an internal error occurred; it has been logged",
     )
 }

@@ -9,12 +9,13 @@ use axum::Json;
 use tessera_api::admin::{CreateKeyRequest, CreatedKey, KeyList, KeyView};
 use tessera_api::internal::{WorkerInfo, WorkerList};
 use tessera_api::ApiErrorBody;
-use tessera_core::ApiKeyId;
+use tessera_api::ErrorCode;
+use tessera_core::{ApiKeyId, BotId};
 
 use super::auth::Admin;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
-use super::wire::{is_bot_id, rfc3339};
+use super::extract::{ApiJson, ApiPath, Refusal};
+use super::wire::rfc3339;
 use super::AppState;
 use crate::auth::{hash_secret, new_api_key};
 use crate::lifecycle::now_ms;
@@ -27,6 +28,18 @@ fn key_view(k: ApiKeyRecord) -> KeyView {
         bot_id: k.bot_id,
         created_at: rfc3339(k.created_at),
         revoked_at: k.revoked_at.map(rfc3339),
+    }
+}
+
+/// A key's `bot_id` that is not a plain name is `invalid_bot_id`.
+impl Refusal for CreateKeyRequest {
+    fn refuse(field: &str, message: String) -> ApiError {
+        let code = if field == BotId::FIELD {
+            ErrorCode::InvalidBotId
+        } else {
+            ErrorCode::InvalidRequest
+        };
+        ApiError::invalid(code, message).with_field(field)
     }
 }
 
@@ -43,13 +56,6 @@ pub async fn create_key(
     _admin: Admin,
     ApiJson(req): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
-    if !is_bot_id(&req.bot_id) {
-        return Err(ApiError::invalid(
-            "invalid_bot_id",
-            "bot_id must be 1-64 letters, digits, `-`, `_` or `.`",
-        )
-        .with_field("bot_id"));
-    }
     let secret = new_api_key();
     let key = state
         .store
@@ -94,7 +100,7 @@ pub async fn revoke_key(
     _admin: Admin,
     ApiPath(key_id): ApiPath<String>,
 ) -> Result<Json<KeyView>, ApiError> {
-    let not_found = || ApiError::not_found("key_not_found", "no such key");
+    let not_found = || ApiError::not_found(ErrorCode::KeyNotFound, "no such key");
     let id: ApiKeyId = key_id.parse().map_err(|_| not_found())?;
     let key = state
         .store

@@ -14,6 +14,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::auth::{hash_secret, TokenCheck};
 use crate::store::ApiKeyRecord;
+use tessera_api::ErrorCode;
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = parts
@@ -38,7 +39,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 fn invalid() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
+        ErrorCode::InvalidCredentials,
         "the credential is not valid (unknown or revoked)",
     )
 }
@@ -61,7 +62,7 @@ impl FromRequestParts<AppState> for Frontend {
         }
         if is_token(state, token) {
             return Err(ApiError::forbidden(
-                "wrong_credential",
+                ErrorCode::WrongCredential,
                 "this endpoint needs a frontend API key, not an admin, internal or metrics token",
             ));
         }
@@ -103,7 +104,7 @@ async fn require_token(
             .is_some()
     {
         return Err(ApiError::forbidden(
-            "wrong_credential",
+            ErrorCode::WrongCredential,
             format!("this endpoint needs the {name} token"),
         ));
     }
@@ -158,7 +159,7 @@ impl FromRequestParts<AppState> for MetricsReader {
                 .is_some()
         {
             return Err(ApiError::forbidden(
-                "wrong_credential",
+                ErrorCode::WrongCredential,
                 "the metrics need the metrics token or the admin token",
             ));
         }

@@ -12,6 +12,7 @@ use axum::Json;
 
 use tessera_api::public::InputUploaded;
 use tessera_api::ApiErrorBody;
+use tessera_api::ErrorCode;
 use tessera_core::{ArtifactId, InputId};
 
 use super::auth::Frontend;
@@ -62,13 +63,13 @@ pub async fn upload_input(
     if !plausible {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "inputs are audio files: send Content-Type audio/wav, audio/ogg, audio/mpeg...",
         ));
     }
     if body.is_empty() {
         return Err(ApiError::invalid(
-            "empty_input",
+            ErrorCode::EmptyInput,
             "the uploaded file is empty",
         ));
     }
@@ -101,7 +102,7 @@ pub async fn upload_input(
 pub(crate) fn too_large(limit: u64) -> ApiError {
     ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
-        "payload_too_large",
+        ErrorCode::PayloadTooLarge,
         format!("the body is larger than the {limit} bytes allowed"),
     )
 }
@@ -126,14 +127,14 @@ pub async fn artifact(
     ApiPath(artifact_id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::not_found("artifact_not_found", "no such artifact");
+    let not_found = || ApiError::not_found(ErrorCode::ArtifactNotFound, "no such artifact");
     let id: ArtifactId = artifact_id.parse().map_err(|_| not_found())?;
     let record = state
         .store
         .get_artifact(&id)
         .await?
         .filter(|a| {
-            a.frontend == key.frontend && own_bot_only(&key).is_none_or(|bot| bot == a.bot_id)
+            a.frontend == key.frontend && own_bot_only(&key).is_none_or(|bot| *bot == a.bot_id)
         })
         .ok_or_else(not_found)?;
     let bytes = state.blobs.get(&record.storage_key).await?;
@@ -152,7 +153,7 @@ pub async fn artifact(
         Err(()) => {
             let mut resp = ApiError::new(
                 StatusCode::RANGE_NOT_SATISFIABLE,
-                "range_not_satisfiable",
+                ErrorCode::RangeNotSatisfiable,
                 format!("the range asked for lies outside the {len} bytes of the artifact"),
             )
             .into_response();

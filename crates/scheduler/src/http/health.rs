@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use super::auth::MetricsReader;
 use super::error::ApiError;
 use super::AppState;
+use tessera_api::ErrorCode;
 
 /// `GET /healthz`: the process is up.
 pub async fn alive() -> Json<Value> {
@@ -22,7 +23,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiErro
         tracing::warn!(error = %e, "readiness check failed");
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
+            ErrorCode::DatabaseUnavailable,
             "the database does not answer",
         )
     })?;

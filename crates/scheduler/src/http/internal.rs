@@ -8,12 +8,12 @@ use axum::Json;
 
 use tessera_api::internal::{Heartbeat, HeartbeatAck};
 use tessera_api::ApiErrorBody;
+use tessera_api::ErrorCode;
 use tessera_core::catalog::is_model_name;
 
 use super::auth::Internal;
 use super::error::ApiError;
-use super::extract::ApiJson;
-use super::wire::is_bot_id;
+use super::extract::{ApiJson, Refusal};
 use super::AppState;
 use crate::lifecycle::now_ms;
 
@@ -51,16 +51,21 @@ pub async fn heartbeat(
     }))
 }
 
+/// Every refusal of a heartbeat, a field that does not parse included, is
+/// `invalid_heartbeat` naming the field.
+impl Refusal for Heartbeat {
+    fn refuse(field: &str, message: String) -> ApiError {
+        ApiError::invalid(ErrorCode::InvalidHeartbeat, message).with_field(field)
+    }
+}
+
 fn check(hb: &Heartbeat) -> Result<(), ApiError> {
     let bad = |field: &str, message: &str| {
-        Err(ApiError::invalid("invalid_heartbeat", message.to_owned()).with_field(field.to_owned()))
+        Err(
+            ApiError::invalid(ErrorCode::InvalidHeartbeat, message.to_owned())
+                .with_field(field.to_owned()),
+        )
     };
-    if !is_bot_id(&hb.worker_id) {
-        return bad(
-            "worker_id",
-            "worker_id must be 1-64 letters, digits, `-`, `_` or `.`",
-        );
-    }
     match url::Url::parse(&hb.address) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
         _ => return bad("address", "address must be the worker's http(s) base URL"),

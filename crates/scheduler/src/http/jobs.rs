@@ -17,13 +17,14 @@ use tessera_api::public::{
     ArtifactView, CreateJobRequest, CreateJobResponse, JobError, JobList, JobView, ListJobsQuery,
 };
 use tessera_api::ApiErrorBody;
-use tessera_core::{params, JobId, JobState, Millis, Transition, UserRef};
+use tessera_api::ErrorCode;
+use tessera_core::{params, JobId, JobState, Millis, Transition};
 
 use super::auth::{Admin, Frontend};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery};
-use super::scope::{foreign_account, own_bot_only, sees, user_ref_for};
-use super::wire::{is_bot_id, job_not_found, parse_job_id, rfc3339};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Refusal};
+use super::scope::{foreign_account, own_bot_only, sees, speaks_for};
+use super::wire::{job_not_found, parse_job_id, rfc3339};
 use super::AppState;
 use crate::estimate::Estimator;
 use crate::lifecycle::now_ms;
@@ -36,6 +37,19 @@ use crate::store::{
 pub const MAX_REPLY_CONTEXT_BYTES: usize = 4096;
 /// Longest `Idempotency-Key`.
 pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
+
+/// A job's `user_ref` that is no reference is `invalid_user_ref`; a `bot_id`
+/// that is no bot id cannot be the key's, so it is `forbidden_bot` as any
+/// other bot's is.
+impl Refusal for CreateJobRequest {
+    fn refuse(field: &str, message: String) -> ApiError {
+        match field {
+            "user_ref" => ApiError::invalid(ErrorCode::InvalidUserRef, message).with_field(field),
+            "bot_id" => ApiError::forbidden(ErrorCode::ForbiddenBot, message),
+            _ => ApiError::invalid(ErrorCode::InvalidRequest, message).with_field(field),
+        }
+    }
+}
 
 /// Create a job.
 ///
@@ -66,18 +80,19 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     if req.frontend != key.frontend || req.bot_id != key.bot_id {
         return Err(ApiError::forbidden(
-            "forbidden_bot",
+            ErrorCode::ForbiddenBot,
             format!(
                 "this key speaks for {}/{}, not {}/{}",
                 key.frontend, key.bot_id, req.frontend, req.bot_id
             ),
         ));
     }
-    let user_ref = user_ref_for(&key.frontend, &req.user_ref)?;
+    speaks_for(&key.frontend, &req.user_ref)?;
+    let user_ref = req.user_ref.clone();
     if let Some(ctx) = &req.reply_context {
         if serde_json::to_vec(ctx).map_or(true, |b| b.len() > MAX_REPLY_CONTEXT_BYTES) {
             return Err(ApiError::invalid(
-                "reply_context_too_large",
+                ErrorCode::ReplyContextTooLarge,
                 format!("reply_context must serialise to at most {MAX_REPLY_CONTEXT_BYTES} bytes"),
             )
             .with_field("reply_context"));
@@ -87,7 +102,7 @@ pub async fn create(
         // one backend only. No frontend needs it to say where to reply.
         if has_nul(ctx) {
             return Err(ApiError::invalid(
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 "reply_context must not contain the character U+0000",
             )
             .with_field("reply_context"));
@@ -140,7 +155,7 @@ pub async fn create(
         CreateOutcome::IdempotencyConflict => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                "idempotency_key_reused",
+                ErrorCode::IdempotencyKeyReused,
                 "this Idempotency-Key was used for a different request",
             ))
         }
@@ -153,7 +168,7 @@ pub async fn create(
             let limit = plan.daily_tokens.unwrap_or(i64::MAX);
             let mut err = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
-                "quota_exhausted",
+                ErrorCode::QuotaExhausted,
                 format!(
                     "this job costs {cost} tokens and {} of the {} plan's {limit} daily tokens are left; the quota resets at {}",
                     (limit - used).max(0),
@@ -248,9 +263,9 @@ pub async fn cancel(
     let change = TransitionChange {
         now: now_ms(),
         frontend: Some(key.frontend),
-        bot_id: own_bot_only(&key).map(str::to_owned),
+        bot_id: own_bot_only(&key).cloned(),
         error: Some((
-            "cancelled_by_user".into(),
+            ErrorCode::CancelledByUser.into(),
             format!("cancelled by {}", key.bot_id),
         )),
         ..Default::default()
@@ -278,7 +293,7 @@ async fn cancel_with(
         }
         TransitionOutcome::Illegal(job) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "job_finished",
+            ErrorCode::JobFinished,
             format!("the job is already {} and cannot be cancelled", job.status),
         )),
         TransitionOutcome::NotFound => Err(job_not_found()),
@@ -307,7 +322,12 @@ pub async fn delivered(
     let id = parse_job_id(&job_id)?;
     if let Some(job) = state
         .store
-        .mark_delivered(&id, key.frontend, own_bot_only(&key), now_ms())
+        .mark_delivered(
+            &id,
+            key.frontend,
+            own_bot_only(&key).map(|b| b.as_str()),
+            now_ms(),
+        )
         .await?
     {
         return Ok(Json(seen_by(view(&state, job).await?, &key.bot_id)));
@@ -316,7 +336,7 @@ pub async fn delivered(
     match job.filter(|job| sees(&key, job)) {
         Some(job) => Err(ApiError::new(
             StatusCode::CONFLICT,
-            "job_not_finished",
+            ErrorCode::JobNotFinished,
             format!(
                 "the job is {} and has no outcome to deliver yet",
                 job.status
@@ -349,16 +369,16 @@ pub async fn list(
     let mut filter = filter_from(&q)?;
     filter.frontend = Some(key.frontend);
     if let Some(own) = own_bot_only(&key) {
-        if filter.bot_id.as_deref().is_some_and(|asked| asked != own) {
+        if filter.bot_id.as_ref().is_some_and(|asked| asked != own) {
             return Err(ApiError::forbidden(
-                "forbidden_bot",
+                ErrorCode::ForbiddenBot,
                 format!(
                     "a web key lists only its own bot's jobs: this key's bot is {own}, not {}",
                     filter.bot_id.as_deref().unwrap_or_default()
                 ),
             ));
         }
-        filter.bot_id = Some(own.to_owned());
+        filter.bot_id = Some(own.clone());
     }
     let Json(mut list) = list_with(&state, filter).await?;
     list.jobs = list
@@ -400,7 +420,7 @@ pub async fn cancel_job(
     let change = TransitionChange {
         now: now_ms(),
         error: Some((
-            "cancelled_by_admin".into(),
+            ErrorCode::CancelledByAdmin.into(),
             "cancelled by an operator".into(),
         )),
         ..Default::default()
@@ -412,39 +432,28 @@ fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
     let limit = q.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(
-            ApiError::invalid("invalid_query", "limit must be between 1 and 100")
+            ApiError::invalid(ErrorCode::InvalidQuery, "limit must be between 1 and 100")
                 .with_field("limit"),
         );
     }
-    // The filters are compared with stored values in SQL, so they are checked
-    // as strictly as the values were when they were stored: text PostgreSQL
-    // cannot take (U+0000) used to fail there with a 500, and anything else
-    // malformed could never match.
-    if let Some(user_ref) = &q.user_ref {
-        user_ref.parse::<UserRef>().map_err(|e| {
-            ApiError::invalid("invalid_query", e.to_string()).with_field("user_ref")
-        })?;
-    }
-    if q.bot_id.as_deref().is_some_and(|b| !is_bot_id(b)) {
-        return Err(ApiError::invalid(
-            "invalid_query",
-            "bot_id must be 1-64 letters, digits, `-`, `_` or `.`",
-        )
-        .with_field("bot_id"));
-    }
+    // The `user_ref` and `bot_id` filters are typed, so they were checked as
+    // strictly as the stored values when the query was read: text PostgreSQL
+    // cannot take (U+0000) used to fail there with a 500.
     let statuses = match &q.status {
         None => Vec::new(),
         Some(s) => s
             .split(',')
             .map(|part| part.trim().parse::<JobState>())
             .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::invalid("invalid_query", e.to_string()).with_field("status"))?,
+            .map_err(|e| {
+                ApiError::invalid(ErrorCode::InvalidQuery, e.to_string()).with_field("status")
+            })?,
     };
     let before = match &q.cursor {
         None => None,
         Some(c) => Some(c.parse::<JobId>().map_err(|_| {
             ApiError::invalid(
-                "invalid_query",
+                ErrorCode::InvalidQuery,
                 "cursor must be a next_cursor from a previous page",
             )
             .with_field("cursor")
@@ -490,12 +499,12 @@ async fn check_input(
     match state.store.get_input(&id).await? {
         Some(input)
             if input.frontend == key.frontend
-                && own_bot_only(key).is_none_or(|bot| bot == input.bot_id) =>
+                && own_bot_only(key).is_none_or(|bot| *bot == input.bot_id) =>
         {
             Ok(())
         }
         _ => Err(ApiError::invalid(
-            "unknown_input",
+            ErrorCode::UnknownInput,
             "input_id must be an input this frontend uploaded with POST /api/v1/inputs",
         )
         .with_field("params.input_id")),
@@ -516,7 +525,7 @@ fn idempotency(
         .filter(|k| k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             ApiError::invalid(
-                "invalid_idempotency_key",
+                ErrorCode::InvalidIdempotencyKey,
                 format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"),
             )
         })?;
@@ -613,7 +622,7 @@ async fn views(state: &AppState, jobs: Vec<JobRecord>) -> Result<Vec<JobView>, A
             estimate(state, &job, now).await?
         };
         let notice = unservable.then(|| JobError {
-            code: "no_worker".into(),
+            code: ErrorCode::NoWorker.into(),
             message: format!(
                 "no online worker serves {} with {} now; the job waits for one, and fails and is refunded after {} s",
                 job.capability, job.model, state.config.workers.unservable_after_secs
@@ -635,7 +644,7 @@ async fn views(state: &AppState, jobs: Vec<JobRecord>) -> Result<Vec<JobView>, A
             capability: job.capability,
             model: job.model,
             user_ref: job.user_ref,
-            params: job.params,
+            params: job.params.to_value(),
             reply_context: job.reply_context,
             cost_tokens: job.cost_tokens,
             refunded: job.refunded,

@@ -38,6 +38,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use tessera_api::ErrorCode;
 use tessera_core::billing::BillingClock;
 
 use crate::artifacts::Blobs;
@@ -179,7 +180,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                ErrorCode::InternalError,
                 "an internal error occurred; it has been logged",
             )
             .into_response()
@@ -202,7 +203,7 @@ async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Re
         Ok(resp) => resp,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
+            ErrorCode::Timeout,
             format!("the request took longer than {} s", limit.as_secs()),
         )
         .into_response(),

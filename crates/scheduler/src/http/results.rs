@@ -20,20 +20,19 @@ use bytes::Bytes;
 
 use tessera_api::internal::{JobResult, Outcome, ProgressReport, ResultAck};
 use tessera_api::ApiErrorBody;
+use tessera_api::ErrorCode;
 use tessera_core::{ArtifactId, InputId, JobId, JobState, Transition};
 
 use super::auth::Internal;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
-use super::wire::{is_bot_id, parse_job_id};
+use super::extract::{ApiJson, ApiPath, Refusal};
+use super::wire::parse_job_id;
 use super::AppState;
 use crate::artifacts::artifact_key;
 use crate::lifecycle::now_ms;
 use crate::store::{Fence, NewArtifact, TransitionChange, TransitionOutcome};
 
 /// What a worker id is (as its heartbeat is checked).
-const WORKER_ID_RULE: &str = "worker_id must be 1-64 letters, digits, `-`, `_` or `.`";
-
 /// Most artifacts one result may carry.
 const MAX_ARTIFACTS: usize = 16;
 /// Largest width or height an artifact may claim.
@@ -58,16 +57,12 @@ pub async fn progress(
     ApiJson(report): ApiJson<ProgressReport>,
 ) -> Result<StatusCode, ApiError> {
     let id = parse_job_id(&job_id)?;
-    // Checked as a heartbeat's is: the fence compares it in SQL, where text
-    // PostgreSQL cannot take (U+0000) used to fail with a 500.
-    if !is_bot_id(&report.worker_id) {
-        return Err(ApiError::invalid("invalid_progress", WORKER_ID_RULE).with_field("worker_id"));
-    }
     if !report.progress.is_finite() || !(0.0..=100.0).contains(&report.progress) {
-        return Err(
-            ApiError::invalid("invalid_progress", "progress is a percentage, 0 to 100")
-                .with_field("progress"),
-        );
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidProgress,
+            "progress is a percentage, 0 to 100",
+        )
+        .with_field("progress"));
     }
     let fence = Fence {
         worker_id: report.worker_id,
@@ -87,13 +82,21 @@ pub async fn progress(
 fn stale() -> ApiError {
     ApiError::new(
         StatusCode::CONFLICT,
-        "stale_attempt",
+        ErrorCode::StaleAttempt,
         "this attempt is no longer the job's current one (requeued, cancelled or timed out); discard its result",
     )
 }
 
+/// A progress report's worker id is compared in SQL (the fence), so it is
+/// typed and checked as it is read, like every field: `invalid_progress`.
+impl Refusal for ProgressReport {
+    fn refuse(field: &str, message: String) -> ApiError {
+        ApiError::invalid(ErrorCode::InvalidProgress, message).with_field(field)
+    }
+}
+
 fn bad_result(message: impl Into<String>) -> ApiError {
-    ApiError::invalid("invalid_result", message)
+    ApiError::invalid(ErrorCode::InvalidResult, message)
 }
 
 /// The result of an attempt: `result` (JSON) then `artifact-0`, `artifact-1`... parts.
@@ -148,7 +151,7 @@ pub async fn result(
             if total > state.config.artifacts.max_result_bytes {
                 return Err(ApiError::new(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    "result_too_large",
+                    ErrorCode::ResultTooLarge,
                     format!(
                         "the artifacts exceed artifacts.max_result_bytes ({})",
                         state.config.artifacts.max_result_bytes
@@ -163,9 +166,6 @@ pub async fn result(
         }
     }
     let result = result.ok_or_else(|| bad_result("the `result` part is missing"))?;
-    if !is_bot_id(&result.worker_id) {
-        return Err(bad_result(WORKER_ID_RULE).with_field("worker_id"));
-    }
     let fence = Fence {
         worker_id: result.worker_id.clone(),
         attempt: result.attempt,
@@ -216,7 +216,7 @@ async fn completed(
         }
     }
     let Some(job) = state.store.get_job(id, None).await? else {
-        return Err(ApiError::not_found("job_not_found", "no such job"));
+        return Err(ApiError::not_found(ErrorCode::JobNotFound, "no such job"));
     };
     let this_attempt =
         job.worker_id.as_deref() == Some(fence.worker_id.as_str()) && job.attempts == fence.attempt;
@@ -297,7 +297,7 @@ async fn failed(
         .take(1000)
         .collect();
     let Some(job) = state.store.get_job(id, None).await? else {
-        return Err(ApiError::not_found("job_not_found", "no such job"));
+        return Err(ApiError::not_found(ErrorCode::JobNotFound, "no such job"));
     };
     if job.status != JobState::Running
         || job.worker_id.as_deref() != Some(fence.worker_id.as_str())
@@ -354,7 +354,7 @@ pub async fn input(
     _internal: Internal,
     ApiPath(input_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    let not_found = || ApiError::not_found("input_not_found", "no such input");
+    let not_found = || ApiError::not_found(ErrorCode::InputNotFound, "no such input");
     let id: InputId = input_id.parse().map_err(|_| not_found())?;
     let record = state.store.get_input(&id).await?.ok_or_else(not_found)?;
     let bytes = state.blobs.get(&record.storage_key).await?;

@@ -7,13 +7,14 @@ use axum::Json;
 use tessera_api::admin::SetPlanRequest;
 use tessera_api::public::{PlanList, UserQuota};
 use tessera_api::ApiErrorBody;
-use tessera_core::{Plan, UserRef};
+use tessera_api::ErrorCode;
+use tessera_core::{Plan, PlanId, UserRef};
 
 use super::auth::{Admin, Frontend};
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{ApiJson, ApiPath, Refusal};
 use super::scope::{foreign_account, user_ref_for};
-use super::wire::{is_bot_id, rfc3339};
+use super::wire::rfc3339;
 use super::AppState;
 use crate::lifecycle::now_ms;
 use crate::store::QuotaRecord;
@@ -73,7 +74,7 @@ async fn quota_record(
                         ))
                     })?;
                 QuotaRecord {
-                    user_ref: user.to_string(),
+                    user_ref: user.clone(),
                     plan,
                     tokens_used: 0,
                     home_bot: None,
@@ -111,6 +112,21 @@ pub async fn plans(
     }))
 }
 
+/// A plan id no plan can have (not a plain name, U+0000 among them) is
+/// refused as any unknown plan is: 404 `plan_not_found`, never looked up.
+impl Refusal for SetPlanRequest {
+    fn refuse(field: &str, message: String) -> ApiError {
+        if field == PlanId::FIELD {
+            ApiError::not_found(
+                ErrorCode::PlanNotFound,
+                "no such plan; plans are free, starter, pro, admin",
+            )
+        } else {
+            ApiError::invalid(ErrorCode::InvalidRequest, message).with_field(field)
+        }
+    }
+}
+
 /// Put a user on a plan (created if never seen). For a bot user linked to a
 /// website account this is the account's plan, which all its users share.
 #[utoipa::path(
@@ -129,23 +145,18 @@ pub async fn set_plan(
     let user: UserRef = user_ref
         .parse()
         .map_err(|e: tessera_core::user_ref::InvalidUserRef| {
-            ApiError::invalid("invalid_user_ref", e.to_string()).with_field("user_ref")
+            ApiError::invalid(ErrorCode::InvalidUserRef, e.to_string()).with_field("user_ref")
         })?;
     let now = now_ms();
     let not_found = || {
         ApiError::not_found(
-            "plan_not_found",
+            ErrorCode::PlanNotFound,
             format!(
                 "no plan {:?}; plans are free, starter, pro, admin",
                 req.plan_id
             ),
         )
     };
-    // A name no plan can have is not looked up: text PostgreSQL cannot take
-    // (U+0000) used to fail there with a 500 instead of this 404.
-    if !is_bot_id(&req.plan_id) {
-        return Err(not_found());
-    }
     let quota = state
         .store
         .set_plan(&user, &req.plan_id, state.clock.day_of(now), now)

@@ -7,6 +7,8 @@ use async_trait::async_trait;
 
 use tessera_core::{Millis, UserRef};
 
+use super::rows::corrupt;
+
 use super::StoreError;
 
 /// A website account: a `web:` user with an email and a password, and the
@@ -14,13 +16,13 @@ use super::StoreError;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRecord {
     pub user_id: i64,
-    pub user_ref: String,
+    pub user_ref: tessera_core::UserRef,
     /// The bot id of the web key that created the account: each website is
     /// its own trust domain, and only its keys may use the account.
-    pub home_bot: String,
+    pub home_bot: tessera_core::BotId,
     pub email: String,
     /// `platform:id` of every bot user linked to the account, sorted.
-    pub linked: Vec<String>,
+    pub linked: Vec<tessera_core::UserRef>,
     pub created_at: Millis,
 }
 
@@ -100,22 +102,33 @@ pub(crate) type AccountJoinRow = (i64, String, String, String, i64, String, Opti
 /// The account in rows of [`ACCOUNT_SELECT`], and its password hash; `None`
 /// for no rows. Linked users are sorted here, byte-wise, so both databases
 /// give the same order whatever their collation.
-pub(crate) fn account_from(rows: Vec<AccountJoinRow>) -> Option<(AccountRecord, String)> {
+pub(crate) fn account_from(
+    rows: Vec<AccountJoinRow>,
+) -> Result<Option<(AccountRecord, String)>, StoreError> {
     let mut rows = rows.into_iter();
-    let (user_id, user_ref, home_bot, email, created_at, hash, first) = rows.next()?;
-    let mut linked: Vec<String> = first.into_iter().chain(rows.filter_map(|r| r.6)).collect();
-    linked.sort();
-    Some((
+    let Some((user_id, user_ref, home_bot, email, created_at, hash, first)) = rows.next() else {
+        return Ok(None);
+    };
+    let user = |s: String| s.parse().map_err(|_| corrupt("user_ref", &s));
+    let mut linked = first
+        .into_iter()
+        .chain(rows.filter_map(|r| r.6))
+        .map(user)
+        .collect::<Result<Vec<UserRef>, _>>()?;
+    linked.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
+    Ok(Some((
         AccountRecord {
             user_id,
-            user_ref,
-            home_bot,
+            user_ref: user(user_ref)?,
+            home_bot: home_bot
+                .parse()
+                .map_err(|_| corrupt("home_bot", &home_bot))?,
             email,
             linked,
             created_at,
         },
         hash,
-    ))
+    )))
 }
 
 /// Implements [`Accounts`] for a backend with `writer()` and `reader()` pools.
@@ -125,6 +138,7 @@ macro_rules! impl_accounts {
             use tessera_core::{Millis, Plan, UserRef};
 
             use $crate::store::accounts::{account_from, AccountJoinRow, ACCOUNT_SELECT};
+            use $crate::store::rows::corrupt;
             use $crate::store::{AccountRecord, Accounts, RedeemOutcome, StoreError};
 
             #[async_trait::async_trait]
@@ -154,10 +168,15 @@ macro_rules! impl_accounts {
                     .bind(now)
                     .fetch_optional(self.writer())
                     .await?;
-                    Ok(row.map(|(user_id, created_at)| AccountRecord {
+                    let Some((user_id, created_at)) = row else {
+                        return Ok(None);
+                    };
+                    Ok(Some(AccountRecord {
                         user_id,
-                        user_ref: user_ref.to_string(),
-                        home_bot: home_bot.to_owned(),
+                        user_ref: user_ref.clone(),
+                        home_bot: home_bot
+                            .parse()
+                            .map_err(|_| corrupt("home_bot", home_bot))?,
                         email: email.to_owned(),
                         linked: Vec::new(),
                         created_at,
@@ -324,7 +343,7 @@ macro_rules! impl_accounts {
                     .bind(value)
                     .fetch_all(&mut *conn)
                     .await?;
-                    Ok(account_from(rows))
+                    account_from(rows)
                 }
             }
         };

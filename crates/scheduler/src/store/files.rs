@@ -44,7 +44,7 @@ pub struct ArtifactRecord {
 pub struct InputRecord {
     pub id: InputId,
     pub frontend: Platform,
-    pub bot_id: String,
+    pub bot_id: tessera_core::BotId,
     pub content_type: String,
     pub size: u64,
     pub storage_key: String,
@@ -164,7 +164,7 @@ macro_rules! impl_files {
                     )
                     .bind(input.id.as_str())
                     .bind(input.frontend.as_str())
-                    .bind(&input.bot_id)
+                    .bind(input.bot_id.as_str())
                     .bind(&input.content_type)
                     .bind(i64::try_from(input.size).unwrap_or(i64::MAX))
                     .bind(&input.storage_key)
@@ -194,7 +194,9 @@ macro_rules! impl_files {
                             frontend: frontend.parse().map_err(|_| {
                                 StoreError::Corrupt(format!("frontend {frontend:?}"))
                             })?,
-                            bot_id,
+                            bot_id: bot_id.parse().map_err(|_| {
+                                StoreError::Corrupt(format!("bot_id {bot_id:?}"))
+                            })?,
                             content_type,
                             size: u64::try_from(size).unwrap_or_default(),
                             storage_key,

@@ -18,7 +18,7 @@ use super::{JobRecord, StoreError};
 pub struct NewJob {
     pub id: JobId,
     pub frontend: Platform,
-    pub bot_id: String,
+    pub bot_id: tessera_core::BotId,
     pub user_ref: UserRef,
     pub capability: Capability,
     pub reply_context: Option<Value>,
@@ -63,8 +63,8 @@ pub enum CreateOutcome {
 #[derive(Clone, Debug, Default)]
 pub struct JobFilter {
     pub frontend: Option<Platform>,
-    pub user_ref: Option<String>,
-    pub bot_id: Option<String>,
+    pub user_ref: Option<UserRef>,
+    pub bot_id: Option<tessera_core::BotId>,
     pub statuses: Vec<JobState>,
     /// Only ended jobs whose outcome the frontend has not acknowledged.
     pub undelivered: bool,
@@ -240,7 +240,7 @@ macro_rules! impl_jobs {
                         qb.push(" AND frontend = ").push_bind(frontend.as_str());
                     }
                     if let Some(user_ref) = &f.user_ref {
-                        qb.push(" AND user_ref = ").push_bind(user_ref.as_str());
+                        qb.push(" AND user_ref = ").push_bind(user_ref.to_string());
                     }
                     if let Some(bot_id) = &f.bot_id {
                         qb.push(" AND bot_id = ").push_bind(bot_id.as_str());
@@ -306,7 +306,7 @@ macro_rules! impl_jobs {
                         .bind(user_id)
                         .bind(user_ref)
                         .bind(new.frontend.as_str())
-                        .bind(&new.bot_id)
+                        .bind(new.bot_id.as_str())
                         .bind(capability_str(new.capability))
                         .bind(&job.model)
                         .bind(i32::from(priority.0))
@@ -333,7 +333,7 @@ macro_rules! impl_jobs {
                         JOB_COLUMNS
                     ))
                     .bind(new.frontend.as_str())
-                    .bind(&new.bot_id)
+                    .bind(new.bot_id.as_str())
                     .bind(&idem.key)
                     .fetch_optional(self.writer())
                     .await?;

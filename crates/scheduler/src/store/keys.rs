@@ -13,7 +13,7 @@ use super::StoreError;
 pub struct ApiKeyRecord {
     pub id: ApiKeyId,
     pub frontend: Platform,
-    pub bot_id: String,
+    pub bot_id: tessera_core::BotId,
     pub created_at: Millis,
     pub revoked_at: Option<Millis>,
 }
@@ -61,7 +61,7 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
                 .frontend
                 .parse::<Platform>()
                 .map_err(|_| corrupt("frontend", &r.frontend))?,
-            bot_id: r.bot_id,
+            bot_id: r.bot_id.parse().map_err(|_| corrupt("bot_id", &r.bot_id))?,
             created_at: r.created_at,
             revoked_at: r.revoked_at,
         })

@@ -19,9 +19,9 @@ pub struct QueueGroup {
 }
 
 /// A worker asking for work: what it can run and what it has loaded.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerSlot {
-    pub worker_id: String,
+    pub worker_id: tessera_core::WorkerId,
     pub capabilities: Vec<Capability>,
     /// Models installed on the worker.
     pub models: Vec<String>,

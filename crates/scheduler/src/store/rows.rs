@@ -6,7 +6,10 @@ use chrono::NaiveDate;
 use serde_json::Value;
 use sqlx::types::Json;
 
-use tessera_core::{Capability, JobId, JobState, Millis, Platform, Priority};
+use tessera_core::params::JobParams;
+use tessera_core::{
+    BotId, Capability, JobId, JobState, Millis, Platform, Priority, UserRef, WorkerId,
+};
 
 use super::StoreError;
 
@@ -15,20 +18,21 @@ use super::StoreError;
 pub struct JobRecord {
     pub id: JobId,
     pub user_id: i64,
-    pub user_ref: String,
+    pub user_ref: UserRef,
     pub frontend: Platform,
-    pub bot_id: String,
+    pub bot_id: BotId,
     pub capability: Capability,
     pub model: String,
     pub priority: Priority,
     pub status: JobState,
-    pub params: Value,
+    /// Typed when the row is read: the one place stored parameters are parsed.
+    pub params: JobParams,
     pub reply_context: Option<Value>,
     pub cost_tokens: i64,
     pub billing_day: NaiveDate,
     pub refunded: bool,
     pub attempts: i32,
-    pub worker_id: Option<String>,
+    pub worker_id: Option<WorkerId>,
     pub progress: Option<f32>,
     pub error_code: Option<String>,
     pub error_message: Option<String>,
@@ -84,32 +88,40 @@ impl TryFrom<JobRow> for JobRecord {
     type Error = StoreError;
 
     fn try_from(r: JobRow) -> Result<Self, StoreError> {
+        let capability: Capability = r
+            .capability
+            .parse()
+            .map_err(|_| corrupt("capability", &r.capability))?;
         Ok(JobRecord {
             id: r.id.parse().map_err(|_| corrupt("job id", &r.id))?,
             user_id: r.user_id,
-            user_ref: r.user_ref,
+            user_ref: r
+                .user_ref
+                .parse()
+                .map_err(|_| corrupt("user_ref", &r.user_ref))?,
             frontend: r
                 .frontend
                 .parse()
                 .map_err(|_| corrupt("frontend", &r.frontend))?,
-            bot_id: r.bot_id,
-            capability: r
-                .capability
-                .parse()
-                .map_err(|_| corrupt("capability", &r.capability))?,
+            bot_id: r.bot_id.parse().map_err(|_| corrupt("bot_id", &r.bot_id))?,
+            capability,
             model: r.model,
             priority: Priority(
                 u8::try_from(r.priority)
                     .map_err(|_| corrupt("priority", &r.priority.to_string()))?,
             ),
             status: r.status.parse().map_err(|_| corrupt("status", &r.status))?,
-            params: r.params.0,
+            params: JobParams::from_stored(capability, r.params.0)
+                .map_err(|e| corrupt("params", &e.to_string()))?,
             reply_context: r.reply_context.map(|j| j.0),
             cost_tokens: r.cost_tokens,
             billing_day: r.billing_day,
             refunded: r.refunded,
             attempts: r.attempts,
-            worker_id: r.worker_id,
+            worker_id: r
+                .worker_id
+                .map(|w| w.parse().map_err(|_| corrupt("worker_id", &w)))
+                .transpose()?,
             progress: r.progress,
             error_code: r.error_code,
             error_message: r.error_message,

@@ -7,7 +7,7 @@
 
 use async_trait::async_trait;
 
-use tessera_core::{JobId, Millis, Platform, Transition};
+use tessera_core::{JobId, Millis, Platform, Transition, WorkerId};
 
 use super::{JobRecord, NewArtifact, StoreError};
 
@@ -27,9 +27,9 @@ pub struct TransitionChange {
     /// Act only on a job of this frontend (a frontend's key sees only its own).
     pub frontend: Option<Platform>,
     /// Act only on a job of this bot (a web key sees only its own bot's).
-    pub bot_id: Option<String>,
+    pub bot_id: Option<tessera_core::BotId>,
     /// Dispatch: the worker chosen.
-    pub worker_id: Option<String>,
+    pub worker_id: Option<tessera_core::WorkerId>,
     /// Fail or Cancel: why.
     pub error: Option<(String, String)>,
     /// Act only if the job is still running this attempt on this worker: a
@@ -47,7 +47,7 @@ pub struct TransitionChange {
 /// when it was sent (the fencing token).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fence {
-    pub worker_id: String,
+    pub worker_id: tessera_core::WorkerId,
     pub attempt: i32,
 }
 
@@ -69,7 +69,7 @@ pub trait Transitions {
     /// took it, or it was cancelled) is left out.
     async fn claim_batch(
         &self,
-        claims: &[(JobId, String)],
+        claims: &[(JobId, WorkerId)],
         now: Millis,
     ) -> Result<Vec<JobRecord>, StoreError>;
 
@@ -88,7 +88,7 @@ pub trait Transitions {
 macro_rules! impl_transitions {
     ($store:ty, $db:ty) => {
         const _: () = {
-            use tessera_core::{JobId, Millis, Transition};
+            use tessera_core::{JobId, Millis, Transition, WorkerId};
 
             use $crate::store::rows::{JobRow, JOB_COLUMNS};
             use $crate::store::{
@@ -121,7 +121,7 @@ macro_rules! impl_transitions {
 
                 async fn claim_batch(
                     &self,
-                    claims: &[(JobId, String)],
+                    claims: &[(JobId, WorkerId)],
                     now: Millis,
                 ) -> Result<Vec<JobRecord>, StoreError> {
                     let mut tx = self.writer().begin().await?;
@@ -153,7 +153,7 @@ macro_rules! impl_transitions {
                     )
                     .bind(progress)
                     .bind(id.as_str())
-                    .bind(&fence.worker_id)
+                    .bind(fence.worker_id.as_str())
                     .bind(fence.attempt)
                     .execute(self.writer())
                     .await?;
@@ -183,7 +183,7 @@ macro_rules! impl_transitions {
                         T::Dispatch => {
                             qb.push(", started_at = ").push_bind(c.now);
                             qb.push(", attempts = attempts + 1, progress = NULL, worker_id = ")
-                                .push_bind(c.worker_id.clone());
+                                .push_bind(c.worker_id.as_ref().map(|w| w.to_string()));
                         }
                         T::Complete => {
                             qb.push(", ended_at = ").push_bind(c.now);
@@ -213,10 +213,10 @@ macro_rules! impl_transitions {
                         qb.push(" AND frontend = ").push_bind(frontend.as_str());
                     }
                     if let Some(bot_id) = &c.bot_id {
-                        qb.push(" AND bot_id = ").push_bind(bot_id.clone());
+                        qb.push(" AND bot_id = ").push_bind(bot_id.to_string());
                     }
                     if let Some(fence) = &c.fence {
-                        qb.push(" AND worker_id = ").push_bind(fence.worker_id.clone());
+                        qb.push(" AND worker_id = ").push_bind(fence.worker_id.to_string());
                         qb.push(" AND attempts = ").push_bind(fence.attempt);
                     }
                     qb.push(" RETURNING ").push(JOB_COLUMNS);

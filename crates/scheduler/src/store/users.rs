@@ -16,12 +16,12 @@ use super::StoreError;
 /// A user's plan and what they spent on a billing day.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QuotaRecord {
-    pub user_ref: String,
+    pub user_ref: tessera_core::UserRef,
     pub plan: Plan,
     pub tokens_used: i64,
     /// For a website account, the bot id of the web key that created it
     /// (only that bot's keys may act for it); `None` for any other user.
-    pub home_bot: Option<String>,
+    pub home_bot: Option<tessera_core::BotId>,
 }
 
 /// Plans, users and their quotas.
@@ -108,6 +108,7 @@ macro_rules! impl_users {
             use chrono::NaiveDate;
             use tessera_core::{Millis, Plan, UserRef};
 
+            use $crate::store::rows::corrupt;
             use $crate::store::users::{PlanRow, UserPlanRow, BILLING_USER, PLAN_COLUMNS};
             use $crate::store::{QuotaRecord, StoreError, Users};
 
@@ -250,10 +251,13 @@ macro_rules! impl_users {
                     let Some(row) = found else { return Ok(None) };
                     let tokens_used = Self::used_on(conn, row.user_id, day).await?;
                     Ok(Some(QuotaRecord {
-                        user_ref: user_ref.to_string(),
+                        user_ref: user_ref.clone(),
                         plan: row.plan.try_into()?,
                         tokens_used,
-                        home_bot: row.home_bot,
+                        home_bot: row
+                            .home_bot
+                            .map(|b| b.parse().map_err(|_| corrupt("home_bot", &b)))
+                            .transpose()?,
                     }))
                 }
             }

@@ -80,7 +80,7 @@ impl TryFrom<WorkerRow> for WorkerRecord {
         };
         Ok(WorkerRecord {
             heartbeat: Heartbeat {
-                worker_id: r.id,
+                worker_id: r.id.parse().map_err(|_| corrupt("worker id", &r.id))?,
                 status,
                 address: r.address,
                 capabilities: r.capabilities.0,
@@ -132,7 +132,7 @@ macro_rules! impl_workers {
                          RETURNING {cols}",
                         cols = WORKER_COLUMNS
                     ))
-                    .bind(&hb.worker_id)
+                    .bind(hb.worker_id.as_str())
                     .bind(&hb.address)
                     .bind(hb.status.as_str())
                     .bind(Json(&hb.capabilities))

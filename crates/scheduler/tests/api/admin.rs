@@ -16,12 +16,14 @@ async fn admin_endpoints(backend: Backend) {
     let tg = app.frontend(Platform::Telegram, TG_BOT).await;
 
     api_error(
-        app.admin.set_plan("telegram:1", "platinum").await,
+        app.admin
+            .set_plan("telegram:1", &"platinum".parse().unwrap())
+            .await,
         StatusCode::NOT_FOUND,
         "plan_not_found",
     );
     api_error(
-        app.admin.set_plan("nobody", "pro").await,
+        app.admin.set_plan("nobody", &"pro".parse().unwrap()).await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_user_ref",
     );
@@ -85,7 +87,7 @@ async fn admin_endpoints(backend: Backend) {
             app.admin
                 .create_key(&CreateKeyRequest {
                     frontend: Platform::Telegram,
-                    bot_id: bad.to_owned(),
+                    bot_id: bad.parse().unwrap(),
                 })
                 .await,
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -27,9 +27,9 @@ pub fn image_job(
 ) -> CreateJobRequest {
     CreateJobRequest {
         frontend,
-        bot_id: bot_id.to_owned(),
+        bot_id: bot_id.parse().unwrap(),
         capability: Capability::Image,
-        user_ref: user_ref.to_owned(),
+        user_ref: user_ref.parse().unwrap(),
         reply_context: None,
         params,
     }
@@ -169,7 +169,7 @@ pub async fn list_all(client: &Client, query: ListJobsQuery, admin: bool) -> Vec
 
 pub fn by_user(user_ref: &str) -> ListJobsQuery {
     ListJobsQuery {
-        user_ref: Some(user_ref.to_owned()),
+        user_ref: Some(user_ref.parse().unwrap()),
         ..Default::default()
     }
 }

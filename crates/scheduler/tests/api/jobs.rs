@@ -53,7 +53,7 @@ async fn create_get_cancel_round_trip(backend: Backend) {
     let internal = Client::new(&app.base_url(), app.internal_token.clone()).unwrap();
     internal
         .heartbeat(&Heartbeat {
-            worker_id: "worker-gpu-0".into(),
+            worker_id: "worker-gpu-0".parse().unwrap(),
             status: WorkerStatus::Busy,
             address: "http://127.0.0.1:9".into(),
             capabilities: vec![Capability::Image],
@@ -95,7 +95,7 @@ async fn create_get_cancel_round_trip(backend: Backend) {
     assert_eq!(seen.reply_context, None);
     let listed = other
         .list_jobs(&ListJobsQuery {
-            user_ref: Some("telegram:42".into()),
+            user_ref: Some("telegram:42".parse().unwrap()),
             ..Default::default()
         })
         .await
@@ -396,7 +396,7 @@ async fn listing_filters_pages_and_scopes(backend: Backend) {
 
     let bot1 = tg1
         .list_jobs(&ListJobsQuery {
-            bot_id: Some(TG_BOT.into()),
+            bot_id: Some(TG_BOT.parse().unwrap()),
             ..Default::default()
         })
         .await
@@ -405,7 +405,7 @@ async fn listing_filters_pages_and_scopes(backend: Backend) {
     assert!(bot1.jobs.iter().all(|j| j.bot_id == TG_BOT));
     let bot2 = tg1
         .list_jobs(&ListJobsQuery {
-            bot_id: Some(TG_BOT_2.into()),
+            bot_id: Some(TG_BOT_2.parse().unwrap()),
             ..Default::default()
         })
         .await
@@ -493,7 +493,7 @@ async fn listing_filters_pages_and_scopes(backend: Backend) {
     assert!(theirs.jobs.iter().all(|j| j.frontend == Platform::Discord));
     let snooping = [
         ListJobsQuery {
-            bot_id: Some(TG_BOT.into()),
+            bot_id: Some(TG_BOT.parse().unwrap()),
             ..Default::default()
         },
         by_user("telegram:a"),
@@ -522,7 +522,7 @@ async fn listing_filters_pages_and_scopes(backend: Backend) {
     let admin_discord = list_all(
         &app.admin,
         ListJobsQuery {
-            bot_id: Some(DC_BOT.into()),
+            bot_id: Some(DC_BOT.parse().unwrap()),
             ..Default::default()
         },
         true,
@@ -556,7 +556,7 @@ async fn delivery_is_acknowledged_once_jobs_end(backend: Backend) {
         .unwrap()
         .job;
     let undelivered = ListJobsQuery {
-        bot_id: Some(TG_BOT.into()),
+        bot_id: Some(TG_BOT.parse().unwrap()),
         undelivered: Some(true),
         ..Default::default()
     };

@@ -75,14 +75,16 @@ async fn credentials_are_checked(backend: Backend) {
         frontend
             .create_key(&CreateKeyRequest {
                 frontend: Platform::Telegram,
-                bot_id: "sneaky".into(),
+                bot_id: "sneaky".parse().unwrap(),
             })
             .await,
         StatusCode::FORBIDDEN,
         "wrong_credential",
     );
     api_error(
-        frontend.set_plan("telegram:1", "admin").await,
+        frontend
+            .set_plan("telegram:1", &"admin".parse().unwrap())
+            .await,
         StatusCode::FORBIDDEN,
         "wrong_credential",
     );
@@ -92,7 +94,7 @@ async fn credentials_are_checked(backend: Backend) {
         .admin
         .create_key(&CreateKeyRequest {
             frontend: Platform::Telegram,
-            bot_id: TG_BOT.into(),
+            bot_id: TG_BOT.parse().unwrap(),
         })
         .await
         .unwrap();

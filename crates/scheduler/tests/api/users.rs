@@ -28,7 +28,11 @@ async fn plans_set_limits_and_costs(backend: Backend) {
     );
     assert!(ghost.resets_at > Utc::now());
 
-    let set = app.admin.set_plan("telegram:pro", "pro").await.unwrap();
+    let set = app
+        .admin
+        .set_plan("telegram:pro", &"pro".parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(set.plan.id, "pro");
     assert_eq!(
         (set.tokens_used_today, set.tokens_left_today),
@@ -53,7 +57,11 @@ async fn plans_set_limits_and_costs(backend: Backend) {
     assert_eq!(quota.tokens_left_today, Some(296));
 
     // Changing plans keeps the day's usage.
-    let downgraded = app.admin.set_plan("telegram:pro", "starter").await.unwrap();
+    let downgraded = app
+        .admin
+        .set_plan("telegram:pro", &"starter".parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(downgraded.plan.id, "starter");
     assert_eq!(
         (downgraded.tokens_used_today, downgraded.tokens_left_today),
@@ -64,7 +72,10 @@ async fn plans_set_limits_and_costs(backend: Backend) {
         StatusCode::UNPROCESSABLE_ENTITY,
         "resolution_not_allowed",
     );
-    app.admin.set_plan("telegram:pro", "pro").await.unwrap();
+    app.admin
+        .set_plan("telegram:pro", &"pro".parse().unwrap())
+        .await
+        .unwrap();
 
     // The same request on the free plan is refused.
     let free = tg_job(
@@ -78,7 +89,11 @@ async fn plans_set_limits_and_costs(backend: Backend) {
     );
 
     // The admin plan is unlimited: no tokens_left_today at all.
-    let boss = app.admin.set_plan("telegram:boss", "admin").await.unwrap();
+    let boss = app
+        .admin
+        .set_plan("telegram:boss", &"admin".parse().unwrap())
+        .await
+        .unwrap();
     assert_eq!(boss.plan.id, "admin");
     assert_eq!(boss.plan.daily_tokens, None);
     assert_eq!(boss.tokens_left_today, None);

@@ -22,7 +22,7 @@ const WEB_BOT: &str = "web-1";
 fn web_job(user: &str, now: i64) -> NewJob {
     NewJob {
         frontend: Platform::Web,
-        bot_id: WEB_BOT.into(),
+        bot_id: WEB_BOT.parse().unwrap(),
         reply_context: None,
         ..new_job(user, now)
     }
@@ -56,7 +56,7 @@ async fn accounts_are_found_by_email_and_user(backend: Backend) {
     let ada = account(&*store, "web:ada", "ada@example.org").await;
     assert_eq!(
         (
-            ada.user_ref.as_str(),
+            ada.user_ref.to_string().as_str(),
             ada.home_bot.as_str(),
             ada.email.as_str(),
             ada.created_at
@@ -110,7 +110,7 @@ async fn accounts_are_found_by_email_and_user(backend: Backend) {
     // Another web bot may not create jobs for the account: nothing is
     // charged. Its own bot may; a user that is no account is anyone's.
     let demo = |user: &str| NewJob {
-        bot_id: "demo".into(),
+        bot_id: "demo".parse().unwrap(),
         ..web_job(user, 7)
     };
     assert_eq!(
@@ -244,8 +244,8 @@ async fn link_codes_link_once_replace_and_expire(backend: Backend) {
             .unwrap(),
     );
     assert_eq!(
-        (bob.user_ref.as_str(), bob.linked.clone()),
-        ("web:bob", vec!["telegram:7".to_owned()])
+        (bob.user_ref.to_string().as_str(), bob.linked.clone()),
+        ("web:bob", vec!["telegram:7".parse().unwrap()])
     );
     let ada = store.get_account(&web_ada).await.unwrap().unwrap();
     assert_eq!(ada.linked, ["discord:8"]);
@@ -290,7 +290,7 @@ async fn racing_redeems_link_once(backend: Backend) {
             }
         }
         assert_eq!(winners.len(), 1, "round {round}: {winners:?}");
-        assert!(winners[0].linked.contains(&tg.to_string()));
+        assert!(winners[0].linked.contains(&tg));
     }
 }
 

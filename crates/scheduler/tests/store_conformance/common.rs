@@ -17,7 +17,7 @@ pub fn new_job(user: &str, now: i64) -> NewJob {
     NewJob {
         id: JobId::generate(),
         frontend: Platform::Telegram,
-        bot_id: "tg-image-bot-1".into(),
+        bot_id: "tg-image-bot-1".parse().unwrap(),
         user_ref: user.parse().unwrap(),
         capability: Capability::Image,
         reply_context: Some(json!({"chat_id": 42})),

@@ -25,7 +25,7 @@ async fn first_sight_creates_a_free_user_and_charges_the_job(backend: Backend) {
     assert_eq!(job.attempts, 0);
     assert_eq!(job.reply_context, Some(json!({"chat_id": 42})));
     assert_eq!(job.request_id.as_deref(), Some("req-conformance"));
-    assert_eq!(job.params["width"], 1024);
+    assert_eq!(job.params.to_value()["width"], 1024);
 
     let quota = store.quota(&user, day()).await.unwrap().unwrap();
     assert_eq!(quota.plan.id, "free");
@@ -91,7 +91,7 @@ async fn idempotency_replays_and_detects_conflicts(backend: Backend) {
     );
     // Same key from another bot is a different request.
     let mut other_bot = new_job("telegram:5", 4);
-    other_bot.bot_id = "tg-image-bot-2".into();
+    other_bot.bot_id = "tg-image-bot-2".parse().unwrap();
     other_bot.idempotency = first.idempotency.clone();
     assert!(matches!(
         create(&*store, &other_bot, json!({"prompt": "x"})).await,
@@ -116,7 +116,7 @@ async fn transitions_follow_the_state_machine_and_refund(backend: Backend) {
 
     let dispatch = TransitionChange {
         now: 20,
-        worker_id: Some("worker-gpu-0".into()),
+        worker_id: Some("worker-gpu-0".parse().unwrap()),
         ..Default::default()
     };
     let TransitionOutcome::Applied(running) = store
@@ -271,7 +271,7 @@ async fn listing_filters_and_pages_newest_first(backend: Backend) {
         ids.push(created(&*store, "telegram:7", i).await.id);
     }
     let mut other = new_job("telegram:8", 10);
-    other.bot_id = "tg-image-bot-2".into();
+    other.bot_id = "tg-image-bot-2".parse().unwrap();
     create(&*store, &other, json!({"prompt": "x"})).await;
     store
         .transition(&ids[0], Transition::Cancel, &at(20))
@@ -279,7 +279,7 @@ async fn listing_filters_and_pages_newest_first(backend: Backend) {
         .unwrap();
 
     let page = |before: Option<JobId>| JobFilter {
-        user_ref: Some("telegram:7".into()),
+        user_ref: Some("telegram:7".parse().unwrap()),
         before,
         limit: 2,
         ..Default::default()
@@ -306,7 +306,7 @@ async fn listing_filters_and_pages_newest_first(backend: Backend) {
     let queued = store
         .list_jobs(&JobFilter {
             statuses: vec![JobState::Queued],
-            bot_id: Some("tg-image-bot-1".into()),
+            bot_id: Some("tg-image-bot-1".parse().unwrap()),
             limit: 100,
             ..Default::default()
         })
@@ -315,7 +315,7 @@ async fn listing_filters_and_pages_newest_first(backend: Backend) {
     assert_eq!(queued.len(), 4);
     let bot2 = store
         .list_jobs(&JobFilter {
-            bot_id: Some("tg-image-bot-2".into()),
+            bot_id: Some("tg-image-bot-2".parse().unwrap()),
             limit: 100,
             ..Default::default()
         })

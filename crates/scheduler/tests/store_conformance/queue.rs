@@ -80,7 +80,7 @@ async fn run_times_come_from_completed_jobs(backend: Backend) {
         let job = created(&*store, "telegram:9", start).await;
         let d = TransitionChange {
             now: start,
-            worker_id: Some("w".into()),
+            worker_id: Some("w".parse().unwrap()),
             ..Default::default()
         };
         store
@@ -190,7 +190,7 @@ async fn queue_windows_find_what_a_full_scan_finds(backend: Backend) {
         let models = subset(&mut rng, &all_models);
         let loaded = subset(&mut rng, &models);
         let slot = WorkerSlot {
-            worker_id: "w".into(),
+            worker_id: "w".parse().unwrap(),
             capabilities: caps.clone(),
             models: models.clone(),
             loaded_models: loaded.clone(),
@@ -241,7 +241,7 @@ async fn racing_claims_dispatch_each_job_once(backend: Backend) {
         let store = store.clone();
         tasks.push(tokio::spawn(async move {
             let slot = WorkerSlot {
-                worker_id: format!("worker-gpu-{w}"),
+                worker_id: format!("worker-gpu-{w}").parse().unwrap(),
                 capabilities: vec![Capability::Image],
                 models: vec!["sdxl-1.0".into()],
                 loaded_models: vec![],
@@ -266,7 +266,7 @@ async fn racing_claims_dispatch_each_job_once(backend: Backend) {
     let left = store.queue_head(Capability::Image, 100).await.unwrap();
     assert_eq!(ids.len() + left.len(), 6);
     let slot = WorkerSlot {
-        worker_id: "late".into(),
+        worker_id: "late".parse().unwrap(),
         capabilities: vec![Capability::Image],
         models: vec!["sdxl-1.0".into()],
         loaded_models: vec![],
@@ -304,7 +304,7 @@ async fn batch_claims_pass_over_chosen_jobs_and_taken_ones(backend: Backend) {
         ids.push(created(&*store, "telegram:batch", i).await.id);
     }
     let slot = WorkerSlot {
-        worker_id: "worker-gpu-0".into(),
+        worker_id: "worker-gpu-0".parse().unwrap(),
         capabilities: vec![Capability::Image],
         models: vec!["sdxl-1.0".into()],
         loaded_models: vec![],
@@ -325,8 +325,8 @@ async fn batch_claims_pass_over_chosen_jobs_and_taken_ones(backend: Backend) {
     let first = store
         .claim_batch(
             &[
-                (ids[0].clone(), "w-a".into()),
-                (ids[1].clone(), "w-b".into()),
+                (ids[0].clone(), "w-a".parse().unwrap()),
+                (ids[1].clone(), "w-b".parse().unwrap()),
             ],
             100,
         )
@@ -347,8 +347,8 @@ async fn batch_claims_pass_over_chosen_jobs_and_taken_ones(backend: Backend) {
     let second = store
         .claim_batch(
             &[
-                (ids[0].clone(), "w-c".into()),
-                (ids[2].clone(), "w-c".into()),
+                (ids[0].clone(), "w-c".parse().unwrap()),
+                (ids[2].clone(), "w-c".parse().unwrap()),
             ],
             200,
         )

@@ -8,7 +8,7 @@ async fn heartbeats_keep_the_latest_description_and_first_sight(backend: Backend
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let mut hb = Heartbeat {
-        worker_id: "worker-gpu-0".into(),
+        worker_id: "worker-gpu-0".parse().unwrap(),
         status: WorkerStatus::Idle,
         address: "http://127.0.0.1:9000".into(),
         capabilities: vec![Capability::Image, Capability::Video],
@@ -32,7 +32,7 @@ async fn heartbeats_keep_the_latest_description_and_first_sight(backend: Backend
     assert_eq!((second.first_seen_at, second.last_seen_at), (1_000, 31_000));
     assert_eq!(second.heartbeat, hb);
     let mut other = hb.clone();
-    other.worker_id = "worker-gpu-1".into();
+    other.worker_id = "worker-gpu-1".parse().unwrap();
     store.record_heartbeat(&other, 32_000).await.unwrap();
     let all = store.list_workers().await.unwrap();
     assert_eq!(
