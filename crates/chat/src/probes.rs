@@ -15,8 +15,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-use tessera_api::{ApiErrorBody, ErrorDetail};
-
 #[derive(Clone)]
 struct Probe {
     http: reqwest::Client,
@@ -51,13 +49,9 @@ async fn ready(State(probe): State<Probe>) -> Response {
 }
 
 fn unavailable(message: String) -> Response {
-    let body = ApiErrorBody {
-        error: ErrorDetail {
-            code: "scheduler_unavailable".into(),
-            message,
-            field: None,
-            resets_at: None,
-        },
-    };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    tessera_api::error::response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "scheduler_unavailable",
+        message,
+    )
 }

@@ -23,6 +23,8 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::json;
 use twilight_model::application::interaction::{Interaction, InteractionType};
 
+use tessera_api::error::response as error;
+
 use crate::Handler;
 
 /// Oldest (or furthest in the future) signed timestamp accepted, seconds.
@@ -42,19 +44,6 @@ pub fn router(bots: Vec<(String, VerifyingKey, Handler)>, scheduler_url: &str) -
         .route("/discord/{bot_id}", post(interaction))
         .with_state(bots)
         .merge(tessera_chat::probes::routes(scheduler_url))
-}
-
-/// Tessera's error envelope, as every role answers.
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = tessera_api::ApiErrorBody {
-        error: tessera_api::ErrorDetail {
-            code: code.to_owned(),
-            message: message.to_owned(),
-            field: None,
-            resets_at: None,
-        },
-    };
-    (status, Json(body)).into_response()
 }
 
 /// Whether the signature headers verify over timestamp + body with `key`,

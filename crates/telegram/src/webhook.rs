@@ -14,7 +14,9 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
+
+use tessera_api::error::response as error;
 
 use crate::{Handler, Instance};
 
@@ -36,19 +38,6 @@ pub fn router(instances: &[Instance], scheduler_url: &str) -> Router {
         .route("/telegram/{bot_id}", post(update))
         .with_state(bots)
         .merge(tessera_chat::probes::routes(scheduler_url))
-}
-
-/// Tessera's error envelope, as every role answers.
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = tessera_api::ApiErrorBody {
-        error: tessera_api::ErrorDetail {
-            code: code.to_owned(),
-            message: message.to_owned(),
-            field: None,
-            resets_at: None,
-        },
-    };
-    (status, Json(body)).into_response()
 }
 
 /// Equal bytes, in time that does not depend on where they differ.

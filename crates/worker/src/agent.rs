@@ -29,11 +29,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use tessera_api::error::response as error;
 use tessera_api::internal::{
     CancelJob, EngineInfo, Heartbeat, HeartbeatAck, JobResult, Outcome, ProgressReport, RunJob,
     RunJobAccepted, WorkerCapabilities, WorkerHealth, WorkerStatus,
 };
-use tessera_api::{ApiErrorBody, ErrorDetail};
 use tessera_core::params::JobParams;
 use tessera_core::{Capability, JobId};
 
@@ -364,18 +364,6 @@ fn bearer(request: &Request) -> Option<&str> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-}
-
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let body = ApiErrorBody {
-        error: ErrorDetail {
-            code: code.to_owned(),
-            message: message.into(),
-            field: None,
-            resets_at: None,
-        },
-    };
-    (status, Json(body)).into_response()
 }
 
 async fn require_token(
