@@ -1,8 +1,10 @@
-//! A typed client for the public and admin APIs.
+//! A typed client for the public, admin and internal APIs.
 //!
-//! One `Client` holds a base URL and one bearer credential (a frontend key or the
-//! admin token). Every non-2xx answer becomes [`ClientError::Api`] with the server's
-//! error envelope, so callers match on the stable `code`.
+//! One `Client` holds a base URL and one bearer credential (a frontend key, the
+//! admin token or the internal token). Every non-2xx answer becomes
+//! [`ClientError::Api`] with the server's error envelope, so callers match on the
+//! stable `code`. A worker's calls (heartbeats, inputs, progress, results) carry
+//! the job's request id in `X-Request-Id` when they have one.
 
 use std::time::Duration;
 
@@ -13,12 +15,20 @@ use url::Url;
 
 use crate::admin::{CreateKeyRequest, CreatedKey, KeyList, KeyView, SetPlanRequest};
 use crate::error::ApiErrorBody;
-use crate::internal::{Heartbeat, HeartbeatAck, WorkerList};
+use crate::internal::result_form::ResultForm;
+use crate::internal::{Heartbeat, HeartbeatAck, ProgressReport, ResultAck, WorkerList};
 use crate::public::{
     AccountView, CreateJobRequest, CreateJobResponse, Credentials, JobList, JobView, LinkCode,
     LinkCodeRequest, ListJobsQuery, PlanList, RedeemLinkRequest, UserQuota,
 };
-use tessera_core::{ApiKeyId, ErrorCode, JobId, PlanId, UserRef};
+use tessera_core::{ApiKeyId, ErrorCode, InputId, JobId, PlanId, UserRef};
+
+/// Longest a heartbeat or a progress report may take.
+const SHORT_CALL: Duration = Duration::from_secs(10);
+/// Longest the download of a job's input may take.
+const INPUT_DOWNLOAD: Duration = Duration::from_secs(300);
+/// Longest the upload of a result with its artifacts may take.
+const RESULT_UPLOAD: Duration = Duration::from_secs(600);
 
 /// What can go wrong calling the API.
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +142,17 @@ impl Client {
                 text: String::from_utf8_lossy(bytes).into_owned(),
             },
         }
+    }
+
+    /// Sends a request whose success has no body worth reading.
+    async fn send_empty(rb: RequestBuilder) -> Result<(), ClientError> {
+        let resp = rb.send().await?;
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let bytes = resp.bytes().await?;
+        Err(Self::failure(status, &bytes))
     }
 
     async fn send<T: DeserializeOwned>(rb: RequestBuilder) -> Result<T, ClientError> {
@@ -351,11 +372,67 @@ impl Client {
 
     // ---- internal API (with the internal token) ----
 
+    /// Adds a job's request id, so the scheduler logs a worker's calls for the
+    /// job under the id of the request that created it.
+    fn traced(rb: RequestBuilder, request_id: Option<&str>) -> RequestBuilder {
+        match request_id {
+            Some(id) => rb.header(crate::REQUEST_ID, id),
+            None => rb,
+        }
+    }
+
+    /// `POST /api/internal/heartbeat`: a worker says it is alive and what it
+    /// runs; the answer names jobs to stop.
     pub async fn heartbeat(&self, hb: &Heartbeat) -> Result<HeartbeatAck, ClientError> {
-        Self::send(Self::json(
-            self.request(Method::POST, "api/internal/heartbeat")?,
-            hb,
-        ))
-        .await
+        let rb = self.request(Method::POST, "api/internal/heartbeat")?;
+        Self::send(Self::json(rb.timeout(SHORT_CALL), hb)).await
+    }
+
+    /// `GET /api/internal/inputs/{input_id}`: the bytes of an input a job reads.
+    pub async fn fetch_input(
+        &self,
+        id: &InputId,
+        request_id: Option<&str>,
+    ) -> Result<bytes::Bytes, ClientError> {
+        let rb = self.request(Method::GET, &format!("api/internal/inputs/{id}"))?;
+        let resp = Self::traced(rb.timeout(INPUT_DOWNLOAD), request_id)
+            .send()
+            .await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?;
+        if status.is_success() {
+            return Ok(bytes);
+        }
+        Err(Self::failure(status, &bytes))
+    }
+
+    /// `POST /api/internal/jobs/{job_id}/progress`; 409 `stale_attempt` when the
+    /// attempt is no longer the job's current one.
+    pub async fn report_progress(
+        &self,
+        job_id: &JobId,
+        report: &ProgressReport,
+        request_id: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let rb = self.request(
+            Method::POST,
+            &format!("api/internal/jobs/{job_id}/progress"),
+        )?;
+        let rb = Self::json(Self::traced(rb.timeout(SHORT_CALL), request_id), report);
+        Self::send_empty(rb).await
+    }
+
+    /// `POST /api/internal/jobs/{job_id}/result`: one try of a result upload
+    /// (the caller retries); 409 `stale_attempt` or 404 say the scheduler will
+    /// never take it.
+    pub async fn deliver_result(
+        &self,
+        job_id: &JobId,
+        form: &ResultForm,
+        request_id: Option<&str>,
+    ) -> Result<ResultAck, ClientError> {
+        let rb = self.request(Method::POST, &format!("api/internal/jobs/{job_id}/result"))?;
+        let rb = Self::traced(rb.timeout(RESULT_UPLOAD), request_id).multipart(form.to_multipart());
+        Self::send(rb).await
     }
 }

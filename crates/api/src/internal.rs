@@ -1,5 +1,9 @@
 //! The internal API (`/api/internal`), between the scheduler and its workers,
 //! behind the internal token (seed sections 5.2 and 5.3).
+//!
+//! [`result_form`] is the multipart body a result travels in.
+
+pub mod result_form;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -314,9 +318,9 @@ pub struct WorkerError {
     pub retryable: bool,
 }
 
-/// The `result` part of `POST /api/internal/jobs/{job_id}/result` (multipart):
-/// the attempt it ends and, when completed, one [`ArtifactMeta`] per following
-/// part, named `artifact-0`, `artifact-1`... in order.
+/// The `result` part of `POST /api/internal/jobs/{job_id}/result` (multipart,
+/// see [`result_form`]): the attempt it ends and, when completed, one
+/// [`ArtifactMeta`] per following part, named `artifact-0`, `artifact-1`... in order.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobResult {

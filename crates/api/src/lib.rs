@@ -7,7 +7,8 @@
 //! - [`public`]: what frontends send and receive on `/api/v1`.
 //! - [`admin`]: the operator's API on `/api/admin`.
 //! - [`internal`]: between the scheduler and its workers, on `/api/internal`.
-//! - [`error`]: the one JSON error envelope every endpoint answers with, and
+//! - [`error`]: the one JSON error envelope every endpoint answers with (with the
+//!   `axum` feature, [`error::response`] builds the whole answer), and
 //!   [`ErrorCode`], every stable code it can carry.
 //! - [`client`]: a `reqwest` client for all of the above.
 

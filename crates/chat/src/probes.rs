@@ -14,8 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
-
-use tessera_api::{ApiErrorBody, ErrorDetail};
+use tessera_api::ErrorCode;
 
 #[derive(Clone)]
 struct Probe {
@@ -51,13 +50,9 @@ async fn ready(State(probe): State<Probe>) -> Response {
 }
 
 fn unavailable(message: String) -> Response {
-    let body = ApiErrorBody {
-        error: ErrorDetail {
-            code: "scheduler_unavailable".into(),
-            message,
-            field: None,
-            resets_at: None,
-        },
-    };
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    tessera_api::error::response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        ErrorCode::SchedulerUnavailable,
+        message,
+    )
 }

@@ -146,6 +146,20 @@ error_codes! {
     /// The worker's `/readyz`: the scheduler has not accepted its last heartbeat.
     NotRegistered = "not_registered",
 
+    // A frontend's own endpoints (readiness, webhooks, interactions).
+    /// A bot's readiness probe: the scheduler cannot be reached.
+    SchedulerUnavailable = "scheduler_unavailable",
+    /// A webhook or interaction for a bot this process does not run.
+    UnknownBot = "unknown_bot",
+    /// A Telegram webhook call without the secret registered with it.
+    InvalidSecret = "invalid_secret",
+    /// A Discord interaction whose Ed25519 signature does not verify.
+    InvalidSignature = "invalid_signature",
+    /// A Discord interaction body that is not an interaction.
+    InvalidInteraction = "invalid_interaction",
+    /// A Discord interaction of a type the bot does not handle.
+    UnsupportedInteraction = "unsupported_interaction",
+
     // Why a job ended FAILED or CANCELLED (`error_code` on the job).
     /// The engine could not be reached or was not ready.
     EngineUnavailable = "engine_unavailable",

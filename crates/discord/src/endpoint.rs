@@ -23,6 +23,9 @@ use ed25519_dalek::{Signature, VerifyingKey};
 use serde_json::json;
 use twilight_model::application::interaction::{Interaction, InteractionType};
 
+use tessera_api::error::response as error;
+use tessera_api::ErrorCode;
+
 use crate::Handler;
 
 /// Oldest (or furthest in the future) signed timestamp accepted, seconds.
@@ -42,19 +45,6 @@ pub fn router(bots: Vec<(String, VerifyingKey, Handler)>, scheduler_url: &str) -
         .route("/discord/{bot_id}", post(interaction))
         .with_state(bots)
         .merge(tessera_chat::probes::routes(scheduler_url))
-}
-
-/// Tessera's error envelope, as every role answers.
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = tessera_api::ApiErrorBody {
-        error: tessera_api::ErrorDetail {
-            code: code.to_owned(),
-            message: message.to_owned(),
-            field: None,
-            resets_at: None,
-        },
-    };
-    (status, Json(body)).into_response()
 }
 
 /// Whether the signature headers verify over timestamp + body with `key`,
@@ -94,7 +84,7 @@ async fn interaction(
     let Some((key, handler)) = bots.get(&bot_id) else {
         return error(
             StatusCode::NOT_FOUND,
-            "unknown_bot",
+            ErrorCode::UnknownBot,
             "no such bot on this endpoint",
         );
     };
@@ -105,7 +95,7 @@ async fn interaction(
     if !verify(key, &headers, &body, now) {
         return error(
             StatusCode::UNAUTHORIZED,
-            "invalid_signature",
+            ErrorCode::InvalidSignature,
             "invalid request signature",
         );
     }
@@ -115,7 +105,7 @@ async fn interaction(
             tracing::warn!(%bot_id, error = %e, "an interaction that does not parse");
             return error(
                 StatusCode::BAD_REQUEST,
-                "invalid_interaction",
+                ErrorCode::InvalidInteraction,
                 "the body is not an interaction",
             );
         }
@@ -135,7 +125,7 @@ async fn interaction(
         }
         _ => error(
             StatusCode::BAD_REQUEST,
-            "unsupported_interaction",
+            ErrorCode::UnsupportedInteraction,
             "this bot only answers slash commands",
         ),
     }

@@ -14,7 +14,10 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
+
+use tessera_api::error::response as error;
+use tessera_api::ErrorCode;
 
 use crate::{Handler, Instance};
 
@@ -38,19 +41,6 @@ pub fn router(instances: &[Instance], scheduler_url: &str) -> Router {
         .merge(tessera_chat::probes::routes(scheduler_url))
 }
 
-/// Tessera's error envelope, as every role answers.
-fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    let body = tessera_api::ApiErrorBody {
-        error: tessera_api::ErrorDetail {
-            code: code.to_owned(),
-            message: message.to_owned(),
-            field: None,
-            resets_at: None,
-        },
-    };
-    (status, Json(body)).into_response()
-}
-
 /// Equal bytes, in time that does not depend on where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -65,7 +55,7 @@ async fn update(
     let Some((secret, handler)) = bots.get(&bot_id) else {
         return error(
             StatusCode::NOT_FOUND,
-            "unknown_bot",
+            ErrorCode::UnknownBot,
             "no such bot on this endpoint",
         );
     };
@@ -76,7 +66,7 @@ async fn update(
     if !same(given, secret.as_bytes()) {
         return error(
             StatusCode::UNAUTHORIZED,
-            "invalid_secret",
+            ErrorCode::InvalidSecret,
             "missing or wrong X-Telegram-Bot-Api-Secret-Token",
         );
     }

@@ -7,7 +7,9 @@
 //! dropped connection never loses a finished result. One job at a time: a
 //! worker is one GPU. Heartbeats carry the current job so the scheduler can
 //! reconcile after either side restarts, and their answer names jobs to stop.
-//! Every route, and every call to the scheduler, carries the internal token.
+//! Every route, and every call to the scheduler, carries the internal token;
+//! the calls go through `tessera_api::Client`, and a result's multipart body is
+//! `tessera_api::internal::result_form`'s, the one the scheduler reads.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,11 +31,13 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use tessera_api::error::response as error;
+use tessera_api::internal::result_form::ResultForm;
 use tessera_api::internal::{
-    CancelJob, EngineInfo, Heartbeat, HeartbeatAck, JobResult, Outcome, ProgressReport, RunJob,
-    RunJobAccepted, RunJobError, WorkerCapabilities, WorkerHealth, WorkerStatus,
+    CancelJob, EngineInfo, Heartbeat, JobResult, Outcome, ProgressReport, RunJob, RunJobAccepted,
+    RunJobError, WorkerCapabilities, WorkerHealth, WorkerStatus,
 };
-use tessera_api::{ApiErrorBody, ErrorDetail};
+use tessera_api::{Client, ClientError};
 use tessera_core::params::JobParams;
 use tessera_core::{Capability, ErrorCode, JobId, WorkerId};
 
@@ -59,6 +63,8 @@ impl Worker {
             .build()
             .context("building the HTTP client")?;
         let engines = engine::build(&config.engines, &http)?;
+        let scheduler = Client::with_http(http, &config.worker.scheduler_url, token.clone())
+            .context("worker.scheduler_url")?;
         let listener = tokio::net::TcpListener::bind(config.worker.listen)
             .await
             .with_context(|| format!("binding {}", config.worker.listen))?;
@@ -80,8 +86,7 @@ impl Worker {
             metrics_token,
             metrics: crate::metrics::Metrics::new(),
             registered: AtomicBool::new(false),
-            scheduler: config.worker.scheduler_url.trim_end_matches('/').to_owned(),
-            http,
+            scheduler,
             engines,
             gpu: Gpu::open(0),
             current: Mutex::new(None),
@@ -179,8 +184,8 @@ struct Shared {
     metrics: crate::metrics::Metrics,
     /// Whether the scheduler accepted the last heartbeat (for `/readyz`).
     registered: AtomicBool,
-    scheduler: String,
-    http: reqwest::Client,
+    /// The scheduler's internal API, with the internal token.
+    scheduler: Client,
     engines: Vec<Arc<dyn Engine>>,
     gpu: Option<Gpu>,
     current: Mutex<Option<Running>>,
@@ -234,10 +239,6 @@ impl Shared {
             }
             _ => false,
         }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.scheduler)
     }
 
     fn capabilities(&self) -> WorkerCapabilities {
@@ -349,33 +350,12 @@ async fn metrics(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         .into_response()
 }
 
-/// Adds the job's request id, so the scheduler logs the worker's calls for a
-/// job under the id of the request that created it.
-fn traced(req: reqwest::RequestBuilder, request_id: Option<&str>) -> reqwest::RequestBuilder {
-    match request_id {
-        Some(id) => req.header(tessera_api::REQUEST_ID, id),
-        None => req,
-    }
-}
-
 fn bearer(request: &Request) -> Option<&str> {
     request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-}
-
-fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
-    let body = ApiErrorBody {
-        error: ErrorDetail {
-            code: code.as_str().to_owned(),
-            message: message.into(),
-            field: None,
-            resets_at: None,
-        },
-    };
-    (status, Json(body)).into_response()
 }
 
 async fn require_token(
@@ -635,19 +615,13 @@ async fn fetch_inputs(shared: &Shared, job: &RunJob) -> Result<Vec<Input>, Engin
                 input.input_id, input.size, shared.max_input_bytes
             )));
         }
-        let url = shared.url(&format!("/api/internal/inputs/{}", input.input_id));
-        let response = traced(shared.http.get(&url), job.request_id.as_deref())
-            .bearer_auth(&shared.token)
-            .timeout(Duration::from_secs(300))
-            .send()
+        let bytes = shared
+            .scheduler
+            .fetch_input(&input.input_id, job.request_id.as_deref())
             .await
-            .and_then(|r| r.error_for_status())
             .map_err(|e| {
                 EngineError::unavailable(format!("fetching input {}: {e}", input.input_id))
             })?;
-        let bytes = response.bytes().await.map_err(|e| {
-            EngineError::unavailable(format!("reading input {}: {e}", input.input_id))
-        })?;
         inputs.push(Input {
             id: input.input_id.clone(),
             content_type: input.content_type.clone(),
@@ -664,7 +638,6 @@ async fn report_progress(
     request_id: Option<String>,
     mut rx: watch::Receiver<Option<f32>>,
 ) {
-    let url = shared.url(&format!("/api/internal/jobs/{job_id}/progress"));
     while rx.changed().await.is_ok() {
         let Some(progress) = *rx.borrow_and_update() else {
             continue;
@@ -674,13 +647,13 @@ async fn report_progress(
             attempt,
             progress,
         };
-        let sent = traced(shared.http.post(&url), request_id.as_deref())
-            .bearer_auth(&shared.token)
-            .timeout(Duration::from_secs(10))
-            .json(&report)
-            .send()
+        let sent = shared
+            .scheduler
+            .report_progress(&job_id, &report, request_id.as_deref())
             .await;
-        if let Err(e) = sent {
+        // Only a report that never arrived is worth a line: an answer (even
+        // 409 for an attempt taken back) means the scheduler has heard it.
+        if let Err(e @ ClientError::Transport(_)) = sent {
             tracing::debug!(%job_id, error = %e, "progress report not delivered");
         }
         tokio::time::sleep(PROGRESS_EVERY).await;
@@ -711,53 +684,32 @@ async fn deliver(shared: &Shared, job: &RunJob, outcome: Result<Vec<Artifact>, E
             vec![],
         ),
     };
-    let json = Bytes::from(serde_json::to_vec(&result).expect("results serialize"));
-    let url = shared.url(&format!("/api/internal/jobs/{}/result", job.job_id));
+    let form = ResultForm::new(&result, parts);
     let mut delay = Duration::from_millis(100);
     let mut tries = 0u32;
     loop {
         tries += 1;
-        let mut form = reqwest::multipart::Form::new().part(
-            "result",
-            reqwest::multipart::Part::stream(json.clone())
-                .mime_str("application/json")
-                .expect("static mime type"),
-        );
-        for (i, bytes) in parts.iter().enumerate() {
-            form = form.part(
-                format!("artifact-{i}"),
-                reqwest::multipart::Part::stream(bytes.clone())
-                    .file_name(format!("artifact-{i}"))
-                    .mime_str("application/octet-stream")
-                    .expect("static mime type"),
-            );
-        }
-        let sent = traced(shared.http.post(&url), job.request_id.as_deref())
-            .bearer_auth(&shared.token)
-            .timeout(Duration::from_secs(600))
-            .multipart(form)
-            .send()
+        let sent = shared
+            .scheduler
+            .deliver_result(&job.job_id, &form, job.request_id.as_deref())
             .await;
         match sent {
-            Ok(r) if r.status().is_success() => {
-                if tries > 1 {
-                    tracing::info!(job_id = %job.job_id, tries, "result delivered after retries");
+            Ok(_) => return delivered(job, tries),
+            // Acknowledged, with an answer that cannot be read: delivered all the same.
+            Err(ClientError::Unexpected { status, .. }) if status.is_success() => {
+                return delivered(job, tries)
+            }
+            Err(e @ (ClientError::Api { .. } | ClientError::Unexpected { .. })) => {
+                let status = e.status().unwrap_or_default();
+                if status == StatusCode::CONFLICT || status == StatusCode::NOT_FOUND {
+                    tracing::warn!(job_id = %job.job_id, attempt = job.attempt, body = %e, "result refused: the scheduler no longer wants this attempt; discarded");
+                    return;
                 }
-                return;
-            }
-            Ok(r) if r.status() == StatusCode::CONFLICT || r.status() == StatusCode::NOT_FOUND => {
-                let body = r.text().await.unwrap_or_default();
-                tracing::warn!(job_id = %job.job_id, attempt = job.attempt, %body, "result refused: the scheduler no longer wants this attempt; discarded");
-                return;
-            }
-            Ok(r) if r.status().is_client_error() => {
-                let status = r.status();
-                let body = r.text().await.unwrap_or_default();
-                tracing::error!(job_id = %job.job_id, %status, %body, "result rejected as malformed; discarded");
-                return;
-            }
-            Ok(r) => {
-                tracing::warn!(job_id = %job.job_id, status = %r.status(), tries, "result not accepted yet; retrying");
+                if status.is_client_error() {
+                    tracing::error!(job_id = %job.job_id, %status, body = %e, "result rejected as malformed; discarded");
+                    return;
+                }
+                tracing::warn!(job_id = %job.job_id, %status, tries, "result not accepted yet; retrying");
             }
             Err(e) => {
                 tracing::warn!(job_id = %job.job_id, error = %e, tries, "result not delivered; retrying");
@@ -768,8 +720,13 @@ async fn deliver(shared: &Shared, job: &RunJob, outcome: Result<Vec<Artifact>, E
     }
 }
 
+fn delivered(job: &RunJob, tries: u32) {
+    if tries > 1 {
+        tracing::info!(job_id = %job.job_id, tries, "result delivered after retries");
+    }
+}
+
 async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let url = shared.url("/api/internal/heartbeat");
     let mut reachable = true;
     loop {
         let caps = shared.capabilities();
@@ -788,36 +745,25 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             gpu_memory_total: gpu.memory_total,
             gpu_utilization: gpu.utilization,
         };
-        let sent = shared
-            .http
-            .post(&url)
-            .bearer_auth(&shared.token)
-            .timeout(Duration::from_secs(10))
-            .json(&hb)
-            .send()
-            .await;
-        match sent {
-            Ok(r) if r.status().is_success() => {
-                shared.registered.store(true, Ordering::SeqCst);
-                if !reachable {
-                    tracing::info!("scheduler reachable again");
-                    reachable = true;
-                }
-                if let Ok(ack) = r.json::<HeartbeatAck>().await {
-                    shared
-                        .interval_ms
-                        .store(ack.heartbeat_interval_ms.max(100), Ordering::Relaxed);
-                    for job in &ack.cancel_jobs {
-                        if shared.cancel(job) {
-                            tracing::info!(job_id = %job, "scheduler no longer wants the running job; cancelling");
-                        }
+        match shared.scheduler.heartbeat(&hb).await {
+            Ok(ack) => {
+                heard(&shared, &mut reachable);
+                shared
+                    .interval_ms
+                    .store(ack.heartbeat_interval_ms.max(100), Ordering::Relaxed);
+                for job in &ack.cancel_jobs {
+                    if shared.cancel(job) {
+                        tracing::info!(job_id = %job, "scheduler no longer wants the running job; cancelling");
                     }
                 }
             }
-            Ok(r) => {
-                let status = r.status();
-                let body = r.text().await.unwrap_or_default();
-                tracing::error!(%status, %body, "heartbeat refused");
+            // Accepted, with an answer that cannot be read: registered all the same.
+            Err(ClientError::Unexpected { status, .. }) if status.is_success() => {
+                heard(&shared, &mut reachable);
+            }
+            Err(e @ (ClientError::Api { .. } | ClientError::Unexpected { .. })) => {
+                let status = e.status().unwrap_or_default();
+                tracing::error!(%status, body = %e, "heartbeat refused");
                 shared.registered.store(false, Ordering::SeqCst);
                 reachable = false;
             }
@@ -841,5 +787,14 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
                 continue;
             }
         }
+    }
+}
+
+/// The scheduler accepted a heartbeat.
+fn heard(shared: &Shared, reachable: &mut bool) {
+    shared.registered.store(true, Ordering::SeqCst);
+    if !*reachable {
+        tracing::info!("scheduler reachable again");
+        *reachable = true;
     }
 }

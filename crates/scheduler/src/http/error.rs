@@ -9,10 +9,9 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::rejection::PathRejection;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use chrono::{DateTime, Utc};
 
-use tessera_api::{ApiErrorBody, ErrorCode, ErrorDetail};
+use tessera_api::{ApiErrorBody, ErrorCode};
 
 use crate::store::StoreError;
 
@@ -60,15 +59,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ApiErrorBody {
-            error: ErrorDetail {
-                code: self.code.as_str().to_owned(),
-                message: self.message,
-                field: self.field,
-                resets_at: self.resets_at,
-            },
-        };
-        let mut resp = (self.status, Json(body)).into_response();
+        let mut body = ApiErrorBody::new(self.code, self.message);
+        if let Some(field) = self.field {
+            body = body.with_field(field);
+        }
+        if let Some(resets_at) = self.resets_at {
+            body = body.with_resets_at(resets_at);
+        }
+        let mut resp = body.respond(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -9,6 +9,9 @@
 //! and is answered 409 `stale_attempt`, which tells the worker to discard it. A
 //! retried upload of a result already recorded is acknowledged again
 //! (`replayed: true`), so a worker can retry until it hears back.
+//!
+//! The parts' names, types and order are defined once, in
+//! `tessera_api::internal::result_form`, which the worker writes them with.
 
 use axum::body::Body;
 use axum::extract::multipart::MultipartRejection;
@@ -18,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 
+use tessera_api::internal::result_form::{self, Part, PartOrder};
 use tessera_api::internal::{JobResult, Outcome, ProgressReport, ResultAck};
 use tessera_api::ApiErrorBody;
 use tessera_api::ErrorCode;
@@ -124,22 +128,25 @@ pub async fn result(
     let mut result: Option<JobResult> = None;
     let mut parts: Vec<Bytes> = Vec::new();
     let mut total: u64 = 0;
+    let mut order = PartOrder::default();
     while let Some(field) = multipart
         .next_field()
         .await
         .map_err(|e| bad_result(format!("unreadable multipart body: {e}")))?
     {
         let name = field.name().unwrap_or_default().to_owned();
-        if name == "result" && result.is_none() && parts.is_empty() {
+        let part = order.next(&name).map_err(|e| bad_result(e.to_string()))?;
+        if part == Part::Result {
             let bytes = field
                 .bytes()
                 .await
                 .map_err(|e| bad_result(format!("unreadable result part: {e}")))?;
             result = Some(
-                serde_json::from_slice(&bytes)
+                result_form::parse_result(&bytes)
                     .map_err(|e| bad_result(format!("the result part is not a result: {e}")))?,
             );
-        } else if result.is_some() && name == format!("artifact-{}", parts.len()) {
+        } else {
+            // `Part::Artifact(parts.len())`: the parts come in order.
             if parts.len() == MAX_ARTIFACTS {
                 return Err(bad_result(format!("at most {MAX_ARTIFACTS} artifacts")));
             }
@@ -159,10 +166,6 @@ pub async fn result(
                 ));
             }
             parts.push(bytes);
-        } else {
-            return Err(bad_result(format!(
-                "unexpected part {name:?}: send `result` first, then `artifact-0`, `artifact-1`..."
-            )));
         }
     }
     let result = result.ok_or_else(|| bad_result("the `result` part is missing"))?;
