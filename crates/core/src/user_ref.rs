@@ -196,9 +196,11 @@ mod tests {
     #[test]
     fn compares_with_its_text() {
         let u: UserRef = "telegram:42".parse().unwrap();
-        assert!(u == "telegram:42" && "telegram:42" == u);
+        assert_eq!(u, "telegram:42");
+        assert_eq!("telegram:42", u);
         assert!(u != "telegram:4" && u != "discord:42" && u != "telegram42");
-        assert!(u == String::from("telegram:42"));
+        let text: String = u.to_string();
+        assert_eq!(u, text);
     }
 
     #[test]

@@ -110,12 +110,12 @@ pub(crate) fn account_from(
         return Ok(None);
     };
     let user = |s: String| s.parse().map_err(|_| corrupt("user_ref", &s));
-    let mut linked = first
+    let mut linked: Vec<String> = first.into_iter().chain(rows.filter_map(|r| r.6)).collect();
+    linked.sort();
+    let linked = linked
         .into_iter()
-        .chain(rows.filter_map(|r| r.6))
         .map(user)
         .collect::<Result<Vec<UserRef>, _>>()?;
-    linked.sort_by(|a, b| a.to_string().cmp(&b.to_string()));
     Ok(Some((
         AccountRecord {
             user_id,
