@@ -1,5 +1,5 @@
 //! The internal API (`/api/internal`), between the scheduler and its workers,
-//! behind the internal token (seed sections 5.2 and 5.3).
+//! behind the internal token (ARCHITECTURE.md).
 //!
 //! [`result_form`] is the multipart body a result travels in.
 

@@ -9,7 +9,7 @@ use tessera_core::{
     ArtifactId, BotId, Capability, InputId, JobId, JobState, Plan, Platform, UserRef,
 };
 
-/// `POST /api/v1/jobs` (seed section 5.1).
+/// `POST /api/v1/jobs` (README.md, "Try the API").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 // A whole request, so a reader (or a tool generating requests from the
@@ -39,7 +39,7 @@ pub struct CreateJobRequest {
     pub params: Value,
 }
 
-/// Answer to a create (seed section 5.1).
+/// Answer to a create (README.md, "Try the API").
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct CreateJobResponse {
     pub job_id: JobId,

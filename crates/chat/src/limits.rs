@@ -1,4 +1,4 @@
-//! Per-user rate limits of one bot instance, in memory (seed section 4.1).
+//! Per-user rate limits of one bot instance, in memory (ARCHITECTURE.md).
 //!
 //! Two token buckets per user: one for every command, a tighter one for
 //! commands that create jobs. A limited user is told how long to wait, once

@@ -1,4 +1,4 @@
-//! Faults on real processes (seed section 9), each followed by the invariant
+//! Faults on real processes (RELIABILITY.md), each followed by the invariant
 //! check of `tessera_testkit::invariants`: every job created is there in one
 //! state, none completed twice, tokens charged equal the costs not refunded,
 //! every completed job has its artifacts and their bytes.

@@ -1,4 +1,4 @@
-//! Plans and their priorities (seed sections 7.1 and 12).
+//! Plans and their priorities (README.md, "Plans").
 //!
 //! Plans live in the database (seeded by the migrations with the four below); this
 //! module holds their shape, the rules read off them, and the seed values so tests

@@ -1,4 +1,4 @@
-//! Queue selection: which queued job an idle worker runs next (seed section 7).
+//! Queue selection: which queued job an idle worker runs next (docs/simulation.md).
 //!
 //! The seed's rule serves plans in priority order and prefers a job whose model the
 //! worker already has loaded, because a model load costs 30-60 s against 0-5 s for a

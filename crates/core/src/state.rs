@@ -1,4 +1,4 @@
-//! The job state machine (seed section 6), the one place that says which moves are legal.
+//! The job state machine (ARCHITECTURE.md), the one place that says which moves are legal.
 //!
 //! ```text
 //! CREATED ─► QUEUED ─► RUNNING ─► COMPLETED

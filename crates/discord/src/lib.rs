@@ -1,4 +1,4 @@
-//! Tessera's Discord frontend (seed section 4.1).
+//! Tessera's Discord frontend (ARCHITECTURE.md).
 //!
 //! Each configured instance is one Discord application. By default it keeps a
 //! gateway connection (which works from behind NAT) and receives slash

@@ -62,7 +62,7 @@ impl Default for ArtifactsConfig {
     }
 }
 
-/// Worker liveness (seed section 5.3: a heartbeat every 30 seconds).
+/// Worker liveness (ARCHITECTURE.md: a heartbeat every 30 seconds).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WorkersConfig {

@@ -1,4 +1,4 @@
-//! Tessera's Telegram frontend (seed section 4.1): bot instances that turn chat
+//! Tessera's Telegram frontend (ARCHITECTURE.md): bot instances that turn chat
 //! messages into jobs on the public API and reply with the results.
 //!
 //! The Bot API is spoken through `teloxide-core` (requests, types, errors,

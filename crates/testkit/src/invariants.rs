@@ -1,5 +1,5 @@
 //! The promises a fault must not break, checked on the database afterwards
-//! (seed section 9): every job created is there, in exactly one state; no
+//! (RELIABILITY.md): every job created is there, in exactly one state; no
 //! job completed twice; the tokens charged to each user id on each day are
 //! the costs of the jobs charged to it and not refunded; every completed job
 //! has its artifacts, and their bytes.

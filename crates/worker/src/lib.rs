@@ -1,4 +1,4 @@
-//! Tessera's worker: a dumb executor for one GPU (seed section 4.3).
+//! Tessera's worker: a dumb executor for one GPU (docs/engines.md).
 //!
 //! [`agent`] serves `/health`, `/capabilities`, `/run_job`, `/cancel_job` and
 //! `/unload` (internal token), `/healthz` and `/readyz` (no credential) and

@@ -1,4 +1,4 @@
-//! PostgreSQL restarted under load (seed section 9): while the database is
+//! PostgreSQL restarted under load (RELIABILITY.md): while the database is
 //! down the API answers 503 `database_unavailable` in the JSON envelope (and
 //! `/readyz` 503), never 500, nothing panics; once it is back the scheduler
 //! recovers by itself, with no restart: creates succeed, dispatch resumes,

@@ -1,5 +1,5 @@
 //! Two scheduler replicas on one PostgreSQL, behind one load balancer, under
-//! load; one of them crashes mid-load (seed section 9).
+//! load; one of them crashes mid-load (RELIABILITY.md).
 //!
 //! Workers and frontends talk to a round-robin TCP balancer
 //! ([`tessera_testkit::proxy::Proxy`]) that sends each request to the next

@@ -1,6 +1,6 @@
 //! The security matrix: every endpoint of the scheduler and of a worker, asked
 //! with every kind of credential, answers the status its boundary promises
-//! (seed section 11). Credentials: none, a frontend key (the Telegram bot
+//! (ARCHITECTURE.md, "Invariants"). Credentials: none, a frontend key (the Telegram bot
 //! that owns the job), another frontend's key (a Discord bot), the
 //! website's key (which alone may use accounts), another web bot's key (the
 //! demo key `tessera up` prints: each web bot id is its own trust domain, so
