@@ -5,8 +5,9 @@
 //! named `artifact-0`, `artifact-1`... in the order the result lists them
 //! (`application/octet-stream`, with the part's name as its file name). The
 //! worker writes it with [`ResultForm`]; the scheduler reads it with
-//! [`PartOrder`] and [`parse_result`], so neither side spells a part name or
-//! an order of its own and the two cannot drift apart.
+//! [`PartOrder`] (and the `result` part as the [`JobResult`] it is), so
+//! neither side spells a part name or an order of its own and the two cannot
+//! drift apart.
 
 use bytes::Bytes;
 
@@ -67,7 +68,7 @@ impl ResultForm {
 /// What a part of a result upload is, by its place in the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
-    /// The `result` part: read it with [`parse_result`].
+    /// The `result` part: a [`JobResult`] as JSON.
     Result,
     /// The artifact at this index.
     Artifact(usize),
@@ -99,11 +100,6 @@ impl PartOrder {
         }
         Err(UnexpectedPart(name.to_owned()))
     }
-}
-
-/// Reads the `result` part.
-pub fn parse_result(bytes: &[u8]) -> Result<JobResult, serde_json::Error> {
-    serde_json::from_slice(bytes)
 }
 
 #[cfg(test)]
@@ -155,7 +151,10 @@ mod tests {
     #[test]
     fn the_result_part_round_trips() {
         let form = ResultForm::new(&result(1), vec![Bytes::from_static(b"png")]);
-        assert_eq!(parse_result(&form.result).unwrap(), result(1));
+        assert_eq!(
+            serde_json::from_slice::<JobResult>(&form.result).unwrap(),
+            result(1)
+        );
         assert_eq!(form.artifacts.len(), 1);
     }
 }

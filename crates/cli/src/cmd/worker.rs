@@ -24,8 +24,10 @@ pub struct WorkerArgs {
     #[arg(long)]
     pub scheduler_url: Option<String>,
     /// The worker's stable name (worker.id), for example worker-gpu-0.
+    /// Checked when the worker starts, not when the line is parsed, so a
+    /// service template's `worker-gpu-%i` passes until systemd fills it in.
     #[arg(long)]
-    pub id: Option<tessera_core::WorkerId>,
+    pub id: Option<String>,
     /// Print the commented example configuration and exit.
     #[arg(long)]
     pub print_example: bool,
@@ -49,7 +51,9 @@ pub async fn run(args: WorkerArgs) -> anyhow::Result<()> {
         config.worker.scheduler_url = url;
     }
     if let Some(id) = args.id {
-        config.worker.id = id;
+        config.worker.id = id
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--id {id:?}: {e}"))?;
     }
     let mut handle = Worker::start(config).await?;
     tokio::select! {

@@ -26,6 +26,16 @@ pub trait Refusal {
     fn refuse(field: &str, message: String) -> ApiError {
         ApiError::invalid(ErrorCode::InvalidRequest, message).with_field(field)
     }
+
+    /// The error for a body that is not JSON at all. By default 400
+    /// `malformed_request`.
+    fn malformed(message: String) -> ApiError {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::MalformedRequest,
+            message,
+        )
+    }
 }
 
 /// A JSON body of type `T`, parsed once.
@@ -60,12 +70,15 @@ pub fn parse_json<T: DeserializeOwned + Refusal>(bytes: &[u8]) -> Result<T, ApiE
         let field = e.path().to_string();
         let inner = e.into_inner();
         match inner.classify() {
-            serde_json::error::Category::Data => T::refuse(&field, refusal_message(&field, &inner)),
-            _ => ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::MalformedRequest,
-                format!("the body is not valid JSON: {inner}"),
-            ),
+            serde_json::error::Category::Data => {
+                let mut error = T::refuse(&field, refusal_message(&field, &inner));
+                if field == "." {
+                    // The body as a whole is of the wrong shape: no field to name.
+                    error.field = None;
+                }
+                error
+            }
+            _ => T::malformed(format!("the body is not valid JSON: {inner}")),
         }
     })
 }

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 
-use tessera_api::internal::result_form::{self, Part, PartOrder};
+use tessera_api::internal::result_form::{Part, PartOrder};
 use tessera_api::internal::{JobResult, Outcome, ProgressReport, ResultAck};
 use tessera_api::ApiErrorBody;
 use tessera_api::ErrorCode;
@@ -29,7 +29,7 @@ use tessera_core::{ArtifactId, InputId, JobId, JobState, Transition};
 
 use super::auth::Internal;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, Refusal};
+use super::extract::{parse_json, ApiJson, ApiPath, Refusal};
 use super::wire::parse_job_id;
 use super::AppState;
 use crate::artifacts::artifact_key;
@@ -99,6 +99,18 @@ impl Refusal for ProgressReport {
     }
 }
 
+/// Every refusal of a result's `result` part, JSON or not, is
+/// `invalid_result`, naming the field where one is at fault.
+impl Refusal for JobResult {
+    fn refuse(field: &str, message: String) -> ApiError {
+        bad_result(format!("the result part is not a result: {message}")).with_field(field)
+    }
+
+    fn malformed(message: String) -> ApiError {
+        bad_result(format!("the result part is not a result: {message}"))
+    }
+}
+
 fn bad_result(message: impl Into<String>) -> ApiError {
     ApiError::invalid(ErrorCode::InvalidResult, message)
 }
@@ -141,10 +153,7 @@ pub async fn result(
                 .bytes()
                 .await
                 .map_err(|e| bad_result(format!("unreadable result part: {e}")))?;
-            result = Some(
-                result_form::parse_result(&bytes)
-                    .map_err(|e| bad_result(format!("the result part is not a result: {e}")))?,
-            );
+            result = Some(parse_json::<JobResult>(&bytes)?);
         } else {
             // `Part::Artifact(parts.len())`: the parts come in order.
             if parts.len() == MAX_ARTIFACTS {

@@ -35,6 +35,19 @@ pub fn image_job(
     }
 }
 
+/// Creates a `tg-image-bot-1` image job for `user_ref` as raw JSON: a typed
+/// request cannot hold a malformed reference, but the wire can.
+pub async fn create_for_raw_user(app: &TestApp, key: &str, user_ref: &str) -> Answer {
+    let mut body = serde_json::to_value(tg_job("telegram:1", prompt("x"))).unwrap();
+    body["user_ref"] = user_ref.into();
+    send(
+        raw(app, Method::POST, "/api/v1/jobs")
+            .bearer_auth(key)
+            .json(&body),
+    )
+    .await
+}
+
 /// An image job from `tg-image-bot-1`.
 pub fn tg_job(user_ref: &str, params: Value) -> CreateJobRequest {
     image_job(Platform::Telegram, TG_BOT, user_ref, params)

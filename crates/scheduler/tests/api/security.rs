@@ -240,11 +240,9 @@ async fn invalid_requests_are_refused_with_stable_codes(backend: Backend) {
         StatusCode::UNPROCESSABLE_ENTITY,
         "unknown_param",
     );
-    let e = api_error(
-        tg.create_job(&tg_job("telegram", prompt("x")), None).await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid_user_ref",
-    );
+    let e = create_for_raw_user(&app, &key, "telegram")
+        .await
+        .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_ref");
     assert_eq!(e.field.as_deref(), Some("user_ref"));
     let mut big_context = tg_job(user, prompt("x"));
     big_context.reply_context = Some(json!({ "blob": "x".repeat(5000) }));
@@ -353,11 +351,9 @@ async fn hostile_input_is_refused_with_a_clear_4xx(backend: Backend) {
     assert_eq!(e.field.as_deref(), Some("params.prompt"));
     // A user reference with a path or a control character in it.
     for bad in ["telegram:../../admin", "telegram:1\n2", "telegram:"] {
-        api_error(
-            tg.create_job(&tg_job(bad, prompt("x")), None).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_user_ref",
-        );
+        create_for_raw_user(&app, &key, bad)
+            .await
+            .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_ref");
     }
     // Paths that try to leave the store: artifact and input ids are checked
     // before any key is built from them.
