@@ -13,6 +13,9 @@
 //! 3. **A dead worker**: a worker running a long job is killed; the time until
 //!    its job is back in the queue is measured, with heartbeats every
 //!    `--heartbeat-ms` and the default three missed heartbeats before offline.
+//! 4. **A baseline**: once the scheduler has stopped, a raw queue loop on the
+//!    same database with as many clients, for as long (`bench_baseline`);
+//!    throughput is also reported as a ratio to it, which compares across hosts.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -246,6 +249,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     handle.shutdown().await?;
 
+    eprintln!(
+        "measuring a raw queue loop on the same database for {} s...",
+        args.seconds
+    );
+    let baseline = super::bench_baseline::run(
+        &config.database.url,
+        args.concurrency,
+        Duration::from_secs(args.warmup_seconds),
+        Duration::from_secs(args.seconds),
+    )
+    .await?;
+    let per_second = completed as f64 / span_s;
+
     let profile = if cfg!(debug_assertions) {
         "debug"
     } else {
@@ -261,11 +277,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
            clients, all in one process over loopback; {} connections in the scheduler's pool. \
            Every lifecycle is: create (validate, reserve tokens, insert), dispatch (one queue window per pass, \
            conditional claim, `POST /run_job`), run, result (multipart upload, artifact written to \
-           the object store, recorded with the completion in one transaction).\n\n\
+           the object store, recorded with the completion in one transaction).\n\
+         - Baseline: after the scheduler stopped, {}; {} s warm-up, then {} s measured. \
+           The ratio of Tessera's completed lifecycles per second to this loop's compares \
+           across hosts better than either figure.\n\n\
          | measure | value |\n|---|---|\n\
          | jobs created in {} s | {} ({} errors) |\n\
          | completed | {} |\n\
          | **completed lifecycles per second** | **{:.0}** |\n\
+         | raw queue loop on the same database, lifecycles per second | {:.0} ({} in {} s, {} errors) |\n\
+         | **Tessera / raw queue loop** | **{:.2}** |\n\
          | enqueue to dispatch under that load, p50 / p99 ms | {} / {} |\n\
          | **enqueue to dispatch on an idle worker ({} jobs), p50 / p99 / max ms** | **{} / {} / {}** |\n\
          | dispatch to recorded result on an idle worker, p50 / p99 ms | {} / {} |\n\
@@ -278,11 +299,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         args.workers,
         args.concurrency,
         args.pool,
+        baseline.how,
+        args.warmup_seconds,
+        args.seconds,
         args.seconds,
         creates.ok,
         creates.errors,
         completed,
-        completed as f64 / span_s,
+        per_second,
+        baseline.per_second,
+        baseline.completed,
+        args.seconds,
+        baseline.errors,
+        per_second / baseline.per_second.max(f64::MIN_POSITIVE),
         ms(&loaded, 0.5),
         ms(&loaded, 0.99),
         args.idle_jobs,

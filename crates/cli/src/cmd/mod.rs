@@ -1,5 +1,6 @@
 pub mod admin;
 pub mod bench;
+pub mod bench_baseline;
 pub mod bench_lifecycle;
 pub mod bots;
 pub mod config;
