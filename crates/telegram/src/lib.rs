@@ -6,11 +6,19 @@
 //! platform-neutral [`tessera_chat::Bot`]. This crate only connects the two:
 //! long polling of `getUpdates`, reading voice messages and audio files,
 //! `setMyCommands`, and a [`Messenger`] that sends, edits and uploads while
-//! honouring Telegram's flood control (`retry_after`).
+//! honouring Telegram's flood control (`retry_after`) and trying again when
+//! the connection breaks.
+//!
+//! It also copes with Bot API servers that are not Telegram's own: a server
+//! that answers `getUpdates` at once, whatever its `timeout`, is polled at
+//! most once every [`EMPTY_POLL_FLOOR`] while it has nothing; a `getMe` with
+//! only the fields the Bot API requires (older local servers) is enough to
+//! start ([`me`]).
 //!
 //! Must not: touch the database or a worker; log a token or an API key.
 
 pub mod config;
+pub mod me;
 pub mod webhook;
 
 use std::time::Duration;
@@ -40,6 +48,18 @@ pub use config::{BotInstance, TelegramConfig};
 const MAX_MESSAGE_UNITS: usize = 4096;
 /// Flood-control waits honoured per call before giving up.
 const FLOOD_RETRIES: u32 = 3;
+/// Tries again after a broken connection per call, the pauses between them
+/// doubling from [`FIRST_SEND_PAUSE`] (1, 2, 4 s), as the bot's start-up
+/// waits for an unreachable server.
+const TRANSPORT_RETRIES: u32 = 3;
+const FIRST_SEND_PAUSE: Duration = Duration::from_secs(1);
+
+/// Least time between the starts of two `getUpdates` calls when the first
+/// answered nothing. A server that holds the poll for its `timeout`, as
+/// Telegram does, never comes near it; one that answers `[]` at once (a
+/// misconfigured local Bot API server or proxy) is asked once a second
+/// instead of as fast as the network allows.
+pub const EMPTY_POLL_FLOOR: Duration = Duration::from_secs(1);
 
 /// Sends through the Bot API.
 #[derive(Clone)]
@@ -77,19 +97,42 @@ fn send_error(e: RequestError) -> SendError {
     }
 }
 
-/// Runs a Bot API call, waiting out flood control (`429 retry_after`) a few times.
-async fn with_flood_control<T, F, Fut>(mut call: F) -> Result<T, RequestError>
+/// Whether a failed call lost its connection (refused, reset, cut off
+/// before the answer was complete) rather than being answered. A call that
+/// timed out is not counted: it already waited long, and the bot's own
+/// delivery retries take over.
+fn broke_off(e: &RequestError) -> bool {
+    match e {
+        RequestError::Network(e) => !e.is_timeout(),
+        RequestError::Io(_) => true,
+        _ => false,
+    }
+}
+
+/// Runs a Bot API call, waiting out flood control (`429 retry_after`) a few
+/// times, and trying again a few times, after growing pauses, when the
+/// connection breaks. A send whose answer was lost may have been taken, so
+/// a retried message can arrive twice; a reply lost for good is worse.
+async fn with_retries<T, F, Fut>(mut call: F) -> Result<T, RequestError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, RequestError>>,
 {
-    let mut tries = 0;
+    let mut floods = 0;
+    let mut breaks = 0;
+    let mut pause = FIRST_SEND_PAUSE;
     loop {
         match call().await {
-            Err(RequestError::RetryAfter(wait)) if tries < FLOOD_RETRIES => {
-                tries += 1;
+            Err(RequestError::RetryAfter(wait)) if floods < FLOOD_RETRIES => {
+                floods += 1;
                 tracing::info!(wait_s = wait.seconds(), "Telegram flood control; waiting");
                 tokio::time::sleep(wait.duration()).await;
+            }
+            Err(e) if broke_off(&e) && breaks < TRANSPORT_RETRIES => {
+                breaks += 1;
+                tracing::warn!(error = %e, retry_in_s = pause.as_secs(), "a Bot API call lost its connection; trying again");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
             }
             other => return other,
         }
@@ -123,10 +166,9 @@ impl Messenger for Telegram {
         let chat = chat_id(chat)?;
         let mut first = None;
         for part in chunks(text) {
-            let sent =
-                with_flood_control(|| self.bot.send_message(chat, part.clone()).into_future())
-                    .await
-                    .map_err(send_error)?;
+            let sent = with_retries(|| self.bot.send_message(chat, part.clone()).into_future())
+                .await
+                .map_err(send_error)?;
             first.get_or_insert(sent.id.0.to_string());
         }
         Ok(first.unwrap_or_default())
@@ -135,7 +177,7 @@ impl Messenger for Telegram {
     async fn edit_text(&self, chat: &str, message: &str, text: &str) -> Result<(), SendError> {
         let (chat, id) = (chat_id(chat)?, message_id(message)?);
         let text = chunks(text).swap_remove(0);
-        match with_flood_control(|| {
+        match with_retries(|| {
             self.bot
                 .edit_message_text(chat, id, text.clone())
                 .into_future()
@@ -155,7 +197,7 @@ impl Messenger for Telegram {
         let format = file.format.as_str();
         let sent = match file.kind {
             ArtifactKind::Image if matches!(format, "png" | "jpg" | "jpeg" | "webp") => {
-                with_flood_control(|| {
+                with_retries(|| {
                     self.bot
                         .send_photo(chat, input())
                         .caption(caption.clone())
@@ -164,7 +206,7 @@ impl Messenger for Telegram {
                 .await
             }
             ArtifactKind::Video if format == "mp4" => {
-                with_flood_control(|| {
+                with_retries(|| {
                     self.bot
                         .send_video(chat, input())
                         .caption(caption.clone())
@@ -173,7 +215,7 @@ impl Messenger for Telegram {
                 .await
             }
             ArtifactKind::Audio if matches!(format, "mp3" | "m4a") => {
-                with_flood_control(|| {
+                with_retries(|| {
                     self.bot
                         .send_audio(chat, input())
                         .caption(caption.clone())
@@ -187,7 +229,7 @@ impl Messenger for Telegram {
             }
             // Animated PNG, WAV and the like: Telegram takes them as documents.
             _ => {
-                with_flood_control(|| {
+                with_retries(|| {
                     self.bot
                         .send_document(chat, input())
                         .caption(caption.clone())
@@ -285,24 +327,47 @@ pub async fn start(
         .tcp_nodelay(true)
         .build()?;
     let sender =
-        teloxide_core::Bot::with_client(secrets.token.expose(), files).set_api_url(api_url);
+        teloxide_core::Bot::with_client(secrets.token.expose(), files).set_api_url(api_url.clone());
     // Telegram out of reach is waited for a while; a refused token is not.
+    // Whatever the server answered instead of the bot is said as it was.
     let mut pause = Duration::from_secs(1);
     let me = loop {
-        match tg.get_me().await {
+        match me::get_me(&tg).await {
             Ok(me) => break me,
             Err(e @ (RequestError::Network(_) | RequestError::Io(_))) if pause.as_secs() <= 16 => {
-                tracing::warn!(bot_id = %instance.id, error = %e, retry_in_s = pause.as_secs(), "cannot reach Telegram");
+                tracing::warn!(bot_id = %instance.id, error = %e, retry_in_s = pause.as_secs(), "cannot reach the Bot API server");
                 tokio::time::sleep(pause).await;
                 pause *= 2;
             }
-            Err(e @ RequestError::Api(_)) => {
-                anyhow::bail!("bot {}: Telegram refused its token: {e}", instance.id)
-            }
-            Err(e) => anyhow::bail!("bot {}: cannot reach Telegram: {e}", instance.id),
+            // teloxide reads both `Unauthorized` and `Not Found` as this.
+            Err(RequestError::Api(ApiError::InvalidToken)) => anyhow::bail!(
+                "bot {}: the Bot API server at {api_url} answered getMe \"Unauthorized\" or \"Not Found\": \
+                 its token is wrong, or api_url is not a Bot API server",
+                instance.id
+            ),
+            Err(RequestError::Api(e)) => anyhow::bail!(
+                "bot {}: the Bot API server answered getMe with an error: {e}",
+                instance.id
+            ),
+            Err(RequestError::InvalidJson { source, raw }) => anyhow::bail!(
+                "bot {}: the Bot API server at {api_url}: {}",
+                instance.id,
+                me::unreadable(&source, &raw)
+            ),
+            Err(e @ (RequestError::Network(_) | RequestError::Io(_))) => anyhow::bail!(
+                "bot {}: cannot reach the Bot API server at {api_url}: {e}",
+                instance.id
+            ),
+            Err(e) => anyhow::bail!(
+                "bot {}: the Bot API server at {api_url} answered getMe with: {e}",
+                instance.id
+            ),
         }
     };
-    let username = me.user.username.clone();
+    if !me.is_bot {
+        tracing::warn!(bot_id = %instance.id, id = me.id, "getMe answered a user that is not a bot");
+    }
+    let username = me.username.clone();
     let commands: Vec<BotCommand> = tessera_chat::command::commands_for(&instance.capabilities)
         .into_iter()
         .map(|c| BotCommand::new(c.name, c.description))
@@ -388,6 +453,7 @@ async fn poll(
     let mut offset: i32 = 0;
     let mut failures: u32 = 0;
     loop {
+        let started = tokio::time::Instant::now();
         let request = tg
             .get_updates()
             .offset(offset)
@@ -399,6 +465,15 @@ async fn poll(
             a = request => a,
         };
         match answer {
+            Ok(updates) if updates.is_empty() => {
+                failures = 0;
+                // A server that ignores `timeout` answers `[]` at once:
+                // without a floor this loop would spin.
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep_until(started + EMPTY_POLL_FLOOR) => {}
+                }
+            }
             Ok(updates) => {
                 failures = 0;
                 for update in updates {

@@ -562,3 +562,92 @@ async fn flood_control_is_waited_out() {
     bot.shutdown().await;
     s.app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_ignores_the_poll_timeout_is_not_hammered() {
+    let s = Setup::new(Backend::Sqlite, vec![Capability::Image], 0, |_| {}).await;
+    // Every getUpdates comes back `[]` at once, whatever its timeout.
+    s.tg.ignore_poll_timeout(TOKEN, true);
+    let bot = s.start().await;
+    let before = s.tg.calls(TOKEN, "getUpdates");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let polls = s.tg.calls(TOKEN, "getUpdates") - before;
+    // One a second (EMPTY_POLL_FLOOR), give or take the edges.
+    assert!(polls <= 5, "{polls} polls in 3 s");
+    assert!(polls >= 2, "it keeps polling: {polls} polls in 3 s");
+    // Messages are still taken and answered.
+    s.tg.user_text(TOKEN, 9109, 9109, "/help");
+    s.wait_text(9109, "/imagine").await;
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_lost_to_a_broken_connection_is_sent_again() {
+    let s = Setup::new(Backend::Sqlite, vec![Capability::Image], 0, |_| {}).await;
+    let bot = s.start().await;
+    s.tg.break_connections(TOKEN, "sendMessage", 2);
+    s.tg.user_text(TOKEN, 9209, 9209, "/help");
+    s.wait_text(9209, "/imagine").await;
+    assert_eq!(
+        s.tg.calls(TOKEN, "sendMessage"),
+        3,
+        "two broken tries, then the one that arrived"
+    );
+    assert_eq!(s.bot_texts(9209).len(), 1, "{:?}", s.bot_texts(9209));
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_me_with_only_the_required_fields_is_enough() {
+    let s = Setup::new(Backend::Sqlite, vec![Capability::Image], 0, |_| {}).await;
+    // An older local Bot API server: no `can_join_groups` and the like.
+    s.tg.bare_get_me(TOKEN, true);
+    let bot = s.start().await;
+    // The username was read: a command addressed to the bot by name works.
+    s.tg.user_text(TOKEN, 9309, 9309, "/help@tessera_image_bot");
+    s.wait_text(9309, "/imagine").await;
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_up_failure_says_what_the_server_answered() {
+    let mut s = Setup::new(Backend::Sqlite, vec![Capability::Image], 0, |_| {}).await;
+    // Something that is not a Bot API server (a proxy's error page).
+    let app = axum::Router::new().fallback(|| async {
+        (
+            axum::http::StatusCode::NOT_FOUND,
+            "<html><body>nginx: no such location</body></html>",
+        )
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    s.config.api_url = format!("http://{address}/");
+    let err = tessera_telegram::start(&s.config, &s.config.bots[0], s.secrets())
+        .await
+        .err()
+        .expect("the bot does not start");
+    let said = format!("{err:#}");
+    assert!(said.contains("nginx: no such location"), "{said}");
+    assert!(said.contains("getMe"), "{said}");
+    assert!(!said.contains("cannot reach"), "{said}");
+    assert!(!said.contains(TOKEN), "no token in errors: {said}");
+
+    // A Bot API error is quoted too, with the server it came from: a wrong
+    // path answers `Not Found`, as a wrong token does.
+    s.config.api_url = format!("{}nowhere/", s.tg.api_url());
+    let err = tessera_telegram::start(&s.config, &s.config.bots[0], s.secrets())
+        .await
+        .err()
+        .expect("the bot does not start");
+    let said = format!("{err:#}");
+    assert!(said.contains("Not Found"), "{said}");
+    assert!(said.contains(&s.config.api_url), "{said}");
+    assert!(!said.contains("cannot reach"), "{said}");
+    assert!(!said.contains(TOKEN), "no token in errors: {said}");
+    server.abort();
+    s.app.shutdown().await;
+}

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
+use super::faults::{broken_answer, me};
 use super::files::get_file;
 use super::messages::{
     delete_message, edit_message_text, send_chat_action, send_file, send_message,
@@ -322,7 +323,7 @@ pub(super) async fn api(
         .iter()
         .copied()
         .find(|m| m.eq_ignore_ascii_case(&method));
-    let (index, flood) = {
+    let (index, flood, broken) = {
         let mut state = shared.lock();
         let Some(bot) = state.bots.get_mut(&token) else {
             return Failure::new(401, "Unauthorized").into_response();
@@ -339,9 +340,13 @@ pub(super) async fn api(
             }
             _ => None,
         };
-        (bot.calls.len() - 1, flood)
+        let broken = name.is_some() && bot.faults.breaks(&method);
+        (bot.calls.len() - 1, flood, broken)
     };
     shared.bump();
+    if broken {
+        return broken_answer();
+    }
     let answer = match (name, flood) {
         (None, _) => Err(Failure::new(404, "Not Found")),
         (Some(_), Some(retry)) => Err(Failure::flood(retry)),
@@ -374,18 +379,7 @@ async fn call(shared: &Arc<Shared>, token: &str, name: &str, params: &Params) ->
         users,
     };
     let answer = match name {
-        "getMe" => Ok(json!({
-            "id": ctx.bot.id,
-            "is_bot": true,
-            "first_name": ctx.bot.first_name,
-            "username": ctx.bot.username,
-            "can_join_groups": true,
-            "can_read_all_group_messages": false,
-            "supports_inline_queries": false,
-            "can_connect_to_business": false,
-            "has_main_web_app": false,
-        })
-        .into()),
+        "getMe" => Ok(me(ctx.bot).into()),
         "logOut" | "close" => Ok(json!(true).into()),
         "setWebhook" => set_webhook(&mut ctx, params),
         "deleteWebhook" => Ok(delete_webhook(ctx.bot, params.flag("drop_pending_updates"))),

@@ -63,6 +63,13 @@
 //! upload over 50 MB, and 429 `Too Many Requests: retry after N` when a test
 //! floods a method ([`TelegramStandIn::flood`]).
 //!
+//! Beyond Telegram's errors, a test can make it misbehave as other Bot API
+//! servers do: ignore `getUpdates`' `timeout`
+//! ([`TelegramStandIn::ignore_poll_timeout`]), break the connection of a
+//! method's next calls ([`TelegramStandIn::break_connections`]), or answer
+//! `getMe` with only the fields the Bot API requires
+//! ([`TelegramStandIn::bare_get_me`]).
+//!
 //! Lengths are counted in Unicode characters; entity offsets
 //! (`bot_command` entities on what simulated users type) in UTF-16 code
 //! units, as the API documents. `parse_mode` is recorded, not applied.
@@ -81,6 +88,8 @@
 //! - `api`: the Bot API's envelope (answers, Telegram's errors), parameters
 //!   from queries, forms, JSON and multipart bodies, the dispatch of methods,
 //!   flood control, and the command menu methods;
+//! - `faults`: the misbehaviour a test switches on (polls that ignore their
+//!   `timeout`, broken connections, a bare `getMe`);
 //! - `messages`: sending, editing and deleting messages, chat actions, and
 //!   `Message` objects as the API renders them;
 //! - `files`: uploads, `file_id`s, photo sizes, `getFile` and downloads;
@@ -89,6 +98,7 @@
 //!   blocking the bot.
 
 mod api;
+mod faults;
 mod files;
 mod messages;
 mod state;
@@ -108,6 +118,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use api::{api, Failure};
+use faults::Faults;
 use files::download;
 use state::{BotState, Files, Shared, StateInner};
 use updates::deliver;
@@ -227,6 +238,7 @@ impl TelegramStandIn {
                     calls: Vec::new(),
                     downloads: Vec::new(),
                     floods: HashMap::new(),
+                    faults: Faults::default(),
                 },
             );
         }

@@ -10,6 +10,7 @@ use axum::body::Bytes;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use super::faults::Faults;
 use super::types::{
     Author, Call, ChatMessage, Command, MessageKind, SentMessage, Webhook, WebhookDelivery,
 };
@@ -109,6 +110,7 @@ pub(super) struct BotState {
     pub(super) calls: Vec<Call>,
     pub(super) downloads: Vec<String>,
     pub(super) floods: HashMap<String, (u32, u32)>,
+    pub(super) faults: Faults,
 }
 
 impl BotState {

@@ -132,9 +132,14 @@ pub(super) async fn get_updates(shared: &Arc<Shared>, token: &str, params: &Para
     let timeout = params.int("timeout")?.unwrap_or(0).clamp(0, 3600) as u64;
     let allowed = params.json("allowed_updates")?;
     let mut changed = shared.changed.subscribe();
-    let generation = {
+    let (generation, timeout) = {
         let mut state = shared.lock();
         let bot = state.bots.get_mut(token).expect("checked before");
+        let timeout = if bot.faults.ignore_poll_timeout {
+            0
+        } else {
+            timeout
+        };
         if bot.webhook.is_some() {
             return Err(Failure::new(409, WEBHOOK_ACTIVE));
         }
@@ -152,7 +157,7 @@ pub(super) async fn get_updates(shared: &Arc<Shared>, token: &str, params: &Para
             _ => {}
         }
         bot.poll_generation += 1;
-        bot.poll_generation
+        (bot.poll_generation, timeout)
     };
     shared.bump();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
