@@ -4,7 +4,7 @@
 //! sentence for people. Optional fields add what a caller needs to act.
 //!
 //! Every role that answers HTTP builds the envelope here: [`ApiErrorBody::new`]
-//! and its builder methods, and, with the `axum` feature, [`response`], which
+//! and its builder methods, and, with the `axum` feature, `response`, which
 //! turns a status, a code and a sentence into the answer itself.
 
 use chrono::{DateTime, Utc};

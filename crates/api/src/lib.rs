@@ -8,7 +8,7 @@
 //! - [`admin`]: the operator's API on `/api/admin`.
 //! - [`internal`]: between the scheduler and its workers, on `/api/internal`.
 //! - [`error`]: the one JSON error envelope every endpoint answers with (with the
-//!   `axum` feature, [`error::response`] builds the whole answer), and
+//!   `axum` feature, `error::response` builds the whole answer), and
 //!   [`ErrorCode`], every stable code it can carry.
 //! - [`client`]: a `reqwest` client for all of the above.
 
