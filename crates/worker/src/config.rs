@@ -262,6 +262,7 @@ mod tests {
         for engine in &mut config.engines {
             match engine {
                 EngineConfig::Comfyui(c) => c.workflows_dir = workflows.path().to_owned(),
+                EngineConfig::Kobold(c) => c.api_key_file = None,
                 EngineConfig::OpenaiChat(c) => c.api_key_file = None,
                 EngineConfig::OpenaiTranscription(c) => c.api_key_file = None,
                 EngineConfig::OpenaiSpeech(c) => c.api_key_file = None,

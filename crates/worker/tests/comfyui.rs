@@ -44,6 +44,7 @@ fn config(url: &str, capability: Capability, dir: &Path) -> ComfyUiConfig {
         websocket: true,
         poll_interval_ms: 20,
         max_output_bytes: 64 * 1024 * 1024,
+        keep_metadata: false,
     }
 }
 

@@ -13,7 +13,9 @@ use tessera_core::params::{JobParams, TextParams};
 use tessera_testkit::standins::kobold::{self, KoboldOptions, KoboldStandIn};
 use tessera_testkit::standins::openai::{self, Fault, OpenAiOptions, OpenAiStandIn};
 use tessera_worker::engine::kobold::{Kobold, KoboldConfig};
-use tessera_worker::engine::openai_chat::{Completion, OpenAiChat, OpenAiChatConfig};
+use tessera_worker::engine::openai_chat::{
+    Completion, OpenAiChat, OpenAiChatConfig, TokenLimitField,
+};
 use tessera_worker::engine::{Engine, EngineError};
 
 use common::{http, key_file, refused_url, task, ProgressLog};
@@ -32,6 +34,7 @@ fn kobold_engine(url: String) -> Kobold {
         KoboldConfig {
             url,
             models: vec!["mythomax-13b".into()],
+            api_key_file: None,
         },
         http(),
     )
@@ -277,6 +280,98 @@ async fn kobold_run_dropped_at_its_time_limit_still_aborts() {
     assert_eq!(standin.requests_to("/api/extra/abort").len(), 1);
 }
 
+#[tokio::test]
+async fn kobold_with_a_password_needs_its_key() {
+    let password = "kobold-pass-0123456789";
+    let standin = KoboldStandIn::start(KoboldOptions {
+        reply_tokens: 200,
+        token_delay: Duration::from_millis(5),
+        password: Some(password.into()),
+        ..KoboldOptions::default()
+    })
+    .await;
+    let with_key = |file: Option<std::path::PathBuf>| {
+        Kobold::new(
+            KoboldConfig {
+                url: standin.url(),
+                models: vec!["mythomax-13b".into()],
+                api_key_file: file,
+            },
+            http(),
+        )
+        .poll_every(Duration::from_millis(20))
+    };
+
+    // Without the key: a message that says what to set, not a bare 401.
+    let e = kobold_run(&with_key(None), text("Go.", None, 4, 0.7))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "engine_unavailable");
+    assert!(
+        e.message.contains("401")
+            && e.message
+                .contains("Authentication key is missing or invalid")
+            && e.message.contains("api_key_file"),
+        "{}",
+        e.message
+    );
+    // A wrong key names its file, never the key.
+    let wrong = key_file("not-the-password-42");
+    let e = kobold_run(
+        &with_key(Some(wrong.path().to_owned())),
+        text("Go.", None, 4, 0.7),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.message.contains(&wrong.path().display().to_string()),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("not-the-password-42"), "{}", e.message);
+
+    // With it: the job runs, and every request carries it (progress too).
+    let right = key_file(password);
+    let engine = with_key(Some(right.path().to_owned()));
+    let out = kobold_run(&engine, text("Go.", None, 20, 0.7))
+        .await
+        .unwrap();
+    assert_eq!(out, kobold::reply(20).trim());
+    let bearer = format!("Bearer {password}");
+    let generate = standin.requests_to("/api/v1/generate");
+    assert_eq!(
+        generate.last().unwrap().authorization.as_deref(),
+        Some(bearer.as_str())
+    );
+    let checks = standin.requests_to("/api/extra/generate/check");
+    assert!(!checks.is_empty());
+    assert!(checks
+        .iter()
+        .all(|c| c.authorization.as_deref() == Some(bearer.as_str())));
+
+    // A cancel's abort carries it too, and stops the generation.
+    let log = ProgressLog::new();
+    let cancel = CancellationToken::new();
+    let t = task(
+        "mythomax-13b",
+        JobParams::Text(text("Go.", None, 200, 0.7)),
+        vec![],
+    );
+    let stopper = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        stopper.cancel();
+    });
+    let e = engine.run(&t, &log.progress, &cancel).await.unwrap_err();
+    assert_eq!(e.code, "cancelled");
+    assert!(standin.wait_idle(Duration::from_secs(2)).await);
+    let aborts = standin.requests_to("/api/extra/abort");
+    assert!(!aborts.is_empty());
+    assert!(aborts
+        .iter()
+        .all(|a| a.authorization.as_deref() == Some(bearer.as_str())));
+}
+
 fn chat_engine(url: String) -> OpenAiChat {
     OpenAiChat::new(
         OpenAiChatConfig {
@@ -284,6 +379,8 @@ fn chat_engine(url: String) -> OpenAiChat {
             models: vec!["llama-3.1-8b".into()],
             upstream_model: None,
             api_key_file: None,
+            token_limit_field: TokenLimitField::MaxTokens,
+            send_temperature: true,
         },
         http(),
     )
@@ -411,6 +508,8 @@ async fn chat_sends_the_upstream_model_and_the_key_from_its_file() {
             models: vec!["qwen2.5-7b".into()],
             upstream_model: Some("qwen2.5:7b-instruct".into()),
             api_key_file: Some(file.path().to_owned()),
+            token_limit_field: TokenLimitField::MaxTokens,
+            send_temperature: true,
         },
         http(),
     );
@@ -445,6 +544,8 @@ async fn chat_wrong_key_is_retryable_and_never_shown() {
             models: vec!["llama-3.1-8b".into()],
             upstream_model: None,
             api_key_file: Some(file.path().to_owned()),
+            token_limit_field: TokenLimitField::MaxTokens,
+            send_temperature: true,
         },
         http(),
     );
@@ -462,6 +563,8 @@ async fn chat_wrong_key_is_retryable_and_never_shown() {
             models: vec!["llama-3.1-8b".into()],
             upstream_model: None,
             api_key_file: Some("/nonexistent/tessera-key".into()),
+            token_limit_field: TokenLimitField::MaxTokens,
+            send_temperature: true,
         },
         http(),
     );
@@ -499,6 +602,8 @@ async fn chat_validation_errors_are_rejected_with_their_message() {
             models: vec!["llama-3.1-8b".into()],
             upstream_model: Some("no-such-model".into()),
             api_key_file: None,
+            token_limit_field: TokenLimitField::MaxTokens,
+            send_temperature: true,
         },
         http(),
     );
@@ -595,4 +700,43 @@ async fn chat_cancel_drops_the_stream() {
     assert!(sent > 0 && sent < 1000, "{sent} chunks sent");
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(standin.chunks_sent(), sent, "the server went on generating");
+}
+
+#[tokio::test]
+async fn chat_sends_max_completion_tokens_and_no_temperature_when_configured() {
+    let standin = OpenAiStandIn::start(OpenAiOptions {
+        reasoning: true,
+        ..OpenAiOptions::default()
+    })
+    .await;
+    // The defaults send what llama.cpp, vLLM and Ollama read, which a
+    // reasoning model refuses, as the job's fault.
+    let e = complete(&chat_engine(standin.url()), &text("Hi", None, 5, 0.7))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code, "engine_rejected");
+    assert!(e.message.contains("max_completion_tokens"), "{}", e.message);
+    let body = standin.last_request().unwrap().json.unwrap();
+    assert_eq!(body["max_tokens"], 5);
+    assert_eq!(body["temperature"], 0.7);
+
+    let engine = OpenAiChat::new(
+        OpenAiChatConfig {
+            url: standin.url(),
+            models: vec!["llama-3.1-8b".into()],
+            upstream_model: None,
+            api_key_file: None,
+            token_limit_field: TokenLimitField::MaxCompletionTokens,
+            send_temperature: false,
+        },
+        http(),
+    );
+    let c = complete(&engine, &text("Hi", None, 3, 0.7)).await.unwrap();
+    assert_eq!(c.text, openai::reply(3));
+    assert_eq!(c.finish_reason.as_deref(), Some("length"));
+    let body = standin.last_request().unwrap().json.unwrap();
+    assert_eq!(body["max_completion_tokens"], 3);
+    assert!(body.get("max_tokens").is_none(), "{body}");
+    assert!(body.get("temperature").is_none(), "{body}");
+    assert_eq!(body["stream"], true);
 }

@@ -27,6 +27,11 @@
 //!   As on KoboldCPP, a generation whose client hung up runs on until it
 //!   ends or is aborted.
 //! - `GET /api/v1/model` and `GET /api/extra/version` answer as KoboldCPP does.
+//! - With [`KoboldOptions::password`] (KoboldCPP's `--password`), every `POST`
+//!   (generate, check, abort) wants `Authorization: Bearer <password>` and
+//!   without it gets KoboldCPP's `401 {"detail": {"error": "Unauthorized",
+//!   "msg": "Authentication key is missing or invalid.", "type":
+//!   "unauthorized"}}`; `GET`s stay open, as there.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -75,6 +80,8 @@ pub struct KoboldOptions {
     pub malformed: bool,
     /// The model name KoboldCPP reports.
     pub model: String,
+    /// The password KoboldCPP was started with (`--password`), if any.
+    pub password: Option<String>,
 }
 
 impl Default for KoboldOptions {
@@ -85,6 +92,7 @@ impl Default for KoboldOptions {
             single_slot: true,
             malformed: false,
             model: "koboldcpp/standin-7b".into(),
+            password: None,
         }
     }
 }
@@ -103,6 +111,8 @@ pub struct KoboldRequest {
     pub path: String,
     /// The JSON body, if it was JSON.
     pub body: Option<Value>,
+    /// The `Authorization` header.
+    pub authorization: Option<String>,
 }
 
 #[derive(Default)]
@@ -224,11 +234,35 @@ async fn record(
     let bytes = axum::body::to_bytes(body, 64 * 1024 * 1024)
         .await
         .unwrap_or_default();
+    let authorization = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     lock(&shared.requests).push(KoboldRequest {
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
         body: serde_json::from_slice(&bytes).ok(),
+        authorization: authorization.clone(),
     });
+    if let Some(password) = &shared.options.password {
+        // As KoboldCPP's check_header_password: "Bearer ", then the key trimmed.
+        let presented = authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .map(str::trim);
+        if parts.method == Method::POST && presented != Some(password.as_str()) {
+            return (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({ "detail": {
+                    "error": "Unauthorized",
+                    "msg": "Authentication key is missing or invalid.",
+                    "type": "unauthorized",
+                } })),
+            )
+                .into_response();
+        }
+    }
     next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await
 }

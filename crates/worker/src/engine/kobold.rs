@@ -12,8 +12,16 @@
 //! KoboldCPP answers `503 {"detail": {"msg", "type": "service_unavailable"}}`
 //! when it is busy with another client's generation (unless started with
 //! `--multiuser`, when it queues): that is retryable.
+//!
+//! A KoboldCPP started with `--password` wants that password as a bearer
+//! token on every generate, check and abort, and answers `401 {"detail":
+//! {"msg": "Authentication key is missing or invalid.", "type":
+//! "unauthorized"}}` without it. The password comes from a file
+//! (`api_key_file`), read at each run so that a changed password needs no
+//! restart; a 401 says which setting to fix.
 
 use std::borrow::Borrow;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -25,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use tessera_core::params::{JobParams, TextParams};
 use tessera_core::Capability;
 
-use super::upstream::{self, base_url};
+use super::upstream::{self, base_url, ApiKey};
 use super::{Artifact, Engine, EngineError, Progress, Task};
 
 const ENGINE: &str = "KoboldCPP";
@@ -48,6 +56,10 @@ pub struct KoboldConfig {
     pub url: String,
     /// The model names jobs ask for; KoboldCPP runs whichever model it loaded.
     pub models: Vec<String>,
+    /// A file holding the password KoboldCPP was started with (`--password`),
+    /// sent as a bearer token; none for a server without one.
+    #[serde(default)]
+    pub api_key_file: Option<PathBuf>,
 }
 
 pub struct Kobold {
@@ -82,15 +94,13 @@ impl Kobold {
 
     /// The text generated so far by the run with this key; `None` when the
     /// server does not say.
-    async fn check(&self, genkey: &str) -> Option<String> {
-        let response = self
+    async fn check(&self, genkey: &str, key: Option<&ApiKey>) -> Option<String> {
+        let request = self
             .http
             .post(self.url("/api/extra/generate/check"))
             .json(&json!({ "genkey": genkey }))
-            .timeout(SIDE_REQUEST_TIMEOUT)
-            .send()
-            .await
-            .ok()?;
+            .timeout(SIDE_REQUEST_TIMEOUT);
+        let response = authorized(request, key).send().await.ok()?;
         if !response.status().is_success() {
             return None;
         }
@@ -123,20 +133,31 @@ pub fn prompt(params: &TextParams) -> String {
     }
 }
 
+/// `request` with the password as its bearer token, if there is one.
+fn authorized(request: reqwest::RequestBuilder, key: Option<&ApiKey>) -> reqwest::RequestBuilder {
+    match key {
+        Some(key) => request.bearer_auth(key.as_str()),
+        None => request,
+    }
+}
+
 /// Sends the abort for a run that ends without a reply, unless disarmed.
 struct AbortOnDrop {
     http: reqwest::Client,
     url: String,
     genkey: String,
+    key: Option<ApiKey>,
     armed: bool,
 }
 
 impl AbortOnDrop {
     fn request(&self) -> reqwest::RequestBuilder {
-        self.http
+        let request = self
+            .http
             .post(&self.url)
             .json(&json!({ "genkey": self.genkey }))
-            .timeout(SIDE_REQUEST_TIMEOUT)
+            .timeout(SIDE_REQUEST_TIMEOUT);
+        authorized(request, self.key.as_ref())
     }
 
     /// Sends the abort and waits for the answer: true if KoboldCPP says it
@@ -220,19 +241,21 @@ impl Engine for Kobold {
         if cancel.is_cancelled() {
             return Err(EngineError::cancelled());
         }
+        let key = upstream::optional_api_key(self.config.api_key_file.as_ref()).await?;
         let run = self.runs.fetch_add(1, Ordering::Relaxed);
         let genkey = format!("tessera-{}-{run}", task.job_id);
         let mut abort = AbortOnDrop {
             http: self.http.clone(),
             url: self.url("/api/extra/abort"),
             genkey: genkey.clone(),
+            key: key.clone(),
             armed: true,
         };
         let generate = self
             .http
             .post(self.url("/api/v1/generate"))
-            .json(&Self::generate_body(params, &genkey))
-            .send();
+            .json(&Self::generate_body(params, &genkey));
+        let generate = authorized(generate, key.as_ref()).send();
         tokio::pin!(generate);
         let mut poll = tokio::time::interval(self.poll_every);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -262,7 +285,7 @@ impl Engine for Kobold {
                 }
                 _ = poll.tick() => {
                     let check = tokio::select! {
-                        text = self.check(&genkey) => text,
+                        text = self.check(&genkey, key.as_ref()) => text,
                         _ = cancel.cancelled() => continue,
                     };
                     if let Some(text) = check {
@@ -276,7 +299,7 @@ impl Engine for Kobold {
             Ok(response) => response,
             Err(e) => {
                 // No answer; the guard aborts whatever may still run there.
-                return Err(upstream::send_error(ENGINE, &e));
+                return Err(scrub(&key, upstream::send_error(ENGINE, &e)));
             }
         };
         let status = response.status();
@@ -284,7 +307,8 @@ impl Engine for Kobold {
         abort.armed = false;
         let body = upstream::read_body(ENGINE, response, MAX_BODY).await?;
         if !status.is_success() {
-            return Err(kobold_status_error(status, &body));
+            let e = kobold_status_error(status, &body, self.config.api_key_file.as_ref());
+            return Err(scrub(&key, e));
         }
         let output: GenerateOutput = serde_json::from_slice(&body).map_err(|e| {
             EngineError::invalid_output(format!(
@@ -308,9 +332,21 @@ impl Engine for Kobold {
     }
 }
 
+fn scrub(key: &Option<ApiKey>, mut e: EngineError) -> EngineError {
+    if let Some(key) = key {
+        e.message = key.scrub(e.message);
+    }
+    e
+}
+
 /// KoboldCPP answers a body it cannot use with 500 and `"type": "bad_input"`
-/// (unparsable or over 32 MB): that is the job's fault, not the server's.
-fn kobold_status_error(status: reqwest::StatusCode, body: &[u8]) -> EngineError {
+/// (unparsable or over 32 MB): that is the job's fault, not the server's. A
+/// 401 is the worker's: its message says which setting to fix.
+fn kobold_status_error(
+    status: reqwest::StatusCode,
+    body: &[u8],
+    key_file: Option<&PathBuf>,
+) -> EngineError {
     let bad_input = serde_json::from_slice::<Value>(body)
         .ok()
         .and_then(|v| {
@@ -320,7 +356,18 @@ fn kobold_status_error(status: reqwest::StatusCode, body: &[u8]) -> EngineError 
                 .map(|t| t == "bad_input")
         })
         .unwrap_or(false);
-    let e = upstream::status_error(ENGINE, status, body);
+    let mut e = upstream::status_error(ENGINE, status, body);
+    if status == reqwest::StatusCode::UNAUTHORIZED {
+        e.message.push_str(&match key_file {
+            None => " (KoboldCPP was started with --password: put that password in a file \
+                      and name it in this engine's api_key_file)"
+                .to_owned(),
+            Some(path) => format!(
+                " (the password in {} is not the one KoboldCPP was started with)",
+                path.display()
+            ),
+        });
+    }
     if bad_input {
         EngineError::rejected(e.message)
     } else {
@@ -356,11 +403,13 @@ mod tests {
         let e = kobold_status_error(
             reqwest::StatusCode::INTERNAL_SERVER_ERROR,
             br#"{"detail":{"msg":"Error parsing input.","type":"bad_input"}}"#,
+            None,
         );
         assert_eq!(e.code, "engine_rejected");
         let e = kobold_status_error(
             reqwest::StatusCode::SERVICE_UNAVAILABLE,
             br#"{"detail":{"msg":"Server is busy; please try again later.","type":"service_unavailable"}}"#,
+            None,
         );
         assert!(e.retryable);
         assert!(e.message.contains("Server is busy"), "{}", e.message);

@@ -219,7 +219,10 @@ pub fn build(
             EngineConfig::Sim(c) => Arc::new(sim::Sim::new(c.clone())),
             EngineConfig::Espeak(c) => Arc::new(espeak::Espeak::new(c.clone())?),
             EngineConfig::Comfyui(c) => Arc::new(comfyui::ComfyUi::new(c.clone(), http.clone())?),
-            EngineConfig::Kobold(c) => Arc::new(kobold::Kobold::new(c.clone(), http)),
+            EngineConfig::Kobold(c) => {
+                upstream::check_api_key_file(c.api_key_file.as_ref())?;
+                Arc::new(kobold::Kobold::new(c.clone(), http))
+            }
             EngineConfig::OpenaiChat(c) => {
                 upstream::check_api_key_file(c.api_key_file.as_ref())?;
                 Arc::new(openai_chat::OpenAiChat::new(c.clone(), http))

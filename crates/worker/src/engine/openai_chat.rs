@@ -53,6 +53,37 @@ pub struct OpenAiChatConfig {
     /// A file holding the bearer token the server wants, if any.
     #[serde(default)]
     pub api_key_file: Option<PathBuf>,
+    /// The field that carries the job's token limit: `max_tokens` (what
+    /// llama.cpp, vLLM and Ollama read) or `max_completion_tokens` (what
+    /// OpenAI's reasoning models insist on).
+    #[serde(default)]
+    pub token_limit_field: TokenLimitField,
+    /// Whether the job's temperature is sent; models that accept only their
+    /// default (OpenAI's reasoning models) refuse any other.
+    #[serde(default = "default_send_temperature")]
+    pub send_temperature: bool,
+}
+
+fn default_send_temperature() -> bool {
+    true
+}
+
+/// The name under which the token limit is sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenLimitField {
+    #[default]
+    MaxTokens,
+    MaxCompletionTokens,
+}
+
+impl TokenLimitField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenLimitField::MaxTokens => "max_tokens",
+            TokenLimitField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
 }
 
 /// One finished reply.
@@ -86,6 +117,22 @@ impl OpenAiChat {
         }
     }
 
+    /// The chat completions request: the token limit under the configured
+    /// name, the temperature unless the configuration leaves it out.
+    fn request_body(&self, model: &str, messages: Vec<Value>, params: &TextParams) -> Value {
+        let mut body = json!({
+            "model": model,
+            "messages": messages,
+            "stream": true,
+            "stream_options": { "include_usage": true },
+        });
+        body[self.config.token_limit_field.as_str()] = json!(params.max_tokens);
+        if self.config.send_temperature {
+            body["temperature"] = json!(upstream::decimal(params.temperature));
+        }
+        body
+    }
+
     /// Streams one reply of `model` (or the configured upstream model) to
     /// `params`. Returns [`EngineError::cancelled`] as soon as `cancel` fires,
     /// having dropped the stream.
@@ -103,14 +150,7 @@ impl OpenAiChat {
             messages.push(json!({ "role": "system", "content": system }));
         }
         messages.push(json!({ "role": "user", "content": params.prompt }));
-        let body = json!({
-            "model": upstream_model,
-            "messages": messages,
-            "max_tokens": params.max_tokens,
-            "temperature": upstream::decimal(params.temperature),
-            "stream": true,
-            "stream_options": { "include_usage": true },
-        });
+        let body = self.request_body(upstream_model, messages, params);
         let mut request = self
             .http
             .post(format!("{}/v1/chat/completions", self.base))

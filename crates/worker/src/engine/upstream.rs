@@ -37,6 +37,7 @@ pub(crate) fn decimal(x: f32) -> f64 {
 }
 
 /// An API key read from a file, kept out of `Debug` output.
+#[derive(Clone)]
 pub(crate) struct ApiKey(String);
 
 impl ApiKey {

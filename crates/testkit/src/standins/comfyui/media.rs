@@ -1,6 +1,9 @@
-//! What save nodes write: real PNGs (with the graph in a `prompt` text
-//! chunk), animated PNGs and animated WEBPs, of the size the graph's latent
-//! asks for, stored where `/view` finds them.
+//! What save nodes write: real PNGs, animated PNGs and animated WEBPs, of the
+//! size the graph's latent asks for, stored where `/view` finds them. As
+//! ComfyUI's save nodes do, PNGs carry the graph in a `prompt` text chunk and
+//! each `extra_data.extra_pnginfo` entry (the UI's `workflow`) in another;
+//! animated WEBPs carry them in EXIF (`prompt:{...}` in tag 0x0110, the
+//! entries from 0x010f down).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -107,7 +110,18 @@ pub(super) fn save(shared: &Arc<Shared>, item: &Item, id: &str, role: Role) -> R
             message: "Saving image outside the output folder is not allowed.".into(),
         });
     };
-    let graph = Value::Object(item.prompt.clone()).to_string();
+    // As ComfyUI's save nodes: the graph, then every extra_pnginfo entry.
+    let mut texts = vec![(
+        "prompt".to_owned(),
+        Value::Object(item.prompt.clone()).to_string(),
+    )];
+    if let Some(extra) = item
+        .extra_data
+        .get("extra_pnginfo")
+        .and_then(Value::as_object)
+    {
+        texts.extend(extra.iter().map(|(k, v)| (k.clone(), v.to_string())));
+    }
     let fps = node
         .pointer("/inputs/fps")
         .and_then(Value::as_f64)
@@ -130,11 +144,11 @@ pub(super) fn save(shared: &Arc<Shared>, item: &Item, id: &str, role: Role) -> R
     };
     let animated = match role {
         Role::SaveWebp => {
-            write("webp", animated_webp(&picture, fps));
+            write("webp", animated_webp(&picture, fps, &texts));
             true
         }
         Role::SaveApng => {
-            write("png", png_frames(&picture, picture.frames, Some(&graph)));
+            write("png", png_frames(&picture, picture.frames, &texts));
             true
         }
         _ => {
@@ -143,7 +157,7 @@ pub(super) fn save(shared: &Arc<Shared>, item: &Item, id: &str, role: Role) -> R
                     seed: picture.seed.wrapping_add(u64::from(frame)),
                     ..picture
                 };
-                write("png", png_frames(&still, 1, Some(&graph)));
+                write("png", png_frames(&still, 1, &texts));
             }
             false
         }
@@ -169,19 +183,19 @@ fn pixels(p: &Picture, frame: u32) -> Vec<u8> {
     data
 }
 
-/// A PNG, animated when `frames > 1`, with the graph in a `prompt` text chunk.
-fn png_frames(p: &Picture, frames: u32, graph: Option<&str>) -> Vec<u8> {
+/// A PNG, animated when `frames > 1`, with one `tEXt` chunk per text.
+fn png_frames(p: &Picture, frames: u32, texts: &[(String, String)]) -> Vec<u8> {
     let mut out = Vec::new();
     {
         let mut encoder = png::Encoder::new(&mut out, p.width, p.height);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_depth(png::BitDepth::Eight);
-        if let Some(graph) = graph {
-            let latin1: String = graph
+        for (key, text) in texts {
+            let latin1: String = text
                 .chars()
                 .map(|c| if c.is_ascii() { c } else { '?' })
                 .collect();
-            let _ = encoder.add_text_chunk("prompt".into(), latin1);
+            let _ = encoder.add_text_chunk(key.clone(), latin1);
         }
         if frames > 1 {
             encoder
@@ -199,9 +213,10 @@ fn png_frames(p: &Picture, frames: u32, graph: Option<&str>) -> Vec<u8> {
     out
 }
 
-/// An animated WEBP: a VP8X header with the animation flag, an ANIM chunk,
-/// and one ANMF frame per picture frame, each a lossless VP8L bitstream.
-fn animated_webp(p: &Picture, fps: f64) -> Vec<u8> {
+/// An animated WEBP: a VP8X header with the animation and EXIF flags, an
+/// ANIM chunk, one ANMF frame per picture frame, each a lossless VP8L
+/// bitstream, then the texts in an EXIF chunk.
+fn animated_webp(p: &Picture, fps: f64, texts: &[(String, String)]) -> Vec<u8> {
     fn chunk(out: &mut Vec<u8>, name: &[u8; 4], data: &[u8]) {
         out.extend_from_slice(name);
         out.extend_from_slice(&(data.len() as u32).to_le_bytes());
@@ -215,7 +230,7 @@ fn animated_webp(p: &Picture, fps: f64) -> Vec<u8> {
     }
     let duration = ((1000.0 / fps).round() as u32).clamp(1, 0xff_ffff);
     let mut body = Vec::new();
-    let mut vp8x = vec![0x02, 0, 0, 0];
+    let mut vp8x = vec![0x02 | 0x08, 0, 0, 0];
     u24(&mut vp8x, p.width - 1);
     u24(&mut vp8x, p.height - 1);
     chunk(&mut body, b"VP8X", &vp8x);
@@ -243,10 +258,51 @@ fn animated_webp(p: &Picture, fps: f64) -> Vec<u8> {
         chunk(&mut anmf, b"VP8L", vp8l);
         chunk(&mut body, b"ANMF", &anmf);
     }
+    chunk(&mut body, b"EXIF", &exif(texts));
     let mut out = b"RIFF".to_vec();
     out.extend_from_slice(&((body.len() + 4) as u32).to_le_bytes());
     out.extend_from_slice(b"WEBP");
     out.extend_from_slice(&body);
+    out
+}
+
+/// A little-endian TIFF block with one ASCII entry per text, `key:text`, as
+/// ComfyUI's SaveAnimatedWEBP writes them: the first in tag 0x0110 (Model),
+/// the others from 0x010f (Make) down.
+fn exif(texts: &[(String, String)]) -> Vec<u8> {
+    let mut entries: Vec<(u16, Vec<u8>)> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, (key, text))| {
+            let tag = if i == 0 { 0x0110 } else { 0x0110 - i as u16 };
+            let mut value = format!("{key}:{text}").into_bytes();
+            value.push(0);
+            (tag, value)
+        })
+        .collect();
+    entries.sort_by_key(|(tag, _)| *tag);
+    let ifd_len = 2 + 12 * entries.len() + 4;
+    let mut out = b"II*\0".to_vec();
+    out.extend_from_slice(&8u32.to_le_bytes());
+    out.extend_from_slice(&(entries.len() as u16).to_le_bytes());
+    let mut data_at = 8 + ifd_len;
+    let mut data = Vec::new();
+    for (tag, value) in &entries {
+        out.extend_from_slice(&tag.to_le_bytes());
+        out.extend_from_slice(&2u16.to_le_bytes()); // ASCII
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        if value.len() <= 4 {
+            let mut inline = value.clone();
+            inline.resize(4, 0);
+            out.extend_from_slice(&inline);
+        } else {
+            out.extend_from_slice(&(data_at as u32).to_le_bytes());
+            data.extend_from_slice(value);
+            data_at += value.len();
+        }
+    }
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&data);
     out
 }
 
@@ -262,7 +318,7 @@ mod tests {
             frames: 3,
             seed: 9,
         };
-        let bytes = animated_webp(&p, 8.0);
+        let bytes = animated_webp(&p, 8.0, &[("prompt".into(), "{}".into())]);
         let decoder = image_webp::WebPDecoder::new(std::io::Cursor::new(bytes)).unwrap();
         assert!(decoder.is_animated());
         assert_eq!(decoder.num_frames(), 3);

@@ -82,6 +82,9 @@ fn parse_chat(shared: &Shared, body: &Value) -> Result<Chat, Box<Response>> {
             }
         }
     }
+    if shared.options.reasoning {
+        refuse_reasoning_parameters(body)?;
+    }
     let max_tokens = match body.get("max_tokens").or_else(|| body.get("max_completion_tokens")) {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_i64() {
@@ -148,6 +151,28 @@ fn parse_chat(shared: &Shared, body: &Value) -> Result<Chat, Box<Response>> {
         stream,
         include_usage,
     })
+}
+
+/// What OpenAI's reasoning models refuse: `max_tokens`, and a temperature
+/// other than the default.
+fn refuse_reasoning_parameters(body: &Value) -> Result<(), Box<Response>> {
+    if body.get("max_tokens").is_some_and(|v| !v.is_null()) {
+        return refuse(invalid(
+            "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+            Some("max_tokens"),
+            Some("unsupported_parameter"),
+        ));
+    }
+    if let Some(t) = body.get("temperature").filter(|t| !t.is_null()) {
+        if t.as_f64() != Some(1.0) {
+            return refuse(invalid(
+                &format!("Unsupported value: 'temperature' does not support {t} with this model. Only the default (1) value is supported."),
+                Some("temperature"),
+                Some("unsupported_value"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub(super) async fn chat(

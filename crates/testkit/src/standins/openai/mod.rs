@@ -19,6 +19,10 @@
 //! - `POST /v1/audio/speech` (`model`, `input`, `voice`, `response_format`,
 //!   `speed`) answers a WAV tone (or raw PCM) as long as the text asks.
 //!
+//! With [`OpenAiOptions::reasoning`] the model answers as OpenAI's reasoning
+//! models do: `max_tokens` is refused (they take `max_completion_tokens`), and
+//! so is any `temperature` but the default, 1.
+//!
 //! Errors use OpenAI's envelope, `{"error": {"message", "type", "param",
 //! "code"}}`, with its statuses: 400 for invalid requests, 401 for a wrong
 //! key, 404 for an unknown model. [`Fault`] makes it misbehave as real
@@ -93,6 +97,9 @@ pub struct OpenAiOptions {
     /// The text of every transcription.
     pub transcript: String,
     pub fault: Option<Fault>,
+    /// Refuse `max_tokens` and any `temperature` but 1, with OpenAI's 400
+    /// `unsupported_parameter` / `unsupported_value`, as its reasoning models.
+    pub reasoning: bool,
 }
 
 impl Default for OpenAiOptions {
@@ -104,6 +111,7 @@ impl Default for OpenAiOptions {
             api_key: None,
             transcript: "The quick brown fox jumps over the lazy dog.".into(),
             fault: None,
+            reasoning: false,
         }
     }
 }

@@ -21,7 +21,7 @@
 //! prompt from the queue if it had not started and interrupts it; a run future
 //! dropped before it finished (the agent's time limit) does the same.
 //!
-//! The adapter lives in five files, one concern each:
+//! The adapter lives in six files, one concern each:
 //!
 //! - `mod.rs`: the settings ([`ComfyUiConfig`]), the engine value and its
 //!   [`Engine`] implementation, which drives one run from graph to artifacts;
@@ -33,10 +33,13 @@
 //! - `follow`: following a queued prompt to its end, on the `/ws` websocket or
 //!   by polling, with its progress and the failures ComfyUI reports;
 //! - `output`: the files a finished prompt saved, their names checked, and
-//!   their format and size read from their own headers ([`describe_file`]).
+//!   their format and size read from their own headers ([`describe_file`]);
+//! - `metadata`: the graph ComfyUI writes into PNG text chunks and WEBP
+//!   EXIF, removed from outputs unless `keep_metadata` is set.
 
 mod client;
 mod follow;
+mod metadata;
 mod output;
 mod template;
 
@@ -86,6 +89,10 @@ pub struct ComfyUiConfig {
     /// Largest output file fetched from ComfyUI (bytes).
     #[serde(default = "default_max_output_bytes")]
     pub max_output_bytes: u64,
+    /// Keep the metadata ComfyUI writes into outputs (the rendered graph, in
+    /// PNG text chunks and WEBP EXIF/XMP); by default it is removed.
+    #[serde(default)]
+    pub keep_metadata: bool,
 }
 
 fn default_url() -> String {

@@ -1,6 +1,7 @@
 //! What a finished prompt leaves behind: the output files its history names
 //! (checked to be plain names inside ComfyUI's output folder), fetched and
-//! described from their own headers, never from their names.
+//! described from their own headers, never from their names, and stripped of
+//! the graph ComfyUI writes into them ([`super::metadata`]).
 
 use std::collections::BTreeSet;
 
@@ -11,6 +12,7 @@ use tessera_core::Capability;
 
 use super::client::clip;
 use super::follow::history_failure;
+use super::metadata;
 use super::{Artifact, ComfyUi, EngineError, Template, TITLE_OUTPUT};
 
 impl ComfyUi {
@@ -32,9 +34,15 @@ impl ComfyUi {
         let mut artifacts = Vec::with_capacity(files.len());
         for file in &files {
             let bytes = self.fetch(file).await?;
-            let meta = describe_file(&bytes, template.capability).map_err(|e| {
+            let invalid = |e: String| {
                 EngineError::invalid_output(format!("ComfyUI output {:?}: {e}", file.filename))
-            })?;
+            };
+            let meta = describe_file(&bytes, template.capability).map_err(invalid)?;
+            let bytes = if self.config.keep_metadata {
+                bytes
+            } else {
+                metadata::strip(bytes).map_err(invalid)?
+            };
             artifacts.push(Artifact { meta, bytes });
         }
         Ok(artifacts)
