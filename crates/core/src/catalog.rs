@@ -50,11 +50,7 @@ impl ModelCatalog {
 
 /// Model names travel to workers and into file paths: keep them plain.
 pub fn is_model_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        && !s.starts_with('.')
+    crate::ids::is_plain_name(s) && !s.starts_with('.')
 }
 
 impl Default for ModelCatalog {
