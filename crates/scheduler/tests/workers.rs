@@ -27,6 +27,7 @@ fn heartbeat(id: &str) -> Heartbeat {
         gpu_memory_used: Some(8000),
         gpu_memory_total: None,
         gpu_utilization: None,
+        engines: vec![],
     }
 }
 
