@@ -66,7 +66,12 @@ impl Readiness {
     }
 
     /// Records a probe of engine `index`; true when its readiness changed.
-    pub fn record(&self, index: usize, engine: &dyn Engine, probe: Result<(), EngineError>) -> bool {
+    pub fn record(
+        &self,
+        index: usize,
+        engine: &dyn Engine,
+        probe: Result<(), EngineError>,
+    ) -> bool {
         let mut states = self.states();
         let Some(state) = states.get_mut(index) else {
             return false;

@@ -97,7 +97,10 @@ fn check(hb: &Heartbeat) -> Result<(), ApiError> {
             !t.is_empty() && t.chars().count() <= most && !t.chars().any(char::is_control)
         };
         if !plain(&e.engine, 64) {
-            return bad("engines", "an engine's name is 1 to 64 printable characters");
+            return bad(
+                "engines",
+                "an engine's name is 1 to 64 printable characters",
+            );
         }
         if !hb.capabilities.contains(&e.capability)
             || e.models.len() > MAX_LIST

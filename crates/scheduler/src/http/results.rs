@@ -336,8 +336,14 @@ async fn failed(
             .engine_failed(&fence.worker_id, job.capability);
     }
     let waited = now - job.queued_at.unwrap_or(now);
-    let bound = i64::try_from(state.config.workers.unservable_after_secs.saturating_mul(1000))
-        .unwrap_or(i64::MAX);
+    let bound = i64::try_from(
+        state
+            .config
+            .workers
+            .unservable_after_secs
+            .saturating_mul(1000),
+    )
+    .unwrap_or(i64::MAX);
     // The engine was down: not the job's attempt, while it has not waited too long.
     let release = engine_down && error.retryable && waited < bound;
     let max = i32::try_from(state.config.workers.max_attempts).unwrap_or(i32::MAX);

@@ -249,8 +249,14 @@ impl Engine for OpenAiTranscription {
     async fn probe(&self) -> Result<(), EngineError> {
         let key = upstream::optional_api_key(self.config.api_key_file.as_ref()).await?;
         let url = format!("{}/v1/models", self.base);
-        upstream::probe_get(&self.http, "the transcription server", &url, key.as_ref(), true)
-            .await
+        upstream::probe_get(
+            &self.http,
+            "the transcription server",
+            &url,
+            key.as_ref(),
+            true,
+        )
+        .await
     }
 
     async fn run(
