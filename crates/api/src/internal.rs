@@ -64,6 +64,56 @@ pub struct Heartbeat {
     /// Percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_utilization: Option<f32>,
+    /// Whether each engine can take a job now, as the worker's last probe of
+    /// it found. A worker that sends none (older ones) has every engine ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<EngineReadiness>,
+}
+
+/// One engine of a worker and whether it can take a job now (its adapter's
+/// readiness probe: ComfyUI's `/system_stats`, llama.cpp's `/health`...).
+/// The scheduler sends a capability or model only to a worker whose engine
+/// for it is ready.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EngineReadiness {
+    /// The adapter: `comfyui`, `kobold`, `openai_chat`, `whisper_cpp`, `sim`...
+    pub engine: String,
+    pub capability: Capability,
+    /// The models this engine serves.
+    pub models: Vec<String>,
+    pub ready: bool,
+    /// Since when the engine has been ready (or not), by the worker's clock.
+    pub since: DateTime<Utc>,
+    /// Why the last probe failed, when the engine is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Heartbeat {
+    /// The capabilities and models the worker can run now: those of its
+    /// ready engines, and everything when it reports no readiness (older
+    /// workers). A capability is left out when every engine reported for it
+    /// is down, a model when every engine listing it is.
+    pub fn ready_now(&self) -> (Vec<Capability>, Vec<String>) {
+        let all_down = |of: &dyn Fn(&EngineReadiness) -> bool| {
+            let mut reported = self.engines.iter().filter(|e| of(e)).peekable();
+            reported.peek().is_some() && reported.all(|e| !e.ready)
+        };
+        let capabilities = self
+            .capabilities
+            .iter()
+            .filter(|c| !all_down(&|e| e.capability == **c))
+            .copied()
+            .collect();
+        let models = self
+            .models
+            .iter()
+            .filter(|m| !all_down(&|e| e.models.contains(m)))
+            .cloned()
+            .collect();
+        (capabilities, models)
+    }
 }
 
 /// The scheduler's answer to a heartbeat.
@@ -226,6 +276,13 @@ pub struct EngineInfo {
     pub capability: Capability,
     pub models: Vec<String>,
     pub loaded_models: Vec<String>,
+    /// Whether the engine can take a job now (its last readiness probe).
+    pub ready: bool,
+    /// Since when it has been ready (or not).
+    pub ready_since: DateTime<Utc>,
+    /// Why the last probe failed, when it is not ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// `GET /capabilities` on a worker.

@@ -74,7 +74,9 @@ pub struct WorkersConfig {
     /// A job dispatched this many times without finishing FAILS and is refunded.
     pub max_attempts: u32,
     /// A queued job that no online worker can serve FAILS and is refunded after
-    /// waiting this long (seconds).
+    /// waiting this long (seconds). A worker whose engine is down still serves
+    /// for this long, and an `engine_unavailable` failure does not count as an
+    /// attempt while the job has waited less than this.
     pub unservable_after_secs: u64,
     /// The dispatcher looks at the queue at least this often (ms), even when no
     /// event woke it: a safety net, not the way jobs normally start.

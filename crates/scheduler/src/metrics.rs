@@ -57,6 +57,7 @@ pub const NAMES: &[&str] = &[
     "tessera_worker_up",
     "tessera_worker_heartbeat_age_seconds",
     "tessera_worker_busy",
+    "tessera_worker_engine_ready",
     "tessera_worker_gpu_utilization_ratio",
     "tessera_worker_gpu_memory_used_bytes",
     "tessera_worker_gpu_memory_total_bytes",
@@ -126,6 +127,13 @@ struct WorkerLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EngineLabels {
+    worker: String,
+    engine: String,
+    capability: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GpuLabels {
     worker: String,
     gpu: String,
@@ -181,6 +189,7 @@ struct Inner {
     worker_up: Family<WorkerLabels, Gauge>,
     heartbeat_age: Family<WorkerLabels, FloatGauge>,
     worker_busy: Family<WorkerLabels, Gauge>,
+    engine_ready: Family<EngineLabels, Gauge>,
     gpu_utilization: Family<GpuLabels, FloatGauge>,
     gpu_used: Family<GpuLabels, Gauge>,
     gpu_total: Family<GpuLabels, Gauge>,
@@ -214,6 +223,7 @@ impl Metrics {
             worker_up: Family::default(),
             heartbeat_age: Family::default(),
             worker_busy: Family::default(),
+            engine_ready: Family::default(),
             gpu_utilization: Family::default(),
             gpu_used: Family::default(),
             gpu_total: Family::default(),
@@ -317,6 +327,12 @@ impl Metrics {
             "worker_busy",
             "1 while the worker reports a running job",
             i.worker_busy.clone(),
+        );
+        r.register(
+            "worker_engine_ready",
+            "1 while an online worker's engine answers its readiness probe, 0 while it does not \
+             (no jobs go to it meanwhile), by worker, engine and capability",
+            i.engine_ready.clone(),
         );
         r.register(
             "worker_gpu_utilization_ratio",
@@ -593,6 +609,7 @@ impl Metrics {
         i.worker_up.clear();
         i.heartbeat_age.clear();
         i.worker_busy.clear();
+        i.engine_ready.clear();
         i.gpu_utilization.clear();
         i.gpu_used.clear();
         i.gpu_total.clear();
@@ -615,6 +632,20 @@ impl Metrics {
             i.worker_busy
                 .get_or_create(&labels)
                 .set(i64::from(hb.current_job.is_some()));
+            // An offline worker's engines are not known: tessera_worker_up says it.
+            let mut engines: HashMap<EngineLabels, bool> = HashMap::new();
+            for e in hb.engines.iter().filter(|_| up) {
+                let engine = EngineLabels {
+                    worker: hb.worker_id.to_string(),
+                    engine: e.engine.clone(),
+                    capability: e.capability.to_string(),
+                };
+                // Two engines of one kind for one capability: down if either is.
+                *engines.entry(engine).or_insert(true) &= e.ready;
+            }
+            for (engine, ready) in engines {
+                i.engine_ready.get_or_create(&engine).set(i64::from(ready));
+            }
             let gpu = GpuLabels {
                 worker: hb.worker_id.to_string(),
                 gpu: hb.gpu_name.clone().unwrap_or_default(),

@@ -8,8 +8,10 @@
 //! of them reach it through the [`Lifecycle`](crate::lifecycle::Lifecycle), so
 //! none of them needs the dispatcher, and the dispatcher needs none of them.
 //!
-//! For each worker it holds what the worker serves, whether it is online, and
-//! which job this scheduler gave it. A restart rebuilds it from the database
+//! For each worker it holds what the worker serves, which of its engines are
+//! ready (a worker whose engine for a capability or model is down is no
+//! candidate for it, though it is for its other engines), whether it is
+//! online, and which job this scheduler gave it. A restart rebuilds it from the database
 //! (workers, and RUNNING jobs with their worker), so nothing running is
 //! forgotten. Heartbeats reconcile it both ways against the database (see
 //! [`Registry::heartbeat`]), so that replicas dispatching to the same workers
@@ -19,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use tessera_api::internal::{CancelJob, Heartbeat, WorkerStatus};
+use tessera_api::internal::{CancelJob, EngineReadiness, Heartbeat, WorkerStatus};
 use tessera_core::{Capability, JobId, Millis, WorkerId};
 
 use crate::config::WorkersConfig;
@@ -40,7 +42,15 @@ pub struct Registry {
 
 #[derive(Clone, Debug)]
 struct Entry {
+    /// Everything the worker serves.
     slot: WorkerSlot,
+    /// What its ready engines serve: what it may be sent.
+    ready: WorkerSlot,
+    /// Its engines' readiness, as its last heartbeat reported it.
+    engines: Vec<EngineReadiness>,
+    /// Capabilities whose engine failed a job as unavailable since the last
+    /// heartbeat: no job for them until a heartbeat says the engine is ready.
+    failed: Vec<Capability>,
     address: String,
     status: WorkerStatus,
     last_seen: Millis,
@@ -107,6 +117,9 @@ impl Registry {
                 hb.worker_id.clone(),
                 Entry {
                     slot: slot_of(&hb),
+                    ready: ready_slot_of(&hb),
+                    engines: hb.engines,
+                    failed: Vec::new(),
                     address: hb.address,
                     status: hb.status,
                     last_seen: w.last_seen_at,
@@ -155,6 +168,9 @@ impl Registry {
             let mut map = self.workers();
             let entry = map.entry(hb.worker_id.clone()).or_insert_with(|| Entry {
                 slot: slot_of(hb),
+                ready: ready_slot_of(hb),
+                engines: Vec::new(),
+                failed: Vec::new(),
                 address: String::new(),
                 status: hb.status,
                 last_seen: now,
@@ -163,6 +179,9 @@ impl Registry {
                 suspect: false,
             });
             entry.slot = slot_of(hb);
+            entry.ready = ready_slot_of(hb);
+            entry.engines = hb.engines.clone();
+            entry.failed.clear();
             entry.address = hb.address.clone();
             entry.status = hb.status;
             entry.last_seen = now;
@@ -259,6 +278,18 @@ impl Registry {
         }
     }
 
+    /// A job failed on `worker_id` because its engine for `capability` is
+    /// unavailable: no job for that capability goes to the worker until a
+    /// heartbeat says the engine is ready (the worker probes it at once and
+    /// reports it down, or ready again, in its next heartbeat).
+    pub fn engine_failed(&self, worker_id: &str, capability: Capability) {
+        if let Some(entry) = self.workers().get_mut(worker_id) {
+            if !entry.failed.contains(&capability) {
+                entry.failed.push(capability);
+            }
+        }
+    }
+
     /// Tells the worker running `job` to stop it (cancelled or timed out). Best
     /// effort: if the call is lost, the worker's next heartbeat is answered
     /// with the job to cancel.
@@ -289,30 +320,46 @@ impl Registry {
         });
     }
 
-    /// Whether some online worker serves this capability and model.
+    /// Whether some online worker serves this capability and model. A worker
+    /// whose engine for it is down still does until the engine has been down
+    /// for `unservable_after_secs`: an engine restarting is ordinary, and its
+    /// jobs wait for it rather than fail.
     pub fn serves(&self, capability: Capability, model: &str, now: Millis) -> bool {
+        let limit = i64::try_from(self.config.unservable_after_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX);
         self.workers().values().any(|e| {
             self.config.is_online(e.last_seen, now)
                 && e.status != WorkerStatus::Draining
                 && e.slot.capabilities.contains(&capability)
                 && e.slot.models.iter().any(|m| m == model)
+                && (slot_serves(&e.ready, capability, model)
+                    || down_since(&e.engines, capability, model)
+                        .is_none_or(|since| now - since < limit))
         })
     }
 
     /// The free workers (idle, online, believed to run nothing, not suspect,
     /// no claim in flight), each marked as being claimed for until
     /// [`claims_done`](Self::claims_done).
+    ///
+    /// Each comes with what its ready engines serve, less what failed as
+    /// unavailable since its last heartbeat; a worker with nothing left is not free.
     pub fn claim_free(&self, now: Millis) -> Vec<FreeWorker> {
         let mut map = self.workers();
         map.iter_mut()
             .filter(|(_, e)| self.is_free(e, now))
-            .map(|(id, e)| {
-                e.claiming = true;
-                FreeWorker {
-                    worker_id: id.clone(),
-                    slot: e.slot.clone(),
-                    address: e.address.clone(),
+            .filter_map(|(id, e)| {
+                let mut slot = e.ready.clone();
+                slot.capabilities.retain(|c| !e.failed.contains(c));
+                if slot.capabilities.is_empty() || slot.models.is_empty() {
+                    return None;
                 }
+                e.claiming = true;
+                Some(FreeWorker {
+                    worker_id: id.clone(),
+                    slot,
+                    address: e.address.clone(),
+                })
             })
             .collect()
     }
@@ -360,6 +407,30 @@ impl Registry {
             && !e.suspect
             && self.config.is_online(e.last_seen, now)
     }
+}
+
+/// What the worker's ready engines serve ([`Heartbeat::ready_now`]).
+fn ready_slot_of(hb: &Heartbeat) -> WorkerSlot {
+    let (capabilities, models) = hb.ready_now();
+    WorkerSlot {
+        capabilities,
+        models,
+        ..slot_of(hb)
+    }
+}
+
+fn slot_serves(slot: &WorkerSlot, capability: Capability, model: &str) -> bool {
+    slot.capabilities.contains(&capability) && slot.models.iter().any(|m| m == model)
+}
+
+/// Since when (ms, by the worker's clock) the engines for this capability
+/// and model have been down: the latest change among those that are.
+fn down_since(engines: &[EngineReadiness], capability: Capability, model: &str) -> Option<Millis> {
+    engines
+        .iter()
+        .filter(|e| !e.ready && e.capability == capability && e.models.iter().any(|m| m == model))
+        .map(|e| e.since.timestamp_millis())
+        .max()
 }
 
 fn slot_of(hb: &Heartbeat) -> WorkerSlot {

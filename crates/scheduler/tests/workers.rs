@@ -27,6 +27,7 @@ fn heartbeat(id: &str) -> Heartbeat {
         gpu_memory_used: Some(8000),
         gpu_memory_total: None,
         gpu_utilization: None,
+        engines: vec![],
     }
 }
 
@@ -100,6 +101,29 @@ async fn what_workers_report_is_validated(backend: Backend) {
         (
             "gpu_utilization",
             Box::new(|h| h["gpu_utilization"] = 250.0.into()),
+        ),
+        // An engine serving what the worker does not list.
+        (
+            "engines",
+            Box::new(|h| {
+                h["engines"] = serde_json::json!([{"engine": "kobold", "capability": "text",
+                    "models": ["sdxl-1.0"], "ready": true, "since": "2026-05-01T10:00:00Z"}])
+            }),
+        ),
+        (
+            "engines",
+            Box::new(|h| {
+                h["engines"] = serde_json::json!([{"engine": "comfyui", "capability": "image",
+                    "models": ["sdxl-1.0"], "ready": false, "since": "2026-05-01T10:00:00Z",
+                    "error": "down\u{0}"}])
+            }),
+        ),
+        (
+            "engines[0].ready",
+            Box::new(|h| {
+                h["engines"] = serde_json::json!([{"engine": "comfyui", "capability": "image",
+                    "models": ["sdxl-1.0"], "ready": "yes", "since": "2026-05-01T10:00:00Z"}])
+            }),
         ),
     ];
     for (field, spoil) in cases {

@@ -44,6 +44,7 @@ use tessera_core::{Capability, ErrorCode, JobId, WorkerId};
 use crate::config::WorkerConfig;
 use crate::engine::{self, Artifact, Engine, EngineError, Input, Progress, Task};
 use crate::gpu::Gpu;
+use crate::readiness::{self, Readiness};
 
 /// Longest wait between two tries of a result upload.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
@@ -87,6 +88,7 @@ impl Worker {
             metrics: crate::metrics::Metrics::new(),
             registered: AtomicBool::new(false),
             scheduler,
+            readiness: Readiness::new(engines.len()),
             engines,
             gpu: Gpu::open(0),
             current: Mutex::new(None),
@@ -95,6 +97,8 @@ impl Worker {
             interval_ms: AtomicU64::new(config.worker.heartbeat_interval_ms.max(100)),
             max_input_bytes: config.worker.max_input_bytes,
         });
+        // The first heartbeat already says which engines are up.
+        readiness::probe_all(&shared.readiness, &shared.engines).await;
         let (stop_tx, stop_rx) = watch::channel(false);
         let app = router(shared.clone());
         let mut server_stop = stop_rx.clone();
@@ -106,6 +110,7 @@ impl Worker {
                 .await
                 .context("serving the worker API")
         });
+        let probes = tokio::spawn(probe_loop(shared.clone(), stop_rx.clone()));
         let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), stop_rx));
         tracing::info!(worker_id = %shared.id, %addr, engines = shared.engines.len(), "worker listening");
         Ok(WorkerHandle {
@@ -114,6 +119,7 @@ impl Worker {
             stop: stop_tx,
             server,
             heartbeat,
+            probes,
         })
     }
 }
@@ -125,6 +131,7 @@ pub struct WorkerHandle {
     stop: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
     heartbeat: JoinHandle<()>,
+    probes: JoinHandle<()>,
 }
 
 impl WorkerHandle {
@@ -151,6 +158,7 @@ impl WorkerHandle {
         }
         let _ = self.stop.send(true);
         let _ = self.heartbeat.await;
+        let _ = self.probes.await;
         self.server.await.context("worker server panicked")?
     }
 
@@ -158,6 +166,7 @@ impl WorkerHandle {
     pub fn kill(self) {
         self.server.abort();
         self.heartbeat.abort();
+        self.probes.abort();
         if let Some(running) = self
             .shared
             .current
@@ -187,6 +196,8 @@ struct Shared {
     /// The scheduler's internal API, with the internal token.
     scheduler: Client,
     engines: Vec<Arc<dyn Engine>>,
+    /// What the last probe of each engine found, in `engines`' order.
+    readiness: Readiness,
     gpu: Option<Gpu>,
     current: Mutex<Option<Running>>,
     draining: AtomicBool,
@@ -245,11 +256,15 @@ impl Shared {
         let engines: Vec<EngineInfo> = self
             .engines
             .iter()
-            .map(|e| EngineInfo {
-                engine: e.kind().to_owned(),
-                capability: e.capability(),
-                models: e.models(),
+            .zip(self.readiness.report(&self.engines))
+            .map(|(e, r)| EngineInfo {
+                engine: r.engine,
+                capability: r.capability,
+                models: r.models,
                 loaded_models: e.loaded_models(),
+                ready: r.ready,
+                ready_since: r.since,
+                error: r.error,
             })
             .collect();
         let mut capabilities: Vec<Capability> = engines.iter().map(|e| e.capability).collect();
@@ -411,11 +426,10 @@ async fn run_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             )
         }
     };
-    let Some(engine) = shared
+    let Some(index) = shared
         .engines
         .iter()
-        .find(|e| e.capability() == job.capability && e.models().contains(&job.model_id))
-        .cloned()
+        .position(|e| e.capability() == job.capability && e.models().contains(&job.model_id))
     else {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -426,6 +440,19 @@ async fn run_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
             ),
         );
     };
+    let engine = shared.engines[index].clone();
+    if let Some(down) = shared.readiness.get(index).filter(|s| !s.ready) {
+        // The scheduler hands the job back without counting an attempt.
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::EngineUnavailable,
+            format!(
+                "this worker's {} engine is down: {}",
+                engine.kind(),
+                down.error.unwrap_or_default()
+            ),
+        );
+    }
     let params = job.params.clone();
     let accepted = RunJobAccepted {
         job_id: job.job_id.clone(),
@@ -460,7 +487,7 @@ async fn run_job(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
         .unwrap_or("-");
     let span = tracing::info_span!("job", job_id = %job.job_id, request_id = %request_id);
     let task = tokio::spawn(
-        execute(shared.clone(), job.clone(), engine, params, cancel.clone())
+        execute(shared.clone(), job.clone(), index, params, cancel.clone())
             .instrument(span.clone()),
     );
     *current = Some(Running {
@@ -533,10 +560,11 @@ async fn unload(State(shared): State<Arc<Shared>>, body: Bytes) -> Response {
 async fn execute(
     shared: Arc<Shared>,
     job: RunJob,
-    engine: Arc<dyn Engine>,
+    index: usize,
     params: JobParams,
     cancel: CancellationToken,
 ) {
+    let engine = shared.engines[index].clone();
     let started = std::time::Instant::now();
     let had_model = engine.loaded_models().contains(&job.model_id);
     shared.metrics.started();
@@ -558,6 +586,14 @@ async fn execute(
         Err(e) => {
             tracing::warn!(job_id = %job.job_id, code = %e.code, error = %e.message, "job failed")
         }
+    }
+    if outcome
+        .as_ref()
+        .is_err_and(|e| e.code == ErrorCode::EngineUnavailable)
+        && readiness::probe_one(&shared.readiness, &shared.engines, index).await
+    {
+        // Down: the scheduler hears it before the result, so no job is sent back here.
+        shared.heartbeat_now.notify_one();
     }
     deliver(&shared, &job, outcome).await;
     let mut current = shared.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -744,6 +780,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             gpu_memory_used: gpu.memory_used,
             gpu_memory_total: gpu.memory_total,
             gpu_utilization: gpu.utilization,
+            engines: shared.readiness.report(&shared.engines),
         };
         match shared.scheduler.heartbeat(&hb).await {
             Ok(ack) => {
@@ -796,5 +833,26 @@ fn heard(shared: &Shared, reachable: &mut bool) {
     if !*reachable {
         tracing::info!("scheduler reachable again");
         *reachable = true;
+    }
+}
+
+/// Probes every engine each heartbeat period, every
+/// [`readiness::DOWN_PROBE_EVERY`] while one is down, and sends a heartbeat
+/// at once when an engine goes down or comes back.
+async fn probe_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let interval = Duration::from_millis(shared.interval_ms.load(Ordering::Relaxed));
+        let wait = if shared.readiness.any_down() {
+            interval.min(readiness::DOWN_PROBE_EVERY)
+        } else {
+            interval
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if readiness::probe_all(&shared.readiness, &shared.engines).await {
+            shared.heartbeat_now.notify_one();
+        }
     }
 }

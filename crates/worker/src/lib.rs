@@ -12,6 +12,7 @@ pub mod config;
 pub mod engine;
 pub mod gpu;
 pub mod metrics;
+pub mod readiness;
 
 pub use agent::{Worker, WorkerHandle};
 pub use config::WorkerConfig;

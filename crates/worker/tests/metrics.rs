@@ -378,6 +378,7 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
         gpu_memory_used: Some(22_000),
         gpu_memory_total: Some(24_564),
         gpu_utilization: Some(87.0),
+        engines: vec![],
     };
     let sent = reqwest::Client::new()
         .post(format!("{}/api/internal/heartbeat", app.base_url()))

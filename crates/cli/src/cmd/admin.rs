@@ -233,6 +233,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             if list.workers.is_empty() {
                 println!("(no worker has sent a heartbeat)");
             }
+            // Engines that cannot take a job now, each on its own line.
+            for w in &list.workers {
+                for e in w.heartbeat.engines.iter().filter(|e| !e.ready) {
+                    println!(
+                        "engine DOWN: {} {} ({}) since {}: {}",
+                        w.heartbeat.worker_id,
+                        e.engine,
+                        e.capability,
+                        e.since.format("%Y-%m-%d %H:%M:%S"),
+                        e.error.as_deref().unwrap_or("not ready")
+                    );
+                }
+            }
         }
         AdminCommand::Jobs(JobsCommand::Cancel { job_id }) => {
             let id: JobId = job_id

@@ -89,6 +89,35 @@ fn check(hb: &Heartbeat) -> Result<(), ApiError> {
             );
         }
     }
+    if hb.engines.len() > MAX_LIST {
+        return bad("engines", "engines must list at most 64 engines");
+    }
+    for e in &hb.engines {
+        let plain = |t: &str, most: usize| {
+            !t.is_empty() && t.chars().count() <= most && !t.chars().any(char::is_control)
+        };
+        if !plain(&e.engine, 64) {
+            return bad(
+                "engines",
+                "an engine's name is 1 to 64 printable characters",
+            );
+        }
+        if !hb.capabilities.contains(&e.capability)
+            || e.models.len() > MAX_LIST
+            || !e.models.iter().all(|m| hb.models.contains(m))
+        {
+            return bad(
+                "engines",
+                "an engine's capability and models must be among the worker's",
+            );
+        }
+        if e.error.as_deref().is_some_and(|t| !plain(t, 1000)) {
+            return bad(
+                "engines",
+                "an engine's error is 1 to 1000 printable characters",
+            );
+        }
+    }
     if hb
         .gpu_utilization
         .is_some_and(|u| !(0.0..=100.0).contains(&u))

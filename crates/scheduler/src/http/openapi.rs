@@ -35,6 +35,7 @@ use super::{accounts, admin as admin_http, files, internal, jobs, results, users
         admin::CreateKeyRequest, admin::CreatedKey, admin::KeyView, admin::KeyList, admin::SetPlanRequest,
         wire_internal::Heartbeat, wire_internal::HeartbeatAck, wire_internal::WorkerStatus,
         wire_internal::WorkerInfo, wire_internal::WorkerList,
+        wire_internal::EngineReadiness,
         ApiErrorBody, ErrorDetail, Capability, JobState, Plan, Platform, Priority,
     )),
     modifiers(&Security),

@@ -10,6 +10,15 @@
 //! retried upload of a result already recorded is acknowledged again
 //! (`replayed: true`), so a worker can retry until it hears back.
 //!
+//! A failure the worker calls retryable goes back to the queue, counted as an
+//! attempt, until `workers.max_attempts`. One with `engine_unavailable` says
+//! the engine is down, not that the job is bad: it goes back without counting
+//! (the job keeps its place in the queue), and that worker gets no job for
+//! that capability until a heartbeat says its engine is ready again, so the
+//! job waits for the engine or goes to another worker. That holds while the
+//! job has waited less than `workers.unservable_after_secs` since it was
+//! queued; after that such failures count again, so no job bounces forever.
+//!
 //! The parts' names, types and order are defined once, in
 //! `tessera_api::internal::result_form`, which the worker writes them with.
 
@@ -317,8 +326,28 @@ async fn failed(
     {
         return Err(stale());
     }
+    let now = now_ms();
+    let engine_down = error.code == ErrorCode::EngineUnavailable.as_str();
+    if engine_down {
+        // Before the job is back in the queue, so no pass sends it there again.
+        state
+            .lifecycle
+            .workers()
+            .engine_failed(&fence.worker_id, job.capability);
+    }
+    let waited = now - job.queued_at.unwrap_or(now);
+    let bound = i64::try_from(
+        state
+            .config
+            .workers
+            .unservable_after_secs
+            .saturating_mul(1000),
+    )
+    .unwrap_or(i64::MAX);
+    // The engine was down: not the job's attempt, while it has not waited too long.
+    let release = engine_down && error.retryable && waited < bound;
     let max = i32::try_from(state.config.workers.max_attempts).unwrap_or(i32::MAX);
-    let retry = error.retryable && job.attempts < max;
+    let retry = error.retryable && (release || job.attempts < max);
     let (transition, error_change) = if retry {
         (Transition::Requeue, None)
     } else {
@@ -333,14 +362,15 @@ async fn failed(
         (Transition::Fail, Some((error.code.clone(), text)))
     };
     let change = TransitionChange {
-        now: now_ms(),
+        now,
         fence: Some(fence),
         error: error_change,
+        release,
         ..Default::default()
     };
     match state.lifecycle.apply(id, transition, &change).await? {
         TransitionOutcome::Applied(job) => {
-            tracing::warn!(job_id = %job.id, code = %error.code, retry, "attempt failed");
+            tracing::warn!(job_id = %job.id, code = %error.code, retry, counted = !release, "attempt failed");
             Ok(ResultAck {
                 job_id: job.id,
                 status: job.status,

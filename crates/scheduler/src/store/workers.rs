@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::types::Json;
 
-use tessera_api::internal::{Heartbeat, WorkerStatus};
+use tessera_api::internal::{EngineReadiness, Heartbeat, WorkerStatus};
 use tessera_core::{Capability, Millis};
 
 use super::rows::corrupt;
@@ -45,7 +45,7 @@ pub trait Workers {
 pub(crate) const WORKER_COLUMNS: &str =
     "id, address, status, capabilities, models, loaded_models, \
     current_job, gpu_name, gpu_memory_used, gpu_memory_total, gpu_utilization, first_seen_at, \
-    last_seen_at";
+    last_seen_at, engines";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct WorkerRow {
@@ -62,6 +62,7 @@ pub(crate) struct WorkerRow {
     gpu_utilization: Option<f32>,
     first_seen_at: i64,
     last_seen_at: i64,
+    engines: Json<Vec<EngineReadiness>>,
 }
 
 impl TryFrom<WorkerRow> for WorkerRecord {
@@ -91,6 +92,7 @@ impl TryFrom<WorkerRow> for WorkerRecord {
                 gpu_memory_used: r.gpu_memory_used.map(|v| v.max(0) as u64),
                 gpu_memory_total: r.gpu_memory_total.map(|v| v.max(0) as u64),
                 gpu_utilization: r.gpu_utilization,
+                engines: r.engines.0,
             },
             first_seen_at: r.first_seen_at,
             last_seen_at: r.last_seen_at,
@@ -120,7 +122,7 @@ macro_rules! impl_workers {
                     let mib = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
                     let row: WorkerRow = sqlx::query_as(&format!(
                         "INSERT INTO workers ({cols}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13) \
                          ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
                            status = excluded.status, capabilities = excluded.capabilities, \
                            models = excluded.models, loaded_models = excluded.loaded_models, \
@@ -128,7 +130,7 @@ macro_rules! impl_workers {
                            gpu_memory_used = excluded.gpu_memory_used, \
                            gpu_memory_total = excluded.gpu_memory_total, \
                            gpu_utilization = excluded.gpu_utilization, \
-                           last_seen_at = excluded.last_seen_at \
+                           last_seen_at = excluded.last_seen_at, engines = excluded.engines \
                          RETURNING {cols}",
                         cols = WORKER_COLUMNS
                     ))
@@ -144,6 +146,7 @@ macro_rules! impl_workers {
                     .bind(mib(hb.gpu_memory_total))
                     .bind(hb.gpu_utilization)
                     .bind(now)
+                    .bind(Json(&hb.engines))
                     .fetch_one(self.writer())
                     .await?;
                     row.try_into()

@@ -64,6 +64,7 @@ async fn create_get_cancel_round_trip(backend: Backend) {
             gpu_memory_used: None,
             gpu_memory_total: None,
             gpu_utilization: None,
+            engines: vec![],
         })
         .await
         .unwrap();

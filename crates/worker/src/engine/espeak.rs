@@ -92,6 +92,32 @@ impl Engine for Espeak {
         Vec::new()
     }
 
+    /// Runs `espeak-ng --version`: the binary is there and starts.
+    async fn probe(&self) -> Result<(), EngineError> {
+        let run = tokio::process::Command::new(&self.config.program)
+            .arg("--version")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        match tokio::time::timeout(super::PROBE_TIMEOUT, run).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => Err(EngineError::unavailable(format!(
+                "{} --version exited with {status}",
+                self.config.program
+            ))),
+            Ok(Err(e)) => Err(EngineError::unavailable(format!(
+                "cannot run {}: {e}",
+                self.config.program
+            ))),
+            Err(_) => Err(EngineError::unavailable(format!(
+                "{} --version did not finish in time",
+                self.config.program
+            ))),
+        }
+    }
+
     async fn run(
         &self,
         task: &Task,

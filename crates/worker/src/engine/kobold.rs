@@ -229,6 +229,13 @@ impl Engine for Kobold {
         self.config.models.clone()
     }
 
+    /// `GET /api/v1/model`, which KoboldCPP answers once its model is loaded.
+    async fn probe(&self) -> Result<(), EngineError> {
+        let key = upstream::optional_api_key(self.config.api_key_file.as_ref()).await?;
+        let url = self.url("/api/v1/model");
+        upstream::probe_get(&self.http, ENGINE, &url, key.as_ref(), false).await
+    }
+
     async fn run(
         &self,
         task: &Task,

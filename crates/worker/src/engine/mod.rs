@@ -201,11 +201,25 @@ pub trait Engine: Send + Sync + 'static {
         cancel: &CancellationToken,
     ) -> Result<Vec<Artifact>, EngineError>;
 
+    /// Whether the engine can take a job now: one cheap request to it
+    /// (ComfyUI's `/system_stats`, KoboldCPP's `/api/v1/model`, llama.cpp's
+    /// `/health`...) answered within [`PROBE_TIMEOUT`], or an
+    /// [`EngineError::unavailable`] saying why not. The agent probes every
+    /// engine each heartbeat period, more often while one is down, and right
+    /// after a run fails with `engine_unavailable`. Adapters with nothing to
+    /// ask are always ready.
+    async fn probe(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+
     /// Frees GPU memory (`/free` on ComfyUI); engines that cannot do nothing.
     async fn unload(&self) -> Result<(), EngineError> {
         Ok(())
     }
 }
+
+/// Longest a readiness probe ([`Engine::probe`]) may take.
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Builds the engines a worker's configuration lists. `http` is the worker's
 /// one HTTP client, shared by the adapters that talk to an engine server.

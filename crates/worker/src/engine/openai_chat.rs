@@ -476,6 +476,13 @@ impl Engine for OpenAiChat {
         self.last_model.list()
     }
 
+    /// `GET /health`, which llama.cpp's server answers 503 while it loads its
+    /// model (vLLM has it too); a server without it (OpenAI) answered, so it is up.
+    async fn probe(&self) -> Result<(), EngineError> {
+        let url = format!("{}/health", self.base);
+        upstream::probe_get(&self.http, ENGINE, &url, None, true).await
+    }
+
     async fn run(
         &self,
         task: &Task,

@@ -96,6 +96,14 @@ impl Engine for OpenAiSpeech {
         self.last_model.list()
     }
 
+    /// `GET /v1/models` with the key: the cheapest request OpenAI-compatible
+    /// servers share; one without it answered, so it is up.
+    async fn probe(&self) -> Result<(), EngineError> {
+        let key = upstream::optional_api_key(self.config.api_key_file.as_ref()).await?;
+        let url = format!("{}/v1/models", self.base);
+        upstream::probe_get(&self.http, ENGINE, &url, key.as_ref(), true).await
+    }
+
     async fn run(
         &self,
         task: &Task,

@@ -109,6 +109,43 @@ pub(crate) fn check_api_key_file(path: Option<&PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A readiness probe of an engine server ([`super::Engine::probe`]): a GET
+/// of `url` (with the API key, if any) within [`super::PROBE_TIMEOUT`]. The
+/// engine is ready when it answers with success, or with 404 or 405 where
+/// `missing_is_up` (a server of another kind, or an older version, without
+/// that path: it answered, so it is up); any other answer, or none, says it
+/// is not.
+pub(crate) async fn probe_get(
+    http: &reqwest::Client,
+    engine: &str,
+    url: &str,
+    key: Option<&ApiKey>,
+    missing_is_up: bool,
+) -> Result<(), EngineError> {
+    let mut request = http.get(url).timeout(super::PROBE_TIMEOUT);
+    if let Some(key) = key {
+        request = request.bearer_auth(key.as_str());
+    }
+    let response = request.send().await.map_err(|e| send_error(engine, &e))?;
+    let status = response.status();
+    if status.is_success()
+        || (missing_is_up
+            && matches!(
+                status,
+                StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+            ))
+    {
+        return Ok(());
+    }
+    let body = response.bytes().await.unwrap_or_default();
+    let said = error_message(&body).unwrap_or_else(|| snippet(&body));
+    let message = format!("{engine} answered its readiness probe with {status}: {said}");
+    Err(EngineError::unavailable(match key {
+        Some(key) => key.scrub(message),
+        None => message,
+    }))
+}
+
 /// A request that got no answer: the server is down, unreachable or stalled,
 /// which another attempt (maybe on another worker) may not meet.
 pub(crate) fn send_error(engine: &str, e: &reqwest::Error) -> EngineError {

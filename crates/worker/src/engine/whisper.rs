@@ -174,6 +174,13 @@ impl Engine for WhisperCpp {
         self.config.models.clone()
     }
 
+    /// `GET /health`, which whisper.cpp's server answers 503 while it loads
+    /// its model; an older server without it answered, so it is up.
+    async fn probe(&self) -> Result<(), EngineError> {
+        let url = format!("{}/health", self.base);
+        upstream::probe_get(&self.http, "whisper.cpp", &url, None, true).await
+    }
+
     async fn run(
         &self,
         task: &Task,
@@ -235,6 +242,21 @@ impl Engine for OpenAiTranscription {
 
     fn loaded_models(&self) -> Vec<String> {
         self.last_model.list()
+    }
+
+    /// `GET /v1/models` with the key: the cheapest request OpenAI-compatible
+    /// servers share; one without it answered, so it is up.
+    async fn probe(&self) -> Result<(), EngineError> {
+        let key = upstream::optional_api_key(self.config.api_key_file.as_ref()).await?;
+        let url = format!("{}/v1/models", self.base);
+        upstream::probe_get(
+            &self.http,
+            "the transcription server",
+            &url,
+            key.as_ref(),
+            true,
+        )
+        .await
     }
 
     async fn run(

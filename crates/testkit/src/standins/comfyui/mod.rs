@@ -15,7 +15,8 @@
 //!   with `node: null`. A new socket first receives `status`.
 //! - `/history`, `/history/{id}` (entries with `prompt`, `outputs`, `status`),
 //!   `/queue` (GET, and POST `delete`/`clear`), `/interrupt` (scoped by an
-//!   optional `prompt_id` body, as in current ComfyUI), `/free`, `/prompt` (GET).
+//!   optional `prompt_id` body, as in current ComfyUI), `/free`, `/prompt`
+//!   (GET), `/system_stats` (what a readiness probe asks).
 //! - `GET /view` applies ComfyUI's path rules: no `filename` is 404; one starting
 //!   with `/` or containing `..` is 400; a `type` other than `output`, `input`
 //!   or `temp` is 400; a `subfolder` leaving that folder is 403; the file name
@@ -28,7 +29,11 @@
 //! accept any name. Every request is recorded; [`ComfyUi`]'s methods inject
 //! failures: an exception in a node, dropped websockets, refused websockets, an
 //! error status from `/prompt`, a held queue, a restart that forgets every
-//! prompt, or the server going away.
+//! prompt, or the server going away: for good ([`ComfyUi::shutdown`]), or
+//! for a while, as a killed ComfyUI that its supervisor starts again
+//! ([`ComfyUi::go_away`], [`ComfyUi::come_back`], [`ComfyUi::away_for`]):
+//! its port refuses connections meanwhile, and it comes back on the same
+//! port having forgotten every prompt.
 //!
 //! The stand-in lives in one folder, a file per concern:
 //!
@@ -101,9 +106,42 @@ pub struct Recorded {
 pub struct ComfyUi {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    stop: watch::Sender<bool>,
-    server: Option<JoinHandle<()>>,
+    /// The HTTP server, while it serves.
+    serving: Arc<Mutex<Option<Serving>>>,
     runner: Option<JoinHandle<()>>,
+}
+
+/// A running HTTP server of the stand-in.
+struct Serving {
+    stop: watch::Sender<bool>,
+    server: JoinHandle<()>,
+}
+
+impl Serving {
+    fn start(listener: tokio::net::TcpListener, shared: Arc<Shared>) -> Serving {
+        let app = router(shared);
+        let (stop, mut stop_rx) = watch::channel(false);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop_rx.wait_for(|s| *s).await;
+                })
+                .await;
+        });
+        Serving { stop, server }
+    }
+
+    /// Stops serving; the port refuses connections afterwards.
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let abort = self.server.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(2), self.server)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
 }
 
 impl ComfyUi {
@@ -123,21 +161,12 @@ impl ComfyUi {
             .await
             .expect("binding a loopback port");
         let addr = listener.local_addr().expect("local address");
-        let app = router(shared.clone());
-        let (stop, mut stop_rx) = watch::channel(false);
-        let server = tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stop_rx.wait_for(|s| *s).await;
-                })
-                .await;
-        });
+        let serving = Serving::start(listener, shared.clone());
         let runner = tokio::spawn(run_queue(shared.clone()));
         ComfyUi {
             addr,
             shared,
-            stop,
-            server: Some(server),
+            serving: Arc::new(Mutex::new(Some(serving))),
             runner: Some(runner),
         }
     }
@@ -224,16 +253,7 @@ impl ComfyUi {
     /// Forgets everything, as a restarted ComfyUI would: the queue, the history
     /// and the websockets; a running prompt stops and leaves no history.
     pub fn restart(&self) {
-        {
-            let mut state = self.shared.lock();
-            state.queue.clear();
-            state.history.clear();
-            state.generation += 1;
-        }
-        if self.running().is_some() {
-            self.shared.interrupt.store(true, Ordering::SeqCst);
-        }
-        self.close_sockets();
+        self.shared.forget_everything();
     }
 
     /// Puts a file where `/view` finds it (`kind` is `output`, `input` or `temp`).
@@ -246,34 +266,82 @@ impl ComfyUi {
 
     /// Stops serving: the port refuses connections afterwards.
     pub async fn shutdown(mut self) {
-        self.close_sockets();
-        let _ = self.stop.send(true);
-        if let Some(server) = self.server.take() {
-            let abort = server.abort_handle();
-            if tokio::time::timeout(Duration::from_secs(2), server)
-                .await
-                .is_err()
-            {
-                abort.abort();
-            }
+        self.shared.close_sockets();
+        let serving = lock(&self.serving).take();
+        if let Some(serving) = serving {
+            serving.stop().await;
         }
         if let Some(runner) = self.runner.take() {
             runner.abort();
         }
     }
 
-    fn close_sockets(&self) {
-        let sockets = std::mem::take(&mut self.shared.lock().sockets);
-        for tx in sockets.into_values() {
-            let _ = tx.send(Out::Close);
-        }
+    /// Goes away as a killed ComfyUI does: every websocket drops, the running
+    /// prompt stops, the queue and the history are forgotten, and the port
+    /// refuses connections until [`come_back`](Self::come_back).
+    pub async fn go_away(&self) {
+        go_away(&self.shared, &self.serving).await;
     }
+
+    /// Serves again on the same port, as a restarted ComfyUI (nothing of
+    /// before is remembered).
+    pub async fn come_back(&self) {
+        come_back(self.addr, &self.shared, &self.serving).await;
+    }
+
+    /// Goes away now and comes back after `away` on the same port, on a task
+    /// of its own; await the handle to know it is back.
+    pub async fn away_for(&self, away: Duration) -> JoinHandle<()> {
+        self.go_away().await;
+        let (addr, shared, serving) = (self.addr, self.shared.clone(), self.serving.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(away).await;
+            come_back(addr, &shared, &serving).await;
+        })
+    }
+
+    /// Whether the server is serving now (not gone away).
+    pub fn is_up(&self) -> bool {
+        lock(&self.serving).is_some()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn go_away(shared: &Arc<Shared>, serving: &Mutex<Option<Serving>>) {
+    shared.forget_everything();
+    let current = lock(serving).take();
+    if let Some(current) = current {
+        current.stop().await;
+    }
+}
+
+async fn come_back(addr: SocketAddr, shared: &Arc<Shared>, serving: &Mutex<Option<Serving>>) {
+    if lock(serving).is_some() {
+        return;
+    }
+    // The old sockets may linger a moment; the port is ours again soon.
+    let mut tries = 0;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(_) if tries < 100 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the ComfyUI stand-in cannot listen on {addr} again: {e}"),
+        }
+    };
+    let started = Serving::start(listener, shared.clone());
+    *lock(serving) = Some(started);
 }
 
 impl Drop for ComfyUi {
     fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.abort();
+        if let Some(serving) = lock(&self.serving).take() {
+            serving.server.abort();
         }
         if let Some(runner) = self.runner.take() {
             runner.abort();
@@ -310,6 +378,29 @@ impl Shared {
                     let _ = tx.send(Out::Json(message.clone()));
                 }
             }
+        }
+    }
+
+    /// What a restart does: the queue, the history and the websockets are
+    /// gone, and a running prompt stops and leaves no history.
+    fn forget_everything(&self) {
+        let running = {
+            let mut state = self.lock();
+            state.queue.clear();
+            state.history.clear();
+            state.generation += 1;
+            state.running.is_some()
+        };
+        if running {
+            self.interrupt.store(true, Ordering::SeqCst);
+        }
+        self.close_sockets();
+    }
+
+    fn close_sockets(&self) {
+        let sockets = std::mem::take(&mut self.lock().sockets);
+        for tx in sockets.into_values() {
+            let _ = tx.send(Out::Close);
         }
     }
 

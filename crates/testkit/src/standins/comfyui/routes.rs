@@ -28,6 +28,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/queue", get(get_queue).post(post_queue))
         .route("/interrupt", post(post_interrupt))
         .route("/free", post(post_free))
+        .route("/system_stats", get(system_stats))
         .route("/view", get(view))
         .layer(middleware::from_fn_with_state(shared.clone(), record))
         .with_state(shared)
@@ -271,6 +272,25 @@ async fn post_free(State(_shared): State<Arc<Shared>>, body: Bytes) -> Response 
         Ok(_) => StatusCode::OK.into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+/// `GET /system_stats`: the server and its devices, in ComfyUI's shape.
+async fn system_stats() -> Json<Value> {
+    Json(json!({
+        "system": {
+            "os": "posix",
+            "comfyui_version": "0.3.40",
+            "python_version": "3.12.3",
+            "embedded_python": false
+        },
+        "devices": [{
+            "name": "cpu",
+            "type": "cpu",
+            "index": null,
+            "vram_total": 0,
+            "vram_free": 0
+        }]
+    }))
 }
 
 /// `subfolder` resolved inside its base folder, or `None` if it leaves it.

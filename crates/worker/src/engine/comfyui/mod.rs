@@ -253,6 +253,24 @@ impl Engine for ComfyUi {
         Ok(artifacts)
     }
 
+    /// `GET /system_stats`, which ComfyUI answers once its server is up.
+    async fn probe(&self) -> Result<(), EngineError> {
+        let response = self
+            .http
+            .get(self.endpoint("system_stats"))
+            .timeout(super::PROBE_TIMEOUT)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !response.status().is_success() {
+            return Err(EngineError::unavailable(format!(
+                "ComfyUI answered /system_stats with {}",
+                response.status()
+            )));
+        }
+        Ok(())
+    }
+
     async fn unload(&self) -> Result<(), EngineError> {
         let response = self
             .http
