@@ -18,10 +18,10 @@ use crate::error::ApiErrorBody;
 use crate::internal::result_form::ResultForm;
 use crate::internal::{Heartbeat, HeartbeatAck, ProgressReport, ResultAck, WorkerList};
 use crate::public::{
-    AccountView, CreateJobRequest, CreateJobResponse, Credentials, JobList, JobView, LinkCode,
-    LinkCodeRequest, ListJobsQuery, PlanList, RedeemLinkRequest, UserQuota,
+    AccountView, CreateJobRequest, CreateJobResponse, Credentials, DownloadLink, JobList, JobView,
+    LinkCode, LinkCodeRequest, ListJobsQuery, PlanList, RedeemLinkRequest, UserQuota,
 };
-use tessera_core::{ApiKeyId, ErrorCode, InputId, JobId, PlanId, UserRef};
+use tessera_core::{ApiKeyId, ArtifactId, ErrorCode, InputId, JobId, PlanId, UserRef};
 
 /// Longest a heartbeat or a progress report may take.
 const SHORT_CALL: Duration = Duration::from_secs(10);
@@ -286,6 +286,41 @@ impl Client {
         };
         let rb = self.request(Method::POST, &format!("api/v1/accounts/{user_ref}/links"))?;
         Self::send(Self::json(rb, &body)).await
+    }
+
+    /// A signed link to an artifact this key may read, served by the website
+    /// without a key or an account until it expires.
+    pub async fn create_download_link(
+        &self,
+        artifact_id: &ArtifactId,
+    ) -> Result<DownloadLink, ClientError> {
+        let path = format!("api/v1/artifacts/{artifact_id}/download-link");
+        Self::send(self.request(Method::POST, &path)?).await
+    }
+
+    /// Starts the download a link's token names (web keys only), streamed
+    /// like [`Self::fetch`]. Only tokens of the characters links are made of
+    /// are sent; anything else is refused here as the scheduler would.
+    pub async fn fetch_download_link(
+        &self,
+        token: &str,
+        range: Option<&str>,
+    ) -> Result<reqwest::Response, ClientError> {
+        if token.is_empty()
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+        {
+            return Err(ClientError::Api {
+                status: StatusCode::FORBIDDEN,
+                body: ApiErrorBody::new(
+                    ErrorCode::DownloadLinkInvalid,
+                    "this download link is not valid: it was altered or cut short",
+                ),
+            });
+        }
+        self.fetch(&format!("api/v1/download-links/{token}"), range)
+            .await
     }
 
     // ---- admin API ----

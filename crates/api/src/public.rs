@@ -258,3 +258,17 @@ pub struct RedeemLinkRequest {
     #[schema(example = "K7QF-M2XD")]
     pub code: String,
 }
+
+/// `POST /api/v1/artifacts/{artifact_id}/download-link`: a signed address
+/// of one output that works without a key or an account until it expires,
+/// for outputs a chat platform will not take. The website serves it at
+/// `path`; a bot puts its public address in front.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DownloadLink {
+    /// What the website passes back to `GET /api/v1/download-links/{token}`.
+    pub token: String,
+    /// Where the website serves it, relative to its address: `/d/{token}`.
+    #[schema(example = "/d/art_01JD3Z8X9Q4W6E2R5T7Y9V1K3M.1767312000000.9f2c...")]
+    pub path: String,
+    pub expires_at: DateTime<Utc>,
+}

@@ -9,7 +9,12 @@
 //! ([`Bot::resume`]) deliver what the previous process could not.
 //!
 //! Where to reply lives in the job's `reply_context` (`{"chat", "message"}`:
-//! the chat and the progress message), so the bot keeps no state worth losing.
+//! the chat and the progress message, and the largest upload the platform
+//! allowed there, when it said), so the bot keeps no state worth losing.
+//!
+//! An output larger than the platform takes is never uploaded: the bot asks
+//! the scheduler for a download link and sends it, on the website whose
+//! address is `site_url`. So is one the platform refuses for its size.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -23,7 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use tessera_api::client::{Client, ClientError};
 use tessera_api::internal::ArtifactKind;
-use tessera_api::public::{CreateJobRequest, JobView, ListJobsQuery};
+use tessera_api::public::{ArtifactView, CreateJobRequest, JobView, ListJobsQuery};
 use tessera_core::{BotId, Capability, ErrorCode, JobId, JobState, Platform, UserRef};
 
 use crate::command::{self, Command};
@@ -47,6 +52,9 @@ pub struct Incoming {
     /// A command the platform already took apart (Discord's slash commands
     /// with their options); used instead of parsing `text`.
     pub command: Option<Command>,
+    /// The largest file the platform takes in answer to this message, when
+    /// it says (Discord's `attachment_size_limit`).
+    pub upload_limit: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -63,6 +71,9 @@ pub struct OutFile {
     pub format: String,
     pub bytes: Bytes,
     pub caption: Option<String>,
+    /// Pixels, for images and videos, when the worker reported them.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
 }
 
 /// Why the platform did not take a message.
@@ -71,10 +82,14 @@ pub enum SendError {
     /// The chat is gone or blocked the bot: stop trying.
     #[error("the chat cannot be reached: {0}")]
     Gone(String),
-    /// The platform will never take this (a file or text over its limits):
-    /// the user is told, and the output counts as delivered.
+    /// The platform will never take this (text over its limits): the user
+    /// is told, and the output counts as delivered.
     #[error("refused: {0}")]
     Refused(String),
+    /// The platform refused the file for its size: it goes as a download
+    /// link instead, never uploaded again.
+    #[error("too large: {0}")]
+    TooLarge(String),
     /// Anything else; worth another try later.
     #[error("{0}")]
     Failed(String),
@@ -90,6 +105,12 @@ pub trait Messenger: Send + Sync + 'static {
     async fn edit_text(&self, chat: &str, message: &str, text: &str) -> Result<(), SendError>;
     /// Sends a file (photo, video, audio, document).
     async fn send_file(&self, chat: &str, file: OutFile) -> Result<(), SendError>;
+    /// The largest file, in bytes, this platform takes in a reply whose
+    /// message said `announced` (see [`Incoming::upload_limit`]); larger
+    /// outputs go as download links.
+    fn upload_limit(&self, announced: Option<u64>) -> u64 {
+        announced.unwrap_or(u64::MAX)
+    }
     /// Everything for this chat's job has been sent: forget what was kept
     /// about it.
     async fn finished(&self, _chat: &str) {}
@@ -108,6 +129,9 @@ pub struct BotSettings {
     pub poll_ms: u64,
     /// Least time between two edits of one progress message.
     pub min_edit_ms: u64,
+    /// The website's public address, for download links to outputs the
+    /// platform will not take; without it those outputs are only described.
+    pub site_url: Option<String>,
 }
 
 /// Where a job's answers go, kept in its `reply_context`.
@@ -116,6 +140,9 @@ pub struct ReplyTo {
     pub chat: String,
     /// The progress message.
     pub message: String,
+    /// The largest upload the platform allowed here, when it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload_limit: Option<u64>,
 }
 
 /// Outputs one instance downloads and sends at the same time. Each is held in
@@ -400,6 +427,7 @@ impl<M: Messenger> Bot<M> {
         let reply = ReplyTo {
             chat: msg.chat.clone(),
             message: note.clone(),
+            upload_limit: msg.upload_limit,
         };
         let req = CreateJobRequest {
             frontend: self.inner.settings.platform,
@@ -608,11 +636,54 @@ impl<M: Messenger> Bot<M> {
         }
     }
 
+    /// Sends a download link to an output the platform will not take, with
+    /// words saying why and for how long it works; `false` when it is worth
+    /// trying again (the scheduler could not be reached).
+    async fn send_link(&self, job: &JobView, reply: &ReplyTo, a: &ArtifactView) -> bool {
+        let s = &self.inner.settings;
+        let now = chrono::Utc::now();
+        let text = match &s.site_url {
+            None => {
+                tracing::warn!(bot_id = %s.bot_id, job_id = %job.job_id, "an output is larger than the platform takes and site_url is not set: no download link can be sent");
+                words::too_large_without_link(a.kind, s.platform, job)
+            }
+            Some(site) => match self.inner.api.create_download_link(&a.artifact_id).await {
+                Ok(link) => {
+                    let url = format!("{}{}", site.trim_end_matches('/'), link.path);
+                    words::download_link(a.kind, s.platform, &url, link.expires_at, now)
+                }
+                Err(e) if e.code().is_none() => {
+                    tracing::warn!(job_id = %job.job_id, error = %e, "could not ask for a download link; will try again");
+                    return false;
+                }
+                Err(e) => {
+                    log_refusal(&s.bot_id, &e);
+                    words::too_large_without_link(a.kind, s.platform, job)
+                }
+            },
+        };
+        match self.inner.messenger.send_text(&reply.chat, &text).await {
+            Ok(_) | Err(SendError::Gone(_)) => true,
+            Err(e) => {
+                tracing::warn!(job_id = %job.job_id, error = %e, "could not send a download link; will try again");
+                false
+            }
+        }
+    }
+
     /// Sends the outputs of an ended job, then acknowledges delivery; `false`
     /// when it is worth trying again.
     async fn deliver(&self, job: &JobView, reply: &ReplyTo) -> bool {
         if job.status == JobState::Completed {
+            let limit = self.inner.messenger.upload_limit(reply.upload_limit);
             for a in &job.artifacts {
+                if a.kind != ArtifactKind::Text && a.file_size > limit {
+                    // Never uploaded: the platform would refuse it.
+                    if !self.send_link(job, reply, a).await {
+                        return false;
+                    }
+                    continue;
+                }
                 let bytes = match self.inner.api.download(&a.url).await {
                     Ok(b) => Bytes::from(b),
                     Err(e) => {
@@ -637,6 +708,8 @@ impl<M: Messenger> Bot<M> {
                                 format: a.format.clone(),
                                 bytes,
                                 caption: words::caption(job),
+                                width: a.width,
+                                height: a.height,
                             },
                         )
                         .await
@@ -646,6 +719,12 @@ impl<M: Messenger> Bot<M> {
                     Err(SendError::Gone(why)) => {
                         tracing::info!(job_id = %job.job_id, %why, "the chat is gone; output dropped");
                         break;
+                    }
+                    Err(SendError::TooLarge(why)) => {
+                        tracing::info!(job_id = %job.job_id, %why, "the platform refused an output for its size; sending a link");
+                        if !self.send_link(job, reply, a).await {
+                            return false;
+                        }
                     }
                     Err(SendError::Refused(why)) => {
                         tracing::warn!(job_id = %job.job_id, %why, "the platform refused an output");

@@ -4,8 +4,9 @@
 
 use chrono::{DateTime, Utc};
 use tessera_api::client::ClientError;
+use tessera_api::internal::ArtifactKind;
 use tessera_api::public::{JobView, LinkCode, UserQuota};
-use tessera_core::{Capability, ErrorCode, JobState};
+use tessera_core::{Capability, ErrorCode, JobState, Platform};
 
 use crate::command::{commands_for, CommandInfo};
 
@@ -35,6 +36,65 @@ pub fn link_code(code: &LinkCode, now: DateTime<Utc>) -> String {
         code.code,
         minutes,
         if minutes == 1 { "" } else { "s" }
+    )
+}
+
+/// An output larger than the platform takes, as a download link, and for
+/// how long it works ("24 hours", "30 minutes").
+pub fn download_link(
+    kind: ArtifactKind,
+    platform: Platform,
+    url: &str,
+    expires_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> String {
+    let what = match kind {
+        ArtifactKind::Image => "image",
+        ArtifactKind::Video => "video",
+        ArtifactKind::Audio => "audio",
+        ArtifactKind::Text => "text",
+    };
+    let platform = match platform {
+        Platform::Telegram => "Telegram",
+        Platform::Discord => "Discord",
+        Platform::Web => "this chat",
+    };
+    format!(
+        "Your {what} is larger than {platform} accepts; download it here (the link works for {}): {url}",
+        lifetime_words(((expires_at - now).num_milliseconds() + 500).div_euclid(1000))
+    )
+}
+
+/// A link's lifetime in whole hours, minutes or seconds, to the nearest:
+/// "24 hours" (a few seconds lost on the way do not make it "23 hours").
+fn lifetime_words(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (n, unit) = if s >= 2 * 3600 {
+        ((s + 60) / 3600, "hour")
+    } else if s >= 120 {
+        ((s + 30) / 60, "minute")
+    } else {
+        (s, "second")
+    };
+    format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
+}
+
+/// An output larger than the platform takes when no link can be made.
+pub fn too_large_without_link(kind: ArtifactKind, platform: Platform, job: &JobView) -> String {
+    let what = match kind {
+        ArtifactKind::Image => "image",
+        ArtifactKind::Video => "video",
+        ArtifactKind::Audio => "audio",
+        ArtifactKind::Text => "text",
+    };
+    let platform = match platform {
+        Platform::Telegram => "Telegram",
+        Platform::Discord => "Discord",
+        Platform::Web => "this chat",
+    };
+    format!(
+        "Your {what} is larger than {platform} accepts, and I cannot make a download link for it. Your job {} is done; the operators can fetch it.",
+        job.job_id
     )
 }
 
@@ -206,6 +266,30 @@ mod tests {
         assert_eq!(duration_words(61), "2 min");
         assert_eq!(duration_words(3 * 3600 + 12 * 60), "3 h 12 min");
         assert_eq!(duration_words(-5), "0 s");
+    }
+
+    #[test]
+    fn a_download_link_says_why_and_for_how_long() {
+        let now = Utc::now();
+        let url = "https://tessera.example.org/d/x";
+        let day = now + chrono::Duration::hours(24) - chrono::Duration::seconds(2);
+        assert_eq!(
+            download_link(ArtifactKind::Image, Platform::Telegram, url, day, now),
+            "Your image is larger than Telegram accepts; download it here (the link works for 24 hours): https://tessera.example.org/d/x"
+        );
+        let soon = now + chrono::Duration::milliseconds(3_990);
+        assert!(download_link(ArtifactKind::Video, Platform::Discord, url, soon, now)
+            .starts_with("Your video is larger than Discord accepts; download it here (the link works for 4 seconds)"));
+        let minutes = now + chrono::Duration::minutes(30);
+        assert!(
+            download_link(ArtifactKind::Audio, Platform::Discord, url, minutes, now)
+                .contains("(the link works for 30 minutes)")
+        );
+        let hour = now + chrono::Duration::seconds(3600);
+        assert!(
+            download_link(ArtifactKind::Audio, Platform::Discord, url, hour, now)
+                .contains("(the link works for 60 minutes)")
+        );
     }
 
     #[test]

@@ -110,6 +110,11 @@ error_codes! {
     InputNotFound = "input_not_found",
     ArtifactNotFound = "artifact_not_found",
     RangeNotSatisfiable = "range_not_satisfiable",
+    /// A download link whose signature does not verify (forged, altered or
+    /// cut short), or that names no artifact.
+    DownloadLinkInvalid = "download_link_invalid",
+    /// A download link past its lifetime.
+    DownloadLinkExpired = "download_link_expired",
 
     // Administration.
     KeyNotFound = "key_not_found",

@@ -34,6 +34,10 @@ pub struct DiscordConfig {
     pub max_audio_bytes: u64,
     /// Where bots in HTTP mode receive interactions.
     pub interactions_listen: SocketAddr,
+    /// The website's public address, for download links to outputs larger
+    /// than an interaction's `attachment_size_limit` (`tessera up` sets it
+    /// to its own website).
+    pub site_url: Option<String>,
     pub bots: Vec<BotInstance>,
 }
 
@@ -47,6 +51,7 @@ impl Default for DiscordConfig {
             min_edit_ms: 2000,
             max_audio_bytes: 25 * 1024 * 1024,
             interactions_listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            site_url: None,
             bots: Vec::new(),
         }
     }

@@ -106,6 +106,7 @@ pub async fn start(
         limits: instance.limits.clone(),
         poll_ms: config.job_poll_ms,
         min_edit_ms: config.min_edit_ms,
+        site_url: config.site_url.clone(),
     };
     let bot = Bot::new(settings, api, Discord::new(http, app.id));
     if let Err(e) = bot.resume().await {

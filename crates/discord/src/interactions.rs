@@ -121,6 +121,7 @@ impl Handler {
             text: None,
             audio,
             command,
+            upload_limit: Some(interaction.attachment_size_limit),
         };
         Ok(Some((incoming, user_ref)))
     }

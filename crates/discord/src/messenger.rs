@@ -1,6 +1,10 @@
 //! Replies through Discord's REST API: the deferred original response filled
 //! and edited while the interaction token lives (15 minutes), follow-ups for
 //! more text and files, and channel messages with the bot token after.
+//!
+//! Files larger than the interaction's `attachment_size_limit` are not
+//! uploaded (the shared bot sends a download link), and an upload answered
+//! 40005 "Request entity too large" is not tried again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -20,6 +24,9 @@ use tessera_chat::{Messenger, OutFile, SendError};
 const MAX_CONTENT_CHARS: usize = 2000;
 /// The progress message: the interaction's original response.
 const ORIGINAL: &str = "@original";
+/// Largest attachment when an interaction did not say (Discord's default
+/// `attachment_size_limit`, 10 MiB).
+pub const DEFAULT_ATTACHMENT_LIMIT: u64 = 10 * 1024 * 1024;
 
 /// Sends through Discord's REST API: interaction responses and follow-ups
 /// while the interaction token lives, channel messages after.
@@ -75,6 +82,8 @@ fn failure(e: twilight_http::Error) -> Failure {
                 _ => None,
             };
             match (status.get(), code) {
+                // Request entity too large: a link instead, never again.
+                (_, Some(40005)) | (413, _) => Failure::Send(SendError::TooLarge(e.to_string())),
                 // Unknown Webhook, Invalid Webhook Token, Unknown Interaction.
                 (_, Some(10015 | 50027 | 10062)) | (401, _) => Failure::TokenExpired,
                 // Unknown Channel, Missing Access, Cannot send messages to this user.
@@ -198,6 +207,10 @@ impl Messenger for Discord {
             lock(&self.fresh).remove(t.token);
             lock(&self.moved).remove(t.token);
         }
+    }
+
+    fn upload_limit(&self, announced: Option<u64>) -> u64 {
+        announced.unwrap_or(DEFAULT_ATTACHMENT_LIMIT)
     }
 
     async fn send_text(&self, chat: &str, text: &str) -> Result<String, SendError> {

@@ -425,8 +425,168 @@ async fn link_answers_privately_with_a_code_the_website_redeems(backend: Backend
     s.app.shutdown().await;
 }
 
+/// The website on loopback with its own web key, for download links.
+async fn website(s: &Setup) -> tessera_web::WebHandle {
+    let key = s.app.key(Platform::Web, "web").await;
+    let mut config =
+        tessera_web::WebConfig::new(s.app.base_url(), tessera_chat::Secret::new(key.as_str()));
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    tessera_web::start(config)
+        .await
+        .expect("the website starts")
+}
+
+/// The link in the bot's words, and the words.
+async fn link_followup(s: &Setup, id: u64) -> (String, String) {
+    let done = s
+        .wait(id, "no download link", |r| {
+            r.followups.iter().any(|m| m.content.contains("/d/"))
+        })
+        .await;
+    let words = done
+        .followups
+        .iter()
+        .find(|m| m.content.contains("/d/"))
+        .unwrap()
+        .content
+        .clone();
+    let url = words
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("a URL in the words")
+        .to_owned();
+    (url, words)
+}
+
+/// An output over the interaction's `attachment_size_limit` is never
+/// uploaded: it comes as a link to the website, which serves it without an
+/// account until it expires, and refuses the link altered.
+async fn an_output_over_the_attachment_limit_comes_as_a_link_that_expires(backend: Backend) {
+    let options = DiscordOptions {
+        attachment_size_limit: 100,
+        ..Default::default()
+    };
+    let mut s = Setup::new(backend, vec![Capability::Image], 100, options, |c| {
+        c.artifacts.link_lifetime_secs = 4;
+    })
+    .await;
+    let web = website(&s).await;
+    s.config.site_url = Some(web.base_url());
+    let bot = s.start().await;
+    let sent =
+        s.dc.slash(TOKEN, CHANNEL, 42, "imagine", json!({"prompt": "a fox"}));
+    let (url, words) = link_followup(&s, sent.id).await;
+    assert!(
+        words.starts_with(
+            "Your image is larger than Discord accepts; download it here (the link works for 4 seconds): http://"
+        ),
+        "{words}"
+    );
+    assert!(
+        url.starts_with(&format!("{}/d/art_", web.base_url())),
+        "{url}"
+    );
+    // Nothing was uploaded: the limit was read from the interaction.
+    let uploads: Vec<_> =
+        s.dc.calls("/webhooks/")
+            .into_iter()
+            .filter(|c| !c.form.is_empty())
+            .collect();
+    assert!(uploads.is_empty(), "uploaded: {uploads:?}");
+
+    // The link serves the output's bytes to anyone, with no session.
+    let job = s.app.client_with(&s.api_key);
+    let jobs = job
+        .list_jobs(&tessera_api::public::ListJobsQuery::default())
+        .await
+        .unwrap()
+        .jobs;
+    let original = job.download(&jobs[0].artifacts[0].url).await.unwrap();
+    let http = reqwest::Client::new();
+    let got = http.get(&url).send().await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["content-type"], "image/png");
+    let bytes = got.bytes().await.unwrap();
+    assert!(is_png(&bytes));
+    assert_eq!(bytes.to_vec(), original);
+    // Altered, it is refused with a page that says so.
+    let mut forged = url.clone().into_bytes();
+    let last = forged.len() - 1;
+    forged[last] = if forged[last] == b'0' { b'1' } else { b'0' };
+    let forged = String::from_utf8(forged).unwrap();
+    let refused = http.get(&forged).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .contains("This download link is not valid"));
+    // Delivered: the link counts.
+    let delivered = tokio::time::timeout(WAIT, async {
+        loop {
+            let j = job.get_job(&jobs[0].job_id).await.unwrap();
+            if j.delivered_at.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(delivered.is_ok(), "never acknowledged");
+    // Past its lifetime, it is gone.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let expired = http.get(&url).send().await.unwrap();
+    assert_eq!(expired.status(), 410);
+    assert!(expired
+        .text()
+        .await
+        .unwrap()
+        .contains("This download link has expired"));
+    bot.shutdown().await;
+    web.shutdown().await.unwrap();
+    s.app.shutdown().await;
+}
+
+/// An upload Discord answers 40005 "Request entity too large" (the guild
+/// lost a boost after the interaction) is not tried again: a link follows.
+async fn an_upload_refused_as_too_large_is_sent_once_then_linked(backend: Backend) {
+    let mut s = Setup::new(
+        backend,
+        vec![Capability::Image],
+        1500,
+        DiscordOptions::default(),
+        |_| {},
+    )
+    .await;
+    let web = website(&s).await;
+    s.config.site_url = Some(web.base_url());
+    let bot = s.start().await;
+    let sent =
+        s.dc.slash(TOKEN, CHANNEL, 42, "imagine", json!({"prompt": "a fox"}));
+    s.wait(sent.id, "never acknowledged", |r| r.acknowledged())
+        .await;
+    s.dc.set_attachment_size_limit(100);
+    let (url, words) = link_followup(&s, sent.id).await;
+    assert!(words.contains("larger than Discord accepts"), "{words}");
+    let uploads: Vec<_> =
+        s.dc.calls("/webhooks/")
+            .into_iter()
+            .filter(|c| !c.form.is_empty())
+            .collect();
+    assert_eq!(uploads.len(), 1, "tried once: {uploads:?}");
+    assert_eq!(uploads[0].status, 413);
+    let got = reqwest::get(&url).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(is_png(&got.bytes().await.unwrap()));
+    bot.shutdown().await;
+    web.shutdown().await.unwrap();
+    s.app.shutdown().await;
+}
+
 tessera_testkit::backend_tests!(
     imagine_is_deferred_then_followed_up_with_the_image,
+    an_output_over_the_attachment_limit_comes_as_a_link_that_expires,
+    an_upload_refused_as_too_large_is_sent_once_then_linked,
     an_audio_attachment_is_transcribed,
     quota_exhaustion_is_told_with_the_reset_time,
     a_restarted_bot_delivers_what_it_was_following,

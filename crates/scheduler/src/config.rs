@@ -49,6 +49,15 @@ pub struct ArtifactsConfig {
     pub max_result_bytes: u64,
     /// Largest input a frontend may upload, in bytes.
     pub max_input_bytes: u64,
+    /// Key that signs download links (outputs a chat platform will not take,
+    /// served by the website without an account), at least 32 characters.
+    /// Every replica needs the same one. Without it (or the file) a random
+    /// key is made at start, and links die with the process.
+    pub link_secret: Option<String>,
+    /// File holding the link key, instead of `link_secret`.
+    pub link_secret_file: Option<PathBuf>,
+    /// Seconds a download link works after it is made.
+    pub link_lifetime_secs: u64,
 }
 
 impl Default for ArtifactsConfig {
@@ -58,6 +67,26 @@ impl Default for ArtifactsConfig {
             options: Default::default(),
             max_result_bytes: 512 * 1024 * 1024,
             max_input_bytes: 25 * 1024 * 1024,
+            link_secret: None,
+            link_secret_file: None,
+            link_lifetime_secs: 24 * 60 * 60,
+        }
+    }
+}
+
+impl ArtifactsConfig {
+    /// The download-link key, read from the file when one is named.
+    pub fn link_secret(&self) -> anyhow::Result<Option<String>> {
+        let key = secret(
+            &self.link_secret,
+            &self.link_secret_file,
+            "artifacts.link_secret",
+        )?;
+        match key {
+            Some(k) if k.len() < 32 => {
+                anyhow::bail!("artifacts.link_secret must be at least 32 characters")
+            }
+            other => Ok(other),
         }
     }
 }
@@ -410,6 +439,10 @@ impl SchedulerConfig {
         self.catalog.check().map_err(anyhow::Error::msg)?;
         self.auth.admin_token()?;
         self.auth.internal_token()?;
+        self.artifacts.link_secret()?;
+        if self.artifacts.link_lifetime_secs == 0 {
+            anyhow::bail!("artifacts.link_lifetime_secs must be positive");
+        }
         let p = &self.queue.policy;
         let w = &self.workers;
         if w.heartbeat_interval_ms == 0 || w.missed_heartbeats == 0 || w.max_attempts == 0 {

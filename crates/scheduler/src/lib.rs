@@ -12,6 +12,7 @@
 //! - [`dispatch`]: the event-driven dispatcher.
 //! - [`monitor`]: lost workers, run timeouts and jobs no worker can serve.
 //! - [`artifacts`]: the object store holding artifacts and inputs.
+//! - [`links`]: download links, signed and verified here only.
 //! - [`passwords`]: website passwords, hashed with Argon2id a few at a time.
 //! - [`metrics`]: Prometheus metrics at `/metrics`, counted and read at scrape time.
 //! - [`app`]: wiring: open the store, build the router, serve until shutdown.
@@ -27,6 +28,7 @@ pub mod dispatch;
 pub mod estimate;
 pub mod http;
 pub mod lifecycle;
+pub mod links;
 pub mod metrics;
 pub mod monitor;
 pub mod passwords;

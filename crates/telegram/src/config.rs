@@ -33,6 +33,13 @@ pub struct TelegramConfig {
     /// Largest voice message or audio file accepted, bytes (Telegram bots can
     /// download at most 20 MB).
     pub max_audio_bytes: u32,
+    /// Largest file uploaded, bytes: Telegram's Bot API takes 50 MB (a
+    /// local `telegram-bot-api` server up to 2000 MB). Larger outputs go as
+    /// download links.
+    pub max_upload_bytes: u64,
+    /// The website's public address, for download links to outputs larger
+    /// than Telegram takes (`tessera up` sets it to its own website).
+    pub site_url: Option<String>,
     /// Receive updates on a webhook instead of long polling.
     pub webhook: Option<Webhook>,
     pub bots: Vec<BotInstance>,
@@ -60,6 +67,8 @@ impl Default for TelegramConfig {
             job_poll_ms: 1000,
             min_edit_ms: 3000,
             max_audio_bytes: 20 * 1024 * 1024,
+            max_upload_bytes: 50 * 1024 * 1024,
+            site_url: None,
             webhook: None,
             bots: Vec::new(),
         }

@@ -9,6 +9,12 @@
 //! honouring Telegram's flood control (`retry_after`) and trying again when
 //! the connection breaks.
 //!
+//! Telegram's size rules are followed, not discovered by failing: a photo
+//! over 10 MB, over 10,000 pixels of width plus height or more than 20 times
+//! as long as wide goes as a document (as does one Telegram refuses as a
+//! photo), and a file over `max_upload_bytes` (the Bot API's 50 MB) is not
+//! uploaded at all: the shared bot sends a download link instead.
+//!
 //! It also copes with Bot API servers that are not Telegram's own: a server
 //! that answers `getUpdates` at once, whatever its `timeout`, is polled at
 //! most once every [`EMPTY_POLL_FLOOR`] while it has nothing; a `getMe` with
@@ -61,10 +67,41 @@ const FIRST_SEND_PAUSE: Duration = Duration::from_secs(1);
 /// instead of as fast as the network allows.
 pub const EMPTY_POLL_FLOOR: Duration = Duration::from_secs(1);
 
+/// Largest photo `sendPhoto` takes, bytes.
+pub const MAX_PHOTO_BYTES: u64 = 10 * 1024 * 1024;
+/// Largest width plus height of a photo, pixels.
+pub const MAX_PHOTO_DIMENSIONS: u64 = 10_000;
+/// Largest ratio of a photo's long side to its short side.
+const MAX_PHOTO_RATIO: u64 = 20;
+
+/// Whether Telegram takes an image of this size as a photo; when not, it
+/// goes as a document. Unknown dimensions are tried as a photo.
+pub fn fits_as_photo(bytes: u64, width: Option<u32>, height: Option<u32>) -> bool {
+    if bytes > MAX_PHOTO_BYTES {
+        return false;
+    }
+    match (width, height) {
+        (Some(w), Some(h)) => {
+            let (w, h) = (u64::from(w), u64::from(h));
+            w + h <= MAX_PHOTO_DIMENSIONS && w.max(h) <= MAX_PHOTO_RATIO * w.min(h).max(1)
+        }
+        _ => true,
+    }
+}
+
+/// Telegram refused a photo for its size or shape (it would take the file
+/// as a document).
+fn photo_refused(e: &RequestError) -> bool {
+    matches!(e, RequestError::Api(ApiError::Unknown(text))
+        if ["PHOTO_INVALID_DIMENSIONS", "PHOTO_SAVE_FILE_INVALID"].iter().any(|c| text.contains(c)))
+}
+
 /// Sends through the Bot API.
 #[derive(Clone)]
 pub struct Telegram {
     bot: teloxide_core::Bot,
+    /// Largest upload, bytes (`max_upload_bytes`).
+    max_upload: u64,
 }
 
 fn chat_id(chat: &str) -> Result<ChatId, SendError> {
@@ -88,11 +125,12 @@ fn send_error(e: RequestError) -> SendError {
             | ApiError::BotKicked
             | ApiError::BotKickedFromSupergroup,
         ) => SendError::Gone(e.to_string()),
-        RequestError::Api(
-            ApiError::MessageIsTooLong
-            | ApiError::EditedMessageIsTooLong
-            | ApiError::RequestEntityTooLarge,
-        ) => SendError::Refused("it is larger than Telegram accepts".into()),
+        RequestError::Api(ApiError::MessageIsTooLong | ApiError::EditedMessageIsTooLong) => {
+            SendError::Refused("it is larger than Telegram accepts".into())
+        }
+        RequestError::Api(ApiError::RequestEntityTooLarge) => {
+            SendError::TooLarge("Telegram answered \"Request Entity Too Large\"".into())
+        }
         other => SendError::Failed(other.to_string()),
     }
 }
@@ -189,21 +227,51 @@ impl Messenger for Telegram {
         }
     }
 
+    fn upload_limit(&self, _announced: Option<u64>) -> u64 {
+        self.max_upload
+    }
+
     async fn send_file(&self, chat: &str, file: OutFile) -> Result<(), SendError> {
         let chat = chat_id(chat)?;
+        let size = file.bytes.len() as u64;
+        if size > self.max_upload {
+            return Err(SendError::TooLarge(format!(
+                "{size} bytes, over max_upload_bytes"
+            )));
+        }
         let name = format!("tessera.{}", file.format);
         let input = || InputFile::memory(file.bytes.clone()).file_name(name.clone());
         let caption = file.caption.clone().unwrap_or_default();
         let format = file.format.as_str();
+        let document = || {
+            with_retries(|| {
+                self.bot
+                    .send_document(chat, input())
+                    .caption(caption.clone())
+                    .into_future()
+            })
+        };
         let sent = match file.kind {
-            ArtifactKind::Image if matches!(format, "png" | "jpg" | "jpeg" | "webp") => {
-                with_retries(|| {
+            ArtifactKind::Image
+                if matches!(format, "png" | "jpg" | "jpeg" | "webp")
+                    && fits_as_photo(size, file.width, file.height) =>
+            {
+                match with_retries(|| {
                     self.bot
                         .send_photo(chat, input())
                         .caption(caption.clone())
                         .into_future()
                 })
                 .await
+                {
+                    // Dimensions the worker did not report, or rules
+                    // stricter than documented: the file goes as it is.
+                    Err(e) if photo_refused(&e) => {
+                        tracing::info!(error = %e, "Telegram refused a photo; sending it as a document");
+                        document().await
+                    }
+                    other => other,
+                }
             }
             ArtifactKind::Video if format == "mp4" => {
                 with_retries(|| {
@@ -227,16 +295,9 @@ impl Messenger for Telegram {
                 let text = String::from_utf8_lossy(&file.bytes).into_owned();
                 return self.send_text(&chat.0.to_string(), &text).await.map(|_| ());
             }
-            // Animated PNG, WAV and the like: Telegram takes them as documents.
-            _ => {
-                with_retries(|| {
-                    self.bot
-                        .send_document(chat, input())
-                        .caption(caption.clone())
-                        .into_future()
-                })
-                .await
-            }
+            // Animated PNG, WAV, photos too large to be photos and the like:
+            // Telegram takes them as documents.
+            _ => document().await,
         };
         sent.map(|_| ()).map_err(send_error)
     }
@@ -384,12 +445,14 @@ pub async fn start(
         limits: instance.limits.clone(),
         poll_ms: config.job_poll_ms,
         min_edit_ms: config.min_edit_ms,
+        site_url: config.site_url.clone(),
     };
     let bot = Bot::new(
         settings,
         api,
         Telegram {
             bot: sender.clone(),
+            max_upload: config.max_upload_bytes,
         },
     );
     if let Err(e) = bot.resume().await {
@@ -596,6 +659,7 @@ async fn read_message(
         text,
         audio,
         command: None,
+        upload_limit: None,
     };
     Some((incoming, user_ref))
 }
@@ -659,4 +723,21 @@ pub async fn run(config: TelegramConfig, stop: CancellationToken) -> anyhow::Res
         instance.shutdown().await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn photos_over_telegrams_limits_are_documents() {
+        let mb = 1024 * 1024;
+        assert!(fits_as_photo(mb, Some(1024), Some(1024)));
+        assert!(fits_as_photo(MAX_PHOTO_BYTES, Some(5000), Some(5000)));
+        assert!(fits_as_photo(mb, None, None));
+        assert!(!fits_as_photo(MAX_PHOTO_BYTES + 1, Some(512), Some(512)));
+        assert!(!fits_as_photo(mb, Some(5001), Some(5000)));
+        assert!(!fits_as_photo(mb, Some(4200), Some(200)));
+        assert!(fits_as_photo(mb, Some(4000), Some(200)));
+    }
 }

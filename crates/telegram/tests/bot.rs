@@ -463,8 +463,47 @@ async fn link_gives_a_code_the_website_redeems(backend: Backend) {
     s.app.shutdown().await;
 }
 
+/// An output over the bot's `max_upload_bytes` (Telegram's 50 MB, lowered
+/// here so a simulated image passes it) is not uploaded: the user gets a
+/// link to the website, which serves it without an account.
+async fn an_output_over_the_upload_limit_comes_as_a_link(backend: Backend) {
+    let mut s = Setup::new(backend, vec![Capability::Image], 100, |_| {}).await;
+    let key = s.app.key(Platform::Web, "web").await;
+    let mut web_config =
+        tessera_web::WebConfig::new(s.app.base_url(), tessera_chat::Secret::new(key.as_str()));
+    web_config.listen = "127.0.0.1:0".parse().unwrap();
+    let web = tessera_web::start(web_config).await.unwrap();
+    s.config.max_upload_bytes = 100;
+    s.config.site_url = Some(format!("{}/", web.base_url()));
+    let bot = s.start().await;
+    s.tg.user_text(TOKEN, 1001, 1001, "/imagine a lighthouse");
+    let words = s.wait_text(1001, "/d/").await;
+    assert!(
+        words.starts_with(
+            "Your image is larger than Telegram accepts; download it here (the link works for 24 hours): http://"
+        ),
+        "{words}"
+    );
+    let url = words.split_whitespace().last().unwrap();
+    assert!(
+        url.starts_with(&format!("{}/d/art_", web.base_url())),
+        "{url}"
+    );
+    assert!(
+        s.tg.sent(TOKEN).iter().all(|m| m.upload.is_none()),
+        "nothing was uploaded"
+    );
+    let got = reqwest::get(url).await.unwrap();
+    assert_eq!(got.status(), 200);
+    assert!(is_png(&got.bytes().await.unwrap()));
+    bot.shutdown().await;
+    web.shutdown().await.unwrap();
+    s.app.shutdown().await;
+}
+
 tessera_testkit::backend_tests!(
     imagine_ends_with_a_photo_in_the_right_chat,
+    an_output_over_the_upload_limit_comes_as_a_link,
     a_voice_message_is_transcribed,
     quota_and_rate_limits_are_told_in_plain_words,
     a_restarted_bot_delivers_what_it_was_following,

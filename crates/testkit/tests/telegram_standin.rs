@@ -575,6 +575,41 @@ async fn a_multipart_photo_is_recorded_with_its_bytes() {
 }
 
 #[tokio::test]
+async fn photos_over_telegrams_limits_are_refused_and_go_as_documents() {
+    let tg = standin().await;
+    let b = bot(&tg, TOKEN);
+    tg.user_text(TOKEN, USER, USER, "/imagine");
+    // Over 10 MB (a small image padded past its end), and 9000 + 1500 pixels.
+    let mut heavy = png(4, 4);
+    heavy.resize(10 * 1024 * 1024 + 1, 0);
+    let mut wide = Vec::new();
+    {
+        let mut encoder = png::Encoder::new(&mut wide, 9000, 1500);
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::One);
+        let mut writer = encoder.write_header().unwrap();
+        writer
+            .write_image_data(&vec![0u8; 9000 / 8 * 1500])
+            .unwrap();
+    }
+    for (image, error) in [
+        (heavy, "Bad Request: PHOTO_SAVE_FILE_INVALID"),
+        (wide, "Bad Request: PHOTO_INVALID_DIMENSIONS"),
+    ] {
+        let photo = || InputFile::memory(image.clone()).file_name("tessera.png");
+        let err = b.send_photo(ChatId(USER), photo()).await.unwrap_err();
+        assert!(
+            matches!(&err, RequestError::Api(ApiError::Unknown(text)) if text == error),
+            "{err:?}"
+        );
+        let doc = b.send_document(ChatId(USER), photo()).await.unwrap();
+        assert_eq!(doc.document().unwrap().file.size as usize, image.len());
+    }
+    let kinds: Vec<_> = tg.sent(TOKEN).iter().map(|m| m.kind).collect();
+    assert_eq!(kinds, [MessageKind::Document, MessageKind::Document]);
+}
+
+#[tokio::test]
 async fn a_voice_message_is_fetched_through_get_file() {
     let tg = standin().await;
     let b = bot(&tg, TOKEN);

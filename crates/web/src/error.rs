@@ -18,6 +18,12 @@ pub enum WebError {
     Csrf,
     #[error("not found")]
     NotFound,
+    /// A download link the scheduler did not sign (altered, cut short).
+    #[error("the download link is not valid")]
+    LinkInvalid,
+    /// A download link past its lifetime.
+    #[error("the download link has expired")]
+    LinkExpired,
     /// The scheduler cannot be reached or is not ready.
     #[error("the scheduler is unavailable: {0}")]
     Unavailable(String),
@@ -76,6 +82,20 @@ impl IntoResponse for WebError {
                 "Page not found",
                 "There is nothing here. The link may be wrong, or the job belongs to \
                  another account."
+                    .into(),
+            ),
+            WebError::LinkInvalid => (
+                StatusCode::FORBIDDEN,
+                "This download link is not valid",
+                "The link was changed or cut short on its way here. Copy the whole link \
+                 from the message the bot sent, or ask the bot for the output again."
+                    .into(),
+            ),
+            WebError::LinkExpired => (
+                StatusCode::GONE,
+                "This download link has expired",
+                "Download links work for a limited time, and this one's has passed. Run \
+                 the request again to get a new one."
                     .into(),
             ),
             WebError::Unavailable(why) => {

@@ -7,8 +7,11 @@
 //! are HTML built with `maud` ([`views`]); the little JavaScript there is
 //! (live progress over server-sent events) and the stylesheet are compiled
 //! into the binary and served from `/static`, so the site works offline and
-//! every page also works without JavaScript.
+//! every page also works without JavaScript. Download links that bots send
+//! for outputs too large for their platform are served at `/d/...`
+//! ([`download`]) to anyone holding one.
 
+pub mod download;
 pub mod error;
 pub mod forms;
 pub mod handlers;
@@ -173,6 +176,7 @@ pub fn router(state: AppState) -> Router {
             "/jobs/{job_id}/outputs/{artifact_id}",
             get(handlers::output),
         )
+        .route("/d/{token}", get(download::download))
         .route("/gallery", get(handlers::gallery))
         .route("/account", get(handlers::account))
         .route("/account/link", post(handlers::link))

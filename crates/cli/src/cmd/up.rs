@@ -2,9 +2,11 @@
 //!
 //! Starts the scheduler, a local worker and the website (and bots whose tokens
 //! are configured). Keeps everything under one data folder: the SQLite
-//! database, the admin and internal tokens, the website's key and cookie
-//! secret, and a demo frontend key (files readable by the owner only), so a
-//! second `tessera up` finds the same state and the same signed-in visitors.
+//! database, the admin and internal tokens, the key that signs download
+//! links, the website's key and cookie secret, and a demo frontend key (files
+//! readable by the owner only), so a second `tessera up` finds the same state,
+//! the same signed-in visitors and working download links. Its bots send
+//! download links to its website.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -173,17 +175,20 @@ async fn bot_key(
 }
 
 /// The bots of the given files that have their platform token, pointed at the
-/// local scheduler, each with a frontend key.
+/// local scheduler, each with a frontend key, and sending download links to
+/// the local website unless their file names another.
 async fn local_bots(
     args: &UpArgs,
     store: &dyn tessera_scheduler::store::Store,
     dir: &Path,
     url: &str,
+    site: &str,
 ) -> anyhow::Result<(Option<TelegramConfig>, Option<DiscordConfig>)> {
     let telegram = match &args.telegram {
         Some(path) => {
             let mut c = TelegramConfig::load(Some(path))?;
             c.scheduler_url = url.to_owned();
+            c.site_url.get_or_insert_with(|| site.to_owned());
             let mut bots = Vec::new();
             for mut bot in std::mem::take(&mut c.bots) {
                 if let Err(e) = bot.token() {
@@ -205,6 +210,7 @@ async fn local_bots(
         Some(path) => {
             let mut c = DiscordConfig::load(Some(path))?;
             c.scheduler_url = url.to_owned();
+            c.site_url.get_or_insert_with(|| site.to_owned());
             let mut bots = Vec::new();
             for mut bot in std::mem::take(&mut c.bots) {
                 if let Err(e) = bot.token() {
@@ -237,6 +243,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let dir = args.data_dir.canonicalize()?;
     let (admin_token, _) = kept_secret(&dir.join("admin-token"), || Ok(new_token()))?;
     let (internal_token, _) = kept_secret(&dir.join("internal-token"), || Ok(new_token()))?;
+    let (link_secret, _) = kept_secret(&dir.join("link-secret"), || Ok(new_token()))?;
 
     let mut config = SchedulerConfig::default();
     config.server.listen = args.listen;
@@ -244,6 +251,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     config.artifacts.location = dir.join("artifacts").display().to_string();
     config.auth.admin_token = Some(admin_token);
     config.auth.internal_token = Some(internal_token.clone());
+    config.artifacts.link_secret = Some(link_secret);
     let mut handle = Scheduler::start(config).await?;
     let worker = Worker::start(local_worker(&args, handle.base_url(), internal_token)).await?;
 
@@ -314,7 +322,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     println!("  images, videos and texts say they are simulated. Real engines join with");
     println!("  `tessera worker --config worker.toml` (see `tessera worker --print-example`).");
-    let (telegram, discord) = local_bots(&args, &*store, &dir, &url).await?;
+    let (telegram, discord) = local_bots(&args, &*store, &dir, &url, &web.base_url()).await?;
     let stop = tokio_util::sync::CancellationToken::new();
     let mut bots = tokio::task::JoinSet::new();
     if let Some(c) = telegram {

@@ -2,7 +2,10 @@
 //! and the artifacts jobs made (`GET /api/v1/artifacts/{id}`), each with the
 //! frontend's key. A frontend reads only artifacts of its own jobs and passes
 //! only its own inputs to jobs; a web key only its own bot's (see
-//! [`super::scope::own_bot_only`]).
+//! [`super::scope::own_bot_only`]). A frontend that may read an artifact may
+//! also ask for a download link to it (`POST .../download-link`), which the
+//! website redeems for anyone holding it (`GET /api/v1/download-links/{token}`,
+//! web keys only; see [`crate::links`]).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -10,7 +13,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use tessera_api::public::InputUploaded;
+use tessera_api::public::{DownloadLink, InputUploaded};
 use tessera_api::ApiErrorBody;
 use tessera_api::ErrorCode;
 use tessera_core::{ArtifactId, InputId};
@@ -22,7 +25,8 @@ use super::scope::own_bot_only;
 use super::AppState;
 use crate::artifacts::input_key;
 use crate::lifecycle::now_ms;
-use crate::store::InputRecord;
+use crate::links::LinkError;
+use crate::store::{ArtifactRecord, InputRecord};
 
 /// Upload an input (the audio of a speech-to-text job); the body is the file.
 #[utoipa::path(
@@ -127,20 +131,128 @@ pub async fn artifact(
     ApiPath(artifact_id): ApiPath<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let record = visible_artifact(&state, &key, &artifact_id).await?;
+    serve(&state, &record, &headers).await
+}
+
+/// The artifact `artifact_id` names, if `key` may read it (404 otherwise,
+/// so ids do not leak).
+async fn visible_artifact(
+    state: &AppState,
+    key: &crate::store::ApiKeyRecord,
+    artifact_id: &str,
+) -> Result<ArtifactRecord, ApiError> {
     let not_found = || ApiError::not_found(ErrorCode::ArtifactNotFound, "no such artifact");
     let id: ArtifactId = artifact_id.parse().map_err(|_| not_found())?;
-    let record = state
+    state
         .store
         .get_artifact(&id)
         .await?
         .filter(|a| {
-            a.frontend == key.frontend && own_bot_only(&key).is_none_or(|bot| *bot == a.bot_id)
+            a.frontend == key.frontend && own_bot_only(key).is_none_or(|bot| *bot == a.bot_id)
         })
-        .ok_or_else(not_found)?;
+        .ok_or_else(not_found)
+}
+
+/// Make a download link to an artifact this key may read: a signed address
+/// on the website that needs no key or account and works for
+/// `artifacts.link_lifetime_secs`. Bots send it for outputs their platform
+/// will not take.
+#[utoipa::path(
+    post, path = "/api/v1/artifacts/{artifact_id}/download-link", tag = "files",
+    params(("artifact_id" = String, Path, description = "`art_...`, from a job's `artifacts`", pattern = "^art_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses(
+        (status = 201, body = DownloadLink),
+        (status = 401, body = ApiErrorBody),
+        (status = 404, description = "No such artifact, or not this key's to read", body = ApiErrorBody),
+    ),
+    security(("frontend_key" = []))
+)]
+pub async fn download_link(
+    State(state): State<AppState>,
+    Frontend(key): Frontend,
+    ApiPath(artifact_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let record = visible_artifact(&state, &key, &artifact_id).await?;
+    let (token, expires) = state.links.sign(&record.id, now_ms().max(0) as u64);
+    let expires_at =
+        chrono::DateTime::from_timestamp_millis(i64::try_from(expires).unwrap_or(i64::MAX))
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC);
+    Ok((
+        StatusCode::CREATED,
+        Json(DownloadLink {
+            path: format!("/d/{token}"),
+            token,
+            expires_at,
+        }),
+    )
+        .into_response())
+}
+
+/// Download the artifact a download link names (the website serves `/d/...`
+/// with this). The link's signature is the permission: any web key may
+/// redeem any link, and no other kind of key may.
+#[utoipa::path(
+    get, path = "/api/v1/download-links/{token}", tag = "files",
+    params(("token" = String, Path, description = "A download link's `token`")),
+    responses(
+        (status = 200, description = "The file, with its content type"),
+        (status = 206, description = "The part of the file a `Range: bytes=...` header asked for, with `Content-Range`"),
+        (status = 401, body = ApiErrorBody),
+        (status = 403, description = "`download_link_invalid`: not a link this scheduler signed (forged, altered, cut short); `forbidden_frontend`: not a web key", body = ApiErrorBody),
+        (status = 404, description = "`artifact_not_found`: the link is genuine but its artifact is gone", body = ApiErrorBody),
+        (status = 410, description = "`download_link_expired`: the link is past its lifetime", body = ApiErrorBody),
+        (status = 416, body = ApiErrorBody),
+    ),
+    security(("frontend_key" = []))
+)]
+pub async fn redeem_download_link(
+    State(state): State<AppState>,
+    Frontend(key): Frontend,
+    ApiPath(token): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if key.frontend != tessera_core::Platform::Web {
+        return Err(ApiError::forbidden(
+            ErrorCode::ForbiddenFrontend,
+            format!(
+                "download links are served by the website: a {} key cannot redeem them",
+                key.frontend
+            ),
+        ));
+    }
+    let id = match state.links.verify(&token, now_ms().max(0) as u64) {
+        Ok(id) => id,
+        Err(LinkError::Invalid) => {
+            return Err(ApiError::forbidden(
+                ErrorCode::DownloadLinkInvalid,
+                "this download link is not valid: it was altered or cut short",
+            ))
+        }
+        Err(LinkError::Expired) => {
+            return Err(ApiError::new(
+                StatusCode::GONE,
+                ErrorCode::DownloadLinkExpired,
+                "this download link has expired",
+            ))
+        }
+    };
+    let record = state.store.get_artifact(&id).await?.ok_or_else(|| {
+        ApiError::not_found(ErrorCode::ArtifactNotFound, "the linked file is gone")
+    })?;
+    serve(&state, &record, &headers).await
+}
+
+/// An artifact's bytes, or the part a `Range` header asks for.
+async fn serve(
+    state: &AppState,
+    record: &ArtifactRecord,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
     let bytes = state.blobs.get(&record.storage_key).await?;
     let len = bytes.len() as u64;
     let disposition = format!("inline; filename=\"{}.{}\"", record.id, record.format);
-    let mut resp = match byte_range(&headers, len) {
+    let mut resp = match byte_range(headers, len) {
         Ok(None) => Body::from(bytes).into_response(),
         Ok(Some((start, end))) => {
             let part = bytes.slice(start as usize..=end as usize);

@@ -46,6 +46,7 @@ use crate::auth::{KeyCache, TokenCheck};
 use crate::config::SchedulerConfig;
 use crate::estimate::Estimator;
 use crate::lifecycle::Lifecycle;
+use crate::links::LinkSigner;
 use crate::passwords::Passwords;
 use crate::queue::QueuePositions;
 use crate::store::Store;
@@ -69,6 +70,8 @@ pub struct Inner {
     pub lifecycle: Lifecycle,
     pub blobs: Blobs,
     pub passwords: Passwords,
+    /// Signs and verifies download links.
+    pub links: LinkSigner,
 }
 
 impl std::ops::Deref for AppState {
@@ -91,6 +94,11 @@ impl AppState {
         let admin = TokenCheck::new(config.auth.admin_token()?.as_deref());
         let internal = TokenCheck::new(config.auth.internal_token()?.as_deref());
         let metrics_reader = TokenCheck::new(config.auth.metrics_token()?.as_deref());
+        let link_secret = config.artifacts.link_secret()?;
+        if link_secret.is_none() {
+            tracing::warn!("artifacts.link_secret is not set: download links made now stop working when this scheduler stops, and work on this replica only");
+        }
+        let links = LinkSigner::new(link_secret.as_deref(), config.artifacts.link_lifetime_secs);
         let estimator = Estimator::new(config.estimates.clone());
         let positions = QueuePositions::new(
             config.queue.position_cap,
@@ -109,6 +117,7 @@ impl AppState {
             lifecycle,
             blobs,
             passwords: Passwords::new(),
+            links,
         })))
     }
 }
@@ -164,6 +173,14 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/api/v1/artifacts/{artifact_id}", get(files::artifact))
+        .route(
+            "/api/v1/artifacts/{artifact_id}/download-link",
+            post(files::download_link),
+        )
+        .route(
+            "/api/v1/download-links/{token}",
+            get(files::redeem_download_link),
+        )
         .route("/api/openapi.json", get(openapi::document))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::alive))

@@ -25,6 +25,7 @@ use super::{accounts, admin as admin_http, files, internal, jobs, results, users
         users::set_plan, jobs::list_jobs, jobs::cancel_job,
         admin_http::list_workers, internal::heartbeat,
         files::upload_input, files::artifact,
+        files::download_link, files::redeem_download_link,
         results::progress, results::result, results::input,
     ),
     components(schemas(
@@ -32,6 +33,7 @@ use super::{accounts, admin as admin_http, files, internal, jobs, results, users
         public::JobList, public::UserQuota, public::PlanList,
         public::Credentials, public::AccountView, public::LinkCodeRequest, public::LinkCode,
         public::RedeemLinkRequest,
+        public::DownloadLink,
         admin::CreateKeyRequest, admin::CreatedKey, admin::KeyView, admin::KeyList, admin::SetPlanRequest,
         wire_internal::Heartbeat, wire_internal::HeartbeatAck, wire_internal::WorkerStatus,
         wire_internal::WorkerInfo, wire_internal::WorkerList,

@@ -6,6 +6,7 @@
 mod accounts;
 mod admin;
 mod common;
+mod files;
 mod jobs;
 mod security;
 mod users;

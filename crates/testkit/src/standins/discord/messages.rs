@@ -161,7 +161,7 @@ pub(super) fn build_message(
     if payload
         .files
         .iter()
-        .any(|f| f.bytes.len() as u64 > shared.options.attachment_size_limit)
+        .any(|f| f.bytes.len() as u64 > shared.attachment_size_limit())
     {
         return Err(Box::new(error(
             StatusCode::PAYLOAD_TOO_LARGE,

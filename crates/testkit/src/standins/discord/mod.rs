@@ -177,7 +177,7 @@ impl DiscordStandIn {
             .expect("binding a loopback port");
         let addr = listener.local_addr().expect("local address");
         let shared = Arc::new(Shared {
-            options,
+            options: options.clone(),
             base: format!("http://{addr}"),
             port: addr.port(),
             state: Mutex::new(Records::default()),
@@ -185,6 +185,7 @@ impl DiscordStandIn {
             last_id: AtomicU64::new(0),
             next_conn: AtomicU64::new(1),
             http: reqwest::Client::new(),
+            attachment_size_limit: AtomicU64::new(options.attachment_size_limit),
         });
         let api = Router::new()
             .route("/users/@me", get(current_user))
@@ -264,6 +265,15 @@ impl DiscordStandIn {
 
     pub fn options(&self) -> &DiscordOptions {
         &self.shared.options
+    }
+
+    /// Changes the largest attachment from now on, as a guild losing its
+    /// boost does: interactions already made still announce the old
+    /// `attachment_size_limit`, and uploads over the new one get 40005.
+    pub fn set_attachment_size_limit(&self, bytes: u64) {
+        self.shared
+            .attachment_size_limit
+            .store(bytes, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Adds a bot with no privileged intents and no HTTP endpoint.

@@ -69,7 +69,7 @@ impl DiscordStandIn {
             "version": 1,
             "entitlements": [],
             "authorizing_integration_owners": {},
-            "attachment_size_limit": self.shared.options.attachment_size_limit,
+            "attachment_size_limit": self.shared.attachment_size_limit(),
             "user": null,
         });
         self.register_interaction(

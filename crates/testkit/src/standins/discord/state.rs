@@ -84,11 +84,19 @@ pub(super) struct Shared {
     pub(super) last_id: AtomicU64,
     pub(super) next_conn: AtomicU64,
     pub(super) http: reqwest::Client,
+    /// The guild's attachment size limit now (it starts at the options'
+    /// and changes as a guild gains or loses boosts).
+    pub(super) attachment_size_limit: AtomicU64,
 }
 
 impl Shared {
     pub(super) fn lock(&self) -> MutexGuard<'_, Records> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn attachment_size_limit(&self) -> u64 {
+        self.attachment_size_limit
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(super) fn changed(&self) {

@@ -210,7 +210,7 @@ impl DiscordStandIn {
             "app_permissions": app_permissions.to_string(),
             "locale": inv.locale,
             "entitlements": [],
-            "attachment_size_limit": shared.options.attachment_size_limit,
+            "attachment_size_limit": shared.attachment_size_limit(),
         });
         match inv.guild_id {
             Some(guild) => {

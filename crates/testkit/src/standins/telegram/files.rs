@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use super::api::{Answer, Ctx, Failure, Params};
 use super::state::{Files, Shared, StoredFile};
 use super::types::{MessageKind, Upload};
-use super::{MAX_DOWNLOAD_BYTES, MAX_UPLOAD_BYTES};
+use super::{MAX_DOWNLOAD_BYTES, MAX_PHOTO_BYTES, MAX_PHOTO_DIMENSIONS, MAX_UPLOAD_BYTES};
 
 /// What a new file is.
 pub(super) struct FileSpec {
@@ -148,6 +148,15 @@ pub(super) fn store_file(
         ) else {
             return Err(Failure::bad("IMAGE_PROCESS_FAILED"));
         };
+        // Telegram's photo rules: at most 10 MB, width and height at most
+        // 10,000 together, a ratio of at most 20.
+        if upload.bytes.len() > MAX_PHOTO_BYTES {
+            return Err(Failure::bad("PHOTO_SAVE_FILE_INVALID"));
+        }
+        let (w, h) = (size.width as u64, size.height as u64);
+        if w + h > MAX_PHOTO_DIMENSIONS || w.max(h) > 20 * w.min(h).max(1) {
+            return Err(Failure::bad("PHOTO_INVALID_DIMENSIONS"));
+        }
         let photo = photo_sizes(
             files,
             owner,

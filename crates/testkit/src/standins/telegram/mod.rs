@@ -59,6 +59,9 @@
 //! `there is no text in the message to edit`, `message to be replied not
 //! found`, `wrong file identifier/HTTP URL specified`, `file must be
 //! non-empty`, `IMAGE_PROCESS_FAILED` (a photo that is not an image),
+//! `PHOTO_SAVE_FILE_INVALID` (a photo over 10 MB) and
+//! `PHOTO_INVALID_DIMENSIONS` (a photo over 10,000 pixels of width plus
+//! height, or more than 20 times as long as wide), which `sendDocument` takes,
 //! `invalid file_id` and `file is too big` (getFile over 20 MB), 413 for an
 //! upload over 50 MB, and 429 `Too Many Requests: retry after N` when a test
 //! floods a method ([`TelegramStandIn::flood`]).
@@ -139,6 +142,12 @@ pub const MAX_DOWNLOAD_BYTES: usize = 20 * 1024 * 1024;
 
 /// Largest upload.
 pub const MAX_UPLOAD_BYTES: usize = 50 * 1024 * 1024;
+
+/// Largest photo `sendPhoto` takes.
+pub const MAX_PHOTO_BYTES: usize = 10 * 1024 * 1024;
+
+/// Largest width plus height of a photo.
+pub const MAX_PHOTO_DIMENSIONS: u64 = 10_000;
 
 /// The first `update_id` a bot's queue hands out.
 const FIRST_UPDATE_ID: u32 = 700_000_001;
