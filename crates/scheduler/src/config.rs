@@ -49,6 +49,12 @@ pub struct ArtifactsConfig {
     pub max_result_bytes: u64,
     /// Largest input a frontend may upload, in bytes.
     pub max_input_bytes: u64,
+    /// How often objects that no artifact or input names are looked for and
+    /// deleted (seconds), first right after start; 0 never.
+    pub orphan_sweep_secs: u64,
+    /// An object younger than this (seconds) is never swept: its row may be
+    /// about to commit.
+    pub orphan_grace_secs: u64,
 }
 
 impl Default for ArtifactsConfig {
@@ -58,6 +64,8 @@ impl Default for ArtifactsConfig {
             options: Default::default(),
             max_result_bytes: 512 * 1024 * 1024,
             max_input_bytes: 25 * 1024 * 1024,
+            orphan_sweep_secs: 3600,
+            orphan_grace_secs: 3600,
         }
     }
 }
@@ -413,6 +421,11 @@ impl SchedulerConfig {
         if w.heartbeat_interval_ms == 0 || w.missed_heartbeats == 0 || w.max_attempts == 0 {
             anyhow::bail!(
                 "workers: heartbeat_interval_ms, missed_heartbeats and max_attempts must be positive"
+            );
+        }
+        if self.artifacts.orphan_grace_secs < 60 {
+            anyhow::bail!(
+                "artifacts.orphan_grace_secs must be at least 60: a result's objects are written before its row commits"
             );
         }
         if p.max_wait_ms <= 0 || p.affinity_patience_ms < 0 {

@@ -29,6 +29,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod metrics;
 pub mod monitor;
+pub mod orphans;
 pub mod passwords;
 pub mod queue;
 pub mod registry;
