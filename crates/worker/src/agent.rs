@@ -106,6 +106,17 @@ impl Worker {
                 .await
                 .context("serving the worker API")
         });
+        // Settings checked against the engines (ComfyUI's templates against
+        // its node classes), retried until each engine answers.
+        let checks = tokio::spawn(engine::check_until_answered(
+            shared.engines.clone(),
+            Duration::from_millis(config.worker.heartbeat_interval_ms.clamp(100, 5_000)),
+            stop_rx.clone(),
+            {
+                let shared = shared.clone();
+                move || shared.heartbeat_now.notify_one()
+            },
+        ));
         let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), stop_rx));
         tracing::info!(worker_id = %shared.id, %addr, engines = shared.engines.len(), "worker listening");
         Ok(WorkerHandle {
@@ -114,6 +125,7 @@ impl Worker {
             stop: stop_tx,
             server,
             heartbeat,
+            checks,
         })
     }
 }
@@ -125,6 +137,7 @@ pub struct WorkerHandle {
     stop: watch::Sender<bool>,
     server: JoinHandle<anyhow::Result<()>>,
     heartbeat: JoinHandle<()>,
+    checks: JoinHandle<()>,
 }
 
 impl WorkerHandle {
@@ -150,6 +163,7 @@ impl WorkerHandle {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.stop.send(true);
+        self.checks.abort();
         let _ = self.heartbeat.await;
         self.server.await.context("worker server panicked")?
     }
@@ -158,6 +172,7 @@ impl WorkerHandle {
     pub fn kill(self) {
         self.server.abort();
         self.heartbeat.abort();
+        self.checks.abort();
         if let Some(running) = self
             .shared
             .current

@@ -205,6 +205,48 @@ pub trait Engine: Send + Sync + 'static {
     async fn unload(&self) -> Result<(), EngineError> {
         Ok(())
     }
+
+    /// Checks the settings against the engine itself (ComfyUI: the
+    /// templates against `/object_info`), which may change [`Engine::models`].
+    /// An error means the engine could not be asked: call again once it
+    /// answers, and again whenever it comes back. Engines with nothing to
+    /// check answer at once.
+    async fn check(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+/// Runs every engine's [`Engine::check`] now, and again every `retry` for
+/// the engines that could not be asked, until each has answered once or
+/// `stop` is set; `changed` is called after each check that answered (so a
+/// heartbeat can carry the models it left).
+pub async fn check_until_answered(
+    engines: Vec<Arc<dyn Engine>>,
+    retry: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+    changed: impl Fn(),
+) {
+    let mut waiting = engines;
+    loop {
+        let mut still = Vec::new();
+        for engine in waiting {
+            match engine.check().await {
+                Ok(()) => changed(),
+                Err(e) => {
+                    tracing::info!(engine = engine.kind(), error = %e, "cannot check the engine's settings yet; trying again");
+                    still.push(engine);
+                }
+            }
+        }
+        if still.is_empty() {
+            return;
+        }
+        waiting = still;
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Builds the engines a worker's configuration lists. `http` is the worker's

@@ -28,6 +28,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/queue", get(get_queue).post(post_queue))
         .route("/interrupt", post(post_interrupt))
         .route("/free", post(post_free))
+        .route("/object_info", get(get_object_info))
+        .route("/object_info/{node_class}", get(get_object_info_class))
         .route("/view", get(view))
         .layer(middleware::from_fn_with_state(shared.clone(), record))
         .with_state(shared)
@@ -129,7 +131,8 @@ async fn post_prompt(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         Some(Value::String(id)) if !id.is_empty() => id.clone(),
         _ => uuid(),
     };
-    match validate(&prompt) {
+    let removed = shared.lock().removed_classes.clone();
+    match validate(&prompt, &removed) {
         Validation::Refused { error, node_errors } => (
             StatusCode::BAD_REQUEST,
             Json(json!({ "error": error, "node_errors": node_errors })),
@@ -271,6 +274,19 @@ async fn post_free(State(_shared): State<Arc<Shared>>, body: Bytes) -> Response 
         Ok(_) => StatusCode::OK.into_response(),
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
+}
+
+async fn get_object_info(State(shared): State<Arc<Shared>>) -> Response {
+    let removed = shared.lock().removed_classes.clone();
+    Json(super::nodes::object_info(&removed, None)).into_response()
+}
+
+async fn get_object_info_class(
+    State(shared): State<Arc<Shared>>,
+    Path(node_class): Path<String>,
+) -> Response {
+    let removed = shared.lock().removed_classes.clone();
+    Json(super::nodes::object_info(&removed, Some(&node_class))).into_response()
 }
 
 /// `subfolder` resolved inside its base folder, or `None` if it leaves it.
