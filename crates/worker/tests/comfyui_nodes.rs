@@ -93,7 +93,7 @@ async fn models_whose_templates_the_server_cannot_run_are_refused_and_named() {
     assert_eq!(check.usable, ["sdxl"]);
     assert_eq!(
         check.refused["sd3"],
-        "model \"sd3\": node 5 is a EmptySD3LatentImage, a node class this ComfyUI does not \
+        "model \"sd3\": node 5 uses class EmptySD3LatentImage, which this ComfyUI does not \
          have (is its custom node installed?)"
     );
     assert_eq!(

@@ -58,7 +58,7 @@ pub(super) fn mismatch(
             .unwrap_or_default();
         let Some(info) = classes.get(class) else {
             return Some(format!(
-                "model {model:?}: node {id} is a {class}, a node class this ComfyUI does not have (is its custom node installed?)"
+                "model {model:?}: node {id} uses class {class}, which this ComfyUI does not have (is its custom node installed?)"
             ));
         };
         let section = |name: &str| {
@@ -192,7 +192,7 @@ mod tests {
         let mut classes = classes();
         let t = template(json!({}));
         let why = mismatch("sdxl", &t, &classes).unwrap();
-        assert!(why.contains("node 2 is a KSampler"), "{why}");
+        assert!(why.contains("node 2 uses class KSampler"), "{why}");
         classes.insert(
             "KSampler".into(),
             json!({"input": {"required": {"seed": ["INT"], "steps": ["INT"], "latent_image": ["LATENT"]}}}),
