@@ -227,17 +227,23 @@ pub async fn check_until_answered(
     changed: impl Fn(),
 ) {
     let mut waiting = engines;
+    let mut first = true;
     loop {
         let mut still = Vec::new();
         for engine in waiting {
             match engine.check().await {
                 Ok(()) => changed(),
+                Err(e) if first => {
+                    tracing::info!(engine = engine.kind(), error = %e, "cannot check the engine's settings yet; trying again until it answers");
+                    still.push(engine);
+                }
                 Err(e) => {
-                    tracing::info!(engine = engine.kind(), error = %e, "cannot check the engine's settings yet; trying again");
+                    tracing::debug!(engine = engine.kind(), error = %e, "cannot check the engine's settings yet");
                     still.push(engine);
                 }
             }
         }
+        first = false;
         if still.is_empty() {
             return;
         }
