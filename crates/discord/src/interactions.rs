@@ -15,7 +15,7 @@ use tessera_chat::{Audio, Bot, Incoming, Messenger};
 use tessera_core::UserRef;
 
 use crate::commands::{answers_privately, slash_command};
-use crate::messenger::{lock, Discord};
+use crate::messenger::{chat_of, lock, Discord};
 
 /// What one instance needs to handle interactions, whichever way they come.
 #[derive(Clone)]
@@ -35,7 +35,7 @@ impl Handler {
             .channel
             .as_ref()
             .map(|c| c.id)
-            .map(|channel| format!("{channel}/{token}"))
+            .map(|channel| chat_of(channel, interaction.author_id(), &token))
         else {
             dc.handled(&token);
             return;

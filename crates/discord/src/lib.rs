@@ -10,10 +10,11 @@
 //! public API and keeps the deferred response up to date until the output
 //! is sent as a follow-up.
 //!
-//! The chat core's "chat" is `"{channel id}/{interaction token}"` and its
-//! progress message is the interaction's original response (`@original`), so
-//! a restarted process can still edit it and deliver (a token lives 15
-//! minutes; after that, replies go to the channel with the bot token).
+//! The chat core's "chat" is `"{channel id}:{user id}/{interaction token}"`
+//! and its progress message is the interaction's original response
+//! (`@original`), so a restarted process can still edit it and deliver (a
+//! token lives 15 minutes; after that, replies go to the channel with the bot
+//! token, or to the user's direct messages where the channel refuses the bot).
 //!
 //! Must not: touch the database or a worker; log a token or an API key.
 //!
@@ -29,12 +30,15 @@
 //! - `commands`: the slash commands registered and how their options read
 //!   ([`application_commands`], [`slash_command`]);
 //! - `messenger`: replies through Discord's REST API ([`Discord`]), from the
-//!   deferred response to follow-ups and, once the token expires, the channel.
+//!   deferred response to follow-ups and, once the token expires, the channel;
+//! - `fallback`: the channel with the bot token, or the user's direct
+//!   messages where the channel refuses the bot.
 
 pub mod config;
 pub mod endpoint;
 
 mod commands;
+mod fallback;
 mod gateway;
 mod instance;
 mod interactions;

@@ -1,6 +1,7 @@
 //! Replies through Discord's REST API: the deferred original response filled
 //! and edited while the interaction token lives (15 minutes), follow-ups for
-//! more text and files, and channel messages with the bot token after.
+//! more text and files, and channel messages with the bot token after (or,
+//! where the bot may not post in the channel, direct messages: `fallback`).
 //!
 //! Files larger than the interaction's `attachment_size_limit` are not
 //! uploaded (the shared bot sends a download link), and an upload answered
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use twilight_http::api_error::ApiError;
 use twilight_http::error::ErrorType;
 use twilight_model::http::attachment::Attachment as OutAttachment;
-use twilight_model::id::marker::{ApplicationMarker, ChannelMarker, MessageMarker};
+use twilight_model::id::marker::{ApplicationMarker, ChannelMarker, MessageMarker, UserMarker};
 use twilight_model::id::Id;
 
 use tessera_api::internal::ArtifactKind;
@@ -28,6 +29,9 @@ const ORIGINAL: &str = "@original";
 /// `attachment_size_limit`, 10 MiB).
 pub const DEFAULT_ATTACHMENT_LIMIT: u64 = 10 * 1024 * 1024;
 
+/// A message sent with the bot token: its channel and id.
+type BotMessage = (Id<ChannelMarker>, Id<MessageMarker>);
+
 /// Sends through Discord's REST API: interaction responses and follow-ups
 /// while the interaction token lives, channel messages after.
 #[derive(Clone)]
@@ -37,29 +41,85 @@ pub struct Discord {
     /// Interaction tokens whose deferred original response is still empty:
     /// the first text for them fills it.
     pub(crate) fresh: Arc<Mutex<HashSet<String>>>,
-    /// Channel messages standing in for expired original responses.
-    moved: Arc<Mutex<HashMap<String, Id<MessageMarker>>>>,
+    /// Channel (or direct) messages standing in for expired original
+    /// responses: their channel and id.
+    moved: Arc<Mutex<HashMap<String, BotMessage>>>,
 }
 
-/// Where a reply goes.
-struct Target<'a> {
+/// Where a reply goes: `"{channel}:{user}/{token}"`, or
+/// `"{channel}/{token}"` as jobs made before the user was kept say.
+pub(crate) struct Target<'a> {
+    pub(crate) channel: Id<ChannelMarker>,
+    /// Who asked: direct messages reach them where the channel is refused.
+    pub(crate) user: Option<Id<UserMarker>>,
+    pub(crate) token: &'a str,
+}
+
+/// The chat core's "chat" for an interaction.
+pub(crate) fn chat_of(
     channel: Id<ChannelMarker>,
-    token: &'a str,
+    user: Option<Id<UserMarker>>,
+    token: &str,
+) -> String {
+    match user {
+        Some(user) => format!("{channel}:{user}/{token}"),
+        None => format!("{channel}/{token}"),
+    }
+}
+
+fn snowflake<T>(s: &str) -> Option<Id<T>> {
+    s.parse::<u64>().ok().and_then(Id::new_checked)
 }
 
 fn target(chat: &str) -> Result<Target<'_>, SendError> {
     // The text holds an interaction token: never repeat it in an error.
     let bad = || SendError::Gone("not a Discord reply target".into());
-    let (channel, token) = chat.split_once('/').ok_or_else(bad)?;
-    let channel = channel
+    let (head, token) = chat.split_once('/').ok_or_else(bad)?;
+    let (channel, user) = match head.split_once(':') {
+        Some((channel, user)) => (channel, Some(snowflake(user).ok_or_else(bad)?)),
+        None => (head, None),
+    };
+    let channel = snowflake(channel).ok_or_else(bad)?;
+    if token.is_empty() {
+        return Err(bad());
+    }
+    Ok(Target {
+        channel,
+        user,
+        token,
+    })
+}
+
+/// A message sent with the bot token, as the chat core keeps it: `c{id}` in
+/// the interaction's channel, `c{channel}-{id}` elsewhere (a direct message).
+fn bot_message(t: &Target<'_>, channel: Id<ChannelMarker>, id: Id<MessageMarker>) -> String {
+    if channel == t.channel {
+        format!("c{id}")
+    } else {
+        format!("c{channel}-{id}")
+    }
+}
+
+fn parse_bot_message(t: &Target<'_>, message: &str) -> Result<BotMessage, SendError> {
+    let bad = || SendError::Failed(format!("{message:?} is not a message id"));
+    let rest = message.strip_prefix('c').ok_or_else(bad)?;
+    let (channel, id) = match rest.split_once('-') {
+        Some((channel, id)) => (
+            channel
+                .parse::<u64>()
+                .ok()
+                .and_then(Id::new_checked)
+                .ok_or_else(bad)?,
+            id,
+        ),
+        None => (t.channel, rest),
+    };
+    let id = id
         .parse::<u64>()
         .ok()
         .and_then(Id::new_checked)
         .ok_or_else(bad)?;
-    if token.is_empty() {
-        return Err(bad());
-    }
-    Ok(Target { channel, token })
+    Ok((channel, id))
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -103,7 +163,7 @@ fn not_acknowledged_yet(e: &twilight_http::Error) -> bool {
     matches!(e.kind(), ErrorType::Response { error: ApiError::General(g), .. } if g.code == 10008 || g.code == 10015)
 }
 
-fn chunks(text: &str) -> Vec<String> {
+pub(crate) fn chunks(text: &str) -> Vec<String> {
     let chars: Vec<char> = text.chars().collect();
     if chars.is_empty() {
         return vec!["(empty)".into()];
@@ -114,7 +174,7 @@ fn chunks(text: &str) -> Vec<String> {
         .collect()
 }
 
-fn send_failed(e: twilight_http::Error) -> SendError {
+pub(crate) fn send_failed(e: twilight_http::Error) -> SendError {
     match failure(e) {
         Failure::Send(e) => e,
         Failure::TokenExpired => SendError::Failed("Discord refused the bot token".into()),
@@ -161,27 +221,6 @@ impl Discord {
         }
     }
 
-    async fn channel_text(
-        &self,
-        channel: Id<ChannelMarker>,
-        text: &str,
-    ) -> Result<Id<MessageMarker>, SendError> {
-        let mut first = None;
-        for part in chunks(text) {
-            let m = self
-                .http
-                .create_message(channel)
-                .content(&part)
-                .await
-                .map_err(send_failed)?
-                .model()
-                .await
-                .map_err(|e| SendError::Failed(e.to_string()))?;
-            first.get_or_insert(m.id);
-        }
-        first.ok_or_else(|| SendError::Failed("nothing sent".into()))
-    }
-
     async fn followup_text(&self, token: &str, text: &str) -> Result<String, Failure> {
         let client = self.http.interaction(self.app);
         let mut first = None;
@@ -226,7 +265,7 @@ impl Messenger for Discord {
                             Ok(_) => {}
                             Err(Failure::Send(e)) => return Err(e),
                             Err(Failure::TokenExpired) => {
-                                self.channel_text(t.channel, &rest).await?;
+                                self.fallback_text(&t, &rest).await?;
                             }
                         }
                     }
@@ -244,30 +283,21 @@ impl Messenger for Discord {
                 Err(Failure::TokenExpired) => {}
             }
         }
-        let id = self.channel_text(t.channel, text).await?;
-        Ok(format!("c{id}"))
+        let (channel, id) = self.fallback_text(&t, text).await?;
+        Ok(bot_message(&t, channel, id))
     }
 
     async fn edit_text(&self, chat: &str, message: &str, text: &str) -> Result<(), SendError> {
         let t = target(chat)?;
         let text: String = text.chars().take(MAX_CONTENT_CHARS).collect();
-        if let Some(id) = message.strip_prefix('c') {
-            let id = id
-                .parse::<u64>()
-                .ok()
-                .and_then(Id::new_checked)
-                .ok_or_else(|| SendError::Failed(format!("{message:?} is not a message id")))?;
+        let moved = if message.starts_with('c') {
+            Some(parse_bot_message(&t, message)?)
+        } else {
+            lock(&self.moved).get(t.token).copied()
+        };
+        if let Some((channel, id)) = moved {
             self.http
-                .update_message(t.channel, id)
-                .content(Some(&text))
-                .await
-                .map_err(send_failed)?;
-            return Ok(());
-        }
-        let moved = lock(&self.moved).get(t.token).copied();
-        if let Some(id) = moved {
-            self.http
-                .update_message(t.channel, id)
+                .update_message(channel, id)
                 .content(Some(&text))
                 .await
                 .map_err(send_failed)?;
@@ -296,8 +326,8 @@ impl Messenger for Discord {
                 Failure::TokenExpired => {
                     // The progress message can no longer be edited: a channel
                     // message takes its place from now on.
-                    let id = self.channel_text(t.channel, &text).await?;
-                    lock(&self.moved).insert(t.token.to_owned(), id);
+                    let moved = self.fallback_text(&t, &text).await?;
+                    lock(&self.moved).insert(t.token.to_owned(), moved);
                     Ok(())
                 }
             },
@@ -333,11 +363,7 @@ impl Messenger for Discord {
                 Failure::TokenExpired => {}
             },
         }
-        let mut request = self.http.create_message(t.channel).attachments(&attachment);
-        if !caption.is_empty() {
-            request = request.content(&caption);
-        }
-        request.await.map(|_| ()).map_err(send_failed)
+        self.fallback_file(&t, &attachment, &caption).await
     }
 }
 
@@ -346,12 +372,40 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reply_targets_carry_channel_and_token() {
+    fn reply_targets_carry_channel_user_and_token() {
         let t = target("123/abc/def").unwrap();
         assert_eq!(t.channel.get(), 123);
+        assert_eq!(t.user, None);
         assert_eq!(t.token, "abc/def");
+        let t = target("123:456/abc:d/ef").unwrap();
+        assert_eq!((t.channel.get(), t.user.map(Id::get)), (123, Some(456)));
+        assert_eq!(t.token, "abc:d/ef");
+        assert_eq!(
+            chat_of(Id::new(123), Some(Id::new(456)), "abc:d/ef"),
+            "123:456/abc:d/ef"
+        );
         assert!(target("nope").is_err());
         assert!(target("0/abc").is_err());
         assert!(target("12/").is_err());
+        assert!(target("12:/abc").is_err());
+        assert!(target("12:x/abc").is_err());
+    }
+
+    #[test]
+    fn bot_messages_name_their_channel_when_it_is_not_the_interaction_s() {
+        let t = target("123:456/tok").unwrap();
+        let here = bot_message(&t, Id::new(123), Id::new(9));
+        let dm = bot_message(&t, Id::new(77), Id::new(9));
+        assert_eq!((here.as_str(), dm.as_str()), ("c9", "c77-9"));
+        assert_eq!(
+            parse_bot_message(&t, &here).unwrap(),
+            (Id::new(123), Id::new(9))
+        );
+        assert_eq!(
+            parse_bot_message(&t, &dm).unwrap(),
+            (Id::new(77), Id::new(9))
+        );
+        assert!(parse_bot_message(&t, "c").is_err());
+        assert!(parse_bot_message(&t, "c1-").is_err());
     }
 }

@@ -381,6 +381,110 @@ async fn replies_move_to_the_channel_when_the_interaction_token_expires(backend:
     s.app.shutdown().await;
 }
 
+/// Once the token has expired and the bot may not post in the channel
+/// (Missing Permissions), the progress and the image reach the user in a
+/// direct message.
+async fn replies_go_to_direct_messages_when_the_channel_refuses_the_bot(backend: Backend) {
+    let options = DiscordOptions {
+        token_lifetime: Duration::from_millis(1200),
+        ..Default::default()
+    };
+    let s = Setup::new(backend, vec![Capability::Image], 2500, options, |_| {}).await;
+    let bot = s.start().await;
+    s.dc.refuse_channel(CHANNEL, 50013);
+    let sent = s.dc.slash(
+        TOKEN,
+        CHANNEL,
+        47,
+        "imagine",
+        json!({"prompt": "a closed door"}),
+    );
+    let dm = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(dm) = s.dc.dm_channel(47) {
+                return dm;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("no direct message channel was opened");
+    let messages = s.dc.wait_channel_messages(dm, 2, WAIT).await;
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.attachments.iter().any(|f| is_png(&f.bytes))),
+        "the image went to the direct messages: {messages:#?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.content == "Your image is ready."),
+        "the progress moved to the direct messages: {messages:#?}"
+    );
+    assert!(s.dc.channel_messages(CHANNEL).is_empty());
+    assert!(s.dc.interaction(sent.id).unwrap().followups.is_empty());
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+/// When neither the channel (Missing Access) nor the user's direct
+/// messages (closed) take a reply, nothing is posted anywhere and the bot
+/// does not keep trying.
+async fn a_reply_neither_the_channel_nor_the_dms_take_is_dropped(backend: Backend) {
+    let options = DiscordOptions {
+        token_lifetime: Duration::from_millis(1200),
+        ..Default::default()
+    };
+    let s = Setup::new(backend, vec![Capability::Image], 2500, options, |_| {}).await;
+    let bot = s.start().await;
+    s.dc.refuse_channel(CHANNEL, 50001);
+    s.dc.close_dms(48);
+    let sent =
+        s.dc.slash(TOKEN, CHANNEL, 48, "imagine", json!({"prompt": "a wall"}));
+    let admin = &s.app.admin;
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let jobs = admin
+                .admin_list_jobs(&tessera_api::public::ListJobsQuery {
+                    bot_id: Some(BOT.parse().unwrap()),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            if jobs.jobs.iter().any(|j| j.status == JobState::Completed) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the job completes");
+    // The bot tried the channel, then opened the DM channel and was refused.
+    let refused = |route: String| {
+        s.dc.calls(&route)
+            .iter()
+            .any(|c| c.method == "POST" && c.status == 403)
+    };
+    let dm = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(dm) = s.dc.dm_channel(48) {
+                if refused(format!("/channels/{dm}/messages")) {
+                    return dm;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the bot tried the direct messages");
+    assert!(refused(format!("/channels/{CHANNEL}/messages")));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(s.dc.channel_messages(dm).is_empty());
+    assert!(s.dc.channel_messages(CHANNEL).is_empty());
+    assert!(s.dc.interaction(sent.id).unwrap().followups.is_empty());
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
 /// `/link` is answered only to the asker (ephemeral) with a code the
 /// website's key redeems to link the Discord user to an account.
 async fn link_answers_privately_with_a_code_the_website_redeems(backend: Backend) {
@@ -591,6 +695,8 @@ tessera_testkit::backend_tests!(
     quota_exhaustion_is_told_with_the_reset_time,
     a_restarted_bot_delivers_what_it_was_following,
     replies_move_to_the_channel_when_the_interaction_token_expires,
+    replies_go_to_direct_messages_when_the_channel_refuses_the_bot,
+    a_reply_neither_the_channel_nor_the_dms_take_is_dropped,
     link_answers_privately_with_a_code_the_website_redeems,
 );
 

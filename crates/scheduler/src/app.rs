@@ -60,9 +60,15 @@ impl Scheduler {
             workers.clone(),
             config.queue.policy,
         );
+        let (stop_tx, mut stop_rx) = watch::channel(false);
+        let orphans = crate::orphans::spawn(
+            store.clone(),
+            blobs.clone(),
+            &config.artifacts,
+            stop_rx.clone(),
+        );
         let state = AppState::new(store.clone(), config, lifecycle.clone(), blobs)?;
         let app = http::router(state);
-        let (stop_tx, mut stop_rx) = watch::channel(false);
         let monitor = crate::monitor::spawn(store.clone(), workers, lifecycle, stop_rx.clone());
         let dispatch = dispatcher.spawn(stop_rx.clone());
         let task = tokio::spawn(async move {
@@ -81,6 +87,7 @@ impl Scheduler {
             task,
             monitor,
             dispatch,
+            orphans,
         })
     }
 }
@@ -93,6 +100,7 @@ pub struct SchedulerHandle {
     task: JoinHandle<anyhow::Result<()>>,
     monitor: JoinHandle<()>,
     dispatch: JoinHandle<()>,
+    orphans: JoinHandle<()>,
 }
 
 impl SchedulerHandle {
@@ -114,6 +122,7 @@ impl SchedulerHandle {
         let served = self.task.await.context("server task panicked")?;
         self.monitor.await.context("health monitor panicked")?;
         self.dispatch.await.context("dispatcher panicked")?;
+        self.orphans.await.context("orphan sweep panicked")?;
         self.store.close().await;
         served
     }
@@ -124,6 +133,7 @@ impl SchedulerHandle {
         self.task.abort();
         self.monitor.abort();
         self.dispatch.abort();
+        self.orphans.abort();
     }
 
     /// Waits until the server stops by itself (an error) — for the CLI.

@@ -5,11 +5,15 @@
 //! (`jobs/{job_id}-{attempt}-{position}.{format}`, `inputs/{input_id}`), never
 //! from names a worker or a frontend chose. An object is written before the
 //! row that points at it is committed, so a recorded artifact always has its
-//! bytes; a crash in between leaves at most an orphan object, never a dangling row.
+//! bytes; a crash in between leaves at most an orphan object, never a dangling
+//! row. Objects of a result refused after they were written are deleted at
+//! once, and `orphans` sweeps the ones a crash left.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, PutPayload};
@@ -66,6 +70,46 @@ impl Blobs {
 
     pub async fn get(&self, key: &str) -> object_store::Result<Bytes> {
         self.store.get(&self.path(key)).await?.bytes().await
+    }
+
+    /// Deletes an object; one already gone is not an error.
+    pub async fn delete(&self, key: &str) -> object_store::Result<()> {
+        match self.store.delete(&self.path(key)).await {
+            Err(object_store::Error::NotFound { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Deletes objects as best it can (the sweep gets what is left), logging
+    /// what it could not.
+    pub async fn delete_all(&self, keys: &[String]) {
+        for key in keys {
+            if let Err(e) = self.delete(key).await {
+                tracing::warn!(%key, error = %e, "could not delete an object; the orphan sweep will");
+            }
+        }
+    }
+
+    /// The objects under a folder of keys (`jobs`, `inputs`), each as its
+    /// key and when it was last written (Unix milliseconds).
+    pub fn list(&self, folder: &str) -> BoxStream<'_, object_store::Result<(String, i64)>> {
+        let folder = self.path(folder);
+        let prefix_parts = self.prefix.parts().count();
+        self.store
+            .list(Some(&folder))
+            .map(move |meta| {
+                meta.map(|meta| {
+                    let key = meta
+                        .location
+                        .parts()
+                        .skip(prefix_parts)
+                        .map(|part| part.as_ref().to_owned())
+                        .collect::<Vec<_>>()
+                        .join("/");
+                    (key, meta.last_modified.timestamp_millis())
+                })
+            })
+            .boxed()
     }
 }
 

@@ -58,6 +58,12 @@ pub struct ArtifactsConfig {
     pub link_secret_file: Option<PathBuf>,
     /// Seconds a download link works after it is made.
     pub link_lifetime_secs: u64,
+    /// How often objects that no artifact or input names are looked for and
+    /// deleted (seconds), first right after start; 0 never.
+    pub orphan_sweep_secs: u64,
+    /// An object younger than this (seconds) is never swept: its row may be
+    /// about to commit.
+    pub orphan_grace_secs: u64,
 }
 
 impl Default for ArtifactsConfig {
@@ -67,6 +73,8 @@ impl Default for ArtifactsConfig {
             options: Default::default(),
             max_result_bytes: 512 * 1024 * 1024,
             max_input_bytes: 25 * 1024 * 1024,
+            orphan_sweep_secs: 3600,
+            orphan_grace_secs: 3600,
             link_secret: None,
             link_secret_file: None,
             link_lifetime_secs: 24 * 60 * 60,
@@ -448,6 +456,11 @@ impl SchedulerConfig {
         if w.heartbeat_interval_ms == 0 || w.missed_heartbeats == 0 || w.max_attempts == 0 {
             anyhow::bail!(
                 "workers: heartbeat_interval_ms, missed_heartbeats and max_attempts must be positive"
+            );
+        }
+        if self.artifacts.orphan_grace_secs < 60 {
+            anyhow::bail!(
+                "artifacts.orphan_grace_secs must be at least 60: a result's objects are written before its row commits"
             );
         }
         if p.max_wait_ms <= 0 || p.affinity_patience_ms < 0 {

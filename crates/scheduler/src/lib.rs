@@ -31,6 +31,7 @@ pub mod lifecycle;
 pub mod links;
 pub mod metrics;
 pub mod monitor;
+pub mod orphans;
 pub mod passwords;
 pub mod queue;
 pub mod registry;

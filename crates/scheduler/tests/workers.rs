@@ -485,10 +485,201 @@ async fn a_database_outage_makes_no_worker_look_lost() {
     app.shutdown().await;
 }
 
+/// A busy worker the dispatcher never sends a job of these tests to (it
+/// serves another model), so the tests claim jobs for it themselves.
+fn aside(id: &str) -> Heartbeat {
+    Heartbeat {
+        models: vec!["flux-schnell".into()],
+        loaded_models: vec![],
+        ..busy(id)
+    }
+}
+
+/// A job created by telegram:`user`, claimed for `worker` (QUEUED → RUNNING,
+/// attempt 1) as the dispatcher would.
+async fn running_job(app: &TestApp, user: &str, worker: &str) -> tessera_core::JobId {
+    use tessera_api::public::CreateJobRequest;
+    use tessera_core::policy::Policy;
+    use tessera_scheduler::store::WorkerSlot;
+
+    let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
+    let req = CreateJobRequest {
+        frontend: Platform::Telegram,
+        bot_id: "tg-image-bot-1".parse().unwrap(),
+        capability: Capability::Image,
+        user_ref: user.parse().unwrap(),
+        reply_context: None,
+        params: serde_json::json!({"prompt": "a lighthouse"}),
+    };
+    let job = tg.create_job(&req, None).await.unwrap().job.job_id;
+    let slot = WorkerSlot {
+        worker_id: worker.parse().unwrap(),
+        capabilities: vec![Capability::Image],
+        models: vec!["sdxl-1.0".into()],
+        loaded_models: vec![],
+    };
+    let now = chrono::Utc::now().timestamp_millis();
+    let (claimed, _) = app
+        .store()
+        .claim_next(&slot, &Policy::default(), now)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("the job of {user} is not claimed: {:?}", job));
+    assert_eq!(claimed.id, job);
+    job
+}
+
+/// A completed result of attempt 1 on `worker` with `count` PNG artifacts of `size` bytes.
+fn png_result(
+    worker: &str,
+    count: usize,
+    size: usize,
+) -> tessera_api::internal::result_form::ResultForm {
+    use tessera_api::internal::result_form::ResultForm;
+    use tessera_api::internal::{ArtifactKind, ArtifactMeta, JobResult, Outcome};
+    let result = JobResult {
+        worker_id: worker.parse().unwrap(),
+        attempt: 1,
+        outcome: Outcome::Completed,
+        artifacts: (0..count)
+            .map(|_| ArtifactMeta {
+                kind: ArtifactKind::Image,
+                format: "png".into(),
+                width: Some(64),
+                height: Some(64),
+            })
+            .collect(),
+        error: None,
+    };
+    let bytes = bytes::Bytes::from(vec![7u8; size]);
+    ResultForm::new(&result, vec![bytes; count])
+}
+
+/// The files under the artifact folder's `jobs/` whose names start with `prefix`.
+fn job_files(app: &TestApp, prefix: &str) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(app.artifacts.path().join("jobs")) else {
+        return Vec::new();
+    };
+    dir.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
+/// A result that loses the race with a cancel is refused as stale, and the
+/// files it had already written are gone with it; one that wins keeps every
+/// file its artifacts name. The cancel lands at a different moment of the
+/// upload each round (before the fence check, while the files are written,
+/// after the commit).
+async fn a_result_refused_after_a_cancel_leaves_no_file(backend: Backend) {
+    use tessera_core::JobState;
+
+    let app = TestApp::spawn(backend).await;
+    let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
+    let worker = app.client_with(&app.internal_token);
+    worker.heartbeat(&aside("worker-gpu-0")).await.unwrap();
+    let form = png_result("worker-gpu-0", 16, 256 * 1024);
+    let (mut completed, mut refused) = (0, 0);
+    for round in 0..24u64 {
+        let job = running_job(&app, &format!("telegram:race{round}"), "worker-gpu-0").await;
+        let upload = worker.deliver_result(&job, &form, None);
+        let cancel = async {
+            tokio::time::sleep(Duration::from_millis(round * 3)).await;
+            tg.cancel_job(&job).await
+        };
+        let (ack, _) = tokio::join!(upload, cancel);
+        let files = job_files(&app, &format!("{job}-"));
+        let status = tg.get_job(&job).await.unwrap().status;
+        match ack {
+            Ok(ack) => {
+                assert_eq!(ack.status, JobState::Completed, "round {round}");
+                assert_eq!(status, JobState::Completed, "round {round}");
+                assert_eq!(files.len(), 16, "round {round}: {files:?}");
+                completed += 1;
+            }
+            Err(e) => {
+                assert_eq!(e.code(), Some("stale_attempt"), "round {round}: {e}");
+                assert_eq!(status, JobState::Cancelled, "round {round}");
+                assert!(files.is_empty(), "round {round}: left behind {files:?}");
+                refused += 1;
+            }
+        }
+    }
+    // Both ends of the race were reached.
+    assert!(
+        completed > 0 && refused > 0,
+        "{completed} completed, {refused} refused"
+    );
+    app.shutdown().await;
+}
+
+/// Sets a file's modification time `secs` seconds back.
+fn age(path: &std::path::Path, secs: u64) {
+    let file = std::fs::File::options().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(secs))
+        .unwrap();
+}
+
+/// Objects no artifact or input names, older than the grace, are swept;
+/// younger ones, named ones and files Tessera never names are not.
+async fn objects_no_row_names_are_swept(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| c.artifacts.orphan_sweep_secs = 1).await;
+    let root = app.artifacts.path().to_owned();
+    let worker = app.client_with(&app.internal_token);
+    worker.heartbeat(&aside("worker-gpu-0")).await.unwrap();
+    // A recorded artifact and a recorded input, both old.
+    let job = running_job(&app, "telegram:kept", "worker-gpu-0").await;
+    worker
+        .deliver_result(&job, &png_result("worker-gpu-0", 1, 100), None)
+        .await
+        .unwrap();
+    let artifact = root.join("jobs").join(format!("{job}-1-0.png"));
+    let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
+    let input = tg
+        .upload_input("audio/wav", b"RIFF....WAVE".to_vec())
+        .await
+        .unwrap();
+    let input = root.join("inputs").join(input.input_id.to_string());
+    // Orphans: two old, one written just now, and a file of no Tessera shape.
+    let old_artifact = root
+        .join("jobs")
+        .join(format!("{}-1-0.png", tessera_core::JobId::generate()));
+    let old_input = root
+        .join("inputs")
+        .join(tessera_core::InputId::generate().to_string());
+    let fresh = root
+        .join("jobs")
+        .join(format!("{}-1-0.png", tessera_core::JobId::generate()));
+    let foreign = root.join("jobs").join("README");
+    for path in [&old_artifact, &old_input, &fresh, &foreign] {
+        std::fs::write(path, b"orphan").unwrap();
+    }
+    for path in [&artifact, &input, &old_artifact, &old_input, &foreign] {
+        age(path, 2 * 3600);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while old_artifact.exists() || old_input.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the orphans were not swept"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for kept in [&artifact, &input, &fresh, &foreign] {
+        assert!(kept.exists(), "{} was swept", kept.display());
+    }
+    // The recorded artifact still downloads.
+    let view = tg.get_job(&job).await.unwrap();
+    let url = &view.artifacts[0].url;
+    assert_eq!(tg.download(url).await.unwrap(), vec![7u8; 100]);
+    app.shutdown().await;
+}
+
 backend_tests!(
     only_the_internal_token_may_send_heartbeats,
     what_workers_report_is_validated,
     workers_go_offline_after_missed_heartbeats,
     lost_workers_jobs_are_requeued_then_failed_and_refunded,
     a_job_claimed_by_a_replica_that_died_before_sending_it_runs,
+    a_result_refused_after_a_cancel_leaves_no_file,
+    objects_no_row_names_are_swept,
 );

@@ -427,3 +427,73 @@ async fn a_late_or_unknown_callback_is_an_unknown_interaction() {
     let record = standin.interaction(answered.id).unwrap();
     assert_eq!(record.original_content(), Some("in time"));
 }
+
+/// A channel refused to the bots answers 403 with Discord's code; a DM
+/// channel opens, takes messages, and answers 50007 once the user closed
+/// their DMs.
+#[tokio::test]
+async fn refused_channels_and_closed_dms_answer_as_discord_does() {
+    let standin = standin_with_bot(DiscordOptions::default()).await;
+    let http = client(&standin, TOKEN);
+    http.create_message(Id::new(CHANNEL))
+        .content("allowed")
+        .await
+        .unwrap();
+    for (channel, code, message) in [
+        (CHANNEL, 50013, "Missing Permissions"),
+        (CHANNEL + 1, 50001, "Missing Access"),
+    ] {
+        standin.refuse_channel(channel, code);
+        let refused = http
+            .create_message(Id::new(channel))
+            .content("refused")
+            .await
+            .unwrap_err();
+        assert_eq!(
+            api_error(&refused),
+            (403, json!({ "message": message, "code": code }))
+        );
+    }
+    let posted = standin.channel_messages(CHANNEL);
+    assert_eq!(posted.len(), 1);
+    let edit = http
+        .update_message(Id::new(CHANNEL), Id::new(posted[0].id))
+        .content(Some("edited"))
+        .await
+        .unwrap_err();
+    assert_eq!(api_error(&edit).0, 403);
+
+    let dm = http
+        .create_private_channel(Id::new(USER))
+        .await
+        .unwrap()
+        .model()
+        .await
+        .unwrap();
+    assert_eq!(standin.dm_channel(USER), Some(dm.id.get()));
+    // Opening it again finds the same channel.
+    let again = http
+        .create_private_channel(Id::new(USER))
+        .await
+        .unwrap()
+        .model()
+        .await
+        .unwrap();
+    assert_eq!(again.id, dm.id);
+    http.create_message(dm.id).content("hello").await.unwrap();
+    assert_eq!(standin.channel_messages(dm.id.get())[0].content, "hello");
+    standin.close_dms(USER);
+    let closed = http
+        .create_message(dm.id)
+        .content("hello again")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        api_error(&closed),
+        (
+            403,
+            json!({ "message": "Cannot send messages to this user", "code": 50007 })
+        )
+    );
+    assert_eq!(standin.channel_messages(dm.id.get()).len(), 1);
+}

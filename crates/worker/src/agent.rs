@@ -111,6 +111,17 @@ impl Worker {
                 .context("serving the worker API")
         });
         let probes = tokio::spawn(probe_loop(shared.clone(), stop_rx.clone()));
+        // Settings checked against the engines (ComfyUI's templates against
+        // its node classes), retried until each engine answers.
+        let checks = tokio::spawn(engine::check_until_answered(
+            shared.engines.clone(),
+            Duration::from_millis(config.worker.heartbeat_interval_ms.clamp(100, 5_000)),
+            stop_rx.clone(),
+            {
+                let shared = shared.clone();
+                move || shared.heartbeat_now.notify_one()
+            },
+        ));
         let heartbeat = tokio::spawn(heartbeat_loop(shared.clone(), stop_rx));
         tracing::info!(worker_id = %shared.id, %addr, engines = shared.engines.len(), "worker listening");
         Ok(WorkerHandle {
@@ -120,6 +131,7 @@ impl Worker {
             server,
             heartbeat,
             probes,
+            checks,
         })
     }
 }
@@ -132,6 +144,7 @@ pub struct WorkerHandle {
     server: JoinHandle<anyhow::Result<()>>,
     heartbeat: JoinHandle<()>,
     probes: JoinHandle<()>,
+    checks: JoinHandle<()>,
 }
 
 impl WorkerHandle {
@@ -157,6 +170,7 @@ impl WorkerHandle {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let _ = self.stop.send(true);
+        self.checks.abort();
         let _ = self.heartbeat.await;
         let _ = self.probes.await;
         self.server.await.context("worker server panicked")?
@@ -167,6 +181,7 @@ impl WorkerHandle {
         self.server.abort();
         self.heartbeat.abort();
         self.probes.abort();
+        self.checks.abort();
         if let Some(running) = self
             .shared
             .current

@@ -130,6 +130,15 @@ pub async fn probe_one(readiness: &Readiness, engines: &[Arc<dyn Engine>], index
             "the readiness probe did not finish in time",
         )),
     };
+    // An engine coming back may have come back changed (ComfyUI restarted
+    // with other custom nodes): its settings are checked again before the
+    // heartbeat that says it is ready.
+    let came_back = probe.is_ok() && readiness.get(index).is_some_and(|s| !s.ready);
+    if came_back {
+        if let Err(e) = engine.check().await {
+            tracing::warn!(engine = engine.kind(), error = %e, "the engine is back but its settings could not be checked again");
+        }
+    }
     readiness.record(index, &**engine, probe)
 }
 

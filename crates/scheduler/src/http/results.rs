@@ -252,10 +252,15 @@ async fn completed(
         return Err(stale());
     }
     let mut artifacts = Vec::with_capacity(parts.len());
+    let mut written: Vec<String> = Vec::with_capacity(parts.len());
     for (position, (meta, bytes)) in result.artifacts.iter().zip(parts).enumerate() {
         let key = artifact_key(id, fence.attempt, position, &meta.format);
         let size = bytes.len() as u64;
-        state.blobs.put(&key, bytes).await?;
+        if let Err(e) = state.blobs.put(&key, bytes).await {
+            state.blobs.delete_all(&written).await;
+            return Err(e.into());
+        }
+        written.push(key.clone());
         artifacts.push(NewArtifact {
             id: ArtifactId::generate(),
             kind: meta.kind,
@@ -269,16 +274,16 @@ async fn completed(
     }
     let change = TransitionChange {
         now: now_ms(),
-        fence: Some(fence),
+        fence: Some(fence.clone()),
         artifacts,
         ..Default::default()
     };
-    match state
+    let outcome = state
         .lifecycle
         .apply(id, Transition::Complete, &change)
-        .await?
-    {
-        TransitionOutcome::Applied(job) => {
+        .await;
+    match outcome {
+        Ok(TransitionOutcome::Applied(job)) => {
             tracing::info!(job_id = %job.id, worker_id = ?job.worker_id, "job completed");
             Ok(ResultAck {
                 job_id: job.id,
@@ -286,8 +291,31 @@ async fn completed(
                 replayed: false,
             })
         }
-        // Cancelled or taken back between the check and the update.
-        _ => Err(stale()),
+        // Cancelled or taken back between the check and the update, or a
+        // copy of this upload committed first: then its rows name these
+        // very keys (the same job, attempt and positions), so they stay.
+        Ok(_) => match state.store.get_job(id, None).await? {
+            Some(job)
+                if job.status == JobState::Completed
+                    && job.worker_id.as_deref() == Some(fence.worker_id.as_str())
+                    && job.attempts == fence.attempt =>
+            {
+                Ok(ResultAck {
+                    job_id: job.id,
+                    status: job.status,
+                    replayed: true,
+                })
+            }
+            _ => {
+                // Nothing will ever name these objects: delete them now.
+                state.blobs.delete_all(&written).await;
+                Err(stale())
+            }
+        },
+        // Whether the transaction committed is unknown (the database went
+        // away mid-commit): the objects stay, the worker retries, and the
+        // orphan sweep deletes them if no row ever names them.
+        Err(e) => Err(e.into()),
     }
 }
 

@@ -62,6 +62,14 @@ pub trait Files {
     async fn insert_input(&self, input: &InputRecord) -> Result<(), StoreError>;
 
     async fn get_input(&self, id: &InputId) -> Result<Option<InputRecord>, StoreError>;
+
+    /// Of the objects of these jobs' artifacts and of these inputs, the
+    /// storage keys a row names: what the orphan sweep must spare.
+    async fn named_keys(
+        &self,
+        jobs: &[JobId],
+        inputs: &[InputId],
+    ) -> Result<std::collections::HashSet<String>, StoreError>;
 }
 
 pub(crate) const ARTIFACT_COLUMNS: &str = "a.id, a.job_id, j.frontend, j.bot_id, a.type, \
@@ -172,6 +180,41 @@ macro_rules! impl_files {
                     .execute(self.writer())
                     .await?;
                     Ok(())
+                }
+
+                async fn named_keys(
+                    &self,
+                    jobs: &[JobId],
+                    inputs: &[InputId],
+                ) -> Result<std::collections::HashSet<String>, StoreError> {
+                    let mut named = std::collections::HashSet::new();
+                    if !jobs.is_empty() {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT storage_key FROM artifacts WHERE job_id IN (",
+                        );
+                        let mut list = qb.separated(", ");
+                        for job in jobs {
+                            list.push_bind(job.as_str());
+                        }
+                        qb.push(")");
+                        let rows: Vec<(String,)> =
+                            qb.build_query_as().fetch_all(self.reader()).await?;
+                        named.extend(rows.into_iter().map(|(key,)| key));
+                    }
+                    if !inputs.is_empty() {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT storage_key FROM inputs WHERE id IN (",
+                        );
+                        let mut list = qb.separated(", ");
+                        for input in inputs {
+                            list.push_bind(input.as_str());
+                        }
+                        qb.push(")");
+                        let rows: Vec<(String,)> =
+                            qb.build_query_as().fetch_all(self.reader()).await?;
+                        named.extend(rows.into_iter().map(|(key,)| key));
+                    }
+                    Ok(named)
                 }
 
                 async fn get_input(

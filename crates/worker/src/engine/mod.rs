@@ -216,6 +216,54 @@ pub trait Engine: Send + Sync + 'static {
     async fn unload(&self) -> Result<(), EngineError> {
         Ok(())
     }
+
+    /// Checks the settings against the engine itself (ComfyUI: the
+    /// templates against `/object_info`), which may change [`Engine::models`].
+    /// An error means the engine could not be asked: call again once it
+    /// answers, and again whenever it comes back. Engines with nothing to
+    /// check answer at once.
+    async fn check(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+/// Runs every engine's [`Engine::check`] now, and again every `retry` for
+/// the engines that could not be asked, until each has answered once or
+/// `stop` is set; `changed` is called after each check that answered (so a
+/// heartbeat can carry the models it left).
+pub async fn check_until_answered(
+    engines: Vec<Arc<dyn Engine>>,
+    retry: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+    changed: impl Fn(),
+) {
+    let mut waiting = engines;
+    let mut first = true;
+    loop {
+        let mut still = Vec::new();
+        for engine in waiting {
+            match engine.check().await {
+                Ok(()) => changed(),
+                Err(e) if first => {
+                    tracing::info!(engine = engine.kind(), error = %e, "cannot check the engine's settings yet; trying again until it answers");
+                    still.push(engine);
+                }
+                Err(e) => {
+                    tracing::debug!(engine = engine.kind(), error = %e, "cannot check the engine's settings yet");
+                    still.push(engine);
+                }
+            }
+        }
+        first = false;
+        if still.is_empty() {
+            return;
+        }
+        waiting = still;
+        tokio::select! {
+            _ = tokio::time::sleep(retry) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 /// Longest a readiness probe ([`Engine::probe`]) may take.

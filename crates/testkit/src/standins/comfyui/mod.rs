@@ -17,6 +17,14 @@
 //!   `/queue` (GET, and POST `delete`/`clear`), `/interrupt` (scoped by an
 //!   optional `prompt_id` body, as in current ComfyUI), `/free`, `/prompt`
 //!   (GET), `/system_stats` (what a readiness probe asks).
+//! - `/object_info` describes every node class as ComfyUI's `node_info` does
+//!   (`{class: {"input": {"required", "optional"}, "input_order", "output",
+//!   "output_is_list", "output_name", "name", "display_name", "description",
+//!   "python_module", "category", "output_node"}}`; a link input is
+//!   `[TYPE]`, a widget `[TYPE, {options}]`, a combo `[[choices], {}]`), and
+//!   `/object_info/{class}` one (`{}` for a class it does not have). A class
+//!   removed with [`ComfyUi::remove_node_class`] is missing from both and
+//!   refused in `/prompt`, as on a server without that custom node.
 //! - `GET /view` applies ComfyUI's path rules: no `filename` is 404; one starting
 //!   with `/` or containing `..` is 400; a `type` other than `output`, `input`
 //!   or `temp` is 400; a `subfolder` leaving that folder is 403; the file name
@@ -151,13 +159,19 @@ impl ComfyUi {
     }
 
     pub async fn start_with(settings: Settings) -> ComfyUi {
+        Self::start_at("127.0.0.1:0".parse().expect("an address"), settings).await
+    }
+
+    /// Starts on `addr` (a port a stopped stand-in used, to play a ComfyUI
+    /// that comes up after the worker).
+    pub async fn start_at(addr: SocketAddr, settings: Settings) -> ComfyUi {
         let shared = Arc::new(Shared {
             settings,
             state: Mutex::new(Inner::default()),
             work: Notify::new(),
             interrupt: AtomicBool::new(false),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .expect("binding a loopback port");
         let addr = listener.local_addr().expect("local address");
@@ -254,6 +268,13 @@ impl ComfyUi {
     /// and the websockets; a running prompt stops and leaves no history.
     pub fn restart(&self) {
         self.shared.forget_everything();
+    }
+
+    /// From now on the server lacks this node class, as one without the
+    /// custom node that brings it: `/object_info` leaves it out and
+    /// `/prompt` refuses a graph using it (`missing_node_type`).
+    pub fn remove_node_class(&self, class: &str) {
+        self.shared.lock().removed_classes.insert(class.to_owned());
     }
 
     /// Puts a file where `/view` finds it (`kind` is `output`, `input` or `temp`).
@@ -433,6 +454,8 @@ struct Inner {
     counters: HashMap<(String, String), u32>,
     /// Bumped by a restart: what ran before it leaves no history.
     generation: u64,
+    /// Node classes this server does not have (a custom node not installed).
+    removed_classes: std::collections::HashSet<String>,
 }
 
 #[derive(Default)]

@@ -1,8 +1,9 @@
 //! The node classes the stand-in knows, as ComfyUI describes them: their
 //! required and optional inputs with types and ranges, their outputs, and
-//! their role when the prompt runs (loader, sampler, save node...).
+//! their role when the prompt runs (loader, sampler, save node...), and
+//! their description as `/object_info` gives it.
 
-use serde_json::Value;
+use serde_json::{json, Map, Value};
 
 #[derive(Clone, Copy, Debug)]
 pub(super) enum In {
@@ -299,4 +300,68 @@ pub(super) fn class_of(node: &Value) -> Option<&'static NodeClass> {
     node.get("class_type")
         .and_then(Value::as_str)
         .and_then(class)
+}
+
+/// An input's spec as `/object_info` shows it: `[TYPE]` for a link, `[TYPE,
+/// {options}]` for a widget, `[[choices...]]` for a combo.
+fn input_spec(input: In) -> Value {
+    let number = |n: i128| {
+        u64::try_from(n)
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(n as i64))
+    };
+    match input {
+        In::Link(t) => json!([t]),
+        In::Int(min, max) => {
+            json!(["INT", {"default": number(min), "min": number(min), "max": number(max), "step": 1}])
+        }
+        In::Float(min, max) => {
+            json!(["FLOAT", {"default": min, "min": min, "max": max, "step": 0.01}])
+        }
+        In::Str => json!(["STRING", {"multiline": false}]),
+        In::Bool => json!(["BOOLEAN", {"default": false}]),
+        In::Choice(choices) => json!([choices, {}]),
+        In::File => json!([[], {}]),
+    }
+}
+
+/// One class as ComfyUI's `node_info` describes it.
+fn info(class: &NodeClass) -> Value {
+    let section = |inputs: &[(&str, In)]| -> Map<String, Value> {
+        inputs
+            .iter()
+            .map(|(name, input)| ((*name).to_owned(), input_spec(*input)))
+            .collect()
+    };
+    let names = |inputs: &'static [(&'static str, In)]| -> Vec<&'static str> {
+        inputs.iter().map(|(n, _)| *n).collect()
+    };
+    json!({
+        "input": {"required": section(class.required), "optional": section(class.optional)},
+        "input_order": {"required": names(class.required), "optional": names(class.optional)},
+        "output": class.outputs,
+        "output_is_list": vec![false; class.outputs.len()],
+        "output_name": class.outputs,
+        "name": class.name,
+        "display_name": class.name,
+        "description": "",
+        "python_module": "nodes",
+        "category": if class.is_output() { "image" } else { "sampling" },
+        "output_node": class.is_output(),
+    })
+}
+
+/// `/object_info`: every class but the `removed` ones, by name; or only
+/// `only` (an unknown name gives `{}`, as ComfyUI answers).
+pub(super) fn object_info(
+    removed: &std::collections::HashSet<String>,
+    only: Option<&str>,
+) -> Value {
+    Value::Object(
+        CLASSES
+            .iter()
+            .filter(|c| !removed.contains(c.name) && only.is_none_or(|o| o == c.name))
+            .map(|c| (c.name.to_owned(), info(c)))
+            .collect(),
+    )
 }

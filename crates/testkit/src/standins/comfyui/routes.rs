@@ -29,6 +29,8 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .route("/interrupt", post(post_interrupt))
         .route("/free", post(post_free))
         .route("/system_stats", get(system_stats))
+        .route("/object_info", get(get_object_info))
+        .route("/object_info/{node_class}", get(get_object_info_class))
         .route("/view", get(view))
         .layer(middleware::from_fn_with_state(shared.clone(), record))
         .with_state(shared)
@@ -130,7 +132,8 @@ async fn post_prompt(State(shared): State<Arc<Shared>>, body: Bytes) -> Response
         Some(Value::String(id)) if !id.is_empty() => id.clone(),
         _ => uuid(),
     };
-    match validate(&prompt) {
+    let removed = shared.lock().removed_classes.clone();
+    match validate(&prompt, &removed) {
         Validation::Refused { error, node_errors } => (
             StatusCode::BAD_REQUEST,
             Json(json!({ "error": error, "node_errors": node_errors })),
@@ -291,6 +294,20 @@ async fn system_stats() -> Json<Value> {
             "vram_free": 0
         }]
     }))
+}
+
+/// `GET /object_info`: every node class the server has.
+async fn get_object_info(State(shared): State<Arc<Shared>>) -> Response {
+    let removed = shared.lock().removed_classes.clone();
+    Json(super::nodes::object_info(&removed, None)).into_response()
+}
+
+async fn get_object_info_class(
+    State(shared): State<Arc<Shared>>,
+    Path(node_class): Path<String>,
+) -> Response {
+    let removed = shared.lock().removed_classes.clone();
+    Json(super::nodes::object_info(&removed, Some(&node_class))).into_response()
 }
 
 /// `subfolder` resolved inside its base folder, or `None` if it leaves it.

@@ -20,7 +20,9 @@ pub(super) enum Validation {
     },
 }
 
-pub(super) fn validate(prompt: &Map<String, Value>) -> Validation {
+/// `removed` are classes this server does not have (a custom node not
+/// installed), whatever the catalogue holds.
+pub(super) fn validate(prompt: &Map<String, Value>, removed: &HashSet<String>) -> Validation {
     let refused = |error: Value| Validation::Refused {
         error,
         node_errors: json!({}),
@@ -39,7 +41,7 @@ pub(super) fn validate(prompt: &Map<String, Value>) -> Validation {
                 json!({ "node_id": id, "class_type": null, "node_title": title }),
             ));
         };
-        let Some(class) = class(class_type) else {
+        let Some(class) = class(class_type).filter(|_| !removed.contains(class_type)) else {
             return refused(error_body(
                 "missing_node_type",
                 &format!(
@@ -352,7 +354,7 @@ mod tests {
             "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "m.safetensors"}},
         }))
         .unwrap();
-        let Validation::Refused { error, node_errors } = validate(&graph) else {
+        let Validation::Refused { error, node_errors } = validate(&graph, &HashSet::new()) else {
             panic!("accepted");
         };
         assert_eq!(error["type"], "prompt_outputs_failed_validation");
@@ -372,7 +374,7 @@ mod tests {
             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
         }))
         .unwrap();
-        let Validation::Refused { node_errors, .. } = validate(&graph) else {
+        let Validation::Refused { node_errors, .. } = validate(&graph, &HashSet::new()) else {
             panic!("accepted");
         };
         assert_eq!(

@@ -1,7 +1,8 @@
 //! Messages: bodies checked against Discord's limits (content, embeds,
 //! files, emptiness), built or edited into records with their attachments,
-//! rendered as Discord's message objects; channel messages, and the
-//! CDN-shaped attachment downloads.
+//! rendered as Discord's message objects; channel messages (with the
+//! refusals of a channel the bot may not post in and of a user who takes no
+//! direct messages), and the CDN-shaped attachment downloads.
 
 use std::sync::Arc;
 
@@ -17,7 +18,55 @@ use super::rest::{
 };
 use super::state::{Shared, Stored};
 use super::types::{FileRecord, MessageRecord};
-use super::{DISCORD_EPOCH_MS, FLAG_EPHEMERAL, FLAG_LOADING};
+use super::{DiscordStandIn, DISCORD_EPOCH_MS, FLAG_EPHEMERAL, FLAG_LOADING};
+
+impl DiscordStandIn {
+    /// From now on the bots may not post or edit in `channel_id`: Discord
+    /// answers `403` with `code` (50001 "Missing Access" where the bot cannot
+    /// see the channel, 50013 "Missing Permissions" where it lacks Send
+    /// Messages).
+    pub fn refuse_channel(&self, channel_id: u64, code: u64) {
+        self.shared.lock().refused_channels.insert(channel_id, code);
+    }
+
+    /// From now on `user_id` takes no direct messages from the bots: opening
+    /// the DM channel works, a message there gets `403` code 50007 "Cannot
+    /// send messages to this user", as for a user who turned off DMs from
+    /// server members or blocked the bot.
+    pub fn close_dms(&self, user_id: u64) {
+        self.shared.lock().closed_dms.insert(user_id);
+    }
+
+    /// The DM channel a bot opened with `user_id`, if any; its messages are
+    /// [`DiscordStandIn::channel_messages`].
+    pub fn dm_channel(&self, user_id: u64) -> Option<u64> {
+        self.shared.lock().dm_channels.get(&user_id).copied()
+    }
+}
+
+/// The refusal a bot's post or edit in `channel_id` gets, if any.
+fn refusal(shared: &Shared, channel_id: u64) -> Option<Response> {
+    let state = shared.lock();
+    if let Some(&code) = state.refused_channels.get(&channel_id) {
+        let message = if code == 50013 {
+            "Missing Permissions"
+        } else {
+            "Missing Access"
+        };
+        return Some(error(StatusCode::FORBIDDEN, code, message));
+    }
+    let closed = state
+        .dm_channels
+        .iter()
+        .any(|(user, channel)| *channel == channel_id && state.closed_dms.contains(user));
+    closed.then(|| {
+        error(
+            StatusCode::FORBIDDEN,
+            50007,
+            "Cannot send messages to this user",
+        )
+    })
+}
 
 fn validate_embeds(embeds: &[Value]) -> Value {
     let mut errors = json!({});
@@ -399,6 +448,9 @@ pub(super) async fn channel_message(
     let Ok(channel_id) = channel.parse::<u64>() else {
         return error(StatusCode::NOT_FOUND, 10003, "Unknown Channel");
     };
+    if let Some(refused) = refusal(&shared, channel_id) {
+        return refused;
+    }
     let payload = match read_payload(request).await {
         Ok(p) => p,
         Err(response) => return *response,
@@ -442,6 +494,9 @@ pub(super) async fn edit_channel_message(
     let (Ok(channel_id), Ok(message_id)) = (channel.parse::<u64>(), message.parse::<u64>()) else {
         return error(StatusCode::NOT_FOUND, 10008, "Unknown Message");
     };
+    if let Some(refused) = refusal(&shared, channel_id) {
+        return refused;
+    }
     let existing = shared
         .lock()
         .channel_messages

@@ -42,6 +42,13 @@
 //!   their bytes; a part without a `Content-Type` gets one from its file
 //!   name's extension, as Discord infers it. Every attachment, the bot's and
 //!   the simulated users', is served at a CDN-shaped URL on the stand-in.
+//! - Channel messages with the bot token (`POST /channels/{id}/messages`,
+//!   and their edits) work in any channel unless a test refuses the bots
+//!   one ([`DiscordStandIn::refuse_channel`]: `403` code 50001 "Missing
+//!   Access" or 50013 "Missing Permissions"). `POST /users/@me/channels`
+//!   with `recipient_id` opens (or finds) the DM channel with a user; a
+//!   message there gets `403` code 50007 "Cannot send messages to this user"
+//!   once the user closed their DMs ([`DiscordStandIn::close_dms`]).
 //! - The gateway is a WebSocket at `/gateway` (and `/gateway/`, where
 //!   clients append `/?v=10&encoding=json`); it speaks uncompressed JSON only
 //!   and refuses `compress` or another `encoding` with a plain `400` before

@@ -68,6 +68,11 @@ pub(super) struct Records {
     pub(super) by_token: HashMap<String, u64>,
     pub(super) channel_messages: HashMap<u64, Vec<MessageRecord>>,
     pub(super) dm_channels: HashMap<u64, u64>,
+    /// Channels where the bots may not post: the refusal's code (50001
+    /// Missing Access, 50013 Missing Permissions).
+    pub(super) refused_channels: HashMap<u64, u64>,
+    /// Users who take no direct messages from the bots.
+    pub(super) closed_dms: std::collections::HashSet<u64>,
     pub(super) files: HashMap<u64, Stored>,
     pub(super) calls: Vec<Call>,
     pub(super) injections: Vec<Injection>,

@@ -9,7 +9,10 @@
 //! A run posts the graph to `/prompt`, follows it on the `/ws` websocket (or by
 //! polling `/history/{prompt_id}` when the websocket cannot connect or drops),
 //! then reads the output node's files from `/history` and fetches each with
-//! `/view`. The names ComfyUI reports are checked and only ever sent back to it
+//! `/view`. Before that, the templates are checked against the node classes
+//! the server reports on `/object_info` (`nodes`): a model whose template
+//! names a class or an input the server lacks is refused and not offered.
+//! The names ComfyUI reports are checked and only ever sent back to it
 //! as query parameters: no local path is built from them. The files' format and
 //! size come from their own headers, not from their names.
 //!
@@ -21,12 +24,14 @@
 //! prompt from the queue if it had not started and interrupts it; a run future
 //! dropped before it finished (the agent's time limit) does the same.
 //!
-//! The adapter lives in six files, one concern each:
+//! The adapter lives in seven files, one concern each:
 //!
 //! - `mod.rs`: the settings ([`ComfyUiConfig`]), the engine value and its
 //!   [`Engine`] implementation, which drives one run from graph to artifacts;
 //! - `template`: the workflow templates, loaded, checked and filled in
 //!   ([`Template`] and the `tessera:*` titles);
+//! - `nodes`: the templates checked against the server's node classes
+//!   (`/object_info`), and which models that leaves ([`TemplateCheck`]);
 //! - `client`: the HTTP side of ComfyUI's API (`/prompt`, `/history`, `/queue`,
 //!   `/view`, `/free`), its refusals read as sentences, and stopping a prompt
 //!   Tessera no longer wants;
@@ -40,6 +45,7 @@
 mod client;
 mod follow;
 mod metadata;
+mod nodes;
 mod output;
 mod template;
 
@@ -58,6 +64,7 @@ use super::{cancellable, Artifact, Engine, EngineError, LoadedModel, Progress, T
 use client::{random_uuid, StopGuard, CONTROL_TIMEOUT};
 use follow::Watch;
 
+pub use nodes::TemplateCheck;
 pub use output::describe_file;
 pub use template::{
     Template, TITLE_FPS, TITLE_NEGATIVE, TITLE_OUTPUT, TITLE_PROMPT, TITLE_SAMPLER, TITLE_SIZE,
@@ -115,6 +122,8 @@ pub struct ComfyUi {
     http: reqwest::Client,
     templates: HashMap<String, Template>,
     loaded: LoadedModel,
+    /// What the last `/object_info` check refused.
+    checked: nodes::Checked,
 }
 
 impl ComfyUi {
@@ -151,6 +160,7 @@ impl ComfyUi {
             http,
             templates,
             loaded: LoadedModel::default(),
+            checked: nodes::Checked::default(),
         })
     }
 }
@@ -165,8 +175,15 @@ impl Engine for ComfyUi {
         self.config.capability
     }
 
+    /// The configured models less those the last `/object_info` check
+    /// refused (before one, all of them).
     fn models(&self) -> Vec<String> {
-        self.config.models.clone()
+        self.config
+            .models
+            .iter()
+            .filter(|m| self.checked.refusal(m).is_none())
+            .cloned()
+            .collect()
     }
 
     fn loaded_models(&self) -> Vec<String> {
@@ -185,6 +202,11 @@ impl Engine for ComfyUi {
                 task.model
             ))
         })?;
+        if let Some(why) = self.checked.refusal(&task.model) {
+            // Sent before the scheduler heard the model is no longer offered:
+            // another worker may serve it.
+            return Err(EngineError::unavailable(why));
+        }
         let graph = template.render(&task.params, rand::random_range(0..=MAX_RANDOM_SEED))?;
         if cancel.is_cancelled() {
             return Err(EngineError::cancelled());
@@ -269,6 +291,11 @@ impl Engine for ComfyUi {
             )));
         }
         Ok(())
+    }
+
+    /// The templates against the server's node classes (`/object_info`).
+    async fn check(&self) -> Result<(), EngineError> {
+        self.check_templates().await.map(|_| ())
     }
 
     async fn unload(&self) -> Result<(), EngineError> {

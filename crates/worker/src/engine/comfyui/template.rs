@@ -291,6 +291,11 @@ impl Template {
         Ok(Value::Object(graph))
     }
 
+    /// The graph as the template file has it, node id to node.
+    pub(super) fn graph(&self) -> &Map<String, Value> {
+        &self.graph
+    }
+
     /// The `_meta.title` or class of a node, for messages.
     pub(super) fn describe(&self, id: &str) -> String {
         let node = self.graph.get(id);
