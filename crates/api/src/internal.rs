@@ -43,17 +43,22 @@ pub struct Heartbeat {
     pub worker_id: WorkerId,
     pub status: WorkerStatus,
     /// Base URL of the worker's API, for example `http://10.0.0.5:9000`.
+    #[schema(value_type = crate::schema::WorkerAddress)]
     pub address: String,
+    #[schema(min_items = 1, max_items = 64)]
     pub capabilities: Vec<Capability>,
     /// Models installed on the worker.
+    #[schema(value_type = Vec<crate::schema::ModelName>, max_items = 64)]
     pub models: Vec<String>,
     /// Models in GPU memory now.
     #[serde(default)]
+    #[schema(value_type = Vec<crate::schema::ModelName>, max_items = 64)]
     pub loaded_models: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_job: Option<JobId>,
     /// GPU readings, where the worker can read them (NVML); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub gpu_name: Option<String>,
     /// MiB, as in the seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,6 +68,7 @@ pub struct Heartbeat {
     pub gpu_memory_total: Option<u64>,
     /// Percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100)]
     pub gpu_utilization: Option<f32>,
 }
 
@@ -252,6 +258,7 @@ pub struct ProgressReport {
     pub worker_id: WorkerId,
     pub attempt: i32,
     /// Percent done, 0 to 100.
+    #[schema(minimum = 0, maximum = 100)]
     pub progress: f32,
 }
 

@@ -39,7 +39,7 @@ const MAX_EXAMPLES: &str = "50";
 /// The seed every run uses: change it to explore, keep it to reproduce.
 const SEED: &str = "20261201";
 /// What is checked on every answer.
-const CHECKS: &str = "not_a_server_error,response_schema_conformance,content_type_conformance";
+const CHECKS: &str = "all";
 /// A run takes seconds; this only stops a hung one.
 const RUN_LIMIT: Duration = Duration::from_secs(180);
 
@@ -112,11 +112,13 @@ async fn no_input_makes_a_server_error(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.key(Platform::Telegram, "tg-image-bot-1").await;
     let web_key = app.key(Platform::Web, "web-1").await;
+    // The internal token first: its heartbeats register workers, so the
+    // admin's run reads a worker list that is not empty.
     for (who, token) in [
+        ("internal token", app.internal_token.as_str()),
         ("frontend key", key.as_str()),
         ("web key", web_key.as_str()),
         ("admin token", app.admin_token.as_str()),
-        ("internal token", app.internal_token.as_str()),
     ] {
         let output = schemathesis(&app, who, token).await;
         // Each credential must get past its own checks somewhere: a run
