@@ -319,6 +319,7 @@ pub struct ArtifactMeta {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerError {
     /// Stable code: `engine_unavailable`, `engine_error`, `invalid_output`, `cancelled`...
+    #[schema(pattern = r"^[a-z0-9_]{1,64}$")]
     pub code: String,
     pub message: String,
     /// True when another attempt (on this or another worker) may succeed.

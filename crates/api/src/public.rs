@@ -259,6 +259,9 @@ pub struct LinkCode {
 #[serde(deny_unknown_fields)]
 pub struct RedeemLinkRequest {
     /// As the bot showed it; case, spaces and the dash do not matter.
-    #[schema(example = "K7QF-M2XD")]
+    #[schema(
+        example = "K7QF-M2XD",
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000-]*([2-9A-HJKMNP-Za-hjkmnp-z][\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000-]*){8}$"
+    )]
     pub code: String,
 }

@@ -3,7 +3,7 @@
 //! the document shows and, where the scheduler checks it, as the check, so
 //! the two say the same.
 
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::RefOr;
 use utoipa::ToSchema;
 
@@ -116,10 +116,20 @@ fn string(pattern: &str, example: &str) -> RefOr<Schema> {
 #[schema(value_type = String, pattern = r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$", example = "sdxl-base")]
 pub struct ModelName(#[allow(dead_code)] String);
 
-/// The bytes of a file in a request or an answer.
-#[derive(ToSchema)]
-#[schema(value_type = String, format = Binary)]
-pub struct Binary(#[allow(dead_code)] Vec<u8>);
+/// The bytes of an uploaded file, at least one.
+pub struct Binary;
+
+impl utoipa::PartialSchema for Binary {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+            .min_length(Some(1))
+            .into()
+    }
+}
+
+impl ToSchema for Binary {}
 
 #[cfg(test)]
 mod tests {

@@ -91,6 +91,65 @@ def flatmap_query(context, query):
     return st.just(query)
 
 
+# A tainted case may no longer be what its schema allows: a key with a NUL
+# appended is a property the schema forbids, an id with a newline no longer
+# matches its pattern. Such a case is no positive case any more, and the
+# server must refuse it: it is checked as the negative case it has become
+# (`negative_data_rejection`), not as a valid one the server must accept
+# (`positive_data_acceptance`). A tainted case that still fits its schema
+# stays positive, and the server must take it.
+
+from schemathesis.core.jsonschema import make_validator
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.generation import GenerationMode
+from schemathesis.generation.meta import ComponentInfo
+
+
+def _hostile(value):
+    """Whether a string or key in `value` holds one of the hostile characters."""
+    for kind, path in _strings(value):
+        text = path[-1] if kind == "k" else _at(value, path)
+        if any(c in text for c in _HOSTILE):
+            return True
+    return False
+
+
+def _at(value, path):
+    for step in path:
+        value = value[step]
+    return value
+
+
+def _fits(case, value, schema):
+    validator = make_validator(schema, case.operation.schema.adapter.jsonschema_validator_cls)
+    try:
+        return validator.is_valid(value)
+    except Exception:
+        # A schema the validator cannot read: leave the case as it was drawn.
+        return True
+
+
+@schemathesis.hook
+def map_case(context, case):
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return case
+    spoiled = []
+    if isinstance(case.body, (dict, list)) and _hostile(case.body):
+        body = case.operation.get_body_for_media_type(case.media_type)
+        if body is not None and not _fits(case, case.body, body.optimized_schema):
+            spoiled.append(ParameterLocation.BODY)
+    if isinstance(case.query, dict) and _hostile(case.query):
+        query = case.operation.get_parameter_set(ParameterLocation.QUERY)
+        if not _fits(case, case.query, query.schema):
+            spoiled.append(ParameterLocation.QUERY)
+    if spoiled:
+        meta.generation.mode = GenerationMode.NEGATIVE
+        for location in spoiled:
+            meta.components[location] = ComponentInfo(mode=GenerationMode.NEGATIVE)
+    return case
+
+
 @schemathesis.hook
 def before_add_examples(context, examples):
     """The documented examples again, each with one string (a body value or

@@ -94,6 +94,15 @@ fn check(hb: &Heartbeat) -> Result<(), ApiError> {
             );
         }
     }
+    // Stored as 64-bit signed integers, as the document's `int64` says.
+    for (field, mib) in [
+        ("gpu_memory_used", hb.gpu_memory_used),
+        ("gpu_memory_total", hb.gpu_memory_total),
+    ] {
+        if mib.is_some_and(|m| i64::try_from(m).is_err()) {
+            return bad(field, "GPU memory is a number of MiB, at most 2^63 - 1");
+        }
+    }
     if hb
         .gpu_utilization
         .is_some_and(|u| !(0.0..=100.0).contains(&u))

@@ -60,7 +60,7 @@ impl Refusal for CreateJobRequest {
 #[utoipa::path(
     post, path = "/api/v1/jobs", tag = "jobs",
     request_body = CreateJobRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: at most 128 printable ASCII characters.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: at most 128 printable ASCII characters.", pattern = "^[!-~]{1,128}$")),
     responses(
         (status = 201, description = "Job queued", body = CreateJobResponse),
         (status = 200, description = "Replay of an earlier create with the same Idempotency-Key", body = CreateJobResponse),
