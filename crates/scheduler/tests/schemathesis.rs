@@ -5,9 +5,10 @@
 //! backends); Schemathesis, pinned in `crates/testkit/py/requirements.txt` and
 //! run on the test engines' interpreter (`TESSERA_TEST_PYTHON`, set by
 //! `scripts/test`), reads `/api/openapi.json` and tests every operation in it
-//! four times: with a bot's frontend key, with the website's key (which
-//! alone gets past the accounts' check), with the admin token and with the
-//! internal token, so each part of the API is reached past its credential
+//! four times: with the internal token (first, so its heartbeats register
+//! workers the admin's run then lists), with a bot's frontend key, with the
+//! website's key (which alone gets past the accounts' check) and with the
+//! admin token, so each part of the API is reached past its credential
 //! check at least once. Each run:
 //!
 //! - uses every phase: the document's examples, the coverage phase (boundary
@@ -16,13 +17,23 @@
 //!   cancelled, acknowledged);
 //! - draws at most [`MAX_EXAMPLES`] cases per operation with a fixed seed and
 //!   no example database, so a run is repeatable and takes seconds;
-//! - checks that no answer is a server error, and that answers match their
-//!   documented schema and content type;
+//! - runs every check Schemathesis has (`--checks all`): no answer is a
+//!   server error; every status, content type, header and body an answer has
+//!   is documented; a request the document admits is not refused as invalid,
+//!   and one it does not admit is refused; a missing credential is refused;
+//!   a method the document does not list is answered 405 with `Allow`; a
+//!   created resource can be read, a deleted one cannot. The one setting
+//!   beyond Schemathesis's own is in `crates/testkit/py/schemathesis.toml`:
+//!   two operations whose rules no JSON Schema can state (a job's `params`
+//!   against the user's plan and the model catalogue, a result's outcome
+//!   against its error and parts) may answer 422 to a request their schema
+//!   admits; it says why;
 //! - loads `crates/testkit/py/schemathesis_hooks.py`, which lets
 //!   Schemathesis send `audio/*` bodies, and taints the documented examples
 //!   and generated requests with U+0000 and other hostile characters one
 //!   string at a time (that is how the first runs found five 500s on
-//!   PostgreSQL; see `nul_*` in `tests/api/security.rs`).
+//!   PostgreSQL; see `nul_*` in `tests/api/security.rs`); a tainted request
+//!   its schema no longer admits is checked as the invalid request it is.
 //!
 //! A failure prints Schemathesis's report: each failing case with a `curl`
 //! line that reproduces it against a scheduler started the same way.
@@ -50,7 +61,9 @@ async fn schemathesis(app: &TestApp, who: &str, token: &str) -> String {
     let dir = tempfile::tempdir().expect("a temporary folder");
     let mut command = tokio::process::Command::new(engines::python());
     command
-        .args(["-m", "schemathesis.cli", "run"])
+        .args(["-m", "schemathesis.cli", "--config-file"])
+        .arg(engines::script("schemathesis.toml"))
+        .arg("run")
         .arg(format!("{}/api/openapi.json", app.base_url()))
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--checks", CHECKS])

@@ -89,6 +89,15 @@ pub async fn create(
     speaks_for(&key.frontend, &req.user_ref)?;
     let user_ref = req.user_ref.clone();
     if let Some(ctx) = &req.reply_context {
+        // Opaque, but an object, as the document says: an array or a number
+        // was stored and then answered against the document's schema.
+        if !ctx.is_object() && !ctx.is_null() {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidRequest,
+                "reply_context must be a JSON object",
+            )
+            .with_field("reply_context"));
+        }
         if serde_json::to_vec(ctx).map_or(true, |b| b.len() > MAX_REPLY_CONTEXT_BYTES) {
             return Err(ApiError::invalid(
                 ErrorCode::ReplyContextTooLarge,
