@@ -9,12 +9,13 @@ use utoipa::ToSchema;
 
 /// What a worker's `address` looks like: an `http` or `https` base URL whose
 /// host is a dotted IPv4 address or a host name (its last label starting
-/// with a letter), with an optional port and path. [`is_worker_address`]
+/// with a letter), with an optional port and path. An IPv6 literal is not
+/// one: give such a worker a host name. [`is_worker_address`]
 /// checks exactly this.
 pub const WORKER_ADDRESS_PATTERN: &str = concat!(
     r"^https?://",
     r"((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}",
-    r"|([A-Za-z0-9-]+\.)*[A-Za-z][A-Za-z0-9-]*)",
+    r"|([A-Za-z0-9_-]+\.)*[A-Za-z][A-Za-z0-9_-]*)",
     r"(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}))?",
     r"(/[A-Za-z0-9._~/-]*)?$",
 );
@@ -60,17 +61,18 @@ fn is_ipv4(host: &str) -> bool {
         })
 }
 
-/// Labels of letters, digits and `-`, the last starting with a letter (a
+/// Labels of letters, digits, `-` and `_`, the last starting with a letter (a
 /// last label of digits would make it an IPv4 address to a URL parser).
 fn is_host_name(host: &str) -> bool {
     let labels: Vec<&str> = host.split('.').collect();
-    labels
-        .iter()
-        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
-        && labels
-            .last()
-            .and_then(|l| l.bytes().next())
-            .is_some_and(|b| b.is_ascii_alphabetic())
+    labels.iter().all(|l| {
+        !l.is_empty()
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }) && labels
+        .last()
+        .and_then(|l| l.bytes().next())
+        .is_some_and(|b| b.is_ascii_alphabetic())
 }
 
 /// A worker's address in the document: [`WORKER_ADDRESS_PATTERN`].
@@ -143,6 +145,7 @@ mod tests {
             "http://w/api/v1",
             "http://0.0.0.0:0",
             "http://a.1.b:65535",
+            "http://project_worker_1:9000",
         ] {
             assert!(is_worker_address(ok), "{ok}");
             let url = url::Url::parse(ok).expect(ok);
