@@ -68,19 +68,21 @@ where
 /// A JSON number is a number: `2.0` is the integer `2` (JSON Schema says so,
 /// and the document's integer fields with it), though serde takes only `2`
 /// where it reads an integer. A body refused for a value that does not fit
-/// is read again with every whole number written as an integer; it is
-/// refused for the first reason when that changes nothing.
+/// is read again with every whole number written as an integer, and
+/// refused for what is still wrong, if anything.
 pub fn parse_json<T: DeserializeOwned + Refusal>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    let e = match serde_path_to_error::deserialize(de) {
+    let mut e = match serde_path_to_error::deserialize(de) {
         Ok(parsed) => return Ok(parsed),
         Err(e) => e,
     };
     if e.inner().classify() == serde_json::error::Category::Data {
         if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) {
             if whole_numbers(&mut value) {
-                if let Ok(parsed) = serde_json::from_value(value) {
-                    return Ok(parsed);
+                // Refused again: for what is still wrong.
+                match serde_path_to_error::deserialize(value) {
+                    Ok(parsed) => return Ok(parsed),
+                    Err(again) => e = again,
                 }
             }
         }
