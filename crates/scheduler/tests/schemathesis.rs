@@ -101,7 +101,8 @@ async fn schemathesis(app: &TestApp, who: &str, token: &str) -> String {
     let summary = text
         .lines()
         .map(str::trim)
-        .find(|l| l.ends_with("passed") && l.contains("generated"))
+        // `N generated, N passed`, and `, N skipped` when some were.
+        .find(|l| l.contains(" generated, ") && l.contains(" passed"))
         .unwrap_or_else(|| panic!("no test-case summary in the output ({who}):\n{text}"));
     let generated: u64 = summary
         .split_whitespace()
