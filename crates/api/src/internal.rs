@@ -43,17 +43,22 @@ pub struct Heartbeat {
     pub worker_id: WorkerId,
     pub status: WorkerStatus,
     /// Base URL of the worker's API, for example `http://10.0.0.5:9000`.
+    #[schema(value_type = crate::schema::WorkerAddress)]
     pub address: String,
+    #[schema(min_items = 1, max_items = 64)]
     pub capabilities: Vec<Capability>,
     /// Models installed on the worker.
+    #[schema(value_type = Vec<crate::schema::ModelName>, max_items = 64)]
     pub models: Vec<String>,
     /// Models in GPU memory now.
     #[serde(default)]
+    #[schema(value_type = Vec<crate::schema::ModelName>, max_items = 64)]
     pub loaded_models: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_job: Option<JobId>,
     /// GPU readings, where the worker can read them (NVML); absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 128, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     pub gpu_name: Option<String>,
     /// MiB, as in the seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -63,10 +68,12 @@ pub struct Heartbeat {
     pub gpu_memory_total: Option<u64>,
     /// Percent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 0, maximum = 100)]
     pub gpu_utilization: Option<f32>,
     /// Whether each engine can take a job now, as the worker's last probe of
     /// it found. A worker that sends none (older ones) has every engine ready.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 64)]
     pub engines: Vec<EngineReadiness>,
 }
 
@@ -78,15 +85,23 @@ pub struct Heartbeat {
 #[serde(deny_unknown_fields)]
 pub struct EngineReadiness {
     /// The adapter: `comfyui`, `kobold`, `openai_chat`, `whisper_cpp`, `sim`...
+    #[schema(min_length = 1, max_length = 64, pattern = r"^[^\x00-\x1f\x7f-\x9f]+$")]
     pub engine: String,
+    /// One of the worker's `capabilities`.
     pub capability: Capability,
-    /// The models this engine serves.
+    /// The models this engine serves, among the worker's `models`.
+    #[schema(value_type = Vec<crate::schema::ModelName>, max_items = 64)]
     pub models: Vec<String>,
     pub ready: bool,
     /// Since when the engine has been ready (or not), by the worker's clock.
     pub since: DateTime<Utc>,
     /// Why the last probe failed, when the engine is not ready.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(
+        min_length = 1,
+        max_length = 1000,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     pub error: Option<String>,
 }
 
@@ -309,6 +324,7 @@ pub struct ProgressReport {
     pub worker_id: WorkerId,
     pub attempt: i32,
     /// Percent done, 0 to 100.
+    #[schema(minimum = 0, maximum = 100)]
     pub progress: f32,
 }
 
@@ -369,6 +385,7 @@ pub struct ArtifactMeta {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WorkerError {
     /// Stable code: `engine_unavailable`, `engine_error`, `invalid_output`, `cancelled`...
+    #[schema(pattern = r"^[a-z0-9_]{1,64}$")]
     pub code: String,
     pub message: String,
     /// True when another attempt (on this or another worker) may succeed.

@@ -10,6 +10,8 @@
 //! - [`error`]: the one JSON error envelope every endpoint answers with (with the
 //!   `axum` feature, `error::response` builds the whole answer), and
 //!   [`ErrorCode`], every stable code it can carry.
+//! - [`schema`]: rules the API document states that no wire type carries
+//!   (a worker's address, a model name), with the checks that match them.
 //! - [`client`]: a `reqwest` client for all of the above.
 
 pub mod admin;
@@ -17,6 +19,7 @@ pub mod client;
 pub mod error;
 pub mod internal;
 pub mod public;
+pub mod schema;
 
 pub use client::{Client, ClientError};
 pub use error::{ApiErrorBody, ErrorDetail};

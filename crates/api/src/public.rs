@@ -154,6 +154,7 @@ pub struct ListJobsQuery {
     pub bot_id: Option<BotId>,
     /// Only jobs in these states, comma-separated (`QUEUED,RUNNING`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(value_type = Option<crate::schema::StatusFilter>)]
     pub status: Option<String>,
     /// `true`: only ended jobs whose delivery the frontend has not
     /// acknowledged (`POST /api/v1/jobs/{id}/delivered`).
@@ -165,6 +166,7 @@ pub struct ListJobsQuery {
     pub limit: Option<u32>,
     /// `next_cursor` of the previous page.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[param(pattern = r"^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")]
     pub cursor: Option<String>,
 }
 
@@ -236,7 +238,9 @@ pub struct AccountView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LinkCodeRequest {
-    /// The bot user, on the key's platform.
+    /// The bot user, on the key's platform: a Telegram or Discord user (a
+    /// `web:` user is an account, and links nothing: 422 `not_linkable`).
+    #[schema(value_type = String, pattern = r"^(telegram|discord):[A-Za-z0-9_.@-]{1,64}$", example = "telegram:123456")]
     pub user_ref: UserRef,
 }
 
@@ -255,7 +259,10 @@ pub struct LinkCode {
 #[serde(deny_unknown_fields)]
 pub struct RedeemLinkRequest {
     /// As the bot showed it; case, spaces and the dash do not matter.
-    #[schema(example = "K7QF-M2XD")]
+    #[schema(
+        example = "K7QF-M2XD",
+        pattern = r"^[\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000-]*([2-9A-HJKMNP-Za-hjkmnp-z][\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000-]*){8}$"
+    )]
     pub code: String,
 }
 

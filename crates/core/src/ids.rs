@@ -21,11 +21,11 @@ fn next_ulid() -> ulid::Ulid {
 }
 
 macro_rules! prefixed_id {
-    ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
+    ($(#[$doc:meta])* $name:ident, $prefix:literal, $pattern:literal) => {
         $(#[$doc])*
         #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
         #[serde(try_from = "String", into = "String")]
-        #[schema(value_type = String, example = json!(concat!($prefix, "01JD3Z8X9Q4W6E2R5T7Y9V1K3M")))]
+        #[schema(value_type = String, pattern = $pattern, example = json!(concat!($prefix, "01JD3Z8X9Q4W6E2R5T7Y9V1K3M")))]
         pub struct $name(String);
 
         impl $name {
@@ -82,24 +82,28 @@ macro_rules! prefixed_id {
 prefixed_id!(
     /// A job's id, `job_` and a ULID.
     JobId,
-    "job_"
+    "job_",
+    "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 );
 prefixed_id!(
     /// A frontend API key's public id, `key_` and a ULID. The secret is separate.
     ApiKeyId,
-    "key_"
+    "key_",
+    "^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 );
 
 prefixed_id!(
     /// An uploaded input (for example the audio of a speech-to-text job), `inp_` and a ULID.
     InputId,
-    "inp_"
+    "inp_",
+    "^inp_[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 );
 
 prefixed_id!(
     /// A job's output (an image, a video, audio or text), `art_` and a ULID.
     ArtifactId,
-    "art_"
+    "art_",
+    "^art_[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 );
 
 /// Longest name id (bot, worker or plan id).

@@ -91,6 +91,82 @@ def flatmap_query(context, query):
     return st.just(query)
 
 
+# A tainted case may no longer be what its schema allows: a key with a NUL
+# appended is a property the schema forbids, an id with a newline no longer
+# matches its pattern. Such a case is no positive case any more, and the
+# server must refuse it: it is checked as the negative case it has become
+# (`negative_data_rejection`), not as a valid one the server must accept
+# (`positive_data_acceptance`). A tainted case that still fits its schema
+# stays positive, and the server must take it.
+
+from schemathesis.core.jsonschema import make_validator
+from schemathesis.core.parameters import ParameterLocation
+from schemathesis.generation import GenerationMode
+from schemathesis.generation.meta import ComponentInfo
+
+
+def _hostile(value):
+    """Whether a string or key in `value` holds one of the hostile characters."""
+    for kind, path in _strings(value):
+        text = path[-1] if kind == "k" else _at(value, path)
+        if any(c in text for c in _HOSTILE):
+            return True
+    return False
+
+
+def _at(value, path):
+    for step in path:
+        value = value[step]
+    return value
+
+
+def _fits(case, value, schema):
+    validator = make_validator(schema, case.operation.schema.adapter.jsonschema_validator_cls)
+    try:
+        return validator.is_valid(value)
+    except Exception:
+        # A schema the validator cannot read: leave the case as it was drawn.
+        return True
+
+
+@schemathesis.hook
+def map_case(context, case):
+    meta = case.meta
+    if meta is None:
+        return case
+    if meta.generation.mode.is_negative:
+        # An audio body is bytes: whatever Schemathesis draws to break its
+        # schema (a string that is no `binary`) reaches the server as the
+        # bytes of a file. Only an empty one is refused (`minLength`).
+        body = meta.components.get(ParameterLocation.BODY)
+        others = [c for l, c in meta.components.items() if l != ParameterLocation.BODY]
+        if (
+            (case.media_type or "").startswith("audio/")
+            and body is not None
+            and body.mode.is_negative
+            and not any(c.mode.is_negative for c in others)
+            and isinstance(case.body, (str, bytes))
+            and len(case.body) > 0
+        ):
+            meta.generation.mode = GenerationMode.POSITIVE
+            meta.components[ParameterLocation.BODY] = ComponentInfo(mode=GenerationMode.POSITIVE)
+        return case
+    spoiled = []
+    if isinstance(case.body, (dict, list)) and _hostile(case.body):
+        body = case.operation.get_body_for_media_type(case.media_type)
+        if body is not None and not _fits(case, case.body, body.optimized_schema):
+            spoiled.append(ParameterLocation.BODY)
+    if isinstance(case.query, dict) and _hostile(case.query):
+        query = case.operation.get_parameter_set(ParameterLocation.QUERY)
+        if not _fits(case, case.query, query.schema):
+            spoiled.append(ParameterLocation.QUERY)
+    if spoiled:
+        meta.generation.mode = GenerationMode.NEGATIVE
+        for location in spoiled:
+            meta.components[location] = ComponentInfo(mode=GenerationMode.NEGATIVE)
+    return case
+
+
 @schemathesis.hook
 def before_add_examples(context, examples):
     """The documented examples again, each with one string (a body value or

@@ -135,6 +135,13 @@ impl WorkerConfig {
         if !self.worker.advertise_url.is_empty() {
             url::Url::parse(&self.worker.advertise_url)
                 .map_err(|e| anyhow::anyhow!("worker.advertise_url: {e}"))?;
+            // What the scheduler takes in a heartbeat's `address`.
+            let advertised = self.worker.advertise_url.trim_end_matches('/');
+            if !tessera_api::schema::is_worker_address(advertised) {
+                anyhow::bail!(
+                    "worker.advertise_url {advertised:?} must be http(s)://host[:port][/path], the host a name or an IPv4 address"
+                );
+            }
         }
         for (i, engine) in self.engines.iter().enumerate() {
             if let Some(url) = engine.url() {

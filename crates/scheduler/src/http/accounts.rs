@@ -70,7 +70,6 @@ impl Refusal for LinkCodeRequest {
     request_body = Credentials,
     responses(
         (status = 201, description = "Account created", body = AccountView),
-        (status = 401, body = ApiErrorBody),
         (status = 403, description = "Not a web key", body = ApiErrorBody),
         (status = 409, description = "The email belongs to an account", body = ApiErrorBody),
         (status = 422, description = "Invalid email (`invalid_email`) or password (`weak_password`)", body = ApiErrorBody),
@@ -136,7 +135,6 @@ pub async fn create(
     request_body = Credentials,
     responses(
         (status = 200, description = "The email and password match this account", body = AccountView),
-        (status = 401, body = ApiErrorBody),
         (status = 403, description = "Not a web key, or the email or password is wrong (`sign_in_failed`)", body = ApiErrorBody),
         (status = 422, body = ApiErrorBody),
         (status = 503, description = "Too many sign-ups and sign-ins at once (`busy`); retry after `Retry-After` seconds", body = ApiErrorBody),
@@ -184,8 +182,7 @@ pub async fn sign_in(
     params(("user_ref" = String, Path, description = "The account's `web:` user", pattern = "^web:[A-Za-z0-9_.@-]{1,64}$")),
     responses(
         (status = 200, body = AccountView),
-        (status = 401, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody),
+        (status = 403, description = "Not a web key (`forbidden_frontend`)", body = ApiErrorBody),
         (status = 404, description = "This web user has no account of this key's bot", body = ApiErrorBody),
         (status = 422, body = ApiErrorBody),
     ),
@@ -215,7 +212,6 @@ pub async fn get(
     request_body = LinkCodeRequest,
     responses(
         (status = 201, description = "The code to show the user", body = LinkCode),
-        (status = 401, body = ApiErrorBody),
         (status = 403, description = "The user is not on the key's platform", body = ApiErrorBody),
         (status = 422, description = "Invalid user, or a web user (`not_linkable`)", body = ApiErrorBody),
     ),
@@ -271,8 +267,7 @@ pub async fn link_code(
     request_body = RedeemLinkRequest,
     responses(
         (status = 200, description = "Linked; the account with its linked users", body = AccountView),
-        (status = 401, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody),
+        (status = 403, description = "Not a web key (`forbidden_frontend`)", body = ApiErrorBody),
         (status = 404, description = "This web user has no account of this key's bot", body = ApiErrorBody),
         (status = 422, description = "The code is unknown, used or expired (`invalid_link_code`)", body = ApiErrorBody),
     ),

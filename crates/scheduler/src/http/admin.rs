@@ -48,7 +48,7 @@ impl Refusal for CreateKeyRequest {
 #[utoipa::path(
     post, path = "/api/admin/keys", tag = "admin",
     request_body = CreateKeyRequest,
-    responses((status = 201, body = CreatedKey), (status = 401, body = ApiErrorBody), (status = 422, body = ApiErrorBody)),
+    responses((status = 201, body = CreatedKey), (status = 422, body = ApiErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn create_key(
@@ -74,7 +74,7 @@ pub async fn create_key(
 /// List frontend keys, revoked ones included; secrets are never shown.
 #[utoipa::path(
     get, path = "/api/admin/keys", tag = "admin",
-    responses((status = 200, body = KeyList), (status = 401, body = ApiErrorBody)),
+    responses((status = 200, body = KeyList)),
     security(("admin_token" = []))
 )]
 pub async fn list_keys(
@@ -92,7 +92,7 @@ pub async fn list_keys(
 #[utoipa::path(
     delete, path = "/api/admin/keys/{key_id}", tag = "admin",
     params(("key_id" = String, Path, description = "The key's id, `key_...`", pattern = "^key_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
-    responses((status = 200, body = KeyView), (status = 401, body = ApiErrorBody), (status = 404, body = ApiErrorBody)),
+    responses((status = 200, body = KeyView), (status = 404, body = ApiErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn revoke_key(
@@ -115,7 +115,7 @@ pub async fn revoke_key(
 /// Workers the scheduler has heard from, online or not.
 #[utoipa::path(
     get, path = "/api/admin/workers", tag = "admin",
-    responses((status = 200, body = WorkerList), (status = 401, body = ApiErrorBody)),
+    responses((status = 200, body = WorkerList)),
     security(("admin_token" = []))
 )]
 pub async fn list_workers(

@@ -64,23 +64,63 @@ where
 }
 
 /// Parses a JSON body as `T`, refusing as `T` says.
+///
+/// A JSON number is a number: `2.0` is the integer `2` (JSON Schema says so,
+/// and the document's integer fields with it), though serde takes only `2`
+/// where it reads an integer. A body refused for a value that does not fit
+/// is read again with every whole number written as an integer, and
+/// refused for what is still wrong, if anything.
 pub fn parse_json<T: DeserializeOwned + Refusal>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let field = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let mut error = T::refuse(&field, refusal_message(&field, &inner));
-                if field == "." {
-                    // The body as a whole is of the wrong shape: no field to name.
-                    error.field = None;
+    let mut e = match serde_path_to_error::deserialize(de) {
+        Ok(parsed) => return Ok(parsed),
+        Err(e) => e,
+    };
+    if e.inner().classify() == serde_json::error::Category::Data {
+        if let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(bytes) {
+            if whole_numbers(&mut value) {
+                // Refused again: for what is still wrong.
+                match serde_path_to_error::deserialize(value) {
+                    Ok(parsed) => return Ok(parsed),
+                    Err(again) => e = again,
                 }
-                error
             }
-            _ => T::malformed(format!("the body is not valid JSON: {inner}")),
         }
+    }
+    let field = e.path().to_string();
+    let inner = e.into_inner();
+    Err(match inner.classify() {
+        serde_json::error::Category::Data => {
+            let mut error = T::refuse(&field, refusal_message(&field, &inner));
+            if field == "." {
+                // The body as a whole is of the wrong shape: no field to name.
+                error.field = None;
+            }
+            error
+        }
+        _ => T::malformed(format!("the body is not valid JSON: {inner}")),
     })
+}
+
+/// Writes every whole number of `value` held as a float (`2.0`) as the
+/// integer it is; says whether it changed anything.
+fn whole_numbers(value: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    /// Past 2^53 a float no longer spells one integer.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => {
+                // In range, so the cast is exact.
+                *value = Value::from(f as i64);
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items.iter_mut().fold(false, |c, v| whole_numbers(v) | c),
+        Value::Object(map) => map.values_mut().fold(false, |c, v| whole_numbers(v) | c),
+        _ => false,
+    }
 }
 
 /// A query string of type `T`, parsed once; refusals are `invalid_query`

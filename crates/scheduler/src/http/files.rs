@@ -31,10 +31,9 @@ use crate::store::{ArtifactRecord, InputRecord};
 /// Upload an input (the audio of a speech-to-text job); the body is the file.
 #[utoipa::path(
     post, path = "/api/v1/inputs", tag = "files",
-    request_body(content = Vec<u8>, content_type = "audio/*", description = "The audio file"),
+    request_body(content = tessera_api::schema::Binary, content_type = "audio/*", description = "The audio file"),
     responses(
         (status = 201, body = InputUploaded),
-        (status = 401, body = ApiErrorBody),
         (status = 413, description = "Larger than artifacts.max_input_bytes", body = ApiErrorBody),
         (status = 415, description = "Not an audio content type", body = ApiErrorBody),
         (status = 422, description = "Empty", body = ApiErrorBody),
@@ -119,7 +118,6 @@ pub(crate) fn too_large(limit: u64) -> ApiError {
     responses(
         (status = 200, description = "The file, with its content type"),
         (status = 206, description = "The part of the file a `Range: bytes=...` header asked for, with `Content-Range`"),
-        (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody),
         (status = 416, body = ApiErrorBody),
     ),

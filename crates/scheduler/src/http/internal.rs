@@ -7,6 +7,7 @@ use axum::extract::State;
 use axum::Json;
 
 use tessera_api::internal::{Heartbeat, HeartbeatAck};
+use tessera_api::schema::is_worker_address;
 use tessera_api::ApiErrorBody;
 use tessera_api::ErrorCode;
 use tessera_core::catalog::is_model_name;
@@ -27,8 +28,6 @@ const MAX_LIST: usize = 64;
     request_body = Heartbeat,
     responses(
         (status = 200, body = HeartbeatAck),
-        (status = 401, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody),
         (status = 422, body = ApiErrorBody),
     ),
     security(("internal_token" = []))
@@ -66,9 +65,15 @@ fn check(hb: &Heartbeat) -> Result<(), ApiError> {
                 .with_field(field.to_owned()),
         )
     };
+    // The document's pattern, and a URL a client can reach.
     match url::Url::parse(&hb.address) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-        _ => return bad("address", "address must be the worker's http(s) base URL"),
+        Ok(u) if is_worker_address(&hb.address) && u.host().is_some() => {}
+        _ => {
+            return bad(
+                "address",
+                "address must be the worker's http(s) base URL: a host name or IPv4 address, an optional port and path",
+            )
+        }
     }
     if hb.capabilities.is_empty() || hb.capabilities.len() > MAX_LIST {
         return bad(
@@ -116,6 +121,15 @@ fn check(hb: &Heartbeat) -> Result<(), ApiError> {
                 "engines",
                 "an engine's error is 1 to 1000 printable characters",
             );
+        }
+    }
+    // Stored as 64-bit signed integers, as the document's `int64` says.
+    for (field, mib) in [
+        ("gpu_memory_used", hb.gpu_memory_used),
+        ("gpu_memory_total", hb.gpu_memory_total),
+    ] {
+        if mib.is_some_and(|m| i64::try_from(m).is_err()) {
+            return bad(field, "GPU memory is a number of MiB, at most 2^63 - 1");
         }
     }
     if hb

@@ -60,11 +60,10 @@ impl Refusal for CreateJobRequest {
 #[utoipa::path(
     post, path = "/api/v1/jobs", tag = "jobs",
     request_body = CreateJobRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: at most 128 printable ASCII characters.")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: at most 128 printable ASCII characters.", pattern = "^[!-~]{1,128}$")),
     responses(
         (status = 201, description = "Job queued", body = CreateJobResponse),
         (status = 200, description = "Replay of an earlier create with the same Idempotency-Key", body = CreateJobResponse),
-        (status = 401, description = "Missing or invalid API key", body = ApiErrorBody),
         (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website)", body = ApiErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different request", body = ApiErrorBody),
         (status = 422, description = "Invalid request or parameters", body = ApiErrorBody),
@@ -90,6 +89,15 @@ pub async fn create(
     speaks_for(&key.frontend, &req.user_ref)?;
     let user_ref = req.user_ref.clone();
     if let Some(ctx) = &req.reply_context {
+        // Opaque, but an object, as the document says: an array or a number
+        // was stored and then answered against the document's schema.
+        if !ctx.is_object() && !ctx.is_null() {
+            return Err(ApiError::invalid(
+                ErrorCode::InvalidRequest,
+                "reply_context must be a JSON object",
+            )
+            .with_field("reply_context"));
+        }
         if serde_json::to_vec(ctx).map_or(true, |b| b.len() > MAX_REPLY_CONTEXT_BYTES) {
             return Err(ApiError::invalid(
                 ErrorCode::ReplyContextTooLarge,
@@ -212,7 +220,6 @@ pub async fn create(
     params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses(
         (status = 200, body = JobView),
-        (status = 401, body = ApiErrorBody),
         (status = 404, description = "No such job for this frontend", body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
@@ -248,7 +255,6 @@ fn seen_by(mut job: JobView, bot_id: &str) -> JobView {
     params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses(
         (status = 200, description = "Cancelled and refunded", body = JobView),
-        (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody),
         (status = 409, description = "The job already ended", body = ApiErrorBody),
     ),
@@ -308,7 +314,6 @@ async fn cancel_with(
     params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses(
         (status = 200, description = "Recorded (or already recorded)", body = JobView),
-        (status = 401, body = ApiErrorBody),
         (status = 404, body = ApiErrorBody),
         (status = 409, description = "The job has not ended yet", body = ApiErrorBody),
     ),
@@ -355,7 +360,6 @@ pub async fn delivered(
     params(ListJobsQuery),
     responses(
         (status = 200, body = JobList),
-        (status = 401, body = ApiErrorBody),
         (status = 403, description = "A web key asked for another bot's jobs (`forbidden_bot`)", body = ApiErrorBody),
         (status = 422, body = ApiErrorBody),
     ),
@@ -393,7 +397,7 @@ pub async fn list(
 #[utoipa::path(
     get, path = "/api/admin/jobs", tag = "admin",
     params(ListJobsQuery),
-    responses((status = 200, body = JobList), (status = 401, body = ApiErrorBody), (status = 422, body = ApiErrorBody)),
+    responses((status = 200, body = JobList), (status = 422, body = ApiErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn list_jobs(
@@ -408,7 +412,7 @@ pub async fn list_jobs(
 #[utoipa::path(
     delete, path = "/api/admin/jobs/{job_id}", tag = "admin",
     params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
-    responses((status = 200, body = JobView), (status = 401, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)),
+    responses((status = 200, body = JobView), (status = 404, body = ApiErrorBody), (status = 409, body = ApiErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn cancel_job(
@@ -443,7 +447,9 @@ fn filter_from(q: &ListJobsQuery) -> Result<JobFilter, ApiError> {
         None => Vec::new(),
         Some(s) => s
             .split(',')
-            .map(|part| part.trim().parse::<JobState>())
+            // Spaces around a state, and no other blank: what the document's
+            // `STATUS_FILTER_PATTERN` says.
+            .map(|part| part.trim_matches(' ').parse::<JobState>())
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| {
                 ApiError::invalid(ErrorCode::InvalidQuery, e.to_string()).with_field("status")

@@ -1,8 +1,21 @@
 //! The OpenAPI document, generated from the handlers' annotations and the wire
 //! types' schemas: it cannot drift from the code.
+//!
+//! Handlers document what is theirs to say (their answers, their own
+//! refusals); what every operation of a kind answers is added here, once, by
+//! [`Refusals`], from what each operation declares: a credential check's 401
+//! and 403, a body's 400, 413, 415 and 422, a query's 422, a path's 404, and
+//! the 500 and 503 anything may meet. A new operation gets them by being
+//! listed. [`Flatten`] writes each `allOf` of the components as the one object
+//! it is on the wire. `crates/scheduler/tests/schemathesis.rs` holds the
+//! document and the server to each other.
 
 use axum::Json;
+use utoipa::openapi::header::HeaderBuilder;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{AdditionalProperties, Object, Schema, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, ObjectBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorDetail};
@@ -39,8 +52,9 @@ use super::{accounts, admin as admin_http, files, internal, jobs, results, users
         wire_internal::WorkerInfo, wire_internal::WorkerList,
         wire_internal::EngineReadiness,
         ApiErrorBody, ErrorDetail, Capability, JobState, Plan, Platform, Priority,
+        tessera_api::schema::StatusFilter,
     )),
-    modifiers(&Security),
+    modifiers(&Security, &Refusals, &Flatten),
     tags(
         (name = "jobs", description = "Create, follow and cancel jobs"),
         (name = "users", description = "Quotas and plans"),
@@ -62,6 +76,241 @@ impl Modify for Security {
                 name,
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
             );
+        }
+    }
+}
+
+/// The refusals every operation of a kind may answer, added to each from what
+/// it declares (its security, body, query and path), so no handler lists them
+/// by hand and none can forget one. Where a handler already documents the
+/// status, the sentence is added to its description.
+struct Refusals;
+
+impl Modify for Refusals {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                refusals(operation);
+            }
+        }
+    }
+}
+
+fn refusals(op: &mut Operation) {
+    if op.security.as_ref().is_some_and(|s| !s.is_empty()) {
+        refusal(
+            op,
+            "401",
+            "No `Authorization: Bearer` credential (`unauthorized`), or one that is nobody's: unknown or revoked (`invalid_credentials`).",
+            Some(("WWW-Authenticate", "`Bearer`")),
+        );
+        refusal(
+            op,
+            "403",
+            "A real credential of the wrong kind for this operation: a frontend key, the admin, internal or metrics token where another is needed (`wrong_credential`).",
+            None,
+        );
+    }
+    let media_types: Vec<String> = op
+        .request_body
+        .as_ref()
+        .map(|body| body.content.keys().cloned().collect())
+        .unwrap_or_default();
+    if !media_types.is_empty() {
+        let json = media_types.iter().any(|t| t == "application/json");
+        let multipart = media_types.iter().any(|t| t.starts_with("multipart/"));
+        if json || multipart {
+            let what = if json { "JSON" } else { "a multipart form" };
+            refusal(
+                op,
+                "400",
+                &format!("The body is not {what} (`malformed_request`)."),
+                None,
+            );
+        }
+        refusal(
+            op,
+            "413",
+            "The body is larger than the scheduler takes (`body_too_large`).",
+            None,
+        );
+        refusal(
+            op,
+            "415",
+            &format!(
+                "The body's `Content-Type` is not {} (`unsupported_media_type`).",
+                media_types.join(" or ")
+            ),
+            None,
+        );
+        if json || multipart {
+            refusal(
+                op,
+                "422",
+                "A field is missing, unknown or of the wrong type (`invalid_request`, or the operation's own code), naming it in `field`.",
+                None,
+            );
+        }
+    }
+    let has = |op: &Operation, place: ParameterIn| {
+        op.parameters
+            .iter()
+            .flatten()
+            .any(|p| p.parameter_in == place)
+    };
+    if has(op, ParameterIn::Query) {
+        refusal(
+            op,
+            "422",
+            "A query parameter does not parse (`invalid_query`), naming it in `field`.",
+            None,
+        );
+    }
+    if has(op, ParameterIn::Path) {
+        refusal(
+            op,
+            "404",
+            "Nothing has this id (`not_found`, or the resource's own code).",
+            None,
+        );
+    }
+    refusal(
+        op,
+        "500",
+        "Something unexpected failed (`internal_error`); the detail is logged on the scheduler, never sent.",
+        None,
+    );
+    refusal(
+        op,
+        "503",
+        "The database or the store of artifacts cannot be reached (`database_unavailable`, `storage_unavailable`), or the request outlived `server.request_timeout_secs` (`timeout`): retry after `Retry-After` seconds.",
+        Some(("Retry-After", "Seconds to wait before retrying")),
+    );
+}
+
+/// Documents `status` on `op` with the error envelope: adds the answer, or
+/// adds `sentence` to the description of the one the handler wrote.
+fn refusal(op: &mut Operation, status: &str, sentence: &str, header: Option<(&str, &str)>) {
+    let answers = &mut op.responses.responses;
+    match answers.get_mut(status) {
+        Some(RefOr::T(answer)) => {
+            let code = sentence.split('`').nth(1).unwrap_or(sentence);
+            if !answer.description.contains(code) {
+                answer.description = if answer.description.is_empty() {
+                    sentence.to_owned()
+                } else {
+                    format!(
+                        "{}. Or: {sentence}",
+                        answer.description.trim_end_matches('.')
+                    )
+                };
+            }
+            if answer.content.is_empty() {
+                answer
+                    .content
+                    .insert("application/json".into(), error_body());
+            }
+            if let Some((name, description)) = header {
+                answer
+                    .headers
+                    .entry(name.to_owned())
+                    .or_insert_with(|| text_header(description));
+            }
+        }
+        Some(RefOr::Ref(_)) => {}
+        None => {
+            let mut answer = ResponseBuilder::new()
+                .description(sentence)
+                .content("application/json", error_body());
+            if let Some((name, description)) = header {
+                answer = answer.header(name, text_header(description));
+            }
+            answers.insert(status.to_owned(), RefOr::T(answer.build()));
+        }
+    }
+}
+
+fn error_body() -> utoipa::openapi::Content {
+    ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ApiErrorBody")))
+        .build()
+}
+
+fn text_header(description: &str) -> utoipa::openapi::header::Header {
+    HeaderBuilder::new()
+        .schema(ObjectBuilder::new().schema_type(Type::String))
+        .description(Some(description))
+        .build()
+}
+
+/// Writes each component that is an `allOf` of objects (a type with a
+/// `#[serde(flatten)]` field, such as `WorkerInfo` over `Heartbeat`) as the
+/// one object it is on the wire: every property and requirement of its parts
+/// in one list. Left as `allOf`, a part that refuses unknown fields (a
+/// request type's `additionalProperties: false`) would refuse the other
+/// parts' fields, and no answer could match.
+struct Flatten;
+
+impl Modify for Flatten {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        let names: Vec<String> = components.schemas.keys().cloned().collect();
+        for name in names {
+            let Some(RefOr::T(Schema::AllOf(all))) = components.schemas.get(&name) else {
+                continue;
+            };
+            let mut merged = Object::new();
+            merged.description = all.description.clone();
+            let mut closed = false;
+            let mut flat = true;
+            for part in &all.items {
+                let object = match part {
+                    RefOr::T(Schema::Object(o)) => Some(o),
+                    RefOr::Ref(r) => match components
+                        .schemas
+                        .get(r.ref_location.trim_start_matches("#/components/schemas/"))
+                    {
+                        Some(RefOr::T(Schema::Object(o))) => Some(o),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                let Some(object) = object else {
+                    flat = false;
+                    break;
+                };
+                merged.schema_type = object.schema_type.clone();
+                closed |= matches!(
+                    object.additional_properties.as_deref(),
+                    Some(AdditionalProperties::FreeForm(false))
+                );
+                for (key, value) in &object.properties {
+                    merged.properties.insert(key.clone(), value.clone());
+                }
+                for key in &object.required {
+                    if !merged.required.contains(key) {
+                        merged.required.push(key.clone());
+                    }
+                }
+            }
+            if flat {
+                if closed {
+                    merged.additional_properties =
+                        Some(Box::new(AdditionalProperties::FreeForm(false)));
+                }
+                components
+                    .schemas
+                    .insert(name, RefOr::T(Schema::Object(merged)));
+            }
         }
     }
 }

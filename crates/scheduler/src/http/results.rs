@@ -124,12 +124,24 @@ fn bad_result(message: impl Into<String>) -> ApiError {
     ApiError::invalid(ErrorCode::InvalidResult, message)
 }
 
+/// A result's multipart form as the document describes it (the handler reads
+/// the parts one by one, see `tessera_api::internal::result_form`). The
+/// artifact parts are named in the description only: their names are not a
+/// fixed list of properties.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)]
+struct ResultUpload {
+    /// The first part: how the attempt ended, as JSON.
+    result: JobResult,
+}
+
 /// The result of an attempt: `result` (JSON) then `artifact-0`, `artifact-1`... parts.
 #[utoipa::path(
     post, path = "/api/internal/jobs/{job_id}/result", tag = "internal",
     params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
-    request_body(content = JobResult, content_type = "multipart/form-data",
-        description = "Part `result`: this JSON. Parts `artifact-N`: the bytes of each artifact, in order."),
+    request_body(content = ResultUpload, content_type = "multipart/form-data",
+        description = "Part `result`: a `JobResult` as JSON, first. Then parts `artifact-0`, `artifact-1`...: the bytes of each artifact the result lists, in order."),
     responses(
         (status = 200, body = ResultAck),
         (status = 404, body = ApiErrorBody),

@@ -28,8 +28,7 @@ use crate::store::QuotaRecord;
     params(("user_ref" = String, Path, description = "`platform:id`, on the key's platform", pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")),
     responses(
         (status = 200, body = UserQuota),
-        (status = 401, body = ApiErrorBody),
-        (status = 403, body = ApiErrorBody),
+        (status = 403, description = "The user is of another platform than the key, or an account of another website (`forbidden_user_ref`)", body = ApiErrorBody),
         (status = 422, body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
@@ -100,7 +99,7 @@ fn to_view(state: &AppState, q: QuotaRecord, now: tessera_core::Millis) -> UserQ
 /// The plans on offer, by priority.
 #[utoipa::path(
     get, path = "/api/v1/plans", tag = "users",
-    responses((status = 200, body = PlanList), (status = 401, body = ApiErrorBody)),
+    responses((status = 200, body = PlanList)),
     security(("frontend_key" = []))
 )]
 pub async fn plans(
@@ -133,7 +132,7 @@ impl Refusal for SetPlanRequest {
     put, path = "/api/admin/users/{user_ref}/plan", tag = "admin",
     params(("user_ref" = String, Path, description = "`platform:id`", pattern = "^(telegram|discord|web):[A-Za-z0-9_.@-]{1,64}$")),
     request_body = SetPlanRequest,
-    responses((status = 200, body = UserQuota), (status = 401, body = ApiErrorBody), (status = 404, body = ApiErrorBody), (status = 422, body = ApiErrorBody)),
+    responses((status = 200, body = UserQuota), (status = 404, body = ApiErrorBody), (status = 422, body = ApiErrorBody)),
     security(("admin_token" = []))
 )]
 pub async fn set_plan(
