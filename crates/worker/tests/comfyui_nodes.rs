@@ -219,6 +219,55 @@ async fn a_comfyui_that_comes_up_after_the_worker_is_checked_when_it_answers() {
     app.shutdown().await;
 }
 
+/// A ComfyUI that restarts without a custom node: when the readiness probe
+/// finds it back, the templates are checked again before the worker says it
+/// is ready, and the model that needs the missing class is no longer offered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comfyui_that_comes_back_without_a_node_class_is_checked_again() {
+    let app = TestApp::spawn_with(Backend::Sqlite, |c| {
+        c.workers.heartbeat_interval_ms = 200;
+    })
+    .await;
+    let comfy = StandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    three_templates(dir.path());
+    let worker = app
+        .worker(
+            "worker-comfy-0",
+            vec![EngineConfig::Comfyui(config(
+                &comfy.url(),
+                dir.path(),
+                &["sdxl", "sd3"],
+            ))],
+        )
+        .await;
+    wait_for_models(&app, &["sd3", "sdxl"]).await;
+    let checks_before = comfy.requests_to("GET", "/object_info").len();
+    comfy.go_away().await;
+    comfy.remove_node_class("EmptySD3LatentImage");
+    // The worker's probe finds it gone before it comes back.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let workers = serde_json::to_value(app.admin.list_workers().await.unwrap()).unwrap();
+        if workers["workers"][0]["engines"][0]["ready"] == json!(false) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the worker never reported its ComfyUI down: {workers}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    comfy.come_back().await;
+    wait_for_models(&app, &["sdxl"]).await;
+    assert!(
+        comfy.requests_to("GET", "/object_info").len() > checks_before,
+        "the templates were not read against the restarted server"
+    );
+    worker.shutdown().await.unwrap();
+    app.shutdown().await;
+}
+
 #[tokio::test]
 async fn the_stand_in_describes_its_node_classes_as_comfyui_does() {
     let comfy = StandIn::start().await;
