@@ -172,6 +172,8 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     };
     let artifact = job.artifacts[0].artifact_id.clone();
+    // A download link to it, which a website redeems without an account.
+    let link = owner.create_download_link(&artifact).await.unwrap().token;
     worker.shutdown().await.unwrap();
     let queued = owner
         .create_job(&new_job("a cat"), None)
@@ -302,6 +304,22 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         call(Method::GET, format!("/api/v1/artifacts/{artifact}"), None)
             .when(&[Owner], 200)
             .when(&[OtherFrontend, Web, OtherWeb], 404)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        // Download links: asked for by a key that may read the artifact,
+        // redeemed by any website's key (the signature is the permission).
+        call(
+            Method::POST,
+            format!("/api/v1/artifacts/{artifact}/download-link"),
+            None,
+        )
+        .when(&[Owner], 201)
+        .when(&[OtherFrontend, Web, OtherWeb], 404)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(Method::GET, format!("/api/v1/download-links/{link}"), None)
+            .when(&[Web, OtherWeb], 200)
+            .when(&[Owner, OtherFrontend], 403)
             .when(&not_frontends, 403)
             .otherwise(401),
         // Accounts: the website's key only; a bot's key asks for link codes
@@ -462,7 +480,9 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
     // Every operation of the API document has its row (ids put back as the
     // document's path parameters).
     let template = |path: &str| {
-        path.replace(&done.to_string(), "{job_id}")
+        // The link first: it holds the artifact's id.
+        path.replace(&link, "{token}")
+            .replace(&done.to_string(), "{job_id}")
             .replace(&queued.to_string(), "{job_id}")
             .replace(&doomed.to_string(), "{job_id}")
             .replace(&web_job.to_string(), "{job_id}")
