@@ -1,7 +1,8 @@
 #!/bin/sh
 # Makes the secrets compose.yaml expects, once: deploy/.env with the
 # PostgreSQL password, and deploy/secrets/ with the internal, admin and
-# metrics tokens, Grafana's admin password and the website's cookie secret. Existing files are kept, so running it again
+# metrics tokens, the key that signs download links, Grafana's admin password
+# and the website's cookie secret. Existing files are kept, so running it again
 # changes nothing. An argument names another folder to write into.
 #
 # The files are readable by everyone (mode 644) because the containers' user
@@ -30,6 +31,7 @@ keep_or_make() {
 keep_or_make "$dir/secrets/internal-token"
 keep_or_make "$dir/secrets/admin-token"
 keep_or_make "$dir/secrets/metrics-token"
+keep_or_make "$dir/secrets/link-secret"
 keep_or_make "$dir/secrets/grafana-admin-password"
 keep_or_make "$dir/secrets/web-cookie-secret"
 if [ ! -s "$dir/.env" ]; then

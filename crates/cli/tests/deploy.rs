@@ -385,7 +385,7 @@ fn kubernetes_manifests_run_real_commands_with_gpus_probes_and_no_secret_values(
     let dir = tempfile::tempdir().unwrap();
     let secrets = dir.path().join("secrets");
     std::fs::create_dir(&secrets).unwrap();
-    for token in ["internal-token", "admin-token"] {
+    for token in ["internal-token", "admin-token", "link-secret"] {
         std::fs::write(secrets.join(token), "a-test-token-of-32-characters-00\n").unwrap();
     }
     for (_, doc) in &docs {
