@@ -48,17 +48,7 @@ pub fn download_link(
     expires_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> String {
-    let what = match kind {
-        ArtifactKind::Image => "image",
-        ArtifactKind::Video => "video",
-        ArtifactKind::Audio => "audio",
-        ArtifactKind::Text => "text",
-    };
-    let platform = match platform {
-        Platform::Telegram => "Telegram",
-        Platform::Discord => "Discord",
-        Platform::Web => "this chat",
-    };
+    let (what, platform) = (kind_word(kind), platform_name(platform));
     format!(
         "Your {what} is larger than {platform} accepts; download it here (the link works for {}): {url}",
         lifetime_words(((expires_at - now).num_milliseconds() + 500).div_euclid(1000))
@@ -79,19 +69,28 @@ fn lifetime_words(seconds: i64) -> String {
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
 
-/// An output larger than the platform takes when no link can be made.
-pub fn too_large_without_link(kind: ArtifactKind, platform: Platform, job: &JobView) -> String {
-    let what = match kind {
+/// An output's kind, as a user calls it.
+fn kind_word(kind: ArtifactKind) -> &'static str {
+    match kind {
         ArtifactKind::Image => "image",
         ArtifactKind::Video => "video",
         ArtifactKind::Audio => "audio",
         ArtifactKind::Text => "text",
-    };
-    let platform = match platform {
+    }
+}
+
+/// The platform a user talks to the bot on, by name.
+fn platform_name(platform: Platform) -> &'static str {
+    match platform {
         Platform::Telegram => "Telegram",
         Platform::Discord => "Discord",
         Platform::Web => "this chat",
-    };
+    }
+}
+
+/// An output larger than the platform takes when no link can be made.
+pub fn too_large_without_link(kind: ArtifactKind, platform: Platform, job: &JobView) -> String {
+    let (what, platform) = (kind_word(kind), platform_name(platform));
     format!(
         "Your {what} is larger than {platform} accepts, and I cannot make a download link for it. Your job {} is done; the operators can fetch it.",
         job.job_id

@@ -34,6 +34,20 @@ pub async fn download(
         }
         Err(e) => return Err(e.into()),
     };
+    // The address is the permission: keep it out of caches and referrers.
+    let mut extra = HeaderMap::new();
+    extra.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    extra.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Ok(relay(upstream, extra))
+}
+
+/// The scheduler's answer with an output's bytes, passed on to the visitor
+/// as it arrives: its status, the headers that describe the body (type,
+/// length, range, disposition), then `extra`, which win.
+pub(crate) fn relay(upstream: reqwest::Response, extra: HeaderMap) -> Response {
     let status = upstream.status();
     let mut out = HeaderMap::new();
     for name in [
@@ -47,14 +61,11 @@ pub async fn download(
             out.insert(name, v.clone());
         }
     }
-    // The address is the permission: keep it out of caches and referrers.
-    out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    out.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    for (name, value) in &extra {
+        out.insert(name.clone(), value.clone());
+    }
     let mut resp = Body::from_stream(upstream.bytes_stream()).into_response();
     *resp.status_mut() = status;
     resp.headers_mut().extend(out);
-    Ok(resp)
+    resp
 }

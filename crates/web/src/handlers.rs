@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::{Multipart, Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -551,18 +550,7 @@ pub async fn output(
         }
         Err(e) => return Err(e.into()),
     };
-    let status = upstream.status();
     let mut out = HeaderMap::new();
-    for name in [
-        header::CONTENT_TYPE,
-        header::CONTENT_LENGTH,
-        header::CONTENT_RANGE,
-        header::ACCEPT_RANGES,
-    ] {
-        if let Some(v) = upstream.headers().get(&name) {
-            out.insert(name, v.clone());
-        }
-    }
     out.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, max-age=86400, immutable"),
@@ -578,10 +566,7 @@ pub async fn output(
     if let Ok(v) = HeaderValue::from_str(&disposition) {
         out.insert(header::CONTENT_DISPOSITION, v);
     }
-    let mut resp = Body::from_stream(upstream.bytes_stream()).into_response();
-    *resp.status_mut() = status;
-    resp.headers_mut().extend(out);
-    Ok(resp)
+    Ok(crate::download::relay(upstream, out))
 }
 
 // ---- gallery ----
