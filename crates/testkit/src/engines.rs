@@ -216,7 +216,7 @@ impl S3Server {
 }
 
 /// A child process that prints `listening URL` on standard output when ready.
-struct ServerProcess {
+pub(crate) struct ServerProcess {
     name: &'static str,
     child: Child,
     stderr: Arc<Mutex<Vec<u8>>>,
@@ -226,7 +226,7 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn(name: &'static str, mut command: Command) -> (ServerProcess, String) {
+    pub(crate) fn spawn(name: &'static str, mut command: Command) -> (ServerProcess, String) {
         let mut child = command
             // Kept open by the child's parent: closing it ends the child.
             .stdin(Stdio::piped())
@@ -300,7 +300,7 @@ impl ServerProcess {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         let kept = self.stderr.lock().unwrap_or_else(|e| e.into_inner());
         String::from_utf8_lossy(&kept).into_owned()
     }

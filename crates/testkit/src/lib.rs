@@ -13,6 +13,8 @@
 //!   for the chat frontends' tests.
 //! - [`engines`]: real engines (llama.cpp's server, a speech-to-text server,
 //!   espeak-ng) that `scripts/test` installs, started on loopback for a test.
+//! - [`localstripe::LocalStripe`]: localstripe, a third-party stateful Stripe
+//!   emulator with signed webhooks, started on loopback for a payment test.
 //! - [`Replica`]: a further scheduler over a [`TestApp`]'s database, on its own
 //!   runtime so that killing it ends everything it runs, as a crash does;
 //!   [`proxy::Proxy`]: a round-robin TCP balancer to put workers and frontends
@@ -23,6 +25,7 @@
 
 pub mod engines;
 pub mod invariants;
+pub mod localstripe;
 pub mod pg;
 pub mod proxy;
 pub mod standins;

@@ -194,6 +194,10 @@ pub(super) fn build_message(
             merge(&mut errors, validate_embeds(embeds));
         }
     }
+    merge(
+        &mut errors,
+        super::monetization::premium_button_errors(&body["components"]),
+    );
     if payload.files.len() > 10 {
         merge(
             &mut errors,

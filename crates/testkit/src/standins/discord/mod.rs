@@ -73,11 +73,32 @@
 //!   Ed25519 key (`X-Signature-Ed25519` over timestamp + body,
 //!   `X-Signature-Timestamp`), and takes a callback from the answer's body.
 //!
+//! - Premium app subscriptions (Monetization: SKUs, Entitlements): a test
+//!   publishes SKUs ([`DiscordStandIn::add_sku`]); `GET
+//!   /applications/{id}/skus`; `GET /applications/{id}/entitlements` with
+//!   `user_id`, `sku_ids`, `guild_id`, `before`, `after`, `limit`,
+//!   `exclude_ended` and `exclude_deleted` (true by default); `GET` one;
+//!   test entitlements (`POST` with `sku_id`, `owner_id`, `owner_type`; no
+//!   `starts_at`/`ends_at`; `DELETE`, 204; unknown SKU `404` code 10027,
+//!   unknown entitlement 10029); `POST .../{id}/consume` for consumables.
+//!   A test plays Discord's store: [`DiscordStandIn::grant_entitlement`]
+//!   (`ENTITLEMENT_CREATE`, `ends_at` null while the subscription runs),
+//!   [`DiscordStandIn::end_entitlement`] (`ENTITLEMENT_UPDATE` with
+//!   `ends_at`, sent when a subscription ends: since November 2024 Discord
+//!   sends no entitlement event on renewal or cancellation) and
+//!   [`DiscordStandIn::delete_entitlement`] (`ENTITLEMENT_DELETE`, as after
+//!   a refund). Each interaction's `entitlements` are the user's (and the
+//!   guild's) active ones. Premium buttons (type 2, style 6) in messages
+//!   are kept as sent; one without `sku_id`, or with `custom_id`, `label`,
+//!   `url` or `emoji`, gets the form-error envelope (the SKU is not looked
+//!   up).
+//!
 //! The stand-in records every REST call, interaction, message and gateway
 //! connection, lets a test wait for them without polling, and stops when
 //! dropped. It models one shard, no guild state beyond what interactions
-//! carry, and no gateway events other than READY, RESUMED and
-//! INTERACTION_CREATE.
+//! carry, and no gateway events other than READY, RESUMED,
+//! INTERACTION_CREATE and the three entitlement events (no
+//! SUBSCRIPTION_* events).
 //!
 //! The stand-in lives in one folder, a file per concern:
 //!
@@ -101,11 +122,14 @@
 //! - `users`: simulated users running slash commands over the gateway;
 //! - `signing`: HTTP interactions, posted to a bot's endpoint signed with its
 //!   Ed25519 key.
+//! - `monetization`: SKUs, entitlements (REST, gateway events, the store's
+//!   side a test plays) and premium buttons.
 
 mod commands;
 mod gateway;
 mod interactions;
 mod messages;
+mod monetization;
 mod rest;
 mod signing;
 mod state;
@@ -132,12 +156,20 @@ use interactions::{
     callback, delete_webhook_message, edit_webhook_message, followup, get_webhook_message,
 };
 use messages::{attachment, channel_message, edit_channel_message};
+use monetization::{
+    consume_entitlement, create_test_entitlement, delete_test_entitlement, get_entitlement,
+    list_entitlements, list_skus,
+};
 use rest::{
     create_dm, current_application, current_user, error, gateway_bot, gateway_info, rest_layer,
     typing,
 };
 use state::{strip_bot, BotState, Outgoing, Records, Shared};
 
+pub use monetization::{
+    ENTITLEMENT_APPLICATION_SUBSCRIPTION, ENTITLEMENT_PURCHASE, ENTITLEMENT_TEST_MODE_PURCHASE,
+    SKU_CONSUMABLE, SKU_DURABLE, SKU_SUBSCRIPTION,
+};
 pub use types::{
     Call, CallbackRecord, DiscordBot, DiscordOptions, FileRecord, GatewayConnection, GatewayDrop,
     HttpAnswer, InteractionRecord, Invocation, MessageRecord, Rejection, SentInteraction, Signing,
@@ -211,6 +243,19 @@ impl DiscordStandIn {
             .route(
                 "/applications/{app}/guilds/{guild}/commands",
                 put(put_guild_commands).get(get_guild_commands),
+            )
+            .route("/applications/{app}/skus", get(list_skus))
+            .route(
+                "/applications/{app}/entitlements",
+                get(list_entitlements).post(create_test_entitlement),
+            )
+            .route(
+                "/applications/{app}/entitlements/{id}",
+                get(get_entitlement).delete(delete_test_entitlement),
+            )
+            .route(
+                "/applications/{app}/entitlements/{id}/consume",
+                post(consume_entitlement),
             )
             .route("/interactions/{id}/{token}/callback", post(callback))
             .route("/webhooks/{app}/{token}", post(followup))

@@ -13,6 +13,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
 use super::gateway::newest_session;
+use super::monetization::Monetization;
 use super::types::{
     Call, DiscordBot, DiscordOptions, GatewayConnection, InteractionRecord, MessageRecord,
 };
@@ -78,6 +79,7 @@ pub(super) struct Records {
     pub(super) injections: Vec<Injection>,
     pub(super) windows: HashMap<String, (Instant, u32)>,
     pub(super) connections: Vec<GatewayConnection>,
+    pub(super) monetization: Monetization,
 }
 
 pub(super) struct Shared {

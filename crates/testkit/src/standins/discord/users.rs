@@ -209,7 +209,7 @@ impl DiscordStandIn {
             "version": 1,
             "app_permissions": app_permissions.to_string(),
             "locale": inv.locale,
-            "entitlements": [],
+            "entitlements": super::monetization::active_entitlements(shared, app, inv.user_id, inv.guild_id),
             "attachment_size_limit": shared.attachment_size_limit(),
         });
         match inv.guild_id {

@@ -18,6 +18,10 @@ use super::files::get_file;
 use super::messages::{
     delete_message, edit_message_text, send_chat_action, send_file, send_message,
 };
+use super::payments::{
+    answer_pre_checkout_query, create_invoice_link, edit_user_star_subscription,
+    refund_star_payment, send_invoice,
+};
 use super::state::{BotState, Files, Shared, StateInner, UserInfo};
 use super::types::{Call, Command, MessageKind, Upload};
 use super::updates::{delete_webhook, get_updates, set_webhook, webhook_info};
@@ -45,6 +49,11 @@ const METHODS: &[&str] = &[
     "setMyCommands",
     "getMyCommands",
     "deleteMyCommands",
+    "sendInvoice",
+    "createInvoiceLink",
+    "answerPreCheckoutQuery",
+    "refundStarPayment",
+    "editUserStarSubscription",
 ];
 
 impl TelegramStandIn {
@@ -397,6 +406,11 @@ async fn call(shared: &Arc<Shared>, token: &str, name: &str, params: &Params) ->
         "setMyCommands" => set_my_commands(&mut ctx, params),
         "getMyCommands" => get_my_commands(&mut ctx, params),
         "deleteMyCommands" => delete_my_commands(&mut ctx, params),
+        "sendInvoice" => send_invoice(&mut ctx, params),
+        "createInvoiceLink" => create_invoice_link(&mut ctx, params),
+        "answerPreCheckoutQuery" => answer_pre_checkout_query(&mut ctx, params),
+        "refundStarPayment" => refund_star_payment(&mut ctx, params),
+        "editUserStarSubscription" => edit_user_star_subscription(&mut ctx, params),
         _ => Err(Failure::new(404, "Not Found")),
     };
     drop(state);

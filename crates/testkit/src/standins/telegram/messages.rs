@@ -126,7 +126,7 @@ pub(super) fn render(
 }
 
 /// The chat a method targets: known, and not blocked.
-fn target_chat(ctx: &mut Ctx<'_>, params: &Params) -> Result<i64, Failure> {
+pub(super) fn target_chat(ctx: &mut Ctx<'_>, params: &Params) -> Result<i64, Failure> {
     let raw = params
         .text("chat_id")
         .filter(|s| !s.trim().is_empty())
@@ -172,7 +172,7 @@ fn reply_target(ctx: &Ctx<'_>, chat_id: i64, params: &Params) -> Result<Option<i
 }
 
 #[allow(clippy::too_many_arguments)]
-fn post_message(
+pub(super) fn post_message(
     ctx: &mut Ctx<'_>,
     chat_id: i64,
     kind: MessageKind,

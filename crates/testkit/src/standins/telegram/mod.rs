@@ -48,6 +48,26 @@
 //!   teloxide encodes its `/`).
 //! - `setMyCommands`, `getMyCommands` and `deleteMyCommands`, keyed by
 //!   `scope` and `language_code`; `logOut` and `close` answer true.
+//! - Payments in Telegram Stars, the currency of digital goods:
+//!   `sendInvoice` and `createInvoiceLink` take `currency` `XTR`, an empty
+//!   (or absent) `provider_token` and exactly one price; a link may carry
+//!   `subscription_period`, which must be 2592000 (30 days), for at most
+//!   10,000 Stars. The invoice message carries an `Invoice`; a link is
+//!   `https://t.me/$...`. `answerPreCheckoutQuery` (`ok`, and
+//!   `error_message` when not ok), `refundStarPayment` (`user_id`,
+//!   `telegram_payment_charge_id`) and `editUserStarSubscription`
+//!   (`is_canceled`). A test plays the buyer
+//!   ([`TelegramStandIn::user_pays`]): a `pre_checkout_query` update, then,
+//!   once the bot answered ok within the deadline (Telegram's is ten
+//!   seconds), a `message` from the user with `successful_payment`
+//!   (`subscription_expiration_date`, `is_recurring` and
+//!   `is_first_recurring` for a subscription); [`TelegramStandIn::renew`]
+//!   charges a subscription's next period (a `successful_payment` with no
+//!   query first). A refund answers true once and queues a `message` with
+//!   `refunded_payment`; a second one gets `CHARGE_ALREADY_REFUNDED`, an
+//!   unknown charge (or another user's) `CHARGE_NOT_FOUND`. Charges,
+//!   refunds and invoices are kept ([`TelegramStandIn::star_payments`],
+//!   [`TelegramStandIn::star_refunds`], [`TelegramStandIn::invoices`]).
 //!
 //! Its errors are Telegram's, with Telegram's texts (which teloxide matches
 //! on): 400 `Bad Request: chat not found` for a chat no user of the bot has
@@ -65,6 +85,12 @@
 //! `invalid file_id` and `file is too big` (getFile over 20 MB), 413 for an
 //! upload over 50 MB, and 429 `Too Many Requests: retry after N` when a test
 //! floods a method ([`TelegramStandIn::flood`]).
+//! For payments: `query is too old and response timeout expired or query
+//! ID is invalid` (a late or repeated pre-checkout answer),
+//! `CHARGE_ALREADY_REFUNDED` and `CHARGE_NOT_FOUND`; where Telegram's text
+//! for a malformed invoice is not documented (a currency other than `XTR`,
+//! a provider token, several prices, an amount of 0, a wrong subscription
+//! period) the stand-in answers 400 with an upper-case reason of its own.
 //!
 //! Beyond Telegram's errors, a test can make it misbehave as other Bot API
 //! servers do: ignore `getUpdates`' `timeout`
@@ -99,11 +125,14 @@
 //! - `updates`: `getUpdates` long polling and webhooks with their retries;
 //! - `users`: simulated users writing, sending voice messages and files, and
 //!   blocking the bot.
+//! - `payments`: Stars invoices and links, pre-checkout queries, simulated
+//!   purchases and renewals, refunds and subscription cancellation.
 
 mod api;
 mod faults;
 mod files;
 mod messages;
+mod payments;
 mod state;
 mod types;
 mod updates;
@@ -126,6 +155,10 @@ use files::download;
 use state::{BotState, Files, Shared, StateInner};
 use updates::deliver;
 
+pub use payments::{
+    Checkout, SentInvoice, StarPayment, StarRefund, MAX_SUBSCRIPTION_STARS, PRE_CHECKOUT_DEADLINE,
+    SUBSCRIPTION_PERIOD,
+};
 pub use types::{
     Author, Call, ChatMessage, Command, MessageKind, SentMessage, Upload, UserMessage, Webhook,
     WebhookDelivery,
@@ -248,6 +281,7 @@ impl TelegramStandIn {
                     downloads: Vec::new(),
                     floods: HashMap::new(),
                     faults: Faults::default(),
+                    payments: Default::default(),
                 },
             );
         }
@@ -278,6 +312,25 @@ impl TelegramStandIn {
             .get_mut(token)
             .unwrap_or_else(|| panic!("no bot has that token; call add_bot first"));
         let value = f(bot, files);
+        drop(state);
+        self.shared.bump();
+        value
+    }
+}
+
+impl TelegramStandIn {
+    /// As `mutate`, with the simulated users' names at hand.
+    fn mutate_with_users<T>(
+        &self,
+        token: &str,
+        f: impl FnOnce(&mut BotState, &HashMap<i64, state::UserInfo>) -> T,
+    ) -> T {
+        let mut state = self.shared.lock();
+        let StateInner { bots, users, .. } = &mut *state;
+        let bot = bots
+            .get_mut(token)
+            .unwrap_or_else(|| panic!("no bot has that token; call add_bot first"));
+        let value = f(bot, users);
         drop(state);
         self.shared.bump();
         value

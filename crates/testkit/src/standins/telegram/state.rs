@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use super::faults::Faults;
+use super::payments::Payments;
 use super::types::{
     Author, Call, ChatMessage, Command, MessageKind, SentMessage, Webhook, WebhookDelivery,
 };
@@ -111,6 +112,7 @@ pub(super) struct BotState {
     pub(super) downloads: Vec<String>,
     pub(super) floods: HashMap<String, (u32, u32)>,
     pub(super) faults: Faults,
+    pub(super) payments: Payments,
 }
 
 impl BotState {

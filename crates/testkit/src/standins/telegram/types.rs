@@ -14,6 +14,12 @@ pub enum MessageKind {
     Audio,
     Document,
     Voice,
+    /// An invoice a bot sent (`sendInvoice`).
+    Invoice,
+    /// A user's payment (`successful_payment`).
+    SuccessfulPayment,
+    /// A refunded payment (`refunded_payment`).
+    RefundedPayment,
 }
 
 impl MessageKind {
@@ -26,12 +32,15 @@ impl MessageKind {
             Self::Audio => "audio",
             Self::Document => "document",
             Self::Voice => "voice",
+            Self::Invoice => "invoice",
+            Self::SuccessfulPayment => "successful_payment",
+            Self::RefundedPayment => "refunded_payment",
         }
     }
 
     pub(super) fn folder(self) -> &'static str {
         match self {
-            Self::Text => "text",
+            Self::Text | Self::Invoice | Self::SuccessfulPayment | Self::RefundedPayment => "text",
             Self::Photo => "photos",
             Self::Video => "videos",
             Self::Audio => "music",
@@ -43,7 +52,7 @@ impl MessageKind {
     /// The leading characters of this kind's `file_id`s.
     pub(super) fn id_prefix(self) -> &'static str {
         match self {
-            Self::Text => "AA",
+            Self::Text | Self::Invoice | Self::SuccessfulPayment | Self::RefundedPayment => "AA",
             Self::Photo => "AgACAgIAAxkBAAI",
             Self::Video => "BAACAgIAAxkBAAI",
             Self::Audio => "CQACAgIAAxkBAAI",
