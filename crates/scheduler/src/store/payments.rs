@@ -498,6 +498,20 @@ macro_rules! impl_payments {
                         return Ok((None, event.plan_id.clone(), PaymentOutcome::UnknownUser,
                             "kept, not applied: the event names no user".into()));
                     };
+                    if event.provider == tessera_core::PaymentProvider::Admin {
+                        // An operator names the user: no guess, created if new.
+                        sqlx::query(
+                            "INSERT INTO users (user_ref, platform, platform_user_id, plan_id, created_at) \
+                             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_ref) DO NOTHING",
+                        )
+                        .bind(user_ref.to_string())
+                        .bind(user_ref.platform().as_str())
+                        .bind(user_ref.platform_user_id())
+                        .bind(tessera_core::Plan::DEFAULT_ID)
+                        .bind(now)
+                        .execute(&mut *conn)
+                        .await?;
+                    }
                     let billing: Option<(i64, String)> = sqlx::query_as(
                         "SELECT b.id, b.user_ref FROM users u JOIN users b ON b.id = COALESCE(u.account_id, u.id) \
                          WHERE u.user_ref = $1",
