@@ -361,6 +361,39 @@ impl Client {
         Self::send(self.request(Method::DELETE, &format!("api/admin/jobs/{id}"))?).await
     }
 
+    pub async fn list_payments(
+        &self,
+        query: &crate::admin::ListPaymentsQuery,
+    ) -> Result<crate::admin::PaymentList, ClientError> {
+        Self::send(
+            self.request(Method::GET, "api/admin/payments")?
+                .query(query),
+        )
+        .await
+    }
+
+    pub async fn grant_plan(
+        &self,
+        req: &crate::admin::GrantPlanRequest,
+    ) -> Result<crate::admin::PaymentEventView, ClientError> {
+        Self::send(Self::json(
+            self.request(Method::POST, "api/admin/payments/grant")?,
+            req,
+        ))
+        .await
+    }
+
+    pub async fn revoke_plan(
+        &self,
+        req: &crate::admin::RevokePlanRequest,
+    ) -> Result<crate::admin::PaymentEventView, ClientError> {
+        Self::send(Self::json(
+            self.request(Method::POST, "api/admin/payments/revoke")?,
+            req,
+        ))
+        .await
+    }
+
     pub async fn list_workers(&self) -> Result<WorkerList, ClientError> {
         Self::send(self.request(Method::GET, "api/admin/workers")?).await
     }

@@ -119,6 +119,10 @@ error_codes! {
     // Administration.
     KeyNotFound = "key_not_found",
     PlanNotFound = "plan_not_found",
+    /// An operator's grant whose end is not in the future.
+    InvalidPeriod = "invalid_period",
+    /// A revoke for a user who holds no plan an operator granted.
+    GrantNotFound = "grant_not_found",
 
     // Accounts and links.
     InvalidEmail = "invalid_email",

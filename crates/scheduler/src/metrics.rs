@@ -9,7 +9,7 @@
 //! database at each scrape: queue depth per priority, running jobs, workers
 //! with their heartbeats and GPU readings (workers usually sit on a network
 //! Prometheus cannot reach, so their readings are exported here too), the
-//! connection pool, revenue per day. Every scheduler has its own registry, so
+//! connection pool, money received (from the payments ledger). Every scheduler has its own registry, so
 //! tests that run several in one process do not share counters.
 //!
 //! Names are listed in [`NAMES`]; the alert rules in `deploy/prometheus` use
@@ -66,6 +66,7 @@ pub const NAMES: &[&str] = &[
     "tessera_database_pool_max_connections",
     "tessera_users",
     "tessera_revenue_per_day_dollars",
+    "tessera_revenue_30d_minor_units",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -145,6 +146,13 @@ struct PlanLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevenueLabels {
+    provider: String,
+    plan: String,
+    currency: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: String,
 }
@@ -198,6 +206,7 @@ struct Inner {
     pool_max: Gauge,
     users: Family<PlanLabels, Gauge>,
     revenue: FloatGauge,
+    revenue_30d: Family<RevenueLabels, Gauge>,
 }
 
 impl Metrics {
@@ -232,6 +241,7 @@ impl Metrics {
             pool_max: Gauge::default(),
             users: Family::default(),
             revenue: FloatGauge::default(),
+            revenue_30d: Family::default(),
         };
         let build = Family::<BuildLabels, Gauge>::default();
         build
@@ -367,8 +377,16 @@ impl Metrics {
         r.register("users", "Users, by plan", i.users.clone());
         r.register(
             "revenue_per_day_dollars",
-            "Subscription revenue per day from plan prices: each user's monthly price / 30",
+            "Money received in US dollars over the last 30 days, net of refunds and \
+             chargebacks, / 30 (the payments ledger)",
             i.revenue.clone(),
+        );
+        r.register(
+            "revenue_30d_minor_units",
+            "Money received over the last 30 days, net of refunds and chargebacks, in the \
+             currency's minor units (cents; Telegram Stars are whole), by provider, plan and \
+             currency (the payments ledger)",
+            i.revenue_30d.clone(),
         );
         Metrics(Arc::new(inner))
     }
@@ -515,7 +533,7 @@ impl Metrics {
             })
             .set(i64::from(pool.size.saturating_sub(pool.idle)));
         i.pool_max.set(pool.max.into());
-        let gauges = store.gauges().await;
+        let gauges = store.gauges(now).await;
         let workers = store.list_workers().await;
         match (gauges, workers) {
             (Ok(gauges), Ok(workers)) => {
@@ -582,7 +600,6 @@ impl Metrics {
                 .set(*jobs);
         }
         i.users.clear();
-        let mut revenue_cents = 0i64;
         for plan in &plans {
             let count = g
                 .users_per_plan
@@ -594,9 +611,22 @@ impl Metrics {
                     plan: plan.id.clone(),
                 })
                 .set(count);
-            revenue_cents = revenue_cents.saturating_add(count.saturating_mul(plan.price_cents));
         }
-        i.revenue.set(revenue_cents as f64 / 100.0 / 30.0);
+        i.revenue_30d.clear();
+        let mut usd_cents = 0i64;
+        for row in &g.revenue_30d {
+            i.revenue_30d
+                .get_or_create(&RevenueLabels {
+                    provider: row.provider.clone(),
+                    plan: row.plan_id.clone(),
+                    currency: row.currency.clone(),
+                })
+                .set(row.net_minor);
+            if row.currency.eq_ignore_ascii_case("usd") {
+                usd_cents = usd_cents.saturating_add(row.net_minor);
+            }
+        }
+        i.revenue.set(usd_cents as f64 / 100.0 / 30.0);
     }
 
     fn set_workers(

@@ -15,7 +15,8 @@ use serde_json::json;
 
 use tessera_api::internal::{Heartbeat, WorkerStatus};
 use tessera_api::public::CreateJobRequest;
-use tessera_core::{Capability, JobId, JobState, Platform};
+use tessera_core::{Capability, JobId, JobState, PaymentKind, PaymentProvider, Platform};
+use tessera_scheduler::store::{ApplyOutcome, NewPaymentEvent};
 use tessera_testkit::{backend_tests, sim, Backend, TestApp};
 
 const BOT: &str = "web-1";
@@ -328,14 +329,41 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
     );
     assert!(value(&done, "tessera_database_pool_max_connections", &[]) >= 1.0);
 
-    // A paid plan shows in the revenue: PRO is 12 dollars a month.
+    // Money received shows in the revenue: a month of PRO paid, 12 dollars,
+    // is 12 / 30 a day; an operator's plan (no money) adds nothing.
     app.admin
-        .set_plan("web:0", &"pro".parse().unwrap())
+        .set_plan("web:0", &"starter".parse().unwrap())
         .await
         .expect("assigning a plan");
+    let now = chrono::Utc::now().timestamp_millis();
+    let payment = NewPaymentEvent {
+        provider: PaymentProvider::Stripe,
+        event_id: "evt_metrics".into(),
+        kind: PaymentKind::Purchase,
+        user_ref: Some("web:0".parse().unwrap()),
+        plan_id: Some("pro".into()),
+        amount_minor: 1200,
+        currency: Some("usd".into()),
+        period: Some((now, now + 30 * 86_400_000)),
+        reference: Some("sub_metrics".into()),
+        occurred_at: now,
+    };
+    assert!(matches!(
+        app.store()
+            .apply_payment_event(&payment, now)
+            .await
+            .unwrap(),
+        ApplyOutcome::Recorded(_)
+    ));
     let paid = metrics(&app, &metrics_token).await;
     let revenue = value(&paid, "tessera_revenue_per_day_dollars", &[]);
     assert!((revenue - 12.0 / 30.0).abs() < 1e-9, "{revenue}");
+    let labels = [("provider", "stripe"), ("plan", "pro"), ("currency", "usd")];
+    assert_eq!(
+        value(&paid, "tessera_revenue_30d_minor_units", &labels),
+        1200.0
+    );
+    assert_eq!(value(&paid, "tessera_users", &[("plan", "pro")]), 1.0);
 
     // The worker's own metrics: its runs, the one model load, its probes.
     let worker_url = format!("http://{}", worker.addr());

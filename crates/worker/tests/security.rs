@@ -404,6 +404,36 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             403,
         )
         .otherwise(401),
+        call(Method::GET, "/api/admin/payments", None)
+            .when(&[Admin], 200)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
+            .otherwise(401),
+        // A grant, then its revoke (which finds it: rows run in order).
+        call(
+            Method::POST,
+            "/api/admin/payments/grant",
+            Some(json!({"user_ref": "telegram:3", "plan_id": "pro", "until": "2099-01-01T00:00:00Z"})),
+        )
+        .when(&[Admin], 201)
+        .when(
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            403,
+        )
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/admin/payments/revoke",
+            Some(json!({"user_ref": "telegram:3"})),
+        )
+        .when(&[Admin], 200)
+        .when(
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            403,
+        )
+        .otherwise(401),
         call(
             Method::POST,
             "/api/admin/keys",

@@ -8,10 +8,12 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 
-use tessera_api::admin::CreateKeyRequest;
+use tessera_api::admin::{
+    CreateKeyRequest, GrantPlanRequest, ListPaymentsQuery, PaymentEventView, RevokePlanRequest,
+};
 use tessera_api::public::{JobList, ListJobsQuery};
 use tessera_api::Client;
-use tessera_core::{BotId, JobId, PlanId, Platform, UserRef};
+use tessera_core::{BotId, JobId, PaymentProvider, PlanId, Platform, UserRef};
 
 #[derive(Args)]
 pub struct AdminArgs {
@@ -41,6 +43,46 @@ pub enum AdminCommand {
     Jobs(JobsCommand),
     /// Workers the scheduler has heard from, online or offline.
     Workers,
+    /// The payments ledger; plans given and taken by hand.
+    #[command(subcommand)]
+    Payments(PaymentsCommand),
+}
+
+#[derive(Subcommand)]
+pub enum PaymentsCommand {
+    /// List payment events, newest first, with what each did.
+    List {
+        /// Only events naming this user or charged to their account.
+        #[arg(long)]
+        user_ref: Option<UserRef>,
+        /// Only this provider's events (stripe, telegram, discord, admin).
+        #[arg(long)]
+        provider: Option<PaymentProvider>,
+        /// Only events for users nobody knows (kept, never applied).
+        #[arg(long)]
+        unknown_user: bool,
+        /// At most this many events (1-100).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// `next_cursor` of an earlier page.
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+    /// Give a user a plan until a date (recorded in the ledger).
+    Grant {
+        /// platform:id, for example telegram:123456.
+        user_ref: UserRef,
+        plan: PlanId,
+        /// When it ends: a date (2027-01-31, the end of that day UTC) or an
+        /// RFC 3339 time.
+        #[arg(long)]
+        until: String,
+    },
+    /// End every plan operators granted a user (recorded in the ledger).
+    Revoke {
+        /// platform:id.
+        user_ref: UserRef,
+    },
 }
 
 #[derive(Subcommand)]
@@ -209,6 +251,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             print_jobs(&list);
         }
+        AdminCommand::Payments(cmd) => return payments(&client, cmd, json).await,
         AdminCommand::Workers => {
             let list = client.list_workers().await?;
             if json {
@@ -284,4 +327,95 @@ fn print_jobs(list: &JobList) {
     if list.jobs.is_empty() {
         println!("(no jobs)");
     }
+}
+
+/// `--until`: a date means the end of that day (UTC), or an RFC 3339 time.
+fn parse_until(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let day = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").with_context(|| {
+        format!("--until {text:?} is neither a date (2027-01-31) nor an RFC 3339 time")
+    })?;
+    let next = day
+        .succ_opt()
+        .context("--until is past the last date there is")?;
+    Ok(next.and_time(chrono::NaiveTime::MIN).and_utc())
+}
+
+fn print_payment(e: &PaymentEventView) {
+    let money = match &e.currency {
+        Some(c) => format!("{} {c}", e.amount_minor),
+        None => "-".into(),
+    };
+    println!(
+        "{:<6} {:<16} {:<9} {:<12} {:<22} {:<8} {:<12} {:<13} {}",
+        e.id,
+        e.occurred_at.format("%Y-%m-%d %H:%M"),
+        e.provider.as_str(),
+        e.kind.as_str(),
+        e.user_ref.as_ref().map_or("-".into(), ToString::to_string),
+        e.plan_id.as_deref().unwrap_or("-"),
+        money,
+        format!("{:?}", e.outcome).to_lowercase(),
+        e.effect
+    );
+}
+
+async fn payments(client: &Client, cmd: PaymentsCommand, json: bool) -> anyhow::Result<()> {
+    match cmd {
+        PaymentsCommand::List {
+            user_ref,
+            provider,
+            unknown_user,
+            limit,
+            cursor,
+        } => {
+            let query = ListPaymentsQuery {
+                user_ref,
+                provider,
+                unknown_user: unknown_user.then_some(true),
+                limit: Some(limit),
+                cursor,
+            };
+            let list = client.list_payments(&query).await?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<6} {:<16} {:<9} {:<12} {:<22} {:<8} {:<12} {:<13} EFFECT",
+                "ID", "AT", "PROVIDER", "KIND", "USER", "PLAN", "AMOUNT", "OUTCOME"
+            );
+            for e in &list.events {
+                print_payment(e);
+            }
+            if let Some(next) = &list.next_cursor {
+                println!("more: --cursor {next}");
+            }
+        }
+        PaymentsCommand::Grant {
+            user_ref,
+            plan,
+            until,
+        } => {
+            let req = GrantPlanRequest {
+                user_ref,
+                plan_id: plan,
+                until: parse_until(&until)?,
+            };
+            let e = client.grant_plan(&req).await?;
+            if json {
+                return print_json(&e);
+            }
+            println!("{} ({})", e.effect, e.event_id);
+        }
+        PaymentsCommand::Revoke { user_ref } => {
+            let e = client.revoke_plan(&RevokePlanRequest { user_ref }).await?;
+            if json {
+                return print_json(&e);
+            }
+            println!("{} ({})", e.effect, e.event_id);
+        }
+    }
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
 //! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`] (keys
-//! and workers), [`files`], [`internal`], [`results`], [`health`]); handlers take
+//! and workers), [`payments`] (the ledger), [`files`], [`internal`], [`results`], [`health`]); handlers take
 //! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
 //! import each other, only the shared ones: [`error`] maps every failure to
 //! JSON in one place, [`auth`] says who is calling, [`scope`] what a frontend
@@ -20,6 +20,7 @@ pub mod health;
 pub mod internal;
 pub mod jobs;
 pub mod openapi;
+pub mod payments;
 pub mod results;
 pub mod scope;
 pub mod users;
@@ -152,6 +153,9 @@ pub fn router(state: AppState) -> Router {
             axum::routing::delete(jobs::cancel_job),
         )
         .route("/api/admin/workers", get(admin::list_workers))
+        .route("/api/admin/payments", get(payments::list))
+        .route("/api/admin/payments/grant", post(payments::grant))
+        .route("/api/admin/payments/revoke", post(payments::revoke))
         .route("/api/internal/heartbeat", post(internal::heartbeat))
         .route(
             "/api/internal/jobs/{job_id}/progress",

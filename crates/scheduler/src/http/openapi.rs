@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
 use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorDetail};
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
-use super::{accounts, admin as admin_http, files, internal, jobs, results, users};
+use super::{accounts, admin as admin_http, files, internal, jobs, payments, results, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -36,7 +36,8 @@ use super::{accounts, admin as admin_http, files, internal, jobs, results, users
         accounts::create, accounts::sign_in, accounts::get, accounts::link_code, accounts::redeem,
         admin_http::create_key, admin_http::list_keys, admin_http::revoke_key,
         users::set_plan, jobs::list_jobs, jobs::cancel_job,
-        admin_http::list_workers, internal::heartbeat,
+        admin_http::list_workers, payments::list, payments::grant, payments::revoke,
+        internal::heartbeat,
         files::upload_input, files::artifact,
         files::download_link, files::redeem_download_link,
         results::progress, results::result, results::input,
@@ -48,10 +49,13 @@ use super::{accounts, admin as admin_http, files, internal, jobs, results, users
         public::RedeemLinkRequest,
         public::DownloadLink,
         admin::CreateKeyRequest, admin::CreatedKey, admin::KeyView, admin::KeyList, admin::SetPlanRequest,
+        admin::PaymentEventView, admin::PaymentList, admin::PaymentOutcome,
+        admin::GrantPlanRequest, admin::RevokePlanRequest,
         wire_internal::Heartbeat, wire_internal::HeartbeatAck, wire_internal::WorkerStatus,
         wire_internal::WorkerInfo, wire_internal::WorkerList,
         wire_internal::EngineReadiness,
         ApiErrorBody, ErrorDetail, Capability, JobState, Plan, Platform, Priority,
+        tessera_core::PaymentKind, tessera_core::PaymentProvider,
         tessera_api::schema::StatusFilter,
     )),
     modifiers(&Security, &Refusals, &Flatten),

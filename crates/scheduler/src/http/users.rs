@@ -58,7 +58,11 @@ async fn quota_record(
     now: tessera_core::Millis,
 ) -> Result<QuotaRecord, ApiError> {
     Ok(
-        match state.store.quota(user, state.clock.day_of(now)).await? {
+        match state
+            .store
+            .quota(user, state.clock.day_of(now), now)
+            .await?
+        {
             Some(q) => q,
             None => {
                 let plan = state

@@ -316,6 +316,12 @@ macro_rules! impl_accounts {
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;
+                    // What the bot user bought before linking is the account's now.
+                    sqlx::query("UPDATE plan_grants SET user_id = $1 WHERE user_id = $2")
+                        .bind(account_id)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
                     let view = Self::account_on(&mut tx, "a.user_ref", &account_ref).await?;
                     tx.commit().await?;
                     match view {

@@ -33,6 +33,9 @@ pub struct StoreGauges {
     /// Billing users (accounts and users linked to none) by plan id: a
     /// person's linked bot users are counted once, with their account.
     pub users_per_plan: Vec<(String, i64)>,
+    /// Money received in the 30 days before now, net of refunds and
+    /// chargebacks, per provider, plan and currency (the payments ledger).
+    pub revenue_30d: Vec<super::RevenueRow>,
 }
 
 /// The connection pool(s) of a store, summed.
@@ -57,8 +60,9 @@ pub trait Base {
     /// The connection pool's state, for the metrics.
     fn pool_stats(&self) -> PoolStats;
 
-    /// Queue depth, running jobs and users per plan, for the metrics.
-    async fn gauges(&self) -> Result<StoreGauges, StoreError>;
+    /// Queue depth, running jobs, users per plan (the plan that applies at
+    /// `now`) and the last 30 days' revenue, for the metrics.
+    async fn gauges(&self, now: tessera_core::Millis) -> Result<StoreGauges, StoreError>;
 
     async fn close(&self);
 }
@@ -105,7 +109,10 @@ macro_rules! impl_base {
                     }
                 }
 
-                async fn gauges(&self) -> Result<StoreGauges, StoreError> {
+                async fn gauges(
+                    &self,
+                    now: tessera_core::Millis,
+                ) -> Result<StoreGauges, StoreError> {
                     let corrupt = |c: &str| StoreError::Corrupt(format!("capability {c:?}"));
                     let live: Vec<(String, String, i32, i64)> = sqlx::query_as(
                         "SELECT status, capability, priority, COUNT(*) FROM jobs \
@@ -131,12 +138,17 @@ macro_rules! impl_base {
                     // Billing users only (accounts and unlinked users): a person's
                     // linked bot users share the account's plan and are counted
                     // with it, once, as the plan's revenue is.
-                    gauges.users_per_plan = sqlx::query_as(
-                        "SELECT plan_id, COUNT(*) FROM users WHERE account_id IS NULL \
-                         GROUP BY plan_id ORDER BY plan_id",
-                    )
+                    gauges.users_per_plan = sqlx::query_as(&format!(
+                        "SELECT {} AS plan, COUNT(*) FROM users b WHERE b.account_id IS NULL \
+                         GROUP BY 1 ORDER BY 1",
+                        $crate::store::users::effective_plan(1)
+                    ))
+                    .bind(now)
                     .fetch_all(self.reader())
                     .await?;
+                    const MONTH_MS: i64 = 30 * 24 * 3600 * 1000;
+                    gauges.revenue_30d =
+                        $crate::store::Payments::revenue_since(self, now - MONTH_MS).await?;
                     Ok(gauges)
                 }
             }

@@ -9,7 +9,7 @@
 //! record types and its SQL: [`Base`] (the database itself), [`Keys`],
 //! [`Users`] (plans and quotas), [`Accounts`] (and link codes), [`Jobs`],
 //! [`Transitions`] (the state machine), [`Files`] (artifacts and inputs),
-//! [`Queue`] and [`Workers`]. Callers hold an `Arc<dyn Store>` and call any of
+//! [`Queue`], [`Workers`] and [`Payments`] (the payments ledger). Callers hold an `Arc<dyn Store>` and call any of
 //! their methods without naming the parts. [`Inspect`] holds what only tests
 //! and tools read, outside `Store`.
 //!
@@ -26,6 +26,7 @@ mod files;
 mod inspect;
 mod jobs;
 mod keys;
+mod payments;
 pub mod postgres;
 mod queue;
 mod rows;
@@ -44,6 +45,10 @@ pub use files::{ArtifactRecord, Files, InputRecord, NewArtifact};
 pub use inspect::Inspect;
 pub use jobs::{CreateOutcome, Idempotency, JobFilter, Jobs, NewJob, Validator};
 pub use keys::{ApiKeyRecord, Keys};
+pub use payments::{
+    ApplyOutcome, GrantRecord, NewPaymentEvent, PaymentEventRecord, PaymentFilter, PaymentOutcome,
+    Payments, RevenueRow,
+};
 pub use queue::{Queue, QueueGroup, WorkerSlot};
 pub use rows::JobRecord;
 pub use transitions::{Fence, TransitionChange, TransitionOutcome, Transitions};
@@ -62,6 +67,7 @@ pub trait Store:
     + Files
     + Queue
     + Workers
+    + Payments
     + Send
     + Sync
     + 'static
@@ -78,6 +84,7 @@ impl<T> Store for T where
         + Files
         + Queue
         + Workers
+        + Payments
         + Send
         + Sync
         + 'static
@@ -165,6 +172,7 @@ macro_rules! impl_store {
         $crate::store::files::impl_files!($store, $db);
         $crate::store::queue::impl_queue!($store, $db);
         $crate::store::workers::impl_workers!($store);
+        $crate::store::payments::impl_payments!($store, $db);
         $crate::store::inspect::impl_inspect!($store);
     };
 }

@@ -30,16 +30,20 @@ pub trait Users {
     async fn plans(&self) -> Result<Vec<Plan>, StoreError>;
 
     /// The user's plan and tokens used on `day`; `None` for a user never seen.
-    /// A user linked to an account shows the account's plan and usage.
+    /// A user linked to an account shows the account's plan and usage. The
+    /// plan is the one that applies at `now` ([`EFFECTIVE_PLAN`]).
     async fn quota(
         &self,
         user_ref: &UserRef,
         day: NaiveDate,
+        now: Millis,
     ) -> Result<Option<QuotaRecord>, StoreError>;
 
     /// Puts a user (created if new) on a plan; `None` if the plan does not
     /// exist. A user linked to an account changes the account's plan, which
-    /// is the one that applies to it.
+    /// is the one that applies to it. This is the operator's manual plan:
+    /// payment events never change it, and a live plan grant better than it
+    /// still applies on top ([`EFFECTIVE_PLAN`]).
     async fn set_plan(
         &self,
         user_ref: &UserRef,
@@ -57,9 +61,27 @@ pub(crate) const PLAN_COLUMNS: &str =
 /// are charged; this expression is the one place that rule is written.
 pub(crate) const BILLING_USER: &str = "COALESCE(u.account_id, u.id)";
 
+/// The id of the plan that applies at time `${now}` to a billing user, for a
+/// row `b` of `users`: the best (by priority) of the user's own plan (the
+/// default or the operator's manual plan, `b.plan_id`) and the plans of its
+/// live grants (active, paid until after now; see `store::payments`). A
+/// grant counts only while it is paid for, so a lapsed subscription stops
+/// applying at its end with nobody acting, and no provider event can lower
+/// what an operator set. Replace `{now}` with the parameter's number.
+pub(crate) const EFFECTIVE_PLAN: &str = "COALESCE((SELECT g.plan_id FROM plan_grants g \
+    JOIN plans gp ON gp.id = g.plan_id \
+    WHERE g.user_id = b.id AND g.state = 'active' AND g.paid_until > ${now} \
+    AND gp.priority > (SELECT bp.priority FROM plans bp WHERE bp.id = b.plan_id) \
+    ORDER BY gp.priority DESC, g.paid_until DESC, g.provider, g.reference LIMIT 1), b.plan_id)";
+
+/// [`EFFECTIVE_PLAN`] with its time as parameter `$n`.
+pub(crate) fn effective_plan(n: usize) -> String {
+    EFFECTIVE_PLAN.replace("{now}", &n.to_string())
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct PlanRow {
-    id: String,
+    pub(crate) id: String,
     name: String,
     daily_tokens: Option<i64>,
     priority: i32,
@@ -109,7 +131,7 @@ macro_rules! impl_users {
             use tessera_core::{Millis, Plan, UserRef};
 
             use $crate::store::rows::corrupt;
-            use $crate::store::users::{PlanRow, UserPlanRow, BILLING_USER, PLAN_COLUMNS};
+            use $crate::store::users::{effective_plan, PlanRow, UserPlanRow, BILLING_USER, PLAN_COLUMNS};
             use $crate::store::{QuotaRecord, StoreError, Users};
 
             #[async_trait::async_trait]
@@ -128,9 +150,10 @@ macro_rules! impl_users {
                     &self,
                     user_ref: &UserRef,
                     day: NaiveDate,
+                    now: Millis,
                 ) -> Result<Option<QuotaRecord>, StoreError> {
                     let mut conn = self.reader().acquire().await?;
-                    Self::quota_on(&mut conn, user_ref, day).await
+                    Self::quota_on(&mut conn, user_ref, day, now).await
                 }
 
                 async fn set_plan(
@@ -169,7 +192,7 @@ macro_rules! impl_users {
                     .bind(user_ref.to_string())
                     .execute(&mut *tx)
                     .await?;
-                    let quota = Self::quota_on(&mut tx, user_ref, day).await?;
+                    let quota = Self::quota_on(&mut tx, user_ref, day, now).await?;
                     tx.commit().await?;
                     Ok(quota)
                 }
@@ -179,20 +202,24 @@ macro_rules! impl_users {
                 /// The user's billing user (the account it is linked to, or
                 /// itself) and that user's plan, if the user exists: what a job
                 /// of the user is charged to and validated against; and the
-                /// user's home bot, if it is a website account.
+                /// user's home bot, if it is a website account. The plan is
+                /// the one that applies at `now` ([`EFFECTIVE_PLAN`]).
                 async fn find_user_plan(
                     conn: &mut <$db as sqlx::Database>::Connection,
                     user_ref: &str,
+                    now: Millis,
                 ) -> Result<Option<UserPlanRow>, StoreError> {
                     Ok(sqlx::query_as(&format!(
                         "SELECT b.id AS user_id, u.home_bot, {} FROM users u \
                          JOIN users b ON b.id = {} \
-                         JOIN plans p ON p.id = b.plan_id \
+                         JOIN plans p ON p.id = {} \
                          WHERE u.user_ref = $1",
                         PLAN_COLUMNS,
-                        BILLING_USER
+                        BILLING_USER,
+                        effective_plan(2)
                     ))
                     .bind(user_ref)
+                    .bind(now)
                     .fetch_optional(&mut *conn)
                     .await?)
                 }
@@ -205,7 +232,7 @@ macro_rules! impl_users {
                     user_ref: &str,
                     now: Millis,
                 ) -> Result<(i64, Plan, Option<String>), StoreError> {
-                    let row = match Self::find_user_plan(conn, user_ref).await? {
+                    let row = match Self::find_user_plan(conn, user_ref, now).await? {
                         Some(row) => row,
                         None => {
                             sqlx::query(
@@ -219,7 +246,7 @@ macro_rules! impl_users {
                             .bind(now)
                             .execute(&mut *conn)
                             .await?;
-                            Self::find_user_plan(conn, user_ref).await?.ok_or_else(|| {
+                            Self::find_user_plan(conn, user_ref, now).await?.ok_or_else(|| {
                                 StoreError::Corrupt(format!("user {user_ref} vanished"))
                             })?
                         }
@@ -246,8 +273,9 @@ macro_rules! impl_users {
                     conn: &mut <$db as sqlx::Database>::Connection,
                     user_ref: &UserRef,
                     day: NaiveDate,
+                    now: Millis,
                 ) -> Result<Option<QuotaRecord>, StoreError> {
-                    let found = Self::find_user_plan(conn, &user_ref.to_string()).await?;
+                    let found = Self::find_user_plan(conn, &user_ref.to_string(), now).await?;
                     let Some(row) = found else { return Ok(None) };
                     let tokens_used = Self::used_on(conn, row.user_id, day).await?;
                     Ok(Some(QuotaRecord {

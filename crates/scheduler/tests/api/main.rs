@@ -8,5 +8,6 @@ mod admin;
 mod common;
 mod files;
 mod jobs;
+mod payments;
 mod security;
 mod users;

@@ -97,11 +97,11 @@ async fn accounts_are_found_by_email_and_user(backend: Backend) {
     }
     // An account starts on the default plan; its quota names its home bot,
     // other users' none.
-    let quota = store.quota(&web_ada, day()).await.unwrap().unwrap();
+    let quota = store.quota(&web_ada, day(), 0).await.unwrap().unwrap();
     assert_eq!((quota.plan.id.as_str(), quota.tokens_used), ("free", 0));
     assert_eq!(quota.home_bot.as_deref(), Some(WEB_BOT));
     let anon = store
-        .quota(&"web:anon".parse().unwrap(), day())
+        .quota(&"web:anon".parse().unwrap(), day(), 0)
         .await
         .unwrap()
         .unwrap();
@@ -137,10 +137,10 @@ async fn link_codes_link_once_replace_and_expire(backend: Backend) {
     let dc: UserRef = "discord:8".parse().unwrap();
 
     // Asking creates the bot user on first sight, on the default plan.
-    assert!(store.quota(&tg, day()).await.unwrap().is_none());
+    assert!(store.quota(&tg, day(), 0).await.unwrap().is_none());
     assert!(store.put_link_code(&tg, &code(1), 1_000, 0).await.unwrap());
     assert_eq!(
-        store.quota(&tg, day()).await.unwrap().unwrap().plan.id,
+        store.quota(&tg, day(), 0).await.unwrap().unwrap().plan.id,
         "free"
     );
     // Another user cannot get a code equal to a live one.
@@ -348,7 +348,7 @@ async fn linked_users_share_the_accounts_plan_and_quota(backend: Backend) {
     assert!(jobs.iter().any(|j| j.user_ref == "telegram:7"));
     assert!(jobs.iter().any(|j| j.user_ref == "web:ada"));
     for user in [&tg, &web_ada] {
-        let q = store.quota(user, day()).await.unwrap().unwrap();
+        let q = store.quota(user, day(), 0).await.unwrap().unwrap();
         assert_eq!((q.plan.id.as_str(), q.tokens_used), ("free", 20), "{user}");
         assert_eq!(q.user_ref, user.to_string());
         assert_eq!(store.tokens_used(user, day()).await.unwrap(), 20);
@@ -372,11 +372,11 @@ async fn linked_users_share_the_accounts_plan_and_quota(backend: Backend) {
         .unwrap()
         .unwrap();
     assert_eq!((q.plan.id.as_str(), q.tokens_used), ("pro", 19));
-    let q = store.quota(&web_ada, day()).await.unwrap().unwrap();
+    let q = store.quota(&web_ada, day(), 0).await.unwrap().unwrap();
     assert_eq!(q.plan.id, "pro");
     let job = created(&*store, "telegram:7", 300).await;
     assert_eq!((job.priority.0, job.user_id), (2, ada.user_id));
-    let gauges = store.gauges().await.unwrap();
+    let gauges = store.gauges(0).await.unwrap();
     // One person: counted once, on the plan that applies.
     assert_eq!(gauges.users_per_plan, [("pro".to_owned(), 1)]);
 

@@ -15,7 +15,7 @@ async fn first_sight_creates_a_free_user_and_charges_the_job(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = db.store().await;
     let user: UserRef = "telegram:1".parse().unwrap();
-    assert!(store.quota(&user, day()).await.unwrap().is_none());
+    assert!(store.quota(&user, day(), 0).await.unwrap().is_none());
 
     let job = created(&*store, "telegram:1", 1_000).await;
     assert_eq!(job.status, JobState::Queued);
@@ -27,7 +27,7 @@ async fn first_sight_creates_a_free_user_and_charges_the_job(backend: Backend) {
     assert_eq!(job.request_id.as_deref(), Some("req-conformance"));
     assert_eq!(job.params.to_value()["width"], 1024);
 
-    let quota = store.quota(&user, day()).await.unwrap().unwrap();
+    let quota = store.quota(&user, day(), 0).await.unwrap().unwrap();
     assert_eq!(quota.plan.id, "free");
     assert_eq!(quota.tokens_used, 1);
     assert_eq!(store.get_job(&job.id, None).await.unwrap().unwrap(), job);

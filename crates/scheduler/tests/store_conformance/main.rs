@@ -5,6 +5,7 @@ mod accounts;
 mod common;
 mod jobs;
 mod keys;
+mod payments;
 mod queue;
 mod schema;
 mod users;
