@@ -276,7 +276,45 @@ async fn a_worker_whose_engine_is_down_gets_no_job_for_it_but_does_for_its_other
     worker.shutdown().await.unwrap();
 }
 
+/// An engine that answers its probe but fails every job as unavailable
+/// (ComfyUI answering `/system_stats` and 503 to `/prompt`) does not keep a
+/// job bouncing forever: its failures go uncounted only while the job has
+/// waited less than `unservable_after_secs` since it was queued, then count,
+/// and the job fails once it has used its attempts.
+async fn failures_count_again_once_a_job_has_waited_past_the_bound(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        fast(c);
+        c.workers.unservable_after_secs = 1;
+        c.workers.max_attempts = 2;
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let comfy = StandIn::start().await;
+    comfy.answer_prompts_with(Some(503));
+    let dir = tempfile::tempdir().unwrap();
+    let worker = app
+        .worker("worker-gpu-0", vec![comfyui(&comfy.url(), dir.path())])
+        .await;
+    let id = create(&tg, Capability::Image, json!({"prompt": "a fox"})).await;
+    let done = until("the job ended", || async {
+        let j = job(&tg, &id).await;
+        j.status.is_terminal().then_some(j)
+    })
+    .await;
+    assert_eq!(done.status, JobState::Failed, "{done:#?}");
+    let error = done.error.as_ref().expect("a failed job says why");
+    assert_eq!(error.code, "engine_unavailable", "{done:#?}");
+    assert_eq!(done.attempts, 2, "the attempts past the bound count");
+    assert!(done.refunded);
+    // More prompts than counted attempts: the failures before the bound
+    // went uncounted.
+    let tried = comfy.requests_to("POST", "/prompt").len();
+    assert!(tried > 2, "only {tried} prompts were tried");
+    worker.shutdown().await.unwrap();
+}
+
 backend_tests!(
     an_engine_restart_mid_job_completes_the_job_without_burning_an_attempt,
     a_worker_whose_engine_is_down_gets_no_job_for_it_but_does_for_its_others,
+    failures_count_again_once_a_job_has_waited_past_the_bound,
 );
