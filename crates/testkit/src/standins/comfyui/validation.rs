@@ -228,6 +228,33 @@ impl Checker<'_> {
     }
 }
 
+/// ComfyUI's refusal of a number outside its input's range, if it is.
+fn out_of_range<T: PartialOrd + std::fmt::Display>(
+    v: T,
+    min: T,
+    max: T,
+    name: &str,
+    info: Value,
+) -> Option<Value> {
+    if v < min {
+        Some(error_body(
+            "value_smaller_than_min",
+            &format!("Value {v} smaller than min of {min}"),
+            name,
+            info,
+        ))
+    } else if v > max {
+        Some(error_body(
+            "value_bigger_than_max",
+            &format!("Value {v} bigger than max of {max}"),
+            name,
+            info,
+        ))
+    } else {
+        None
+    }
+}
+
 fn check_literal(name: &str, spec: In, value: &Value) -> Option<Value> {
     let info = |v: &Value| json!({ "input_name": name, "received_value": v });
     let convert = |kind: &str| {
@@ -237,25 +264,6 @@ fn check_literal(name: &str, spec: In, value: &Value) -> Option<Value> {
             &format!("{name}, {value}"),
             info(value),
         )
-    };
-    let range = |v: f64, min: f64, max: f64| {
-        if v < min {
-            Some(error_body(
-                "value_smaller_than_min",
-                &format!("Value {v} smaller than min of {min}"),
-                name,
-                info(value),
-            ))
-        } else if v > max {
-            Some(error_body(
-                "value_bigger_than_max",
-                &format!("Value {v} bigger than max of {max}"),
-                name,
-                info(value),
-            ))
-        } else {
-            None
-        }
     };
     match spec {
         In::Link(_) => Some(error_body(
@@ -279,23 +287,7 @@ fn check_literal(name: &str, spec: In, value: &Value) -> Option<Value> {
                 Some(v) => v,
                 None => return Some(convert("INT")),
             };
-            if v < min {
-                Some(error_body(
-                    "value_smaller_than_min",
-                    &format!("Value {v} smaller than min of {min}"),
-                    name,
-                    info(value),
-                ))
-            } else if v > max {
-                Some(error_body(
-                    "value_bigger_than_max",
-                    &format!("Value {v} bigger than max of {max}"),
-                    name,
-                    info(value),
-                ))
-            } else {
-                None
-            }
+            out_of_range(v, min, max, name, info(value))
         }
         In::Float(min, max) => {
             let v = match value {
@@ -304,7 +296,7 @@ fn check_literal(name: &str, spec: In, value: &Value) -> Option<Value> {
                 _ => None,
             };
             match v {
-                Some(v) if v.is_finite() => range(v, min, max),
+                Some(v) if v.is_finite() => out_of_range(v, min, max, name, info(value)),
                 _ => Some(convert("FLOAT")),
             }
         }
