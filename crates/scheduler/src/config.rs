@@ -31,6 +31,7 @@ pub struct SchedulerConfig {
     pub estimates: EstimateConfig,
     pub workers: WorkersConfig,
     pub artifacts: ArtifactsConfig,
+    pub payments: crate::payments::PaymentsConfig,
     pub catalog: ModelCatalog,
 }
 

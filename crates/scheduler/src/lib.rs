@@ -13,6 +13,8 @@
 //! - [`monitor`]: lost workers, run timeouts and jobs no worker can serve.
 //! - [`artifacts`]: the object store holding artifacts and inputs.
 //! - [`links`]: download links, signed and verified here only.
+//! - [`payments`]: the channels that sell plans (Stripe, Telegram Stars,
+//!   Discord entitlements), each feeding the payments ledger.
 //! - [`passwords`]: website passwords, hashed with Argon2id a few at a time.
 //! - [`metrics`]: Prometheus metrics at `/metrics`, counted and read at scrape time.
 //! - [`app`]: wiring: open the store, build the router, serve until shutdown.
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod orphans;
 pub mod passwords;
+pub mod payments;
 pub mod queue;
 pub mod registry;
 pub mod store;
