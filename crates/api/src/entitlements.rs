@@ -26,7 +26,7 @@ pub struct DiscordEntitlement {
     /// Discord's entitlement type: 8 an app subscription, 4 a test
     /// entitlement; others are not plans.
     #[serde(rename = "type")]
-    #[schema(minimum = 0)]
+    #[schema(minimum = 0, maximum = 4294967295)]
     pub kind: u32,
     #[serde(default)]
     pub deleted: bool,
