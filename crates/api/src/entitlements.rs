@@ -26,8 +26,8 @@ pub struct DiscordEntitlement {
     /// Discord's entitlement type: 8 an app subscription, 4 a test
     /// entitlement; others are not plans.
     #[serde(rename = "type")]
-    #[schema(minimum = 0, maximum = 4294967295)]
-    pub kind: u32,
+    #[schema(minimum = 0, maximum = 255)]
+    pub kind: u8,
     #[serde(default)]
     pub deleted: bool,
     /// Absent on test entitlements.

@@ -27,7 +27,7 @@ pub(crate) fn wire(e: &Entitlement) -> DiscordEntitlement {
         id: e.id.to_string(),
         sku_id: e.sku_id.to_string(),
         user_id: e.user_id.map(|u| u.to_string()),
-        kind: u8::from(e.kind).into(),
+        kind: u8::from(e.kind),
         deleted: e.deleted,
         starts_at: e.starts_at.as_ref().and_then(time),
         ends_at: e.ends_at.as_ref().and_then(time),

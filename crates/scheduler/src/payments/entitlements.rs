@@ -45,9 +45,9 @@ use tessera_core::{Millis, PaymentKind, PaymentProvider, UserRef};
 use crate::store::NewPaymentEvent;
 
 /// Discord's entitlement type of an app subscription.
-pub const APPLICATION_SUBSCRIPTION: u32 = 8;
+pub const APPLICATION_SUBSCRIPTION: u8 = 8;
 /// Discord's entitlement type of a test entitlement the developer made.
-pub const TEST_MODE_PURCHASE: u32 = 4;
+pub const TEST_MODE_PURCHASE: u8 = 4;
 
 const DAY_MS: Millis = 86_400_000;
 
@@ -191,7 +191,7 @@ mod tests {
         }
     }
 
-    fn ent(user: &str, sku: &str, kind: u32) -> DiscordEntitlement {
+    fn ent(user: &str, sku: &str, kind: u8) -> DiscordEntitlement {
         DiscordEntitlement {
             id: "900".into(),
             sku_id: sku.into(),
