@@ -288,6 +288,22 @@ impl Client {
         Self::send(Self::json(rb, &body)).await
     }
 
+    // ---- Discord premium app subscriptions (Discord keys only) ----
+
+    /// Relays the entitlements Discord showed the bot; the plan now applies.
+    pub async fn relay_entitlements(
+        &self,
+        req: &crate::entitlements::EntitlementsRequest,
+    ) -> Result<crate::entitlements::EntitlementsOutcome, ClientError> {
+        let rb = self.request(Method::POST, "api/v1/payments/discord/entitlements")?;
+        Self::send(Self::json(rb, req)).await
+    }
+
+    /// The SKU of each plan sold in Discord.
+    pub async fn discord_skus(&self) -> Result<crate::entitlements::DiscordSkus, ClientError> {
+        Self::send(self.request(Method::GET, "api/v1/payments/discord/skus")?).await
+    }
+
     /// A signed link to an artifact this key may read, served by the website
     /// without a key or an account until it expires.
     pub async fn create_download_link(

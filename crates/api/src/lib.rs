@@ -10,12 +10,15 @@
 //! - [`error`]: the one JSON error envelope every endpoint answers with (with the
 //!   `axum` feature, `error::response` builds the whole answer), and
 //!   [`ErrorCode`], every stable code it can carry.
+//! - [`entitlements`]: Discord premium app subscriptions relayed by the
+//!   Discord bots.
 //! - [`schema`]: rules the API document states that no wire type carries
 //!   (a worker's address, a model name), with the checks that match them.
 //! - [`client`]: a `reqwest` client for all of the above.
 
 pub mod admin;
 pub mod client;
+pub mod entitlements;
 pub mod error;
 pub mod internal;
 pub mod public;

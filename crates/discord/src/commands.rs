@@ -54,7 +54,26 @@ pub fn application_commands(capabilities: &[Capability]) -> Vec<AppCommand> {
             }))
             .expect("a well-formed command")
         })
+        .chain(std::iter::once(
+            serde_json::from_value(json!({
+                "type": 1,
+                "name": "subscribe",
+                "description": "Buy a plan: more tokens a day",
+                "options": [],
+                "version": "1",
+            }))
+            .expect("a well-formed command"),
+        ))
         .collect()
+}
+
+/// Whether the interaction is `/subscribe`, which the Discord bot answers
+/// itself (premium buttons are Discord's own).
+pub fn is_subscribe(interaction: &Interaction) -> bool {
+    matches!(
+        &interaction.data,
+        Some(InteractionData::ApplicationCommand(data)) if data.name == "subscribe"
+    )
 }
 
 /// Reads a slash command into the chat core's command. Job commands keep
@@ -108,7 +127,15 @@ mod tests {
         let names: Vec<&str> = image.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            ["imagine", "status", "cancel", "quota", "link", "help"]
+            [
+                "imagine",
+                "status",
+                "cancel",
+                "quota",
+                "link",
+                "help",
+                "subscribe"
+            ]
         );
         let all = application_commands(&[
             Capability::Image,
@@ -117,7 +144,7 @@ mod tests {
             Capability::SpeechToText,
             Capability::TextToSpeech,
         ]);
-        assert_eq!(all.len(), 10);
+        assert_eq!(all.len(), 11);
         for c in &all {
             assert!((1..=32).contains(&c.name.len()), "{}", c.name);
             assert!(

@@ -2,8 +2,9 @@
 //! instance's handler; the shard reconnects and resumes by itself, and a close
 //! that forbids reconnecting ends the instance.
 
+use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use twilight_gateway::{CloseFrame, Event, EventTypeFlags, Shard, StreamExt as _};
+use twilight_gateway::{CloseFrame, Event, EventTypeFlags, Message, Shard};
 
 use crate::Handler;
 
@@ -19,9 +20,27 @@ pub(crate) async fn listen(
     let bot_id = handler.bot.settings().bot_id.clone();
     let wanted = EventTypeFlags::INTERACTION_CREATE | EventTypeFlags::READY;
     loop {
-        let event = tokio::select! {
+        let message = tokio::select! {
             _ = stop.cancelled() => break,
-            event = shard.next_event(wanted) => event,
+            message = shard.next() => message,
+        };
+        // Entitlement dispatches twilight cannot parse are read here; the
+        // rest is parsed as `next_event` would.
+        let event = match message {
+            None => None,
+            Some(Err(e)) => Some(Err(e)),
+            Some(Ok(Message::Close(frame))) => Some(Ok(Event::GatewayClose(frame))),
+            Some(Ok(Message::Text(json))) => {
+                if let Some((source, e)) = crate::subscriptions::entitlement_dispatch(&json) {
+                    handler.spawn_entitlement(source, e);
+                    continue;
+                }
+                match twilight_gateway::parse(json, wanted) {
+                    Ok(Some(event)) => Some(Ok(event.into())),
+                    Ok(None) => continue,
+                    Err(e) => Some(Err(e)),
+                }
+            }
         };
         match event {
             None => {

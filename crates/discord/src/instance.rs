@@ -108,7 +108,7 @@ pub async fn start(
         min_edit_ms: config.min_edit_ms,
         site_url: config.site_url.clone(),
     };
-    let bot = Bot::new(settings, api, Discord::new(http, app.id));
+    let bot = Bot::new(settings, api.clone(), Discord::new(http, app.id));
     if let Err(e) = bot.resume().await {
         tracing::warn!(bot_id = %instance.id, error = %e, "could not resume jobs now");
     }
@@ -119,6 +119,7 @@ pub async fn start(
             .timeout(Duration::from_secs(120))
             .build()?,
         max_audio_bytes: config.max_audio_bytes,
+        api,
     };
     let stop = CancellationToken::new();
     let lost = CancellationToken::new();

@@ -14,8 +14,10 @@ use twilight_model::http::interaction::{
 use tessera_chat::{Audio, Bot, Incoming, Messenger};
 use tessera_core::UserRef;
 
-use crate::commands::{answers_privately, slash_command};
+use crate::commands::{answers_privately, is_subscribe, slash_command};
 use crate::messenger::{chat_of, lock, Discord};
+use crate::subscriptions;
+use tessera_api::entitlements::EntitlementSource;
 
 /// What one instance needs to handle interactions, whichever way they come.
 #[derive(Clone)]
@@ -23,6 +25,8 @@ pub struct Handler {
     pub bot: Bot<Discord>,
     pub(crate) download: reqwest::Client,
     pub(crate) max_audio_bytes: u64,
+    /// The public API, for relaying entitlements and reading the SKUs.
+    pub(crate) api: tessera_api::Client,
 }
 
 impl Handler {
@@ -41,6 +45,42 @@ impl Handler {
             return;
         };
         let fresh = || lock(&dc.fresh).contains(&token);
+        // The user's live entitlements first, so a fresh purchase counts
+        // for the job this interaction makes.
+        if let (false, Some(user)) = (interaction.entitlements.is_empty(), interaction.author_id())
+        {
+            let seen = interaction
+                .entitlements
+                .iter()
+                .map(subscriptions::wire)
+                .collect();
+            subscriptions::relay(
+                &self.api,
+                &self.bot.settings().bot_id,
+                &user.to_string(),
+                EntitlementSource::Interaction,
+                seen,
+            )
+            .await;
+        }
+        if is_subscribe(&interaction) {
+            if self
+                .bot
+                .admit(
+                    &chat,
+                    &interaction
+                        .author_id()
+                        .map(|u| u.to_string())
+                        .unwrap_or_default(),
+                )
+                .await
+                .is_some()
+            {
+                self.subscribe(&token).await;
+            }
+            dc.handled(&token);
+            return;
+        }
         match self.incoming(&interaction, &chat).await {
             Ok(Some((incoming, user))) => self.bot.on_admitted(incoming, user).await,
             Ok(None) => {}
@@ -126,6 +166,23 @@ impl Handler {
         Ok(Some((incoming, user_ref)))
     }
 
+    /// Answers `/subscribe` in the deferred response: the plans sold here
+    /// as premium buttons, or words saying why there are none.
+    async fn subscribe(&self, token: &str) {
+        let dc = self.bot.messenger();
+        let (words, components) = subscriptions::offer(&self.api.discord_skus().await);
+        let answered = dc
+            .http
+            .interaction(dc.app)
+            .update_response(token)
+            .content(Some(&words))
+            .components(Some(&components))
+            .await;
+        if let Err(e) = answered {
+            tracing::warn!(bot_id = %self.bot.settings().bot_id, error = %e, "could not answer /subscribe");
+        }
+    }
+
     async fn fetch(&self, url: &str) -> anyhow::Result<Bytes> {
         let response = self.download.get(url).send().await?.error_for_status()?;
         if response
@@ -163,6 +220,29 @@ impl Handler {
             }
             dc.deferred(&interaction.token);
             this.handle(interaction).await;
+        });
+    }
+
+    /// Relays an entitlement dispatch from the gateway to the scheduler.
+    pub(crate) fn spawn_entitlement(
+        &self,
+        source: EntitlementSource,
+        e: twilight_model::application::monetization::Entitlement,
+    ) {
+        let Some(user) = e.user_id else {
+            return;
+        };
+        let this = self.clone();
+        self.bot.spawn_handler(async move {
+            let bot_id = this.bot.settings().bot_id.to_string();
+            subscriptions::relay(
+                &this.api,
+                &bot_id,
+                &user.to_string(),
+                source,
+                vec![subscriptions::wire(&e)],
+            )
+            .await;
         });
     }
 

@@ -31,6 +31,8 @@
 //!   ([`application_commands`], [`slash_command`]);
 //! - `messenger`: replies through Discord's REST API ([`Discord`]), from the
 //!   deferred response to follow-ups and, once the token expires, the channel;
+//! - `subscriptions`: premium app subscriptions: entitlements relayed to
+//!   the scheduler, `/subscribe`'s premium buttons;
 //! - `fallback`: the channel with the bot token, or the user's direct
 //!   messages where the channel refuses the bot.
 
@@ -43,6 +45,7 @@ mod gateway;
 mod instance;
 mod interactions;
 mod messenger;
+mod subscriptions;
 
 pub use commands::{answers_privately, application_commands, slash_command};
 pub use config::{BotInstance, DiscordConfig, Mode};

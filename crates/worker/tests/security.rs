@@ -371,6 +371,22 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         .when(&[Owner, OtherFrontend], 403)
         .when(&not_frontends, 403)
         .otherwise(401),
+        // Discord subscriptions: Discord keys only (the other frontend is
+        // a Discord bot).
+        call(
+            Method::POST,
+            "/api/v1/payments/discord/entitlements",
+            Some(json!({"user_ref": "discord:1", "source": "interaction", "entitlements": []})),
+        )
+        .when(&[OtherFrontend], 200)
+        .when(&[Owner, Web, OtherWeb], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(Method::GET, "/api/v1/payments/discord/skus", None)
+            .when(&[OtherFrontend], 200)
+            .when(&[Owner, Web, OtherWeb], 403)
+            .when(&not_frontends, 403)
+            .otherwise(401),
         // Admin: the admin token only.
         call(Method::GET, "/api/admin/keys", None)
             .when(&[Admin], 200)

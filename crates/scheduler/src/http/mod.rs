@@ -1,7 +1,7 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
 //! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`] (keys
-//! and workers), [`payments`] (the ledger), [`files`], [`internal`], [`results`], [`health`]); handlers take
+//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`files`], [`internal`], [`results`], [`health`]); handlers take
 //! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
 //! import each other, only the shared ones: [`error`] maps every failure to
 //! JSON in one place, [`auth`] says who is calling, [`scope`] what a frontend
@@ -13,6 +13,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod auth;
+pub mod entitlements;
 pub mod error;
 pub mod extract;
 pub mod files;
@@ -156,6 +157,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/admin/payments", get(payments::list))
         .route("/api/admin/payments/grant", post(payments::grant))
         .route("/api/admin/payments/revoke", post(payments::revoke))
+        .route(
+            "/api/v1/payments/discord/entitlements",
+            post(entitlements::relay),
+        )
+        .route("/api/v1/payments/discord/skus", get(entitlements::skus))
         .route("/api/internal/heartbeat", post(internal::heartbeat))
         .route(
             "/api/internal/jobs/{job_id}/progress",

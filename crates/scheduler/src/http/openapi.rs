@@ -21,7 +21,9 @@ use utoipa::{Modify, OpenApi};
 use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorDetail};
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
-use super::{accounts, admin as admin_http, files, internal, jobs, payments, results, users};
+use super::{
+    accounts, admin as admin_http, entitlements, files, internal, jobs, payments, results, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +43,7 @@ use super::{accounts, admin as admin_http, files, internal, jobs, payments, resu
         files::upload_input, files::artifact,
         files::download_link, files::redeem_download_link,
         results::progress, results::result, results::input,
+        entitlements::relay, entitlements::skus,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -57,6 +60,10 @@ use super::{accounts, admin as admin_http, files, internal, jobs, payments, resu
         ApiErrorBody, ErrorDetail, Capability, JobState, Plan, Platform, Priority,
         tessera_core::PaymentKind, tessera_core::PaymentProvider,
         tessera_api::schema::StatusFilter,
+        tessera_api::entitlements::DiscordEntitlement, tessera_api::entitlements::EntitlementSource,
+        tessera_api::entitlements::EntitlementsRequest, tessera_api::entitlements::EntitlementsOutcome,
+        tessera_api::entitlements::EntitlementOutcome, tessera_api::entitlements::EntitlementResult,
+        tessera_api::entitlements::DiscordSku, tessera_api::entitlements::DiscordSkus,
     )),
     modifiers(&Security, &Refusals, &Flatten),
     tags(
@@ -66,6 +73,7 @@ use super::{accounts, admin as admin_http, files, internal, jobs, payments, resu
         (name = "admin", description = "Keys, plans, jobs and workers, for operators"),
         (name = "files", description = "Audio inputs and job outputs"),
         (name = "internal", description = "Between the scheduler and its workers"),
+        (name = "payments", description = "Plans bought through the bots' platforms"),
     )
 )]
 pub struct ApiDoc;
