@@ -449,6 +449,7 @@ impl SchedulerConfig {
         self.auth.admin_token()?;
         self.auth.internal_token()?;
         self.artifacts.link_secret()?;
+        self.payments.telegram.check()?;
         if self.artifacts.link_lifetime_secs == 0 {
             anyhow::bail!("artifacts.link_lifetime_secs must be positive");
         }

@@ -1,7 +1,7 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
 //! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`] (keys
-//! and workers), [`payments`] (the ledger), [`files`], [`internal`], [`results`], [`health`]); handlers take
+//! and workers), [`payments`] (the ledger), [`stars`] (Telegram Stars), [`files`], [`internal`], [`results`], [`health`]); handlers take
 //! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
 //! import each other, only the shared ones: [`error`] maps every failure to
 //! JSON in one place, [`auth`] says who is calling, [`scope`] what a frontend
@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod payments;
 pub mod results;
 pub mod scope;
+pub mod stars;
 pub mod users;
 pub mod wire;
 
@@ -156,6 +157,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/admin/payments", get(payments::list))
         .route("/api/admin/payments/grant", post(payments::grant))
         .route("/api/admin/payments/revoke", post(payments::revoke))
+        .route("/api/v1/payments/telegram/plans", get(stars::offers))
+        .route("/api/v1/payments/telegram/invoices", post(stars::invoice))
+        .route(
+            "/api/v1/payments/telegram/pre-checkout",
+            post(stars::pre_checkout),
+        )
+        .route("/api/v1/payments/telegram/payments", post(stars::payment))
+        .route(
+            "/api/v1/payments/telegram/refund-requests",
+            post(stars::refundable),
+        )
+        .route("/api/v1/payments/telegram/refunds", post(stars::refunded))
         .route("/api/internal/heartbeat", post(internal::heartbeat))
         .route(
             "/api/internal/jobs/{job_id}/progress",

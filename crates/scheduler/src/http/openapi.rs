@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
 use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorDetail};
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
+use super::stars;
 use super::{accounts, admin as admin_http, files, internal, jobs, payments, results, users};
 
 #[derive(OpenApi)]
@@ -41,6 +42,8 @@ use super::{accounts, admin as admin_http, files, internal, jobs, payments, resu
         files::upload_input, files::artifact,
         files::download_link, files::redeem_download_link,
         results::progress, results::result, results::input,
+        stars::offers, stars::invoice, stars::pre_checkout, stars::payment,
+        stars::refundable, stars::refunded,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -57,6 +60,12 @@ use super::{accounts, admin as admin_http, files, internal, jobs, payments, resu
         ApiErrorBody, ErrorDetail, Capability, JobState, Plan, Platform, Priority,
         tessera_core::PaymentKind, tessera_core::PaymentProvider,
         tessera_api::schema::StatusFilter,
+        tessera_api::stars::StarsOffers, tessera_api::stars::StarsOffer,
+        tessera_api::stars::StarsInvoiceRequest, tessera_api::stars::StarsInvoice,
+        tessera_api::stars::StarsPreCheckout, tessera_api::stars::StarsPreCheckoutOk,
+        tessera_api::stars::StarsPayment, tessera_api::stars::StarsPaymentOutcome,
+        tessera_api::stars::StarsRefundRequest, tessera_api::stars::StarsRefundable,
+        tessera_api::stars::StarsRefunded,
     )),
     modifiers(&Security, &Refusals, &Flatten),
     tags(
@@ -66,6 +75,7 @@ use super::{accounts, admin as admin_http, files, internal, jobs, payments, resu
         (name = "admin", description = "Keys, plans, jobs and workers, for operators"),
         (name = "files", description = "Audio inputs and job outputs"),
         (name = "internal", description = "Between the scheduler and its workers"),
+        (name = "payments", description = "Telegram Stars: invoices, payments and refunds the Telegram bots relay"),
     )
 )]
 pub struct ApiDoc;

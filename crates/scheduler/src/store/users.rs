@@ -51,6 +51,11 @@ pub trait Users {
         day: NaiveDate,
         now: Millis,
     ) -> Result<Option<QuotaRecord>, StoreError>;
+
+    /// Creates the user on the default plan if never seen (a payment channel
+    /// meeting a user first, so that their payment applies); does nothing
+    /// for a known user.
+    async fn ensure_user(&self, user_ref: &UserRef, now: Millis) -> Result<(), StoreError>;
 }
 
 pub(crate) const PLAN_COLUMNS: &str =
@@ -195,6 +200,21 @@ macro_rules! impl_users {
                     let quota = Self::quota_on(&mut tx, user_ref, day, now).await?;
                     tx.commit().await?;
                     Ok(quota)
+                }
+
+                async fn ensure_user(&self, user_ref: &UserRef, now: Millis) -> Result<(), StoreError> {
+                    sqlx::query(
+                        "INSERT INTO users (user_ref, platform, platform_user_id, plan_id, created_at) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_ref) DO NOTHING",
+                    )
+                    .bind(user_ref.to_string())
+                    .bind(user_ref.platform().as_str())
+                    .bind(user_ref.platform_user_id())
+                    .bind(Plan::DEFAULT_ID)
+                    .bind(now)
+                    .execute(self.writer())
+                    .await?;
+                    Ok(())
                 }
             }
 
