@@ -425,7 +425,46 @@ async fn the_scheduler_down_at_pre_checkout_is_a_no(backend: Backend) {
     bot.shutdown().await;
 }
 
+/// With the day's tokens gone, `/quota` offers the plans for sale as
+/// buttons, each an invoice link made for this user; with tokens left, it
+/// does not.
+async fn an_exhausted_quota_offers_the_plans(backend: Backend) {
+    // One image costs FREE's whole day (twenty tokens).
+    let s = Setup::new(backend, |c| c.billing.costs.image_per_megapixel = 20).await;
+    let bot = s.start().await;
+    s.tg.user_text(TOKEN, 7501, 7501, "/quota");
+    s.wait_text(7501, "Plan: FREE").await;
+    let job = tessera_api::public::CreateJobRequest {
+        frontend: Platform::Telegram,
+        bot_id: BOT.parse().unwrap(),
+        capability: tessera_core::Capability::Image,
+        user_ref: "telegram:7501".parse().unwrap(),
+        reply_context: None,
+        params: serde_json::json!({"prompt": "a lamp"}),
+    };
+    s.api.create_job(&job, None).await.unwrap();
+    let quota = s.api.get_user("telegram:7501").await.unwrap();
+    assert_eq!(quota.tokens_left_today, Some(0), "{quota:?}");
+    s.tg.user_text(TOKEN, 7501, 7501, "/quota");
+    s.wait_text(7501, "Subscribe for more").await;
+    let invoices = s.invoice(2).await;
+    assert_eq!(invoices.amount, 600);
+    let offered: Vec<i64> = s.tg.invoices(TOKEN).iter().map(|i| i.amount).collect();
+    assert_eq!(offered, [250, 600]);
+    // The first /quota, with tokens left, offered nothing.
+    assert_eq!(
+        s.bot_texts(7501)
+            .iter()
+            .filter(|t| t.contains("Subscribe for more"))
+            .count(),
+        1
+    );
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
 tessera_testkit::backend_tests!(
+    an_exhausted_quota_offers_the_plans,
     subscribe_renew_and_refund,
     a_forged_payload_changes_nothing,
     a_one_off_payment_lapses_back_to_free,
