@@ -463,8 +463,34 @@ async fn an_exhausted_quota_offers_the_plans(backend: Backend) {
     s.app.shutdown().await;
 }
 
+/// Telegram failing to make the payment link: the user is told, nothing is
+/// recorded, and asking again works.
+async fn telegram_down_at_subscribe_is_told_and_leaves_nothing(backend: Backend) {
+    let s = Setup::new(backend, |_| {}).await;
+    let bot = s.start().await;
+    s.tg.break_connections(TOKEN, "createInvoiceLink", 1);
+    s.tg.user_text(TOKEN, 7601, 7601, "/subscribe starter");
+    s.wait_text(
+        7601,
+        "couldn't make the payment link just now; nothing was charged",
+    )
+    .await;
+    assert!(s.tg.invoices(TOKEN).is_empty());
+    assert_eq!(s.ledger_len().await, 0);
+    s.tg.user_text(TOKEN, 7601, 7601, "/subscribe starter");
+    let invoice = s.invoice(1).await;
+    paid(
+        s.tg.user_pays(TOKEN, 7601, &invoice, PRE_CHECKOUT_DEADLINE)
+            .await,
+    );
+    s.wait_text(7601, "You're on STARTER").await;
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
 tessera_testkit::backend_tests!(
     an_exhausted_quota_offers_the_plans,
+    telegram_down_at_subscribe_is_told_and_leaves_nothing,
     subscribe_renew_and_refund,
     a_forged_payload_changes_nothing,
     a_one_off_payment_lapses_back_to_free,

@@ -100,6 +100,9 @@ impl AppState {
         if link_secret.is_none() {
             tracing::warn!("artifacts.link_secret is not set: download links made now stop working when this scheduler stops, and work on this replica only");
         }
+        if link_secret.is_none() && !config.payments.telegram.stars.is_empty() {
+            tracing::warn!("artifacts.link_secret is not set while Telegram sells plans: Stars invoices signed now are refused after a restart or on another replica, subscription renewals included");
+        }
         let links = LinkSigner::new(link_secret.as_deref(), config.artifacts.link_lifetime_secs);
         let estimator = Estimator::new(config.estimates.clone());
         let positions = QueuePositions::new(
