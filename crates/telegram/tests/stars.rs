@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use tessera_api::public::Credentials;
-use tessera_api::stars::{StarsPayment, StarsPreCheckout};
+use tessera_api::stars::{StarsInvoiceRequest, StarsPayment, StarsPreCheckout};
 use tessera_api::Client;
 use tessera_core::{ErrorCode, PaymentProvider, Platform, UserRef};
 use tessera_scheduler::SchedulerConfig;
@@ -488,7 +488,67 @@ async fn telegram_down_at_subscribe_is_told_and_leaves_nothing(backend: Backend)
     s.app.shutdown().await;
 }
 
+/// The pre-checkout refuses what the scheduler no longer sells: an invoice
+/// past its lifetime, or a price changed since it was made; a payload
+/// signed before a restart still verifies with the same `link_secret`.
+async fn stale_invoices_are_refused_at_pre_checkout(backend: Backend) {
+    const SECRET: &str = "a link secret of at least thirty-two characters";
+    let mut s = Setup::new(backend, |c| {
+        c.payments.telegram.invoice_lifetime_secs = 1;
+        c.artifacts.link_secret = Some(SECRET.into());
+    })
+    .await;
+    let user: UserRef = "telegram:7701".parse().unwrap();
+    let ask = |plan: &str| StarsInvoiceRequest {
+        user_ref: user.clone(),
+        plan_id: plan.parse().unwrap(),
+    };
+    let e = s.api.stars_invoice(&ask("admin")).await.unwrap_err();
+    assert_eq!(e.error_code(), Some(ErrorCode::PlanNotForSale), "{e}");
+    let check = |invoice: &tessera_api::stars::StarsInvoice| StarsPreCheckout {
+        user_ref: user.clone(),
+        payload: invoice.payload.clone(),
+        currency: invoice.currency.clone(),
+        total_amount: invoice.amount,
+    };
+    let short = s.api.stars_invoice(&ask("starter")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let e = s.api.stars_pre_checkout(&check(&short)).await.unwrap_err();
+    assert_eq!(
+        e.error_code(),
+        Some(ErrorCode::PaymentPayloadExpired),
+        "{e}"
+    );
+
+    s.app
+        .crash_and_restart(|c| {
+            c.artifacts.link_secret = Some(SECRET.into());
+            c.payments.telegram.stars.insert("starter".into(), 250);
+        })
+        .await;
+    // A new client: the old one's connections died with the scheduler.
+    let api = s.app.client_with(&s.api_key);
+    let invoice = api.stars_invoice(&ask("starter")).await.unwrap();
+    api.stars_pre_checkout(&check(&invoice)).await.unwrap();
+    // STARTER now costs more: the old price is no longer on sale.
+    s.app
+        .crash_and_restart(|c| {
+            c.artifacts.link_secret = Some(SECRET.into());
+            c.payments.telegram.stars.insert("starter".into(), 300);
+        })
+        .await;
+    let e = s
+        .api
+        .stars_pre_checkout(&check(&invoice))
+        .await
+        .unwrap_err();
+    assert_eq!(e.error_code(), Some(ErrorCode::PlanNotForSale), "{e}");
+    assert_eq!(s.ledger_len().await, 0);
+    s.app.shutdown().await;
+}
+
 tessera_testkit::backend_tests!(
+    stale_invoices_are_refused_at_pre_checkout,
     an_exhausted_quota_offers_the_plans,
     telegram_down_at_subscribe_is_told_and_leaves_nothing,
     subscribe_renew_and_refund,
