@@ -344,6 +344,9 @@ impl Handler {
         if let Some(payment) = m.successful_payment() {
             return self.seller.paid(&m, payment).await;
         }
+        if let teloxide_core::types::MessageKind::RefundedPayment(r) = &m.kind {
+            return self.seller.refunded(&m, &r.refunded_payment).await;
+        }
         if let (Some(text), Some(from)) = (m.text(), m.from.as_ref()) {
             let username = self.bot.settings().username.clone();
             let name = stars::command(text, username.as_deref()).map(|(name, _)| name);

@@ -20,7 +20,7 @@ use teloxide_core::payloads::{
 use teloxide_core::requests::Requester;
 use teloxide_core::types::{
     ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LabeledPrice, Message, PreCheckoutQuery,
-    Seconds, SuccessfulPayment, TelegramTransactionId, UserId,
+    RefundedPayment, Seconds, SuccessfulPayment, TelegramTransactionId, UserId,
 };
 
 use tessera_api::client::{Client, ClientError};
@@ -409,6 +409,27 @@ impl Seller {
             }
         };
         self.say(chat, &text).await;
+    }
+
+    /// Telegram says a payment was refunded (by `/refund`, or by anyone
+    /// holding the bot's token, such as an operator's tool): recorded once,
+    /// which ends the plan it paid for. The user is not told here.
+    pub async fn refunded(&self, message: &Message, refund: &RefundedPayment) {
+        let Some(user) = message.from.as_ref().and_then(|f| user_ref(f.id)) else {
+            return;
+        };
+        let body = StarsRefunded {
+            user_ref: user,
+            telegram_payment_charge_id: refund.telegram_payment_charge_id.0.clone(),
+        };
+        match self.api.stars_refunded(&body).await {
+            Ok(_) => {}
+            // Not a payment for a plan: nothing to end.
+            Err(e) if e.error_code() == Some(ErrorCode::NothingToRefund) => {}
+            Err(e) => {
+                tracing::error!(bot_id = %self.bot_id, error = %e, "a Stars refund could not be recorded")
+            }
+        }
     }
 
     /// `/refund`: the charge the scheduler allows, refunded by Telegram,

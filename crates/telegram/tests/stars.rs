@@ -375,6 +375,8 @@ async fn a_one_off_payment_lapses_back_to_free(backend: Backend) {
     s.app.shutdown().await;
 }
 
+/// What a linked chat user buys is the account's, and a refund made
+/// outside the bot ends it for both.
 async fn a_linked_web_account_shares_the_plan(backend: Backend) {
     let s = Setup::new(backend, |_| {}).await;
     let bot = s.start().await;
@@ -401,6 +403,32 @@ async fn a_linked_web_account_shares_the_plan(backend: Backend) {
     s.wait_text(7301, "You're on STARTER").await;
     let quota = web.get_user(&account.user_ref).await.unwrap();
     assert_eq!(quota.plan.id, "starter");
+
+    // An operator refunds the charge with the bot's token, outside the bot:
+    // Telegram tells the bot (`refunded_payment`), and the plan ends for
+    // both.
+    let charge = s.tg.star_payments(TOKEN)[0]
+        .telegram_payment_charge_id
+        .clone();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(s.tg.method_url(TOKEN, "refundStarPayment"))
+        .json(&serde_json::json!({"user_id": 7301, "telegram_payment_charge_id": charge}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while web.get_user(&account.user_ref).await.unwrap().plan.id != "free" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the refund was not recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(s.plan_of("telegram:7301").await, "free");
     bot.shutdown().await;
     s.app.shutdown().await;
 }
