@@ -520,3 +520,60 @@ impl Client {
         Self::send(rb).await
     }
 }
+
+/// Telegram Stars payments (Telegram keys only).
+impl Client {
+    /// `GET /api/v1/payments/telegram/plans`: the plans Telegram sells.
+    pub async fn stars_offers(&self) -> Result<crate::stars::StarsOffers, ClientError> {
+        Self::send(self.request(Method::GET, "api/v1/payments/telegram/plans")?).await
+    }
+
+    /// `POST /api/v1/payments/telegram/invoices`: a signed invoice for the user.
+    pub async fn stars_invoice(
+        &self,
+        body: &crate::stars::StarsInvoiceRequest,
+    ) -> Result<crate::stars::StarsInvoice, ClientError> {
+        let rb = self.request(Method::POST, "api/v1/payments/telegram/invoices")?;
+        Self::send(Self::json(rb, body)).await
+    }
+
+    /// `POST /api/v1/payments/telegram/pre-checkout`, within a few seconds
+    /// (Telegram waits 10 s for the bot's answer).
+    pub async fn stars_pre_checkout(
+        &self,
+        body: &crate::stars::StarsPreCheckout,
+    ) -> Result<crate::stars::StarsPreCheckoutOk, ClientError> {
+        let rb = self.request(Method::POST, "api/v1/payments/telegram/pre-checkout")?;
+        Self::send(Self::json(rb.timeout(Duration::from_secs(6)), body)).await
+    }
+
+    /// `POST /api/v1/payments/telegram/payments`: a `successful_payment`.
+    pub async fn stars_payment(
+        &self,
+        body: &crate::stars::StarsPayment,
+    ) -> Result<crate::stars::StarsPaymentOutcome, ClientError> {
+        let rb = self.request(Method::POST, "api/v1/payments/telegram/payments")?;
+        Self::send(Self::json(rb, body)).await
+    }
+
+    /// `POST /api/v1/payments/telegram/refund-requests`: the charge the bot may refund.
+    pub async fn stars_refundable(
+        &self,
+        user_ref: &UserRef,
+    ) -> Result<crate::stars::StarsRefundable, ClientError> {
+        let body = crate::stars::StarsRefundRequest {
+            user_ref: user_ref.clone(),
+        };
+        let rb = self.request(Method::POST, "api/v1/payments/telegram/refund-requests")?;
+        Self::send(Self::json(rb, &body)).await
+    }
+
+    /// `POST /api/v1/payments/telegram/refunds`: Telegram refunded the charge.
+    pub async fn stars_refunded(
+        &self,
+        body: &crate::stars::StarsRefunded,
+    ) -> Result<crate::stars::StarsPaymentOutcome, ClientError> {
+        let rb = self.request(Method::POST, "api/v1/payments/telegram/refunds")?;
+        Self::send(Self::json(rb, body)).await
+    }
+}

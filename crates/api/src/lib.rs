@@ -14,6 +14,8 @@
 //!   Discord bots.
 //! - [`schema`]: rules the API document states that no wire type carries
 //!   (a worker's address, a model name), with the checks that match them.
+//! - [`stars`]: Telegram Stars payments, between the Telegram bots and the
+//!   scheduler.
 //! - [`client`]: a `reqwest` client for all of the above.
 
 pub mod admin;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod internal;
 pub mod public;
 pub mod schema;
+pub mod stars;
 
 pub use client::{Client, ClientError};
 pub use error::{ApiErrorBody, ErrorDetail};

@@ -124,6 +124,18 @@ error_codes! {
     /// A revoke for a user who holds no plan an operator granted.
     GrantNotFound = "grant_not_found",
 
+    // Telegram Stars.
+    /// The plan is not sold in this channel (or no longer at that price).
+    PlanNotForSale = "plan_not_for_sale",
+    /// A Stars invoice payload this scheduler did not sign for this user.
+    PaymentPayloadInvalid = "payment_payload_invalid",
+    /// A Stars invoice past its lifetime, at the pre-checkout.
+    PaymentPayloadExpired = "payment_payload_expired",
+    /// The currency or amount paid is not what the invoice asked.
+    PaymentMismatch = "payment_mismatch",
+    /// The user has no Telegram payment that may be refunded.
+    NothingToRefund = "nothing_to_refund",
+
     // Accounts and links.
     InvalidEmail = "invalid_email",
     WeakPassword = "weak_password",

@@ -450,6 +450,7 @@ impl SchedulerConfig {
         self.auth.internal_token()?;
         self.artifacts.link_secret()?;
         self.payments.discord.check().map_err(anyhow::Error::msg)?;
+        self.payments.telegram.check()?;
         if self.artifacts.link_lifetime_secs == 0 {
             anyhow::bail!("artifacts.link_lifetime_secs must be positive");
         }

@@ -63,6 +63,12 @@ impl LinkSigner {
         Self { key, lifetime_secs }
     }
 
+    /// The key, for keys derived from it for other purposes (Telegram
+    /// invoice payloads); never used as it is outside this module.
+    pub(crate) fn base_key(&self) -> &[u8] {
+        &self.key
+    }
+
     pub fn lifetime_secs(&self) -> u64 {
         self.lifetime_secs
     }

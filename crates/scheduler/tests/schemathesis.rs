@@ -24,10 +24,11 @@
 //!   a method the document does not list is answered 405 with `Allow`; a
 //!   created resource can be read, a deleted one cannot. The one setting
 //!   beyond Schemathesis's own is in `crates/testkit/py/schemathesis.toml`:
-//!   four operations whose rules no JSON Schema can state (a job's `params`
+//!   operations whose rules no JSON Schema can state (a job's `params`
 //!   against the user's plan and the model catalogue, a result's outcome
 //!   against its error and parts, a heartbeat's engines against the worker's
-//!   capabilities and models, an operator's grant ending in the future) may
+//!   capabilities and models, an operator's grant ending in the future, a
+//!   Telegram Stars payload the scheduler must have signed) may
 //!   refuse a request their schema admits; it says why;
 //! - loads `crates/testkit/py/schemathesis_hooks.py`, which lets
 //!   Schemathesis send `audio/*` bodies, and taints the documented examples

@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod me;
+pub mod stars;
 pub mod webhook;
 
 use std::time::Duration;
@@ -311,20 +312,89 @@ pub struct Handler {
     pub bot: Bot<Telegram>,
     tg: teloxide_core::Bot,
     max_audio_bytes: u32,
+    /// Plans sold for Telegram Stars.
+    seller: stars::Seller,
+}
+
+/// The updates a bot asks Telegram for.
+fn wanted_updates() -> Vec<AllowedUpdate> {
+    vec![AllowedUpdate::Message, AllowedUpdate::PreCheckoutQuery]
 }
 
 impl Handler {
     /// Handles one update in the background.
     pub fn dispatch(&self, update: teloxide_core::types::Update) {
-        if let UpdateKind::Message(m) = update.kind {
-            let this = self.clone();
-            self.bot.spawn_handler(async move {
-                if let Some((incoming, user)) =
-                    read_message(&this.tg, &this.bot, &m, this.max_audio_bytes).await
-                {
-                    this.bot.on_admitted(incoming, user).await;
-                }
-            });
+        match update.kind {
+            UpdateKind::Message(m) => {
+                let this = self.clone();
+                self.bot
+                    .spawn_handler(async move { this.on_message(m).await });
+            }
+            UpdateKind::PreCheckoutQuery(q) => {
+                let seller = self.seller.clone();
+                self.bot
+                    .spawn_handler(async move { seller.pre_checkout(q).await });
+            }
+            _ => {}
+        }
+    }
+
+    async fn on_message(&self, m: Message) {
+        // Money already taken: relayed whatever the rate limits.
+        if let Some(payment) = m.successful_payment() {
+            return self.seller.paid(&m, payment).await;
+        }
+        if let teloxide_core::types::MessageKind::RefundedPayment(r) = &m.kind {
+            return self.seller.refunded(&m, &r.refunded_payment).await;
+        }
+        if let (Some(text), Some(from)) = (m.text(), m.from.as_ref()) {
+            let username = self.bot.settings().username.clone();
+            let name = stars::command(text, username.as_deref()).map(|(name, _)| name);
+            let stars = stars::parse(text, username.as_deref());
+            if !from.is_bot
+                && (stars.is_some() || matches!(name.as_deref(), Some("help" | "start")))
+            {
+                let chat = m.chat.id;
+                let Some(user) = self
+                    .bot
+                    .admit(&chat.0.to_string(), &from.id.0.to_string())
+                    .await
+                else {
+                    return;
+                };
+                let text = match stars {
+                    None => stars::help(&tessera_chat::words::help(
+                        &self.bot.settings().capabilities,
+                    )),
+                    Some(_) if !m.chat.is_private() => {
+                        "Send /subscribe or /refund to me in a private chat.".to_owned()
+                    }
+                    Some(stars::StarsCommand::Subscribe(plan)) => {
+                        return self.seller.subscribe(chat, &user, plan.as_deref()).await
+                    }
+                    Some(stars::StarsCommand::Refund) => {
+                        return self.seller.refund(chat, from.id, &user).await
+                    }
+                };
+                let _ = self
+                    .bot
+                    .messenger()
+                    .send_text(&chat.0.to_string(), &text)
+                    .await;
+                return;
+            }
+        }
+        let quota = m.chat.is_private()
+            && m.text()
+                .and_then(|t| stars::command(t, self.bot.settings().username.as_deref()))
+                .is_some_and(|(name, _)| name == "quota");
+        if let Some((incoming, user)) =
+            read_message(&self.tg, &self.bot, &m, self.max_audio_bytes).await
+        {
+            self.bot.on_admitted(incoming, user.clone()).await;
+            if quota {
+                self.seller.offer_when_out(m.chat.id, &user).await;
+            }
         }
     }
 }
@@ -429,14 +499,27 @@ pub async fn start(
         tracing::warn!(bot_id = %instance.id, id = me.id, "getMe answered a user that is not a bot");
     }
     let username = me.username.clone();
-    let commands: Vec<BotCommand> = tessera_chat::command::commands_for(&instance.capabilities)
+    let mut commands: Vec<BotCommand> = tessera_chat::command::commands_for(&instance.capabilities)
         .into_iter()
         .map(|c| BotCommand::new(c.name, c.description))
         .collect();
+    // The plans for sale come before /help and /start, at the menu's end.
+    let at = commands
+        .iter()
+        .position(|c| c.command == "help")
+        .unwrap_or(commands.len());
+    for (i, (name, description)) in stars::COMMANDS.into_iter().enumerate() {
+        commands.insert(at + i, BotCommand::new(name, description));
+    }
     if let Err(e) = tg.set_my_commands(commands).await {
         tracing::warn!(bot_id = %instance.id, error = %e, "could not register the command menu");
     }
     let api = Client::new(&config.scheduler_url, secrets.api_key.expose().to_owned())?;
+    let seller = stars::Seller {
+        tg: sender.clone(),
+        api: api.clone(),
+        bot_id: instance.id.to_string(),
+    };
     let settings = BotSettings {
         platform: Platform::Telegram,
         bot_id: instance.id.clone(),
@@ -462,6 +545,7 @@ pub async fn start(
         bot,
         tg: sender,
         max_audio_bytes: config.max_audio_bytes,
+        seller,
     };
     let stop = CancellationToken::new();
     let (task, webhook_secret) = match &config.webhook {
@@ -489,7 +573,7 @@ pub async fn start(
             let url = reqwest::Url::parse(&url)?;
             tg.set_webhook(url)
                 .secret_token(secret.clone())
-                .allowed_updates(vec![AllowedUpdate::Message])
+                .allowed_updates(wanted_updates())
                 .await
                 .map_err(|e| {
                     anyhow::anyhow!("bot {}: Telegram refused the webhook: {e}", instance.id)
@@ -521,7 +605,7 @@ async fn poll(
             .get_updates()
             .offset(offset)
             .timeout(poll_timeout_secs)
-            .allowed_updates(vec![AllowedUpdate::Message])
+            .allowed_updates(wanted_updates())
             .into_future();
         let answer = tokio::select! {
             _ = stop.cancelled() => break,

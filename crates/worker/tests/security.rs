@@ -134,6 +134,8 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
     let app = TestApp::spawn_with(backend, move |c| {
         c.auth.metrics_token = Some(m);
         c.workers.heartbeat_interval_ms = 200;
+        // Telegram sells STARTER for Stars.
+        c.payments.telegram.stars.insert("starter".into(), 250);
     })
     .await;
     let owner_key = app.key(Platform::Telegram, OWNER).await;
@@ -449,6 +451,61 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
             403,
         )
+        .otherwise(401),
+        // Telegram Stars: Telegram keys only. A payload nobody signed is
+        // refused (400), and there is no charge to refund (404).
+        call(Method::GET, "/api/v1/payments/telegram/plans", None)
+            .when(&[Owner], 200)
+            .when(&[OtherFrontend, Web, OtherWeb], 403)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(
+            Method::POST,
+            "/api/v1/payments/telegram/invoices",
+            Some(json!({"user_ref": "telegram:6", "plan_id": "starter"})),
+        )
+        .when(&[Owner], 201)
+        .when(&[OtherFrontend, Web, OtherWeb], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/v1/payments/telegram/pre-checkout",
+            Some(json!({"user_ref": "telegram:6", "payload": "starter.1.9999999999.nonce.00",
+                        "currency": "XTR", "total_amount": 1})),
+        )
+        .when(&[Owner], 400)
+        .when(&[OtherFrontend, Web, OtherWeb], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/v1/payments/telegram/payments",
+            Some(json!({"user_ref": "telegram:6", "payload": "starter.1.9999999999.nonce.00",
+                        "currency": "XTR", "total_amount": 1,
+                        "telegram_payment_charge_id": "stxforged", "date": 1_900_000_000})),
+        )
+        .when(&[Owner], 400)
+        .when(&[OtherFrontend, Web, OtherWeb], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/v1/payments/telegram/refund-requests",
+            Some(json!({"user_ref": "telegram:6"})),
+        )
+        .when(&[Owner], 404)
+        .when(&[OtherFrontend, Web, OtherWeb], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/v1/payments/telegram/refunds",
+            Some(json!({"user_ref": "telegram:6", "telegram_payment_charge_id": "stxforged"})),
+        )
+        .when(&[Owner], 404)
+        .when(&[OtherFrontend, Web, OtherWeb], 403)
+        .when(&not_frontends, 403)
         .otherwise(401),
         call(
             Method::POST,

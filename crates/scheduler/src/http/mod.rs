@@ -1,7 +1,7 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
 //! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`] (keys
-//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`files`], [`internal`], [`results`], [`health`]); handlers take
+//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`stars`] (Telegram Stars), [`files`], [`internal`], [`results`], [`health`]); handlers take
 //! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
 //! import each other, only the shared ones: [`error`] maps every failure to
 //! JSON in one place, [`auth`] says who is calling, [`scope`] what a frontend
@@ -24,6 +24,7 @@ pub mod openapi;
 pub mod payments;
 pub mod results;
 pub mod scope;
+pub mod stars;
 pub mod users;
 pub mod wire;
 
@@ -100,6 +101,9 @@ impl AppState {
         if link_secret.is_none() {
             tracing::warn!("artifacts.link_secret is not set: download links made now stop working when this scheduler stops, and work on this replica only");
         }
+        if link_secret.is_none() && !config.payments.telegram.stars.is_empty() {
+            tracing::warn!("artifacts.link_secret is not set while Telegram sells plans: Stars invoices signed now are refused after a restart or on another replica, subscription renewals included");
+        }
         let links = LinkSigner::new(link_secret.as_deref(), config.artifacts.link_lifetime_secs);
         let estimator = Estimator::new(config.estimates.clone());
         let positions = QueuePositions::new(
@@ -162,6 +166,18 @@ pub fn router(state: AppState) -> Router {
             post(entitlements::relay),
         )
         .route("/api/v1/payments/discord/skus", get(entitlements::skus))
+        .route("/api/v1/payments/telegram/plans", get(stars::offers))
+        .route("/api/v1/payments/telegram/invoices", post(stars::invoice))
+        .route(
+            "/api/v1/payments/telegram/pre-checkout",
+            post(stars::pre_checkout),
+        )
+        .route("/api/v1/payments/telegram/payments", post(stars::payment))
+        .route(
+            "/api/v1/payments/telegram/refund-requests",
+            post(stars::refundable),
+        )
+        .route("/api/v1/payments/telegram/refunds", post(stars::refunded))
         .route("/api/internal/heartbeat", post(internal::heartbeat))
         .route(
             "/api/internal/jobs/{job_id}/progress",

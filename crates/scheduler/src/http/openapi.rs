@@ -22,7 +22,8 @@ use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorD
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
 use super::{
-    accounts, admin as admin_http, entitlements, files, internal, jobs, payments, results, users,
+    accounts, admin as admin_http, entitlements, files, internal, jobs, payments, results, stars,
+    users,
 };
 
 #[derive(OpenApi)]
@@ -44,6 +45,8 @@ use super::{
         files::download_link, files::redeem_download_link,
         results::progress, results::result, results::input,
         entitlements::relay, entitlements::skus,
+        stars::offers, stars::invoice, stars::pre_checkout, stars::payment,
+        stars::refundable, stars::refunded,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -64,6 +67,12 @@ use super::{
         tessera_api::entitlements::EntitlementsRequest, tessera_api::entitlements::EntitlementsOutcome,
         tessera_api::entitlements::EntitlementOutcome, tessera_api::entitlements::EntitlementResult,
         tessera_api::entitlements::DiscordSku, tessera_api::entitlements::DiscordSkus,
+        tessera_api::stars::StarsOffers, tessera_api::stars::StarsOffer,
+        tessera_api::stars::StarsInvoiceRequest, tessera_api::stars::StarsInvoice,
+        tessera_api::stars::StarsPreCheckout, tessera_api::stars::StarsPreCheckoutOk,
+        tessera_api::stars::StarsPayment, tessera_api::stars::StarsPaymentOutcome,
+        tessera_api::stars::StarsRefundRequest, tessera_api::stars::StarsRefundable,
+        tessera_api::stars::StarsRefunded,
     )),
     modifiers(&Security, &Refusals, &Flatten),
     tags(
@@ -73,7 +82,7 @@ use super::{
         (name = "admin", description = "Keys, plans, jobs and workers, for operators"),
         (name = "files", description = "Audio inputs and job outputs"),
         (name = "internal", description = "Between the scheduler and its workers"),
-        (name = "payments", description = "Plans bought through the bots' platforms"),
+        (name = "payments", description = "Plans bought through the website and the bots' platforms"),
     )
 )]
 pub struct ApiDoc;

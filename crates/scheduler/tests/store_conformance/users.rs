@@ -95,8 +95,27 @@ async fn concurrent_creates_never_overspend(backend: Backend) {
     assert_eq!(store.tokens_used(&user, day()).await.unwrap(), 20);
 }
 
+/// A payment channel meeting a user first creates them on FREE; meeting a
+/// known user again changes nothing (not their plan, not their spending).
+async fn ensure_user_creates_once_and_keeps_what_is_there(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let new: UserRef = "telegram:41".parse().unwrap();
+    assert!(store.quota(&new, day(), 0).await.unwrap().is_none());
+    store.ensure_user(&new, 0).await.unwrap();
+    let quota = store.quota(&new, day(), 0).await.unwrap().expect("created");
+    assert_eq!(quota.plan.id, Plan::DEFAULT_ID);
+    let known: UserRef = "telegram:42".parse().unwrap();
+    store.set_plan(&known, "pro", day(), 0).await.unwrap();
+    created(&*store, "telegram:42", 1).await;
+    store.ensure_user(&known, 5).await.unwrap();
+    let quota = store.quota(&known, day(), 5).await.unwrap().unwrap();
+    assert_eq!((quota.plan.id.as_str(), quota.tokens_used), ("pro", 1));
+}
+
 backend_tests!(
     the_quota_stops_at_the_plan_limit,
     plans_are_the_seeds_and_can_be_assigned,
     concurrent_creates_never_overspend,
+    ensure_user_creates_once_and_keeps_what_is_there,
 );
