@@ -20,6 +20,7 @@ pub mod error;
 pub mod internal;
 pub mod public;
 pub mod schema;
+pub mod stripe;
 
 pub use client::{Client, ClientError};
 pub use error::{ApiErrorBody, ErrorDetail};

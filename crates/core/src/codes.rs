@@ -134,6 +134,24 @@ error_codes! {
     InvalidLinkCode = "invalid_link_code",
     LinkCodeUnavailable = "link_code_unavailable",
 
+    // Payments: Stripe.
+    /// The payment channel asked for is not configured on this scheduler (404).
+    PaymentsNotConfigured = "payments_not_configured",
+    /// The plan is not sold through this channel (no price configured, or a
+    /// plan nobody buys: free, admin).
+    PlanNotForSale = "plan_not_for_sale",
+    /// The payment provider could not be reached or refused the call; nothing
+    /// was made.
+    PaymentProviderUnavailable = "payment_provider_unavailable",
+    /// The user never started a checkout, so there is no subscription to manage.
+    NoPaymentCustomer = "no_payment_customer",
+    /// A payment webhook whose signature is missing, forged or altered.
+    WebhookSignatureInvalid = "webhook_signature_invalid",
+    /// A payment webhook signed longer ago than the tolerance allows.
+    WebhookSignatureExpired = "webhook_signature_expired",
+    /// A signed payment webhook whose body is not an event the channel reads.
+    InvalidWebhookEvent = "invalid_webhook_event",
+
     // Workers on the internal API.
     InvalidHeartbeat = "invalid_heartbeat",
     InvalidProgress = "invalid_progress",

@@ -23,6 +23,7 @@ pub mod openapi;
 pub mod payments;
 pub mod results;
 pub mod scope;
+pub mod stripe;
 pub mod users;
 pub mod wire;
 
@@ -73,6 +74,8 @@ pub struct Inner {
     pub passwords: Passwords,
     /// Signs and verifies download links.
     pub links: LinkSigner,
+    /// The Stripe channel; `None` when `[payments.stripe]` has no secret key.
+    pub stripe: Option<crate::payments::stripe::Stripe>,
 }
 
 impl std::ops::Deref for AppState {
@@ -100,6 +103,7 @@ impl AppState {
             tracing::warn!("artifacts.link_secret is not set: download links made now stop working when this scheduler stops, and work on this replica only");
         }
         let links = LinkSigner::new(link_secret.as_deref(), config.artifacts.link_lifetime_secs);
+        let stripe = crate::payments::stripe::Stripe::from_config(&config.payments.stripe)?;
         let estimator = Estimator::new(config.estimates.clone());
         let positions = QueuePositions::new(
             config.queue.position_cap,
@@ -119,6 +123,7 @@ impl AppState {
             blobs,
             passwords: Passwords::new(),
             links,
+            stripe,
         })))
     }
 }
@@ -156,6 +161,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/admin/payments", get(payments::list))
         .route("/api/admin/payments/grant", post(payments::grant))
         .route("/api/admin/payments/revoke", post(payments::revoke))
+        .route("/api/v1/payments/stripe/checkout", post(stripe::checkout))
+        .route("/api/v1/payments/stripe/portal", post(stripe::portal))
+        .route("/api/v1/payments/stripe/webhook", post(stripe::webhook))
         .route("/api/internal/heartbeat", post(internal::heartbeat))
         .route(
             "/api/internal/jobs/{job_id}/progress",

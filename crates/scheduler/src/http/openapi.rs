@@ -21,7 +21,9 @@ use utoipa::{Modify, OpenApi};
 use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorDetail};
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
-use super::{accounts, admin as admin_http, files, internal, jobs, payments, results, users};
+use super::{
+    accounts, admin as admin_http, files, internal, jobs, payments, results, stripe, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -41,6 +43,7 @@ use super::{accounts, admin as admin_http, files, internal, jobs, payments, resu
         files::upload_input, files::artifact,
         files::download_link, files::redeem_download_link,
         results::progress, results::result, results::input,
+        stripe::checkout, stripe::portal, stripe::webhook,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -57,6 +60,8 @@ use super::{accounts, admin as admin_http, files, internal, jobs, payments, resu
         ApiErrorBody, ErrorDetail, Capability, JobState, Plan, Platform, Priority,
         tessera_core::PaymentKind, tessera_core::PaymentProvider,
         tessera_api::schema::StatusFilter,
+        tessera_api::stripe::StripeCheckoutRequest, tessera_api::stripe::StripePortalRequest,
+        tessera_api::stripe::PaymentRedirect, tessera_api::stripe::StripeWebhookAck,
     )),
     modifiers(&Security, &Refusals, &Flatten),
     tags(
@@ -66,6 +71,7 @@ use super::{accounts, admin as admin_http, files, internal, jobs, payments, resu
         (name = "admin", description = "Keys, plans, jobs and workers, for operators"),
         (name = "files", description = "Audio inputs and job outputs"),
         (name = "internal", description = "Between the scheduler and its workers"),
+        (name = "payments", description = "Buying plans: Stripe Checkout, the customer portal and Stripe's webhooks"),
     )
 )]
 pub struct ApiDoc;
