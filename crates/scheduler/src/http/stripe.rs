@@ -270,6 +270,17 @@ pub async fn webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<StripeWebhookAck>, ApiError> {
+    let header = headers
+        .get("stripe-signature")
+        .and_then(|h| h.to_str().ok());
+    // No credential at all is refused first, as a missing key is elsewhere.
+    if header.is_none() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::WebhookSignatureInvalid,
+            "no Stripe-Signature header: only Stripe's signed webhooks are taken here",
+        ));
+    }
     let stripe = configured(&state)?;
     let Some(secret) = stripe.webhook_secret.as_deref() else {
         return Err(ApiError::new(
@@ -278,9 +289,6 @@ pub async fn webhook(
             "[payments.stripe] has no webhook_secret, so no webhook can be verified",
         ));
     };
-    let header = headers
-        .get("stripe-signature")
-        .and_then(|h| h.to_str().ok());
     let now = now_ms();
     verify(header, &body, secret, stripe.tolerance_secs, now / 1000).map_err(|e| {
         tracing::warn!(?e, "a Stripe webhook was refused");

@@ -575,6 +575,10 @@ async fn stripe_down_when_clicking_makes_nothing(backend: Backend) {
     deliver(&app, b"{}", Some(signature(SECRET, now_secs(), b"{}")))
         .await
         .error(StatusCode::NOT_FOUND, "payments_not_configured");
+    // With no signature at all, the missing credential is what is refused.
+    deliver(&app, b"{}", None)
+        .await
+        .error(StatusCode::BAD_REQUEST, "webhook_signature_invalid");
     app.shutdown().await;
 }
 
