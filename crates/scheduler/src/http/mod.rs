@@ -1,7 +1,7 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
 //! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`] (keys
-//! and workers), [`payments`] (the ledger), [`files`], [`internal`], [`results`], [`health`]); handlers take
+//! and workers), [`payments`] (the ledger), [`stripe`] (Stripe Checkout, portal and webhooks), [`files`], [`internal`], [`results`], [`health`]); handlers take
 //! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
 //! import each other, only the shared ones: [`error`] maps every failure to
 //! JSON in one place, [`auth`] says who is calling, [`scope`] what a frontend
