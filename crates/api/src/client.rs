@@ -304,6 +304,26 @@ impl Client {
         Self::send(self.request(Method::GET, "api/v1/payments/discord/skus")?).await
     }
 
+    /// Starts a Stripe Checkout for the account to buy `req.plan_id` (web
+    /// keys only): the URL of Stripe's page to send the visitor to.
+    pub async fn stripe_checkout(
+        &self,
+        req: &crate::stripe::StripeCheckoutRequest,
+    ) -> Result<crate::stripe::PaymentRedirect, ClientError> {
+        let rb = self.request(Method::POST, "api/v1/payments/stripe/checkout")?;
+        Self::send(Self::json(rb, req)).await
+    }
+
+    /// Opens Stripe's customer portal for the account (web keys only): the
+    /// URL to send the visitor to.
+    pub async fn stripe_portal(
+        &self,
+        req: &crate::stripe::StripePortalRequest,
+    ) -> Result<crate::stripe::PaymentRedirect, ClientError> {
+        let rb = self.request(Method::POST, "api/v1/payments/stripe/portal")?;
+        Self::send(Self::json(rb, req)).await
+    }
+
     /// A signed link to an artifact this key may read, served by the website
     /// without a key or an account until it expires.
     pub async fn create_download_link(

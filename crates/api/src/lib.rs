@@ -26,6 +26,7 @@ pub mod internal;
 pub mod public;
 pub mod schema;
 pub mod stars;
+pub mod stripe;
 
 pub use client::{Client, ClientError};
 pub use error::{ApiErrorBody, ErrorDetail};

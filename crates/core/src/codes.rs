@@ -124,8 +124,9 @@ error_codes! {
     /// A revoke for a user who holds no plan an operator granted.
     GrantNotFound = "grant_not_found",
 
-    // Telegram Stars.
-    /// The plan is not sold in this channel (or no longer at that price).
+    // Payments: Telegram Stars (plan_not_for_sale also Stripe's).
+    /// The plan is not sold through this channel: no price configured (or no
+    /// longer at that price), or a plan nobody buys (free, admin).
     PlanNotForSale = "plan_not_for_sale",
     /// A Stars invoice payload this scheduler did not sign for this user.
     PaymentPayloadInvalid = "payment_payload_invalid",
@@ -145,6 +146,21 @@ error_codes! {
     NotLinkable = "not_linkable",
     InvalidLinkCode = "invalid_link_code",
     LinkCodeUnavailable = "link_code_unavailable",
+
+    // Payments: Stripe.
+    /// The payment channel asked for is not configured on this scheduler (404).
+    PaymentsNotConfigured = "payments_not_configured",
+    /// The payment provider could not be reached or refused the call; nothing
+    /// was made.
+    PaymentProviderUnavailable = "payment_provider_unavailable",
+    /// The user never started a checkout, so there is no subscription to manage.
+    NoPaymentCustomer = "no_payment_customer",
+    /// A payment webhook whose signature is missing, forged or altered.
+    WebhookSignatureInvalid = "webhook_signature_invalid",
+    /// A payment webhook signed longer ago than the tolerance allows.
+    WebhookSignatureExpired = "webhook_signature_expired",
+    /// A signed payment webhook whose body is not an event the channel reads.
+    InvalidWebhookEvent = "invalid_webhook_event",
 
     // Workers on the internal API.
     InvalidHeartbeat = "invalid_heartbeat",

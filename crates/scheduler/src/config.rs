@@ -309,7 +309,7 @@ impl AuthConfig {
     }
 }
 
-fn secret(
+pub(crate) fn secret(
     value: &Option<String>,
     file: &Option<PathBuf>,
     name: &str,

@@ -60,9 +60,21 @@
 //!   customer portal (`/v1/billing_portal/sessions`), prices, disputes, and
 //!   the events `checkout.session.completed`, `invoice.paid`,
 //!   `customer.subscription.updated`, `charge.refunded` and
-//!   `charge.dispute.created`: a Stripe channel tested here drives the
-//!   subscription objects directly for those, or builds such an event
-//!   itself and signs it as localstripe does. Unknown routes answer 404.
+//!   `charge.dispute.created`. Unknown routes answer 404.
+//! - **Added by the wrapper**, beside localstripe's unchanged application,
+//!   from its own objects and sent through its own (signing) webhook sender
+//!   (the script's docstring says exactly how): Checkout sessions in
+//!   subscription mode (`line_items[0][price]` names a localstripe plan)
+//!   with a hosted page whose Pay button ([`LocalStripe::pay`]) attaches a
+//!   test card, creates the subscription in localstripe and sends
+//!   `invoice.paid` and `checkout.session.completed`; portal sessions whose
+//!   page cancels a subscription ([`LocalStripe::cancel_in_portal`], which
+//!   is localstripe's own delete and `customer.subscription.deleted`); and
+//!   loopback test routes for a renewal's `invoice.paid`
+//!   ([`LocalStripe::renew`]), a refund's `charge.refunded`
+//!   ([`LocalStripe::refund`]) and a dispute's `charge.dispute.created`
+//!   ([`LocalStripe::dispute`]). `customer.subscription.updated` is still
+//!   never sent.
 //! - **Errors** are Stripe's envelope, `{"error": {"type":
 //!   "invalid_request_error", "message": ...}}`, with 400 for bad
 //!   parameters ("Bad request", "Unexpected <name>"), 401 without a secret
@@ -215,6 +227,122 @@ impl LocalStripe {
         id_of(&customer)
     }
 
+    /// A monthly plan (localstripe's stand-in for a price) with this id,
+    /// costing `amount` cents.
+    pub async fn monthly_price(&self, id: &str, amount: u32) -> Result<(), StripeError> {
+        let amount = amount.to_string();
+        self.post(
+            "plans",
+            &[
+                ("id", id),
+                ("amount", &amount),
+                ("currency", "usd"),
+                ("interval", "month"),
+                ("product[name]", id),
+            ],
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Plays the buyer on a hosted checkout page (a session's `url`): reads
+    /// the page, presses Pay; the URL it was sent on to (the session's
+    /// `success_url`).
+    pub async fn pay(&self, checkout_url: &str) -> Result<String, StripeError> {
+        let page = self.page(checkout_url).await?;
+        let action = form_action(&page, "/pay").ok_or_else(|| StripeError {
+            status: 200,
+            body: Value::String(page.clone()),
+        })?;
+        self.press(&action, &[]).await
+    }
+
+    /// Plays the customer on a portal page (a portal session's `url`):
+    /// presses "Cancel subscription" for `subscription`; the URL it was sent
+    /// on to (the session's `return_url`).
+    pub async fn cancel_in_portal(
+        &self,
+        portal_url: &str,
+        subscription: &str,
+    ) -> Result<String, StripeError> {
+        let page = self.page(portal_url).await?;
+        let action = form_action(&page, "/cancel")
+            .filter(|_| page.contains(subscription) && page.contains("Cancel subscription"))
+            .ok_or_else(|| StripeError {
+                status: 200,
+                body: Value::String(page.clone()),
+            })?;
+        self.press(&action, &[("subscription", subscription)]).await
+    }
+
+    /// The subscription's next period, invoiced, paid and reported as
+    /// `invoice.paid`; the invoice.
+    pub async fn renew(&self, subscription: &str) -> Result<Value, StripeError> {
+        self.test_route("renew", subscription).await
+    }
+
+    /// The subscription's latest charge refunded, reported as
+    /// `charge.refunded`; the charge.
+    pub async fn refund(&self, subscription: &str) -> Result<Value, StripeError> {
+        self.test_route("refund", subscription).await
+    }
+
+    /// A dispute of the subscription's latest charge, reported as
+    /// `charge.dispute.created`; the dispute.
+    pub async fn dispute(&self, subscription: &str) -> Result<Value, StripeError> {
+        self.test_route("dispute", subscription).await
+    }
+
+    async fn test_route(&self, name: &str, subscription: &str) -> Result<Value, StripeError> {
+        answer(
+            self.http
+                .post(format!("{}/_test/{name}", self.url))
+                .form(&[("subscription", subscription)]),
+        )
+        .await
+    }
+
+    async fn page(&self, url: &str) -> Result<String, StripeError> {
+        let answer = self.http.get(url).send().await.map_err(transport)?;
+        let status = answer.status().as_u16();
+        let text = answer.text().await.map_err(transport)?;
+        if status == 200 {
+            Ok(text)
+        } else {
+            Err(StripeError {
+                status,
+                body: Value::String(text),
+            })
+        }
+    }
+
+    /// Submits a hosted page's form; where its 303 leads.
+    async fn press(&self, action: &str, form: &[(&str, &str)]) -> Result<String, StripeError> {
+        let http = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(transport)?;
+        let answer = http
+            .post(format!("{}{action}", self.url))
+            .form(form)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = answer.status().as_u16();
+        match answer
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+        {
+            Some(location) if status == 303 => Ok(location.to_owned()),
+            _ => Err(StripeError {
+                status,
+                body: answer.json().await.unwrap_or(Value::Null),
+            }),
+        }
+    }
+
     /// What it wrote on standard error so far (its request log).
     pub fn stderr(&self) -> String {
         self.process.stderr()
@@ -237,6 +365,15 @@ async fn answer(request: reqwest::RequestBuilder) -> Result<Value, StripeError> 
     } else {
         Err(StripeError { status, body })
     }
+}
+
+/// The `action` of the page's form that ends with `suffix`.
+fn form_action(page: &str, suffix: &str) -> Option<String> {
+    page.split("action=")
+        .skip(1)
+        .filter_map(|rest| rest.split(['>', ' ']).next())
+        .find(|action| action.ends_with(suffix))
+        .map(str::to_owned)
 }
 
 fn id_of(object: &Value) -> Result<String, StripeError> {

@@ -249,10 +249,15 @@ async fn refusals_come_in_stripes_envelope() {
         .await
         .unwrap_err();
     assert_eq!(refused.status, 400);
-    // No Checkout here: a Stripe channel must not assume one.
+    // Checkout is the wrapper's: a session without a customer and a price
+    // is refused in Stripe's envelope, as Stripe refuses it.
     let checkout = stripe
         .post("checkout/sessions", &[("mode", "subscription")])
         .await
         .unwrap_err();
-    assert_eq!(checkout.status, 404, "{checkout}");
+    assert_eq!(checkout.status, 400, "{checkout}");
+    assert_eq!(checkout.body["error"]["type"], "invalid_request_error");
+    // What neither has is 404: prices (localstripe's plans stand for them).
+    let prices = stripe.get("prices").await.unwrap_err();
+    assert_eq!(prices.status, 404, "{prices}");
 }

@@ -136,6 +136,12 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         c.workers.heartbeat_interval_ms = 200;
         // Telegram sells STARTER for Stars.
         c.payments.telegram.stars.insert("starter".into(), 250);
+        // Stripe on, at a port where nothing listens: a call that passes its
+        // boundary reaches Stripe and is told it is down.
+        c.payments.stripe.api_base = "http://127.0.0.1:9".into();
+        c.payments.stripe.secret_key = Some("sk_test_security_matrix".into());
+        c.payments.stripe.webhook_secret = Some("whsec_security_matrix".into());
+        c.payments.stripe.prices = [("starter".to_owned(), "price_starter".to_owned())].into();
     })
     .await;
     let owner_key = app.key(Platform::Telegram, OWNER).await;
@@ -389,6 +395,36 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             .when(&[Owner, Web, OtherWeb], 403)
             .when(&not_frontends, 403)
             .otherwise(401),
+        // Stripe: the website's key only, for its own bot's accounts
+        // (Stripe itself is down here: 502 once past the boundary; no
+        // customer yet: 404 for the portal). The webhook takes no key: its
+        // credential is Stripe-Signature, so every caller without one is 400.
+        call(
+            Method::POST,
+            "/api/v1/payments/stripe/checkout",
+            Some(json!({"user_ref": account, "plan_id": "starter",
+                "success_url": "https://site.example/ok", "cancel_url": "https://site.example/"})),
+        )
+        .when(&[Web], 502)
+        .when(&[OtherWeb], 404)
+        .when(&[Owner, OtherFrontend], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/v1/payments/stripe/portal",
+            Some(json!({"user_ref": account, "return_url": "https://site.example/"})),
+        )
+        .when(&[Web, OtherWeb], 404)
+        .when(&[Owner, OtherFrontend], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/v1/payments/stripe/webhook",
+            Some(json!({"id": "evt_1", "type": "invoice.paid"})),
+        )
+        .otherwise(400),
         // Admin: the admin token only.
         call(Method::GET, "/api/admin/keys", None)
             .when(&[Admin], 200)

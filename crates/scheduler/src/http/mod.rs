@@ -1,7 +1,7 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
 //! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`] (keys
-//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`stars`] (Telegram Stars), [`files`], [`internal`], [`results`], [`health`]); handlers take
+//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`stars`] (Telegram Stars), [`stripe`] (Stripe Checkout, portal and webhooks), [`files`], [`internal`], [`results`], [`health`]); handlers take
 //! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
 //! import each other, only the shared ones: [`error`] maps every failure to
 //! JSON in one place, [`auth`] says who is calling, [`scope`] what a frontend
@@ -25,6 +25,7 @@ pub mod payments;
 pub mod results;
 pub mod scope;
 pub mod stars;
+pub mod stripe;
 pub mod users;
 pub mod wire;
 
@@ -75,6 +76,8 @@ pub struct Inner {
     pub passwords: Passwords,
     /// Signs and verifies download links.
     pub links: LinkSigner,
+    /// The Stripe channel; `None` when `[payments.stripe]` has no secret key.
+    pub stripe: Option<crate::payments::stripe::Stripe>,
 }
 
 impl std::ops::Deref for AppState {
@@ -105,6 +108,7 @@ impl AppState {
             tracing::warn!("artifacts.link_secret is not set while Telegram sells plans: Stars invoices signed now are refused after a restart or on another replica, subscription renewals included");
         }
         let links = LinkSigner::new(link_secret.as_deref(), config.artifacts.link_lifetime_secs);
+        let stripe = crate::payments::stripe::Stripe::from_config(&config.payments.stripe)?;
         let estimator = Estimator::new(config.estimates.clone());
         let positions = QueuePositions::new(
             config.queue.position_cap,
@@ -124,6 +128,7 @@ impl AppState {
             blobs,
             passwords: Passwords::new(),
             links,
+            stripe,
         })))
     }
 }
@@ -178,6 +183,9 @@ pub fn router(state: AppState) -> Router {
             post(stars::refundable),
         )
         .route("/api/v1/payments/telegram/refunds", post(stars::refunded))
+        .route("/api/v1/payments/stripe/checkout", post(stripe::checkout))
+        .route("/api/v1/payments/stripe/portal", post(stripe::portal))
+        .route("/api/v1/payments/stripe/webhook", post(stripe::webhook))
         .route("/api/internal/heartbeat", post(internal::heartbeat))
         .route(
             "/api/internal/jobs/{job_id}/progress",

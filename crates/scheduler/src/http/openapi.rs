@@ -23,7 +23,7 @@ use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
 use super::{
     accounts, admin as admin_http, entitlements, files, internal, jobs, payments, results, stars,
-    users,
+    stripe, users,
 };
 
 #[derive(OpenApi)]
@@ -47,6 +47,7 @@ use super::{
         entitlements::relay, entitlements::skus,
         stars::offers, stars::invoice, stars::pre_checkout, stars::payment,
         stars::refundable, stars::refunded,
+        stripe::checkout, stripe::portal, stripe::webhook,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -73,6 +74,8 @@ use super::{
         tessera_api::stars::StarsPayment, tessera_api::stars::StarsPaymentOutcome,
         tessera_api::stars::StarsRefundRequest, tessera_api::stars::StarsRefundable,
         tessera_api::stars::StarsRefunded,
+        tessera_api::stripe::StripeCheckoutRequest, tessera_api::stripe::StripePortalRequest,
+        tessera_api::stripe::PaymentRedirect, tessera_api::stripe::StripeWebhookAck,
     )),
     modifiers(&Security, &Refusals, &Flatten),
     tags(

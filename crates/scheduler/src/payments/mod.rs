@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 pub mod entitlements;
 pub mod stars;
 pub mod stripe;
+pub mod stripe_webhook;
 
 /// `[payments]`: how each channel sells plans. Every channel is off until
 /// it is configured.

@@ -31,6 +31,7 @@ pub mod postgres;
 mod queue;
 mod rows;
 pub mod sqlite;
+mod stripe_customers;
 mod transitions;
 mod users;
 mod workers;
@@ -51,6 +52,7 @@ pub use payments::{
 };
 pub use queue::{Queue, QueueGroup, WorkerSlot};
 pub use rows::JobRecord;
+pub use stripe_customers::StripeCustomers;
 pub use transitions::{Fence, TransitionChange, TransitionOutcome, Transitions};
 pub use users::{QuotaRecord, Users};
 pub use workers::{WorkerRecord, Workers};
@@ -68,6 +70,7 @@ pub trait Store:
     + Queue
     + Workers
     + Payments
+    + StripeCustomers
     + Send
     + Sync
     + 'static
@@ -85,6 +88,7 @@ impl<T> Store for T where
         + Queue
         + Workers
         + Payments
+        + StripeCustomers
         + Send
         + Sync
         + 'static
@@ -173,6 +177,7 @@ macro_rules! impl_store {
         $crate::store::queue::impl_queue!($store, $db);
         $crate::store::workers::impl_workers!($store);
         $crate::store::payments::impl_payments!($store, $db);
+        $crate::store::stripe_customers::impl_stripe_customers!($store);
         $crate::store::inspect::impl_inspect!($store);
     };
 }

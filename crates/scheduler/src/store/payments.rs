@@ -575,6 +575,9 @@ macro_rules! impl_payments {
                     user_id: i64,
                 ) -> Result<(PaymentOutcome, Option<String>, String), StoreError> {
                     let provider = event.provider.as_str();
+                    // Events of one grant take turns (a no-op on SQLite's
+                    // single writer).
+                    Self::lock_grant(&mut *conn, provider, reference).await?;
                     let grant: Option<(i64, Option<String>, i64, String, i64)> = sqlx::query_as(
                         "SELECT user_id, plan_id, paid_until, state, changed_at FROM plan_grants \
                          WHERE provider = $1 AND reference = $2",

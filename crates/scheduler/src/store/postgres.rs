@@ -48,6 +48,26 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// Holds the ledger's lock on one grant (provider, reference) until the
+    /// transaction ends. Applying an event reads the grant and writes what it
+    /// computed, so two events of one grant applied at once must take turns:
+    /// two first events would otherwise both insert it (a unique violation),
+    /// and two later ones could each overwrite the other's update.
+    async fn lock_grant(
+        conn: &mut sqlx::PgConnection,
+        provider: &str,
+        reference: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(31) || $2, 0))")
+            .bind(provider)
+            .bind(reference)
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+}
+
+impl PgStore {
     /// Reserves the tokens and inserts the job in one statement, which PostgreSQL
     /// runs atomically: when the conditional upsert reserves nothing, the insert
     /// selects no row. One round trip, no BEGIN/COMMIT; `None` means over quota.

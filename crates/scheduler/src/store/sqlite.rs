@@ -69,6 +69,18 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// The ledger's lock on one grant: nothing to do, since every write
+    /// transaction runs on the one writer connection, one at a time.
+    async fn lock_grant(
+        _conn: &mut sqlx::SqliteConnection,
+        _provider: &str,
+        _reference: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl SqliteStore {
     /// Reserves the tokens with a conditional upsert and inserts the job, in one
     /// transaction on the single writer connection; `None` means over quota.
     async fn reserve_and_insert(

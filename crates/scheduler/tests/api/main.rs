@@ -10,4 +10,5 @@ mod files;
 mod jobs;
 mod payments;
 mod security;
+mod stripe;
 mod users;

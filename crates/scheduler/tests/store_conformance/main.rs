@@ -8,5 +8,6 @@ mod keys;
 mod payments;
 mod queue;
 mod schema;
+mod stripe_customers;
 mod users;
 mod workers;

@@ -638,7 +638,43 @@ async fn a_linked_chat_user_pays_for_the_account(backend: Backend) {
     assert!(grants.iter().all(|g| g.user_ref == web && g.active));
 }
 
+/// Events of one subscription arriving at the same moment (a provider sends
+/// an invoice's payment and its checkout together) take turns: every one is
+/// recorded, none fails, and the grant holds what one at a time gives.
+async fn events_of_one_grant_applied_at_once_all_apply(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    known(&*store, "telegram:5").await;
+    let events: Vec<NewPaymentEvent> = (0..8)
+        .map(|i| {
+            paid(
+                PaymentKind::Renewal,
+                &format!("c{i}"),
+                "telegram:5",
+                "sub_c",
+                "starter",
+                T0 + i * 30 * DAY,
+                T0 + i,
+            )
+        })
+        .collect();
+    let outcomes =
+        futures::future::join_all(events.iter().map(|e| store.apply_payment_event(e, T0))).await;
+    for outcome in outcomes {
+        let outcome = outcome.expect("no event of the grant fails");
+        assert!(matches!(outcome, ApplyOutcome::Recorded(_)), "{outcome:?}");
+    }
+    let grants = store
+        .plan_grants(&"telegram:5".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(grants.len(), 1, "{grants:?}");
+    assert_eq!(grants[0].paid_until, T0 + 8 * 30 * DAY);
+    assert_eq!(grants[0].changed_at, T0 + 7);
+}
+
 backend_tests!(
+    events_of_one_grant_applied_at_once_all_apply,
     shuffled_redeliveries_end_where_one_delivery_in_order_does,
     a_lapsed_subscription_returns_the_user_to_free,
     refunds_and_chargebacks_end_the_plan_in_any_order,
