@@ -304,6 +304,12 @@ impl Client {
         Self::send(self.request(Method::GET, "api/v1/payments/discord/skus")?).await
     }
 
+    /// The plans the website sells through Stripe (web keys only); empty
+    /// when the scheduler takes no Stripe payments.
+    pub async fn stripe_offers(&self) -> Result<crate::stripe::StripeOffers, ClientError> {
+        Self::send(self.request(Method::GET, "api/v1/payments/stripe/plans")?).await
+    }
+
     /// Starts a Stripe Checkout for the account to buy `req.plan_id` (web
     /// keys only): the URL of Stripe's page to send the visitor to.
     pub async fn stripe_checkout(

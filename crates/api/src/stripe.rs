@@ -69,3 +69,24 @@ pub struct StripeWebhookAck {
     #[schema(example = "applied")]
     pub outcome: String,
 }
+
+/// A plan the website sells through Stripe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StripeOffer {
+    #[schema(value_type = String, example = "starter")]
+    pub plan_id: PlanId,
+    /// Display name (`STARTER`).
+    pub name: String,
+    /// Monthly price in US cents, as the plan lists it.
+    pub price_cents: i64,
+    /// Tokens a day on the plan; absent when unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_tokens: Option<i64>,
+}
+
+/// `GET /api/v1/payments/stripe/plans`: what the website sells, cheapest
+/// first; empty when Stripe is not configured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct StripeOffers {
+    pub plans: Vec<StripeOffer>,
+}

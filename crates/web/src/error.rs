@@ -31,6 +31,9 @@ pub enum WebError {
     /// their errors beside the fields); its words are shown.
     #[error("{0}")]
     Refused(String),
+    /// The payment provider cannot be reached: nothing was charged.
+    #[error("the payment provider is unavailable")]
+    PaymentsDown,
     /// Too many jobs too fast; try again in this many seconds.
     #[error("slow down")]
     Slow(u64),
@@ -112,6 +115,13 @@ impl IntoResponse for WebError {
                 StatusCode::BAD_REQUEST,
                 "That did not work",
                 format!("The service refused the request: {why}"),
+            ),
+            WebError::PaymentsDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Payments are unavailable right now",
+                "Stripe, which takes our payments, cannot be reached at the moment. Nothing \
+                 was charged and your plan is unchanged. Please try again in a few minutes."
+                    .into(),
             ),
             WebError::Slow(secs) => (
                 StatusCode::TOO_MANY_REQUESTS,

@@ -622,18 +622,35 @@ async fn account_page(
         state.api.get_account(&account.user_ref),
         state.api.get_user(&account.user_ref)
     )?;
+    let offers = crate::billing::offers(state).await;
     let markup = views::account(
         &shell(&session, "/account"),
         &view,
         &quota,
+        &offers,
         message,
         link_error,
     );
     Ok(render(session, status, markup))
 }
 
-pub async fn account(State(state): State<AppState>, session: Session) -> Page {
-    account_page(&state, session, StatusCode::OK, None, None).await
+#[derive(Deserialize)]
+pub struct AccountQuery {
+    /// Set by Stripe's return from a paid Checkout.
+    #[serde(default)]
+    paid: Option<String>,
+}
+
+const PAID: &str = "Thank you! Stripe is confirming your payment: your new plan shows here \
+                    as soon as it has (usually within seconds). Reload the page if it has not yet.";
+
+pub async fn account(
+    State(state): State<AppState>,
+    session: Session,
+    Query(q): Query<AccountQuery>,
+) -> Page {
+    let message = q.paid.is_some().then_some(PAID);
+    account_page(&state, session, StatusCode::OK, message, None).await
 }
 
 #[derive(Deserialize)]
@@ -691,7 +708,13 @@ pub async fn pricing(State(state): State<AppState>, session: Session) -> Page {
         Some(a) => Some(state.api.get_user(&a.user_ref).await?.plan.id),
         None => None,
     };
-    let markup = views::pricing(&shell(&session, "/pricing"), &plans, current.as_deref());
+    let offers = crate::billing::offers(&state).await;
+    let markup = views::pricing(
+        &shell(&session, "/pricing"),
+        &plans,
+        current.as_deref(),
+        &offers,
+    );
     Ok(render(session, StatusCode::OK, markup))
 }
 

@@ -9,8 +9,10 @@
 //! into the binary and served from `/static`, so the site works offline and
 //! every page also works without JavaScript. Download links that bots send
 //! for outputs too large for their platform are served at `/d/...`
-//! ([`download`]) to anyone holding one.
+//! ([`download`]) to anyone holding one. Plans are bought on Stripe's pages
+//! ([`billing`]); the scheduler hears what was paid from Stripe itself.
 
+pub mod billing;
 pub mod download;
 pub mod error;
 pub mod forms;
@@ -56,6 +58,10 @@ pub struct WebConfig {
     pub max_upload_bytes: usize,
     /// Jobs a visitor may start per minute, and how many at once.
     pub limits: LimitConfig,
+    /// The address visitors reach the site at (`https://tessera.example`),
+    /// for the pages Stripe sends buyers back to. `None`: the address each
+    /// visitor used (its `Host`).
+    pub public_url: Option<String>,
 }
 
 impl WebConfig {
@@ -69,6 +75,7 @@ impl WebConfig {
             secure_cookies: false,
             max_upload_bytes: 25 * 1024 * 1024,
             limits: LimitConfig::default(),
+            public_url: None,
         }
     }
 }
@@ -181,6 +188,8 @@ pub fn router(state: AppState) -> Router {
         .route("/account", get(handlers::account))
         .route("/account/link", post(handlers::link))
         .route("/pricing", get(handlers::pricing))
+        .route("/billing/checkout", post(billing::checkout))
+        .route("/billing/portal", post(billing::portal))
         .route("/static/app.css", get(handlers::stylesheet))
         .route("/static/app.js", get(handlers::script))
         .route("/healthz", get(handlers::alive))

@@ -12,6 +12,7 @@ use maud::{html, Markup, DOCTYPE};
 
 use tessera_api::internal::ArtifactKind;
 use tessera_api::public::{AccountView, ArtifactView, JobView, UserQuota};
+use tessera_api::stripe::StripeOffer;
 use tessera_core::{Capability, JobState, Plan};
 
 use crate::forms::{self, Field, Kind};
@@ -551,9 +552,11 @@ pub fn account(
     shell: &Shell<'_>,
     account: &AccountView,
     quota: &UserQuota,
+    offers: &[StripeOffer],
     message: Option<&str>,
     link_error: Option<&str>,
 ) -> Markup {
+    let paying = offers.iter().any(|o| o.plan_id.as_str() == quota.plan.id);
     page(
         shell,
         "Account",
@@ -571,6 +574,16 @@ pub fn account(
                             (quota.resets_at.format("%Y-%m-%d %H:%M UTC"))
                         }
                     }
+                }
+                (buy_buttons(shell, offers, Some(quota.plan.id.as_str())))
+                @if paying {
+                    form method="post" action="/billing/portal" class="inline" {
+                        (csrf_field(shell.csrf))
+                        button type="submit" class="secondary" id="manage-subscription" {
+                            "Manage subscription"
+                        }
+                    }
+                    p class="help" { "Cancel, change card or see invoices on Stripe's page." }
                 }
                 p { a href="/pricing" { "Compare plans" } }
             }
@@ -657,8 +670,60 @@ pub fn plan_table(plans: &[Plan], current: Option<&str>) -> Markup {
     }
 }
 
+/// A button per plan for sale other than the current one: each starts a
+/// Stripe Checkout for it (a monthly subscription).
+fn buy_buttons(shell: &Shell<'_>, offers: &[StripeOffer], current: Option<&str>) -> Markup {
+    html! {
+        @let others: Vec<&StripeOffer> = offers.iter().filter(|o| Some(o.plan_id.as_str()) != current).collect();
+        @if !others.is_empty() {
+            div class="buy" {
+                @for o in others {
+                    form method="post" action="/billing/checkout" class="inline" {
+                        (csrf_field(shell.csrf))
+                        input type="hidden" name="plan" value=(o.plan_id);
+                        button type="submit" id={ "buy-" (o.plan_id) } {
+                            "Upgrade to " (o.name) " · " (price(o.price_cents))
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The page shown while the visitor is sent to a payment page elsewhere
+/// (Stripe's): a refresh, which the site's `form-action 'self'` policy does
+/// not stop as it would a redirect answering the form, and a link.
+pub fn leaving(url: &str, to: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                meta http-equiv="refresh" content={ "0;url=" (url) };
+                title { "Continuing to " (to) " · Tessera" }
+                link rel="stylesheet" href="/static/app.css";
+            }
+            body {
+                main id="main" {
+                    section class="card narrow" {
+                        h1 { "Continuing to " (to) }
+                        p { "If nothing happens, " a id="continue" href=(url) rel="noreferrer" { "continue to " (to) } "." }
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The pricing page.
-pub fn pricing(shell: &Shell<'_>, plans: &[Plan], current: Option<&str>) -> Markup {
+pub fn pricing(
+    shell: &Shell<'_>,
+    plans: &[Plan],
+    current: Option<&str>,
+    offers: &[StripeOffer],
+) -> Markup {
     page(
         shell,
         "Pricing",
@@ -671,6 +736,17 @@ pub fn pricing(shell: &Shell<'_>, plans: &[Plan], current: Option<&str>) -> Mark
             }
             (plan_table(plans, current))
             p class="muted" { "Higher plans also wait less: their jobs go first in the queue." }
+            @if !offers.is_empty() {
+                section class="card" aria-labelledby="buy-title" {
+                    h2 id="buy-title" { "Upgrade" }
+                    @if shell.signed_in.is_some() {
+                        p { "Plans are monthly subscriptions paid through Stripe; cancel any time from your account page." }
+                        (buy_buttons(shell, offers, current))
+                    } @else {
+                        p { a href="/signup" { "Sign up" } " or " a href="/signin" { "sign in" } " to upgrade." }
+                    }
+                }
+            }
         },
     )
 }

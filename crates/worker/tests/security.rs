@@ -399,6 +399,11 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         // (Stripe itself is down here: 502 once past the boundary; no
         // customer yet: 404 for the portal). The webhook takes no key: its
         // credential is Stripe-Signature, so every caller without one is 400.
+        call(Method::GET, "/api/v1/payments/stripe/plans", None)
+            .when(&[Web, OtherWeb], 200)
+            .when(&[Owner, OtherFrontend], 403)
+            .when(&not_frontends, 403)
+            .otherwise(401),
         call(
             Method::POST,
             "/api/v1/payments/stripe/checkout",

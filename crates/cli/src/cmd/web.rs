@@ -40,6 +40,11 @@ pub struct WebArgs {
     /// Largest audio upload for speech-to-text, in MiB.
     #[arg(long, env = "TESSERA_WEB_MAX_UPLOAD_MIB", default_value_t = 25)]
     pub max_upload_mib: usize,
+    /// The address visitors reach the site at (https://tessera.example), for
+    /// the pages Stripe sends buyers back to; default: the address each
+    /// visitor used.
+    #[arg(long, env = "TESSERA_WEB_PUBLIC_URL")]
+    pub public_url: Option<String>,
 }
 
 const SECRETS_HELP: &str = "\
@@ -88,6 +93,15 @@ impl WebArgs {
         )?;
         config.secure_cookies = self.secure_cookies;
         config.max_upload_bytes = self.max_upload_mib.saturating_mul(1024 * 1024);
+        if let Some(url) = &self.public_url {
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && !url.chars().any(char::is_whitespace);
+            anyhow::ensure!(
+                ok,
+                "--public-url must be an http(s) address such as https://tessera.example, not {url:?}"
+            );
+            config.public_url = Some(url.trim_end_matches('/').to_owned());
+        }
         Ok(config)
     }
 }

@@ -183,6 +183,7 @@ pub fn router(state: AppState) -> Router {
             post(stars::refundable),
         )
         .route("/api/v1/payments/telegram/refunds", post(stars::refunded))
+        .route("/api/v1/payments/stripe/plans", get(stripe::offers))
         .route("/api/v1/payments/stripe/checkout", post(stripe::checkout))
         .route("/api/v1/payments/stripe/portal", post(stripe::portal))
         .route("/api/v1/payments/stripe/webhook", post(stripe::webhook))

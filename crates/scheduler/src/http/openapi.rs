@@ -47,7 +47,7 @@ use super::{
         entitlements::relay, entitlements::skus,
         stars::offers, stars::invoice, stars::pre_checkout, stars::payment,
         stars::refundable, stars::refunded,
-        stripe::checkout, stripe::portal, stripe::webhook,
+        stripe::offers, stripe::checkout, stripe::portal, stripe::webhook,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -76,6 +76,7 @@ use super::{
         tessera_api::stars::StarsRefunded,
         tessera_api::stripe::StripeCheckoutRequest, tessera_api::stripe::StripePortalRequest,
         tessera_api::stripe::PaymentRedirect, tessera_api::stripe::StripeWebhookAck,
+        tessera_api::stripe::StripeOffers, tessera_api::stripe::StripeOffer,
     )),
     modifiers(&Security, &Refusals, &Flatten),
     tags(

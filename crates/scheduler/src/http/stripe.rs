@@ -17,7 +17,8 @@ use axum::Json;
 use serde_json::Value;
 
 use tessera_api::stripe::{
-    PaymentRedirect, StripeCheckoutRequest, StripePortalRequest, StripeWebhookAck,
+    PaymentRedirect, StripeCheckoutRequest, StripeOffer, StripeOffers, StripePortalRequest,
+    StripeWebhookAck,
 };
 use tessera_api::ApiErrorBody;
 use tessera_api::ErrorCode;
@@ -118,6 +119,50 @@ async fn account(state: &AppState, key: &ApiKeyRecord, user: &UserRef) -> Result
                 "no account of this website has this user",
             )
         })
+}
+
+/// The plans the website sells through Stripe, cheapest first (web keys
+/// only): every plan with a price in `[payments.stripe.prices]`, none when
+/// Stripe is not configured, so the website offers only what it can sell.
+#[utoipa::path(
+    get, path = "/api/v1/payments/stripe/plans", tag = "payments",
+    responses(
+        (status = 200, body = StripeOffers),
+        (status = 403, description = "Not a web key (`forbidden_frontend`)", body = ApiErrorBody),
+    ),
+    security(("frontend_key" = []))
+)]
+pub async fn offers(
+    State(state): State<AppState>,
+    Frontend(key): Frontend,
+) -> Result<Json<StripeOffers>, ApiError> {
+    if key.frontend != Platform::Web {
+        return Err(ApiError::forbidden(
+            ErrorCode::ForbiddenFrontend,
+            "only the website's keys sell plans through Stripe",
+        ));
+    }
+    if state.stripe.is_none() {
+        return Ok(Json(StripeOffers { plans: Vec::new() }));
+    }
+    let prices = &state.config.payments.stripe.prices;
+    let mut plans: Vec<StripeOffer> = state
+        .store
+        .plans()
+        .await?
+        .into_iter()
+        .filter(|p| !NOT_SOLD.contains(&p.id.as_str()) && prices.contains_key(&p.id))
+        .filter_map(|p| {
+            Some(StripeOffer {
+                plan_id: p.id.parse().ok()?,
+                name: p.name,
+                price_cents: p.price_cents,
+                daily_tokens: p.daily_tokens,
+            })
+        })
+        .collect();
+    plans.sort_by_key(|o| o.price_cents);
+    Ok(Json(StripeOffers { plans }))
 }
 
 /// Start a Stripe Checkout session in subscription mode for a website

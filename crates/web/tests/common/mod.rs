@@ -1,0 +1,146 @@
+//! What the browser tests share: a headless Chromium driven over WebDriver
+//! (Debian's chromium and chromium-driver; scripts/test installs them), and
+//! the few steps every page test takes with it.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::json;
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A chromedriver process and a headless Chromium session through it.
+pub struct Browser {
+    driver: Child,
+    pub client: Client,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+pub fn program(name: &str, fallbacks: &[&str]) -> PathBuf {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .chain(fallbacks.iter().map(PathBuf::from))
+        .find(|p| p.is_file());
+    found.unwrap_or_else(|| {
+        panic!(
+            "{name} is not installed: the browser tests need Debian's chromium and \
+             chromium-driver (scripts/test installs them; or `apt-get install chromium \
+             chromium-driver`)"
+        )
+    })
+}
+
+pub async fn browser() -> Browser {
+    let driver_path = program("chromedriver", &["/usr/lib/chromium/chromedriver"]);
+    let chromium = program("chromium", &["/usr/lib/chromium/chromium"]);
+    let port = free_port();
+    let driver = Command::new(driver_path)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting chromedriver");
+    let url = format!("http://127.0.0.1:{port}");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": chromium,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--no-first-run", "--disable-extensions", "--force-color-profile=srgb",
+                "--hide-scrollbars", "--window-size=1280,900", "--lang=en-US",
+            ],
+        }),
+    );
+    let deadline = Instant::now() + WAIT;
+    let client = loop {
+        // Plain HTTP: chromedriver listens on loopback.
+        let attempt = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps.clone())
+            .connect(&url)
+            .await;
+        match attempt {
+            Ok(c) => break c,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("chromedriver did not start a session: {e}"),
+        }
+    };
+    Browser { driver, client }
+}
+
+pub async fn text_of(c: &Client, css: &str) -> String {
+    let url = c
+        .current_url()
+        .await
+        .map(|u| u.to_string())
+        .unwrap_or_default();
+    c.find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("no {css} on {url}: {e}"))
+        .text()
+        .await
+        .expect("element text")
+}
+
+pub async fn fill(c: &Client, css: &str, value: &str) {
+    let field = c.find(Locator::Css(css)).await.expect(css);
+    field.clear().await.expect("clearing a field");
+    field.send_keys(value).await.expect("typing");
+}
+
+/// Submits a form and waits for the page it leads to (a click returns before
+/// a slow answer, such as a password being hashed, has arrived).
+pub async fn submit(c: &Client, form_css: &str) {
+    js(c, "window.beforeSubmit = true; return null;").await;
+    c.find(Locator::Css(&format!("{form_css} button[type=submit]")))
+        .await
+        .expect("a submit button")
+        .click()
+        .await
+        .expect("clicking submit");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let arrived = c
+            .execute(
+                "return window.beforeSubmit !== true && document.readyState === 'complete';",
+                vec![],
+            )
+            .await;
+        if arrived.is_ok_and(|v| v == json!(true)) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{form_css} led nowhere");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn path(c: &Client) -> String {
+    c.current_url().await.expect("url").path().to_owned()
+}
+
+pub async fn js(c: &Client, script: &str) -> serde_json::Value {
+    c.execute(script, vec![]).await.expect("running a script")
+}
