@@ -153,12 +153,32 @@ impl Classifier {
         self.run(&prepared.tensor, prepared.width, prepared.height)
     }
 
+    /// The model's raw output for an image (`1 × 22 × anchors`, row-major:
+    /// four box rows, then one score row per label in [`Label::ALL`]'s
+    /// order) and the number of anchors: for tools and for the tests that
+    /// hold it against the Python package's.
+    pub fn model_output(&self, image: &[u8]) -> Result<(Vec<f32>, usize), ClassifyError> {
+        let prepared = preprocess::prepare(image)?;
+        self.infer(&prepared.tensor, |data, anchors| (data.to_vec(), anchors))
+    }
+
     fn run(
         &self,
         tensor: &[f32],
         width: u32,
         height: u32,
     ) -> Result<Vec<Detection>, ClassifyError> {
+        self.infer(tensor, |data, anchors| {
+            postprocess::decode(data, anchors, width, height)
+        })
+    }
+
+    /// Runs the model on an input tensor and hands its output to `then`.
+    fn infer<T>(
+        &self,
+        tensor: &[f32],
+        then: impl FnOnce(&[f32], usize) -> T,
+    ) -> Result<T, ClassifyError> {
         let inference = |e: ort::Error| ClassifyError::Inference(e.to_string());
         let input = Tensor::from_array(([1usize, 3, INPUT_SIDE, INPUT_SIDE], tensor.to_vec()))
             .map_err(inference)?;
@@ -181,7 +201,7 @@ impl Classifier {
                 )))
             }
         };
-        Ok(postprocess::decode(data, anchors, width, height))
+        Ok(then(data, anchors))
     }
 }
 

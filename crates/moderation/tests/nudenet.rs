@@ -3,8 +3,6 @@
 
 mod common;
 
-use tessera_moderation::Label;
-
 #[test]
 fn preprocessing_matches_opencv() {
     let images = common::benign_images();
@@ -23,10 +21,23 @@ fn preprocessing_matches_opencv() {
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
         eprintln!("{name}: {differing} values differ, at most by {worst}");
-        assert_eq!(
-            differing, 0,
-            "{name}: {differing} values differ from OpenCV's, at most by {worst}"
-        );
+        if name.ends_with(".jpg") {
+            // libjpeg-turbo (OpenCV's) and zune-jpeg (ours) round their
+            // inverse DCTs differently: a few levels in a few pixels.
+            assert!(
+                worst <= 4.0 / 255.0 + 1e-6,
+                "{name}: values differ by up to {worst}"
+            );
+            assert!(
+                differing * 50 < ours.len(),
+                "{name}: {differing} values differ"
+            );
+        } else {
+            assert_eq!(
+                differing, 0,
+                "{name}: {differing} values differ from OpenCV's, at most by {worst}"
+            );
+        }
     }
 }
 
@@ -64,23 +75,57 @@ fn detections_match_the_python_package() {
     }
 }
 
+/// The model run itself: ONNX Runtime through `ort` on our tensor gives what
+/// the Python package's session gives on OpenCV's, anchor for anchor.
 #[test]
-fn benign_images_find_nothing_exposed() {
+fn model_outputs_match_the_python_package() {
+    let images = common::benign_images();
+    let reference = common::python_reference(&images);
     let classifier = common::classifier();
-    for (name, bytes) in common::benign_images() {
-        let found = classifier.classify_blocking(&bytes).unwrap();
-        for d in &found {
-            assert!(d.score > 0.25 && d.score <= 1.0, "{name}: {d:?}");
-            let exposed = d.label.as_str().ends_with("_EXPOSED");
-            assert!(!exposed || d.score < 0.5, "{name}: {d:?}");
-        }
-        // Best first.
+    for ((name, bytes), reference) in images.iter().zip(&reference) {
+        let (ours, anchors) = classifier.model_output(bytes).unwrap();
+        assert_eq!(anchors, 2100, "{name}");
+        assert_eq!(ours.len(), reference.output.len(), "{name}");
+        let split = 4 * anchors;
+        let largest = |range: std::ops::Range<usize>| {
+            ours[range.clone()]
+                .iter()
+                .zip(&reference.output[range])
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        };
+        let (boxes, scores) = (largest(0..split), largest(split..ours.len()));
+        // The best class score of any anchor: what the detections start from.
+        let best = ours[split..].iter().copied().fold(0f32, f32::max);
+        eprintln!("{name}: best score {best}; largest differences: box {boxes} px, score {scores}");
+        // From the same pixels the runs differ only in float rounding; a
+        // JPEG decodes a few levels apart in a few pixels (see
+        // preprocessing_matches_opencv), which moves boxes by under a pixel.
+        let (box_tolerance, score_tolerance) = if name.ends_with(".jpg") {
+            (1.0, 1e-4)
+        } else {
+            (1e-3, 1e-5)
+        };
         assert!(
-            found.windows(2).all(|w| w[0].score >= w[1].score),
-            "{name}: {found:?}"
+            boxes < box_tolerance,
+            "{name}: boxes differ by up to {boxes} px"
+        );
+        assert!(
+            scores < score_tolerance,
+            "{name}: scores differ by up to {scores}"
         );
     }
-    let _ = Label::ALL;
+}
+
+#[test]
+fn benign_images_find_nothing() {
+    let classifier = common::classifier();
+    for (name, bytes) in common::benign_images() {
+        // No candidate reaches NudeNet's 0.2 (model_outputs_match_the_python_package
+        // prints the best: under 0.1), so nothing at all is found.
+        let found = classifier.classify_blocking(&bytes).unwrap();
+        assert!(found.is_empty(), "{name}: {found:?}");
+    }
 }
 
 /// Benign images find nothing, so the decoding is held against the Python
@@ -183,35 +228,4 @@ async fn shared_across_tasks_it_gives_the_same_answers() {
     for (i, task) in tasks.into_iter().enumerate() {
         assert_eq!(task.await.unwrap(), alone[i % alone.len()]);
     }
-}
-
-#[test]
-fn loading_names_what_is_wrong() {
-    use tessera_moderation::{Classifier, LoadError};
-    let assets = common::assets();
-    let dir = tempfile::tempdir().unwrap();
-    let missing = dir.path().join("nothing.onnx");
-    let err = Classifier::load(&missing, &assets.runtime).unwrap_err();
-    assert!(matches!(err, LoadError::ModelMissing { .. }), "{err:?}");
-    assert!(err.to_string().contains("nothing.onnx"), "{err}");
-
-    let err = Classifier::load(&assets.model, &dir.path().join("libonnxruntime.so")).unwrap_err();
-    assert!(matches!(err, LoadError::RuntimeMissing { .. }), "{err:?}");
-
-    // A file that is no shared library, before any runtime was loaded.
-    let not_a_library = dir.path().join("libnothing.so");
-    std::fs::write(&not_a_library, b"not a library").unwrap();
-    let err = Classifier::load(&assets.model, &not_a_library).unwrap_err();
-    assert!(matches!(err, LoadError::RuntimeUnusable { .. }), "{err:?}");
-
-    // A file that is no model.
-    let not_a_model = dir.path().join("garbage.onnx");
-    std::fs::write(&not_a_model, b"not a model").unwrap();
-    let err = Classifier::load(&not_a_model, &assets.runtime).unwrap_err();
-    assert!(matches!(err, LoadError::Model { .. }), "{err:?}");
-
-    // One runtime per process: another library is refused by name.
-    let err = Classifier::load(&assets.model, &not_a_library).unwrap_err();
-    assert!(matches!(err, LoadError::RuntimeConflict { .. }), "{err:?}");
-    Classifier::load(&assets.model, &assets.runtime).expect("the real files load");
 }

@@ -103,7 +103,8 @@ pub fn benign_images() -> Vec<(&'static str, Vec<u8>)> {
     vec![
         ("gradient.png", encode(gradient, ImageFormat::Png)),
         ("shape.png", encode(shape, ImageFormat::Png)),
-        ("noise.png", encode(noise, ImageFormat::Png)),
+        ("noise.png", encode(noise.clone(), ImageFormat::Png)),
+        ("noise.jpg", encode(noise, ImageFormat::Jpeg)),
         ("square.png", encode(square, ImageFormat::Png)),
         ("translucent.png", encode(translucent, ImageFormat::Png)),
     ]
@@ -121,6 +122,8 @@ for path in sys.argv[1:]:
     blob = n._read_image(data, 320)[0]
     blob.astype(np.float32).tofile(path + ".blob")
     out[path] = detector.detect(data)
+    raw = detector.onnx_session.run(None, {detector.input_name: blob})[0]
+    raw.astype(np.float32).tofile(path + ".out")
 print(json.dumps(out))
 "#;
 
@@ -137,6 +140,8 @@ pub struct PyDetection {
 /// detections.
 pub struct Reference {
     pub tensor: Vec<f32>,
+    /// The model's raw output on that tensor.
+    pub output: Vec<f32>,
     pub detections: Vec<PyDetection>,
 }
 
@@ -166,13 +171,18 @@ pub fn python_reference(images: &[(&str, Vec<u8>)]) -> Vec<Reference> {
     paths
         .iter()
         .map(|path| {
-            let raw = std::fs::read(format!("{}.blob", path.display())).unwrap();
-            let tensor = raw
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
+            let floats = |ext: &str| -> Vec<f32> {
+                let raw = std::fs::read(format!("{}.{ext}", path.display())).unwrap();
+                raw.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect()
+            };
             let detections = all.remove(&path.display().to_string()).unwrap();
-            Reference { tensor, detections }
+            Reference {
+                tensor: floats("blob"),
+                output: floats("out"),
+                detections,
+            }
         })
         .collect()
 }
