@@ -11,8 +11,10 @@
 # - A Python virtualenv in target/engines-venv (ENGINES_VENV to override) with
 #   the packages pinned in crates/testkit/py/requirements.txt: llama.cpp's
 #   server, the GGUF writer, PocketSphinx, moto's S3 server, Schemathesis
-#   (crates/scheduler/tests/schemathesis.rs runs it), and localstripe (a
-#   Stripe emulator, for the payment tests). It is made
+#   (crates/scheduler/tests/schemathesis.rs runs it), localstripe (a
+#   Stripe emulator, for the payment tests), and nudenet with onnxruntime
+#   (the output classifier's model and runtime library, and its reference
+#   in crates/moderation/tests). It is made
 #   again only when that file changes, so a second run costs nothing. PYTHON
 #   picks the interpreter (default python3, 3.10 or newer).
 #
