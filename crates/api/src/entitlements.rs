@@ -30,11 +30,14 @@ pub struct DiscordEntitlement {
     pub kind: u8,
     #[serde(default)]
     pub deleted: bool,
-    /// Absent on test entitlements.
+    /// Absent on test entitlements. (Documented as a plain date-time, not
+    /// nullable: JSON `null` is read as absent all the same.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = DateTime)]
     pub starts_at: Option<DateTime<Utc>>,
     /// Set when the subscription has ended (absent while it lives).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, format = DateTime)]
     pub ends_at: Option<DateTime<Utc>>,
 }
 
