@@ -575,7 +575,7 @@ pub fn account(
                         }
                     }
                 }
-                (buy_buttons(shell, offers, Some(quota.plan.id.as_str())))
+                (buy_buttons(shell, offers, Some(&quota.plan)))
                 @if paying {
                     form method="post" action="/billing/portal" class="inline" {
                         (csrf_field(shell.csrf))
@@ -670,11 +670,14 @@ pub fn plan_table(plans: &[Plan], current: Option<&str>) -> Markup {
     }
 }
 
-/// A button per plan for sale other than the current one: each starts a
-/// Stripe Checkout for it (a monthly subscription).
-fn buy_buttons(shell: &Shell<'_>, offers: &[StripeOffer], current: Option<&str>) -> Markup {
+/// A button per plan for sale above the current one (dearer than the
+/// current plan's price): each starts a Stripe Checkout for it (a monthly
+/// subscription).
+fn buy_buttons(shell: &Shell<'_>, offers: &[StripeOffer], current: Option<&Plan>) -> Markup {
+    let floor = current.map_or(0, |p| p.price_cents);
+    let unlimited = current.is_some_and(|p| p.daily_tokens.is_none());
     html! {
-        @let others: Vec<&StripeOffer> = offers.iter().filter(|o| Some(o.plan_id.as_str()) != current).collect();
+        @let others: Vec<&StripeOffer> = offers.iter().filter(|o| !unlimited && o.price_cents > floor).collect();
         @if !others.is_empty() {
             div class="buy" {
                 @for o in others {
@@ -741,7 +744,7 @@ pub fn pricing(
                     h2 id="buy-title" { "Upgrade" }
                     @if shell.signed_in.is_some() {
                         p { "Plans are monthly subscriptions paid through Stripe; cancel any time from your account page." }
-                        (buy_buttons(shell, offers, current))
+                        (buy_buttons(shell, offers, plans.iter().find(|p| Some(p.id.as_str()) == current)))
                     } @else {
                         p { a href="/signup" { "Sign up" } " or " a href="/signin" { "sign in" } " to upgrade." }
                     }
