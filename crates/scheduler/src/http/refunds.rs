@@ -96,6 +96,13 @@ pub async fn refund(
     _admin: Admin,
     ApiJson(req): ApiJson<RefundPaymentRequest>,
 ) -> Result<(StatusCode, Json<RefundAccepted>), ApiError> {
+    if req.payment_id < 1 {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidRequest,
+            "payment_id is a ledger id, 1 or more",
+        )
+        .with_field("payment_id"));
+    }
     let payment = state
         .store
         .payment_event_by_id(req.payment_id)
@@ -344,15 +351,27 @@ pub async fn failed(
     ApiJson(req): ApiJson<StarsRefundFailure>,
 ) -> Result<StatusCode, ApiError> {
     telegram_only(key.frontend)?;
+    if req.order_id < 1 || req.error.chars().count() > MAX_ERROR {
+        let field = if req.order_id < 1 {
+            "order_id"
+        } else {
+            "error"
+        };
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidRequest,
+            format!("order_id is 1 or more, and error at most {MAX_ERROR} characters"),
+        )
+        .with_field(field));
+    }
     let said = req.error.trim();
-    let error: String = if said.is_empty() {
-        "Telegram gave no reason".to_owned()
+    let error = if said.is_empty() {
+        "Telegram gave no reason"
     } else {
-        said.chars().take(MAX_ERROR).collect()
+        said
     };
     let order = state
         .store
-        .refund_order_failed(req.order_id, &key.bot_id, &error, now_ms())
+        .refund_order_failed(req.order_id, &key.bot_id, error, now_ms())
         .await?
         .ok_or_else(|| {
             ApiError::not_found(
