@@ -79,6 +79,8 @@ impl ClientError {
     }
 }
 
+mod refunds;
+
 /// A created job and whether the server replayed an earlier create.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Created {

@@ -16,6 +16,8 @@
 //!   (a worker's address, a model name), with the checks that match them.
 //! - [`stars`]: Telegram Stars payments, between the Telegram bots and the
 //!   scheduler.
+//! - [`refunds`]: refunds operators make, and the Telegram bots' refund
+//!   orders.
 //! - [`client`]: a `reqwest` client for all of the above.
 
 pub mod admin;
@@ -24,6 +26,7 @@ pub mod entitlements;
 pub mod error;
 pub mod internal;
 pub mod public;
+pub mod refunds;
 pub mod schema;
 pub mod stars;
 pub mod stripe;

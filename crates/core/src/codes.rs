@@ -162,6 +162,21 @@ error_codes! {
     /// A signed payment webhook whose body is not an event the channel reads.
     InvalidWebhookEvent = "invalid_webhook_event",
 
+    // Payments: refunds operators make.
+    /// No payment of the ledger has this id (404).
+    PaymentNotFound = "payment_not_found",
+    /// The ledger entry is no payment that took money (a refund, a cancel, an
+    /// operator's grant, or an event that carried no amount).
+    NotAPayment = "not_a_payment",
+    /// The payment was refunded already, or its refund is under way.
+    AlreadyRefunded = "already_refunded",
+    /// The provider does not refund this way: Discord refunds its own
+    /// payments, and a Stars payment whose bot is not known cannot be
+    /// routed to it.
+    RefundNotSupported = "refund_not_supported",
+    /// A Telegram bot reported on a refund order that is not its pending one.
+    RefundOrderNotFound = "refund_order_not_found",
+
     // Workers on the internal API.
     InvalidHeartbeat = "invalid_heartbeat",
     InvalidProgress = "invalid_progress",

@@ -30,6 +30,9 @@ pub struct TelegramConfig {
     /// Least time between two edits of one progress message, ms (Telegram
     /// allows about one message per second per chat).
     pub min_edit_ms: u64,
+    /// How often each bot asks the scheduler for refunds operators ordered
+    /// of its Telegram Stars payments, seconds (and once at start).
+    pub refund_poll_secs: u64,
     /// Largest voice message or audio file accepted, bytes (Telegram bots can
     /// download at most 20 MB).
     pub max_audio_bytes: u32,
@@ -66,6 +69,7 @@ impl Default for TelegramConfig {
             poll_timeout_secs: 30,
             job_poll_ms: 1000,
             min_edit_ms: 3000,
+            refund_poll_secs: 30,
             max_audio_bytes: 20 * 1024 * 1024,
             max_upload_bytes: 50 * 1024 * 1024,
             site_url: None,

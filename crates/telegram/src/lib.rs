@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod me;
+pub mod refund_orders;
 pub mod stars;
 pub mod webhook;
 
@@ -406,6 +407,8 @@ pub struct Instance {
     pub webhook_secret: Option<config::Secret>,
     stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<()>>,
+    /// Carries out the refunds operators order ([`refund_orders`]).
+    refunds: tokio::task::JoinHandle<()>,
 }
 
 impl Instance {
@@ -420,6 +423,7 @@ impl Instance {
         if let Some(task) = self.task {
             let _ = task.await;
         }
+        let _ = self.refunds.await;
         self.handler.bot.shutdown().await;
     }
 }
@@ -582,11 +586,18 @@ pub async fn start(
             (None, Some(config::Secret::new(secret)))
         }
     };
+    // Started once the instance is sure to start, so it never outlives it.
+    let refunds = tokio::spawn(refund_orders::run(
+        handler.seller.clone(),
+        Duration::from_secs(config.refund_poll_secs),
+        stop.clone(),
+    ));
     Ok(Instance {
         handler,
         webhook_secret,
         stop,
         task,
+        refunds,
     })
 }
 

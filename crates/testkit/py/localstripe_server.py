@@ -47,12 +47,16 @@ sent through its own webhook sender (so signed as it signs):
   do); `POST /_test/dispute` sends `charge.dispute.created` for that
   charge (localstripe has no disputes: the dispute object is built here).
   Each answers the event's object.
+- `POST /v1/refunds` is localstripe's own, which sends no webhook; as
+  Stripe does, a refund made there is followed by `charge.refunded` for
+  its charge (naming the invoice it paid).
 
 The hosted pages and test routes need no secret key; everything under
 `/v1` still does.
 """
 
 import argparse
+import json
 import asyncio
 import logging
 import os
@@ -111,6 +115,26 @@ async def open_pages(request, handler):
         except UserError as e:
             return e.to_response()
     return await handler(request)
+
+
+@web.middleware
+async def refund_webhooks(request, handler):
+    # localstripe refunds through /v1/refunds and tells nobody; Stripe sends
+    # charge.refunded for the charge.
+    response = await handler(request)
+    if request.method == "POST" and request.path == "/v1/refunds" and response.status == 200:
+        refund = Refund._api_retrieve(json.loads(response.text)["id"])
+        charge = Charge._api_retrieve(refund.charge)
+        charge.invoice = next(
+            (
+                key.split(":", 1)[1]
+                for key, inv in list(resources.store.items())
+                if key.startswith("invoice:") and inv.charge is not None and inv.charge.id == charge.id
+            ),
+            None,
+        )
+        send("charge.refunded", charge)
+    return response
 
 
 def page(title, body):
@@ -331,6 +355,7 @@ async def dispute(request):
 
 def extend(app):
     app.middlewares.insert(0, open_pages)
+    app.middlewares.append(refund_webhooks)
     app.router.add_post("/v1/checkout/sessions", create_checkout)
     app.router.add_get("/v1/checkout/sessions/{id}", get_checkout)
     app.router.add_get("/hosted/checkout/{id}", checkout_page)

@@ -548,6 +548,41 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         .when(&[OtherFrontend, Web, OtherWeb], 403)
         .when(&not_frontends, 403)
         .otherwise(401),
+        // Refunds operators order: the admin orders (no such payment: 404);
+        // a Telegram key reads and reports on its own bot's orders (none
+        // here: 404 for a report).
+        call(
+            Method::POST,
+            "/api/admin/payments/refund",
+            Some(json!({"payment_id": 999_999})),
+        )
+        .when(&[Admin], 404)
+        .when(
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            403,
+        )
+        .otherwise(401),
+        call(Method::GET, "/api/admin/payments/refunds", None)
+            .when(&[Admin], 200)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
+            .otherwise(401),
+        call(Method::GET, "/api/v1/payments/telegram/refund-orders", None)
+            .when(&[Owner], 200)
+            .when(&[OtherFrontend, Web, OtherWeb], 403)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(
+            Method::POST,
+            "/api/v1/payments/telegram/refund-failures",
+            Some(json!({"order_id": 999, "error": "Bad Request: CHARGE_NOT_FOUND"})),
+        )
+        .when(&[Owner], 404)
+        .when(&[OtherFrontend, Web, OtherWeb], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
         call(
             Method::POST,
             "/api/admin/keys",

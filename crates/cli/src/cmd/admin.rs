@@ -12,6 +12,7 @@ use tessera_api::admin::{
     CreateKeyRequest, GrantPlanRequest, ListPaymentsQuery, PaymentEventView, RevokePlanRequest,
 };
 use tessera_api::public::{JobList, ListJobsQuery};
+use tessera_api::refunds::{ListRefundOrdersQuery, RefundState};
 use tessera_api::Client;
 use tessera_core::{BotId, JobId, PaymentProvider, PlanId, Platform, UserRef};
 
@@ -83,6 +84,29 @@ pub enum PaymentsCommand {
         /// platform:id.
         user_ref: UserRef,
     },
+    /// Refund a payment: Stripe is asked at once; a Telegram Stars payment
+    /// is refunded by the bot that took it, at its next poll.
+    Refund {
+        /// The payment's ID in `payments list`.
+        payment_id: i64,
+    },
+    /// Refunds ordered of Telegram Stars payments, newest first, with their
+    /// state and Telegram's error when it refused.
+    Refunds {
+        /// Only orders in this state.
+        #[arg(long, value_enum)]
+        state: Option<RefundStateArg>,
+        /// At most this many orders (1-100).
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum RefundStateArg {
+    Pending,
+    Done,
+    Failed,
 }
 
 #[derive(Subcommand)]
@@ -362,6 +386,15 @@ fn print_payment(e: &PaymentEventView) {
     );
 }
 
+fn refund_state(state: RefundState) -> &'static str {
+    match state {
+        RefundState::Requested => "requested",
+        RefundState::Pending => "pending",
+        RefundState::Done => "done",
+        RefundState::Failed => "failed",
+    }
+}
+
 async fn payments(client: &Client, cmd: PaymentsCommand, json: bool) -> anyhow::Result<()> {
     match cmd {
         PaymentsCommand::List {
@@ -415,6 +448,53 @@ async fn payments(client: &Client, cmd: PaymentsCommand, json: bool) -> anyhow::
                 return print_json(&e);
             }
             println!("{} ({})", e.effect, e.event_id);
+        }
+        PaymentsCommand::Refund { payment_id } => {
+            let accepted = client.refund_payment(payment_id).await?;
+            if json {
+                return print_json(&accepted);
+            }
+            println!(
+                "payment {} ({}): refund {}: {}",
+                accepted.payment_id,
+                accepted.provider.as_str(),
+                refund_state(accepted.state),
+                accepted.message
+            );
+        }
+        PaymentsCommand::Refunds { state, limit } => {
+            let query = ListRefundOrdersQuery {
+                state: state.map(|s| match s {
+                    RefundStateArg::Pending => RefundState::Pending,
+                    RefundStateArg::Done => RefundState::Done,
+                    RefundStateArg::Failed => RefundState::Failed,
+                }),
+                limit: Some(limit),
+            };
+            let list = client.list_refund_orders(&query).await?;
+            if json {
+                return print_json(&list);
+            }
+            println!(
+                "{:<6} {:<8} {:<16} {:<20} {:<18} {:>6} {:<8} ERROR",
+                "ORDER", "PAYMENT", "AT", "USER", "BOT", "STARS", "STATE"
+            );
+            for o in &list.orders {
+                println!(
+                    "{:<6} {:<8} {:<16} {:<20} {:<18} {:>6} {:<8} {}",
+                    o.order_id,
+                    o.payment_id,
+                    o.updated_at.format("%Y-%m-%d %H:%M"),
+                    o.user_ref,
+                    o.bot_id,
+                    o.amount,
+                    refund_state(o.state),
+                    o.error.as_deref().unwrap_or("")
+                );
+            }
+            if list.orders.is_empty() {
+                println!("(no refund orders)");
+            }
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
 //! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`] (keys
-//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`stars`] (Telegram Stars), [`stripe`] (Stripe Checkout, portal and webhooks), [`files`], [`internal`], [`results`], [`health`]); handlers take
+//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`stars`] (Telegram Stars), [`stripe`] (Stripe Checkout, portal and webhooks), [`refunds`] (refunds operators make), [`files`], [`internal`], [`results`], [`health`]); handlers take
 //! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
 //! import each other, only the shared ones: [`error`] maps every failure to
 //! JSON in one place, [`auth`] says who is calling, [`scope`] what a frontend
@@ -22,6 +22,7 @@ pub mod internal;
 pub mod jobs;
 pub mod openapi;
 pub mod payments;
+pub mod refunds;
 pub mod results;
 pub mod scope;
 pub mod stars;
@@ -187,6 +188,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/payments/stripe/checkout", post(stripe::checkout))
         .route("/api/v1/payments/stripe/portal", post(stripe::portal))
         .route("/api/v1/payments/stripe/webhook", post(stripe::webhook))
+        .route("/api/admin/payments/refund", post(refunds::refund))
+        .route("/api/admin/payments/refunds", get(refunds::list))
+        .route(
+            "/api/v1/payments/telegram/refund-orders",
+            get(refunds::orders),
+        )
+        .route(
+            "/api/v1/payments/telegram/refund-failures",
+            post(refunds::failed),
+        )
         .route("/api/internal/heartbeat", post(internal::heartbeat))
         .route(
             "/api/internal/jobs/{job_id}/progress",

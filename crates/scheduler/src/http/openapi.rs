@@ -22,8 +22,8 @@ use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorD
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
 use super::{
-    accounts, admin as admin_http, entitlements, files, internal, jobs, payments, results, stars,
-    stripe, users,
+    accounts, admin as admin_http, entitlements, files, internal, jobs, payments, refunds, results,
+    stars, stripe, users,
 };
 
 #[derive(OpenApi)]
@@ -48,6 +48,7 @@ use super::{
         stars::offers, stars::invoice, stars::pre_checkout, stars::payment,
         stars::refundable, stars::refunded,
         stripe::offers, stripe::checkout, stripe::portal, stripe::webhook,
+        refunds::refund, refunds::list, refunds::orders, refunds::failed,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -77,6 +78,10 @@ use super::{
         tessera_api::stripe::StripeCheckoutRequest, tessera_api::stripe::StripePortalRequest,
         tessera_api::stripe::PaymentRedirect, tessera_api::stripe::StripeWebhookAck,
         tessera_api::stripe::StripeOffers, tessera_api::stripe::StripeOffer,
+        tessera_api::refunds::RefundPaymentRequest, tessera_api::refunds::RefundAccepted,
+        tessera_api::refunds::RefundState, tessera_api::refunds::RefundOrderView,
+        tessera_api::refunds::RefundOrderList, tessera_api::refunds::StarsRefundOrder,
+        tessera_api::refunds::StarsRefundOrders, tessera_api::refunds::StarsRefundFailure,
     )),
     modifiers(&Security, &Refusals, &Flatten),
     tags(

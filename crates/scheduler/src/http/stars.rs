@@ -377,6 +377,12 @@ pub async fn payment(
     }
     let now = now_ms();
     state.store.ensure_user(&req.user_ref, now).await?;
+    // Only the bot that took a payment can refund it: an operator's refund
+    // is ordered of this one.
+    state
+        .store
+        .record_charge_bot(charge, &key.bot_id, now)
+        .await?;
     let kind = if req.is_recurring && !req.is_first_recurring {
         PaymentKind::Renewal
     } else {
@@ -509,6 +515,11 @@ pub async fn refunded(
         occurred_at: now,
     };
     let applied = state.store.apply_payment_event(&event, now).await?;
+    // An operator's order of this refund, if any, is done.
+    state
+        .store
+        .refund_orders_done(&charge.event_id, now)
+        .await?;
     let answer = outcome(&state, &req.user_ref, applied).await?;
     tracing::info!(user_ref = %req.user_ref, charge = %charge.event_id, "Stars payment refunded");
     Ok(Json(answer))

@@ -8,10 +8,12 @@
 //! - [`stripe`]: the website's Stripe Checkout, customer portal and webhooks.
 //! - [`stars`]: Telegram Stars invoices and subscriptions, relayed by the bots.
 //! - [`entitlements`]: Discord premium app subscriptions, relayed by the bots.
+//! - [`refunds`]: refunds operators make, of Stripe and Telegram Stars payments.
 
 use serde::{Deserialize, Serialize};
 
 pub mod entitlements;
+pub mod refunds;
 pub mod stars;
 pub mod stripe;
 pub mod stripe_webhook;

@@ -246,6 +246,23 @@ impl StripeClient {
             .await?;
         url_of(&session, "portal session")
     }
+
+    /// `POST /v1/refunds` of a charge (`ch_...`) or payment intent
+    /// (`pi_...`), with an `Idempotency-Key`, so a repeat within Stripe's
+    /// window answers the same refund instead of a second one.
+    pub async fn create_refund(
+        &self,
+        form: &[(&str, &str)],
+        idempotency_key: &str,
+    ) -> Result<Value, StripeError> {
+        self.call(
+            self.http
+                .post(format!("{}/v1/refunds", self.base))
+                .header("Idempotency-Key", idempotency_key)
+                .form(form),
+        )
+        .await
+    }
 }
 
 fn id_of(object: &Value, what: &'static str) -> Result<String, StripeError> {

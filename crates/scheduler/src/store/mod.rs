@@ -9,7 +9,8 @@
 //! record types and its SQL: [`Base`] (the database itself), [`Keys`],
 //! [`Users`] (plans and quotas), [`Accounts`] (and link codes), [`Jobs`],
 //! [`Transitions`] (the state machine), [`Files`] (artifacts and inputs),
-//! [`Queue`], [`Workers`] and [`Payments`] (the payments ledger). Callers hold an `Arc<dyn Store>` and call any of
+//! [`Queue`], [`Workers`], [`Payments`] (the payments ledger), [`StripeCustomers`]
+//! and [`RefundOrders`] (refunds operators order of Telegram Stars payments). Callers hold an `Arc<dyn Store>` and call any of
 //! their methods without naming the parts. [`Inspect`] holds what only tests
 //! and tools read, outside `Store`.
 //!
@@ -29,6 +30,7 @@ mod keys;
 mod payments;
 pub mod postgres;
 mod queue;
+mod refund_orders;
 mod rows;
 pub mod sqlite;
 mod stripe_customers;
@@ -51,6 +53,7 @@ pub use payments::{
     Payments, RevenueRow,
 };
 pub use queue::{Queue, QueueGroup, WorkerSlot};
+pub use refund_orders::{OrderOutcome, RefundOrderRecord, RefundOrders, RefundState};
 pub use rows::JobRecord;
 pub use stripe_customers::StripeCustomers;
 pub use transitions::{Fence, TransitionChange, TransitionOutcome, Transitions};
@@ -71,6 +74,7 @@ pub trait Store:
     + Workers
     + Payments
     + StripeCustomers
+    + RefundOrders
     + Send
     + Sync
     + 'static
@@ -89,6 +93,7 @@ impl<T> Store for T where
         + Workers
         + Payments
         + StripeCustomers
+        + RefundOrders
         + Send
         + Sync
         + 'static
@@ -178,6 +183,7 @@ macro_rules! impl_store {
         $crate::store::workers::impl_workers!($store);
         $crate::store::payments::impl_payments!($store, $db);
         $crate::store::stripe_customers::impl_stripe_customers!($store);
+        $crate::store::refund_orders::impl_refund_orders!($store, $db);
         $crate::store::inspect::impl_inspect!($store);
     };
 }

@@ -9,6 +9,7 @@ mod common;
 mod files;
 mod jobs;
 mod payments;
+mod refunds;
 mod security;
 mod stripe;
 mod users;

@@ -35,7 +35,7 @@ const RETURN: &str = "https://tessera.example/account";
 /// STARTER's daily tokens (migration 0001).
 const STARTER_TOKENS: i64 = 120;
 
-fn configure(config: &mut SchedulerConfig, api_base: &str) {
+pub(crate) fn configure(config: &mut SchedulerConfig, api_base: &str) {
     let stripe = &mut config.payments.stripe;
     stripe.api_base = api_base.to_owned();
     stripe.secret_key = Some(KEY.into());
@@ -52,13 +52,13 @@ fn configure(config: &mut SchedulerConfig, api_base: &str) {
 
 /// localstripe with STARTER and PRO on sale, and the scheduler taking its
 /// webhooks.
-struct Shop {
-    stripe: LocalStripe,
-    app: TestApp,
-    web: Client,
+pub(crate) struct Shop {
+    pub(crate) stripe: LocalStripe,
+    pub(crate) app: TestApp,
+    pub(crate) web: Client,
 }
 
-async fn shop(backend: Backend) -> Shop {
+pub(crate) async fn shop(backend: Backend) -> Shop {
     let stripe = tokio::task::spawn_blocking(LocalStripe::start)
         .await
         .unwrap();
@@ -75,7 +75,7 @@ async fn shop(backend: Backend) -> Shop {
     Shop { stripe, app, web }
 }
 
-async fn account(web: &Client, email: &str) -> AccountView {
+pub(crate) async fn account(web: &Client, email: &str) -> AccountView {
     web.create_account(&Credentials {
         email: email.into(),
         password: "correct horse battery".into(),
@@ -95,7 +95,7 @@ fn checkout_for(user: &UserRef, plan: &str) -> StripeCheckoutRequest {
 
 /// Waits (up to 15 s: localstripe sends each webhook a second after its
 /// event) until the user's grants satisfy `done`; the grants.
-async fn grants_until(
+pub(crate) async fn grants_until(
     app: &TestApp,
     user: &UserRef,
     what: &str,
@@ -116,7 +116,7 @@ async fn grants_until(
     }
 }
 
-async fn stripe_events(app: &TestApp) -> Vec<PaymentEventRecord> {
+pub(crate) async fn stripe_events(app: &TestApp) -> Vec<PaymentEventRecord> {
     app.store()
         .payment_events(&PaymentFilter {
             provider: Some(PaymentProvider::Stripe),
@@ -129,7 +129,7 @@ async fn stripe_events(app: &TestApp) -> Vec<PaymentEventRecord> {
 
 /// Buys `plan` for the account through the hosted checkout page; the
 /// subscription's grant once the webhooks made it.
-async fn buy(shop: &Shop, user: &UserRef, plan: &str) -> GrantRecord {
+pub(crate) async fn buy(shop: &Shop, user: &UserRef, plan: &str) -> GrantRecord {
     let redirect = shop
         .web
         .stripe_checkout(&checkout_for(user, plan))
