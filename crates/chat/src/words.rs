@@ -221,6 +221,11 @@ pub fn api_error(e: &ClientError, now: DateTime<Utc>) -> String {
                 Some(code) if code.is_credential() => {
                     "This bot is not set up correctly (its API key was refused). It has been logged for the operators.".into()
                 }
+                // The operator's rule wrote the message for the user.
+                Some(ErrorCode::PromptRefused | ErrorCode::ContentNotAllowed) => format!(
+                    "{} Nothing was charged.",
+                    d.message.trim()
+                ),
                 Some(ErrorCode::JobNotFound) => "I can't find that job.".into(),
                 Some(ErrorCode::JobFinished) => "That job has already finished.".into(),
                 Some(code) if code.is_server_side() => {

@@ -96,6 +96,10 @@ error_codes! {
     IdempotencyKeyReused = "idempotency_key_reused",
     /// The user's daily tokens are spent (the error carries `resets_at`).
     QuotaExhausted = "quota_exhausted",
+    /// A prompt rule refused the job's text (the message says why).
+    PromptRefused = "prompt_refused",
+    /// The job's text asks for adult content, which is not allowed here.
+    ContentNotAllowed = "content_not_allowed",
 
     // Jobs, inputs and outputs.
     JobNotFound = "job_not_found",

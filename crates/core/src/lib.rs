@@ -2,7 +2,7 @@
 //!
 //! Everything here is a pure function or a plain value: job ids and the job state
 //! machine, capabilities, plans and priorities, the model catalogue, parameter
-//! validation, token costs, billing days and the queue-selection policy. The
+//! validation, prompt rules, token costs, billing days and the queue-selection policy. The
 //! scheduler, the simulator and the tests all call the same code, so a rule is
 //! written once and tested without a database.
 //!
@@ -14,6 +14,7 @@ pub mod capability;
 pub mod catalog;
 pub mod codes;
 pub mod ids;
+pub mod moderation;
 pub mod params;
 pub mod payments;
 pub mod plan;

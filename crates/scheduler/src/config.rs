@@ -32,6 +32,7 @@ pub struct SchedulerConfig {
     pub workers: WorkersConfig,
     pub artifacts: ArtifactsConfig,
     pub payments: crate::payments::PaymentsConfig,
+    pub moderation: tessera_core::moderation::ModerationConfig,
     pub catalog: ModelCatalog,
 }
 
@@ -451,6 +452,7 @@ impl SchedulerConfig {
         self.artifacts.link_secret()?;
         self.payments.discord.check().map_err(anyhow::Error::msg)?;
         self.payments.telegram.check()?;
+        tessera_core::moderation::PromptPolicy::compile(&self.moderation)?;
         if self.artifacts.link_lifetime_secs == 0 {
             anyhow::bail!("artifacts.link_lifetime_secs must be positive");
         }
@@ -517,6 +519,55 @@ mod tests {
             let c = SchedulerConfig::load(Some(Path::new("t.toml"))).unwrap();
             assert_eq!(c.database.url, "postgres://x@localhost/y");
             assert_eq!(c.database.max_connections, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn moderation_rules_are_checked_at_start() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ok.toml",
+                "[[moderation.rules]]\nname = \"gore\"\nwords = [\"gore\"]\naction = \"refuse\"\n\
+                 message = \"No gore.\"\nchannels = [\"telegram\"]\nplans = [\"free\"]\n",
+            )?;
+            let c = SchedulerConfig::load(Some(Path::new("ok.toml"))).unwrap();
+            assert_eq!(
+                c.moderation.rules[0].channels,
+                [tessera_core::Platform::Telegram]
+            );
+            jail.create_file(
+                "regex.toml",
+                "[[moderation.rules]]\nname = \"brands\"\npattern = \"(acme\"\naction = \"refuse\"\n",
+            )?;
+            let e = SchedulerConfig::load(Some(Path::new("regex.toml"))).unwrap_err();
+            assert!(e.to_string().contains("moderation rule `brands`"), "{e}");
+            assert!(
+                e.to_string().contains("not a valid regular expression"),
+                "{e}"
+            );
+            // The built-in child-safety rules cannot be switched off, from
+            // the file or from the environment.
+            jail.create_file(
+                "off.toml",
+                "[[moderation.rules]]\nname = \"child_safety\"\naction = \"refuse\"\nenabled = false\n",
+            )?;
+            let e = SchedulerConfig::load(Some(Path::new("off.toml"))).unwrap_err();
+            assert!(e.to_string().contains("`child_safety`"), "{e}");
+            assert!(e.to_string().contains("cannot be switched off"), "{e}");
+            jail.create_file(
+                "weak.toml",
+                "[[moderation.rules]]\nname = \"child_safety_terms\"\naction = \"require_nsfw\"\n",
+            )?;
+            let e = SchedulerConfig::load(Some(Path::new("weak.toml"))).unwrap_err();
+            assert!(e.to_string().contains("cannot be switched off"), "{e}");
+            jail.create_file(
+                "unknown.toml",
+                "[[moderation.rules]]\nname = \"x\"\nwords = [\"x\"]\naction = \"ban\"\n",
+            )?;
+            let e = SchedulerConfig::load(Some(Path::new("unknown.toml"))).unwrap_err();
+            assert!(e.to_string().contains("ban"), "{e}");
             Ok(())
         });
     }

@@ -46,6 +46,7 @@ pub const NAMES: &[&str] = &[
     "tessera_jobs_failed_total",
     "tessera_jobs_cancelled_total",
     "tessera_jobs_requeued_total",
+    "tessera_moderation_refusals_total",
     "tessera_job_queue_wait_seconds",
     "tessera_job_run_seconds",
     "tessera_job_latency_seconds",
@@ -89,6 +90,14 @@ struct FailLabels {
     plan: String,
     /// The job's error code (`attempts_exhausted`, `run_timeout`, ...): a fixed set.
     code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    /// The prompt rule's name: the operator's configured set, and the built-in ones.
+    rule: String,
+    /// The frontend: `telegram`, `discord`, `web`.
+    channel: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -186,6 +195,7 @@ struct Inner {
     failed: Family<FailLabels, Counter>,
     cancelled: Family<JobLabels, Counter>,
     requeued: Family<CapabilityLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     queue_wait: Hist<JobLabels>,
     run: Hist<CapabilityLabels>,
     latency: Hist<JobLabels>,
@@ -221,6 +231,7 @@ impl Metrics {
             failed: Family::default(),
             cancelled: Family::default(),
             requeued: Family::default(),
+            refusals: Family::default(),
             queue_wait: Family::new_with_constructor(seconds_histogram),
             run: Family::new_with_constructor(seconds_histogram),
             latency: Family::new_with_constructor(seconds_histogram),
@@ -282,6 +293,11 @@ impl Metrics {
             "jobs_requeued",
             "Running jobs put back in the queue (worker lost or unreachable)",
             i.requeued.clone(),
+        );
+        r.register(
+            "moderation_refusals",
+            "Job creates the prompt rules refused (nothing charged), by rule and channel",
+            i.refusals.clone(),
         );
         r.register(
             "job_queue_wait_seconds",
@@ -413,6 +429,15 @@ impl Metrics {
     /// A job was created (not a replay of an idempotent retry).
     pub fn created(&self, job: &JobRecord) {
         self.0.created.get_or_create(&self.job_labels(job)).inc();
+    }
+
+    /// A prompt rule refused a create.
+    pub fn refused(&self, rule: &str, channel: tessera_core::Platform) {
+        let labels = RefusalLabels {
+            rule: rule.to_owned(),
+            channel: channel.as_str().to_owned(),
+        };
+        self.0.refusals.get_or_create(&labels).inc();
     }
 
     /// A claimed job is on its way to a worker; `model_load` when the worker

@@ -291,6 +291,36 @@ async fn quota_and_rate_limits_are_told_in_plain_words(backend: Backend) {
     s.app.shutdown().await;
 }
 
+async fn a_refused_prompt_is_told_plainly_and_costs_nothing(backend: Backend) {
+    let s = Setup::new(backend, vec![Capability::Image], 0, |_| {}).await;
+    let bot = s.start().await;
+    s.tg.user_text(TOKEN, 3003, 3003, "/imagine a n4ked ch1ld");
+    let refused = s.wait_text(3003, "never allowed").await;
+    assert_eq!(
+        refused,
+        format!(
+            "{} Nothing was charged.",
+            tessera_core::moderation::builtin::MESSAGE
+        )
+    );
+    let api = s.app.frontend(Platform::Telegram, BOT).await;
+    let quota = api.get_user("telegram:3003").await.unwrap();
+    assert_eq!(quota.tokens_used_today, 0, "a refusal costs nothing");
+    // The same user's next, benign, request runs.
+    s.tg.user_text(TOKEN, 3003, 3003, "/imagine a red fox");
+    s.tg.wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
+        .await
+        .expect("the fox is sent");
+    let photos =
+        s.tg.sent(TOKEN)
+            .iter()
+            .filter(|m| m.kind == MessageKind::Photo)
+            .count();
+    assert_eq!(photos, 1, "only the fox was made");
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
 async fn a_restarted_bot_delivers_what_it_was_following(backend: Backend) {
     let s = Setup::new(backend, vec![Capability::Image], 2000, |_| {}).await;
     let bot = s.start().await;
@@ -506,6 +536,7 @@ tessera_testkit::backend_tests!(
     an_output_over_the_upload_limit_comes_as_a_link,
     a_voice_message_is_transcribed,
     quota_and_rate_limits_are_told_in_plain_words,
+    a_refused_prompt_is_told_plainly_and_costs_nothing,
     a_restarted_bot_delivers_what_it_was_following,
     a_flooding_user_is_told_once_and_others_are_served,
     link_gives_a_code_the_website_redeems,

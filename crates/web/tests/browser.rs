@@ -807,3 +807,44 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
     assert_eq!(resp.headers()["location"], "/signin");
     site.web.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_prompt_is_shown_on_the_form_and_costs_nothing() {
+    let site = Site::start(Backend::Sqlite, false).await;
+    let mut ada = Visitor::new(&site.web.base_url()).await;
+    ada.sign_up("ada@example.org").await;
+    ada.page("/generate/image").await;
+    let body = format!(
+        "--X\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{}\r\n\
+         --X\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nnaked ch.ild\r\n--X--\r\n",
+        ada.csrf
+    );
+    let resp = ada
+        .http
+        .post(format!("{}/generate/image", site.web.base_url()))
+        .header("cookie", &ada.cookie)
+        .header("content-type", "multipart/form-data; boundary=X")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains(tessera_core::moderation::builtin::MESSAGE),
+        "the form shows the rule's message: {page}"
+    );
+    assert!(
+        page.contains("naked ch.ild"),
+        "the form keeps what was typed"
+    );
+    let ada_ref = web_user_of(&site, "ada@example.org").await;
+    let quota = site
+        .app
+        .client_with(&site.web_key)
+        .get_user(&ada_ref)
+        .await
+        .unwrap();
+    assert_eq!(quota.tokens_used_today, 0, "a refusal costs nothing");
+    site.web.shutdown().await.unwrap();
+}

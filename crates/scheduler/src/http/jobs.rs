@@ -12,13 +12,14 @@ use axum::Json;
 use sha2::{Digest, Sha256};
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use tessera_api::public::{
     ArtifactView, CreateJobRequest, CreateJobResponse, JobError, JobList, JobView, ListJobsQuery,
 };
 use tessera_api::ApiErrorBody;
 use tessera_api::ErrorCode;
-use tessera_core::{params, JobId, JobState, Millis, Transition};
+use tessera_core::{moderation, params, JobId, JobState, Millis, Transition};
 
 use super::auth::{Admin, Frontend};
 use super::error::ApiError;
@@ -29,8 +30,8 @@ use super::AppState;
 use crate::estimate::Estimator;
 use crate::lifecycle::now_ms;
 use crate::store::{
-    ApiKeyRecord, CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, TransitionChange,
-    TransitionOutcome,
+    ApiKeyRecord, CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, NewRefusal,
+    TransitionChange, TransitionOutcome,
 };
 
 /// Largest `reply_context`, serialised.
@@ -53,8 +54,11 @@ impl Refusal for CreateJobRequest {
 
 /// Create a job.
 ///
-/// Validates the parameters against the user's plan, reserves the job's tokens and
-/// queues it, in one transaction. With an `Idempotency-Key` header, a retry of the
+/// Validates the parameters against the user's plan and the prompt rules,
+/// reserves the job's tokens and queues it, in one transaction. A prompt the
+/// rules refuse is answered 422 (`prompt_refused`, or `content_not_allowed`
+/// for adult content where it is not allowed) with the rule's message, and
+/// costs nothing; a rewrite rule's change shows in the job's `params`. With an `Idempotency-Key` header, a retry of the
 /// same request returns the first job (200, `Idempotent-Replayed: true`) instead of
 /// charging twice.
 #[utoipa::path(
@@ -66,7 +70,7 @@ impl Refusal for CreateJobRequest {
         (status = 200, description = "Replay of an earlier create with the same Idempotency-Key", body = CreateJobResponse),
         (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website)", body = ApiErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different request", body = ApiErrorBody),
-        (status = 422, description = "Invalid request or parameters", body = ApiErrorBody),
+        (status = 422, description = "Invalid request or parameters, or a prompt the rules refuse (`prompt_refused`, `content_not_allowed`)", body = ApiErrorBody),
         (status = 429, description = "Daily token quota exhausted", body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
@@ -135,14 +139,37 @@ pub async fn create(
         day: state.clock.day_of(now),
     };
     let config = &state.config;
+    // The prompt rules run inside the create, on the validated parameters and
+    // the plan it reads, before anything is charged: a refusal is an invalid
+    // create, and the transaction never reserves a token. What refused is
+    // kept here to be recorded once the create has answered.
+    let refused: Mutex<Option<moderation::Refusal>> = Mutex::new(None);
+    let channel = key.frontend;
     let validate = |plan: &tessera_core::Plan| {
-        params::validate(
+        let mut job = params::validate(
             req.capability,
             &req.params,
             plan,
             &config.catalog,
             &config.billing.costs,
-        )
+        )?;
+        let context = moderation::Context {
+            plan: &plan.id,
+            channel,
+            nsfw_allowed: adult_content_allowed(),
+        };
+        match state.prompts.check(&mut job.params, &context) {
+            Ok(_) => Ok(job),
+            Err(refusal) => {
+                let error = params::ParamError {
+                    code: refusal.code,
+                    field: "params".into(),
+                    message: refusal.message.clone(),
+                };
+                *refused.lock().unwrap_or_else(|e| e.into_inner()) = Some(refusal);
+                Err(error)
+            }
+        }
     };
     if req.capability == tessera_core::Capability::SpeechToText {
         check_input(&state, &key, &req.params).await?;
@@ -168,7 +195,11 @@ pub async fn create(
             ))
         }
         CreateOutcome::Invalid(e) => {
-            return Err(ApiError::invalid(e.code, e.message).with_field(e.field))
+            let refusal = refused.lock().unwrap_or_else(|e| e.into_inner()).take();
+            if let Some(refusal) = refusal {
+                record_refusal(&state, &new, refusal).await;
+            }
+            return Err(ApiError::invalid(e.code, e.message).with_field(e.field));
         }
         CreateOutcome::ForeignAccount => return Err(foreign_account()),
         CreateOutcome::QuotaExhausted { plan, used, cost } => {
@@ -211,6 +242,41 @@ pub async fn create(
         );
     }
     Ok(resp)
+}
+
+/// Whether the request's context allows adult content. Nowhere yet: the
+/// context each frontend may report (a Discord channel's flag, a Telegram
+/// chat's setting, a website account's confirmed age) is still to come.
+fn adult_content_allowed() -> bool {
+    false
+}
+
+/// Counts and records a refused create. The refusal stands whatever
+/// happens here: a record that cannot be written is logged.
+async fn record_refusal(state: &AppState, new: &NewJob, refusal: moderation::Refusal) {
+    tracing::info!(
+        rule = %refusal.rule,
+        code = refusal.code.as_str(),
+        channel = new.frontend.as_str(),
+        bot_id = %new.bot_id,
+        "job refused by a prompt rule"
+    );
+    state
+        .lifecycle
+        .metrics()
+        .refused(&refusal.rule, new.frontend);
+    let record = NewRefusal {
+        user_ref: new.user_ref.clone(),
+        bot_id: new.bot_id.clone(),
+        channel: new.frontend,
+        rule: refusal.rule,
+        code: refusal.code.as_str().to_owned(),
+        excerpt: refusal.excerpt,
+        now: new.now,
+    };
+    if let Err(e) = state.store.record_refusal(&record).await {
+        tracing::warn!(error = %e, rule = %record.rule, "a refusal could not be recorded");
+    }
 }
 
 /// Get a job: its state, queue position and estimate while it waits, progress

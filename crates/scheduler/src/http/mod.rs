@@ -77,6 +77,8 @@ pub struct Inner {
     pub passwords: Passwords,
     /// Signs and verifies download links.
     pub links: LinkSigner,
+    /// The prompt rules, compiled from `[moderation]` and the built-in ones.
+    pub prompts: tessera_core::moderation::PromptPolicy,
     /// The Stripe channel; `None` when `[payments.stripe]` has no secret key.
     pub stripe: Option<crate::payments::stripe::Stripe>,
 }
@@ -110,6 +112,7 @@ impl AppState {
         }
         let links = LinkSigner::new(link_secret.as_deref(), config.artifacts.link_lifetime_secs);
         let stripe = crate::payments::stripe::Stripe::from_config(&config.payments.stripe)?;
+        let prompts = tessera_core::moderation::PromptPolicy::compile(&config.moderation)?;
         let estimator = Estimator::new(config.estimates.clone());
         let positions = QueuePositions::new(
             config.queue.position_cap,
@@ -129,6 +132,7 @@ impl AppState {
             blobs,
             passwords: Passwords::new(),
             links,
+            prompts,
             stripe,
         })))
     }

@@ -10,7 +10,8 @@
 //! [`Users`] (plans and quotas), [`Accounts`] (and link codes), [`Jobs`],
 //! [`Transitions`] (the state machine), [`Files`] (artifacts and inputs),
 //! [`Queue`], [`Workers`], [`Payments`] (the payments ledger), [`StripeCustomers`]
-//! and [`RefundOrders`] (refunds operators order of Telegram Stars payments). Callers hold an `Arc<dyn Store>` and call any of
+//! [`RefundOrders`] (refunds operators order of Telegram Stars payments) and
+//! [`Refusals`] (jobs the prompt rules refused). Callers hold an `Arc<dyn Store>` and call any of
 //! their methods without naming the parts. [`Inspect`] holds what only tests
 //! and tools read, outside `Store`.
 //!
@@ -31,6 +32,7 @@ mod payments;
 pub mod postgres;
 mod queue;
 mod refund_orders;
+mod refusals;
 mod rows;
 pub mod sqlite;
 mod stripe_customers;
@@ -54,6 +56,7 @@ pub use payments::{
 };
 pub use queue::{Queue, QueueGroup, WorkerSlot};
 pub use refund_orders::{OrderOutcome, RefundOrderRecord, RefundOrders, RefundState};
+pub use refusals::{NewRefusal, RefusalRecord, Refusals};
 pub use rows::JobRecord;
 pub use stripe_customers::StripeCustomers;
 pub use transitions::{Fence, TransitionChange, TransitionOutcome, Transitions};
@@ -75,6 +78,7 @@ pub trait Store:
     + Payments
     + StripeCustomers
     + RefundOrders
+    + Refusals
     + Send
     + Sync
     + 'static
@@ -94,6 +98,7 @@ impl<T> Store for T where
         + Payments
         + StripeCustomers
         + RefundOrders
+        + Refusals
         + Send
         + Sync
         + 'static
@@ -184,6 +189,7 @@ macro_rules! impl_store {
         $crate::store::payments::impl_payments!($store, $db);
         $crate::store::stripe_customers::impl_stripe_customers!($store);
         $crate::store::refund_orders::impl_refund_orders!($store, $db);
+        $crate::store::refusals::impl_refusals!($store);
         $crate::store::inspect::impl_inspect!($store);
     };
 }

@@ -8,6 +8,7 @@ mod admin;
 mod common;
 mod files;
 mod jobs;
+mod moderation;
 mod payments;
 mod refunds;
 mod security;

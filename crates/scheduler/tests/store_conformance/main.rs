@@ -7,6 +7,7 @@ mod jobs;
 mod keys;
 mod payments;
 mod queue;
+mod refusals;
 mod schema;
 mod stripe_customers;
 mod users;
