@@ -436,6 +436,7 @@ impl<M: Messenger> Bot<M> {
             user_ref: user.clone(),
             reply_context: serde_json::to_value(&reply).ok(),
             params,
+            context: None,
         };
         // A platform that delivers one message twice creates one job.
         let key = &msg.message_id;
