@@ -18,8 +18,7 @@ use tessera_core::UserRef;
 /// belongs to one kind of frontend; a key of another kind that sends it is
 /// refused (403 `context_not_allowed`). Absent: a plain context, where adult
 /// content is not allowed (a website account's confirmed age needs no field).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[schema(example = json!({"telegram_chat_id": -1001234567890_i64}))]
 pub struct JobContext {
     /// Discord keys only: the interaction's `channel.nsfw` (age-restricted
@@ -32,6 +31,39 @@ pub struct JobContext {
     /// (positive ids) never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telegram_chat_id: Option<i64>,
+}
+
+/// An object only, with no other fields: serde's derived struct would take
+/// an array of the fields' values too, which the document does not allow.
+impl<'de> Deserialize<'de> for JobContext {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Fields {
+            #[serde(default)]
+            discord_channel_nsfw: Option<bool>,
+            #[serde(default)]
+            telegram_chat_id: Option<i64>,
+        }
+        struct Object;
+        impl<'de> serde::de::Visitor<'de> for Object {
+            type Value = JobContext;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<JobContext, A::Error> {
+                let f = Fields::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(JobContext {
+                    discord_channel_nsfw: f.discord_channel_nsfw,
+                    telegram_chat_id: f.telegram_chat_id,
+                })
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
 }
 
 impl JobContext {
@@ -76,4 +108,23 @@ pub struct ChatNsfw {
     pub set_by: Option<UserRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_at: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_object_of_known_fields_is_a_context() {
+        let read = |text: &str| serde_json::from_str::<JobContext>(text);
+        assert_eq!(
+            read(r#"{"telegram_chat_id": -100}"#).unwrap(),
+            JobContext::telegram(-100)
+        );
+        assert_eq!(read("{}").unwrap(), JobContext::default());
+        assert!(read("[null, null]").is_err());
+        assert!(read("[true, -100]").is_err());
+        assert!(read(r#"{"age_confirmed": true}"#).is_err());
+        assert!(read(r#"{"telegram_chat_id": "-100"}"#).is_err());
+    }
 }
