@@ -79,6 +79,7 @@ impl ClientError {
     }
 }
 
+mod nsfw;
 mod refunds;
 
 /// A created job and whether the server replayed an earlier create.

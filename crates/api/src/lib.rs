@@ -18,6 +18,8 @@
 //!   scheduler.
 //! - [`refunds`]: refunds operators make, and the Telegram bots' refund
 //!   orders.
+//! - [`nsfw`]: where adult content may be allowed (a job's context, a
+//!   Telegram chat's setting).
 //! - [`client`]: a `reqwest` client for all of the above.
 
 pub mod admin;
@@ -25,6 +27,7 @@ pub mod client;
 pub mod entitlements;
 pub mod error;
 pub mod internal;
+pub mod nsfw;
 pub mod public;
 pub mod refunds;
 pub mod schema;

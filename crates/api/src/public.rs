@@ -37,6 +37,11 @@ pub struct CreateJobRequest {
     /// Per-capability parameters, for example `{"prompt": "...", "resolution": "1024x1024"}`.
     #[schema(value_type = Object, example = json!({"prompt": "a beautiful sunset", "resolution": "1024x1024"}))]
     pub params: Value,
+    /// Where the request comes from, for whether adult content is allowed
+    /// (a Discord channel's `nsfw` flag, a Telegram chat); only the fields
+    /// of the key's kind of frontend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<crate::nsfw::JobContext>,
 }
 
 /// Answer to a create (README.md, "Try the API").
@@ -231,6 +236,11 @@ pub struct AccountView {
     /// `platform:id` of every bot user linked to this account.
     pub linked: Vec<UserRef>,
     pub created_at: DateTime<Utc>,
+    /// When the account's owner confirmed being 18 or older (on the
+    /// website's account page); absent until then. Adult content is
+    /// allowed for the account's jobs on the website only once it is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub age_confirmed_at: Option<DateTime<Utc>>,
 }
 
 /// `POST /api/v1/link-codes`: a Telegram or Discord user asks for a code to

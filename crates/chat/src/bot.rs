@@ -55,6 +55,10 @@ pub struct Incoming {
     /// The largest file the platform takes in answer to this message, when
     /// it says (Discord's `attachment_size_limit`).
     pub upload_limit: Option<u64>,
+    /// Where the message was written, as the platform says, for whether
+    /// adult content is allowed there (a Discord channel's `nsfw` flag, a
+    /// Telegram chat); the scheduler decides.
+    pub context: Option<tessera_api::nsfw::JobContext>,
 }
 
 #[derive(Clone, Debug)]
@@ -436,6 +440,7 @@ impl<M: Messenger> Bot<M> {
             user_ref: user.clone(),
             reply_context: serde_json::to_value(&reply).ok(),
             params,
+            context: msg.context.clone(),
         };
         // A platform that delivers one message twice creates one job.
         let key = &msg.message_id;

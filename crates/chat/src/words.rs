@@ -260,6 +260,41 @@ pub fn caption(job: &JobView) -> Option<String> {
     })
 }
 
+// The NSFW context: Telegram's `/nsfw on|off`, which a group's admins send.
+
+/// `/nsfw` alone: whether adult content is allowed in this group.
+pub fn nsfw_state(setting: &tessera_api::nsfw::ChatNsfw) -> String {
+    if setting.enabled {
+        "Adult content is allowed in this group (where the plan allows it). An admin can turn it off with /nsfw off.".into()
+    } else {
+        "Adult content is not allowed in this group. An admin can allow it with /nsfw on.".into()
+    }
+}
+
+/// An admin turned adult content on or off.
+pub fn nsfw_changed(enabled: bool) -> String {
+    if enabled {
+        "Done: adult content is now allowed in this group (where the plan allows it). Send /nsfw off to stop it.".into()
+    } else {
+        "Done: adult content is no longer allowed in this group.".into()
+    }
+}
+
+/// `/nsfw on|off` from someone who is not an admin of the group.
+pub const NSFW_ADMINS_ONLY: &str = "Only this group's admins can change that.";
+
+/// `/nsfw` in a private chat.
+pub const NSFW_PRIVATE_CHAT: &str =
+    "Adult content is never allowed in private chats. A group's admins can allow it there with /nsfw on.";
+
+/// `/nsfw` with something other than `on` or `off`.
+pub const NSFW_USAGE: &str =
+    "Send /nsfw on or /nsfw off to change it (admins only), or /nsfw to see it.";
+
+/// Telegram did not say whether the sender is an admin.
+pub const NSFW_UNCHECKED: &str =
+    "I couldn't check with Telegram who the admins are; please try again in a minute.";
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,9 @@ error_codes! {
     PromptRefused = "prompt_refused",
     /// The job's text asks for adult content, which is not allowed here.
     ContentNotAllowed = "content_not_allowed",
+    /// The request's `context` names what only another kind of frontend may
+    /// report (a Telegram key claiming a Discord channel is NSFW).
+    ContextNotAllowed = "context_not_allowed",
 
     // Jobs, inputs and outputs.
     JobNotFound = "job_not_found",

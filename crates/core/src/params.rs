@@ -143,6 +143,9 @@ pub struct ValidJob {
     pub model: String,
     pub params: JobParams,
     pub cost_tokens: i64,
+    /// Whether the job may produce adult content: `false` from [`validate`];
+    /// the scheduler sets it from the request's context and the user's plan.
+    pub adult_allowed: bool,
 }
 
 /// Why parameters were refused: a stable code, the field at fault, and a sentence.
@@ -378,6 +381,7 @@ pub fn validate(
         model,
         params,
         cost_tokens,
+        adult_allowed: false,
     })
 }
 

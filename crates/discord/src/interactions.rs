@@ -18,6 +18,7 @@ use crate::commands::{answers_privately, is_subscribe, slash_command};
 use crate::messenger::{chat_of, lock, Discord};
 use crate::subscriptions;
 use tessera_api::entitlements::EntitlementSource;
+use tessera_api::nsfw::JobContext;
 
 /// What one instance needs to handle interactions, whichever way they come.
 #[derive(Clone)]
@@ -162,6 +163,7 @@ impl Handler {
             audio,
             command,
             upload_limit: Some(interaction.attachment_size_limit),
+            context: Some(channel_context(interaction)),
         };
         Ok(Some((incoming, user_ref)))
     }
@@ -253,4 +255,15 @@ impl Handler {
         self.bot
             .spawn_handler(async move { this.handle(interaction).await });
     }
+}
+
+/// Whether the interaction's channel is age-restricted, as Discord says in
+/// the interaction (`channel.nsfw`): the scheduler believes it from a
+/// Discord key and decides. Direct messages are never NSFW.
+fn channel_context(interaction: &Interaction) -> JobContext {
+    let nsfw = interaction
+        .guild_id
+        .and(interaction.channel.as_ref())
+        .map(|channel| channel.nsfw == Some(true));
+    JobContext::discord(nsfw)
 }

@@ -222,6 +222,7 @@ async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backen
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let worker = app.client_with(&app.internal_token);
     let req = |user: &str| CreateJobRequest {
+        context: None,
         frontend: Platform::Telegram,
         bot_id: "tg-image-bot-1".parse().unwrap(),
         capability: Capability::Image,
@@ -329,6 +330,7 @@ async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Ba
     .await;
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let create = |prompt: &str| CreateJobRequest {
+        context: None,
         frontend: Platform::Telegram,
         bot_id: "tg-image-bot-1".parse().unwrap(),
         capability: Capability::Image,
@@ -434,6 +436,7 @@ async fn a_database_outage_makes_no_worker_look_lost() {
     .await;
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let req = CreateJobRequest {
+        context: None,
         frontend: Platform::Telegram,
         bot_id: "tg-image-bot-1".parse().unwrap(),
         capability: Capability::Image,
@@ -504,6 +507,7 @@ async fn running_job(app: &TestApp, user: &str, worker: &str) -> tessera_core::J
 
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let req = CreateJobRequest {
+        context: None,
         frontend: Platform::Telegram,
         bot_id: "tg-image-bot-1".parse().unwrap(),
         capability: Capability::Image,

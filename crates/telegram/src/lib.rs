@@ -25,6 +25,7 @@
 
 pub mod config;
 pub mod me;
+pub mod nsfw;
 pub mod refund_orders;
 pub mod stars;
 pub mod webhook;
@@ -350,6 +351,28 @@ impl Handler {
         }
         if let (Some(text), Some(from)) = (m.text(), m.from.as_ref()) {
             let username = self.bot.settings().username.clone();
+            if let Some(asked) = nsfw::parse(text, username.as_deref()) {
+                if from.is_bot {
+                    return;
+                }
+                let chat = m.chat.id;
+                let Some(user) = self
+                    .bot
+                    .admit(&chat.0.to_string(), &from.id.0.to_string())
+                    .await
+                else {
+                    return;
+                };
+                let private = m.chat.is_private();
+                let api = &self.seller.api;
+                let text = nsfw::answer(&self.tg, api, chat, private, from.id, &user, asked).await;
+                let _ = self
+                    .bot
+                    .messenger()
+                    .send_text(&chat.0.to_string(), &text)
+                    .await;
+                return;
+            }
             let name = stars::command(text, username.as_deref()).map(|(name, _)| name);
             let stars = stars::parse(text, username.as_deref());
             if !from.is_bot
@@ -364,9 +387,14 @@ impl Handler {
                     return;
                 };
                 let text = match stars {
-                    None => stars::help(&tessera_chat::words::help(
-                        &self.bot.settings().capabilities,
-                    )),
+                    None => format!(
+                        "{}\n/{}: {}",
+                        stars::help(&tessera_chat::words::help(
+                            &self.bot.settings().capabilities,
+                        )),
+                        nsfw::COMMAND.0,
+                        nsfw::COMMAND.1
+                    ),
                     Some(_) if !m.chat.is_private() => {
                         "Send /subscribe or /refund to me in a private chat.".to_owned()
                     }
@@ -512,7 +540,8 @@ pub async fn start(
         .iter()
         .position(|c| c.command == "help")
         .unwrap_or(commands.len());
-    for (i, (name, description)) in stars::COMMANDS.into_iter().enumerate() {
+    let ours = stars::COMMANDS.into_iter().chain([nsfw::COMMAND]);
+    for (i, (name, description)) in ours.enumerate() {
         commands.insert(at + i, BotCommand::new(name, description));
     }
     if let Err(e) = tg.set_my_commands(commands).await {
@@ -755,6 +784,9 @@ async fn read_message(
         audio,
         command: None,
         upload_limit: None,
+        // The scheduler looks up whether this chat's admins allowed adult
+        // content (private chats never).
+        context: Some(tessera_api::nsfw::JobContext::telegram(m.chat.id.0)),
     };
     Some((incoming, user_ref))
 }

@@ -310,6 +310,7 @@ pub async fn generate(
         }
     }
     let request = CreateJobRequest {
+        context: None,
         frontend: Platform::Web,
         bot_id: state.config.bot_id.clone(),
         capability,
@@ -615,7 +616,8 @@ async fn account_page(
     session: Session,
     status: StatusCode,
     message: Option<&str>,
-    link_error: Option<&str>,
+    // The field a refused form names ("code", "adult") and the error.
+    field_error: Option<(&str, &str)>,
 ) -> Page {
     let account = session.require()?;
     let (view, quota): (AccountView, UserQuota) = tokio::try_join!(
@@ -629,7 +631,7 @@ async fn account_page(
         &quota,
         &offers,
         message,
-        link_error,
+        field_error,
     );
     Ok(render(session, status, markup))
 }
@@ -694,12 +696,47 @@ pub async fn link(
                 session,
                 StatusCode::UNPROCESSABLE_ENTITY,
                 None,
-                Some(&message),
+                Some(("code", &message)),
             )
             .await
         }
         Err(e) => Err(e.into()),
     }
+}
+
+#[derive(Deserialize)]
+pub struct AgeForm {
+    #[serde(default)]
+    csrf: String,
+    /// The checkbox "I am 18 or older": present only when ticked.
+    #[serde(default)]
+    adult: Option<String>,
+}
+
+/// The account's owner confirms being 18 or older: the scheduler records it,
+/// and allows adult content for the account's jobs from then on.
+pub async fn confirm_age(
+    State(state): State<AppState>,
+    session: Session,
+    Form(form): Form<AgeForm>,
+) -> Page {
+    session.check_csrf(&form.csrf)?;
+    let account = session.require()?;
+    if form.adult.is_none() {
+        let message = "Tick the box to confirm that you are 18 or older.";
+        return account_page(
+            &state,
+            session,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            None,
+            Some(("adult", message)),
+        )
+        .await;
+    }
+    state.api.confirm_age(&account.user_ref).await?;
+    let message = "Thank you: adult content is now allowed for your requests here, where your \
+                   plan allows it.";
+    account_page(&state, session, StatusCode::OK, Some(message), None).await
 }
 
 pub async fn pricing(State(state): State<AppState>, session: Session) -> Page {

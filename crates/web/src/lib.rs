@@ -187,6 +187,7 @@ pub fn router(state: AppState) -> Router {
         .route("/gallery", get(handlers::gallery))
         .route("/account", get(handlers::account))
         .route("/account/link", post(handlers::link))
+        .route("/account/age", post(handlers::confirm_age))
         .route("/pricing", get(handlers::pricing))
         .route("/billing/checkout", post(billing::checkout))
         .route("/billing/portal", post(billing::portal))

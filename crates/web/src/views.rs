@@ -554,8 +554,11 @@ pub fn account(
     quota: &UserQuota,
     offers: &[StripeOffer],
     message: Option<&str>,
-    link_error: Option<&str>,
+    field_error: Option<(&str, &str)>,
 ) -> Markup {
+    let error_of = |field: &str| field_error.filter(|(f, _)| *f == field).map(|(_, e)| e);
+    let link_error = error_of("code");
+    let adult_error = error_of("adult");
     let paying = offers.iter().any(|o| o.plan_id.as_str() == quota.plan.id);
     page(
         shell,
@@ -613,6 +616,34 @@ pub fn account(
                         @if let Some(e) = link_error { p class="field-error" id="code-error" { (e) } }
                     }
                     button type="submit" { "Link account" }
+                }
+            }
+            section class="card" aria-labelledby="adult-title" {
+                h2 id="adult-title" { "Adult content" }
+                @if let Some(at) = account.age_confirmed_at {
+                    p id="age-confirmed" {
+                        "You confirmed that you are 18 or older on "
+                        time datetime=(at.to_rfc3339()) { (at.format("%Y-%m-%d")) }
+                        ". Requests for adult content are allowed here where your plan allows them."
+                    }
+                } @else {
+                    p {
+                        "Requests for adult content are refused until you confirm that you are "
+                        "18 or older. Chat groups decide for themselves."
+                    }
+                    form method="post" action="/account/age" novalidate {
+                        (csrf_field(shell.csrf))
+                        div class="field" {
+                            label for="adult" {
+                                input type="checkbox" id="adult" name="adult" value="yes" required
+                                    aria-invalid=[adult_error.map(|_| "true")]
+                                    aria-describedby=[adult_error.map(|_| "adult-error")];
+                                " I am 18 or older"
+                            }
+                            @if let Some(e) = adult_error { p class="field-error" id="adult-error" { (e) } }
+                        }
+                        button type="submit" id="confirm-age" { "Confirm my age" }
+                    }
                 }
             }
         },

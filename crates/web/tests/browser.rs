@@ -411,6 +411,7 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
     let refused = web_api
         .create_job(
             &CreateJobRequest {
+                context: None,
                 frontend: Platform::Web,
                 bot_id: "web".parse().unwrap(),
                 capability: Capability::Text,
@@ -486,6 +487,7 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
     web_api
         .create_job(
             &CreateJobRequest {
+                context: None,
                 frontend: Platform::Web,
                 bot_id: "web".parse().unwrap(),
                 capability: Capability::Video,
@@ -687,6 +689,7 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
     let created = web_api
         .create_job(
             &CreateJobRequest {
+                context: None,
                 frontend: Platform::Web,
                 bot_id: "web".parse().unwrap(),
                 capability: Capability::Text,
@@ -750,6 +753,7 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
     let live = web_api
         .create_job(
             &CreateJobRequest {
+                context: None,
                 frontend: Platform::Web,
                 bot_id: "web".parse().unwrap(),
                 capability: Capability::Video,

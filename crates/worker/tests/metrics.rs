@@ -135,6 +135,7 @@ async fn metrics(app: &TestApp, token: &str) -> Vec<Sample> {
 
 async fn create(client: &tessera_api::Client, user: &str, prompt: &str) -> JobId {
     let req = CreateJobRequest {
+        context: None,
         frontend: Platform::Web,
         bot_id: BOT.parse().unwrap(),
         capability: Capability::Image,

@@ -159,6 +159,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
 
     // A finished job with an artifact, a queued one to cancel, an input.
     let new_job = |prompt: &str| CreateJobRequest {
+        context: None,
         frontend: Platform::Telegram,
         bot_id: OWNER.parse().unwrap(),
         capability: Capability::Image,
@@ -230,6 +231,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
     let web_job = web
         .create_job(
             &CreateJobRequest {
+                context: None,
                 frontend: Platform::Web,
                 bot_id: "web-1".parse().unwrap(),
                 user_ref: account.clone(),
@@ -583,6 +585,33 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         .when(&[OtherFrontend, Web, OtherWeb], 403)
         .when(&not_frontends, 403)
         .otherwise(401),
+        // The NSFW context: a Telegram group's setting is the Telegram
+        // keys' (the owner is a Telegram bot); an account's confirmed age is
+        // its own website's key's.
+        call(Method::GET, "/api/v1/telegram/chats/-100200/nsfw", None)
+            .when(&[Owner], 200)
+            .when(&[OtherFrontend, Web, OtherWeb], 403)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        call(
+            Method::PUT,
+            "/api/v1/telegram/chats/-100200/nsfw",
+            Some(json!({"enabled": true, "by": "telegram:1"})),
+        )
+        .when(&[Owner], 200)
+        .when(&[OtherFrontend, Web, OtherWeb], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            format!("/api/v1/accounts/{account}/age-confirmation"),
+            None,
+        )
+        .when(&[Web], 200)
+        .when(&[OtherWeb], 404)
+        .when(&[Owner, OtherFrontend], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
         call(
             Method::POST,
             "/api/admin/keys",
@@ -671,6 +700,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             .replace("telegram:1", "{user_ref}")
             .replace("telegram:3", "{user_ref}")
             .replace(&account.to_string(), "{user_ref}")
+            .replace("-100200", "{chat_id}")
     };
     let rows: std::collections::BTreeSet<(String, String)> = scheduler
         .iter()

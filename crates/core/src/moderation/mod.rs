@@ -46,6 +46,19 @@ pub enum Action {
 pub struct ModerationConfig {
     /// The operator's rules, applied after the built-in ones in this order.
     pub rules: Vec<RuleConfig>,
+    /// Plans (plan ids) whose users never get adult content, whatever the
+    /// context says (an NSFW Discord channel, a Telegram chat whose admins
+    /// turned it on, an account that confirmed its age). Empty: every plan
+    /// allows it where the context does.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub adult_forbidden_plans: Vec<String>,
+}
+
+impl ModerationConfig {
+    /// Whether the plan `plan` may have adult content where the context allows it.
+    pub fn plan_allows_adult(&self, plan: &str) -> bool {
+        !self.adult_forbidden_plans.iter().any(|p| p == plan)
+    }
 }
 
 /// One rule as configured.

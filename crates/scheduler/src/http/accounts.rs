@@ -204,6 +204,44 @@ pub async fn get(
     Ok(Json(view(account)))
 }
 
+/// The account's owner confirmed being 18 or older (web keys of the bot that
+/// created the account, after the website asked its signed-in owner):
+/// adult content is allowed for the account's website jobs from now on,
+/// where the plan allows it. The first confirmation's time stays; the web
+/// key cannot claim it in a job's request instead.
+#[utoipa::path(
+    post, path = "/api/v1/accounts/{user_ref}/age-confirmation", tag = "accounts",
+    params(("user_ref" = String, Path, description = "The account's `web:` user", pattern = "^web:[A-Za-z0-9_.@-]{1,64}$")),
+    responses(
+        (status = 200, description = "The account, with `age_confirmed_at`", body = AccountView),
+        (status = 403, description = "Not a web key (`forbidden_frontend`)", body = ApiErrorBody),
+        (status = 404, description = "This web user has no account of this key's bot", body = ApiErrorBody),
+        (status = 422, body = ApiErrorBody),
+    ),
+    security(("frontend_key" = []))
+)]
+pub async fn confirm_age(
+    State(state): State<AppState>,
+    Frontend(key): Frontend,
+    ApiPath(user_ref): ApiPath<String>,
+) -> Result<Json<AccountView>, ApiError> {
+    web_only(&key)?;
+    let user = user_ref_for(&key.frontend, &user_ref)?;
+    state
+        .store
+        .confirm_age(&user, &key.bot_id, now_ms())
+        .await?
+        .ok_or_else(account_not_found)?;
+    tracing::info!(user_ref = %user, bot_id = %key.bot_id, "an account confirmed its age");
+    let account = state
+        .store
+        .get_account(&user)
+        .await?
+        .filter(|account| account.home_bot == key.bot_id)
+        .ok_or_else(account_not_found)?;
+    Ok(Json(view(account)))
+}
+
 /// A one-time code for a Telegram or Discord user to link to a website
 /// account (a bot's key, for a user of its platform; created on first
 /// sight). Valid for 10 minutes; asking again replaces the earlier code.
@@ -345,6 +383,7 @@ fn view(a: AccountRecord) -> AccountView {
         email: a.email,
         linked: a.linked,
         created_at: rfc3339(a.created_at),
+        age_confirmed_at: a.age_confirmed_at.map(rfc3339),
     }
 }
 

@@ -58,7 +58,10 @@ impl Refusal for CreateJobRequest {
 /// reserves the job's tokens and queues it, in one transaction. A prompt the
 /// rules refuse is answered 422 (`prompt_refused`, or `content_not_allowed`
 /// for adult content where it is not allowed) with the rule's message, and
-/// costs nothing; a rewrite rule's change shows in the job's `params`. With an `Idempotency-Key` header, a retry of the
+/// costs nothing. Adult content is allowed where the `context` says so as
+/// far as the key is believed (a Discord key's NSFW channel, a Telegram
+/// key's chat whose admins turned it on, a web key's account that confirmed
+/// its age) and the plan does not forbid it; the decision is kept on the job; a rewrite rule's change shows in the job's `params`. With an `Idempotency-Key` header, a retry of the
 /// same request returns the first job (200, `Idempotent-Replayed: true`) instead of
 /// charging twice.
 #[utoipa::path(
@@ -68,7 +71,7 @@ impl Refusal for CreateJobRequest {
     responses(
         (status = 201, description = "Job queued", body = CreateJobResponse),
         (status = 200, description = "Replay of an earlier create with the same Idempotency-Key", body = CreateJobResponse),
-        (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website)", body = ApiErrorBody),
+        (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website), or its `context` names what only another kind of frontend reports (`context_not_allowed`)", body = ApiErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different request", body = ApiErrorBody),
         (status = 422, description = "Invalid request or parameters, or a prompt the rules refuse (`prompt_refused`, `content_not_allowed`)", body = ApiErrorBody),
         (status = 429, description = "Daily token quota exhausted", body = ApiErrorBody),
@@ -120,6 +123,11 @@ pub async fn create(
             .with_field("reply_context"));
         }
     }
+    // Whether the context allows adult content, as far as the key is
+    // believed; the plan has its say below. A context the key may not
+    // report is refused here, before anything is charged.
+    let context_allows =
+        super::adult::context_allows(&state, &key, &req.user_ref, req.context.as_ref()).await?;
     let idempotency = idempotency(&headers, &req)?;
     let now = now_ms();
     let new = NewJob {
@@ -153,10 +161,11 @@ pub async fn create(
             &config.catalog,
             &config.billing.costs,
         )?;
+        job.adult_allowed = context_allows && config.moderation.plan_allows_adult(&plan.id);
         let context = moderation::Context {
             plan: &plan.id,
             channel,
-            nsfw_allowed: adult_content_allowed(),
+            nsfw_allowed: job.adult_allowed,
         };
         match state.prompts.check(&mut job.params, &context) {
             Ok(_) => Ok(job),
@@ -242,13 +251,6 @@ pub async fn create(
         );
     }
     Ok(resp)
-}
-
-/// Whether the request's context allows adult content. Nowhere yet: the
-/// context each frontend may report (a Discord channel's flag, a Telegram
-/// chat's setting, a website account's confirmed age) is still to come.
-fn adult_content_allowed() -> bool {
-    false
 }
 
 /// Counts and records a refused create. The refusal stands whatever

@@ -12,7 +12,9 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod adult;
 pub mod auth;
+pub mod chats;
 pub mod entitlements;
 pub mod error;
 pub mod extract;
@@ -153,6 +155,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/accounts/{user_ref}", get(accounts::get))
         .route("/api/v1/accounts/{user_ref}/links", post(accounts::redeem))
         .route("/api/v1/link-codes", post(accounts::link_code))
+        // The NSFW context: a Telegram group's setting, an account's age.
+        .route(
+            "/api/v1/telegram/chats/{chat_id}/nsfw",
+            get(chats::get).put(chats::set),
+        )
+        .route(
+            "/api/v1/accounts/{user_ref}/age-confirmation",
+            post(accounts::confirm_age),
+        )
         .route(
             "/api/admin/keys",
             get(admin::list_keys).post(admin::create_key),

@@ -22,8 +22,8 @@ use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorD
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
 use super::{
-    accounts, admin as admin_http, entitlements, files, internal, jobs, payments, refunds, results,
-    stars, stripe, users,
+    accounts, admin as admin_http, chats, entitlements, files, internal, jobs, payments, refunds,
+    results, stars, stripe, users,
 };
 
 #[derive(OpenApi)]
@@ -49,6 +49,7 @@ use super::{
         stars::refundable, stars::refunded,
         stripe::offers, stripe::checkout, stripe::portal, stripe::webhook,
         refunds::refund, refunds::list, refunds::orders, refunds::failed,
+        chats::get, chats::set, accounts::confirm_age,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -82,6 +83,7 @@ use super::{
         tessera_api::refunds::RefundState, tessera_api::refunds::RefundOrderView,
         tessera_api::refunds::RefundOrderList, tessera_api::refunds::StarsRefundOrder,
         tessera_api::refunds::StarsRefundOrders, tessera_api::refunds::StarsRefundFailure,
+        tessera_api::nsfw::JobContext, tessera_api::nsfw::ChatNsfwRequest, tessera_api::nsfw::ChatNsfw,
     )),
     modifiers(&Security, &Refusals, &Flatten),
     tags(
@@ -92,6 +94,7 @@ use super::{
         (name = "files", description = "Audio inputs and job outputs"),
         (name = "internal", description = "Between the scheduler and its workers"),
         (name = "payments", description = "Plans bought through the website and the bots' platforms"),
+        (name = "chats", description = "Telegram groups' NSFW settings, changed by their admins"),
     )
 )]
 pub struct ApiDoc;

@@ -24,6 +24,8 @@ pub struct AccountRecord {
     /// `platform:id` of every bot user linked to the account, sorted.
     pub linked: Vec<tessera_core::UserRef>,
     pub created_at: Millis,
+    /// When the owner confirmed being 18 or older, if they have.
+    pub age_confirmed_at: Option<Millis>,
 }
 
 /// What redeeming a link code did.
@@ -92,12 +94,21 @@ pub trait Accounts {
 /// per linked user (`l`, none: one row with NULL): one statement, so the
 /// account and its links are read from one snapshot. Append the condition.
 pub(crate) const ACCOUNT_SELECT: &str = "SELECT a.id, a.user_ref, a.home_bot, a.email, \
-    a.created_at, a.password_hash, l.user_ref FROM users a \
+    a.created_at, a.password_hash, l.user_ref, a.age_confirmed_at FROM users a \
     LEFT JOIN users l ON l.account_id = a.id \
     WHERE a.email IS NOT NULL AND a.password_hash IS NOT NULL AND ";
 
 /// A row of [`ACCOUNT_SELECT`].
-pub(crate) type AccountJoinRow = (i64, String, String, String, i64, String, Option<String>);
+pub(crate) type AccountJoinRow = (
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    Option<i64>,
+);
 
 /// The account in rows of [`ACCOUNT_SELECT`], and its password hash; `None`
 /// for no rows. Linked users are sorted here, byte-wise, so both databases
@@ -106,7 +117,9 @@ pub(crate) fn account_from(
     rows: Vec<AccountJoinRow>,
 ) -> Result<Option<(AccountRecord, String)>, StoreError> {
     let mut rows = rows.into_iter();
-    let Some((user_id, user_ref, home_bot, email, created_at, hash, first)) = rows.next() else {
+    let Some((user_id, user_ref, home_bot, email, created_at, hash, first, age_confirmed_at)) =
+        rows.next()
+    else {
         return Ok(None);
     };
     let user = |s: String| s.parse().map_err(|_| corrupt("user_ref", &s));
@@ -126,6 +139,7 @@ pub(crate) fn account_from(
             email,
             linked,
             created_at,
+            age_confirmed_at,
         },
         hash,
     )))
@@ -180,6 +194,7 @@ macro_rules! impl_accounts {
                         email: email.to_owned(),
                         linked: Vec::new(),
                         created_at,
+                        age_confirmed_at: None,
                     }))
                 }
 

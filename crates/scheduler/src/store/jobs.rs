@@ -119,11 +119,11 @@ pub(crate) struct ReplayRow {
 /// Columns of a new job, in the order `bind_new_job` ([`impl_jobs`]) binds them.
 pub(crate) const NEW_JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, \
     model, priority, status, params, reply_context, cost_tokens, billing_day, idempotency_key, \
-    request_hash, created_at, queued_at, request_id";
+    request_hash, created_at, queued_at, request_id, adult_allowed";
 
-/// `$1..$17` for [`NEW_JOB_COLUMNS`] (queued_at repeats created_at).
+/// `$1..$18` for [`NEW_JOB_COLUMNS`] (queued_at repeats created_at).
 pub(crate) const NEW_JOB_VALUES: &str =
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17";
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18";
 
 pub(crate) fn status_list(states: &[JobState]) -> Vec<&'static str> {
     states.iter().map(|s| s.as_str()).collect()
@@ -292,7 +292,7 @@ macro_rules! impl_jobs {
             }
 
             impl $store {
-                /// Binds a new job's values as `$1..$17` of [`NEW_JOB_VALUES`].
+                /// Binds a new job's values as `$1..$18` of [`NEW_JOB_VALUES`].
                 fn bind_new_job<'q, O>(
                     q: sqlx::query::QueryAs<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>>,
                     new: &'q NewJob,
@@ -319,6 +319,7 @@ macro_rules! impl_jobs {
                         .bind(new.idempotency.as_ref().map(|i| i.request_hash.as_slice()))
                         .bind(new.now)
                         .bind(new.request_id.as_deref())
+                        .bind(job.adult_allowed)
                 }
 
                 /// The job an idempotency key already created, if any.

@@ -11,7 +11,8 @@
 //! [`Transitions`] (the state machine), [`Files`] (artifacts and inputs),
 //! [`Queue`], [`Workers`], [`Payments`] (the payments ledger), [`StripeCustomers`]
 //! [`RefundOrders`] (refunds operators order of Telegram Stars payments) and
-//! [`Refusals`] (jobs the prompt rules refused). Callers hold an `Arc<dyn Store>` and call any of
+//! [`Refusals`] (jobs the prompt rules refused) and [`NsfwSettings`] (chats'
+//! NSFW settings, accounts' confirmed ages). Callers hold an `Arc<dyn Store>` and call any of
 //! their methods without naming the parts. [`Inspect`] holds what only tests
 //! and tools read, outside `Store`.
 //!
@@ -28,6 +29,7 @@ mod files;
 mod inspect;
 mod jobs;
 mod keys;
+mod nsfw;
 mod payments;
 pub mod postgres;
 mod queue;
@@ -50,6 +52,7 @@ pub use files::{ArtifactRecord, Files, InputRecord, NewArtifact};
 pub use inspect::Inspect;
 pub use jobs::{CreateOutcome, Idempotency, JobFilter, Jobs, NewJob, Validator};
 pub use keys::{ApiKeyRecord, Keys};
+pub use nsfw::{ChatNsfwRecord, NsfwSettings};
 pub use payments::{
     ApplyOutcome, GrantRecord, NewPaymentEvent, PaymentEventRecord, PaymentFilter, PaymentOutcome,
     Payments, RevenueRow,
@@ -79,6 +82,7 @@ pub trait Store:
     + StripeCustomers
     + RefundOrders
     + Refusals
+    + NsfwSettings
     + Send
     + Sync
     + 'static
@@ -99,6 +103,7 @@ impl<T> Store for T where
         + StripeCustomers
         + RefundOrders
         + Refusals
+        + NsfwSettings
         + Send
         + Sync
         + 'static
@@ -190,6 +195,7 @@ macro_rules! impl_store {
         $crate::store::stripe_customers::impl_stripe_customers!($store);
         $crate::store::refund_orders::impl_refund_orders!($store, $db);
         $crate::store::refusals::impl_refusals!($store);
+        $crate::store::nsfw::impl_nsfw!($store);
         $crate::store::inspect::impl_inspect!($store);
     };
 }

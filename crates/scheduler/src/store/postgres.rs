@@ -87,7 +87,7 @@ impl PgStore {
                ON CONFLICT (user_id, day) DO UPDATE \
                SET tokens_used = usage_daily.tokens_used + excluded.tokens_used, \
                    jobs_created = usage_daily.jobs_created + 1 \
-               WHERE $18::BIGINT IS NULL OR usage_daily.tokens_used + excluded.tokens_used <= $18 \
+               WHERE $19::BIGINT IS NULL OR usage_daily.tokens_used + excluded.tokens_used <= $19 \
                RETURNING 1) \
              INSERT INTO jobs ({NEW_JOB_COLUMNS}) SELECT {NEW_JOB_VALUES} FROM reserved \
              RETURNING {JOB_COLUMNS}"

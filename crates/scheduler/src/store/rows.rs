@@ -44,12 +44,16 @@ pub struct JobRecord {
     pub delivered_at: Option<Millis>,
     /// The `X-Request-Id` of the request that created it.
     pub request_id: Option<String>,
+    /// Whether its outputs may be adult content: decided at create from the
+    /// request's context (a Discord channel's flag, a Telegram chat's
+    /// setting, a website account's confirmed age) and the user's plan.
+    pub adult_allowed: bool,
 }
 
 pub(crate) const JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, model, \
     priority, status, params, reply_context, cost_tokens, billing_day, refunded, attempts, \
     worker_id, progress, error_code, error_message, created_at, queued_at, started_at, ended_at, \
-    delivered_at, request_id";
+    delivered_at, request_id, adult_allowed";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct JobRow {
@@ -78,6 +82,7 @@ pub(crate) struct JobRow {
     ended_at: Option<i64>,
     delivered_at: Option<i64>,
     request_id: Option<String>,
+    adult_allowed: bool,
 }
 
 pub(crate) fn corrupt(what: &str, value: &str) -> StoreError {
@@ -131,6 +136,7 @@ impl TryFrom<JobRow> for JobRecord {
             ended_at: r.ended_at,
             delivered_at: r.delivered_at,
             request_id: r.request_id,
+            adult_allowed: r.adult_allowed,
         })
     }
 }

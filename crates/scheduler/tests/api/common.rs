@@ -26,6 +26,7 @@ pub fn image_job(
     params: Value,
 ) -> CreateJobRequest {
     CreateJobRequest {
+        context: None,
         frontend,
         bot_id: bot_id.parse().unwrap(),
         capability: Capability::Image,

@@ -9,6 +9,7 @@ mod common;
 mod files;
 mod jobs;
 mod moderation;
+mod nsfw;
 mod payments;
 mod refunds;
 mod security;

@@ -89,7 +89,7 @@ async fn refused_prompts_cost_nothing_and_are_recorded(backend: Backend) {
         "prompt_refused",
     );
     assert_eq!(e.message, "Gore is not allowed on this service.");
-    // Adult content, allowed nowhere yet.
+    // Adult content, not allowed in a plain context.
     let e = api_error(
         tg.create_job(&tg_job("telegram:13", prompt("nude portrait")), None)
             .await,

@@ -460,6 +460,7 @@ async fn nul_in_reply_context_is_refused(backend: Backend) {
         json!({"deep": [{"x": ["\u{0}"]}]}),
     ] {
         let req = CreateJobRequest {
+            context: None,
             reply_context: Some(ctx.clone()),
             ..tg_job(user, prompt("a fox"))
         };
@@ -474,6 +475,7 @@ async fn nul_in_reply_context_is_refused(backend: Backend) {
     assert!(list_all(&app.admin, by_user(user), true).await.is_empty());
     // Other control characters are the frontend's business, and stored.
     let req = CreateJobRequest {
+        context: None,
         reply_context: Some(json!({"chat": "a\u{1}b"})),
         ..tg_job(user, prompt("a fox"))
     };

@@ -37,6 +37,18 @@ impl DiscordStandIn {
         self.shared.lock().closed_dms.insert(user_id);
     }
 
+    /// Marks a guild channel age-restricted or not, as a server's moderators
+    /// do in its settings: interactions made there from now on carry
+    /// `"nsfw": true` (or `false`) in their `channel` object.
+    pub fn set_channel_nsfw(&self, channel_id: u64, nsfw: bool) {
+        let mut state = self.shared.lock();
+        if nsfw {
+            state.nsfw_channels.insert(channel_id);
+        } else {
+            state.nsfw_channels.remove(&channel_id);
+        }
+    }
+
     /// The DM channel a bot opened with `user_id`, if any; its messages are
     /// [`DiscordStandIn::channel_messages`].
     pub fn dm_channel(&self, user_id: u64) -> Option<u64> {

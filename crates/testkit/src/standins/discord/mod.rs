@@ -49,6 +49,8 @@
 //!   with `recipient_id` opens (or finds) the DM channel with a user; a
 //!   message there gets `403` code 50007 "Cannot send messages to this user"
 //!   once the user closed their DMs ([`DiscordStandIn::close_dms`]).
+//! - A guild channel's object in an interaction says `"nsfw": false` unless a
+//!   test marked it age-restricted ([`DiscordStandIn::set_channel_nsfw`]).
 //! - The gateway is a WebSocket at `/gateway` (and `/gateway/`, where
 //!   clients append `/?v=10&encoding=json`); it speaks uncompressed JSON only
 //!   and refuses `compress` or another `encoding` with a plain `400` before

@@ -74,6 +74,8 @@ pub(super) struct Records {
     pub(super) refused_channels: HashMap<u64, u64>,
     /// Users who take no direct messages from the bots.
     pub(super) closed_dms: std::collections::HashSet<u64>,
+    /// Guild channels marked age-restricted (`nsfw` in their channel object).
+    pub(super) nsfw_channels: std::collections::HashSet<u64>,
     pub(super) files: HashMap<u64, Stored>,
     pub(super) calls: Vec<Call>,
     pub(super) injections: Vec<Injection>,

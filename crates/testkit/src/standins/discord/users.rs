@@ -228,7 +228,7 @@ impl DiscordStandIn {
                     "name": "general",
                     "position": 0,
                     "permission_overwrites": [],
-                    "nsfw": false,
+                    "nsfw": shared.lock().nsfw_channels.contains(&inv.channel_id),
                     "topic": null,
                     "last_message_id": null,
                     "rate_limit_per_user": 0,

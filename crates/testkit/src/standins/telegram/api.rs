@@ -15,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use super::faults::{broken_answer, me};
 use super::files::get_file;
+use super::members::get_chat_member;
 use super::messages::{
     delete_message, edit_message_text, send_chat_action, send_file, send_message,
 };
@@ -54,6 +55,7 @@ const METHODS: &[&str] = &[
     "answerPreCheckoutQuery",
     "refundStarPayment",
     "editUserStarSubscription",
+    "getChatMember",
 ];
 
 impl TelegramStandIn {
@@ -378,7 +380,11 @@ async fn call(shared: &Arc<Shared>, token: &str, name: &str, params: &Params) ->
     }
     let mut state = shared.lock();
     let StateInner {
-        bots, files, users, ..
+        bots,
+        files,
+        users,
+        members,
+        ..
     } = &mut *state;
     let bot = bots.get_mut(token).expect("checked before");
     let mut ctx = Ctx {
@@ -386,6 +392,7 @@ async fn call(shared: &Arc<Shared>, token: &str, name: &str, params: &Params) ->
         bot,
         files,
         users,
+        members,
     };
     let answer = match name {
         "getMe" => Ok(me(ctx.bot).into()),
@@ -411,6 +418,7 @@ async fn call(shared: &Arc<Shared>, token: &str, name: &str, params: &Params) ->
         "answerPreCheckoutQuery" => answer_pre_checkout_query(&mut ctx, params),
         "refundStarPayment" => refund_star_payment(&mut ctx, params),
         "editUserStarSubscription" => edit_user_star_subscription(&mut ctx, params),
+        "getChatMember" => get_chat_member(&mut ctx, params),
         _ => Err(Failure::new(404, "Not Found")),
     };
     drop(state);
@@ -423,6 +431,7 @@ pub(super) struct Ctx<'a> {
     pub(super) bot: &'a mut BotState,
     pub(super) files: &'a mut Files,
     pub(super) users: &'a HashMap<i64, UserInfo>,
+    pub(super) members: &'a HashMap<(i64, i64), String>,
 }
 
 fn scope_and_language(params: &Params) -> Result<(Value, String), Failure> {

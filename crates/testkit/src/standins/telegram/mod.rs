@@ -127,10 +127,13 @@
 //!   blocking the bot.
 //! - `payments`: Stars invoices and links, pre-checkout queries, simulated
 //!   purchases and renewals, refunds and subscription cancellation.
+//! - `members`: who administers a group ([`TelegramStandIn::set_chat_member_status`])
+//!   and `getChatMember`.
 
 mod api;
 mod faults;
 mod files;
+mod members;
 mod messages;
 mod payments;
 mod state;

@@ -142,6 +142,8 @@ pub(super) struct StateInner {
     pub(super) bots: HashMap<String, BotState>,
     pub(super) files: Files,
     pub(super) users: HashMap<i64, UserInfo>,
+    /// (group, user) → `ChatMember` status, where a test set one.
+    pub(super) members: HashMap<(i64, i64), String>,
     pub(super) next_bot_id: i64,
     pub(super) stopped: bool,
 }
