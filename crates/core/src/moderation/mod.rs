@@ -17,6 +17,7 @@
 
 pub mod builtin;
 pub mod normalise;
+pub mod outputs;
 
 #[cfg(test)]
 mod tests;
@@ -46,6 +47,8 @@ pub enum Action {
 pub struct ModerationConfig {
     /// The operator's rules, applied after the built-in ones in this order.
     pub rules: Vec<RuleConfig>,
+    /// What outputs may be delivered, from what the output classifier found.
+    pub outputs: outputs::OutputsConfig,
 }
 
 /// One rule as configured.

@@ -29,6 +29,7 @@ pub mod stars;
 pub mod stripe;
 pub mod users;
 pub mod wire;
+pub mod withhold;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -223,6 +224,14 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/api/v1/artifacts/{artifact_id}", get(files::artifact))
+        .route(
+            "/api/admin/artifacts/{artifact_id}",
+            get(files::review_artifact),
+        )
+        .route(
+            "/api/admin/artifacts/{artifact_id}/content",
+            get(files::artifact_content),
+        )
         .route(
             "/api/v1/artifacts/{artifact_id}/download-link",
             post(files::download_link),
