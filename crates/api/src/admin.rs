@@ -188,3 +188,10 @@ pub struct ArtifactReview {
     pub content_url: String,
     pub created_at: DateTime<Utc>,
 }
+
+/// `GET /api/admin/jobs/{job_id}/artifacts`: a job's artifacts as kept,
+/// withheld ones too, by position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactReviewList {
+    pub artifacts: Vec<ArtifactReview>,
+}

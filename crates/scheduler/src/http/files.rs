@@ -16,7 +16,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
-use tessera_api::admin::ArtifactReview;
+use tessera_api::admin::{ArtifactReview, ArtifactReviewList};
 use tessera_api::public::{DownloadLink, InputUploaded};
 use tessera_api::ApiErrorBody;
 use tessera_api::ErrorCode;
@@ -26,6 +26,7 @@ use super::auth::{Admin, Frontend};
 use super::error::ApiError;
 use super::extract::ApiPath;
 use super::scope::own_bot_only;
+use super::wire::parse_job_id;
 use super::AppState;
 use crate::artifacts::input_key;
 use crate::lifecycle::now_ms;
@@ -277,11 +278,41 @@ pub async fn review_artifact(
     ApiPath(artifact_id): ApiPath<String>,
 ) -> Result<Json<ArtifactReview>, ApiError> {
     let a = any_artifact(&state, &artifact_id).await?;
+    Ok(Json(review(a)))
+}
+
+/// A job's artifacts as kept, withheld ones too, by position: what the
+/// admin reviews when a job ended `content_withheld`.
+#[utoipa::path(
+    get, path = "/api/admin/jobs/{job_id}/artifacts", tag = "admin",
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses(
+        (status = 200, body = ArtifactReviewList),
+        (status = 404, body = ApiErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn review_job_artifacts(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Json<ArtifactReviewList>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    if state.store.get_job(&id, None).await?.is_none() {
+        return Err(ApiError::not_found(ErrorCode::JobNotFound, "no such job"));
+    }
+    let artifacts = state.store.artifacts_of(&[id]).await?;
+    Ok(Json(ArtifactReviewList {
+        artifacts: artifacts.into_iter().map(review).collect(),
+    }))
+}
+
+fn review(a: ArtifactRecord) -> ArtifactReview {
     let classification = a
         .classification
         .as_deref()
         .and_then(|json| serde_json::from_str(json).ok());
-    Ok(Json(ArtifactReview {
+    ArtifactReview {
         content_url: format!("/api/admin/artifacts/{}/content", a.id),
         artifact_id: a.id,
         job_id: a.job_id,
@@ -295,7 +326,7 @@ pub async fn review_artifact(
         withheld: a.withheld,
         classification,
         created_at: chrono::DateTime::from_timestamp_millis(a.created_at).unwrap_or_default(),
-    }))
+    }
 }
 
 /// Any artifact's bytes, withheld or not: for the admin's review.

@@ -233,6 +233,10 @@ pub fn router(state: AppState) -> Router {
             get(files::artifact_content),
         )
         .route(
+            "/api/admin/jobs/{job_id}/artifacts",
+            get(files::review_job_artifacts),
+        )
+        .route(
             "/api/v1/artifacts/{artifact_id}/download-link",
             post(files::download_link),
         )
