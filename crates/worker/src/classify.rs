@@ -235,7 +235,7 @@ mod tests {
             let mut writer = encoder.write_header().unwrap();
             for frame in 0..frames {
                 writer
-                    .write_image_data(&vec![(frame * 30) as u8; 8 * 6 * 3])
+                    .write_image_data(&[(frame * 30) as u8; 8 * 6 * 3])
                     .unwrap();
             }
             writer.finish().unwrap();

@@ -73,7 +73,11 @@ async fn withheld_outputs_are_kept_and_tokens_kept_or_refunded(backend: Backend)
     assert!(stored.withheld);
     assert_eq!(stored.classification.as_deref(), Some(FOUND));
     assert_eq!(
-        store.artifacts_of(&[job.id.clone()]).await.unwrap().len(),
+        store
+            .artifacts_of(std::slice::from_ref(&job.id))
+            .await
+            .unwrap()
+            .len(),
         1
     );
 

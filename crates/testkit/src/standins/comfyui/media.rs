@@ -327,6 +327,7 @@ mod tests {
             height: 24,
             frames: 3,
             seed: 9,
+            painter: None,
         };
         let bytes = animated_webp(&p, 8.0, &[("prompt".into(), "{}".into())]);
         let decoder = image_webp::WebPDecoder::new(std::io::Cursor::new(bytes)).unwrap();
