@@ -441,3 +441,33 @@ async fn text_answers_are_held_to_the_prompt_rules(backend: Backend) {
     let review = app.admin.review_job_artifacts(&id).await.unwrap().artifacts;
     assert!(review[0].withheld);
 }
+
+/// A classifier file that cannot be used stops the worker at start, naming
+/// the key to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_classifier_path_is_a_start_error_naming_the_key() {
+    let assets = assets();
+    let missing = tempfile::tempdir().unwrap();
+    for (moderation, key) in [
+        (
+            ModerationConfig {
+                classifier_model: Some(missing.path().join("320n.onnx")),
+                onnxruntime_lib: Some(assets.runtime.clone()),
+            },
+            "moderation.classifier_model",
+        ),
+        (
+            ModerationConfig {
+                classifier_model: Some(assets.model.clone()),
+                onnxruntime_lib: Some(missing.path().join("libonnxruntime.so")),
+            },
+            "moderation.onnxruntime_lib",
+        ),
+    ] {
+        let e = tessera_worker::classify::OutputClassifier::load(&moderation)
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().starts_with(key), "{e}");
+    }
+}
