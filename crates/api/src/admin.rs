@@ -162,3 +162,36 @@ pub struct RevokePlanRequest {
     /// `platform:id`.
     pub user_ref: UserRef,
 }
+
+/// `GET /api/admin/artifacts/{artifact_id}`: an artifact as kept, for
+/// review: what the output classifier found, and whether it was withheld.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactReview {
+    pub artifact_id: tessera_core::ArtifactId,
+    pub job_id: tessera_core::JobId,
+    pub frontend: Platform,
+    pub bot_id: String,
+    #[serde(rename = "type")]
+    pub kind: crate::internal::ArtifactKind,
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    pub file_size: u64,
+    /// Kept for review only: no frontend key may fetch it.
+    pub withheld: bool,
+    /// What the worker's classifier found; absent when none came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<crate::internal::Classification>,
+    /// Where the admin fetches the bytes: `/api/admin/artifacts/{id}/content`.
+    pub content_url: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// `GET /api/admin/jobs/{job_id}/artifacts`: a job's artifacts as kept,
+/// withheld ones too, by position.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ArtifactReviewList {
+    pub artifacts: Vec<ArtifactReview>,
+}

@@ -81,6 +81,7 @@ impl ClientError {
 
 mod nsfw;
 mod refunds;
+mod review;
 
 /// A created job and whether the server replayed an earlier create.
 #[derive(Clone, Debug, PartialEq)]

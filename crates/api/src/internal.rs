@@ -379,6 +379,55 @@ pub struct ArtifactMeta {
     pub width: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub height: Option<u32>,
+    /// What the worker's output classifier found in an image or in a
+    /// video's sampled frames; absent when the worker has no classifier or
+    /// the artifact is not a picture. The scheduler decides what it means.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classification: Option<Classification>,
+}
+
+/// Most detections one artifact's classification may carry.
+pub const MAX_DETECTIONS: usize = 256;
+
+/// An output classifier's verdict on one artifact, as the worker sends it
+/// and the scheduler stores it with the artifact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Classification {
+    /// The model that looked: `nudenet-320n`.
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
+    pub model: String,
+    /// How many pictures were classified: 1 for an image, the sampled
+    /// frames for a video (first, middle, last); 0 when none could be.
+    pub frames: u32,
+    /// Why the artifact could not be classified (a format the worker cannot
+    /// decode, an unreadable file): the scheduler's `unclassified` policy
+    /// decides then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 500)]
+    pub unclassified: Option<String>,
+    /// What was found, best first.
+    #[serde(default)]
+    #[schema(max_items = 256)]
+    pub detections: Vec<ClassifiedDetection>,
+}
+
+/// One thing the classifier found.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifiedDetection {
+    /// The model's label (NudeNet's: `FACE_FEMALE`, `BUTTOCKS_EXPOSED`...).
+    #[schema(pattern = r"^[A-Z_]{1,64}$")]
+    pub label: String,
+    /// Confidence, 0 to 1.
+    #[schema(minimum = 0.0, maximum = 1.0)]
+    pub score: f32,
+    /// Which sampled frame (0-based) it was found in; absent for an image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frame: Option<u32>,
+    /// Where: `[x, y, width, height]` in the frame's pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bbox: Option<[u32; 4]>,
 }
 
 /// Why an attempt failed, as the worker reports it.

@@ -167,6 +167,19 @@ pub fn progress(job: &JobView) -> String {
             None => format!("Making your {what}..."),
         },
         JobState::Completed => format!("Your {what} is ready."),
+        // A withheld output's message is written for the user whole: what
+        // happened and whether anything was charged.
+        JobState::Failed
+            if job
+                .error
+                .as_ref()
+                .is_some_and(|e| e.code == tessera_api::ErrorCode::ContentWithheld.as_str()) =>
+        {
+            job.error
+                .as_ref()
+                .map(|e| e.message.clone())
+                .unwrap_or_default()
+        }
         JobState::Failed => {
             let why = job
                 .error

@@ -140,6 +140,7 @@ async fn sim_worker(id: &str, url: &str, run_ms: u64) -> tessera_worker::WorkerH
             ..Default::default()
         },
         engines: vec![sim(Capability::Image, &["sdxl-1.0"], run_ms)],
+        moderation: Default::default(),
     })
     .await
     .expect("starting a worker")

@@ -122,6 +122,11 @@ error_codes! {
     DownloadLinkInvalid = "download_link_invalid",
     /// A download link past its lifetime.
     DownloadLinkExpired = "download_link_expired",
+    /// The job's output showed content not allowed where it was asked for
+    /// (or could not be checked where checking is required): it is kept for
+    /// review only, and the job ended FAILED. Fetching such an artifact
+    /// with a frontend key answers this too (403).
+    ContentWithheld = "content_withheld",
 
     // Administration.
     KeyNotFound = "key_not_found",

@@ -453,6 +453,10 @@ impl SchedulerConfig {
         self.payments.discord.check().map_err(anyhow::Error::msg)?;
         self.payments.telegram.check()?;
         tessera_core::moderation::PromptPolicy::compile(&self.moderation)?;
+        self.moderation
+            .outputs
+            .check(|label| label.parse::<tessera_moderation::Label>().is_ok())
+            .map_err(anyhow::Error::msg)?;
         if self.artifacts.link_lifetime_secs == 0 {
             anyhow::bail!("artifacts.link_lifetime_secs must be positive");
         }
@@ -568,6 +572,45 @@ mod tests {
             )?;
             let e = SchedulerConfig::load(Some(Path::new("unknown.toml"))).unwrap_err();
             assert!(e.to_string().contains("ban"), "{e}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn output_thresholds_are_checked_at_start() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "ok.toml",
+                "[moderation.outputs]\nunclassified = \"withhold\"\nrefund = false\n\
+                 [moderation.outputs.thresholds]\nFACE_FEMALE = 0.3\n",
+            )?;
+            let c = SchedulerConfig::load(Some(Path::new("ok.toml"))).unwrap();
+            let outputs = &c.moderation.outputs;
+            assert_eq!(
+                outputs.unclassified,
+                tessera_core::moderation::outputs::Unclassified::Withhold
+            );
+            assert!(!outputs.refund);
+            // Labels named add to the defaults (or change them); the
+            // defaults stay.
+            assert_eq!(outputs.thresholds.get("FACE_FEMALE"), Some(&0.3));
+            assert_eq!(outputs.thresholds.get("ANUS_EXPOSED"), Some(&0.4));
+            jail.create_file(
+                "label.toml",
+                "[moderation.outputs.thresholds]\nFACE_FEMALES = 0.3\n",
+            )?;
+            let e = SchedulerConfig::load(Some(Path::new("label.toml"))).unwrap_err();
+            assert!(
+                e.to_string().contains("`FACE_FEMALES` is not a label"),
+                "{e}"
+            );
+            jail.create_file(
+                "score.toml",
+                "[moderation.outputs.thresholds]\nFACE_FEMALE = 2.0\n",
+            )?;
+            let e = SchedulerConfig::load(Some(Path::new("score.toml"))).unwrap_err();
+            assert!(e.to_string().contains("between 0 and 1"), "{e}");
             Ok(())
         });
     }

@@ -47,6 +47,7 @@ pub const NAMES: &[&str] = &[
     "tessera_jobs_cancelled_total",
     "tessera_jobs_requeued_total",
     "tessera_moderation_refusals_total",
+    "tessera_moderation_withheld_total",
     "tessera_job_queue_wait_seconds",
     "tessera_job_run_seconds",
     "tessera_job_latency_seconds",
@@ -96,6 +97,15 @@ struct FailLabels {
 struct RefusalLabels {
     /// The prompt rule's name: the operator's configured set, and the built-in ones.
     rule: String,
+    /// The frontend: `telegram`, `discord`, `web`.
+    channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WithheldLabels {
+    /// The classifier's label that withheld the output (a configured
+    /// threshold's), `unclassified`, or the prompt rule a text answer matched.
+    label: String,
     /// The frontend: `telegram`, `discord`, `web`.
     channel: String,
 }
@@ -196,6 +206,7 @@ struct Inner {
     cancelled: Family<JobLabels, Counter>,
     requeued: Family<CapabilityLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
+    withheld: Family<WithheldLabels, Counter>,
     queue_wait: Hist<JobLabels>,
     run: Hist<CapabilityLabels>,
     latency: Hist<JobLabels>,
@@ -232,6 +243,7 @@ impl Metrics {
             cancelled: Family::default(),
             requeued: Family::default(),
             refusals: Family::default(),
+            withheld: Family::default(),
             queue_wait: Family::new_with_constructor(seconds_histogram),
             run: Family::new_with_constructor(seconds_histogram),
             latency: Family::new_with_constructor(seconds_histogram),
@@ -298,6 +310,11 @@ impl Metrics {
             "moderation_refusals",
             "Job creates the prompt rules refused (nothing charged), by rule and channel",
             i.refusals.clone(),
+        );
+        r.register(
+            "moderation_withheld",
+            "Jobs whose outputs were withheld for review, by label and channel",
+            i.withheld.clone(),
         );
         r.register(
             "job_queue_wait_seconds",
@@ -438,6 +455,15 @@ impl Metrics {
             channel: channel.as_str().to_owned(),
         };
         self.0.refusals.get_or_create(&labels).inc();
+    }
+
+    /// A job's outputs were withheld.
+    pub fn withheld(&self, label: &str, channel: tessera_core::Platform) {
+        let labels = WithheldLabels {
+            label: label.to_owned(),
+            channel: channel.as_str().to_owned(),
+        };
+        self.0.withheld.get_or_create(&labels).inc();
     }
 
     /// A claimed job is on its way to a worker; `model_load` when the worker

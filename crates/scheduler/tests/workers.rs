@@ -551,6 +551,7 @@ fn png_result(
                 format: "png".into(),
                 width: Some(64),
                 height: Some(64),
+                classification: None,
             })
             .collect(),
         error: None,

@@ -321,6 +321,35 @@ async fn a_refused_prompt_is_told_plainly_and_costs_nothing(backend: Backend) {
     s.app.shutdown().await;
 }
 
+/// An output the scheduler withholds (here: it came unclassified, from a
+/// worker without the classifier, where every output must be checked):
+/// the user reads why, and that nothing was charged; no photo is sent.
+async fn a_withheld_output_is_told_plainly_and_not_sent(backend: Backend) {
+    let s = Setup::new(backend, vec![Capability::Image], 0, |c| {
+        c.moderation.outputs.unclassified =
+            tessera_core::moderation::outputs::Unclassified::Withhold;
+    })
+    .await;
+    let bot = s.start().await;
+    s.tg.user_text(TOKEN, 3004, 3004, "/imagine a red fox");
+    let told = s.wait_text(3004, "withheld").await;
+    assert_eq!(
+        told,
+        "Your image was withheld: it could not be checked, and only checked outputs are delivered here. Nothing was charged."
+    );
+    let photos =
+        s.tg.sent(TOKEN)
+            .iter()
+            .filter(|m| m.kind == MessageKind::Photo)
+            .count();
+    assert_eq!(photos, 0, "nothing withheld is sent");
+    let api = s.app.frontend(Platform::Telegram, BOT).await;
+    let quota = api.get_user("telegram:3004").await.unwrap();
+    assert_eq!(quota.tokens_used_today, 0);
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
 async fn a_restarted_bot_delivers_what_it_was_following(backend: Backend) {
     let s = Setup::new(backend, vec![Capability::Image], 2000, |_| {}).await;
     let bot = s.start().await;
@@ -537,6 +566,7 @@ tessera_testkit::backend_tests!(
     a_voice_message_is_transcribed,
     quota_and_rate_limits_are_told_in_plain_words,
     a_refused_prompt_is_told_plainly_and_costs_nothing,
+    a_withheld_output_is_told_plainly_and_not_sent,
     a_restarted_bot_delivers_what_it_was_following,
     a_flooding_user_is_told_once_and_others_are_served,
     link_gives_a_code_the_website_redeems,

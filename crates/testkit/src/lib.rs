@@ -266,6 +266,29 @@ impl TestApp {
         id: &str,
         engines: Vec<tessera_worker::config::EngineConfig>,
     ) -> tessera_worker::WorkerHandle {
+        self.worker_with(scheduler_url, id, engines, Default::default())
+            .await
+    }
+
+    /// Starts a worker that classifies its outputs with the classifier
+    /// `moderation` names (see `tessera_worker::classify`).
+    pub async fn worker_classifying(
+        &self,
+        id: &str,
+        engines: Vec<tessera_worker::config::EngineConfig>,
+        moderation: tessera_worker::config::ModerationConfig,
+    ) -> tessera_worker::WorkerHandle {
+        self.worker_with(&self.base_url(), id, engines, moderation)
+            .await
+    }
+
+    async fn worker_with(
+        &self,
+        scheduler_url: &str,
+        id: &str,
+        engines: Vec<tessera_worker::config::EngineConfig>,
+        moderation: tessera_worker::config::ModerationConfig,
+    ) -> tessera_worker::WorkerHandle {
         let config = tessera_worker::WorkerConfig {
             worker: tessera_worker::config::AgentConfig {
                 id: id.parse().expect("a test's worker id is a plain name"),
@@ -276,6 +299,7 @@ impl TestApp {
                 ..Default::default()
             },
             engines,
+            moderation,
         };
         tessera_worker::Worker::start(config)
             .await

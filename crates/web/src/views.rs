@@ -375,7 +375,8 @@ pub fn job_status(job: &JobView) -> Markup {
         @if let Some(error) = &job.error {
             p class="alert" role="alert" {
                 (error.message)
-                @if job.refunded { " Your " (job.cost_tokens) " tokens were given back." }
+                // A withheld output's message already says what was charged.
+                @if job.refunded && error.code != "content_withheld" { " Your " (job.cost_tokens) " tokens were given back." }
             }
         }
     }

@@ -53,7 +53,19 @@ fn fast(config: &mut SchedulerConfig) {
 
 impl Site {
     async fn start(backend: Backend, screenshots: bool) -> Site {
-        let app = TestApp::spawn_with(backend, fast).await;
+        Site::start_with(backend, screenshots, |_| {}).await
+    }
+
+    async fn start_with(
+        backend: Backend,
+        screenshots: bool,
+        tweak: impl FnOnce(&mut SchedulerConfig),
+    ) -> Site {
+        let app = TestApp::spawn_with(backend, |c| {
+            fast(c);
+            tweak(c);
+        })
+        .await;
         let worker = app
             .worker(
                 "worker-gpu-0",
@@ -850,5 +862,61 @@ async fn a_refused_prompt_is_shown_on_the_form_and_costs_nothing() {
         .await
         .unwrap();
     assert_eq!(quota.tokens_used_today, 0, "a refusal costs nothing");
+    site.web.shutdown().await.unwrap();
+}
+
+/// An output the scheduler withholds (here: it came unclassified, from a
+/// worker without the classifier, where every output must be checked): the
+/// job's page tells the visitor plainly, once, and offers nothing to fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_withheld_output_is_told_on_the_job_page() {
+    let site = Site::start_with(Backend::Sqlite, false, |c| {
+        c.moderation.outputs.unclassified =
+            tessera_core::moderation::outputs::Unclassified::Withhold;
+    })
+    .await;
+    let mut ada = Visitor::new(&site.web.base_url()).await;
+    ada.sign_up("ada@example.org").await;
+    ada.page("/generate/image").await;
+    let body = format!(
+        "--X\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{}\r\n\
+         --X\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\na red fox\r\n--X--\r\n",
+        ada.csrf
+    );
+    let resp = ada
+        .http
+        .post(format!("{}/generate/image", site.web.base_url()))
+        .header("cookie", &ada.cookie)
+        .header("content-type", "multipart/form-data; boundary=X")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "the job is created");
+    let job_path = resp.headers()["location"].to_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let page = ada.page(&job_path).await;
+        if page.contains("withheld") {
+            break page;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the job page never said the output was withheld: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let told = "Your image was withheld: it could not be checked, and only checked outputs are delivered here. Nothing was charged.";
+    assert!(page.contains(told), "{page}");
+    assert_eq!(
+        page.matches("Nothing was charged").count(),
+        1,
+        "said once: {page}"
+    );
+    assert!(!page.contains("tokens were given back"), "{page}");
+    assert!(
+        !page.contains("/api/v1/artifacts/"),
+        "nothing to fetch: {page}"
+    );
     site.web.shutdown().await.unwrap();
 }

@@ -64,6 +64,10 @@ impl Worker {
             .build()
             .context("building the HTTP client")?;
         let engines = engine::build(&config.engines, &http)?;
+        let classifier = crate::classify::OutputClassifier::load(&config.moderation).await?;
+        if classifier.is_none() {
+            tracing::info!("no output classifier ([moderation] classifier_model and onnxruntime_lib are unset): results carry no classification");
+        }
         let scheduler = Client::with_http(http, &config.worker.scheduler_url, token.clone())
             .context("worker.scheduler_url")?;
         let listener = tokio::net::TcpListener::bind(config.worker.listen)
@@ -96,6 +100,7 @@ impl Worker {
             heartbeat_now: Notify::new(),
             interval_ms: AtomicU64::new(config.worker.heartbeat_interval_ms.max(100)),
             max_input_bytes: config.worker.max_input_bytes,
+            classifier,
         });
         // The first heartbeat already says which engines are up.
         readiness::probe_all(&shared.readiness, &shared.engines).await;
@@ -219,6 +224,8 @@ struct Shared {
     heartbeat_now: Notify,
     interval_ms: AtomicU64,
     max_input_bytes: u64,
+    /// Classifies pictures before they are sent; `None` without `[moderation]`.
+    classifier: Option<crate::classify::OutputClassifier>,
 }
 
 struct Running {
@@ -610,6 +617,10 @@ async fn execute(
         // Down: the scheduler hears it before the result, so no job is sent back here.
         shared.heartbeat_now.notify_one();
     }
+    let outcome = match outcome {
+        Ok(artifacts) => Ok(classified(&shared, &job, artifacts).await),
+        failed => failed,
+    };
     deliver(&shared, &job, outcome).await;
     let mut current = shared.current.lock().unwrap_or_else(|p| p.into_inner());
     if current
@@ -618,6 +629,23 @@ async fn execute(
     {
         *current = None;
     }
+}
+
+/// The artifacts with what the output classifier found in each picture.
+async fn classified(shared: &Shared, job: &RunJob, mut artifacts: Vec<Artifact>) -> Vec<Artifact> {
+    let Some(classifier) = &shared.classifier else {
+        return artifacts;
+    };
+    for artifact in &mut artifacts {
+        if let Some((classification, seconds)) =
+            classifier.classify(&artifact.meta, &artifact.bytes).await
+        {
+            shared.metrics.classified(artifact.meta.kind, seconds);
+            tracing::debug!(job_id = %job.job_id, format = %artifact.meta.format, ms = (seconds * 1000.0) as u64, found = classification.detections.len(), unclassified = ?classification.unclassified, "output classified");
+            artifact.meta.classification = Some(classification);
+        }
+    }
+    artifacts
 }
 
 async fn run(

@@ -20,6 +20,21 @@ use crate::engine::{comfyui, espeak, kobold, openai_chat, sim, speech, whisper};
 pub struct WorkerConfig {
     pub worker: AgentConfig,
     pub engines: Vec<EngineConfig>,
+    /// The output classifier; without it results carry no classification.
+    pub moderation: ModerationConfig,
+}
+
+/// `[moderation]`: NudeNet's detector, run on this machine's CPU on every
+/// image and on sampled frames of every video before the result is sent.
+/// Both paths or neither.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModerationConfig {
+    /// NudeNet's `320n.onnx` (in the `nudenet` Python package).
+    pub classifier_model: Option<PathBuf>,
+    /// ONNX Runtime's shared library, `libonnxruntime.so.*` (in the
+    /// `onnxruntime` Python package's `onnxruntime/capi`).
+    pub onnxruntime_lib: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -143,6 +158,18 @@ impl WorkerConfig {
                 );
             }
         }
+        match (
+            &self.moderation.classifier_model,
+            &self.moderation.onnxruntime_lib,
+        ) {
+            (Some(_), None) => anyhow::bail!(
+                "moderation.classifier_model is set but moderation.onnxruntime_lib is not: the classifier needs both"
+            ),
+            (None, Some(_)) => anyhow::bail!(
+                "moderation.onnxruntime_lib is set but moderation.classifier_model is not: the classifier needs both"
+            ),
+            _ => {}
+        }
         for (i, engine) in self.engines.iter().enumerate() {
             if let Some(url) = engine.url() {
                 let parsed = url::Url::parse(url)
@@ -220,6 +247,7 @@ mod tests {
         let config: WorkerConfig = Figment::from(Toml::string(EXAMPLE)).extract().unwrap();
         config.check().unwrap();
         assert_eq!(config.worker, AgentConfig::default());
+        assert_eq!(config.moderation, ModerationConfig::default());
         assert!(!config.engines.is_empty());
     }
 
@@ -307,6 +335,20 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(e.contains("/etc/tessera/llm-api-key"), "{e}");
+    }
+
+    #[test]
+    fn the_classifier_needs_both_paths() {
+        let mut config: WorkerConfig = Figment::from(Toml::string(EXAMPLE)).extract().unwrap();
+        config.moderation.classifier_model = Some("/models/320n.onnx".into());
+        let e = config.check().unwrap_err().to_string();
+        assert!(e.contains("moderation.onnxruntime_lib"), "{e}");
+        config.moderation = ModerationConfig {
+            classifier_model: None,
+            onnxruntime_lib: Some("/lib/libonnxruntime.so".into()),
+        };
+        let e = config.check().unwrap_err().to_string();
+        assert!(e.contains("moderation.classifier_model"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! depends only on the API crate: it cannot reach the scheduler's database.
 
 pub mod agent;
+pub mod classify;
 pub mod config;
 pub mod engine;
 pub mod gpu;

@@ -1,8 +1,8 @@
 //! The worker's Prometheus metrics, served at `/metrics`.
 //!
 //! What only the worker sees: the runs of its engines (by outcome), how long
-//! they took, the model loads they needed, and its own GPU read from NVML at
-//! each scrape. The scheduler exports the farm-wide view (every worker's
+//! they took, the model loads they needed, how long the output classifier
+//! took, and its own GPU read from NVML at each scrape. The scheduler exports the farm-wide view (every worker's
 //! heartbeat and last GPU reading), which is what the alert rules use; a
 //! worker's own metrics are for looking at one GPU machine closely. Names
 //! differ from the scheduler's (`tessera_gpu_*` here, `tessera_worker_gpu_*`
@@ -33,6 +33,7 @@ pub const NAMES: &[&str] = &[
     "tessera_gpu_utilization_ratio",
     "tessera_gpu_memory_used_bytes",
     "tessera_gpu_memory_total_bytes",
+    "tessera_classify_seconds",
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,6 +71,18 @@ pub struct Metrics {
     gpu_utilization: Family<GpuLabels, FloatGauge>,
     gpu_used: Family<GpuLabels, Gauge>,
     gpu_total: Family<GpuLabels, Gauge>,
+    classify_seconds: Family<KindLabels, Histogram, fn() -> Histogram>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    /// The artifact's type: `image` or `video`.
+    kind: String,
+}
+
+/// Seconds, from 5 ms to about 20 s (doubling).
+fn classify_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.005, 2.0, 12))
 }
 
 /// Seconds, from 50 ms to about 7 hours (doubling).
@@ -94,6 +107,7 @@ impl Metrics {
             gpu_utilization: Family::default(),
             gpu_used: Family::default(),
             gpu_total: Family::default(),
+            classify_seconds: Family::new_with_constructor(classify_histogram),
         };
         let r = &mut m.registry;
         r.register(
@@ -131,7 +145,21 @@ impl Metrics {
             "GPU memory of this worker's GPU (absent without NVML)",
             m.gpu_total.clone(),
         );
+        r.register(
+            "classify_seconds",
+            "How long the output classifier took per artifact (every frame sampled), by type",
+            m.classify_seconds.clone(),
+        );
         m
+    }
+
+    /// The output classifier judged an artifact of `kind` in `seconds`.
+    pub fn classified(&self, kind: tessera_api::internal::ArtifactKind, seconds: f64) {
+        self.classify_seconds
+            .get_or_create(&KindLabels {
+                kind: kind.as_str().to_owned(),
+            })
+            .observe(seconds);
     }
 
     /// A run started.

@@ -212,6 +212,12 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
         c.workers.heartbeat_interval_ms = 200;
         c.workers.max_attempts = 1;
         c.auth.metrics_token = Some(token);
+        // A rule for the moderation counters below: the simulator's text
+        // answers say "A reply of at most N tokens...".
+        let mut rule = tessera_core::moderation::RuleConfig::empty();
+        rule.name = "no_replies".into();
+        rule.words = vec!["reply".into()];
+        c.moderation.rules.push(rule);
     })
     .await;
     let web = app.frontend(Platform::Web, BOT).await;
@@ -469,6 +475,61 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
             "{file} uses {missing:?}, which the scheduler does not export; it exports {exported:?}"
         );
     }
+    // Moderation: a create the prompt rules refuse, and a text answer
+    // withheld for matching them, each counted by rule or label and channel.
+    let refused = web
+        .create_job(
+            &CreateJobRequest {
+                frontend: Platform::Web,
+                bot_id: BOT.parse().unwrap(),
+                capability: Capability::Image,
+                user_ref: "web:5".parse().unwrap(),
+                reply_context: None,
+                params: json!({"prompt": "a reply"}),
+            },
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        refused.is(tessera_api::ErrorCode::PromptRefused),
+        "{refused}"
+    );
+    let _text = app
+        .worker(
+            "worker-text-0",
+            vec![sim(Capability::Text, &["llama-3.2-3b"], 0)],
+        )
+        .await;
+    let answer = web
+        .create_job(
+            &CreateJobRequest {
+                frontend: Platform::Web,
+                bot_id: BOT.parse().unwrap(),
+                capability: Capability::Text,
+                user_ref: "web:5".parse().unwrap(),
+                reply_context: None,
+                params: json!({"prompt": "say something"}),
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .job
+        .job_id;
+    until_ended(&web, std::slice::from_ref(&answer)).await;
+    let moderated = metrics(&app, &metrics_token).await;
+    let rule = [("rule", "no_replies"), ("channel", "web")];
+    assert_eq!(
+        value(&moderated, "tessera_moderation_refusals_total", &rule),
+        1.0
+    );
+    let label = [("label", "no_replies"), ("channel", "web")];
+    assert_eq!(
+        value(&moderated, "tessera_moderation_withheld_total", &label),
+        1.0
+    );
+
     // NAMES lists exactly the families the scheduler registers.
     let (_, text) = scrape(&url, Some(&metrics_token)).await;
     let families: BTreeSet<String> = text

@@ -440,6 +440,32 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
                 403,
             )
             .otherwise(401),
+        // Output review: any artifact as kept, withheld or not, for the admin only.
+        call(Method::GET, format!("/api/admin/artifacts/{artifact}"), None)
+            .when(&[Admin], 200)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
+            .otherwise(401),
+        call(
+            Method::GET,
+            format!("/api/admin/artifacts/{artifact}/content"),
+            None,
+        )
+        .when(&[Admin], 200)
+        .when(
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            403,
+        )
+        .otherwise(401),
+        call(Method::GET, format!("/api/admin/jobs/{done}/artifacts"), None)
+            .when(&[Admin], 200)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
+            .otherwise(401),
         call(Method::GET, "/api/admin/jobs", None)
             .when(&[Admin], 200)
             .when(

@@ -118,6 +118,7 @@ mod tests {
                     format: "png".into(),
                     width: Some(8),
                     height: Some(8),
+                    classification: None,
                 })
                 .collect(),
             error: None,

@@ -52,6 +52,7 @@ fn sim_worker(id: String, url: &str, token: &str, model: &str, run_ms: u64) -> W
             load_ms: 0,
             fail_when_prompt_contains: None,
         })],
+        moderation: Default::default(),
     }
 }
 

@@ -113,6 +113,7 @@ fn local_worker(args: &UpArgs, scheduler_url: String, token: String) -> WorkerCo
             ..Default::default()
         },
         engines,
+        moderation: Default::default(),
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod builtin;
 pub mod normalise;
+pub mod outputs;
 
 #[cfg(test)]
 mod tests;
@@ -52,6 +53,8 @@ pub struct ModerationConfig {
     /// allows it where the context does.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub adult_forbidden_plans: Vec<String>,
+    /// What outputs may be delivered, from what the output classifier found.
+    pub outputs: outputs::OutputsConfig,
 }
 
 impl ModerationConfig {

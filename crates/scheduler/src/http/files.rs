@@ -5,7 +5,10 @@
 //! [`super::scope::own_bot_only`]). A frontend that may read an artifact may
 //! also ask for a download link to it (`POST .../download-link`), which the
 //! website redeems for anyone holding it (`GET /api/v1/download-links/{token}`,
-//! web keys only; see [`crate::links`]).
+//! web keys only; see [`crate::links`]). An artifact withheld by the output
+//! policy (see [`super::withhold`]) is refused to every frontend key, 403
+//! `content_withheld`; the admin reviews it (`GET /api/admin/artifacts/{id}`
+//! and `.../content`).
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -13,15 +16,17 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
+use tessera_api::admin::{ArtifactReview, ArtifactReviewList};
 use tessera_api::public::{DownloadLink, InputUploaded};
 use tessera_api::ApiErrorBody;
 use tessera_api::ErrorCode;
 use tessera_core::{ArtifactId, InputId};
 
-use super::auth::Frontend;
+use super::auth::{Admin, Frontend};
 use super::error::ApiError;
 use super::extract::ApiPath;
 use super::scope::own_bot_only;
+use super::wire::parse_job_id;
 use super::AppState;
 use crate::artifacts::input_key;
 use crate::lifecycle::now_ms;
@@ -118,6 +123,7 @@ pub(crate) fn too_large(limit: u64) -> ApiError {
     responses(
         (status = 200, description = "The file, with its content type"),
         (status = 206, description = "The part of the file a `Range: bytes=...` header asked for, with `Content-Range`"),
+        (status = 403, description = "`content_withheld`: kept for review, not delivered", body = ApiErrorBody),
         (status = 404, body = ApiErrorBody),
         (status = 416, body = ApiErrorBody),
     ),
@@ -150,6 +156,18 @@ async fn visible_artifact(
             a.frontend == key.frontend && own_bot_only(key).is_none_or(|bot| *bot == a.bot_id)
         })
         .ok_or_else(not_found)
+        .and_then(delivered)
+}
+
+/// The artifact, unless it is withheld for review.
+fn delivered(record: ArtifactRecord) -> Result<ArtifactRecord, ApiError> {
+    if record.withheld {
+        return Err(ApiError::forbidden(
+            ErrorCode::ContentWithheld,
+            "this output was withheld: it showed content not allowed here, and is kept for review only",
+        ));
+    }
+    Ok(record)
 }
 
 /// Make a download link to an artifact this key may read: a signed address
@@ -162,6 +180,7 @@ async fn visible_artifact(
     responses(
         (status = 201, body = DownloadLink),
         (status = 401, body = ApiErrorBody),
+        (status = 403, description = "`content_withheld`: kept for review, not delivered", body = ApiErrorBody),
         (status = 404, description = "No such artifact, or not this key's to read", body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
@@ -197,7 +216,7 @@ pub async fn download_link(
         (status = 200, description = "The file, with its content type"),
         (status = 206, description = "The part of the file a `Range: bytes=...` header asked for, with `Content-Range`"),
         (status = 401, body = ApiErrorBody),
-        (status = 403, description = "`download_link_invalid`: not a link this scheduler signed (forged, altered, cut short); `forbidden_frontend`: not a web key", body = ApiErrorBody),
+        (status = 403, description = "`download_link_invalid`: not a link this scheduler signed (forged, altered, cut short); `forbidden_frontend`: not a web key; `content_withheld`: the artifact is kept for review, not delivered", body = ApiErrorBody),
         (status = 404, description = "`artifact_not_found`: the link is genuine but its artifact is gone", body = ApiErrorBody),
         (status = 410, description = "`download_link_expired`: the link is past its lifetime", body = ApiErrorBody),
         (status = 416, body = ApiErrorBody),
@@ -238,7 +257,107 @@ pub async fn redeem_download_link(
     let record = state.store.get_artifact(&id).await?.ok_or_else(|| {
         ApiError::not_found(ErrorCode::ArtifactNotFound, "the linked file is gone")
     })?;
+    let record = delivered(record)?;
     serve(&state, &record, &headers).await
+}
+
+/// Any artifact as kept, withheld or not, with what the output classifier
+/// found in it: for the admin's review.
+#[utoipa::path(
+    get, path = "/api/admin/artifacts/{artifact_id}", tag = "admin",
+    params(("artifact_id" = String, Path, description = "`art_...`", pattern = "^art_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses(
+        (status = 200, body = ArtifactReview),
+        (status = 404, body = ApiErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn review_artifact(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(artifact_id): ApiPath<String>,
+) -> Result<Json<ArtifactReview>, ApiError> {
+    let a = any_artifact(&state, &artifact_id).await?;
+    Ok(Json(review(a)))
+}
+
+/// A job's artifacts as kept, withheld ones too, by position: what the
+/// admin reviews when a job ended `content_withheld`.
+#[utoipa::path(
+    get, path = "/api/admin/jobs/{job_id}/artifacts", tag = "admin",
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses(
+        (status = 200, body = ArtifactReviewList),
+        (status = 404, body = ApiErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn review_job_artifacts(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Json<ArtifactReviewList>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    if state.store.get_job(&id, None).await?.is_none() {
+        return Err(ApiError::not_found(ErrorCode::JobNotFound, "no such job"));
+    }
+    let artifacts = state.store.artifacts_of(&[id]).await?;
+    Ok(Json(ArtifactReviewList {
+        artifacts: artifacts.into_iter().map(review).collect(),
+    }))
+}
+
+fn review(a: ArtifactRecord) -> ArtifactReview {
+    let classification = a
+        .classification
+        .as_deref()
+        .and_then(|json| serde_json::from_str(json).ok());
+    ArtifactReview {
+        content_url: format!("/api/admin/artifacts/{}/content", a.id),
+        artifact_id: a.id,
+        job_id: a.job_id,
+        frontend: a.frontend,
+        bot_id: a.bot_id,
+        kind: a.kind,
+        format: a.format,
+        width: a.width,
+        height: a.height,
+        file_size: a.file_size,
+        withheld: a.withheld,
+        classification,
+        created_at: chrono::DateTime::from_timestamp_millis(a.created_at).unwrap_or_default(),
+    }
+}
+
+/// Any artifact's bytes, withheld or not: for the admin's review.
+#[utoipa::path(
+    get, path = "/api/admin/artifacts/{artifact_id}/content", tag = "admin",
+    params(("artifact_id" = String, Path, description = "`art_...`", pattern = "^art_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses(
+        (status = 200, description = "The file, with its content type"),
+        (status = 206, description = "The part of the file a `Range: bytes=...` header asked for"),
+        (status = 404, body = ApiErrorBody),
+        (status = 416, body = ApiErrorBody),
+    ),
+    security(("admin_token" = []))
+)]
+pub async fn artifact_content(
+    State(state): State<AppState>,
+    _admin: Admin,
+    ApiPath(artifact_id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let record = any_artifact(&state, &artifact_id).await?;
+    let mut resp = serve(&state, &record, &headers).await?;
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(resp)
+}
+
+async fn any_artifact(state: &AppState, artifact_id: &str) -> Result<ArtifactRecord, ApiError> {
+    let not_found = || ApiError::not_found(ErrorCode::ArtifactNotFound, "no such artifact");
+    let id: ArtifactId = artifact_id.parse().map_err(|_| not_found())?;
+    state.store.get_artifact(&id).await?.ok_or_else(not_found)
 }
 
 /// An artifact's bytes, or the part a `Range` header asks for.

@@ -31,6 +31,7 @@ pub mod stars;
 pub mod stripe;
 pub mod users;
 pub mod wire;
+pub mod withhold;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -234,6 +235,18 @@ pub fn router(state: AppState) -> Router {
             )),
         )
         .route("/api/v1/artifacts/{artifact_id}", get(files::artifact))
+        .route(
+            "/api/admin/artifacts/{artifact_id}",
+            get(files::review_artifact),
+        )
+        .route(
+            "/api/admin/artifacts/{artifact_id}/content",
+            get(files::artifact_content),
+        )
+        .route(
+            "/api/admin/jobs/{job_id}/artifacts",
+            get(files::review_job_artifacts),
+        )
         .route(
             "/api/v1/artifacts/{artifact_id}/download-link",
             post(files::download_link),

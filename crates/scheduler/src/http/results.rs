@@ -40,6 +40,7 @@ use super::auth::Internal;
 use super::error::ApiError;
 use super::extract::{parse_json, ApiJson, ApiPath, Refusal};
 use super::wire::parse_job_id;
+use super::withhold;
 use super::AppState;
 use crate::artifacts::artifact_key;
 use crate::lifecycle::now_ms;
@@ -247,13 +248,16 @@ async fn completed(
                 "artifact sides are 1 to {MAX_SIDE} pixels"
             )));
         }
+        if let Some(c) = &meta.classification {
+            withhold::validate(c).map_err(|e| bad_result(e).with_field("classification"))?;
+        }
     }
     let Some(job) = state.store.get_job(id, None).await? else {
         return Err(ApiError::not_found(ErrorCode::JobNotFound, "no such job"));
     };
     let this_attempt =
         job.worker_id.as_deref() == Some(fence.worker_id.as_str()) && job.attempts == fence.attempt;
-    if job.status == JobState::Completed && this_attempt {
+    if recorded(&job) && this_attempt {
         return Ok(ResultAck {
             job_id: job.id,
             status: job.status,
@@ -263,6 +267,7 @@ async fn completed(
     if job.status != JobState::Running || !this_attempt {
         return Err(stale());
     }
+    let verdict = withhold::judge(state, &job, &result.artifacts, &parts).await?;
     let mut artifacts = Vec::with_capacity(parts.len());
     let mut written: Vec<String> = Vec::with_capacity(parts.len());
     for (position, (meta, bytes)) in result.artifacts.iter().zip(parts).enumerate() {
@@ -282,21 +287,43 @@ async fn completed(
             height: meta.height,
             file_size: size,
             position: position as u32,
+            classification: meta
+                .classification
+                .as_ref()
+                .and_then(|c| serde_json::to_string(c).ok()),
+            withheld: verdict.is_some(),
         });
     }
+    // Withheld outputs are recorded all the same, for review, as the job
+    // fails with `content_withheld`, refunded or not as configured.
+    let (transition, error, keep_tokens) = match &verdict {
+        Some(v) => (
+            Transition::Fail,
+            Some((
+                ErrorCode::ContentWithheld.as_str().to_owned(),
+                v.message.clone(),
+            )),
+            !v.refund,
+        ),
+        None => (Transition::Complete, None, false),
+    };
     let change = TransitionChange {
         now: now_ms(),
         fence: Some(fence.clone()),
         artifacts,
+        error,
+        keep_tokens,
         ..Default::default()
     };
-    let outcome = state
-        .lifecycle
-        .apply(id, Transition::Complete, &change)
-        .await;
+    let outcome = state.lifecycle.apply(id, transition, &change).await;
     match outcome {
         Ok(TransitionOutcome::Applied(job)) => {
-            tracing::info!(job_id = %job.id, worker_id = ?job.worker_id, "job completed");
+            if let Some(v) = &verdict {
+                tracing::warn!(job_id = %job.id, label = %v.label, channel = job.frontend.as_str(), "outputs withheld for review");
+                state.lifecycle.metrics().withheld(&v.label, job.frontend);
+            } else {
+                tracing::info!(job_id = %job.id, worker_id = ?job.worker_id, "job completed");
+            }
             Ok(ResultAck {
                 job_id: job.id,
                 status: job.status,
@@ -308,7 +335,7 @@ async fn completed(
         // very keys (the same job, attempt and positions), so they stay.
         Ok(_) => match state.store.get_job(id, None).await? {
             Some(job)
-                if job.status == JobState::Completed
+                if recorded(&job)
                     && job.worker_id.as_deref() == Some(fence.worker_id.as_str())
                     && job.attempts == fence.attempt =>
             {
@@ -329,6 +356,13 @@ async fn completed(
         // orphan sweep deletes them if no row ever names them.
         Err(e) => Err(e.into()),
     }
+}
+
+/// Whether the job holds a completed result: delivered, or withheld.
+fn recorded(job: &crate::store::JobRecord) -> bool {
+    job.status == JobState::Completed
+        || (job.status == JobState::Failed
+            && job.error_code.as_deref() == Some(ErrorCode::ContentWithheld.as_str()))
 }
 
 async fn failed(

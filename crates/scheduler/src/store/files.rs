@@ -20,6 +20,11 @@ pub struct NewArtifact {
     pub height: Option<u32>,
     pub file_size: u64,
     pub position: u32,
+    /// What the worker's classifier found, as the JSON the worker sent
+    /// (`tessera_api::internal::Classification`); `None` when none came.
+    pub classification: Option<String>,
+    /// Kept for review only: no frontend key may fetch it.
+    pub withheld: bool,
 }
 
 /// An artifact as stored, with the frontend and bot of its job (who may read it).
@@ -37,6 +42,10 @@ pub struct ArtifactRecord {
     pub file_size: u64,
     pub position: u32,
     pub created_at: Millis,
+    /// The classification JSON, as recorded.
+    pub classification: Option<String>,
+    /// Kept for review only.
+    pub withheld: bool,
 }
 
 /// An uploaded input as stored.
@@ -73,7 +82,8 @@ pub trait Files {
 }
 
 pub(crate) const ARTIFACT_COLUMNS: &str = "a.id, a.job_id, j.frontend, j.bot_id, a.type, \
-    a.storage_key, a.format, a.width, a.height, a.file_size, a.position, a.created_at";
+    a.storage_key, a.format, a.width, a.height, a.file_size, a.position, a.created_at, \
+    a.classification, a.withheld";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ArtifactRow {
@@ -90,6 +100,8 @@ pub(crate) struct ArtifactRow {
     file_size: i64,
     position: i32,
     created_at: i64,
+    classification: Option<String>,
+    withheld: bool,
 }
 
 impl TryFrom<ArtifactRow> for ArtifactRecord {
@@ -112,6 +124,8 @@ impl TryFrom<ArtifactRow> for ArtifactRecord {
             file_size: u64::try_from(r.file_size).unwrap_or_default(),
             position: u32::try_from(r.position).unwrap_or_default(),
             created_at: r.created_at,
+            classification: r.classification,
+            withheld: r.withheld,
         })
     }
 }

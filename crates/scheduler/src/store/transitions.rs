@@ -35,8 +35,12 @@ pub struct TransitionChange {
     /// Act only if the job is still running this attempt on this worker: a
     /// worker's report about an attempt the scheduler took back changes nothing.
     pub fence: Option<Fence>,
-    /// Complete: the outputs, recorded in the same transaction.
+    /// Complete (or Fail, when the outputs are withheld for review): the
+    /// outputs, recorded in the same transaction.
     pub artifacts: Vec<NewArtifact>,
+    /// Fail: keep the job's tokens (no refund), as `moderation.outputs.refund
+    /// = false` asks of a job whose outputs were withheld.
+    pub keep_tokens: bool,
     /// Requeue: the dispatch never reached the worker (or it refused the job),
     /// so it does not count as an attempt and the job keeps its queued time,
     /// its place in the queue and its wait-bound clock.
@@ -194,7 +198,11 @@ macro_rules! impl_transitions {
                             qb.push(", ended_at = ").push_bind(c.now);
                             qb.push(", error_code = ").push_bind(code);
                             qb.push(", error_message = ").push_bind(message);
-                            qb.push(", refunded = (cost_tokens > 0)");
+                            if c.keep_tokens {
+                                qb.push(", refunded = ").push_bind(false);
+                            } else {
+                                qb.push(", refunded = (cost_tokens > 0)");
+                            }
                         }
                         T::Requeue => {
                             qb.push(", started_at = NULL, worker_id = NULL, progress = NULL");
@@ -227,12 +235,12 @@ macro_rules! impl_transitions {
                         return Ok(None);
                     };
                     let job: JobRecord = row.try_into()?;
-                    if t == T::Complete {
+                    if matches!(t, T::Complete | T::Fail) {
                         for a in &c.artifacts {
                             sqlx::query(
                                 "INSERT INTO artifacts (id, job_id, type, storage_key, format, width, \
-                                 height, file_size, position, created_at) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                                 height, file_size, position, created_at, classification, withheld) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                             )
                             .bind(a.id.as_str())
                             .bind(id.as_str())
@@ -244,6 +252,8 @@ macro_rules! impl_transitions {
                             .bind(i64::try_from(a.file_size).unwrap_or(i64::MAX))
                             .bind(i32::try_from(a.position).unwrap_or(i32::MAX))
                             .bind(c.now)
+                            .bind(a.classification.as_deref())
+                            .bind(a.withheld)
                             .execute(&mut **tx)
                             .await?;
                         }

@@ -11,4 +11,5 @@ mod refusals;
 mod schema;
 mod stripe_customers;
 mod users;
+mod withheld;
 mod workers;

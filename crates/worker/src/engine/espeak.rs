@@ -175,6 +175,7 @@ impl Engine for Espeak {
                 format: "wav".into(),
                 width: None,
                 height: None,
+                classification: None,
             },
             bytes: Bytes::from(wav),
         }])

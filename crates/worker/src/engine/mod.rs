@@ -62,6 +62,7 @@ impl Artifact {
                 format: "txt".into(),
                 width: None,
                 height: None,
+                classification: None,
             },
             bytes: Bytes::from(text.into()),
         }

@@ -171,6 +171,7 @@ pub fn artifact(task: &Task) -> Artifact {
                     format: "wav".into(),
                     width: None,
                     height: None,
+                    classification: None,
                 },
                 bytes: Bytes::from(wav_tone(seconds, 16_000)),
             }
@@ -251,6 +252,7 @@ fn picture(
             format: format.into(),
             width: Some(w),
             height: Some(h),
+            classification: None,
         },
         bytes: Bytes::from(out),
     }

@@ -166,6 +166,7 @@ impl Engine for OpenAiSpeech {
                 format: "wav".into(),
                 width: None,
                 height: None,
+                classification: None,
             },
             bytes: Bytes::from(wav),
         }])

@@ -23,6 +23,8 @@ struct Picture {
     height: u32,
     frames: u32,
     seed: u64,
+    /// What the model draws, when a test set it ([`super::Painter`]).
+    painter: Option<super::Painter>,
 }
 
 fn picture_for(prompt: &Map<String, Value>, output: &str, max_frames: u32) -> Picture {
@@ -31,6 +33,7 @@ fn picture_for(prompt: &Map<String, Value>, output: &str, max_frames: u32) -> Pi
         height: 64,
         frames: 1,
         seed: 0,
+        painter: None,
     };
     let mut seen = HashSet::new();
     let mut todo = vec![output.to_owned()];
@@ -84,7 +87,8 @@ fn picture_for(prompt: &Map<String, Value>, output: &str, max_frames: u32) -> Pi
 /// Runs a save node: writes its files and returns its `ui` output.
 pub(super) fn save(shared: &Arc<Shared>, item: &Item, id: &str, role: Role) -> Result<Value, Stop> {
     let node = &item.prompt[id];
-    let picture = picture_for(&item.prompt, id, shared.settings.max_frames);
+    let mut picture = picture_for(&item.prompt, id, shared.settings.max_frames);
+    picture.painter = shared.settings.painter.clone();
     let (kind, prefix) = match role {
         Role::PreviewImage => (
             "temp",
@@ -155,6 +159,7 @@ pub(super) fn save(shared: &Arc<Shared>, item: &Item, id: &str, role: Role) -> R
             for frame in 0..picture.frames {
                 let still = Picture {
                     seed: picture.seed.wrapping_add(u64::from(frame)),
+                    painter: picture.painter.clone(),
                     ..picture
                 };
                 write("png", png_frames(&still, 1, &texts));
@@ -171,6 +176,11 @@ pub(super) fn save(shared: &Arc<Shared>, item: &Item, id: &str, role: Role) -> R
 
 /// RGB pixels of one frame: a gradient tinted by the seed and frame.
 fn pixels(p: &Picture, frame: u32) -> Vec<u8> {
+    if let Some(painter) = &p.painter {
+        let mut data = (painter.0)(p.width, p.height, frame);
+        data.resize((p.width * p.height * 3) as usize, 0);
+        return data;
+    }
     let tint = (p.seed.wrapping_mul(2_654_435_761) >> 8) as u8;
     let mut data = Vec::with_capacity((p.width * p.height * 3) as usize);
     for y in 0..p.height {
@@ -317,6 +327,7 @@ mod tests {
             height: 24,
             frames: 3,
             seed: 9,
+            painter: None,
         };
         let bytes = animated_webp(&p, 8.0, &[("prompt".into(), "{}".into())]);
         let decoder = image_webp::WebPDecoder::new(std::io::Cursor::new(bytes)).unwrap();

@@ -33,7 +33,9 @@
 //! Save nodes write real files of the size the graph's empty latent asks for:
 //! PNGs (with the graph in a `prompt` text chunk, as ComfyUI does), animated
 //! WEBPs and animated PNGs (at most [`Settings::max_frames`] frames). Samplers
-//! take [`Settings::step_delay`] per step. Model file inputs (`ckpt_name`...)
+//! take [`Settings::step_delay`] per step. A test that needs a particular
+//! picture (the output classifier's) sets [`Settings::painter`], which
+//! draws in place of the gradient, as the model would. Model file inputs (`ckpt_name`...)
 //! accept any name. Every request is recorded; [`ComfyUi`]'s methods inject
 //! failures: an exception in a node, dropped websockets, refused websockets, an
 //! error status from `/prompt`, a held queue, a restart that forgets every
@@ -87,6 +89,21 @@ pub struct Settings {
     pub max_steps: u32,
     /// Most frames in an animation, and images in a batch.
     pub max_frames: u32,
+    /// What the model draws, in place of the seed-tinted gradient: for
+    /// tests that need a particular picture to come out (the output
+    /// classifier's). `None`: the gradient.
+    pub painter: Option<Painter>,
+}
+
+/// Draws one frame: `(width, height, frame)` to `width × height` RGB
+/// pixels, row by row. Stands for what the diffusion model would paint.
+#[derive(Clone)]
+pub struct Painter(pub Arc<dyn Fn(u32, u32, u32) -> Vec<u8> + Send + Sync>);
+
+impl std::fmt::Debug for Painter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Painter")
+    }
 }
 
 impl Default for Settings {
@@ -95,6 +112,7 @@ impl Default for Settings {
             step_delay: Duration::from_millis(5),
             max_steps: 20,
             max_frames: 8,
+            painter: None,
         }
     }
 }

@@ -1,0 +1,473 @@
+//! Outputs judged before delivery, end to end: the real scheduler on both
+//! databases, a real worker running NudeNet's detector (the model and ONNX
+//! Runtime from the test virtualenv) on what its engines make, and the
+//! scheduler's `[moderation.outputs]` deciding.
+//!
+//! No explicit image is made or shipped. The withholding path is driven by
+//! configured thresholds on what the model really reports: a drawn,
+//! blurred skin-toned oval with a face's features (the ComfyUI stand-in
+//! paints it, as a model would) is scored `BUTTOCKS_EXPOSED` at about 0.37
+//! by NudeNet's 320n, a false positive well under the default threshold
+//! (0.5), so it is delivered with its label stored; configured at 0.3, the
+//! same label withholds it.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use tessera_api::public::{CreateJobRequest, JobView};
+use tessera_api::{Client, ErrorCode};
+use tessera_core::moderation::outputs::Unclassified;
+use tessera_core::moderation::{Action, RuleConfig};
+use tessera_core::{Capability, JobId, JobState, Platform};
+use tessera_moderation::Assets;
+use tessera_scheduler::config::SchedulerConfig;
+use tessera_testkit::standins::comfyui::{ComfyUi, Painter, Settings};
+use tessera_testkit::{backend_tests, sim, Backend, TestApp};
+use tessera_worker::config::{EngineConfig, ModerationConfig};
+use tessera_worker::engine::comfyui::ComfyUiConfig;
+
+const BOT: &str = "tg-image-bot-1";
+const USER: &str = "telegram:1";
+const TEMPLATE: &str = include_str!("../workflows/image-example.json");
+
+/// The virtualenv `scripts/test` makes: `TESSERA_TEST_PYTHON` is its
+/// interpreter (as `crates/moderation/tests` find it).
+fn assets() -> Assets {
+    let python = match std::env::var_os("TESSERA_TEST_PYTHON") {
+        Some(python) => PathBuf::from(python),
+        None => panic!(
+            "TESSERA_TEST_PYTHON is not set: run these tests through scripts/test, which installs \
+             nudenet and onnxruntime into target/engines-venv"
+        ),
+    };
+    let venv = python
+        .parent()
+        .and_then(Path::parent)
+        .expect("TESSERA_TEST_PYTHON is <venv>/bin/python");
+    Assets::in_virtualenv(venv).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn classifier() -> ModerationConfig {
+    let assets = assets();
+    ModerationConfig {
+        classifier_model: Some(assets.model),
+        onnxruntime_lib: Some(assets.runtime),
+    }
+}
+
+/// A drawn face: a skin-toned oval with hair, eyes, brows and a mouth on
+/// grey, box-blurred. RGB rows.
+fn oval_face(w: u32, h: u32) -> Vec<u8> {
+    let s = w.min(h) as f32;
+    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
+    let mut img = vec![[80u8, 80, 80]; (w * h) as usize];
+    let ellipse = |img: &mut Vec<[u8; 3]>,
+                   ex: f32,
+                   ey: f32,
+                   ax: f32,
+                   ay: f32,
+                   colour: [u8; 3],
+                   upper: bool| {
+        for y in 0..h {
+            for x in 0..w {
+                let (dx, dy) = ((x as f32 - ex) / ax, (y as f32 - ey) / ay);
+                if dx * dx + dy * dy <= 1.0 && (!upper || y as f32 <= ey) {
+                    img[(y * w + x) as usize] = colour;
+                }
+            }
+        }
+    };
+    let hair = [160, 80, 30];
+    ellipse(&mut img, cx, cy - s / 6.0, s / 4.0, s / 5.0, hair, true);
+    ellipse(&mut img, cx, cy, s / 5.0, s / 4.0, [210, 160, 120], false);
+    for side in [-1.0, 1.0] {
+        let ex = cx + side * s / 11.0;
+        ellipse(
+            &mut img,
+            ex,
+            cy - s / 20.0,
+            s / 14.0,
+            s / 28.0,
+            [255, 255, 255],
+            false,
+        );
+        ellipse(
+            &mut img,
+            ex,
+            cy - s / 20.0,
+            s / 28.0,
+            s / 28.0,
+            [20, 30, 40],
+            false,
+        );
+        let brow = cy - s / 20.0 - s / 14.0;
+        for y in 0..h {
+            for x in 0..w {
+                if (y as f32 - brow).abs() <= 1.0 && (x as f32 - ex).abs() <= s / 14.0 {
+                    img[(y * w + x) as usize] = hair;
+                }
+            }
+        }
+    }
+    ellipse(
+        &mut img,
+        cx,
+        cy + s / 8.0,
+        s / 14.0,
+        s / 40.0,
+        [190, 80, 80],
+        false,
+    );
+    // A 7×7 box blur, edges clamped.
+    let mut out = Vec::with_capacity(img.len() * 3);
+    for y in 0..h as i64 {
+        for x in 0..w as i64 {
+            let mut sum = [0u32; 3];
+            for dy in -3..=3i64 {
+                for dx in -3..=3i64 {
+                    let (sx, sy) = (
+                        (x + dx).clamp(0, w as i64 - 1),
+                        (y + dy).clamp(0, h as i64 - 1),
+                    );
+                    let p = img[(sy * w as i64 + sx) as usize];
+                    for c in 0..3 {
+                        sum[c] += u32::from(p[c]);
+                    }
+                }
+            }
+            out.extend(sum.map(|v| ((v + 24) / 49) as u8));
+        }
+    }
+    out
+}
+
+/// A ComfyUI whose model paints the oval face at 640×640 (drawn once,
+/// before it starts: the stand-in shares the test's runtime, which must not
+/// stall while it draws).
+async fn comfyui_painting_faces() -> ComfyUi {
+    let face = Arc::new(oval_face(640, 640));
+    ComfyUi::start_with(Settings {
+        painter: Some(Painter(Arc::new(move |w, h, _frame| {
+            assert_eq!((w, h), (640, 640), "the tests ask for 640x640");
+            face.to_vec()
+        }))),
+        ..Settings::default()
+    })
+    .await
+}
+
+/// A ComfyUI engine for `sdxl-1.0` at `url`, its template in `dir`.
+fn comfyui(url: &str, dir: &Path) -> EngineConfig {
+    std::fs::write(dir.join("sdxl-1.0.json"), TEMPLATE).unwrap();
+    EngineConfig::Comfyui(ComfyUiConfig {
+        url: url.to_owned(),
+        capability: Capability::Image,
+        models: vec!["sdxl-1.0".into()],
+        workflows_dir: dir.to_owned(),
+        websocket: true,
+        poll_interval_ms: 20,
+        max_output_bytes: 64 * 1024 * 1024,
+        keep_metadata: false,
+    })
+}
+
+fn fast(config: &mut SchedulerConfig) {
+    config.workers.heartbeat_interval_ms = 200;
+    config.workers.dispatch_tick_ms = 100;
+    // Classification takes every core for a moment; a worker is not lost
+    // for that.
+    config.workers.missed_heartbeats = 25;
+}
+
+async fn create(client: &Client, capability: Capability, params: serde_json::Value) -> JobId {
+    let req = CreateJobRequest {
+        frontend: Platform::Telegram,
+        bot_id: BOT.parse().unwrap(),
+        capability,
+        user_ref: USER.parse().unwrap(),
+        reply_context: None,
+        params,
+    };
+    client.create_job(&req, None).await.unwrap().job.job_id
+}
+
+/// The job once it has ended, within 60 s (the first classification
+/// loads the model).
+async fn ended(client: &Client, id: &JobId) -> JobView {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let job = client.get_job(id).await.unwrap();
+        if job.status.is_terminal() {
+            return job;
+        }
+        assert!(Instant::now() < deadline, "job {id} never ended: {job:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+backend_tests!(
+    benign_outputs_are_delivered_with_their_labels_stored,
+    a_configured_threshold_withholds_the_output_for_review,
+    unclassified_outputs_are_withheld_when_configured_and_tokens_kept,
+    text_answers_are_held_to_the_prompt_rules,
+);
+
+async fn benign_outputs_are_delivered_with_their_labels_stored(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fast).await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let comfy = comfyui_painting_faces().await;
+    let dir = tempfile::tempdir().unwrap();
+    let engines = vec![
+        comfyui(&comfy.url(), dir.path()),
+        sim(Capability::Video, &["wan-2.1"], 10),
+    ];
+    let _worker = app
+        .worker_classifying("worker-gpu-0", engines, classifier())
+        .await;
+
+    // The painted oval: found, under the default threshold, delivered.
+    let id = create(
+        &tg,
+        Capability::Image,
+        json!({"prompt": "a portrait", "resolution": "640x640"}),
+    )
+    .await;
+    let job = ended(&tg, &id).await;
+    assert_eq!(job.status, JobState::Completed, "{job:?}");
+    let png = tg.download(&job.artifacts[0].url).await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    let review = app.admin.review_job_artifacts(&id).await.unwrap().artifacts;
+    assert_eq!(review.len(), 1);
+    assert!(!review[0].withheld);
+    let c = review[0].classification.as_ref().expect("classified");
+    assert_eq!(
+        (c.model.as_str(), c.frames, &c.unclassified),
+        ("nudenet-320n", 1, &None)
+    );
+    let found: Vec<(&str, f32)> = c
+        .detections
+        .iter()
+        .map(|d| (d.label.as_str(), d.score))
+        .collect();
+    assert!(
+        found
+            .iter()
+            .any(|(label, score)| *label == "BUTTOCKS_EXPOSED" && (0.3..0.5).contains(score)),
+        "{found:?}"
+    );
+    assert!(c.detections[0].bbox.is_some() && c.detections[0].frame.is_none());
+
+    // The simulator's animated PNG: three frames sampled, nothing found.
+    let id = create(
+        &tg,
+        Capability::Video,
+        json!({"prompt": "a sunrise", "duration_seconds": 2}),
+    )
+    .await;
+    let job = ended(&tg, &id).await;
+    assert_eq!(job.status, JobState::Completed, "{job:?}");
+    let review = app.admin.review_job_artifacts(&id).await.unwrap().artifacts;
+    let c = review[0].classification.as_ref().expect("classified");
+    assert_eq!(c.frames, 3, "{c:?}");
+    assert_eq!(c.unclassified, None);
+    assert!(c.detections.is_empty(), "{c:?}");
+    assert!(!review[0].withheld);
+    comfy.shutdown().await;
+}
+
+async fn a_configured_threshold_withholds_the_output_for_review(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        fast(c);
+        c.moderation
+            .outputs
+            .thresholds
+            .insert("BUTTOCKS_EXPOSED".into(), 0.3);
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let comfy = comfyui_painting_faces().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _worker = app
+        .worker_classifying(
+            "worker-gpu-0",
+            vec![comfyui(&comfy.url(), dir.path())],
+            classifier(),
+        )
+        .await;
+    let id = create(
+        &tg,
+        Capability::Image,
+        json!({"prompt": "a portrait", "resolution": "640x640"}),
+    )
+    .await;
+    let job = ended(&tg, &id).await;
+
+    // The user is told plainly, and given the token back.
+    assert_eq!(job.status, JobState::Failed, "{job:?}");
+    let error = job.error.as_ref().unwrap();
+    assert_eq!(error.code, "content_withheld");
+    assert_eq!(
+        error.message,
+        "Your image was withheld: it showed content not allowed here. Nothing was charged."
+    );
+    assert!(job.refunded);
+    assert!(job.artifacts.is_empty(), "nothing offered to the frontend");
+    let quota = tg.get_user(USER).await.unwrap();
+    assert_eq!(quota.tokens_used_today, 0);
+
+    // Kept for review: refused to the frontend, served to the admin.
+    let review = app.admin.review_job_artifacts(&id).await.unwrap().artifacts;
+    assert_eq!(review.len(), 1);
+    let artifact = &review[0];
+    assert!(artifact.withheld);
+    let c = artifact.classification.as_ref().unwrap();
+    assert_eq!(c.detections[0].label, "BUTTOCKS_EXPOSED");
+    let refused = tg
+        .download(&format!("/api/v1/artifacts/{}", artifact.artifact_id))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status(), Some(reqwest::StatusCode::FORBIDDEN));
+    assert!(refused.is(ErrorCode::ContentWithheld), "{refused}");
+    let link = tg
+        .create_download_link(&artifact.artifact_id)
+        .await
+        .unwrap_err();
+    assert!(link.is(ErrorCode::ContentWithheld), "{link}");
+    let bytes = app
+        .admin
+        .review_artifact_content(&artifact.artifact_id)
+        .await
+        .unwrap();
+    assert_eq!(bytes.len() as u64, artifact.file_size);
+    assert_eq!(
+        image::load_from_memory(&bytes)
+            .unwrap()
+            .to_rgb8()
+            .into_raw(),
+        oval_face(640, 640),
+        "the very picture the model painted"
+    );
+    let one = app
+        .admin
+        .review_artifact(&artifact.artifact_id)
+        .await
+        .unwrap();
+    assert_eq!(&one, artifact);
+    // A frontend key is not the admin.
+    let e = tg.review_artifact(&artifact.artifact_id).await.unwrap_err();
+    assert!(e.is(ErrorCode::WrongCredential), "{e}");
+
+    // Counted by label and channel.
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", app.base_url()))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            "tessera_moderation_withheld_total{label=\"BUTTOCKS_EXPOSED\",channel=\"telegram\"} 1"
+        ),
+        "{metrics}"
+    );
+    comfy.shutdown().await;
+}
+
+async fn unclassified_outputs_are_withheld_when_configured_and_tokens_kept(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        fast(c);
+        c.moderation.outputs.unclassified = Unclassified::Withhold;
+        c.moderation.outputs.refund = false;
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    // A worker without the classifier: its outputs come unclassified.
+    let _worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Image, &["sdxl-1.0"], 10)],
+        )
+        .await;
+    let id = create(&tg, Capability::Image, json!({"prompt": "a fox"})).await;
+    let job = ended(&tg, &id).await;
+    assert_eq!(job.status, JobState::Failed, "{job:?}");
+    let error = job.error.as_ref().unwrap();
+    assert_eq!(error.code, "content_withheld");
+    assert_eq!(
+        error.message,
+        "Your image was withheld: it could not be checked, and only checked outputs are delivered here. Its tokens are not refunded."
+    );
+    assert!(!job.refunded);
+    assert_eq!(tg.get_user(USER).await.unwrap().tokens_used_today, 1);
+    let review = app.admin.review_job_artifacts(&id).await.unwrap().artifacts;
+    assert!(review[0].withheld);
+    assert_eq!(review[0].classification, None);
+}
+
+async fn text_answers_are_held_to_the_prompt_rules(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        fast(c);
+        // The simulator's answers say "A reply of at most N tokens...".
+        let mut rule = RuleConfig::empty();
+        rule.name = "no_replies".into();
+        rule.words = vec!["reply".into()];
+        rule.action = Action::Refuse;
+        c.moderation.rules.push(rule);
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let _worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Text, &["llama-3.2-3b"], 10)],
+        )
+        .await;
+    let id = create(&tg, Capability::Text, json!({"prompt": "say something"})).await;
+    let job = ended(&tg, &id).await;
+    assert_eq!(job.status, JobState::Failed, "{job:?}");
+    let error = job.error.as_ref().unwrap();
+    assert_eq!(error.code, "content_withheld");
+    assert_eq!(
+        error.message,
+        "Your answer was withheld: it said something not allowed here. Nothing was charged."
+    );
+    assert!(job.refunded);
+    let review = app.admin.review_job_artifacts(&id).await.unwrap().artifacts;
+    assert!(review[0].withheld);
+}
+
+/// A classifier file that cannot be used stops the worker at start, naming
+/// the key to fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_classifier_path_is_a_start_error_naming_the_key() {
+    let assets = assets();
+    let missing = tempfile::tempdir().unwrap();
+    for (moderation, key) in [
+        (
+            ModerationConfig {
+                classifier_model: Some(missing.path().join("320n.onnx")),
+                onnxruntime_lib: Some(assets.runtime.clone()),
+            },
+            "moderation.classifier_model",
+        ),
+        (
+            ModerationConfig {
+                classifier_model: Some(assets.model.clone()),
+                onnxruntime_lib: Some(missing.path().join("libonnxruntime.so")),
+            },
+            "moderation.onnxruntime_lib",
+        ),
+    ] {
+        let e = tessera_worker::classify::OutputClassifier::load(&moderation)
+            .await
+            .err()
+            .expect("refused");
+        assert!(e.to_string().starts_with(key), "{e}");
+    }
+}
