@@ -18,6 +18,8 @@
 //!   scheduler.
 //! - [`refunds`]: refunds operators make, and the Telegram bots' refund
 //!   orders.
+//! - [`review`]: suspensions and bans, users' reports, the review queue
+//!   and the audit log.
 //! - [`client`]: a `reqwest` client for all of the above.
 
 pub mod admin;
@@ -27,6 +29,7 @@ pub mod error;
 pub mod internal;
 pub mod public;
 pub mod refunds;
+pub mod review;
 pub mod schema;
 pub mod stars;
 pub mod stripe;

@@ -47,6 +47,8 @@ pub const NAMES: &[&str] = &[
     "tessera_jobs_cancelled_total",
     "tessera_jobs_requeued_total",
     "tessera_moderation_refusals_total",
+    "tessera_moderation_reports_total",
+    "tessera_moderation_sanctions_total",
     "tessera_job_queue_wait_seconds",
     "tessera_job_run_seconds",
     "tessera_job_latency_seconds",
@@ -97,6 +99,22 @@ struct RefusalLabels {
     /// The prompt rule's name: the operator's configured set, and the built-in ones.
     rule: String,
     /// The frontend: `telegram`, `discord`, `web`.
+    channel: String,
+}
+
+/// Reports of outputs, by the reporter's frontend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    /// `telegram`, `discord`, `web`.
+    channel: String,
+}
+
+/// Sanctions placed, by kind and the sanctioned user's platform.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SanctionLabels {
+    /// `suspension` or `ban`.
+    kind: String,
+    /// The sanctioned user's platform: `telegram`, `discord`, `web`.
     channel: String,
 }
 
@@ -196,6 +214,8 @@ struct Inner {
     cancelled: Family<JobLabels, Counter>,
     requeued: Family<CapabilityLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
+    reports: Family<ChannelLabels, Counter>,
+    sanctions: Family<SanctionLabels, Counter>,
     queue_wait: Hist<JobLabels>,
     run: Hist<CapabilityLabels>,
     latency: Hist<JobLabels>,
@@ -232,6 +252,8 @@ impl Metrics {
             cancelled: Family::default(),
             requeued: Family::default(),
             refusals: Family::default(),
+            reports: Family::default(),
+            sanctions: Family::default(),
             queue_wait: Family::new_with_constructor(seconds_histogram),
             run: Family::new_with_constructor(seconds_histogram),
             latency: Family::new_with_constructor(seconds_histogram),
@@ -298,6 +320,16 @@ impl Metrics {
             "moderation_refusals",
             "Job creates the prompt rules refused (nothing charged), by rule and channel",
             i.refusals.clone(),
+        );
+        r.register(
+            "moderation_reports",
+            "Outputs users reported (a repeat by the same user not counted), by channel",
+            i.reports.clone(),
+        );
+        r.register(
+            "moderation_sanctions",
+            "Suspensions and bans placed (by operators, decisions and automatically), by kind and the user's platform",
+            i.sanctions.clone(),
         );
         r.register(
             "job_queue_wait_seconds",
@@ -438,6 +470,23 @@ impl Metrics {
             channel: channel.as_str().to_owned(),
         };
         self.0.refusals.get_or_create(&labels).inc();
+    }
+
+    /// A user reported an output.
+    pub fn reported(&self, channel: tessera_core::Platform) {
+        let labels = ChannelLabels {
+            channel: channel.as_str().to_owned(),
+        };
+        self.0.reports.get_or_create(&labels).inc();
+    }
+
+    /// A suspension or ban was placed on a user of `channel`.
+    pub fn sanctioned(&self, kind: &str, channel: tessera_core::Platform) {
+        let labels = SanctionLabels {
+            kind: kind.to_owned(),
+            channel: channel.as_str().to_owned(),
+        };
+        self.0.sanctions.get_or_create(&labels).inc();
     }
 
     /// A claimed job is on its way to a worker; `model_load` when the worker

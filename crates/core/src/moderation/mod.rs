@@ -41,11 +41,23 @@ pub enum Action {
 }
 
 /// The `[moderation]` section of the scheduler's configuration.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModerationConfig {
     /// The operator's rules, applied after the built-in ones in this order.
     pub rules: Vec<RuleConfig>,
+    /// A user with this many refused prompts in 24 hours gets a `refusals`
+    /// case in the review queue (one while it is open); 0 turns it off.
+    pub review_after_refusals: u32,
+}
+
+impl Default for ModerationConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            review_after_refusals: 3,
+        }
+    }
 }
 
 /// One rule as configured.

@@ -38,6 +38,7 @@ fn policy() -> PromptPolicy {
                 ..rule("trademark", Action::Rewrite)
             },
         ],
+        ..ModerationConfig::default()
     })
     .expect("the test policy compiles")
 }
@@ -185,6 +186,7 @@ fn a_rewrite_replaces_the_original_text_and_is_checked_again() {
             replacement: Some("naked child".into()),
             ..rule("bad_rewrite", Action::Rewrite)
         }],
+        ..ModerationConfig::default()
     })
     .unwrap();
     let mut texts = vec!["a PUPPY".to_owned()];
@@ -196,6 +198,7 @@ fn a_rewrite_replaces_the_original_text_and_is_checked_again() {
             replacement: Some("dog".into()),
             ..rule("dogs", Action::Rewrite)
         }],
+        ..ModerationConfig::default()
     })
     .unwrap();
     assert_eq!(p.check_texts(&mut texts, &ctx()), Ok(vec!["dogs".into()]));
@@ -211,6 +214,7 @@ fn rules_apply_to_their_plans_and_channels_only() {
             channels: vec![Platform::Discord],
             ..rule("no_dragons", Action::Refuse)
         }],
+        ..ModerationConfig::default()
     })
     .unwrap();
     let texts = || vec!["a dragon".to_owned()];
@@ -259,6 +263,7 @@ fn the_child_safety_rules_cannot_be_switched_off_or_weakened() {
     for attempt in attempts {
         let e = PromptPolicy::compile(&ModerationConfig {
             rules: vec![attempt.clone()],
+            ..ModerationConfig::default()
         })
         .expect_err(&format!("{attempt:?} must be refused"));
         assert_eq!(e.rule, attempt.name);
@@ -270,6 +275,7 @@ fn the_child_safety_rules_cannot_be_switched_off_or_weakened() {
             message: Some("Not here, not ever.".into()),
             ..rule(CS, Action::Refuse)
         }],
+        ..ModerationConfig::default()
     })
     .unwrap();
     let r = p
@@ -327,6 +333,7 @@ fn bad_rules_are_refused_naming_the_rule() {
     for (r, reason) in cases {
         let e = PromptPolicy::compile(&ModerationConfig {
             rules: vec![r.clone()],
+            ..ModerationConfig::default()
         })
         .unwrap_err();
         assert_eq!(e.rule, r.name);
@@ -339,6 +346,7 @@ fn bad_rules_are_refused_naming_the_rule() {
     };
     let e = PromptPolicy::compile(&ModerationConfig {
         rules: vec![twice.clone(), twice],
+        ..ModerationConfig::default()
     })
     .unwrap_err();
     assert!(e.to_string().contains("used by another rule"), "{e}");

@@ -58,7 +58,9 @@ impl Refusal for CreateJobRequest {
 /// reserves the job's tokens and queues it, in one transaction. A prompt the
 /// rules refuse is answered 422 (`prompt_refused`, or `content_not_allowed`
 /// for adult content where it is not allowed) with the rule's message, and
-/// costs nothing; a rewrite rule's change shows in the job's `params`. With an `Idempotency-Key` header, a retry of the
+/// costs nothing; a rewrite rule's change shows in the job's `params`. A
+/// suspended or banned user (or one linked with them) is refused 403
+/// (`user_suspended`, `user_banned`) before anything else. With an `Idempotency-Key` header, a retry of the
 /// same request returns the first job (200, `Idempotent-Replayed: true`) instead of
 /// charging twice.
 #[utoipa::path(
@@ -68,7 +70,7 @@ impl Refusal for CreateJobRequest {
     responses(
         (status = 201, description = "Job queued", body = CreateJobResponse),
         (status = 200, description = "Replay of an earlier create with the same Idempotency-Key", body = CreateJobResponse),
-        (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website)", body = ApiErrorBody),
+        (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website), or the user is suspended or banned (`user_suspended`, `user_banned`: the message says until when; nothing charged)", body = ApiErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different request", body = ApiErrorBody),
         (status = 422, description = "Invalid request or parameters, or a prompt the rules refuse (`prompt_refused`, `content_not_allowed`)", body = ApiErrorBody),
         (status = 429, description = "Daily token quota exhausted", body = ApiErrorBody),
@@ -91,6 +93,7 @@ pub async fn create(
         ));
     }
     speaks_for(&key.frontend, &req.user_ref)?;
+    super::people::refuse_sanctioned(&state, &req.user_ref).await?;
     let user_ref = req.user_ref.clone();
     if let Some(ctx) = &req.reply_context {
         // Opaque, but an object, as the document says: an array or a number
@@ -274,9 +277,14 @@ async fn record_refusal(state: &AppState, new: &NewJob, refusal: moderation::Ref
         excerpt: refusal.excerpt,
         now: new.now,
     };
-    if let Err(e) = state.store.record_refusal(&record).await {
-        tracing::warn!(error = %e, rule = %record.rule, "a refusal could not be recorded");
-    }
+    let refusal_id = match state.store.record_refusal(&record).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(error = %e, rule = %record.rule, "a refusal could not be recorded");
+            None
+        }
+    };
+    super::people::after_refusal(state, &record, refusal_id).await;
 }
 
 /// Get a job: its state, queue position and estimate while it waits, progress

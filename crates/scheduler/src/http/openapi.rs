@@ -23,7 +23,7 @@ use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
 use super::{
     accounts, admin as admin_http, entitlements, files, internal, jobs, payments, refunds, results,
-    stars, stripe, users,
+    review, stars, stripe, users,
 };
 
 #[derive(OpenApi)]
@@ -49,6 +49,8 @@ use super::{
         stars::refundable, stars::refunded,
         stripe::offers, stripe::checkout, stripe::portal, stripe::webhook,
         refunds::refund, refunds::list, refunds::orders, refunds::failed,
+        review::suspend, review::ban, review::lift, review::sanctions, review::report,
+        review::cases, review::show_case, review::decide, review::audit,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -82,6 +84,17 @@ use super::{
         tessera_api::refunds::RefundState, tessera_api::refunds::RefundOrderView,
         tessera_api::refunds::RefundOrderList, tessera_api::refunds::StarsRefundOrder,
         tessera_api::refunds::StarsRefundOrders, tessera_api::refunds::StarsRefundFailure,
+        tessera_api::review::SanctionKind, tessera_api::review::CaseKind,
+        tessera_api::review::CaseStatus, tessera_api::review::Decision,
+        tessera_api::review::SanctionRequest, tessera_api::review::LiftRequest,
+        tessera_api::review::SanctionView, tessera_api::review::UserSanctions,
+        tessera_api::review::LiftResult, tessera_api::review::ReportRequest,
+        tessera_api::review::ReportView, tessera_api::review::CaseView,
+        tessera_api::review::CaseList, tessera_api::review::RefusalEvidence,
+        tessera_api::review::ReportEvidence, tessera_api::review::JobEvidence,
+        tessera_api::review::CaseDetail, tessera_api::review::DecideRequest,
+        tessera_api::review::DecisionResult, tessera_api::review::AuditEntry,
+        tessera_api::review::AuditList,
     )),
     modifiers(&Security, &Refusals, &Flatten),
     tags(

@@ -11,7 +11,8 @@
 //! [`Transitions`] (the state machine), [`Files`] (artifacts and inputs),
 //! [`Queue`], [`Workers`], [`Payments`] (the payments ledger), [`StripeCustomers`]
 //! [`RefundOrders`] (refunds operators order of Telegram Stars payments) and
-//! [`Refusals`] (jobs the prompt rules refused). Callers hold an `Arc<dyn Store>` and call any of
+//! [`Refusals`] (jobs the prompt rules refused), [`Sanctions`] (suspensions
+//! and bans) and [`Review`] (the review queue, reports and the audit log). Callers hold an `Arc<dyn Store>` and call any of
 //! their methods without naming the parts. [`Inspect`] holds what only tests
 //! and tools read, outside `Store`.
 //!
@@ -33,7 +34,9 @@ pub mod postgres;
 mod queue;
 mod refund_orders;
 mod refusals;
+mod review;
 mod rows;
+mod sanctions;
 pub mod sqlite;
 mod stripe_customers;
 mod transitions;
@@ -57,7 +60,12 @@ pub use payments::{
 pub use queue::{Queue, QueueGroup, WorkerSlot};
 pub use refund_orders::{OrderOutcome, RefundOrderRecord, RefundOrders, RefundState};
 pub use refusals::{NewRefusal, RefusalRecord, Refusals};
+pub use review::{
+    AuditRecord, CaseFilter, CaseRecord, DecideOutcome, NewCase, NewDecision, NewReport,
+    ReportOutcome, ReportRecord, Review,
+};
 pub use rows::JobRecord;
+pub use sanctions::{ChildSafetyHit, NewSanction, SanctionRecord, Sanctions};
 pub use stripe_customers::StripeCustomers;
 pub use transitions::{Fence, TransitionChange, TransitionOutcome, Transitions};
 pub use users::{QuotaRecord, Users};
@@ -79,6 +87,8 @@ pub trait Store:
     + StripeCustomers
     + RefundOrders
     + Refusals
+    + Sanctions
+    + Review
     + Send
     + Sync
     + 'static
@@ -99,6 +109,8 @@ impl<T> Store for T where
         + StripeCustomers
         + RefundOrders
         + Refusals
+        + Sanctions
+        + Review
         + Send
         + Sync
         + 'static
@@ -190,6 +202,8 @@ macro_rules! impl_store {
         $crate::store::stripe_customers::impl_stripe_customers!($store);
         $crate::store::refund_orders::impl_refund_orders!($store, $db);
         $crate::store::refusals::impl_refusals!($store);
+        $crate::store::sanctions::impl_sanctions!($store, $db);
+        $crate::store::review::impl_review!($store, $db);
         $crate::store::inspect::impl_inspect!($store);
     };
 }
