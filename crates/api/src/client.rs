@@ -80,6 +80,7 @@ impl ClientError {
 }
 
 mod refunds;
+mod review;
 
 /// A created job and whether the server replayed an earlier create.
 #[derive(Clone, Debug, PartialEq)]
