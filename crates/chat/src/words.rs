@@ -226,6 +226,8 @@ pub fn api_error(e: &ClientError, now: DateTime<Utc>) -> String {
                     "{} Nothing was charged.",
                     d.message.trim()
                 ),
+                // The scheduler says until when; the reason stays with the operators.
+                Some(ErrorCode::UserBanned | ErrorCode::UserSuspended) => d.message.trim().to_owned(),
                 Some(ErrorCode::JobNotFound) => "I can't find that job.".into(),
                 Some(ErrorCode::JobFinished) => "That job has already finished.".into(),
                 Some(code) if code.is_server_side() => {

@@ -306,8 +306,21 @@ async fn a_refused_prompt_is_told_plainly_and_costs_nothing(backend: Backend) {
     let api = s.app.frontend(Platform::Telegram, BOT).await;
     let quota = api.get_user("telegram:3003").await.unwrap();
     assert_eq!(quota.tokens_used_today, 0, "a refusal costs nothing");
-    // The same user's next, benign, request runs.
+    // The child-safety rules suspended the user pending review: their next,
+    // benign, request is refused in plain words, and costs nothing.
     s.tg.user_text(TOKEN, 3003, 3003, "/imagine a red fox");
+    let suspended = s.wait_text(3003, "suspended").await;
+    assert_eq!(
+        suspended,
+        "This account is suspended pending a review by the operators, so it cannot start jobs; nothing was charged."
+    );
+    let quota = api.get_user("telegram:3003").await.unwrap();
+    assert_eq!(
+        quota.tokens_used_today, 0,
+        "a suspended user's create costs nothing"
+    );
+    // Another user's request runs.
+    s.tg.user_text(TOKEN, 3004, 3004, "/imagine a red fox");
     s.tg.wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
         .await
         .expect("the fox is sent");

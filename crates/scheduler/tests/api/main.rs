@@ -11,6 +11,7 @@ mod jobs;
 mod moderation;
 mod payments;
 mod refunds;
+mod review;
 mod security;
 mod stripe;
 mod users;
