@@ -374,7 +374,7 @@ pub struct AuditQuery {
     pub limit: Option<u32>,
     /// Only entries older than this id (the last `id` of the previous page).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[param(minimum = 1)]
+    #[param(minimum = 1, maximum = 1_000_000_000_000_000_000_i64)]
     pub before: Option<i64>,
 }
 

@@ -243,6 +243,17 @@ pub fn api_error(e: &ClientError, now: DateTime<Utc>) -> String {
     }
 }
 
+/// What a user reads once their report reached the operators (a repeat
+/// reads the same: it changes nothing).
+pub fn report_received() -> &'static str {
+    "Thank you: the operators will review it."
+}
+
+/// What `/report` needs when it cannot tell which output is meant.
+pub fn report_usage() -> &'static str {
+    "Which output? Reply to my message about it with /report <why>, or send /report <job id> <why>."
+}
+
 /// What a rate-limited user reads.
 pub fn slow_down(wait_seconds: u64) -> String {
     format!(

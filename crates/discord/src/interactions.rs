@@ -162,6 +162,7 @@ impl Handler {
             audio,
             command,
             upload_limit: Some(interaction.attachment_size_limit),
+            replied_to: None,
         };
         Ok(Some((incoming, user_ref)))
     }

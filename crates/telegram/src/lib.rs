@@ -755,6 +755,7 @@ async fn read_message(
         audio,
         command: None,
         upload_limit: None,
+        replied_to: m.reply_to_message().map(|r| r.id.0.to_string()),
     };
     Some((incoming, user_ref))
 }

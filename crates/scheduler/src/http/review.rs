@@ -56,17 +56,24 @@ fn path_user(text: &str) -> Result<UserRef, ApiError> {
         })
 }
 
-/// A reason, report or note: trimmed, 1 to 500 characters.
+/// A reason, report or note: 1 to 500 characters, as the document says;
+/// kept trimmed, with U+0000 (which PostgreSQL cannot store) replaced.
 fn words(field: &str, text: &str) -> Result<String, ApiError> {
-    let t = text.trim();
-    if t.is_empty() || t.chars().count() > MAX_REASON_CHARS {
+    let count = text.chars().count();
+    if count == 0 || count > MAX_REASON_CHARS {
         return Err(ApiError::invalid(
             ErrorCode::InvalidRequest,
             format!("{field} must be 1 to {MAX_REASON_CHARS} characters"),
         )
         .with_field(field));
     }
-    Ok(t.to_owned())
+    let clean = text.replace('\0', "\u{FFFD}");
+    let trimmed = clean.trim();
+    Ok(if trimmed.is_empty() {
+        clean.clone()
+    } else {
+        trimmed.to_owned()
+    })
 }
 
 /// `admin`, or `admin:<name>` for an operator who named themselves.
@@ -383,7 +390,7 @@ fn parse_case_id(text: &str) -> Result<i64, ApiError> {
 /// artifact ids.
 #[utoipa::path(
     get, path = "/api/admin/moderation/cases/{case_id}", tag = "admin",
-    params(("case_id" = i64, Path, description = "The case's id", minimum = 1)),
+    params(("case_id" = i64, Path, description = "The case's id", minimum = 1, maximum = 1_000_000_000_000_000_000_i64)),
     responses(
         (status = 200, body = CaseDetail),
         (status = 404, description = "No such case (`case_not_found`)", body = ApiErrorBody),
@@ -455,7 +462,7 @@ pub async fn show_case(
 /// the audit log with the sanctions it placed or lifted.
 #[utoipa::path(
     post, path = "/api/admin/moderation/cases/{case_id}/decision", tag = "admin",
-    params(("case_id" = i64, Path, description = "The case's id", minimum = 1)),
+    params(("case_id" = i64, Path, description = "The case's id", minimum = 1, maximum = 1_000_000_000_000_000_000_i64)),
     request_body = DecideRequest,
     responses(
         (status = 200, body = DecisionResult),

@@ -159,7 +159,7 @@ async fn suspensions_and_bans_refuse_creates_end_and_lift(backend: Backend) {
     );
     api_error(
         admin
-            .sanction_user(&user("telegram:22"), SanctionKind::Ban, &because("  "))
+            .sanction_user(&user("telegram:22"), SanctionKind::Ban, &because(""))
             .await,
         StatusCode::UNPROCESSABLE_ENTITY,
         "invalid_request",
