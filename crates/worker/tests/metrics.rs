@@ -416,6 +416,26 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
         .await
         .unwrap();
     assert!(sent.status().is_success(), "{}", sent.text().await.unwrap());
+    // A child-safety refusal, so its counter (which an alert reads) has a
+    // series.
+    let refused = web
+        .create_job(
+            &tessera_api::public::CreateJobRequest {
+                frontend: Platform::Web,
+                bot_id: BOT.parse().unwrap(),
+                capability: Capability::Image,
+                user_ref: "web:refused".parse().unwrap(),
+                reply_context: None,
+                params: serde_json::json!({"prompt": "a n4ked ch1ld"}),
+            },
+            None,
+        )
+        .await;
+    assert_eq!(
+        refused.unwrap_err().code(),
+        Some("prompt_refused"),
+        "the child-safety rules refuse"
+    );
     let gpu = metrics(&app, &metrics_token).await;
     let gpu9 = [
         ("worker", "worker-gpu-9"),
