@@ -416,8 +416,8 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
         .await
         .unwrap();
     assert!(sent.status().is_success(), "{}", sent.text().await.unwrap());
-    // A child-safety refusal, so its counter (which an alert reads) has a
-    // series.
+    // A child-safety refusal (which suspends its user), so its counter,
+    // which an alert reads, and the sanctions counter have a series.
     let refused = web
         .create_job(
             &tessera_api::public::CreateJobRequest {
@@ -436,6 +436,16 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
         Some("prompt_refused"),
         "the child-safety rules refuse"
     );
+    // A report of an output, so the reports counter has a series too.
+    web.report_job(
+        &ids[0],
+        &tessera_api::review::ReportRequest {
+            user_ref: "web:reporter".parse().unwrap(),
+            reason: "a test report".into(),
+        },
+    )
+    .await
+    .expect("a report");
     let gpu = metrics(&app, &metrics_token).await;
     let gpu9 = [
         ("worker", "worker-gpu-9"),

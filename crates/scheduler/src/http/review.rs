@@ -546,6 +546,12 @@ pub async fn audit(
                 .with_field("limit"),
         );
     }
+    if q.before.is_some_and(|b| b < 1) {
+        return Err(
+            ApiError::invalid(ErrorCode::InvalidQuery, "before is an entry id, 1 or more")
+                .with_field("before"),
+        );
+    }
     let entries = state
         .store
         .audit_log(q.user_ref.as_ref(), q.before, limit)
