@@ -80,6 +80,7 @@ impl ClientError {
 }
 
 mod nsfw;
+mod outputs;
 mod refunds;
 mod review;
 

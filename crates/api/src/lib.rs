@@ -20,6 +20,8 @@
 //!   orders.
 //! - [`nsfw`]: where adult content may be allowed (a job's context, a
 //!   Telegram chat's setting).
+//! - [`review`]: suspensions and bans, users' reports, the review queue
+//!   and the audit log.
 //! - [`client`]: a `reqwest` client for all of the above.
 
 pub mod admin;
@@ -30,6 +32,7 @@ pub mod internal;
 pub mod nsfw;
 pub mod public;
 pub mod refunds;
+pub mod review;
 pub mod schema;
 pub mod stars;
 pub mod stripe;

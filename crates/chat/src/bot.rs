@@ -59,6 +59,9 @@ pub struct Incoming {
     /// adult content is allowed there (a Discord channel's `nsfw` flag, a
     /// Telegram chat); the scheduler decides.
     pub context: Option<tessera_api::nsfw::JobContext>,
+    /// The message this one replies to, when it replies (Telegram's
+    /// `reply_to_message`): `/report` finds the job by it.
+    pub replied_to: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -337,6 +340,10 @@ impl<M: Messenger> Bot<M> {
                 };
                 self.say(&msg.chat, &text).await
             }
+            Command::Report { job_id, reason } => {
+                let text = self.report(&msg, &user, job_id, reason).await;
+                self.say(&msg.chat, &text).await
+            }
             Command::Status => {
                 let text = match self.live_jobs(&user).await {
                     Ok(jobs) => words::status(&jobs),
@@ -368,6 +375,60 @@ impl<M: Messenger> Bot<M> {
                 self.create(&msg, &user, capability, params, audio).await
             }
         }
+    }
+
+    /// `/report`: the job named, or the one whose progress message the
+    /// user replied to in this chat; answers what the user reads.
+    async fn report(
+        &self,
+        msg: &Incoming,
+        user: &UserRef,
+        job_id: Option<tessera_api::core::JobId>,
+        reason: String,
+    ) -> String {
+        let now = chrono::Utc::now();
+        let job_id = match (job_id, &msg.replied_to) {
+            (Some(id), _) => id,
+            (None, Some(replied)) => match self.job_answered_in(&msg.chat, replied).await {
+                Ok(Some(id)) => id,
+                Ok(None) => return words::report_usage().to_owned(),
+                Err(e) => return words::api_error(&e, now),
+            },
+            (None, None) => return words::report_usage().to_owned(),
+        };
+        let req = tessera_api::review::ReportRequest {
+            user_ref: user.clone(),
+            reason,
+        };
+        match self.inner.api.report_job(&job_id, &req).await {
+            Ok(_) => words::report_received().to_owned(),
+            Err(e) => {
+                log_refusal(&self.inner.settings.bot_id, &e);
+                words::api_error(&e, now)
+            }
+        }
+    }
+
+    /// This bot's job whose answers went to `message` in `chat`, among its
+    /// latest 100.
+    async fn job_answered_in(
+        &self,
+        chat: &str,
+        message: &str,
+    ) -> Result<Option<tessera_api::core::JobId>, ClientError> {
+        let page = self
+            .inner
+            .api
+            .list_jobs(&ListJobsQuery {
+                bot_id: Some(self.inner.settings.bot_id.clone()),
+                limit: Some(100),
+                ..Default::default()
+            })
+            .await?;
+        Ok(page.jobs.into_iter().find_map(|job| {
+            let reply: ReplyTo = serde_json::from_value(job.reply_context?).ok()?;
+            (reply.chat == chat && reply.message == message).then_some(job.job_id)
+        }))
     }
 
     async fn live_jobs(&self, user: &UserRef) -> Result<Vec<JobView>, ClientError> {

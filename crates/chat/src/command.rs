@@ -23,6 +23,12 @@ pub enum Command {
     Quota,
     /// Ask for a code that links this chat user to a website account.
     Link,
+    /// Report an output to the operators: the job named, or the one whose
+    /// message this one replies to.
+    Report {
+        job_id: Option<tessera_core::JobId>,
+        reason: String,
+    },
     /// Create a job: `/imagine`, `/video`, `/ask`, `/say`, or text with no
     /// command on a bot whose first capability takes text.
     Job {
@@ -96,6 +102,11 @@ const COMMANDS: &[CommandInfo] = &[
         name: "link",
         description:
             "Get a code to link this account to your website account, to share one plan and quota",
+        capability: None,
+    },
+    CommandInfo {
+        name: "report",
+        description: "Report an output to the operators: reply to its message with /report <why>, or /report <job id> <why>",
         capability: None,
     },
     CommandInfo {
@@ -174,6 +185,7 @@ pub fn parse(
         "cancel" => Command::Cancel,
         "quota" => Command::Quota,
         "link" => Command::Link,
+        "report" => report(args)?,
         "imagine" => job(Capability::Image, args, capabilities)?,
         "video" => job(Capability::Video, args, capabilities)?,
         "ask" => job(Capability::Text, args, capabilities)?,
@@ -185,6 +197,35 @@ pub fn parse(
         }
     };
     Ok(Some(command))
+}
+
+/// Longest report reason, in characters (the scheduler's limit).
+pub const MAX_REPORT_CHARS: usize = 500;
+
+/// `/report [job id] [why]`: a first word that looks like a job id names the
+/// job; the rest is the reason (the operators read it).
+fn report(args: &str) -> Result<Command, CommandError> {
+    let (first, rest) = match args.find(char::is_whitespace) {
+        Some(i) => (&args[..i], args[i..].trim()),
+        None => (args, ""),
+    };
+    let (job_id, reason) = if first.starts_with("job_") {
+        let id = first.parse().map_err(|_| {
+            CommandError::Usage(format!(
+                "{} is not a job id. Send /report <job id> <why>, or reply to my message with /report <why>.",
+                first.chars().take(40).collect::<String>()
+            ))
+        })?;
+        (Some(id), rest)
+    } else {
+        (None, args)
+    };
+    let reason = if reason.is_empty() {
+        "reported in the chat, no reason given".to_owned()
+    } else {
+        reason.chars().take(MAX_REPORT_CHARS).collect()
+    };
+    Ok(Command::Report { job_id, reason })
 }
 
 /// A job command whose options arrive already apart, as Discord's slash
@@ -407,11 +448,41 @@ mod tests {
     }
 
     #[test]
+    fn report_takes_a_job_id_or_a_reply() {
+        let p = |t: &str| parse(t, None, IMAGE);
+        let id = tessera_core::JobId::generate();
+        assert_eq!(
+            p(&format!("/report {id} gross, really")),
+            Ok(Some(Command::Report {
+                job_id: Some(id),
+                reason: "gross, really".into()
+            }))
+        );
+        assert_eq!(
+            p("/report  offensive"),
+            Ok(Some(Command::Report {
+                job_id: None,
+                reason: "offensive".into()
+            }))
+        );
+        match p("/report") {
+            Ok(Some(Command::Report {
+                job_id: None,
+                reason,
+            })) => assert!(!reason.is_empty()),
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(p("/report job_nope why"), Err(CommandError::Usage(m)) if m.contains("not a job id"))
+        );
+    }
+
+    #[test]
     fn the_menu_lists_only_what_the_bot_serves() {
         let names: Vec<_> = commands_for(IMAGE).iter().map(|c| c.name).collect();
         assert_eq!(
             names,
-            ["imagine", "status", "cancel", "quota", "link", "help", "start"]
+            ["imagine", "status", "cancel", "quota", "link", "report", "help", "start"]
         );
     }
 }

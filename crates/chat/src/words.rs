@@ -239,6 +239,8 @@ pub fn api_error(e: &ClientError, now: DateTime<Utc>) -> String {
                     "{} Nothing was charged.",
                     d.message.trim()
                 ),
+                // The scheduler says until when; the reason stays with the operators.
+                Some(ErrorCode::UserBanned | ErrorCode::UserSuspended) => d.message.trim().to_owned(),
                 Some(ErrorCode::JobNotFound) => "I can't find that job.".into(),
                 Some(ErrorCode::JobFinished) => "That job has already finished.".into(),
                 Some(code) if code.is_server_side() => {
@@ -252,6 +254,17 @@ pub fn api_error(e: &ClientError, now: DateTime<Utc>) -> String {
             "The service is not answering right now; please try again in a minute.".into()
         }
     }
+}
+
+/// What a user reads once their report reached the operators (a repeat
+/// reads the same: it changes nothing).
+pub fn report_received() -> &'static str {
+    "Thank you: the operators will review it."
+}
+
+/// What `/report` needs when it cannot tell which output is meant.
+pub fn report_usage() -> &'static str {
+    "Which output? Reply to my message about it with /report <why>, or send /report <job id> <why>."
 }
 
 /// What a rate-limited user reads.

@@ -104,6 +104,20 @@ error_codes! {
     /// report (a Telegram key claiming a Discord channel is NSFW).
     ContextNotAllowed = "context_not_allowed",
 
+    // Moderation: people.
+    /// The user (or a user linked with them) is banned; the message says
+    /// until when.
+    UserBanned = "user_banned",
+    /// The user (or a user linked with them) is suspended; the message says
+    /// until when.
+    UserSuspended = "user_suspended",
+    /// No case of the review queue has this id.
+    CaseNotFound = "case_not_found",
+    /// The case was decided already; decisions are final.
+    CaseDecided = "case_decided",
+    /// A lift for a user who has no sanction in force.
+    NoSanction = "no_sanction",
+
     // Jobs, inputs and outputs.
     JobNotFound = "job_not_found",
     /// The job already ended and cannot be cancelled.

@@ -30,6 +30,10 @@ pub fn application_commands(capabilities: &[Capability]) -> Vec<AppCommand> {
                     string("model", "Model id, within your plan", false),
                 ],
                 "ask" => vec![string("prompt", "Your question", true)],
+                "report" => vec![
+                    string("job", "The job id of the output (job_...)", true),
+                    string("reason", "What is wrong with it", false),
+                ],
                 "say" => vec![string("text", "The words to say", true)],
                 "transcribe" => vec![
                     json!({"type": 11, "name": "file", "description": "A voice message or audio file", "required": true}),
@@ -103,6 +107,16 @@ pub fn slash_command(
             tessera_chat::command::job_with_options(&data.name, &prompt, &flags, capabilities)
                 .map(Some)
         }
+        "report" => {
+            let option = |want: &str| {
+                flags
+                    .iter()
+                    .find(|(name, _)| name == want)
+                    .map_or("", |(_, v)| v.as_str())
+            };
+            let text = format!("/report {} {}", option("job"), option("reason"));
+            tessera_chat::command::parse(&text, None, capabilities)
+        }
         name => tessera_chat::command::parse(&format!("/{name}"), None, capabilities),
     }
 }
@@ -133,6 +147,7 @@ mod tests {
                 "cancel",
                 "quota",
                 "link",
+                "report",
                 "help",
                 "subscribe"
             ]
@@ -144,7 +159,7 @@ mod tests {
             Capability::SpeechToText,
             Capability::TextToSpeech,
         ]);
-        assert_eq!(all.len(), 11);
+        assert_eq!(all.len(), 12);
         for c in &all {
             assert!((1..=32).contains(&c.name.len()), "{}", c.name);
             assert!(

@@ -164,6 +164,7 @@ impl Handler {
             command,
             upload_limit: Some(interaction.attachment_size_limit),
             context: Some(channel_context(interaction)),
+            replied_to: None,
         };
         Ok(Some((incoming, user_ref)))
     }

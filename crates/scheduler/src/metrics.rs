@@ -48,6 +48,8 @@ pub const NAMES: &[&str] = &[
     "tessera_jobs_requeued_total",
     "tessera_moderation_refusals_total",
     "tessera_moderation_withheld_total",
+    "tessera_moderation_reports_total",
+    "tessera_moderation_sanctions_total",
     "tessera_job_queue_wait_seconds",
     "tessera_job_run_seconds",
     "tessera_job_latency_seconds",
@@ -98,6 +100,22 @@ struct RefusalLabels {
     /// The prompt rule's name: the operator's configured set, and the built-in ones.
     rule: String,
     /// The frontend: `telegram`, `discord`, `web`.
+    channel: String,
+}
+
+/// Reports of outputs, by the reporter's frontend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChannelLabels {
+    /// `telegram`, `discord`, `web`.
+    channel: String,
+}
+
+/// Sanctions placed, by kind and the sanctioned user's platform.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SanctionLabels {
+    /// `suspension` or `ban`.
+    kind: String,
+    /// The sanctioned user's platform: `telegram`, `discord`, `web`.
     channel: String,
 }
 
@@ -207,6 +225,8 @@ struct Inner {
     requeued: Family<CapabilityLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     withheld: Family<WithheldLabels, Counter>,
+    reports: Family<ChannelLabels, Counter>,
+    sanctions: Family<SanctionLabels, Counter>,
     queue_wait: Hist<JobLabels>,
     run: Hist<CapabilityLabels>,
     latency: Hist<JobLabels>,
@@ -244,6 +264,8 @@ impl Metrics {
             requeued: Family::default(),
             refusals: Family::default(),
             withheld: Family::default(),
+            reports: Family::default(),
+            sanctions: Family::default(),
             queue_wait: Family::new_with_constructor(seconds_histogram),
             run: Family::new_with_constructor(seconds_histogram),
             latency: Family::new_with_constructor(seconds_histogram),
@@ -315,6 +337,16 @@ impl Metrics {
             "moderation_withheld",
             "Jobs whose outputs were withheld for review, by label and channel",
             i.withheld.clone(),
+        );
+        r.register(
+            "moderation_reports",
+            "Outputs users reported (a repeat by the same user not counted), by channel",
+            i.reports.clone(),
+        );
+        r.register(
+            "moderation_sanctions",
+            "Suspensions and bans placed (by operators, decisions and automatically), by kind and the user's platform",
+            i.sanctions.clone(),
         );
         r.register(
             "job_queue_wait_seconds",
@@ -464,6 +496,23 @@ impl Metrics {
             channel: channel.as_str().to_owned(),
         };
         self.0.withheld.get_or_create(&labels).inc();
+    }
+
+    /// A user reported an output.
+    pub fn reported(&self, channel: tessera_core::Platform) {
+        let labels = ChannelLabels {
+            channel: channel.as_str().to_owned(),
+        };
+        self.0.reports.get_or_create(&labels).inc();
+    }
+
+    /// A suspension or ban was placed on a user of `channel`.
+    pub fn sanctioned(&self, kind: &str, channel: tessera_core::Platform) {
+        let labels = SanctionLabels {
+            kind: kind.to_owned(),
+            channel: channel.as_str().to_owned(),
+        };
+        self.0.sanctions.get_or_create(&labels).inc();
     }
 
     /// A claimed job is on its way to a worker; `model_load` when the worker

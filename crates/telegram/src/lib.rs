@@ -787,6 +787,7 @@ async fn read_message(
         // The scheduler looks up whether this chat's admins allowed adult
         // content (private chats never).
         context: Some(tessera_api::nsfw::JobContext::telegram(m.chat.id.0)),
+        replied_to: m.reply_to_message().map(|r| r.id.0.to_string()),
     };
     Some((incoming, user_ref))
 }

@@ -306,8 +306,21 @@ async fn a_refused_prompt_is_told_plainly_and_costs_nothing(backend: Backend) {
     let api = s.app.frontend(Platform::Telegram, BOT).await;
     let quota = api.get_user("telegram:3003").await.unwrap();
     assert_eq!(quota.tokens_used_today, 0, "a refusal costs nothing");
-    // The same user's next, benign, request runs.
+    // The child-safety rules suspended the user pending review: their next,
+    // benign, request is refused in plain words, and costs nothing.
     s.tg.user_text(TOKEN, 3003, 3003, "/imagine a red fox");
+    let suspended = s.wait_text(3003, "suspended").await;
+    assert_eq!(
+        suspended,
+        "This account is suspended pending a review by the operators, so it cannot start jobs; nothing was charged."
+    );
+    let quota = api.get_user("telegram:3003").await.unwrap();
+    assert_eq!(
+        quota.tokens_used_today, 0,
+        "a suspended user's create costs nothing"
+    );
+    // Another user's request runs.
+    s.tg.user_text(TOKEN, 3004, 3004, "/imagine a red fox");
     s.tg.wait_sent(TOKEN, WAIT, |m| m.kind == MessageKind::Photo)
         .await
         .expect("the fox is sent");
@@ -346,6 +359,76 @@ async fn a_withheld_output_is_told_plainly_and_not_sent(backend: Backend) {
     let api = s.app.frontend(Platform::Telegram, BOT).await;
     let quota = api.get_user("telegram:3004").await.unwrap();
     assert_eq!(quota.tokens_used_today, 0);
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
+async fn a_user_reports_an_output_by_replying_or_by_its_job_id(backend: Backend) {
+    let s = Setup::new(backend, vec![Capability::Image], 0, |_| {}).await;
+    let bot = s.start().await;
+    s.tg.user_text(TOKEN, 8008, 8008, "/imagine a fox");
+    s.wait_text(8008, "Your image is ready.").await;
+    let progress =
+        s.tg.chat(TOKEN, 8008)
+            .into_iter()
+            .find(|m| {
+                m.text
+                    .as_deref()
+                    .is_some_and(|t| t.contains("Your image is ready."))
+            })
+            .expect("the progress message")
+            .message_id;
+    // Replying to the bot's message about the output.
+    s.tg.user_says(
+        TOKEN,
+        8008,
+        8008,
+        UserMessage::text("/report this is offensive").replying_to(progress),
+    );
+    s.wait_text(8008, "the operators will review it").await;
+    let admin = s.app.client_with(&s.app.admin_token);
+    let queue = admin
+        .list_cases(&tessera_api::review::ListCasesQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(queue.cases.len(), 1, "{queue:?}");
+    let case = admin.get_case(queue.cases[0].case_id).await.unwrap();
+    assert_eq!(case.case.user_ref.to_string(), "telegram:8008");
+    assert_eq!(case.reports.len(), 1);
+    assert_eq!(case.reports[0].reason, "this is offensive");
+    assert_eq!(case.reports[0].reporter.to_string(), "telegram:8008");
+    // By its job id, from another user: the same case; a repeat is one report.
+    let job_id = case.job.expect("the job").job_id;
+    for _ in 0..2 {
+        s.tg.user_text(TOKEN, 9009, 9009, &format!("/report {job_id} gross"));
+    }
+    let thanked =
+        s.tg.wait_for(WAIT, |_| {
+            let n = s
+                .bot_texts(9009)
+                .iter()
+                .filter(|t| t.contains("the operators will review it"))
+                .count();
+            (n == 2).then_some(n)
+        })
+        .await;
+    assert_eq!(
+        thanked,
+        Some(2),
+        "both are answered: {:?}",
+        s.bot_texts(9009)
+    );
+    let case = admin.get_case(queue.cases[0].case_id).await.unwrap();
+    assert_eq!(
+        case.reports
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect::<Vec<_>>(),
+        ["this is offensive", "gross"]
+    );
+    // Without a reply or a job id, the bot says how.
+    s.tg.user_text(TOKEN, 9009, 9009, "/report");
+    s.wait_text(9009, "Which output?").await;
     bot.shutdown().await;
     s.app.shutdown().await;
 }
@@ -567,6 +650,7 @@ tessera_testkit::backend_tests!(
     quota_and_rate_limits_are_told_in_plain_words,
     a_refused_prompt_is_told_plainly_and_costs_nothing,
     a_withheld_output_is_told_plainly_and_not_sent,
+    a_user_reports_an_output_by_replying_or_by_its_job_id,
     a_restarted_bot_delivers_what_it_was_following,
     a_flooding_user_is_told_once_and_others_are_served,
     link_gives_a_code_the_website_redeems,

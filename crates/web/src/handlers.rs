@@ -521,6 +521,39 @@ pub async fn cancel(
 }
 
 #[derive(Deserialize)]
+pub struct ReportForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// The Report button: the visitor reports their job's output to the
+/// operators' review queue (a second report of a job changes nothing).
+pub async fn report(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<ReportForm>,
+) -> Page {
+    session.check_csrf(&form.csrf)?;
+    let account = session.require()?;
+    let job = own_job(&state, account, &id).await?;
+    let said: String = form.reason.trim().chars().take(500).collect();
+    let req = tessera_api::review::ReportRequest {
+        user_ref: account.user_ref.clone(),
+        reason: if said.is_empty() {
+            "reported on the website, no reason given".into()
+        } else {
+            said
+        },
+    };
+    state.api.report_job(&job.job_id, &req).await?;
+    let markup = views::reported(&shell(&session, ""), &job);
+    Ok(render(session, StatusCode::OK, markup))
+}
+
+#[derive(Deserialize)]
 pub struct OutputQuery {
     #[serde(default)]
     download: Option<String>,

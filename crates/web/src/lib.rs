@@ -179,6 +179,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{job_id}", get(handlers::job_page))
         .route("/jobs/{job_id}/events", get(handlers::job_events))
         .route("/jobs/{job_id}/cancel", post(handlers::cancel))
+        .route("/jobs/{job_id}/report", post(handlers::report))
         .route(
             "/jobs/{job_id}/outputs/{artifact_id}",
             get(handlers::output),

@@ -382,8 +382,9 @@ pub fn job_status(job: &JobView) -> Markup {
     }
 }
 
-/// The cancel button of a live job (outside the live region, so an update
-/// never takes the keyboard focus away from it).
+/// The cancel button of a live job, and the report form of a finished one
+/// (outside the live region, so an update never takes the keyboard focus
+/// away from them).
 pub fn job_actions(job: &JobView, csrf: &str) -> Markup {
     html! {
         @if !job.status.is_terminal() {
@@ -392,7 +393,29 @@ pub fn job_actions(job: &JobView, csrf: &str) -> Markup {
                 button type="submit" class="secondary" { "Cancel job" }
             }
         }
+        @if job.status == JobState::Completed {
+            form method="post" action={ "/jobs/" (job.job_id) "/report" } class="report" {
+                (csrf_field(csrf))
+                label for="report-reason" { "Something wrong with this output? Tell the operators." }
+                input type="text" id="report-reason" name="reason" maxlength="500"
+                    placeholder="What is wrong with it";
+                button type="submit" class="secondary" { "Report" }
+            }
+        }
     }
+}
+
+/// What a visitor reads once their report reached the operators.
+pub fn reported(shell: &Shell<'_>, job: &JobView) -> Markup {
+    page(
+        shell,
+        "Reported",
+        html! {
+            h1 { "Thank you" }
+            p role="status" { "Your report reached the operators; they will review this output." }
+            p { a href={ "/jobs/" (job.job_id) } { "Back to the job" } }
+        },
+    )
 }
 
 /// Where an output can be fetched through the website.

@@ -760,6 +760,51 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
         .post(&format!("/jobs/{id}/cancel"), &[("csrf", &csrf)])
         .await;
     assert_eq!(cancel.status(), 404);
+    let report = [("csrf", csrf.as_str()), ("reason", "not mine")];
+    assert_eq!(
+        bob.post(&format!("/jobs/{id}/report"), &report)
+            .await
+            .status(),
+        404
+    );
+
+    // Ada's finished job has a Report button; it needs her token, and her
+    // report reaches the review queue (once, however often she presses it).
+    let page = ada.page(&format!("/jobs/{id}")).await;
+    assert!(
+        page.contains(&format!("action=\"/jobs/{id}/report\"")),
+        "{page}"
+    );
+    let no_token = [("reason", "offensive")];
+    assert_eq!(
+        ada.post(&format!("/jobs/{id}/report"), &no_token)
+            .await
+            .status(),
+        403
+    );
+    let csrf = ada.csrf.clone();
+    for _ in 0..2 {
+        let resp = ada
+            .post(
+                &format!("/jobs/{id}/report"),
+                &[("csrf", &csrf), ("reason", "offensive")],
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        assert!(resp.text().await.unwrap().contains("reached the operators"));
+    }
+    let admin = site.app.client_with(&site.app.admin_token);
+    let cases = admin.list_cases(&Default::default()).await.unwrap().cases;
+    assert_eq!(cases.len(), 1);
+    let case = admin.get_case(cases[0].case_id).await.unwrap();
+    assert_eq!(case.reports.len(), 1);
+    assert_eq!(
+        (
+            case.reports[0].reason.as_str(),
+            case.reports[0].reporter.to_string()
+        ),
+        ("offensive", ada_ref.clone())
+    );
 
     // A form without the session's token is refused, whoever sends it.
     let live = web_api

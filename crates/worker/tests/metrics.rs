@@ -423,6 +423,37 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
         .await
         .unwrap();
     assert!(sent.status().is_success(), "{}", sent.text().await.unwrap());
+    // A child-safety refusal (which suspends its user), so its counter,
+    // which an alert reads, and the sanctions counter have a series.
+    let refused = web
+        .create_job(
+            &tessera_api::public::CreateJobRequest {
+                frontend: Platform::Web,
+                bot_id: BOT.parse().unwrap(),
+                capability: Capability::Image,
+                user_ref: "web:refused".parse().unwrap(),
+                reply_context: None,
+                context: None,
+                params: serde_json::json!({"prompt": "a n4ked ch1ld"}),
+            },
+            None,
+        )
+        .await;
+    assert_eq!(
+        refused.unwrap_err().code(),
+        Some("prompt_refused"),
+        "the child-safety rules refuse"
+    );
+    // A report of an output, so the reports counter has a series too.
+    web.report_job(
+        &ids[0],
+        &tessera_api::review::ReportRequest {
+            user_ref: "web:reporter".parse().unwrap(),
+            reason: "a test report".into(),
+        },
+    )
+    .await
+    .expect("a report");
     let gpu = metrics(&app, &metrics_token).await;
     let gpu9 = [
         ("worker", "worker-gpu-9"),
@@ -485,6 +516,7 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
                 capability: Capability::Image,
                 user_ref: "web:5".parse().unwrap(),
                 reply_context: None,
+                context: None,
                 params: json!({"prompt": "a reply"}),
             },
             None,
@@ -509,6 +541,7 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
                 capability: Capability::Text,
                 user_ref: "web:5".parse().unwrap(),
                 reply_context: None,
+                context: None,
                 params: json!({"prompt": "say something"}),
             },
             None,

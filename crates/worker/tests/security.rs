@@ -638,6 +638,90 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         .when(&[Owner, OtherFrontend], 403)
         .when(&not_frontends, 403)
         .otherwise(401),
+        // People: a frontend key reports its own platform's users' view of
+        // a job it sees; the admin suspends, bans, lifts, reviews and reads
+        // the audit log (case 999999 does not exist: 404).
+        call(
+            Method::POST,
+            format!("/api/v1/jobs/{done}/reports"),
+            Some(json!({"user_ref": "telegram:2", "reason": "matrix"})),
+        )
+        .when(&[Owner], 201)
+        .when(&[OtherFrontend, Web, OtherWeb], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/admin/users/telegram:3/suspend",
+            Some(json!({"reason": "matrix", "until": "2099-01-01T00:00:00Z"})),
+        )
+        .when(&[Admin], 201)
+        .when(
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            403,
+        )
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/admin/users/telegram:3/ban",
+            Some(json!({"reason": "matrix"})),
+        )
+        .when(&[Admin], 201)
+        .when(
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            403,
+        )
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/api/admin/users/telegram:3/lift",
+            Some(json!({})),
+        )
+        .when(&[Admin], 200)
+        .when(
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            403,
+        )
+        .otherwise(401),
+        call(Method::GET, "/api/admin/users/telegram:3/sanctions", None)
+            .when(&[Admin], 200)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
+            .otherwise(401),
+        call(Method::GET, "/api/admin/moderation/cases", None)
+            .when(&[Admin], 200)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
+            .otherwise(401),
+        call(Method::GET, "/api/admin/moderation/cases/999999", None)
+            .when(&[Admin], 404)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
+            .otherwise(401),
+        call(
+            Method::POST,
+            "/api/admin/moderation/cases/999999/decision",
+            Some(json!({"decision": "dismiss"})),
+        )
+        .when(&[Admin], 404)
+        .when(
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            403,
+        )
+        .otherwise(401),
+        call(Method::GET, "/api/admin/moderation/audit", None)
+            .when(&[Admin], 200)
+            .when(
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                403,
+            )
+            .otherwise(401),
         call(
             Method::POST,
             "/api/admin/keys",
@@ -725,6 +809,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             .replace(&input.to_string(), "{input_id}")
             .replace("telegram:1", "{user_ref}")
             .replace("telegram:3", "{user_ref}")
+            .replace("/cases/999999", "/cases/{case_id}")
             .replace(&account.to_string(), "{user_ref}")
             .replace("-100200", "{chat_id}")
     };

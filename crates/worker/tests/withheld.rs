@@ -189,6 +189,7 @@ async fn create(client: &Client, capability: Capability, params: serde_json::Val
         capability,
         user_ref: USER.parse().unwrap(),
         reply_context: None,
+        context: None,
         params,
     };
     client.create_job(&req, None).await.unwrap().job.job_id

@@ -47,6 +47,9 @@ pub enum AdminCommand {
     /// The payments ledger; plans given and taken by hand.
     #[command(subcommand)]
     Payments(PaymentsCommand),
+    /// The review queue and the audit log of moderation actions.
+    #[command(subcommand)]
+    Moderation(super::moderation::ModerationCommand),
 }
 
 #[derive(Subcommand)]
@@ -137,6 +140,47 @@ pub enum UsersCommand {
         user_ref: UserRef,
         plan: PlanId,
     },
+    /// Suspend a user and every user linked to them: their jobs are refused.
+    Suspend {
+        /// platform:id.
+        user_ref: UserRef,
+        /// Why, for the audit log (the user is not shown it).
+        #[arg(long)]
+        reason: String,
+        /// When it ends: a date (the end of that day UTC) or an RFC 3339
+        /// time; without, until lifted.
+        #[arg(long)]
+        until: Option<String>,
+        /// Your name in the audit log.
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Ban a user and every user linked to them.
+    Ban {
+        /// platform:id.
+        user_ref: UserRef,
+        #[arg(long)]
+        reason: String,
+        /// When it ends; without, until lifted.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Lift every suspension and ban of a user.
+    Lift {
+        /// platform:id.
+        user_ref: UserRef,
+        #[arg(long)]
+        reason: Option<String>,
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// A user's suspensions and bans.
+    Sanctions {
+        /// platform:id.
+        user_ref: UserRef,
+    },
 }
 
 #[derive(Subcommand)]
@@ -185,7 +229,7 @@ fn token(args: &AdminArgs) -> anyhow::Result<String> {
         .context("set TESSERA_ADMIN_TOKEN or pass --token-file with the scheduler's admin token")
 }
 
-fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -276,6 +320,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             print_jobs(&list);
         }
         AdminCommand::Payments(cmd) => return payments(&client, cmd, json).await,
+        AdminCommand::Moderation(cmd) => return super::moderation::run(&client, cmd, json).await,
+        AdminCommand::Users(cmd) => return people(&client, cmd, json).await,
         AdminCommand::Workers => {
             let list = client.list_workers().await?;
             if json {
@@ -331,6 +377,50 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `users suspend|ban|lift|sanctions`, for [`super::moderation::people`].
+async fn people(client: &Client, cmd: UsersCommand, json: bool) -> anyhow::Result<()> {
+    use super::moderation::PeopleCommand as P;
+    use tessera_api::review::SanctionKind;
+    let cmd = match cmd {
+        UsersCommand::SetPlan { .. } => unreachable!("set-plan is handled by run"),
+        UsersCommand::Suspend {
+            user_ref,
+            reason,
+            until,
+            actor,
+        } => P::Sanction {
+            kind: SanctionKind::Suspension,
+            user_ref,
+            reason,
+            until,
+            actor,
+        },
+        UsersCommand::Ban {
+            user_ref,
+            reason,
+            until,
+            actor,
+        } => P::Sanction {
+            kind: SanctionKind::Ban,
+            user_ref,
+            reason,
+            until,
+            actor,
+        },
+        UsersCommand::Lift {
+            user_ref,
+            reason,
+            actor,
+        } => P::Lift {
+            user_ref,
+            reason,
+            actor,
+        },
+        UsersCommand::Sanctions { user_ref } => P::Sanctions { user_ref },
+    };
+    super::moderation::people(client, cmd, json).await
+}
+
 fn print_jobs(list: &JobList) {
     println!(
         "{:<31} {:<9} {:<14} {:<14} {:<22} {:>4} {:>6}",
@@ -354,7 +444,7 @@ fn print_jobs(list: &JobList) {
 }
 
 /// `--until`: a date means the end of that day (UTC), or an RFC 3339 time.
-fn parse_until(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+pub(crate) fn parse_until(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t.with_timezone(&chrono::Utc));
     }

@@ -5,6 +5,7 @@ pub mod bench_lifecycle;
 pub mod bots;
 pub mod config;
 pub mod discord;
+pub mod moderation;
 pub mod scheduler;
 pub mod simulate;
 pub mod telegram;

@@ -42,7 +42,7 @@ pub enum Action {
 }
 
 /// The `[moderation]` section of the scheduler's configuration.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModerationConfig {
     /// The operator's rules, applied after the built-in ones in this order.
@@ -55,6 +55,20 @@ pub struct ModerationConfig {
     pub adult_forbidden_plans: Vec<String>,
     /// What outputs may be delivered, from what the output classifier found.
     pub outputs: outputs::OutputsConfig,
+    /// A user with this many refused prompts in 24 hours gets a `refusals`
+    /// case in the review queue (one while it is open); 0 turns it off.
+    pub review_after_refusals: u32,
+}
+
+impl Default for ModerationConfig {
+    fn default() -> Self {
+        Self {
+            rules: Vec::new(),
+            adult_forbidden_plans: Vec::new(),
+            outputs: outputs::OutputsConfig::default(),
+            review_after_refusals: 3,
+        }
+    }
 }
 
 impl ModerationConfig {

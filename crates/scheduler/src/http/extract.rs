@@ -71,6 +71,13 @@ where
 /// is read again with every whole number written as an integer, and
 /// refused for what is still wrong, if anything.
 pub fn parse_json<T: DeserializeOwned + Refusal>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object; serde would also read a struct from an array
+    // of its fields in order (`[null]` for a body of optional fields).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        let mut error = T::refuse(".", "the body must be a JSON object".into());
+        error.field = None;
+        return Err(error);
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     let mut e = match serde_path_to_error::deserialize(de) {
         Ok(parsed) => return Ok(parsed),

@@ -61,7 +61,10 @@ impl Refusal for CreateJobRequest {
 /// costs nothing. Adult content is allowed where the `context` says so as
 /// far as the key is believed (a Discord key's NSFW channel, a Telegram
 /// key's chat whose admins turned it on, a web key's account that confirmed
-/// its age) and the plan does not forbid it; the decision is kept on the job; a rewrite rule's change shows in the job's `params`. With an `Idempotency-Key` header, a retry of the
+/// its age) and the plan does not forbid it; the decision is kept on the job;
+/// a rewrite rule's change shows in the job's `params`. A suspended or banned
+/// user (or one linked with them) is refused 403 (`user_suspended`,
+/// `user_banned`) before anything else. With an `Idempotency-Key` header, a retry of the
 /// same request returns the first job (200, `Idempotent-Replayed: true`) instead of
 /// charging twice.
 #[utoipa::path(
@@ -71,7 +74,7 @@ impl Refusal for CreateJobRequest {
     responses(
         (status = 201, description = "Job queued", body = CreateJobResponse),
         (status = 200, description = "Replay of an earlier create with the same Idempotency-Key", body = CreateJobResponse),
-        (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website), or its `context` names what only another kind of frontend reports (`context_not_allowed`)", body = ApiErrorBody),
+        (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website), or its `context` names what only another kind of frontend reports (`context_not_allowed`), or the user is suspended or banned (`user_suspended`, `user_banned`: the message says until when; nothing charged)", body = ApiErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different request", body = ApiErrorBody),
         (status = 422, description = "Invalid request or parameters, or a prompt the rules refuse (`prompt_refused`, `content_not_allowed`)", body = ApiErrorBody),
         (status = 429, description = "Daily token quota exhausted", body = ApiErrorBody),
@@ -94,6 +97,7 @@ pub async fn create(
         ));
     }
     speaks_for(&key.frontend, &req.user_ref)?;
+    super::people::refuse_sanctioned(&state, &req.user_ref).await?;
     let user_ref = req.user_ref.clone();
     if let Some(ctx) = &req.reply_context {
         // Opaque, but an object, as the document says: an array or a number
@@ -276,9 +280,14 @@ async fn record_refusal(state: &AppState, new: &NewJob, refusal: moderation::Ref
         excerpt: refusal.excerpt,
         now: new.now,
     };
-    if let Err(e) = state.store.record_refusal(&record).await {
-        tracing::warn!(error = %e, rule = %record.rule, "a refusal could not be recorded");
-    }
+    let refusal_id = match state.store.record_refusal(&record).await {
+        Ok(id) => Some(id),
+        Err(e) => {
+            tracing::warn!(error = %e, rule = %record.rule, "a refusal could not be recorded");
+            None
+        }
+    };
+    super::people::after_refusal(state, &record, refusal_id).await;
 }
 
 /// Get a job: its state, queue position and estimate while it waits, progress

@@ -1,12 +1,12 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
 //! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`] (keys
-//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`stars`] (Telegram Stars), [`stripe`] (Stripe Checkout, portal and webhooks), [`refunds`] (refunds operators make), [`files`], [`internal`], [`results`], [`health`]); handlers take
+//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`stars`] (Telegram Stars), [`stripe`] (Stripe Checkout, portal and webhooks), [`refunds`] (refunds operators make), [`review`] (suspensions, bans, reports, the review queue and the audit log), [`files`], [`internal`], [`results`], [`health`]); handlers take
 //! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
 //! import each other, only the shared ones: [`error`] maps every failure to
 //! JSON in one place, [`auth`] says who is calling, [`scope`] what a frontend
 //! key may see and speak for, [`extract`] and [`wire`] read and write values at
-//! the API's edge. State changes go through the [`Lifecycle`] in the state. The
+//! the API's edge, [`people`] what moderation does to a user (shared by `jobs` and `review`). State changes go through the [`Lifecycle`] in the state. The
 //! OpenAPI document is generated from the handlers' annotations ([`openapi`])
 //! and served at `/api/openapi.json`.
 
@@ -24,8 +24,10 @@ pub mod internal;
 pub mod jobs;
 pub mod openapi;
 pub mod payments;
+pub mod people;
 pub mod refunds;
 pub mod results;
+pub mod review;
 pub mod scope;
 pub mod stars;
 pub mod stripe;
@@ -214,6 +216,24 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/payments/telegram/refund-failures",
             post(refunds::failed),
         )
+        .route("/api/v1/jobs/{job_id}/reports", post(review::report))
+        .route("/api/admin/users/{user_ref}/suspend", post(review::suspend))
+        .route("/api/admin/users/{user_ref}/ban", post(review::ban))
+        .route("/api/admin/users/{user_ref}/lift", post(review::lift))
+        .route(
+            "/api/admin/users/{user_ref}/sanctions",
+            get(review::sanctions),
+        )
+        .route("/api/admin/moderation/cases", get(review::cases))
+        .route(
+            "/api/admin/moderation/cases/{case_id}",
+            get(review::show_case),
+        )
+        .route(
+            "/api/admin/moderation/cases/{case_id}/decision",
+            post(review::decide),
+        )
+        .route("/api/admin/moderation/audit", get(review::audit))
         .route("/api/internal/heartbeat", post(internal::heartbeat))
         .route(
             "/api/internal/jobs/{job_id}/progress",

@@ -23,7 +23,7 @@ use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
 use super::{
     accounts, admin as admin_http, chats, entitlements, files, internal, jobs, payments, refunds,
-    results, stars, stripe, users,
+    results, review, stars, stripe, users,
 };
 
 #[derive(OpenApi)]
@@ -51,6 +51,8 @@ use super::{
         stripe::offers, stripe::checkout, stripe::portal, stripe::webhook,
         refunds::refund, refunds::list, refunds::orders, refunds::failed,
         chats::get, chats::set, accounts::confirm_age,
+        review::suspend, review::ban, review::lift, review::sanctions, review::report,
+        review::cases, review::show_case, review::decide, review::audit,
     ),
     components(schemas(
         public::CreateJobRequest, public::CreateJobResponse, public::JobView, public::JobError,
@@ -86,6 +88,17 @@ use super::{
         tessera_api::refunds::RefundOrderList, tessera_api::refunds::StarsRefundOrder,
         tessera_api::refunds::StarsRefundOrders, tessera_api::refunds::StarsRefundFailure,
         tessera_api::nsfw::JobContext, tessera_api::nsfw::ChatNsfwRequest, tessera_api::nsfw::ChatNsfw,
+        tessera_api::review::SanctionKind, tessera_api::review::CaseKind,
+        tessera_api::review::CaseStatus, tessera_api::review::Decision,
+        tessera_api::review::SanctionRequest, tessera_api::review::LiftRequest,
+        tessera_api::review::SanctionView, tessera_api::review::UserSanctions,
+        tessera_api::review::LiftResult, tessera_api::review::ReportRequest,
+        tessera_api::review::ReportView, tessera_api::review::CaseView,
+        tessera_api::review::CaseList, tessera_api::review::RefusalEvidence,
+        tessera_api::review::ReportEvidence, tessera_api::review::JobEvidence,
+        tessera_api::review::CaseDetail, tessera_api::review::DecideRequest,
+        tessera_api::review::DecisionResult, tessera_api::review::AuditEntry,
+        tessera_api::review::AuditList,
     )),
     modifiers(&Security, &Refusals, &Flatten),
     tags(

@@ -321,6 +321,7 @@ async fn completed(
             if let Some(v) = &verdict {
                 tracing::warn!(job_id = %job.id, label = %v.label, channel = job.frontend.as_str(), "outputs withheld for review");
                 state.lifecycle.metrics().withheld(&v.label, job.frontend);
+                super::people::after_withheld(state, &job, &v.label).await;
             } else {
                 tracing::info!(job_id = %job.id, worker_id = ?job.worker_id, "job completed");
             }
@@ -339,6 +340,9 @@ async fn completed(
                     && job.worker_id.as_deref() == Some(fence.worker_id.as_str())
                     && job.attempts == fence.attempt =>
             {
+                if let Some(v) = verdict.as_ref().filter(|_| job.status == JobState::Failed) {
+                    super::people::after_withheld(state, &job, &v.label).await;
+                }
                 Ok(ResultAck {
                     job_id: job.id,
                     status: job.status,

@@ -11,8 +11,9 @@
 //! [`Transitions`] (the state machine), [`Files`] (artifacts and inputs),
 //! [`Queue`], [`Workers`], [`Payments`] (the payments ledger), [`StripeCustomers`]
 //! [`RefundOrders`] (refunds operators order of Telegram Stars payments) and
-//! [`Refusals`] (jobs the prompt rules refused) and [`NsfwSettings`] (chats'
-//! NSFW settings, accounts' confirmed ages). Callers hold an `Arc<dyn Store>` and call any of
+//! [`Refusals`] (jobs the prompt rules refused), [`NsfwSettings`] (chats'
+//! NSFW settings, accounts' confirmed ages), [`Sanctions`] (suspensions
+//! and bans) and [`Review`] (the review queue, reports and the audit log). Callers hold an `Arc<dyn Store>` and call any of
 //! their methods without naming the parts. [`Inspect`] holds what only tests
 //! and tools read, outside `Store`.
 //!
@@ -35,7 +36,9 @@ pub mod postgres;
 mod queue;
 mod refund_orders;
 mod refusals;
+mod review;
 mod rows;
+mod sanctions;
 pub mod sqlite;
 mod stripe_customers;
 mod transitions;
@@ -60,7 +63,12 @@ pub use payments::{
 pub use queue::{Queue, QueueGroup, WorkerSlot};
 pub use refund_orders::{OrderOutcome, RefundOrderRecord, RefundOrders, RefundState};
 pub use refusals::{NewRefusal, RefusalRecord, Refusals};
+pub use review::{
+    AuditRecord, CaseFilter, CaseRecord, DecideOutcome, NewCase, NewDecision, NewReport,
+    ReportOutcome, ReportRecord, Review,
+};
 pub use rows::JobRecord;
+pub use sanctions::{ChildSafetyHit, NewSanction, SanctionRecord, Sanctions};
 pub use stripe_customers::StripeCustomers;
 pub use transitions::{Fence, TransitionChange, TransitionOutcome, Transitions};
 pub use users::{QuotaRecord, Users};
@@ -83,6 +91,8 @@ pub trait Store:
     + RefundOrders
     + Refusals
     + NsfwSettings
+    + Sanctions
+    + Review
     + Send
     + Sync
     + 'static
@@ -104,6 +114,8 @@ impl<T> Store for T where
         + RefundOrders
         + Refusals
         + NsfwSettings
+        + Sanctions
+        + Review
         + Send
         + Sync
         + 'static
@@ -196,6 +208,8 @@ macro_rules! impl_store {
         $crate::store::refund_orders::impl_refund_orders!($store, $db);
         $crate::store::refusals::impl_refusals!($store);
         $crate::store::nsfw::impl_nsfw!($store);
+        $crate::store::sanctions::impl_sanctions!($store, $db);
+        $crate::store::review::impl_review!($store, $db);
         $crate::store::inspect::impl_inspect!($store);
     };
 }

@@ -12,6 +12,7 @@ mod moderation;
 mod nsfw;
 mod payments;
 mod refunds;
+mod review;
 mod security;
 mod stripe;
 mod users;

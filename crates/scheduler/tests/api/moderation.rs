@@ -66,21 +66,6 @@ async fn refused_prompts_cost_nothing_and_are_recorded(backend: Backend) {
     let dc = app.frontend(Platform::Discord, DC_BOT).await;
     let user: UserRef = "telegram:13".parse().unwrap();
 
-    // The built-in child-safety rule, through look-alikes and a phrase split
-    // between prompt and negative prompt.
-    let e = api_error(
-        tg.create_job(
-            &tg_job(
-                "telegram:13",
-                json!({ "prompt": "a photo of a сh1ld", "negative_prompt": "clothes, N A K E D" }),
-            ),
-            None,
-        )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "prompt_refused",
-    );
-    assert_eq!(e.message, tessera_core::moderation::builtin::MESSAGE);
     // A configured rule: its own message.
     let e = api_error(
         tg.create_job(&tg_job("telegram:13", prompt("a battle, GORE")), None)
@@ -97,6 +82,21 @@ async fn refused_prompts_cost_nothing_and_are_recorded(backend: Backend) {
         "content_not_allowed",
     );
     assert!(e.message.contains("adult content"), "{}", e.message);
+    // The built-in child-safety rule, through look-alikes and a phrase split
+    // between prompt and negative prompt (last: it suspends the user).
+    let e = api_error(
+        tg.create_job(
+            &tg_job(
+                "telegram:13",
+                json!({ "prompt": "a photo of a сh1ld", "negative_prompt": "clothes, N A K E D" }),
+            ),
+            None,
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "prompt_refused",
+    );
+    assert_eq!(e.message, tessera_core::moderation::builtin::MESSAGE);
 
     // Nothing was charged and no job exists.
     let after = tg.get_user("telegram:13").await.unwrap();
@@ -114,13 +114,13 @@ async fn refused_prompts_cost_nothing_and_are_recorded(backend: Backend) {
     assert_eq!(
         got,
         [
+            ("child_safety", "prompt_refused", Platform::Telegram),
             ("adult", "content_not_allowed", Platform::Telegram),
             ("gore", "prompt_refused", Platform::Telegram),
-            ("child_safety", "prompt_refused", Platform::Telegram),
         ]
     );
-    assert_eq!(recorded[2].excerpt, "child … naked");
-    assert_eq!(recorded[2].bot_id.as_str(), TG_BOT);
+    assert_eq!(recorded[0].excerpt, "child … naked");
+    assert_eq!(recorded[0].bot_id.as_str(), TG_BOT);
 
     // And counted, by rule and channel.
     assert_eq!(refusals_counted(&app, "child_safety", "telegram").await, 1);
@@ -138,9 +138,10 @@ async fn refused_prompts_cost_nothing_and_are_recorded(backend: Backend) {
     assert!(ok.job.cost_tokens > 0);
     assert_eq!(refusals_counted(&app, "gore", "discord").await, 0);
 
-    // Benign prompts pass.
+    // Benign prompts pass (for a user the child-safety rules did not
+    // suspend).
     tg.create_job(
-        &tg_job("telegram:13", prompt("a child's birthday party")),
+        &tg_job("telegram:15", prompt("a child's birthday party")),
         None,
     )
     .await

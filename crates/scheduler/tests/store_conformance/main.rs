@@ -8,6 +8,7 @@ mod keys;
 mod payments;
 mod queue;
 mod refusals;
+mod review;
 mod schema;
 mod stripe_customers;
 mod users;

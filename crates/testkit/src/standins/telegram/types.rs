@@ -164,6 +164,8 @@ pub struct UserMessage {
     pub(super) text: Option<String>,
     pub(super) file: Option<Upload>,
     pub(super) duration: u32,
+    /// The message (of the same chat) this one replies to.
+    pub(super) reply_to: Option<i64>,
 }
 
 impl UserMessage {
@@ -173,6 +175,16 @@ impl UserMessage {
             text: Some(text.to_owned()),
             file: None,
             duration: 0,
+            reply_to: None,
+        }
+    }
+
+    /// This message as a reply to `message` (Telegram's
+    /// `reply_to_message`, shown only when that message is in the chat).
+    pub fn replying_to(self, message: i64) -> Self {
+        Self {
+            reply_to: Some(message),
+            ..self
         }
     }
 
@@ -191,6 +203,7 @@ impl UserMessage {
                 bytes,
             }),
             duration: 0,
+            reply_to: None,
         }
     }
 

@@ -116,8 +116,7 @@ impl TelegramStandIn {
                 entities,
                 media,
                 file_id,
-                // Simulated users do not reply to messages.
-                reply_to: None,
+                reply_to: message.reply_to,
                 reply_markup: None,
                 edit_date: None,
                 history: Vec::new(),
