@@ -163,8 +163,10 @@ async fn a_visitor_buys_starter_on_stripes_page_and_cancels_it_in_the_portal() {
     click(c, "#buy-starter").await;
     let deadline = Instant::now() + WAIT;
     loop {
-        let h1 = text_of(c, "h1").await;
-        if h1 == "Payments are unavailable right now" {
+        // The click navigates: the heading read may be the pricing page's,
+        // or gone between finding it and reading it.
+        let h1 = text_now(c, "h1").await;
+        if h1.as_deref() == Some("Payments are unavailable right now") {
             break;
         }
         assert!(Instant::now() < deadline, "the page says {h1:?}");

@@ -11,9 +11,11 @@
 //! Still images (PNG, JPEG, WebP) are classified from their own bytes.
 //! Animations the engines make (animated PNG from the simulator and
 //! ComfyUI's `SaveAnimatedPNG`, animated WebP from `SaveAnimatedWEBP`) are
-//! decoded here and their first, middle and last frames classified.
-//! Formats whose frames cannot be decoded here (MP4, WebM, GIF) come back
-//! with `unclassified` saying so, and the scheduler's policy decides.
+//! decoded here and their first, middle and last frames classified, as are
+//! GIFs (a still GIF is an animation of one frame). Formats whose frames
+//! cannot be decoded here (MP4, WebM: they need a video codec the worker
+//! does not carry) come back with `unclassified` saying so, and the
+//! scheduler's policy decides.
 
 use std::io::Cursor;
 use std::path::Path;
@@ -22,6 +24,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
+use image::codecs::gif::GifDecoder;
 use image::codecs::png::PngDecoder;
 use image::codecs::webp::WebPDecoder;
 use image::{AnimationDecoder, DynamicImage, ImageFormat, RgbaImage};
@@ -169,6 +172,7 @@ fn pictures(format: &str, bytes: &[u8]) -> Result<Pictures, String> {
             }
             sampled(|| WebPDecoder::new(Cursor::new(bytes)).map(|d| d.into_frames()))?
         }
+        "gif" => sampled(|| GifDecoder::new(Cursor::new(bytes)).map(|d| d.into_frames()))?,
         "jpg" | "jpeg" => return Ok(Pictures::Still),
         other => {
             return Err(format!(
@@ -267,9 +271,44 @@ mod tests {
         assert!(matches!(pictures("jpg", b"anything"), Ok(Pictures::Still)));
     }
 
+    fn gif(frames: u8) -> Vec<u8> {
+        let mut out = Vec::new();
+        {
+            let mut encoder = image::codecs::gif::GifEncoder::new(&mut out);
+            for frame in 0..frames {
+                let shade = image::Rgba([frame * 30, frame * 30, frame * 30, 255]);
+                let picture = RgbaImage::from_pixel(8, 6, shade);
+                encoder.encode_frame(image::Frame::new(picture)).unwrap();
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn gifs_give_their_sampled_frames() {
+        let Pictures::Frames(frames) = pictures("gif", &gif(5)).unwrap() else {
+            panic!("frames");
+        };
+        let shades: Vec<u8> = frames
+            .iter()
+            .map(|f| {
+                let img = image::load_from_memory(f).unwrap().to_rgb8();
+                assert_eq!(img.dimensions(), (8, 6));
+                img.get_pixel(3, 3).0[0]
+            })
+            .collect();
+        assert_eq!(shades, [0, 60, 120]);
+        // A still GIF is one frame.
+        let Pictures::Frames(one) = pictures("gif", &gif(1)).unwrap() else {
+            panic!("frames");
+        };
+        assert_eq!(one.len(), 1);
+        assert!(pictures("gif", b"GIF89a").is_err());
+    }
+
     #[test]
     fn formats_not_decoded_here_say_so() {
-        for format in ["mp4", "gif", "webm"] {
+        for format in ["mp4", "webm"] {
             let e = pictures(format, b"\0\0\0\x18ftypisom").err().unwrap();
             assert!(e.contains(format), "{e}");
         }

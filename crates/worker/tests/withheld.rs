@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use tessera_api::nsfw::JobContext;
 use tessera_api::public::{CreateJobRequest, JobView};
+use tessera_api::review::{CaseKind, CaseStatus, ListCasesQuery};
 use tessera_api::{Client, ErrorCode};
 use tessera_core::moderation::outputs::Unclassified;
 use tessera_core::moderation::{Action, RuleConfig};
@@ -183,13 +185,24 @@ fn fast(config: &mut SchedulerConfig) {
 }
 
 async fn create(client: &Client, capability: Capability, params: serde_json::Value) -> JobId {
+    create_in(client, None, capability, params).await
+}
+
+/// A job from `USER`, written in the Telegram chat `chat` (`None`: the
+/// plain context, where adult content is not allowed).
+async fn create_in(
+    client: &Client,
+    chat: Option<i64>,
+    capability: Capability,
+    params: serde_json::Value,
+) -> JobId {
     let req = CreateJobRequest {
         frontend: Platform::Telegram,
         bot_id: BOT.parse().unwrap(),
         capability,
         user_ref: USER.parse().unwrap(),
         reply_context: None,
-        context: None,
+        context: chat.map(JobContext::telegram),
         params,
     };
     client.create_job(&req, None).await.unwrap().job.job_id
@@ -212,6 +225,7 @@ async fn ended(client: &Client, id: &JobId) -> JobView {
 backend_tests!(
     benign_outputs_are_delivered_with_their_labels_stored,
     a_configured_threshold_withholds_the_output_for_review,
+    a_group_that_allows_adult_content_gets_what_is_withheld_elsewhere,
     unclassified_outputs_are_withheld_when_configured_and_tokens_kept,
     text_answers_are_held_to_the_prompt_rules,
 );
@@ -361,6 +375,21 @@ async fn a_configured_threshold_withholds_the_output_for_review(backend: Backend
     let e = tg.review_artifact(&artifact.artifact_id).await.unwrap_err();
     assert!(e.is(ErrorCode::WrongCredential), "{e}");
 
+    // In the review queue: one open `withheld` case about the job's owner.
+    let queue = app
+        .admin
+        .list_cases(&ListCasesQuery::default())
+        .await
+        .unwrap()
+        .cases;
+    assert_eq!(queue.len(), 1, "{queue:?}");
+    let case = &queue[0];
+    assert_eq!(case.kind, CaseKind::Withheld);
+    assert_eq!(case.status, CaseStatus::Open);
+    assert_eq!(case.user_ref.to_string(), USER);
+    assert_eq!(case.job_id.as_ref(), Some(&id));
+    assert!(case.cause.contains("BUTTOCKS_EXPOSED"), "{case:?}");
+
     // Counted by label and channel.
     let metrics = reqwest::Client::new()
         .get(format!("{}/metrics", app.base_url()))
@@ -377,6 +406,56 @@ async fn a_configured_threshold_withholds_the_output_for_review(backend: Backend
         ),
         "{metrics}"
     );
+    comfy.shutdown().await;
+}
+
+/// The same picture and threshold, asked for in a Telegram group whose
+/// admins turned adult content on: the context allows what was found, so
+/// it is delivered (its labels stored); the same user's job in their
+/// private chat is withheld.
+async fn a_group_that_allows_adult_content_gets_what_is_withheld_elsewhere(backend: Backend) {
+    const GROUP: i64 = -1_001_234_567_890;
+    let app = TestApp::spawn_with(backend, |c| {
+        fast(c);
+        c.moderation
+            .outputs
+            .thresholds
+            .insert("BUTTOCKS_EXPOSED".into(), 0.3);
+    })
+    .await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    tg.set_chat_nsfw(GROUP, true, &"telegram:77".parse().unwrap())
+        .await
+        .unwrap();
+    let comfy = comfyui_painting_faces().await;
+    let dir = tempfile::tempdir().unwrap();
+    let _worker = app
+        .worker_classifying(
+            "worker-gpu-0",
+            vec![comfyui(&comfy.url(), dir.path())],
+            classifier(),
+        )
+        .await;
+    let params = json!({"prompt": "a portrait", "resolution": "640x640"});
+
+    let in_group = create_in(&tg, Some(GROUP), Capability::Image, params.clone()).await;
+    let job = ended(&tg, &in_group).await;
+    assert_eq!(job.status, JobState::Completed, "{job:?}");
+    assert_eq!(job.artifacts.len(), 1);
+    let review = app
+        .admin
+        .review_job_artifacts(&in_group)
+        .await
+        .unwrap()
+        .artifacts;
+    assert!(!review[0].withheld);
+    let c = review[0].classification.as_ref().unwrap();
+    assert_eq!(c.detections[0].label, "BUTTOCKS_EXPOSED");
+
+    let private = create_in(&tg, Some(77), Capability::Image, params).await;
+    let job = ended(&tg, &private).await;
+    assert_eq!(job.status, JobState::Failed, "{job:?}");
+    assert_eq!(job.error.unwrap().code, "content_withheld");
     comfy.shutdown().await;
 }
 

@@ -546,11 +546,15 @@ pub async fn audit(
                 .with_field("limit"),
         );
     }
-    if q.before.is_some_and(|b| b < 1) {
-        return Err(
-            ApiError::invalid(ErrorCode::InvalidQuery, "before is an entry id, 1 or more")
-                .with_field("before"),
-        );
+    // The bounds the API document gives (an id past 10^18 is none of ours).
+    if q.before
+        .is_some_and(|b| !(1..=1_000_000_000_000_000_000).contains(&b))
+    {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidQuery,
+            "before is an entry id, 1 to 10^18",
+        )
+        .with_field("before"));
     }
     let entries = state
         .store

@@ -105,6 +105,13 @@ pub async fn text_of(c: &Client, css: &str) -> String {
         .expect("element text")
 }
 
+/// The element's text as the page is now, or `None` while there is none:
+/// for polling across a navigation, where the element found may belong to
+/// the page being left and be gone before its text is read.
+pub async fn text_now(c: &Client, css: &str) -> Option<String> {
+    c.find(Locator::Css(css)).await.ok()?.text().await.ok()
+}
+
 pub async fn fill(c: &Client, css: &str, value: &str) {
     let field = c.find(Locator::Css(css)).await.expect(css);
     field.clear().await.expect("clearing a field");
