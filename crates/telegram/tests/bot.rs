@@ -8,6 +8,8 @@ use tessera_core::{Capability, JobState, Platform};
 use tessera_scheduler::SchedulerConfig;
 use tessera_telegram::config::{BotInstance, Secret, Webhook};
 use tessera_telegram::{Secrets, TelegramConfig};
+use tessera_testkit::classifier::{classifier, comfyui, comfyui_painting_faces, withholding};
+use tessera_testkit::standins::comfyui::ComfyUi;
 use tessera_testkit::standins::telegram::{MessageKind, TelegramStandIn, UserMessage};
 use tessera_testkit::{sim, Backend, TestApp};
 use tessera_worker::engine::sim::SIGNATURE;
@@ -52,6 +54,42 @@ impl Setup {
                 ],
             )
             .await;
+        Self::with_worker(app, worker, capabilities).await
+    }
+
+    /// A scheduler `tweak`ed, and a worker whose images come from a
+    /// ComfyUI painting the face NudeNet scores (see
+    /// `tessera_testkit::classifier`), classified by the real detector.
+    async fn classifying(
+        backend: Backend,
+        tweak: impl FnOnce(&mut SchedulerConfig),
+    ) -> (Setup, ComfyUi, tempfile::TempDir) {
+        let app = TestApp::spawn_with(backend, |c| {
+            fast(c);
+            // Classification takes every core for a moment; a worker is
+            // not lost for that.
+            c.workers.missed_heartbeats = 25;
+            tweak(c);
+        })
+        .await;
+        let comfy = comfyui_painting_faces().await;
+        let dir = tempfile::tempdir().unwrap();
+        let worker = app
+            .worker_classifying(
+                "worker-gpu-0",
+                vec![comfyui(&comfy.url(), dir.path())],
+                classifier(),
+            )
+            .await;
+        let setup = Self::with_worker(app, worker, vec![Capability::Image]).await;
+        (setup, comfy, dir)
+    }
+
+    async fn with_worker(
+        app: TestApp,
+        worker: tessera_worker::WorkerHandle,
+        capabilities: Vec<Capability>,
+    ) -> Setup {
         let tg = TelegramStandIn::start().await;
         tg.add_bot(TOKEN, "tessera_image_bot");
         let api_key = app.key(Platform::Telegram, BOT).await;
@@ -363,6 +401,48 @@ async fn a_withheld_output_is_told_plainly_and_not_sent(backend: Backend) {
     s.app.shutdown().await;
 }
 
+/// The real classifier on what the engine painted: benign under the
+/// default thresholds, so the photo arrives; withheld under a configured
+/// threshold, so the user reads why and no photo is sent.
+async fn the_real_classifier_decides_what_the_chat_receives(backend: Backend) {
+    let (s, comfy, _dir) = Setup::classifying(backend, |_| {}).await;
+    let bot = s.start().await;
+    s.tg.user_text(TOKEN, 3005, 3005, "/imagine a portrait");
+    let photo =
+        s.tg.wait_for(WAIT, |_| {
+            s.tg.chat(TOKEN, 3005)
+                .into_iter()
+                .find(|m| m.kind == MessageKind::Photo)
+        })
+        .await;
+    assert!(
+        photo.is_some(),
+        "a benign output is delivered; the bot said {:?}",
+        s.bot_texts(3005)
+    );
+    bot.shutdown().await;
+    s.app.shutdown().await;
+    comfy.shutdown().await;
+
+    let (s, comfy, _dir) = Setup::classifying(backend, withholding).await;
+    let bot = s.start().await;
+    s.tg.user_text(TOKEN, 3006, 3006, "/imagine a portrait");
+    let told = s.wait_text(3006, "withheld").await;
+    assert_eq!(
+        told,
+        "Your image was withheld: it showed content not allowed here. Nothing was charged."
+    );
+    let sent =
+        s.tg.chat(TOKEN, 3006)
+            .iter()
+            .filter(|m| m.kind == MessageKind::Photo)
+            .count();
+    assert_eq!(sent, 0, "nothing withheld is sent");
+    bot.shutdown().await;
+    s.app.shutdown().await;
+    comfy.shutdown().await;
+}
+
 async fn a_user_reports_an_output_by_replying_or_by_its_job_id(backend: Backend) {
     let s = Setup::new(backend, vec![Capability::Image], 0, |_| {}).await;
     let bot = s.start().await;
@@ -651,6 +731,7 @@ tessera_testkit::backend_tests!(
     a_refused_prompt_is_told_plainly_and_costs_nothing,
     a_withheld_output_is_told_plainly_and_not_sent,
     a_user_reports_an_output_by_replying_or_by_its_job_id,
+    the_real_classifier_decides_what_the_chat_receives,
     a_restarted_bot_delivers_what_it_was_following,
     a_flooding_user_is_told_once_and_others_are_served,
     link_gives_a_code_the_website_redeems,

@@ -11,6 +11,8 @@
 //!   injection and request records, for the worker's adapter tests; and for
 //!   the Telegram Bot API and Discord (REST, gateway), with simulated users,
 //!   for the chat frontends' tests.
+//! - [`classifier`]: NudeNet's detector from the test virtualenv, and a
+//!   ComfyUI that paints a picture it really scores, for output moderation.
 //! - [`engines`]: real engines (llama.cpp's server, a speech-to-text server,
 //!   espeak-ng) that `scripts/test` installs, started on loopback for a test.
 //! - [`localstripe::LocalStripe`]: localstripe, a third-party stateful Stripe
@@ -23,6 +25,7 @@
 //!
 //! Nothing here mocks Tessera: tests drive the same server binary code over HTTP.
 
+pub mod classifier;
 pub mod engines;
 pub mod invariants;
 pub mod localstripe;

@@ -11,8 +11,6 @@
 //! (0.5), so it is delivered with its label stored; configured at 0.3, the
 //! same label withholds it.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -24,158 +22,15 @@ use tessera_api::{Client, ErrorCode};
 use tessera_core::moderation::outputs::Unclassified;
 use tessera_core::moderation::{Action, RuleConfig};
 use tessera_core::{Capability, JobId, JobState, Platform};
-use tessera_moderation::Assets;
 use tessera_scheduler::config::SchedulerConfig;
-use tessera_testkit::standins::comfyui::{ComfyUi, Painter, Settings};
+use tessera_testkit::classifier::{
+    assets, classifier, comfyui, comfyui_painting_faces, oval_face, withholding,
+};
 use tessera_testkit::{backend_tests, sim, Backend, TestApp};
-use tessera_worker::config::{EngineConfig, ModerationConfig};
-use tessera_worker::engine::comfyui::ComfyUiConfig;
+use tessera_worker::config::ModerationConfig;
 
 const BOT: &str = "tg-image-bot-1";
 const USER: &str = "telegram:1";
-const TEMPLATE: &str = include_str!("../workflows/image-example.json");
-
-/// The virtualenv `scripts/test` makes: `TESSERA_TEST_PYTHON` is its
-/// interpreter (as `crates/moderation/tests` find it).
-fn assets() -> Assets {
-    let python = match std::env::var_os("TESSERA_TEST_PYTHON") {
-        Some(python) => PathBuf::from(python),
-        None => panic!(
-            "TESSERA_TEST_PYTHON is not set: run these tests through scripts/test, which installs \
-             nudenet and onnxruntime into target/engines-venv"
-        ),
-    };
-    let venv = python
-        .parent()
-        .and_then(Path::parent)
-        .expect("TESSERA_TEST_PYTHON is <venv>/bin/python");
-    Assets::in_virtualenv(venv).unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn classifier() -> ModerationConfig {
-    let assets = assets();
-    ModerationConfig {
-        classifier_model: Some(assets.model),
-        onnxruntime_lib: Some(assets.runtime),
-    }
-}
-
-/// A drawn face: a skin-toned oval with hair, eyes, brows and a mouth on
-/// grey, box-blurred. RGB rows.
-fn oval_face(w: u32, h: u32) -> Vec<u8> {
-    let s = w.min(h) as f32;
-    let (cx, cy) = (w as f32 / 2.0, h as f32 / 2.0);
-    let mut img = vec![[80u8, 80, 80]; (w * h) as usize];
-    let ellipse = |img: &mut Vec<[u8; 3]>,
-                   ex: f32,
-                   ey: f32,
-                   ax: f32,
-                   ay: f32,
-                   colour: [u8; 3],
-                   upper: bool| {
-        for y in 0..h {
-            for x in 0..w {
-                let (dx, dy) = ((x as f32 - ex) / ax, (y as f32 - ey) / ay);
-                if dx * dx + dy * dy <= 1.0 && (!upper || y as f32 <= ey) {
-                    img[(y * w + x) as usize] = colour;
-                }
-            }
-        }
-    };
-    let hair = [160, 80, 30];
-    ellipse(&mut img, cx, cy - s / 6.0, s / 4.0, s / 5.0, hair, true);
-    ellipse(&mut img, cx, cy, s / 5.0, s / 4.0, [210, 160, 120], false);
-    for side in [-1.0, 1.0] {
-        let ex = cx + side * s / 11.0;
-        ellipse(
-            &mut img,
-            ex,
-            cy - s / 20.0,
-            s / 14.0,
-            s / 28.0,
-            [255, 255, 255],
-            false,
-        );
-        ellipse(
-            &mut img,
-            ex,
-            cy - s / 20.0,
-            s / 28.0,
-            s / 28.0,
-            [20, 30, 40],
-            false,
-        );
-        let brow = cy - s / 20.0 - s / 14.0;
-        for y in 0..h {
-            for x in 0..w {
-                if (y as f32 - brow).abs() <= 1.0 && (x as f32 - ex).abs() <= s / 14.0 {
-                    img[(y * w + x) as usize] = hair;
-                }
-            }
-        }
-    }
-    ellipse(
-        &mut img,
-        cx,
-        cy + s / 8.0,
-        s / 14.0,
-        s / 40.0,
-        [190, 80, 80],
-        false,
-    );
-    // A 7×7 box blur, edges clamped.
-    let mut out = Vec::with_capacity(img.len() * 3);
-    for y in 0..h as i64 {
-        for x in 0..w as i64 {
-            let mut sum = [0u32; 3];
-            for dy in -3..=3i64 {
-                for dx in -3..=3i64 {
-                    let (sx, sy) = (
-                        (x + dx).clamp(0, w as i64 - 1),
-                        (y + dy).clamp(0, h as i64 - 1),
-                    );
-                    let p = img[(sy * w as i64 + sx) as usize];
-                    for c in 0..3 {
-                        sum[c] += u32::from(p[c]);
-                    }
-                }
-            }
-            out.extend(sum.map(|v| ((v + 24) / 49) as u8));
-        }
-    }
-    out
-}
-
-/// A ComfyUI whose model paints the oval face at 640×640 (drawn once,
-/// before it starts: the stand-in shares the test's runtime, which must not
-/// stall while it draws).
-async fn comfyui_painting_faces() -> ComfyUi {
-    let face = Arc::new(oval_face(640, 640));
-    ComfyUi::start_with(Settings {
-        painter: Some(Painter(Arc::new(move |w, h, _frame| {
-            assert_eq!((w, h), (640, 640), "the tests ask for 640x640");
-            face.to_vec()
-        }))),
-        ..Settings::default()
-    })
-    .await
-}
-
-/// A ComfyUI engine for `sdxl-1.0` at `url`, its template in `dir`.
-fn comfyui(url: &str, dir: &Path) -> EngineConfig {
-    std::fs::write(dir.join("sdxl-1.0.json"), TEMPLATE).unwrap();
-    EngineConfig::Comfyui(ComfyUiConfig {
-        url: url.to_owned(),
-        capability: Capability::Image,
-        models: vec!["sdxl-1.0".into()],
-        workflows_dir: dir.to_owned(),
-        websocket: true,
-        poll_interval_ms: 20,
-        max_output_bytes: 64 * 1024 * 1024,
-        keep_metadata: false,
-    })
-}
-
 fn fast(config: &mut SchedulerConfig) {
     config.workers.heartbeat_interval_ms = 200;
     config.workers.dispatch_tick_ms = 100;
@@ -296,10 +151,7 @@ async fn benign_outputs_are_delivered_with_their_labels_stored(backend: Backend)
 async fn a_configured_threshold_withholds_the_output_for_review(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         fast(c);
-        c.moderation
-            .outputs
-            .thresholds
-            .insert("BUTTOCKS_EXPOSED".into(), 0.3);
+        withholding(c);
     })
     .await;
     let tg = app.frontend(Platform::Telegram, BOT).await;
@@ -417,10 +269,7 @@ async fn a_group_that_allows_adult_content_gets_what_is_withheld_elsewhere(backe
     const GROUP: i64 = -1_001_234_567_890;
     let app = TestApp::spawn_with(backend, |c| {
         fast(c);
-        c.moderation
-            .outputs
-            .thresholds
-            .insert("BUTTOCKS_EXPOSED".into(), 0.3);
+        withholding(c);
     })
     .await;
     let tg = app.frontend(Platform::Telegram, BOT).await;
