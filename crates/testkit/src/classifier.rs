@@ -9,6 +9,7 @@
 //! delivered with its label stored; with the threshold configured at 0.3
 //! ([`WITHHOLDING_THRESHOLD`]) the same label withholds it.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -147,7 +148,7 @@ pub const PAINTED_SIZES: [(u32, u32); 2] = [(640, 640), (1024, 1024)];
 /// [`PAINTED_SIZES`] (drawn once, before it starts: the stand-in shares the
 /// test's runtime, which must not stall while it draws).
 pub async fn comfyui_painting_faces() -> ComfyUi {
-    let faces: Arc<Vec<((u32, u32), Vec<u8>)>> = Arc::new(
+    let faces: Arc<HashMap<(u32, u32), Vec<u8>>> = Arc::new(
         PAINTED_SIZES
             .iter()
             .map(|&(w, h)| ((w, h), oval_face(w, h)))
@@ -155,8 +156,8 @@ pub async fn comfyui_painting_faces() -> ComfyUi {
     );
     ComfyUi::start_with(Settings {
         painter: Some(Painter(Arc::new(move |w, h, _frame| {
-            match faces.iter().find(|(size, _)| *size == (w, h)) {
-                Some((_, face)) => face.clone(),
+            match faces.get(&(w, h)) {
+                Some(face) => face.clone(),
                 None => panic!("the painting ComfyUI paints {PAINTED_SIZES:?}, not {w}x{h}"),
             }
         }))),
