@@ -389,9 +389,9 @@ async fn fair_order_reads_stay_on_the_queue_indexes_on_a_large_backlog(backend: 
         let in_window =
             |j: &&tessera_core::policy::QueuedJob<JobId>| window.iter().any(|w| w.id == j.id);
         range.sort_by_key(|j| (j.fair_tag, j.queued_at));
-        assert!(range[..2].iter().all(|j| in_window(j)), "fair head of {p}");
+        assert!(range[..2].iter().all(in_window), "fair head of {p}");
         range.sort_by_key(|j| j.queued_at);
-        assert!(range[..2].iter().all(|j| in_window(j)), "age head of {p}");
+        assert!(range[..2].iter().all(in_window), "age head of {p}");
     }
     assert!(window.len() <= 16);
 }
