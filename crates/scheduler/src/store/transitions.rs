@@ -90,10 +90,10 @@ pub trait Transitions {
 /// smallest start tag the claim found queued, the claimed jobs' included
 /// (`$3`, the smallest of theirs), never back. `$1` and `$2` are the queue's
 /// capability and priority; the head left queued, if below `$3`, is one
-/// probe of `jobs_queue_fair` (written once: PostgreSQL would run a
-/// subquery once per mention). Served in tag order this is the claimed job's tag; a
-/// job taken out of order (a warm model, an overdue job) does not move the
-/// clock past the jobs still waiting.
+/// probe of `jobs_queue_fair` (written once: PostgreSQL runs a subquery once
+/// per mention). Served in tag order this is the claimed job's tag; a job
+/// taken out of order (a warm model, an overdue job) does not move the clock
+/// past the jobs still waiting.
 pub(crate) const FAIR_CLOCK_ADVANCE: &str =
     "INSERT INTO fair_clocks (capability, priority, virtual_time) \
      SELECT $1, $2, COALESCE((SELECT fair_tag FROM jobs WHERE status = 'QUEUED' \
