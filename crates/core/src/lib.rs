@@ -2,9 +2,10 @@
 //!
 //! Everything here is a pure function or a plain value: job ids and the job state
 //! machine, capabilities, plans and priorities, the model catalogue, parameter
-//! validation, prompt rules, token costs, billing days and the queue-selection policy. The
-//! scheduler, the simulator and the tests all call the same code, so a rule is
-//! written once and tested without a database.
+//! validation, prompt rules, token costs, billing days, fair queuing within a
+//! plan and the queue-selection policy. The scheduler, the simulator and the
+//! tests all call the same code, so a rule is written once and tested without
+//! a database.
 //!
 //! What must not live here: anything that talks to a network, a database, a clock
 //! (callers pass `now`) or a file. Wire formats belong to `tessera-api`.
@@ -13,6 +14,7 @@ pub mod billing;
 pub mod capability;
 pub mod catalog;
 pub mod codes;
+pub mod fair;
 pub mod ids;
 pub mod moderation;
 pub mod params;

@@ -23,22 +23,29 @@
 //!    jobs only while every one of them has waited less than `affinity_patience`.
 //!    Within one priority the warm job always goes first.
 //!
-//! Otherwise the highest-priority, oldest compatible job runs.
+//! Otherwise the first compatible job in queue order runs. Queue order is
+//! priority, then the job's fair-queuing tag ([`crate::fair`]: start-time fair
+//! queuing over users, so one user's flood does not hold back the others'
+//! jobs of the same plan), then arrival, then id; the warm job affinity
+//! prefers is the first warm job in that order. Age (arrival) decides only
+//! where the wait bound does, so the bound keeps its meaning whatever the tags.
 //!
 //! The decision needs only a few jobs, never the whole queue: the oldest
-//! compatible job, the best compatible job (priority, then age), the best and the
+//! compatible job, the best compatible job (priority, then tag), the best and the
 //! oldest compatible jobs on a loaded model, the oldest compatible job that
 //! outranks the best warm one, and (for [`PolicyKind::Seed`]) the warm head of
-//! each priority. [`Candidates`] holds them. Within one priority, queue order and
-//! age order agree, so all of them are among the heads of the queue per capability, model
-//! and priority: the stores read those heads (a few rows from one partial index)
-//! and, like the simulator and the tests, find the four with
+//! each priority. [`Candidates`] holds them. Each is the first of some
+//! (capability, model, priority) range either in queue order or in age order,
+//! so all of them are among the heads of those ranges in both orders: the
+//! stores read those heads (a few rows from each of two partial indexes) and,
+//! like the simulator and the tests, find the candidates with
 //! [`Candidates::from_queue`]; all then call the same [`Policy::choose`].
 
 use std::cmp::Reverse;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fair::Tag;
 use crate::{Capability, Millis, Priority};
 
 /// A queued job as the policy sees it.
@@ -48,14 +55,23 @@ pub struct QueuedJob<Id> {
     pub capability: Capability,
     pub model: String,
     pub priority: Priority,
+    /// Its start tag in its queue's fair order ([`crate::fair`]), fixed when
+    /// it was first queued.
+    pub fair_tag: Tag,
     /// When the job (last) entered the queue.
     pub queued_at: Millis,
 }
 
 impl<Id: Ord> QueuedJob<Id> {
-    /// Queue order: higher priority first, then first come, then id.
-    fn best_key(&self) -> (Reverse<Priority>, Millis, &Id) {
-        (Reverse(self.priority), self.queued_at, &self.id)
+    /// Queue order: higher priority first, then the fair tag, then first
+    /// come, then id.
+    fn best_key(&self) -> (Reverse<Priority>, Tag, Millis, &Id) {
+        (
+            Reverse(self.priority),
+            self.fair_tag,
+            self.queued_at,
+            &self.id,
+        )
     }
 
     /// Age order: first come, then higher priority, then id.
@@ -72,7 +88,7 @@ impl<Id> QueuedJob<Id> {
 }
 
 /// How many jobs of `head` (a prefix of the queue in queue order: priority, then
-/// age, then id) run before `job`. `job` need not be in `head`.
+/// fair tag, then age, then id) run before `job`. `job` need not be in `head`.
 pub fn jobs_ahead<Id: Ord>(head: &[QueuedJob<Id>], job: &QueuedJob<Id>) -> usize {
     let key = job.best_key();
     head.partition_point(|j| j.best_key() < key)
@@ -103,7 +119,7 @@ impl WorkerView<'_> {
 pub struct Candidates<J> {
     /// Queued longest.
     pub oldest: Option<J>,
-    /// Highest priority, then queued longest.
+    /// First in queue order: highest priority, then lowest fair tag.
     pub best: Option<J>,
     /// Like `best`, among jobs whose model is loaded on the worker.
     pub best_loaded: Option<J>,
@@ -145,7 +161,8 @@ impl<J: Clone> Candidates<&J> {
     }
 }
 
-/// Queue order: priority first, then age, then id. Equal only for the same job.
+/// Queue order: priority first, then fair tag, then age, then id. Equal only
+/// for the same job.
 pub fn queue_order<Id: Ord>(a: &QueuedJob<Id>, b: &QueuedJob<Id>) -> std::cmp::Ordering {
     a.best_key().cmp(&b.best_key())
 }
@@ -334,11 +351,16 @@ mod tests {
     const CAPS: [Capability; 2] = [Capability::Image, Capability::Video];
 
     fn job(id: u32, priority: u8, model: &str, queued_at: Millis) -> QueuedJob<u32> {
+        tagged(id, priority, model, queued_at, 0)
+    }
+
+    fn tagged(id: u32, priority: u8, model: &str, queued_at: Millis, tag: i64) -> QueuedJob<u32> {
         QueuedJob {
             id,
             capability: Capability::Image,
             model: model.into(),
             priority: Priority(priority),
+            fair_tag: tag,
             queued_at,
         }
     }
@@ -355,13 +377,18 @@ mod tests {
         }
     }
 
+    /// A job with any tag: the tags of a queue are unrelated to the jobs'
+    /// ages (ties included), so the policy's rules must hold for any.
     fn arb_job(id: u32) -> impl Strategy<Value = QueuedJob<u32>> {
-        (0u8..4, 0usize..4, 0usize..2, 0i64..2_000).prop_map(move |(p, m, c, t)| QueuedJob {
-            id,
-            capability: CAPS[c],
-            model: MODELS[m].to_owned(),
-            priority: Priority(p),
-            queued_at: t,
+        (0u8..4, 0usize..4, 0usize..2, 0i64..2_000, 0i64..40).prop_map(move |(p, m, c, t, tag)| {
+            QueuedJob {
+                id,
+                capability: CAPS[c],
+                model: MODELS[m].to_owned(),
+                priority: Priority(p),
+                fair_tag: tag,
+                queued_at: t,
+            }
         })
     }
 
@@ -436,7 +463,8 @@ mod tests {
                 for other in &queue {
                     prop_assert!(other.priority <= j.priority);
                     if other.priority == j.priority {
-                        prop_assert!(other.queued_at >= j.queued_at);
+                        // Within a priority, fair order: tag, then arrival.
+                        prop_assert!((other.fair_tag, other.queued_at) >= (j.fair_tag, j.queued_at));
                     }
                 }
             }
@@ -500,14 +528,19 @@ mod tests {
             }
         }
 
-        /// One worker drains a queue that keeps receiving warm-model FREE jobs. Once a
-        /// job has waited twice the bound only jobs queued before it start ahead of
-        /// it, and every job is served: the stream cannot starve anyone.
+        /// One worker drains a queue that keeps receiving warm-model FREE jobs
+        /// from one user, fairly tagged per priority with the others' jobs.
+        /// Once a job has waited twice the bound only jobs queued before it
+        /// start ahead of it, and every job is served: neither the stream nor
+        /// the tags can starve anyone.
         #[test]
         fn no_job_starves_under_a_stream_of_warm_jobs(
-            arrivals in proptest::collection::vec((0u8..4, 0usize..4), 1..120),
+            arrivals in proptest::collection::vec((0u8..4, 0usize..4, 1u32..6, 0i64..4), 1..120),
             stream_every in 1usize..4,
         ) {
+            use std::collections::HashMap;
+            use crate::fair::FairQueue;
+            let mut fair: HashMap<u8, FairQueue<u32>> = HashMap::new();
             let p = policy();
             let service = 50; // ms per job
             let models = all_models();
@@ -519,17 +552,26 @@ mod tests {
             // (job, dispatched at), in dispatch order.
             let mut dispatched: Vec<(QueuedJob<u32>, Millis)> = Vec::new();
             for step in 0..2_500usize {
-                if let Some((prio, m)) = pending.next() {
-                    queue.push(job(next_id, prio, MODELS[m], now));
+                if let Some((prio, m, user, tokens)) = pending.next() {
+                    let tag = fair.entry(prio).or_default().enqueue(user, tokens);
+                    queue.push(tagged(next_id, prio, MODELS[m], now, tag));
                     next_id += 1;
                 }
                 if step % stream_every == 0 && step < 1_000 {
-                    queue.push(job(next_id, 0, "m0", now));
+                    let tag = fair.entry(0).or_default().enqueue(0, 1);
+                    queue.push(tagged(next_id, 0, "m0", now, tag));
                     next_id += 1;
                 }
                 let w = WorkerView { capabilities: &CAPS, models: &models, loaded_models: &loaded };
                 let Some((chosen, _)) = p.choose_from_queue(&queue, &w, now) else { continue };
                 let chosen = chosen.clone();
+                let head = queue
+                    .iter()
+                    .filter(|j| j.priority == chosen.priority)
+                    .map(|j| j.fair_tag)
+                    .min()
+                    .expect("the chosen job is queued");
+                fair.entry(chosen.priority.0).or_default().claimed(head);
                 queue.retain(|j| j.id != chosen.id);
                 loaded = vec![chosen.model.clone()];
                 dispatched.push((chosen, now));
@@ -561,6 +603,16 @@ mod tests {
         assert_eq!(jobs_ahead(&head, &job(9, 3, "m1", 0)), 0);
         assert_eq!(jobs_ahead(&head, &job(9, 0, "m1", 3)), 2);
         assert_eq!(jobs_ahead(&head, &job(9, 1, "m1", 3)), 1);
+        // Within a priority the fair tag comes before age.
+        let mut head = vec![
+            tagged(1, 0, "m0", 1, 7),
+            tagged(2, 0, "m0", 5, 3),
+            tagged(3, 1, "m0", 9, 9),
+        ];
+        head.sort_by(|a, b| a.best_key().cmp(&b.best_key()));
+        assert_eq!(head.iter().map(|j| j.id).collect::<Vec<_>>(), vec![3, 2, 1]);
+        assert_eq!(jobs_ahead(&head, &tagged(9, 0, "m1", 0, 5)), 2);
+        assert_eq!(jobs_ahead(&head, &tagged(9, 0, "m1", 0, 3)), 1);
     }
 
     #[test]

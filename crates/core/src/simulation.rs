@@ -217,6 +217,9 @@ pub fn simulate(w: &Workload, policy: Policy) -> Outcome {
                 capability: Capability::Image,
                 model: w.models[j.model].0.clone(),
                 priority: w.plans[j.plan].1,
+                // The workload has no users: one share per plan, whose
+                // tags would follow arrival, which ties at 0 do too.
+                fair_tag: 0,
                 queued_at: j.at,
             });
             next += 1;

@@ -83,6 +83,7 @@ impl QueuePositions {
             capability: job.capability,
             model: job.model.clone(),
             priority: job.priority,
+            fair_tag: job.fair_tag,
             queued_at: job.queued_at.unwrap_or(job.created_at),
         };
         Ok((jobs_ahead(&snap.head, &me) as u64).min(u64::from(self.cap)))

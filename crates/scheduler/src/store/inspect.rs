@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::NaiveDate;
 
 use tessera_core::policy::{Candidates, Policy, QueuedJob, Reason};
-use tessera_core::{JobId, Millis, UserRef};
+use tessera_core::{Capability, JobId, Millis, UserRef};
 
 use super::{JobRecord, Store, StoreError, WorkerSlot};
 
@@ -21,6 +21,20 @@ pub trait Inspect: Store {
     /// Tokens charged on a day to the user with this id: the `usage_daily`
     /// row that jobs with this `user_id` were charged to and are refunded to.
     async fn tokens_charged(&self, user_id: i64, day: NaiveDate) -> Result<i64, StoreError>;
+
+    /// The database's plan for each statement that reads the queue on the
+    /// dispatch and create paths, for one (capability, model) range: the
+    /// dispatch window at `depth` (`window`), the queue head behind
+    /// positions (`head`), the unservable sweep's read of every job queued
+    /// before now (`before`) and the clock's advance after a claim (`clock`). Each plan is its lines as
+    /// the database words them (`EXPLAIN` on PostgreSQL, `EXPLAIN QUERY
+    /// PLAN` details on SQLite).
+    async fn queue_plans(
+        &self,
+        capability: Capability,
+        model: &str,
+        depth: u32,
+    ) -> Result<Vec<(&'static str, Vec<String>)>, StoreError>;
 
     /// The queue policy's candidates for one worker (a window of depth 1).
     async fn candidates(
@@ -64,6 +78,9 @@ macro_rules! impl_inspect {
             use chrono::NaiveDate;
             use tessera_core::UserRef;
 
+            use tessera_core::{Capability, Millis};
+
+            use $crate::store::transitions::FAIR_CLOCK_ADVANCE;
             use $crate::store::users::BILLING_USER;
             use $crate::store::{Inspect, StoreError};
 
@@ -93,6 +110,38 @@ macro_rules! impl_inspect {
                 ) -> Result<i64, StoreError> {
                     let mut conn = self.reader().acquire().await?;
                     Self::used_on(&mut conn, user_id, day).await
+                }
+
+                async fn queue_plans(
+                    &self,
+                    capability: Capability,
+                    model: &str,
+                    depth: u32,
+                ) -> Result<Vec<(&'static str, Vec<String>)>, StoreError> {
+                    let range = [(capability, model.to_owned())];
+                    let window = Self::queue_window_statement(Self::EXPLAIN, &range, depth);
+                    let head = Self::queue_head_statement(Self::EXPLAIN, capability, 1_000);
+                    let before = Self::queued_before_statement(
+                        Self::EXPLAIN,
+                        capability,
+                        model,
+                        Millis::MAX,
+                        100,
+                    );
+                    let mut clock = sqlx::QueryBuilder::new(Self::EXPLAIN);
+                    clock.push(FAIR_CLOCK_ADVANCE);
+                    let mut plans = Vec::new();
+                    for (what, mut qb) in [("window", window), ("head", head), ("before", before)] {
+                        plans.push((what, self.plan_lines(qb.build()).await?));
+                    }
+                    // The clock's statement has its parameters written in.
+                    let clock = clock
+                        .build()
+                        .bind(capability.as_str())
+                        .bind(0i32)
+                        .bind(i64::MAX);
+                    plans.push(("clock", self.plan_lines(clock).await?));
+                    Ok(plans)
                 }
             }
         };

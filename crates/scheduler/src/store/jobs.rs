@@ -116,14 +116,54 @@ pub(crate) struct ReplayRow {
     pub request_hash: Option<Vec<u8>>,
 }
 
-/// Columns of a new job, in the order `bind_new_job` ([`impl_jobs`]) binds them.
+/// Columns of a new job, in the order `bind_new_job` ([`impl_jobs`]) binds them,
+/// then `fair_tag`, which each backend computes in its insert.
 pub(crate) const NEW_JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, \
     model, priority, status, params, reply_context, cost_tokens, billing_day, idempotency_key, \
-    request_hash, created_at, queued_at, request_id, adult_allowed";
+    request_hash, created_at, queued_at, request_id, adult_allowed, fair_tag";
 
-/// `$1..$18` for [`NEW_JOB_COLUMNS`] (queued_at repeats created_at).
+/// `$1..$18` for [`NEW_JOB_COLUMNS`] but the last (queued_at repeats created_at).
 pub(crate) const NEW_JOB_VALUES: &str =
     "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18";
+
+/// The parameters of a fair-share upsert, as placeholders of the statement
+/// it is part of (`"$2"`...).
+pub(crate) struct FairParams<'a> {
+    pub user_id: &'a str,
+    pub capability: &'a str,
+    pub priority: &'a str,
+    /// The job's fair cost ([`tessera_core::fair::cost`]).
+    pub cost: &'a str,
+}
+
+/// The upsert of a user's finish tag in a queue ([`tessera_core::fair`]): a
+/// new job starts at the later of the queue's virtual time (0 for a queue no
+/// claim has moved yet) and the user's previous finish, and finishes its cost
+/// later. It answers the new finish tag; the job's start tag is that less its
+/// cost. `select` is what the new row is selected from (`FROM reserved`, so
+/// it is written only when the tokens were reserved), or empty. On
+/// PostgreSQL a racing create of the same user waits on the row and then
+/// reads the finish the first one wrote, so one user's tags never repeat;
+/// SQLite's one writer runs them in turn.
+pub(crate) fn fair_share_upsert(p: &FairParams<'_>, select: &str) -> String {
+    let FairParams {
+        user_id,
+        capability,
+        priority,
+        cost,
+    } = p;
+    format!(
+        "INSERT INTO fair_shares (user_id, capability, priority, finish_tag) \
+         SELECT {user_id}, {capability}, {priority}, \
+             COALESCE((SELECT virtual_time FROM fair_clocks \
+                       WHERE capability = {capability} AND priority = {priority}), 0) + {cost} \
+         {select} WHERE TRUE \
+         ON CONFLICT (user_id, capability, priority) DO UPDATE \
+         SET finish_tag = CASE WHEN fair_shares.finish_tag + {cost} > excluded.finish_tag \
+             THEN fair_shares.finish_tag + {cost} ELSE excluded.finish_tag END \
+         RETURNING finish_tag"
+    )
+}
 
 pub(crate) fn status_list(states: &[JobState]) -> Vec<&'static str> {
     states.iter().map(|s| s.as_str()).collect()

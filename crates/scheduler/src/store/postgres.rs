@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use tessera_core::fair;
 use tessera_core::params::ValidJob;
 use tessera_core::Priority;
 
-use super::jobs::{NEW_JOB_COLUMNS, NEW_JOB_VALUES};
+use super::jobs::{fair_share_upsert, FairParams, NEW_JOB_COLUMNS, NEW_JOB_VALUES};
 use super::rows::{JobRow, JOB_COLUMNS};
 use super::{impl_store, NewJob, StoreError};
 use crate::config::DatabaseConfig;
@@ -48,6 +49,22 @@ impl PgStore {
 }
 
 impl PgStore {
+    /// What goes before a statement to have its plan (for tools and tests).
+    const EXPLAIN: &'static str = "EXPLAIN (COSTS OFF) ";
+
+    /// The plan PostgreSQL answers for an `EXPLAIN` statement, line by line.
+    async fn plan_lines(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<String>, StoreError> {
+        use sqlx::Row;
+        let rows = query.fetch_all(&self.pool).await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>(0))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// Holds the ledger's lock on one grant (provider, reference) until the
     /// transaction ends. Applying an event reads the grant and writes what it
     /// computed, so two events of one grant applied at once must take turns:
@@ -68,9 +85,10 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// Reserves the tokens and inserts the job in one statement, which PostgreSQL
-    /// runs atomically: when the conditional upsert reserves nothing, the insert
-    /// selects no row. One round trip, no BEGIN/COMMIT; `None` means over quota.
+    /// Reserves the tokens, takes the job's fair tag and inserts the job in
+    /// one statement, which PostgreSQL runs atomically: when the conditional
+    /// upsert reserves nothing, the share upsert and the insert select no row.
+    /// One round trip, no BEGIN/COMMIT; `None` means over quota.
     async fn reserve_and_insert(
         &self,
         new: &NewJob,
@@ -80,6 +98,15 @@ impl PgStore {
         job: &ValidJob,
         limit: Option<i64>,
     ) -> Result<Option<JobRow>, sqlx::Error> {
+        let share = fair_share_upsert(
+            &FairParams {
+                user_id: "$2",
+                capability: "$6",
+                priority: "$8",
+                cost: "$20",
+            },
+            "FROM reserved",
+        );
         let sql = format!(
             "WITH reserved AS ( \
                INSERT INTO usage_daily (user_id, day, tokens_used, jobs_created) \
@@ -88,12 +115,15 @@ impl PgStore {
                SET tokens_used = usage_daily.tokens_used + excluded.tokens_used, \
                    jobs_created = usage_daily.jobs_created + 1 \
                WHERE $19::BIGINT IS NULL OR usage_daily.tokens_used + excluded.tokens_used <= $19 \
-               RETURNING 1) \
-             INSERT INTO jobs ({NEW_JOB_COLUMNS}) SELECT {NEW_JOB_VALUES} FROM reserved \
+               RETURNING 1), \
+             share AS ({share}) \
+             INSERT INTO jobs ({NEW_JOB_COLUMNS}) \
+             SELECT {NEW_JOB_VALUES}, share.finish_tag - $20 FROM share \
              RETURNING {JOB_COLUMNS}"
         );
         Self::bind_new_job(sqlx::query_as(&sql), new, user_id, user_ref, priority, job)
             .bind(limit)
+            .bind(fair::cost(job.cost_tokens))
             .fetch_optional(&self.pool)
             .await
     }

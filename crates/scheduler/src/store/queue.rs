@@ -52,7 +52,7 @@ impl WorkerSlot {
 #[async_trait]
 pub trait Queue {
     /// The first `limit` queued jobs of a capability, in queue order (priority,
-    /// then age, then id): one index-ordered scan.
+    /// then fair tag, then age, then id): one index-ordered scan.
     async fn queue_head(
         &self,
         capability: Capability,
@@ -61,12 +61,14 @@ pub trait Queue {
 
     /// A window on the queue: for every (capability, model) range given and
     /// every priority, the first `depth` queued jobs of that range in queue
-    /// order, each an exact range of one partial index.
+    /// order and the first `depth` in age order (each job once), each an
+    /// exact range of one partial index.
     ///
     /// The window is exact for the policy: for any set `E` of fewer than
     /// `depth` jobs, [`Candidates::from_queue`](tessera_core::policy::Candidates::from_queue) over the window less `E` is the
     /// candidates over the whole queue less `E`, for every worker whose
-    /// capabilities and models are among the ranges. A dispatch pass reads one
+    /// capabilities and models are among the ranges (each candidate is the
+    /// first of a range in one of the two orders). A dispatch pass reads one
     /// window with `depth` above its number of free workers and chooses for
     /// all of them in memory.
     async fn queue_window(
@@ -78,7 +80,8 @@ pub trait Queue {
     /// The queue by capability and model: how many jobs wait and since when.
     async fn queued_groups(&self) -> Result<Vec<QueueGroup>, StoreError>;
 
-    /// Queued jobs of a capability and model queued before `before`, in queue order.
+    /// Queued jobs of a capability and model queued before `before`, by
+    /// priority, then age.
     async fn queued_before(
         &self,
         capability: Capability,
@@ -96,17 +99,28 @@ pub trait Queue {
 }
 
 /// How many (capability, model) ranges one queue-window statement reads:
-/// four `UNION ALL` members each, well inside SQLite's compound-select limit.
+/// eight `UNION ALL` members each (four priorities, two orders), well inside
+/// SQLite's compound-select limit of 500.
 pub(crate) const WINDOW_RANGES_PER_STATEMENT: usize = 25;
+
+/// The two orders a window reads each range in, as `ORDER BY` clauses (the
+/// range fixes the priority; it stays in the clause so the index order is
+/// plain to see).
+pub(crate) const WINDOW_ORDERS: [&str; 2] = [
+    "priority DESC, fair_tag, queued_at, id",
+    "priority DESC, queued_at, id",
+];
 
 /// Implements [`Queue`] for a backend with `writer()` and `reader()` pools.
 macro_rules! impl_queue {
     ($store:ty, $db:ty) => {
         const _: () = {
+            use std::collections::HashSet;
+
             use tessera_core::policy::QueuedJob;
             use tessera_core::{Capability, JobId, Millis, Priority};
 
-            use $crate::store::queue::WINDOW_RANGES_PER_STATEMENT;
+            use $crate::store::queue::{WINDOW_ORDERS, WINDOW_RANGES_PER_STATEMENT};
             use $crate::store::rows::capability_str;
             use $crate::store::{Queue, QueueGroup, StoreError};
 
@@ -120,17 +134,13 @@ macro_rules! impl_queue {
                     Vec<QueuedJob<JobId>>,
                     StoreError,
                 > {
-                    let rows: Vec<(String, String, i32, i64)> = sqlx::query_as(
-                        "SELECT id, model, priority, queued_at FROM jobs \
-                         WHERE status = 'QUEUED' AND capability = $1 \
-                         ORDER BY priority DESC, queued_at, id LIMIT $2",
-                    )
-                    .bind(capability_str(capability))
-                    .bind(i64::from(limit))
-                    .fetch_all(self.reader())
-                    .await?;
+                    let rows: Vec<(String, String, i32, i64, i64)> =
+                        Self::queue_head_statement("", capability, limit)
+                            .build_query_as()
+                            .fetch_all(self.reader())
+                            .await?;
                     rows.into_iter()
-                        .map(|(id, model, priority, queued_at)| {
+                        .map(|(id, model, priority, queued_at, fair_tag)| {
                             Ok(QueuedJob {
                                 id: id.parse().map_err(|_| {
                                     StoreError::Corrupt(format!("job id {id:?}"))
@@ -138,6 +148,7 @@ macro_rules! impl_queue {
                                 capability,
                                 model,
                                 priority: Priority(priority.clamp(0, 255) as u8),
+                                fair_tag,
                                 queued_at,
                             })
                         })
@@ -162,35 +173,18 @@ macro_rules! impl_queue {
                     if depth == 0 {
                         return Ok(window);
                     }
-                    // Per capability, model and priority, the head of that exact
-                    // range of `jobs_queue_by_model`, in statements of at most
-                    // `WINDOW_RANGES_PER_STATEMENT` ranges. Within one priority,
-                    // queue order and age order agree, so these heads hold every
-                    // candidate the policy can ask for.
+                    let mut seen = HashSet::new();
                     for chunk in ranges.chunks(WINDOW_RANGES_PER_STATEMENT) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new("");
-                        let mut first = true;
-                        for (cap, model) in chunk {
-                            for p in Priority::FREE.0..=Priority::ADMIN.0 {
-                                if !first {
-                                    qb.push(" UNION ALL ");
-                                }
-                                first = false;
-                                qb.push(
-                                    "SELECT * FROM (SELECT id, capability, model, priority, queued_at \
-                                     FROM jobs WHERE status = 'QUEUED' AND capability = ",
-                                );
-                                qb.push_bind(capability_str(*cap));
-                                qb.push(" AND model = ").push_bind(model.clone());
-                                qb.push(" AND priority = ").push_bind(i32::from(p));
-                                qb.push(" ORDER BY priority DESC, queued_at, id LIMIT ")
-                                    .push_bind(i64::from(depth));
-                                qb.push(") AS head");
+                        let rows: Vec<(String, String, String, i32, i64, i64)> =
+                            Self::queue_window_statement("", chunk, depth)
+                                .build_query_as()
+                                .fetch_all(self.reader())
+                                .await?;
+                        for (id, capability, model, priority, queued_at, fair_tag) in rows {
+                            // A job first in both orders comes twice.
+                            if !seen.insert(id.clone()) {
+                                continue;
                             }
-                        }
-                        let rows: Vec<(String, String, String, i32, i64)> =
-                            qb.build_query_as().fetch_all(self.reader()).await?;
-                        for (id, capability, model, priority, queued_at) in rows {
                             let corrupt = |what: String| StoreError::Corrupt(what);
                             window.push(QueuedJob {
                                 id: id.parse().map_err(|_| corrupt(format!("job id {id:?}")))?,
@@ -199,6 +193,7 @@ macro_rules! impl_queue {
                                     .map_err(|_| corrupt(format!("capability {capability:?}")))?,
                                 model,
                                 priority: Priority(priority.clamp(0, 255) as u8),
+                                fair_tag,
                                 queued_at,
                             });
                         }
@@ -238,17 +233,11 @@ macro_rules! impl_queue {
                     before: Millis,
                     limit: u32,
                 ) -> Result<Vec<JobId>, StoreError> {
-                    let rows: Vec<(String,)> = sqlx::query_as(
-                        "SELECT id FROM jobs WHERE status = 'QUEUED' AND capability = $1 \
-                         AND model = $2 AND queued_at < $3 ORDER BY priority DESC, queued_at, id \
-                         LIMIT $4",
-                    )
-                    .bind(capability_str(capability))
-                    .bind(model)
-                    .bind(before)
-                    .bind(i64::from(limit))
-                    .fetch_all(self.reader())
-                    .await?;
+                    let rows: Vec<(String,)> =
+                        Self::queued_before_statement("", capability, model, before, limit)
+                            .build_query_as()
+                            .fetch_all(self.reader())
+                            .await?;
                     rows.into_iter()
                         .map(|(id,)| {
                             id.parse().map_err(|_| {
@@ -273,6 +262,81 @@ macro_rules! impl_queue {
                     .fetch_all(self.reader())
                     .await?;
                     Ok(rows.into_iter().filter_map(|(ms,)| ms).collect())
+                }
+            }
+
+            impl $store {
+                /// The first `limit` queued jobs of a capability in queue
+                /// order: an index-ordered range of `jobs_queue_fair`.
+                /// `prefix` goes before it (`EXPLAIN`, for tools).
+                pub(crate) fn queue_head_statement(
+                    prefix: &str,
+                    capability: Capability,
+                    limit: u32,
+                ) -> sqlx::QueryBuilder<'static, $db> {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(prefix);
+                    qb.push(
+                        "SELECT id, model, priority, queued_at, fair_tag FROM jobs \
+                         WHERE status = 'QUEUED' AND capability = ",
+                    );
+                    qb.push_bind(capability_str(capability));
+                    qb.push(" ORDER BY priority DESC, fair_tag, queued_at, id LIMIT ");
+                    qb.push_bind(i64::from(limit));
+                    qb
+                }
+
+                /// The window's statement for some ranges: per range, priority
+                /// and order, the head of that exact range of
+                /// `jobs_queue_by_model_fair` or `jobs_queue_by_model_age`,
+                /// `depth` rows each, in one `UNION ALL`.
+                pub(crate) fn queue_window_statement(
+                    prefix: &str,
+                    ranges: &[(Capability, String)],
+                    depth: u32,
+                ) -> sqlx::QueryBuilder<'static, $db> {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(prefix);
+                    let mut first = true;
+                    for (cap, model) in ranges {
+                        for p in Priority::FREE.0..=Priority::ADMIN.0 {
+                            for order in WINDOW_ORDERS {
+                                if !first {
+                                    qb.push(" UNION ALL ");
+                                }
+                                first = false;
+                                qb.push(
+                                    "SELECT * FROM (SELECT id, capability, model, priority, \
+                                     queued_at, fair_tag FROM jobs \
+                                     WHERE status = 'QUEUED' AND capability = ",
+                                );
+                                qb.push_bind(capability_str(*cap));
+                                qb.push(" AND model = ").push_bind(model.clone());
+                                qb.push(" AND priority = ").push_bind(i32::from(p));
+                                qb.push(" ORDER BY ").push(order).push(" LIMIT ");
+                                qb.push_bind(i64::from(depth));
+                                qb.push(") AS head");
+                            }
+                        }
+                    }
+                    qb
+                }
+
+                /// Queued jobs of a range queued before a time, by priority
+                /// then age: a range of `jobs_queue_by_model_age`.
+                pub(crate) fn queued_before_statement(
+                    prefix: &str,
+                    capability: Capability,
+                    model: &str,
+                    before: Millis,
+                    limit: u32,
+                ) -> sqlx::QueryBuilder<'static, $db> {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(prefix);
+                    qb.push("SELECT id FROM jobs WHERE status = 'QUEUED' AND capability = ");
+                    qb.push_bind(capability_str(capability));
+                    qb.push(" AND model = ").push_bind(model.to_owned());
+                    qb.push(" AND queued_at < ").push_bind(before);
+                    qb.push(" ORDER BY priority DESC, queued_at, id LIMIT ");
+                    qb.push_bind(i64::from(limit));
+                    qb
                 }
             }
         };

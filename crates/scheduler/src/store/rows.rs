@@ -48,12 +48,15 @@ pub struct JobRecord {
     /// request's context (a Discord channel's flag, a Telegram chat's
     /// setting, a website account's confirmed age) and the user's plan.
     pub adult_allowed: bool,
+    /// Its start tag in its queue's fair order (`tessera_core::fair`), fixed
+    /// when it was queued and kept when a lost worker gives it back.
+    pub fair_tag: i64,
 }
 
 pub(crate) const JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, model, \
     priority, status, params, reply_context, cost_tokens, billing_day, refunded, attempts, \
     worker_id, progress, error_code, error_message, created_at, queued_at, started_at, ended_at, \
-    delivered_at, request_id, adult_allowed";
+    delivered_at, request_id, adult_allowed, fair_tag";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct JobRow {
@@ -83,6 +86,7 @@ pub(crate) struct JobRow {
     delivered_at: Option<i64>,
     request_id: Option<String>,
     adult_allowed: bool,
+    fair_tag: i64,
 }
 
 pub(crate) fn corrupt(what: &str, value: &str) -> StoreError {
@@ -137,6 +141,7 @@ impl TryFrom<JobRow> for JobRecord {
             delivered_at: r.delivered_at,
             request_id: r.request_id,
             adult_allowed: r.adult_allowed,
+            fair_tag: r.fair_tag,
         })
     }
 }

@@ -13,11 +13,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
+use tessera_core::fair;
 use tessera_core::params::ValidJob;
 use tessera_core::Priority;
 
-use super::jobs::{NEW_JOB_COLUMNS, NEW_JOB_VALUES};
-use super::rows::{JobRow, JOB_COLUMNS};
+use super::jobs::{fair_share_upsert, FairParams, NEW_JOB_COLUMNS, NEW_JOB_VALUES};
+use super::rows::{capability_str, JobRow, JOB_COLUMNS};
 use super::{impl_store, NewJob, StoreError};
 use crate::config::{self, DatabaseConfig};
 
@@ -69,6 +70,23 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// What goes before a statement to have its plan (for tools and tests).
+    const EXPLAIN: &'static str = "EXPLAIN QUERY PLAN ";
+
+    /// The plan SQLite answers for an `EXPLAIN QUERY PLAN` statement: each
+    /// step's detail, in order.
+    async fn plan_lines<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> Result<Vec<String>, StoreError> {
+        use sqlx::Row;
+        let rows = query.fetch_all(&self.reader).await?;
+        Ok(rows
+            .iter()
+            .map(|r| r.try_get::<String, _>("detail"))
+            .collect::<Result<_, _>>()?)
+    }
+
     /// The ledger's lock on one grant: nothing to do, since every write
     /// transaction runs on the one writer connection, one at a time.
     async fn lock_grant(
@@ -81,8 +99,9 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Reserves the tokens with a conditional upsert and inserts the job, in one
-    /// transaction on the single writer connection; `None` means over quota.
+    /// Reserves the tokens with a conditional upsert, takes the job's fair
+    /// tag and inserts the job, in one transaction on the single writer
+    /// connection; `None` means over quota.
     async fn reserve_and_insert(
         &self,
         new: &NewJob,
@@ -110,10 +129,29 @@ impl SqliteStore {
         if reserved.rows_affected() == 0 {
             return Ok(None);
         }
+        let cost = fair::cost(job.cost_tokens);
+        let share = fair_share_upsert(
+            &FairParams {
+                user_id: "$1",
+                capability: "$2",
+                priority: "$3",
+                cost: "$4",
+            },
+            "",
+        );
+        let (finish,): (i64,) = sqlx::query_as(&share)
+            .bind(user_id)
+            .bind(capability_str(new.capability))
+            .bind(i32::from(priority.0))
+            .bind(cost)
+            .fetch_one(&mut *tx)
+            .await?;
         let sql = format!(
-            "INSERT INTO jobs ({NEW_JOB_COLUMNS}) VALUES ({NEW_JOB_VALUES}) RETURNING {JOB_COLUMNS}"
+            "INSERT INTO jobs ({NEW_JOB_COLUMNS}) VALUES ({NEW_JOB_VALUES}, $19) \
+             RETURNING {JOB_COLUMNS}"
         );
         let row = Self::bind_new_job(sqlx::query_as(&sql), new, user_id, user_ref, priority, job)
+            .bind(finish - cost)
             .fetch_one(&mut *tx)
             .await?;
         tx.commit().await?;

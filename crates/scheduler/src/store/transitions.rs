@@ -86,15 +86,35 @@ pub trait Transitions {
     ) -> Result<bool, StoreError>;
 }
 
+/// Moves a queue's virtual time ([`tessera_core::fair`]) after a claim: to the
+/// smallest start tag the claim found queued, the claimed jobs' included
+/// (`$3`, the smallest of theirs), never back. `$1` and `$2` are the queue's
+/// capability and priority; the head left queued, if below `$3`, is one
+/// probe of `jobs_queue_fair` (written once: PostgreSQL runs a subquery once
+/// per mention). Served in tag order this is the claimed job's tag; a job
+/// taken out of order (a warm model, an overdue job) does not move the clock
+/// past the jobs still waiting.
+pub(crate) const FAIR_CLOCK_ADVANCE: &str =
+    "INSERT INTO fair_clocks (capability, priority, virtual_time) \
+     SELECT $1, $2, COALESCE((SELECT fair_tag FROM jobs WHERE status = 'QUEUED' \
+         AND capability = $1 AND priority = $2 AND fair_tag < $3 \
+         ORDER BY priority DESC, fair_tag LIMIT 1), $3) \
+     WHERE TRUE \
+     ON CONFLICT (capability, priority) DO UPDATE SET virtual_time = excluded.virtual_time \
+     WHERE excluded.virtual_time > fair_clocks.virtual_time";
+
 /// Implements [`Transitions`] for a backend with `writer()` and `reader()`
 /// pools, with `transition_in`, which applies one transition inside a
 /// transaction.
 macro_rules! impl_transitions {
     ($store:ty, $db:ty) => {
         const _: () = {
+            use std::collections::BTreeMap;
+
             use tessera_core::{JobId, Millis, Transition, WorkerId};
 
-            use $crate::store::rows::{JobRow, JOB_COLUMNS};
+            use $crate::store::rows::{capability_str, JobRow, JOB_COLUMNS};
+            use $crate::store::transitions::FAIR_CLOCK_ADVANCE;
             use $crate::store::{
                 Fence, JobRecord, Jobs, StoreError, TransitionChange, TransitionOutcome,
                 Transitions,
@@ -140,6 +160,23 @@ macro_rules! impl_transitions {
                         if let Some(job) = Self::transition_in(&mut tx, id, dispatch, &change).await? {
                             claimed.push(job);
                         }
+                    }
+                    // Each queue claimed from moves its virtual time, once per
+                    // pass, in one order on every replica, so two passes wait
+                    // for each other at worst and never deadlock.
+                    let mut heads: BTreeMap<(&'static str, i32), i64> = BTreeMap::new();
+                    for job in &claimed {
+                        let queue = (capability_str(job.capability), i32::from(job.priority.0));
+                        let head = heads.entry(queue).or_insert(job.fair_tag);
+                        *head = (*head).min(job.fair_tag);
+                    }
+                    for ((capability, priority), claimed_head) in heads {
+                        sqlx::query(FAIR_CLOCK_ADVANCE)
+                            .bind(capability)
+                            .bind(priority)
+                            .bind(claimed_head)
+                            .execute(&mut *tx)
+                            .await?;
                     }
                     tx.commit().await?;
                     Ok(claimed)

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod common;
+mod fair;
 mod jobs;
 mod keys;
 mod payments;

@@ -169,6 +169,7 @@ async fn queue_windows_find_what_a_full_scan_finds(backend: Backend) {
             capability: j.capability,
             model: j.model,
             priority: j.priority,
+            fair_tag: j.fair_tag,
             queued_at: j.queued_at.unwrap(),
         })
         .collect();
