@@ -231,6 +231,25 @@ pub fn api_error(e: &ClientError, now: DateTime<Utc>) -> String {
                     ),
                     None => "You have used up today's tokens for that. Send /quota to see your plan.".into(),
                 },
+                // Nothing was charged; the scheduler says when a retry is admitted.
+                Some(ErrorCode::QueueFull) => {
+                    let retry = d.retry_after_seconds.unwrap_or(60) as i64;
+                    match d.expected_wait_seconds {
+                        Some(wait) => format!(
+                            "The queue is full right now (about {} of waiting ahead). Try again in {}. Nothing was charged.",
+                            duration_words(wait as i64),
+                            duration_words(retry)
+                        ),
+                        None => format!(
+                            "The queue is full right now. Try again in {}. Nothing was charged.",
+                            duration_words(retry)
+                        ),
+                    }
+                }
+                Some(ErrorCode::TooManyQueued) => format!(
+                    "You already have as many jobs waiting as your plan allows. Try again in {}, once one of them has started. Nothing was charged.",
+                    duration_words(d.retry_after_seconds.unwrap_or(60) as i64)
+                ),
                 Some(code) if code.is_credential() => {
                     "This bot is not set up correctly (its API key was refused). It has been logged for the operators.".into()
                 }

@@ -4,6 +4,7 @@
 //! Every test runs on PostgreSQL and on SQLite and must pass unchanged on both.
 
 mod accounts;
+mod admission;
 mod admin;
 mod common;
 mod files;
