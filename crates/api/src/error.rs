@@ -81,7 +81,11 @@ impl ApiErrorBody {
     }
 
     /// Says when to retry, and for a full queue how long its wait is.
-    pub fn with_retry(mut self, retry_after_seconds: u64, expected_wait_seconds: Option<u64>) -> Self {
+    pub fn with_retry(
+        mut self,
+        retry_after_seconds: u64,
+        expected_wait_seconds: Option<u64>,
+    ) -> Self {
         self.error.retry_after_seconds = Some(retry_after_seconds);
         self.error.expected_wait_seconds = expected_wait_seconds;
         self

@@ -201,7 +201,13 @@ mod tests {
         let free = plan("free", Priority::FREE);
         let full = [(Priority::FREE, 1000)];
         assert_eq!(
-            decide(&config, 1000, &free, "sdxl-1.0", &inputs(&full, 0, Some(60.0))),
+            decide(
+                &config,
+                1000,
+                &free,
+                "sdxl-1.0",
+                &inputs(&full, 0, Some(60.0))
+            ),
             Ok(())
         );
         assert_eq!(

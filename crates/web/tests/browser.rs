@@ -1016,10 +1016,16 @@ async fn a_full_queue_is_shown_on_the_form_with_when_to_try_again() {
     assert!(page.contains("The queue is full right now"), "{page}");
     assert!(page.contains("of waiting ahead"), "{page}");
     assert!(page.contains("Try again in"), "{page}");
-    assert!(page.contains("a lamp in a hurry"), "the form keeps what was typed");
+    assert!(
+        page.contains("a lamp in a hurry"),
+        "the form keeps what was typed"
+    );
     let ada_ref = web_user_of(&site, "ada@example.org").await;
     let quota = api.get_user(&ada_ref).await.unwrap();
-    assert_eq!(quota.tokens_used_today, 1, "only the first image was charged");
+    assert_eq!(
+        quota.tokens_used_today, 1,
+        "only the first image was charged"
+    );
     site.web.shutdown().await.unwrap();
 }
 

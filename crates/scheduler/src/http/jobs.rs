@@ -235,7 +235,10 @@ pub async fn create(
             ))
         }
         CreateOutcome::Invalid(e) => {
-            let not_admitted = not_admitted.lock().unwrap_or_else(|e| e.into_inner()).take();
+            let not_admitted = not_admitted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
             if let Some((plan, refusal)) = not_admitted {
                 return Err(not_admitted_error(&state, &new, &plan, refusal));
             }

@@ -55,9 +55,7 @@ async fn queued(tg: &Client) -> usize {
 
 async fn a_full_queue_refuses_its_plan_with_the_wait_and_a_retry_time(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
-        c.admission
-            .max_wait_ms
-            .insert("free".into(), FREE_BOUND_MS);
+        c.admission.max_wait_ms.insert("free".into(), FREE_BOUND_MS);
     })
     .await;
     let http = reqwest::Client::new();
@@ -68,7 +66,10 @@ async fn a_full_queue_refuses_its_plan_with_the_wait_and_a_retry_time(backend: B
         .await
         .unwrap();
     let _worker = app
-        .worker("worker-gpu-0", vec![sim(Capability::Image, &["sdxl-1.0"], RUN_MS)])
+        .worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Image, &["sdxl-1.0"], RUN_MS)],
+        )
         .await;
 
     // One job completes: the run time is measured.
@@ -90,7 +91,14 @@ async fn a_full_queue_refuses_its_plan_with_the_wait_and_a_retry_time(backend: B
     let mut created = 0;
     let refused = loop {
         let user = format!("telegram:{}", 10 + created);
-        let answer = send(raw_create(&http, &app, &key, &tg_job(&user, prompt("more")), None)).await;
+        let answer = send(raw_create(
+            &http,
+            &app,
+            &key,
+            &tg_job(&user, prompt("more")),
+            None,
+        ))
+        .await;
         if answer.status == StatusCode::TOO_MANY_REQUESTS {
             break answer;
         }
@@ -115,7 +123,10 @@ async fn a_full_queue_refuses_its_plan_with_the_wait_and_a_retry_time(backend: B
     );
     // Retry once the excess has drained.
     assert!(retry >= 1 && retry <= wait - bound + 1, "{}", refused.body);
-    assert_eq!(refused.header("retry-after"), Some(retry.to_string().as_str()));
+    assert_eq!(
+        refused.header("retry-after"),
+        Some(retry.to_string().as_str())
+    );
     assert!(error.message.contains("retry in"), "{}", error.message);
 
     // Nothing charged, no job: the refused user exists with nothing spent.
@@ -133,10 +144,24 @@ async fn a_full_queue_refuses_its_plan_with_the_wait_and_a_retry_time(backend: B
     assert_eq!(refusals_counted(&app, "free", "queue_full").await, 1);
 
     // A pro job has no free job ahead of it: admitted at the same moment.
-    let pro = send(raw_create(&http, &app, &key, &tg_job("telegram:900", prompt("pro")), None)).await;
+    let pro = send(raw_create(
+        &http,
+        &app,
+        &key,
+        &tg_job("telegram:900", prompt("pro")),
+        None,
+    ))
+    .await;
     assert_eq!(pro.status, StatusCode::CREATED, "{}", pro.body);
     // And the free queue still refuses.
-    let again = send(raw_create(&http, &app, &key, &tg_job(&user, prompt("again")), None)).await;
+    let again = send(raw_create(
+        &http,
+        &app,
+        &key,
+        &tg_job(&user, prompt("again")),
+        None,
+    ))
+    .await;
     again.error(StatusCode::TOO_MANY_REQUESTS, "queue_full");
     app.shutdown().await;
 }
@@ -157,15 +182,27 @@ async fn a_user_at_their_plan_cap_is_refused_until_a_job_leaves_the_queue(backen
         .await
         .unwrap()
         .job;
-    tg.create_job(&tg_job("telegram:7", prompt("b")), None).await.unwrap();
-    let third = send(raw_create(&http, &app, &key, &tg_job("telegram:7", prompt("c")), None)).await;
+    tg.create_job(&tg_job("telegram:7", prompt("b")), None)
+        .await
+        .unwrap();
+    let third = send(raw_create(
+        &http,
+        &app,
+        &key,
+        &tg_job("telegram:7", prompt("c")),
+        None,
+    ))
+    .await;
     let error = third.error(StatusCode::TOO_MANY_REQUESTS, "too_many_queued");
     // Until one of them has run: one job's run time (the assumed 30 s of an
     // image, none measured yet).
     assert_eq!(error.retry_after_seconds, Some(30));
     assert_eq!(error.expected_wait_seconds, None);
     assert_eq!(third.header("retry-after"), Some("30"));
-    assert_eq!(tg.get_user("telegram:7").await.unwrap().tokens_used_today, 2);
+    assert_eq!(
+        tg.get_user("telegram:7").await.unwrap().tokens_used_today,
+        2
+    );
     assert_eq!(refusals_counted(&app, "free", "too_many_queued").await, 1);
 
     // A retry of an accepted create is answered with its job, cap or not.
@@ -182,7 +219,9 @@ async fn a_user_at_their_plan_cap_is_refused_until_a_job_leaves_the_queue(backen
 
     // Another user is not held to this one's count; a plan whose cap is 0
     // has none.
-    tg.create_job(&tg_job("telegram:8", prompt("x")), None).await.unwrap();
+    tg.create_job(&tg_job("telegram:8", prompt("x")), None)
+        .await
+        .unwrap();
     app.admin
         .set_plan("telegram:9", &"pro".parse().unwrap())
         .await
@@ -195,7 +234,14 @@ async fn a_user_at_their_plan_cap_is_refused_until_a_job_leaves_the_queue(backen
 
     // One job leaves the queue: the user is admitted again.
     tg.cancel_job(&a.job_id).await.unwrap();
-    let admitted = send(raw_create(&http, &app, &key, &tg_job("telegram:7", prompt("c")), None)).await;
+    let admitted = send(raw_create(
+        &http,
+        &app,
+        &key,
+        &tg_job("telegram:7", prompt("c")),
+        None,
+    ))
+    .await;
     assert_eq!(admitted.status, StatusCode::CREATED, "{}", admitted.body);
     app.shutdown().await;
 }

@@ -4,8 +4,8 @@
 //! Every test runs on PostgreSQL and on SQLite and must pass unchanged on both.
 
 mod accounts;
-mod admission;
 mod admin;
+mod admission;
 mod common;
 mod files;
 mod jobs;
