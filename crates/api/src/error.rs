@@ -130,5 +130,12 @@ mod tests {
             .with_resets_at(at);
         assert_eq!(full.error.field.as_deref(), Some("params.prompt"));
         assert_eq!(full.error.resets_at, Some(at));
+        let full = serde_json::to_value(
+            ApiErrorBody::new(ErrorCode::QueueFull, "the queue is full")
+                .with_retry(300, Some(1500)),
+        )
+        .unwrap();
+        assert_eq!(full["error"]["expected_wait_seconds"], 1500);
+        assert_eq!(full["error"]["retry_after_seconds"], 300);
     }
 }

@@ -377,6 +377,24 @@ mod tests {
     }
 
     #[test]
+    fn admission_refusals_say_the_wait_and_when_to_try_again() {
+        let refused = |code, wait, retry| ClientError::Api {
+            status: reqwest::StatusCode::TOO_MANY_REQUESTS,
+            body: tessera_api::ApiErrorBody::new(code, "from the scheduler")
+                .with_retry(retry, wait),
+        };
+        let now = Utc::now();
+        assert_eq!(
+            api_error(&refused(ErrorCode::QueueFull, Some(1500), 300), now),
+            "The queue is full right now (about 25 min of waiting ahead). Try again in 5 min. Nothing was charged."
+        );
+        assert_eq!(
+            api_error(&refused(ErrorCode::TooManyQueued, None, 40), now),
+            "You already have as many jobs waiting as your plan allows. Try again in 40 s, once one of them has started. Nothing was charged."
+        );
+    }
+
+    #[test]
     fn help_lists_the_bots_commands() {
         let h = help(&[Capability::Image]);
         assert!(h.contains("/imagine"));
