@@ -560,6 +560,41 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn admission_is_set_per_plan_from_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "t.toml",
+                "[admission.max_wait_ms]
+free = 600000
+[admission.max_queued_per_user]
+free = 3
+",
+            )?;
+            jail.set_env("TESSERA_ADMISSION__MAX_WAIT_MS__PRO", "1800000");
+            let c = SchedulerConfig::load(Some(Path::new("t.toml"))).unwrap();
+            assert_eq!(c.admission.bound_ms("free", 900_000), 600_000);
+            assert_eq!(c.admission.bound_ms("pro", 900_000), 1_800_000);
+            assert_eq!(c.admission.bound_ms("starter", 900_000), 900_000);
+            assert_eq!(c.admission.cap("free"), Some(3));
+            assert_eq!(c.admission.cap("pro"), None);
+            jail.create_file(
+                "bad.toml",
+                "[admission.max_wait_ms]
+free = 0
+",
+            )?;
+            let e = SchedulerConfig::load(Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("admission.max_wait_ms.free must be positive"),
+                "{e}"
+            );
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
     fn moderation_rules_are_checked_at_start() {
         figment::Jail::expect_with(|jail| {
             jail.create_file(
