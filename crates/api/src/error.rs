@@ -42,6 +42,15 @@ pub struct ErrorDetail {
     /// When quotas reset, on `quota_exhausted`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resets_at: Option<DateTime<Utc>>,
+    /// The expected wait (seconds) of the queue a new job would join, on
+    /// `queue_full`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expected_wait_seconds: Option<u64>,
+    /// Seconds after which the same request may be admitted, on
+    /// `queue_full` and `too_many_queued`; the `Retry-After` header says
+    /// the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_seconds: Option<u64>,
 }
 
 impl ApiErrorBody {
@@ -53,6 +62,8 @@ impl ApiErrorBody {
                 message: message.into(),
                 field: None,
                 resets_at: None,
+                expected_wait_seconds: None,
+                retry_after_seconds: None,
             },
         }
     }
@@ -66,6 +77,17 @@ impl ApiErrorBody {
     /// Says when quotas reset.
     pub fn with_resets_at(mut self, resets_at: DateTime<Utc>) -> Self {
         self.error.resets_at = Some(resets_at);
+        self
+    }
+
+    /// Says when to retry, and for a full queue how long its wait is.
+    pub fn with_retry(
+        mut self,
+        retry_after_seconds: u64,
+        expected_wait_seconds: Option<u64>,
+    ) -> Self {
+        self.error.retry_after_seconds = Some(retry_after_seconds);
+        self.error.expected_wait_seconds = expected_wait_seconds;
         self
     }
 
@@ -108,5 +130,12 @@ mod tests {
             .with_resets_at(at);
         assert_eq!(full.error.field.as_deref(), Some("params.prompt"));
         assert_eq!(full.error.resets_at, Some(at));
+        let full = serde_json::to_value(
+            ApiErrorBody::new(ErrorCode::QueueFull, "the queue is full")
+                .with_retry(300, Some(1500)),
+        )
+        .unwrap();
+        assert_eq!(full["error"]["expected_wait_seconds"], 1500);
+        assert_eq!(full["error"]["retry_after_seconds"], 300);
     }
 }

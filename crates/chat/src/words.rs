@@ -231,6 +231,25 @@ pub fn api_error(e: &ClientError, now: DateTime<Utc>) -> String {
                     ),
                     None => "You have used up today's tokens for that. Send /quota to see your plan.".into(),
                 },
+                // Nothing was charged; the scheduler says when a retry is admitted.
+                Some(ErrorCode::QueueFull) => {
+                    let retry = d.retry_after_seconds.unwrap_or(60) as i64;
+                    match d.expected_wait_seconds {
+                        Some(wait) => format!(
+                            "The queue is full right now (about {} of waiting ahead). Try again in {}. Nothing was charged.",
+                            duration_words(wait as i64),
+                            duration_words(retry)
+                        ),
+                        None => format!(
+                            "The queue is full right now. Try again in {}. Nothing was charged.",
+                            duration_words(retry)
+                        ),
+                    }
+                }
+                Some(ErrorCode::TooManyQueued) => format!(
+                    "You already have as many jobs waiting as your plan allows. Try again in {}, once one of them has started. Nothing was charged.",
+                    duration_words(d.retry_after_seconds.unwrap_or(60) as i64)
+                ),
                 Some(code) if code.is_credential() => {
                     "This bot is not set up correctly (its API key was refused). It has been logged for the operators.".into()
                 }
@@ -354,6 +373,24 @@ mod tests {
         assert!(
             download_link(ArtifactKind::Audio, Platform::Discord, url, hour, now)
                 .contains("(the link works for 60 minutes)")
+        );
+    }
+
+    #[test]
+    fn admission_refusals_say_the_wait_and_when_to_try_again() {
+        let refused = |code, wait, retry| ClientError::Api {
+            status: reqwest::StatusCode::TOO_MANY_REQUESTS,
+            body: tessera_api::ApiErrorBody::new(code, "from the scheduler")
+                .with_retry(retry, wait),
+        };
+        let now = Utc::now();
+        assert_eq!(
+            api_error(&refused(ErrorCode::QueueFull, Some(1500), 300), now),
+            "The queue is full right now (about 25 min of waiting ahead). Try again in 5 min. Nothing was charged."
+        );
+        assert_eq!(
+            api_error(&refused(ErrorCode::TooManyQueued, None, 40), now),
+            "You already have as many jobs waiting as your plan allows. Try again in 40 s, once one of them has started. Nothing was charged."
         );
     }
 

@@ -96,6 +96,13 @@ error_codes! {
     IdempotencyKeyReused = "idempotency_key_reused",
     /// The user's daily tokens are spent (the error carries `resets_at`).
     QuotaExhausted = "quota_exhausted",
+    /// The plan's queue for this capability and model is longer than the
+    /// plan's wait bound: the job was not accepted (the error carries
+    /// `expected_wait_seconds` and `retry_after_seconds`; nothing charged).
+    QueueFull = "queue_full",
+    /// The user has as many queued jobs as their plan allows (the error
+    /// carries `retry_after_seconds`; nothing charged).
+    TooManyQueued = "too_many_queued",
     /// A prompt rule refused the job's text (the message says why).
     PromptRefused = "prompt_refused",
     /// The job's text asks for adult content, which is not allowed here.

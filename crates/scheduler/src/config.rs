@@ -28,6 +28,7 @@ pub struct SchedulerConfig {
     pub auth: AuthConfig,
     pub billing: BillingConfig,
     pub queue: QueueConfig,
+    pub admission: AdmissionConfig,
     pub estimates: EstimateConfig,
     pub workers: WorkersConfig,
     pub artifacts: ArtifactsConfig,
@@ -376,6 +377,33 @@ impl Default for QueueConfig {
     }
 }
 
+/// When a create is refused rather than queued ([`crate::admission`]), per plan id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionConfig {
+    /// The longest expected wait (ms) a plan's new job is admitted into;
+    /// a plan not named here uses `queue.policy.max_wait_ms`.
+    pub max_wait_ms: std::collections::BTreeMap<String, i64>,
+    /// The most queued jobs one user of a plan may have; a plan not named
+    /// here, or 0, has no cap.
+    pub max_queued_per_user: std::collections::BTreeMap<String, u32>,
+}
+
+impl AdmissionConfig {
+    /// The plan's wait bound (ms), `policy_bound` where none is configured.
+    pub fn bound_ms(&self, plan: &str, policy_bound: i64) -> i64 {
+        self.max_wait_ms.get(plan).copied().unwrap_or(policy_bound)
+    }
+
+    /// The plan's cap on one user's queued jobs; `None` without one.
+    pub fn cap(&self, plan: &str) -> Option<u32> {
+        self.max_queued_per_user
+            .get(plan)
+            .copied()
+            .filter(|&c| c > 0)
+    }
+}
+
 /// Run times assumed before real ones are measured, in seconds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -477,6 +505,9 @@ impl SchedulerConfig {
                 "queue.policy: max_wait_ms must be positive and affinity_patience_ms not negative"
             );
         }
+        if let Some((plan, _)) = self.admission.max_wait_ms.iter().find(|(_, &ms)| ms <= 0) {
+            anyhow::bail!("admission.max_wait_ms.{plan} must be positive");
+        }
         Ok(())
     }
 }
@@ -523,6 +554,41 @@ mod tests {
             let c = SchedulerConfig::load(Some(Path::new("t.toml"))).unwrap();
             assert_eq!(c.database.url, "postgres://x@localhost/y");
             assert_eq!(c.database.max_connections, 3);
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API fixes the closure's error type
+    fn admission_is_set_per_plan_from_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "t.toml",
+                "[admission.max_wait_ms]
+free = 600000
+[admission.max_queued_per_user]
+free = 3
+",
+            )?;
+            jail.set_env("TESSERA_ADMISSION__MAX_WAIT_MS__PRO", "1800000");
+            let c = SchedulerConfig::load(Some(Path::new("t.toml"))).unwrap();
+            assert_eq!(c.admission.bound_ms("free", 900_000), 600_000);
+            assert_eq!(c.admission.bound_ms("pro", 900_000), 1_800_000);
+            assert_eq!(c.admission.bound_ms("starter", 900_000), 900_000);
+            assert_eq!(c.admission.cap("free"), Some(3));
+            assert_eq!(c.admission.cap("pro"), None);
+            jail.create_file(
+                "bad.toml",
+                "[admission.max_wait_ms]
+free = 0
+",
+            )?;
+            let e = SchedulerConfig::load(Some(Path::new("bad.toml"))).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("admission.max_wait_ms.free must be positive"),
+                "{e}"
+            );
             Ok(())
         });
     }

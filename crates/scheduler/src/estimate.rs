@@ -18,7 +18,8 @@ const REFRESH: Duration = Duration::from_secs(5);
 
 pub struct Estimator {
     config: EstimateConfig,
-    cache: Mutex<HashMap<Capability, (f64, Instant)>>,
+    /// Per capability: the run time, whether it was measured, and when.
+    cache: Mutex<HashMap<Capability, (f64, bool, Instant)>>,
 }
 
 impl Estimator {
@@ -31,22 +32,40 @@ impl Estimator {
 
     /// Expected run time of one job, in seconds.
     pub async fn run_seconds(&self, store: &dyn Store, c: Capability) -> Result<f64, StoreError> {
-        if let Some((secs, at)) = self.cache.lock().expect("estimator lock").get(&c).copied() {
+        Ok(self.mean(store, c).await?.0)
+    }
+
+    /// The measured mean run time of one job, in seconds; `None` while no job
+    /// of the capability has completed (the default is only assumed).
+    pub async fn measured_seconds(
+        &self,
+        store: &dyn Store,
+        c: Capability,
+    ) -> Result<Option<f64>, StoreError> {
+        let (secs, measured) = self.mean(store, c).await?;
+        Ok(measured.then_some(secs))
+    }
+
+    async fn mean(&self, store: &dyn Store, c: Capability) -> Result<(f64, bool), StoreError> {
+        if let Some((secs, measured, at)) =
+            self.cache.lock().expect("estimator lock").get(&c).copied()
+        {
             if at.elapsed() < REFRESH {
-                return Ok(secs);
+                return Ok((secs, measured));
             }
         }
         let samples = store.recent_run_times(c, self.config.sample_size).await?;
-        let secs = if samples.is_empty() {
-            self.config.default_seconds(c)
-        } else {
+        let measured = !samples.is_empty();
+        let secs = if measured {
             samples.iter().map(|&ms| ms.max(0) as f64).sum::<f64>() / samples.len() as f64 / 1000.0
+        } else {
+            self.config.default_seconds(c)
         };
         self.cache
             .lock()
             .expect("estimator lock")
-            .insert(c, (secs, Instant::now()));
-        Ok(secs)
+            .insert(c, (secs, measured, Instant::now()));
+        Ok((secs, measured))
     }
 
     /// Seconds until a queued job with `ahead` jobs before it is done.

@@ -22,6 +22,7 @@
 //! Frontends and workers never link this crate: they speak to it over HTTP through
 //! `tessera-api`.
 
+pub mod admission;
 pub mod app;
 pub mod artifacts;
 pub mod auth;

@@ -47,6 +47,7 @@ pub const NAMES: &[&str] = &[
     "tessera_jobs_cancelled_total",
     "tessera_jobs_requeued_total",
     "tessera_moderation_refusals_total",
+    "tessera_admission_refusals_total",
     "tessera_moderation_withheld_total",
     "tessera_moderation_reports_total",
     "tessera_moderation_sanctions_total",
@@ -101,6 +102,14 @@ struct RefusalLabels {
     rule: String,
     /// The frontend: `telegram`, `discord`, `web`.
     channel: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    /// The plan's id.
+    plan: String,
+    /// `queue_full` or `too_many_queued`.
+    reason: String,
 }
 
 /// Reports of outputs, by the reporter's frontend.
@@ -224,6 +233,7 @@ struct Inner {
     cancelled: Family<JobLabels, Counter>,
     requeued: Family<CapabilityLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
+    admission_refusals: Family<AdmissionLabels, Counter>,
     withheld: Family<WithheldLabels, Counter>,
     reports: Family<ChannelLabels, Counter>,
     sanctions: Family<SanctionLabels, Counter>,
@@ -263,6 +273,7 @@ impl Metrics {
             cancelled: Family::default(),
             requeued: Family::default(),
             refusals: Family::default(),
+            admission_refusals: Family::default(),
             withheld: Family::default(),
             reports: Family::default(),
             sanctions: Family::default(),
@@ -332,6 +343,11 @@ impl Metrics {
             "moderation_refusals",
             "Job creates the prompt rules refused (nothing charged), by rule and channel",
             i.refusals.clone(),
+        );
+        r.register(
+            "admission_refusals",
+            "Job creates refused by admission control (nothing charged), by plan and reason (`queue_full`, `too_many_queued`)",
+            i.admission_refusals.clone(),
         );
         r.register(
             "moderation_withheld",
@@ -487,6 +503,15 @@ impl Metrics {
             channel: channel.as_str().to_owned(),
         };
         self.0.refusals.get_or_create(&labels).inc();
+    }
+
+    /// Admission control refused a create.
+    pub fn admission_refused(&self, plan: &str, reason: &str) {
+        let labels = AdmissionLabels {
+            plan: plan.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.0.admission_refusals.get_or_create(&labels).inc();
     }
 
     /// A job's outputs were withheld.

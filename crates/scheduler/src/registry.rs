@@ -338,6 +338,21 @@ impl Registry {
         })
     }
 
+    /// How many workers could run a job of this capability and model now:
+    /// online, not draining, with a ready engine for it that has not failed
+    /// since their last heartbeat. What admission divides the queue among.
+    pub fn capacity(&self, capability: Capability, model: &str, now: Millis) -> usize {
+        self.workers()
+            .values()
+            .filter(|e| {
+                self.config.is_online(e.last_seen, now)
+                    && e.status != WorkerStatus::Draining
+                    && slot_serves(&e.ready, capability, model)
+                    && !e.failed.contains(&capability)
+            })
+            .count()
+    }
+
     /// The free workers (idle, online, believed to run nothing, not suspect,
     /// no claim in flight), each marked as being claimed for until
     /// [`claims_done`](Self::claims_done).

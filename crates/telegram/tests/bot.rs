@@ -329,6 +329,61 @@ async fn quota_and_rate_limits_are_told_in_plain_words(backend: Backend) {
     s.app.shutdown().await;
 }
 
+/// Fills the image queue ahead of every free job: `n` jobs of a pro user
+/// (pro jobs run first, and pro's bound is the policy's 15 minutes).
+async fn fill_with_pro_jobs(app: &TestApp, bot: &str, n: usize) {
+    app.admin
+        .set_plan("telegram:9999", &"pro".parse().unwrap())
+        .await
+        .unwrap();
+    let client = app.frontend(Platform::Telegram, bot).await;
+    for i in 0..n {
+        let req = tessera_api::public::CreateJobRequest {
+            context: None,
+            frontend: Platform::Telegram,
+            bot_id: bot.parse().unwrap(),
+            capability: Capability::Image,
+            user_ref: "telegram:9999".parse().unwrap(),
+            reply_context: None,
+            params: serde_json::json!({ "prompt": format!("pro job {i}") }),
+        };
+        client.create_job(&req, None).await.unwrap();
+    }
+}
+
+async fn a_full_queue_is_told_with_its_wait_and_when_to_try_again(backend: Backend) {
+    // A slow worker; the FREE plan waits at most 3 s.
+    let s = Setup::new(backend, vec![Capability::Image], 2000, |c| {
+        c.admission.max_wait_ms.insert("free".into(), 3000);
+    })
+    .await;
+    let bot = s.start().await;
+    // One image completes: its run time is measured (the estimator reads
+    // run times afresh every 5 s).
+    s.tg.user_text(TOKEN, 7007, 7007, "/imagine the first lamp");
+    s.wait_text(7007, "Your image is ready.").await;
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    // Eight pro jobs ahead of any free one: about 14 s of waiting on the
+    // one worker.
+    fill_with_pro_jobs(&s.app, BOT, 8).await;
+
+    s.tg.user_text(TOKEN, 7008, 7008, "/imagine a lamp in a hurry");
+    let refused = s.wait_text(7008, "The queue is full right now").await;
+    assert!(refused.contains("of waiting ahead"), "{refused}");
+    assert!(refused.contains("Try again in"), "{refused}");
+    assert!(refused.contains("Nothing was charged"), "{refused}");
+    let quota = s
+        .app
+        .frontend(Platform::Telegram, BOT)
+        .await
+        .get_user("telegram:7008")
+        .await
+        .unwrap();
+    assert_eq!(quota.tokens_used_today, 0, "a refusal costs nothing");
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
 async fn a_refused_prompt_is_told_plainly_and_costs_nothing(backend: Backend) {
     let s = Setup::new(backend, vec![Capability::Image], 0, |_| {}).await;
     let bot = s.start().await;
@@ -728,6 +783,7 @@ tessera_testkit::backend_tests!(
     an_output_over_the_upload_limit_comes_as_a_link,
     a_voice_message_is_transcribed,
     quota_and_rate_limits_are_told_in_plain_words,
+    a_full_queue_is_told_with_its_wait_and_when_to_try_again,
     a_refused_prompt_is_told_plainly_and_costs_nothing,
     a_withheld_output_is_told_plainly_and_not_sent,
     a_user_reports_an_output_by_replying_or_by_its_job_id,

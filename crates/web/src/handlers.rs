@@ -339,6 +339,20 @@ pub async fn generate(
                     "Not enough tokens left today: {}. Larger plans include more tokens each day.",
                     body.error.message
                 )
+            } else if body.is(ErrorCode::QueueFull) {
+                let retry = views::duration_words(body.error.retry_after_seconds.unwrap_or(60));
+                match body.error.expected_wait_seconds {
+                    Some(wait) => format!(
+                        "The queue is full right now ({} of waiting ahead). Try again in {retry}. Nothing was charged.",
+                        views::duration_words(wait)
+                    ),
+                    None => format!("The queue is full right now. Try again in {retry}. Nothing was charged."),
+                }
+            } else if body.is(ErrorCode::TooManyQueued) {
+                format!(
+                    "You already have as many jobs waiting as your plan allows. Try again in {}, once one of them has started. Nothing was charged.",
+                    views::duration_words(body.error.retry_after_seconds.unwrap_or(60))
+                )
             } else {
                 body.error.message.clone()
             };

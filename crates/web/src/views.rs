@@ -338,7 +338,8 @@ pub fn state_label(s: JobState) -> &'static str {
     }
 }
 
-fn duration_words(secs: u64) -> String {
+/// "about 45 s", "about 3 min", "about 1 h 5 min".
+pub(crate) fn duration_words(secs: u64) -> String {
     match secs {
         0..=59 => format!("about {secs} s"),
         60..=3599 => format!("about {} min", secs.div_ceil(60)),

@@ -944,6 +944,91 @@ async fn a_refused_prompt_is_shown_on_the_form_and_costs_nothing() {
     site.web.shutdown().await.unwrap();
 }
 
+/// Sends the image form with `prompt`, as the browser does.
+async fn post_image(site: &Site, v: &mut Visitor, prompt: &str) -> reqwest::Response {
+    v.page("/generate/image").await;
+    let body = format!(
+        "--X\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{}\r\n\
+         --X\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n{prompt}\r\n--X--\r\n",
+        v.csrf
+    );
+    v.http
+        .post(format!("{}/generate/image", site.web.base_url()))
+        .header("cookie", &v.cookie)
+        .header("content-type", "multipart/form-data; boundary=X")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A FREE visitor meets a queue that would keep them past the plan's bound:
+/// the form says how long the wait is and when to try again, and nothing
+/// is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_is_shown_on_the_form_with_when_to_try_again() {
+    let site = Site::start_with(Backend::Sqlite, false, |c| {
+        c.admission.max_wait_ms.insert("free".into(), 3000);
+    })
+    .await;
+    let api = site.app.client_with(&site.web_key);
+    let mut ada = Visitor::new(&site.web.base_url()).await;
+    ada.sign_up("ada@example.org").await;
+    // One image completes: its run time is measured (the estimator reads
+    // run times afresh every 5 s).
+    let resp = post_image(&site, &mut ada, "a first lamp").await;
+    assert_eq!(resp.status(), 303);
+    let job_id: tessera_core::JobId = resp.headers()["location"]
+        .to_str()
+        .unwrap()
+        .trim_start_matches("/jobs/")
+        .parse()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get_job(&job_id).await.unwrap().status != tessera_core::JobState::Completed {
+        assert!(Instant::now() < deadline, "the first image never completed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(5200)).await;
+    // Eight pro jobs ahead of any free one: about 12 s on the one worker.
+    site.app
+        .admin
+        .set_plan("telegram:9999", &"pro".parse().unwrap())
+        .await
+        .unwrap();
+    let tg = site.app.client_with(&site.tg_key);
+    for i in 0..8 {
+        let req = CreateJobRequest {
+            context: None,
+            frontend: Platform::Telegram,
+            bot_id: TG_BOT.parse().unwrap(),
+            capability: Capability::Image,
+            user_ref: "telegram:9999".parse().unwrap(),
+            reply_context: None,
+            params: json!({ "prompt": format!("pro job {i}") }),
+        };
+        tg.create_job(&req, None).await.unwrap();
+    }
+
+    let resp = post_image(&site, &mut ada, "a lamp in a hurry").await;
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+    let page = resp.text().await.unwrap();
+    assert!(page.contains("The queue is full right now"), "{page}");
+    assert!(page.contains("of waiting ahead"), "{page}");
+    assert!(page.contains("Try again in"), "{page}");
+    assert!(
+        page.contains("a lamp in a hurry"),
+        "the form keeps what was typed"
+    );
+    let ada_ref = web_user_of(&site, "ada@example.org").await;
+    let quota = api.get_user(&ada_ref).await.unwrap();
+    assert_eq!(
+        quota.tokens_used_today, 1,
+        "only the first image was charged"
+    );
+    site.web.shutdown().await.unwrap();
+}
+
 /// An output the scheduler withholds (here: it came unclassified, from a
 /// worker without the classifier, where every output must be checked): the
 /// job's page tells the visitor plainly, once, and offers nothing to fetch.

@@ -218,6 +218,8 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
         rule.name = "no_replies".into();
         rule.words = vec!["reply".into()];
         c.moderation.rules.push(rule);
+        // A cap for the admission counter below.
+        c.admission.max_queued_per_user.insert("starter".into(), 1);
     })
     .await;
     let web = app.frontend(Platform::Web, BOT).await;
@@ -560,6 +562,34 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
     let label = [("label", "no_replies"), ("channel", "web")];
     assert_eq!(
         value(&moderated, "tessera_moderation_withheld_total", &label),
+        1.0
+    );
+
+    // A STARTER user at their cap of one queued job (no worker serves the
+    // model, so it waits) is refused by admission control.
+    app.admin
+        .set_plan("web:6", &"starter".parse().unwrap())
+        .await
+        .unwrap();
+    let flux = CreateJobRequest {
+        frontend: Platform::Web,
+        bot_id: BOT.parse().unwrap(),
+        capability: Capability::Image,
+        user_ref: "web:6".parse().unwrap(),
+        reply_context: None,
+        context: None,
+        params: json!({"prompt": "a lamp", "model": "flux-schnell"}),
+    };
+    web.create_job(&flux, None).await.unwrap();
+    let refused = web.create_job(&flux, None).await.unwrap_err();
+    assert!(
+        refused.is(tessera_api::ErrorCode::TooManyQueued),
+        "{refused}"
+    );
+    let admitted = metrics(&app, &metrics_token).await;
+    let capped = [("plan", "starter"), ("reason", "too_many_queued")];
+    assert_eq!(
+        value(&admitted, "tessera_admission_refusals_total", &capped),
         1.0
     );
 

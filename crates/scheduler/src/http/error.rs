@@ -22,6 +22,9 @@ pub struct ApiError {
     pub message: String,
     pub field: Option<String>,
     pub resets_at: Option<DateTime<Utc>>,
+    /// Seconds to wait before retrying (a `Retry-After` header and
+    /// `retry_after_seconds`), and the expected wait of a full queue.
+    pub retry: Option<(u64, Option<u64>)>,
 }
 
 impl ApiError {
@@ -32,6 +35,7 @@ impl ApiError {
             message: message.into(),
             field: None,
             resets_at: None,
+            retry: None,
         }
     }
 
@@ -66,12 +70,18 @@ impl IntoResponse for ApiError {
         if let Some(resets_at) = self.resets_at {
             body = body.with_resets_at(resets_at);
         }
+        if let Some((after, wait)) = self.retry {
+            body = body.with_retry(after, wait);
+        }
         let mut resp = body.respond(self.status);
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if let Some((after, _)) = self.retry {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(after));
+        } else if self.status == StatusCode::SERVICE_UNAVAILABLE {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -27,6 +27,7 @@ use super::extract::{ApiJson, ApiPath, ApiQuery, Refusal};
 use super::scope::{foreign_account, own_bot_only, sees, speaks_for};
 use super::wire::{job_not_found, parse_job_id, rfc3339};
 use super::AppState;
+use crate::admission;
 use crate::estimate::Estimator;
 use crate::lifecycle::now_ms;
 use crate::store::{
@@ -77,7 +78,8 @@ impl Refusal for CreateJobRequest {
         (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website), or its `context` names what only another kind of frontend reports (`context_not_allowed`), or the user is suspended or banned (`user_suspended`, `user_banned`: the message says until when; nothing charged)", body = ApiErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different request", body = ApiErrorBody),
         (status = 422, description = "Invalid request or parameters, or a prompt the rules refuse (`prompt_refused`, `content_not_allowed`)", body = ApiErrorBody),
-        (status = 429, description = "Daily token quota exhausted", body = ApiErrorBody),
+        (status = 429, description = "Daily token quota exhausted (`quota_exhausted`, with `resets_at`); or not admitted, nothing charged: the plan's queue for this capability and model would keep the job past the plan's wait bound (`queue_full`, with `expected_wait_seconds` and `retry_after_seconds`), or the user has as many queued jobs as the plan allows (`too_many_queued`, with `retry_after_seconds`); both with a `Retry-After` header", body = ApiErrorBody,
+            headers(("Retry-After" = u64, description = "On `queue_full` and `too_many_queued`: seconds before the same create may be admitted"))),
     ),
     security(("frontend_key" = []))
 )]
@@ -156,6 +158,11 @@ pub async fn create(
     // create, and the transaction never reserves a token. What refused is
     // kept here to be recorded once the create has answered.
     let refused: Mutex<Option<moderation::Refusal>> = Mutex::new(None);
+    // Admission control's inputs, read before the transaction; its decision
+    // is made inside, against the plan the transaction reads, once the
+    // prompt rules passed (a refused prompt is recorded whatever the queue).
+    let inputs = admission_inputs(&state, &req, now).await?;
+    let not_admitted: Mutex<Option<(String, admission::Refusal)>> = Mutex::new(None);
     let channel = key.frontend;
     let validate = |plan: &tessera_core::Plan| {
         let mut job = params::validate(
@@ -172,7 +179,27 @@ pub async fn create(
             nsfw_allowed: job.adult_allowed,
         };
         match state.prompts.check(&mut job.params, &context) {
-            Ok(_) => Ok(job),
+            Ok(_) => match inputs.as_ref().map(|inputs| {
+                admission::decide(
+                    &config.admission,
+                    config.queue.policy.max_wait_ms,
+                    plan,
+                    &job.model,
+                    inputs,
+                )
+            }) {
+                Some(Err(refusal)) => {
+                    let error = params::ParamError {
+                        code: refusal_code(&refusal),
+                        field: String::new(),
+                        message: String::new(),
+                    };
+                    *not_admitted.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((plan.id.clone(), refusal));
+                    Err(error)
+                }
+                _ => Ok(job),
+            },
             Err(refusal) => {
                 let error = params::ParamError {
                     code: refusal.code,
@@ -208,6 +235,13 @@ pub async fn create(
             ))
         }
         CreateOutcome::Invalid(e) => {
+            let not_admitted = not_admitted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some((plan, refusal)) = not_admitted {
+                return Err(not_admitted_error(&state, &new, &plan, refusal));
+            }
             let refusal = refused.lock().unwrap_or_else(|e| e.into_inner()).take();
             if let Some(refusal) = refusal {
                 record_refusal(&state, &new, refusal).await;
@@ -255,6 +289,142 @@ pub async fn create(
         );
     }
     Ok(resp)
+}
+
+/// What admission control reads before a create: the user's plan now, the
+/// model the parameters choose under it, the workers ready for it, the
+/// measured run time and, where they can matter, the queue's counts and the
+/// user's queued jobs. `None` when the parameters are invalid (the create
+/// refuses them).
+async fn admission_inputs(
+    state: &AppState,
+    req: &CreateJobRequest,
+    now: Millis,
+) -> Result<Option<admission::Inputs>, ApiError> {
+    let config = &state.config;
+    let plan = match state
+        .store
+        .quota(&req.user_ref, state.clock.day_of(now), now)
+        .await?
+    {
+        Some(quota) => quota.plan,
+        None => match state
+            .store
+            .plans()
+            .await?
+            .into_iter()
+            .find(|p| p.id == tessera_core::Plan::DEFAULT_ID)
+        {
+            Some(plan) => plan,
+            None => return Ok(None),
+        },
+    };
+    let Ok(job) = params::validate(
+        req.capability,
+        &req.params,
+        &plan,
+        &config.catalog,
+        &config.billing.costs,
+    ) else {
+        return Ok(None);
+    };
+    let capacity = state
+        .lifecycle
+        .workers()
+        .capacity(req.capability, &job.model, now);
+    let measured_run_seconds = if capacity > 0 {
+        state
+            .estimator
+            .measured_seconds(&*state.store, req.capability)
+            .await?
+    } else {
+        None
+    };
+    let queued_by_priority = if measured_run_seconds.is_some() {
+        state
+            .store
+            .queued_by_priority(req.capability, &job.model)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let user_queued = match config.admission.cap(&plan.id) {
+        Some(_) => Some(state.store.queued_of_user(&req.user_ref).await?),
+        None => None,
+    };
+    let run_seconds = match measured_run_seconds {
+        Some(run) => run,
+        None => {
+            state
+                .estimator
+                .run_seconds(&*state.store, req.capability)
+                .await?
+        }
+    };
+    Ok(Some(admission::Inputs {
+        capability: req.capability,
+        model: job.model,
+        capacity,
+        measured_run_seconds,
+        queued_by_priority,
+        user_queued,
+        run_seconds,
+    }))
+}
+
+fn refusal_code(refusal: &admission::Refusal) -> ErrorCode {
+    match refusal {
+        admission::Refusal::QueueFull { .. } => ErrorCode::QueueFull,
+        admission::Refusal::TooManyQueued { .. } => ErrorCode::TooManyQueued,
+    }
+}
+
+/// The 429 for a create admission control refused, counted and logged.
+fn not_admitted_error(
+    state: &AppState,
+    new: &NewJob,
+    plan: &str,
+    refusal: admission::Refusal,
+) -> ApiError {
+    tracing::info!(
+        plan,
+        reason = refusal.reason(),
+        capability = %new.capability,
+        bot_id = %new.bot_id,
+        "job refused by admission control"
+    );
+    state
+        .lifecycle
+        .metrics()
+        .admission_refused(plan, refusal.reason());
+    let retry_after = refusal.retry_after_seconds();
+    let code = refusal_code(&refusal);
+    let (message, wait) = match refusal {
+        admission::Refusal::QueueFull {
+            expected_wait_seconds,
+            bound_seconds,
+            retry_after_seconds,
+        } => (
+            format!(
+                "the queue for {} jobs on this plan is full: a new job would wait about {expected_wait_seconds} s, past the plan's bound of {bound_seconds} s; retry in {retry_after_seconds} s",
+                new.capability
+            ),
+            Some(expected_wait_seconds),
+        ),
+        admission::Refusal::TooManyQueued {
+            queued,
+            cap,
+            retry_after_seconds,
+        } => (
+            format!(
+                "this user has {queued} jobs waiting and the plan allows {cap}; retry in {retry_after_seconds} s, once one has started"
+            ),
+            None,
+        ),
+    };
+    let mut err = ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message);
+    err.retry = Some((retry_after, wait));
+    err
 }
 
 /// Counts and records a refused create. The refusal stands whatever

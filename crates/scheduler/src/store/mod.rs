@@ -25,6 +25,7 @@
 //! against both.
 
 mod accounts;
+mod admission;
 mod base;
 mod files;
 mod inspect;
@@ -50,6 +51,7 @@ use std::sync::Arc;
 use crate::config::DatabaseConfig;
 
 pub use accounts::{AccountRecord, Accounts, RedeemOutcome};
+pub use admission::Admission;
 pub use base::{Backend, Base, PoolStats, StoreGauges};
 pub use files::{ArtifactRecord, Files, InputRecord, NewArtifact};
 pub use inspect::Inspect;
@@ -85,6 +87,7 @@ pub trait Store:
     + Transitions
     + Files
     + Queue
+    + Admission
     + Workers
     + Payments
     + StripeCustomers
@@ -108,6 +111,7 @@ impl<T> Store for T where
         + Transitions
         + Files
         + Queue
+        + Admission
         + Workers
         + Payments
         + StripeCustomers
@@ -202,6 +206,7 @@ macro_rules! impl_store {
         $crate::store::transitions::impl_transitions!($store, $db);
         $crate::store::files::impl_files!($store, $db);
         $crate::store::queue::impl_queue!($store, $db);
+        $crate::store::admission::impl_admission!($store);
         $crate::store::workers::impl_workers!($store);
         $crate::store::payments::impl_payments!($store, $db);
         $crate::store::stripe_customers::impl_stripe_customers!($store);

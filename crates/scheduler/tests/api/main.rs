@@ -5,6 +5,7 @@
 
 mod accounts;
 mod admin;
+mod admission;
 mod common;
 mod files;
 mod jobs;
