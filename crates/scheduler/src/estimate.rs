@@ -68,9 +68,18 @@ impl Estimator {
         Ok((secs, measured))
     }
 
-    /// Seconds until a queued job with `ahead` jobs before it is done.
+    /// Seconds until a queued job with `ahead` jobs before it is done, on
+    /// one worker.
     pub fn queued(run_seconds: f64, ahead: u64) -> u64 {
-        ((ahead as f64 + 1.0) * run_seconds).ceil().max(1.0) as u64
+        Self::queued_on(run_seconds, ahead, 1)
+    }
+
+    /// Seconds until a queued job with `ahead` jobs before it is done when
+    /// `workers` workers (at least one is assumed) run the queue side by
+    /// side: the jobs ahead go in rounds of `workers`, then this one runs.
+    pub fn queued_on(run_seconds: f64, ahead: u64, workers: usize) -> u64 {
+        let rounds = ahead / workers.max(1) as u64;
+        ((rounds as f64 + 1.0) * run_seconds).ceil().max(1.0) as u64
     }
 
     /// Seconds until a running job started at `started_at` is done.
@@ -89,6 +98,15 @@ mod tests {
         assert_eq!(Estimator::queued(30.0, 0), 30);
         assert_eq!(Estimator::queued(30.0, 3), 120);
         assert_eq!(Estimator::queued(0.0, 3), 1);
+        // Side by side: three ahead on two workers is one round, then this one.
+        assert_eq!(Estimator::queued_on(30.0, 3, 2), 60);
+        assert_eq!(Estimator::queued_on(30.0, 4, 2), 90);
+        assert_eq!(Estimator::queued_on(30.0, 1, 4), 30);
+        assert_eq!(
+            Estimator::queued_on(30.0, 3, 0),
+            120,
+            "no worker counts as one"
+        );
         assert_eq!(Estimator::running(30.0, 0, 10_000), 20);
         assert_eq!(Estimator::running(30.0, 0, 60_000), 1);
     }

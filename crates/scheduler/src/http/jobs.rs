@@ -816,7 +816,12 @@ async fn estimate(
                 .estimator
                 .run_seconds(&*state.store, job.capability)
                 .await?;
-            (Some(ahead), Some(Estimator::queued(run, ahead)))
+            // The workers that can run it take the jobs ahead side by side.
+            let workers = state
+                .lifecycle
+                .workers()
+                .capacity(job.capability, &job.model, now);
+            (Some(ahead), Some(Estimator::queued_on(run, ahead, workers)))
         }
         JobState::Running => {
             let run = state
