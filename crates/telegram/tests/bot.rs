@@ -8,8 +8,7 @@ use tessera_core::{Capability, JobState, Platform};
 use tessera_scheduler::SchedulerConfig;
 use tessera_telegram::config::{BotInstance, Secret, Webhook};
 use tessera_telegram::{Secrets, TelegramConfig};
-use tessera_testkit::classifier::{classifier, comfyui, comfyui_painting_faces, withholding};
-use tessera_testkit::standins::comfyui::ComfyUi;
+use tessera_testkit::classifier::{patient, withholding, PaintingWorker};
 use tessera_testkit::standins::telegram::{MessageKind, TelegramStandIn, UserMessage};
 use tessera_testkit::{sim, Backend, TestApp};
 use tessera_worker::engine::sim::SIGNATURE;
@@ -27,7 +26,8 @@ fn fast(config: &mut SchedulerConfig) {
 /// the bot's config and secrets.
 struct Setup {
     app: TestApp,
-    _worker: tessera_worker::WorkerHandle,
+    /// The worker, unless the test holds its own.
+    _worker: Option<tessera_worker::WorkerHandle>,
     tg: TelegramStandIn,
     config: TelegramConfig,
     api_key: String,
@@ -54,7 +54,7 @@ impl Setup {
                 ],
             )
             .await;
-        Self::with_worker(app, worker, capabilities).await
+        Self::with_worker(app, Some(worker), capabilities).await
     }
 
     /// A scheduler `tweak`ed, and a worker whose images come from a
@@ -63,31 +63,21 @@ impl Setup {
     async fn classifying(
         backend: Backend,
         tweak: impl FnOnce(&mut SchedulerConfig),
-    ) -> (Setup, ComfyUi, tempfile::TempDir) {
+    ) -> (Setup, PaintingWorker) {
         let app = TestApp::spawn_with(backend, |c| {
             fast(c);
-            // Classification takes every core for a moment; a worker is
-            // not lost for that.
-            c.workers.missed_heartbeats = 25;
+            patient(c);
             tweak(c);
         })
         .await;
-        let comfy = comfyui_painting_faces().await;
-        let dir = tempfile::tempdir().unwrap();
-        let worker = app
-            .worker_classifying(
-                "worker-gpu-0",
-                vec![comfyui(&comfy.url(), dir.path())],
-                classifier(),
-            )
-            .await;
-        let setup = Self::with_worker(app, worker, vec![Capability::Image]).await;
-        (setup, comfy, dir)
+        let painting = PaintingWorker::start(&app, "worker-gpu-0", vec![]).await;
+        let setup = Self::with_worker(app, None, vec![Capability::Image]).await;
+        (setup, painting)
     }
 
     async fn with_worker(
         app: TestApp,
-        worker: tessera_worker::WorkerHandle,
+        worker: Option<tessera_worker::WorkerHandle>,
         capabilities: Vec<Capability>,
     ) -> Setup {
         let tg = TelegramStandIn::start().await;
@@ -460,7 +450,7 @@ async fn a_withheld_output_is_told_plainly_and_not_sent(backend: Backend) {
 /// default thresholds, so the photo arrives; withheld under a configured
 /// threshold, so the user reads why and no photo is sent.
 async fn the_real_classifier_decides_what_the_chat_receives(backend: Backend) {
-    let (s, comfy, _dir) = Setup::classifying(backend, |_| {}).await;
+    let (s, painting) = Setup::classifying(backend, |_| {}).await;
     let bot = s.start().await;
     s.tg.user_text(TOKEN, 3005, 3005, "/imagine a portrait");
     let photo =
@@ -477,9 +467,9 @@ async fn the_real_classifier_decides_what_the_chat_receives(backend: Backend) {
     );
     bot.shutdown().await;
     s.app.shutdown().await;
-    comfy.shutdown().await;
+    painting.shutdown().await;
 
-    let (s, comfy, _dir) = Setup::classifying(backend, withholding).await;
+    let (s, painting) = Setup::classifying(backend, withholding).await;
     let bot = s.start().await;
     s.tg.user_text(TOKEN, 3006, 3006, "/imagine a portrait");
     let told = s.wait_text(3006, "withheld").await;
@@ -495,7 +485,7 @@ async fn the_real_classifier_decides_what_the_chat_receives(backend: Backend) {
     assert_eq!(sent, 0, "nothing withheld is sent");
     bot.shutdown().await;
     s.app.shutdown().await;
-    comfy.shutdown().await;
+    painting.shutdown().await;
 }
 
 async fn a_user_reports_an_output_by_replying_or_by_its_job_id(backend: Backend) {

@@ -166,6 +166,42 @@ pub async fn comfyui_painting_faces() -> ComfyUi {
     .await
 }
 
+/// A worker whose images come from a [`comfyui_painting_faces`] ComfyUI
+/// (beside any `other` engines), classified by the real detector; the
+/// ComfyUI and its template folder live as long as this does.
+pub struct PaintingWorker {
+    pub worker: tessera_worker::WorkerHandle,
+    pub comfy: ComfyUi,
+    _templates: tempfile::TempDir,
+}
+
+impl PaintingWorker {
+    /// Starts it as `id` on `app`, whose scheduler should be [`patient`].
+    pub async fn start(app: &crate::TestApp, id: &str, other: Vec<EngineConfig>) -> Self {
+        let comfy = comfyui_painting_faces().await;
+        let templates = tempfile::tempdir().expect("a template folder");
+        let mut engines = vec![comfyui(&comfy.url(), templates.path())];
+        engines.extend(other);
+        let worker = app.worker_classifying(id, engines, classifier()).await;
+        PaintingWorker {
+            worker,
+            comfy,
+            _templates: templates,
+        }
+    }
+
+    /// Stops the ComfyUI (the worker stops when dropped).
+    pub async fn shutdown(self) {
+        self.comfy.shutdown().await;
+    }
+}
+
+/// Classification takes every core for a moment: a scheduler that loses a
+/// worker for a few missed heartbeats would lose a classifying one.
+pub fn patient(config: &mut tessera_scheduler::config::SchedulerConfig) {
+    config.workers.missed_heartbeats = 25;
+}
+
 /// Makes the scheduler withhold what [`oval_face`] is scored as.
 pub fn withholding(config: &mut tessera_scheduler::config::SchedulerConfig) {
     config

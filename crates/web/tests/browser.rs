@@ -22,8 +22,7 @@ use tessera_core::{Capability, Platform};
 use tessera_scheduler::SchedulerConfig;
 use tessera_telegram::config::BotInstance;
 use tessera_telegram::{Secrets, TelegramConfig};
-use tessera_testkit::classifier::{classifier, comfyui, comfyui_painting_faces, withholding};
-use tessera_testkit::standins::comfyui::ComfyUi;
+use tessera_testkit::classifier::{patient, withholding, PaintingWorker};
 use tessera_testkit::standins::telegram::{Author, TelegramStandIn};
 use tessera_testkit::{sim, Backend, TestApp};
 use tessera_web::{WebConfig, WebHandle};
@@ -39,7 +38,8 @@ const DESKTOP: (u32, u32) = (1280, 900);
 /// Everything one run needs.
 struct Site {
     app: TestApp,
-    _worker: tessera_worker::WorkerHandle,
+    /// The worker, unless the test holds its own.
+    _worker: Option<tessera_worker::WorkerHandle>,
     web: WebHandle,
     web_key: String,
     tg: TelegramStandIn,
@@ -79,7 +79,7 @@ impl Site {
                 ],
             )
             .await;
-        Site::around(app, worker, screenshots).await
+        Site::around(app, Some(worker), screenshots).await
     }
 
     /// A site whose only worker makes images on a ComfyUI painting the face
@@ -88,29 +88,23 @@ impl Site {
     async fn start_classifying(
         backend: Backend,
         tweak: impl FnOnce(&mut SchedulerConfig),
-    ) -> (Site, ComfyUi, tempfile::TempDir) {
+    ) -> (Site, PaintingWorker) {
         let app = TestApp::spawn_with(backend, |c| {
             fast(c);
-            // Classification takes every core for a moment; a worker is
-            // not lost for that.
-            c.workers.missed_heartbeats = 25;
+            patient(c);
             tweak(c);
         })
         .await;
-        let comfy = comfyui_painting_faces().await;
-        let dir = tempfile::tempdir().unwrap();
-        let worker = app
-            .worker_classifying(
-                "worker-gpu-0",
-                vec![comfyui(&comfy.url(), dir.path())],
-                classifier(),
-            )
-            .await;
-        (Site::around(app, worker, false).await, comfy, dir)
+        let painting = PaintingWorker::start(&app, "worker-gpu-0", vec![]).await;
+        (Site::around(app, None, false).await, painting)
     }
 
     /// The website and a Telegram bot around a scheduler and its worker.
-    async fn around(app: TestApp, worker: tessera_worker::WorkerHandle, screenshots: bool) -> Site {
+    async fn around(
+        app: TestApp,
+        worker: Option<tessera_worker::WorkerHandle>,
+        screenshots: bool,
+    ) -> Site {
         let web_key = app.key(Platform::Web, "web").await;
         let mut config = WebConfig::new(app.base_url(), Secret::new(web_key.clone()));
         config.listen = "127.0.0.1:0".parse().unwrap();
@@ -1049,12 +1043,12 @@ async fn a_withheld_output_is_told_on_the_job_page() {
 /// threshold: the job's page says what was found was not allowed here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_real_classifier_withholds_on_the_job_page() {
-    let (site, comfy, _dir) = Site::start_classifying(Backend::Postgres, withholding).await;
+    let (site, painting) = Site::start_classifying(Backend::Postgres, withholding).await;
     let page = withheld_job_page(&site, "a portrait").await;
     let told = "Your image was withheld: it showed content not allowed here. Nothing was charged.";
     assert!(page.contains(told), "{page}");
     site.web.shutdown().await.unwrap();
-    comfy.shutdown().await;
+    painting.shutdown().await;
 }
 
 /// Signs a visitor up, asks for an image of `prompt` and returns the job's

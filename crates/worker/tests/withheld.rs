@@ -23,9 +23,7 @@ use tessera_core::moderation::outputs::Unclassified;
 use tessera_core::moderation::{Action, RuleConfig};
 use tessera_core::{Capability, JobId, JobState, Platform};
 use tessera_scheduler::config::SchedulerConfig;
-use tessera_testkit::classifier::{
-    assets, classifier, comfyui, comfyui_painting_faces, oval_face, withholding,
-};
+use tessera_testkit::classifier::{assets, oval_face, patient, withholding, PaintingWorker};
 use tessera_testkit::{backend_tests, sim, Backend, TestApp};
 use tessera_worker::config::ModerationConfig;
 
@@ -34,9 +32,7 @@ const USER: &str = "telegram:1";
 fn fast(config: &mut SchedulerConfig) {
     config.workers.heartbeat_interval_ms = 200;
     config.workers.dispatch_tick_ms = 100;
-    // Classification takes every core for a moment; a worker is not lost
-    // for that.
-    config.workers.missed_heartbeats = 25;
+    patient(config);
 }
 
 async fn create(client: &Client, capability: Capability, params: serde_json::Value) -> JobId {
@@ -88,15 +84,12 @@ backend_tests!(
 async fn benign_outputs_are_delivered_with_their_labels_stored(backend: Backend) {
     let app = TestApp::spawn_with(backend, fast).await;
     let tg = app.frontend(Platform::Telegram, BOT).await;
-    let comfy = comfyui_painting_faces().await;
-    let dir = tempfile::tempdir().unwrap();
-    let engines = vec![
-        comfyui(&comfy.url(), dir.path()),
-        sim(Capability::Video, &["wan-2.1"], 10),
-    ];
-    let _worker = app
-        .worker_classifying("worker-gpu-0", engines, classifier())
-        .await;
+    let painting = PaintingWorker::start(
+        &app,
+        "worker-gpu-0",
+        vec![sim(Capability::Video, &["wan-2.1"], 10)],
+    )
+    .await;
 
     // The painted oval: found, under the default threshold, delivered.
     let id = create(
@@ -145,7 +138,7 @@ async fn benign_outputs_are_delivered_with_their_labels_stored(backend: Backend)
     assert_eq!(c.unclassified, None);
     assert!(c.detections.is_empty(), "{c:?}");
     assert!(!review[0].withheld);
-    comfy.shutdown().await;
+    painting.shutdown().await;
 }
 
 async fn a_configured_threshold_withholds_the_output_for_review(backend: Backend) {
@@ -155,15 +148,7 @@ async fn a_configured_threshold_withholds_the_output_for_review(backend: Backend
     })
     .await;
     let tg = app.frontend(Platform::Telegram, BOT).await;
-    let comfy = comfyui_painting_faces().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _worker = app
-        .worker_classifying(
-            "worker-gpu-0",
-            vec![comfyui(&comfy.url(), dir.path())],
-            classifier(),
-        )
-        .await;
+    let painting = PaintingWorker::start(&app, "worker-gpu-0", vec![]).await;
     let id = create(
         &tg,
         Capability::Image,
@@ -258,7 +243,7 @@ async fn a_configured_threshold_withholds_the_output_for_review(backend: Backend
         ),
         "{metrics}"
     );
-    comfy.shutdown().await;
+    painting.shutdown().await;
 }
 
 /// The same picture and threshold, asked for in a Telegram group whose
@@ -276,15 +261,7 @@ async fn a_group_that_allows_adult_content_gets_what_is_withheld_elsewhere(backe
     tg.set_chat_nsfw(GROUP, true, &"telegram:77".parse().unwrap())
         .await
         .unwrap();
-    let comfy = comfyui_painting_faces().await;
-    let dir = tempfile::tempdir().unwrap();
-    let _worker = app
-        .worker_classifying(
-            "worker-gpu-0",
-            vec![comfyui(&comfy.url(), dir.path())],
-            classifier(),
-        )
-        .await;
+    let painting = PaintingWorker::start(&app, "worker-gpu-0", vec![]).await;
     let params = json!({"prompt": "a portrait", "resolution": "640x640"});
 
     let in_group = create_in(&tg, Some(GROUP), Capability::Image, params.clone()).await;
@@ -305,7 +282,7 @@ async fn a_group_that_allows_adult_content_gets_what_is_withheld_elsewhere(backe
     let job = ended(&tg, &private).await;
     assert_eq!(job.status, JobState::Failed, "{job:?}");
     assert_eq!(job.error.unwrap().code, "content_withheld");
-    comfy.shutdown().await;
+    painting.shutdown().await;
 }
 
 async fn unclassified_outputs_are_withheld_when_configured_and_tokens_kept(backend: Backend) {
