@@ -3,31 +3,16 @@
 //! binary against the real scheduler, with the API's refusals printed as
 //! errors.
 
+mod common;
+
 use serde_json::Value;
-use tokio::process::Command;
 
 use tessera_api::public::CreateJobRequest;
 use tessera_api::review::ReportRequest;
 use tessera_core::{Capability, Platform};
 use tessera_testkit::{backend_tests, Backend, TestApp};
 
-/// Runs `tessera admin <args>` against the app: success, stdout, stderr.
-async fn admin(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("admin")
-        .args(args)
-        .env("TESSERA_URL", app.base_url())
-        .env("TESSERA_ADMIN_TOKEN", &app.admin_token)
-        .env_remove("TESSERA_LOG_FORMAT")
-        .output()
-        .await
-        .expect("tessera runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::admin::admin;
 
 fn job(user: &str) -> CreateJobRequest {
     CreateJobRequest {

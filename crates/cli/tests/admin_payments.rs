@@ -2,28 +2,13 @@
 //! the real scheduler, granting a plan until a date, listing the ledger and
 //! revoking, with the API's refusals printed as errors.
 
+mod common;
+
 use serde_json::Value;
-use tokio::process::Command;
 
 use tessera_testkit::{backend_tests, Backend, TestApp};
 
-/// Runs `tessera admin <args>` against the app: success, stdout, stderr.
-async fn admin(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .arg("admin")
-        .args(args)
-        .env("TESSERA_URL", app.base_url())
-        .env("TESSERA_ADMIN_TOKEN", &app.admin_token)
-        .env_remove("TESSERA_LOG_FORMAT")
-        .output()
-        .await
-        .expect("tessera runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::admin::admin;
 
 async fn operators_grant_list_and_revoke_from_the_command_line(backend: Backend) {
     let app = TestApp::spawn(backend).await;
