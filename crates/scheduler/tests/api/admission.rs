@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use reqwest::StatusCode;
 
-use tessera_api::internal::{Heartbeat, WorkerStatus};
 use tessera_api::public::JobList;
 use tessera_api::public::ListJobsQuery;
 use tessera_api::Client;
@@ -260,24 +259,7 @@ async fn nothing_is_refused_without_a_ready_worker_or_a_measured_run_time(backen
     }
     // A worker that serves it (busy, so the jobs stay queued), and no job
     // has completed: the run time is only assumed.
-    let internal = Client::new(&app.base_url(), app.internal_token.clone()).unwrap();
-    internal
-        .heartbeat(&Heartbeat {
-            worker_id: "worker-gpu-0".parse().unwrap(),
-            status: WorkerStatus::Busy,
-            address: "http://127.0.0.1:9".into(),
-            capabilities: vec![Capability::Image],
-            models: vec!["sdxl-1.0".into()],
-            loaded_models: vec![],
-            current_job: None,
-            gpu_name: None,
-            gpu_memory_used: None,
-            gpu_memory_total: None,
-            gpu_utilization: None,
-            engines: vec![],
-        })
-        .await
-        .unwrap();
+    busy_image_worker(&app).await;
     for i in 4..8 {
         tg.create_job(&tg_job(&format!("telegram:{i}"), prompt("x")), None)
             .await

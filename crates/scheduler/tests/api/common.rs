@@ -7,6 +7,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::{json, Value};
 
+use tessera_api::internal::{Heartbeat, WorkerStatus};
 use tessera_api::public::{CreateJobRequest, JobView, ListJobsQuery};
 use tessera_api::{ApiErrorBody, Client, ClientError, ErrorDetail};
 use tessera_core::{Capability, JobId, Platform};
@@ -220,4 +221,28 @@ pub fn charged(jobs: &[JobView]) -> i64 {
         .filter(|j| !j.refunded)
         .map(|j| j.cost_tokens)
         .sum()
+}
+
+/// A heartbeat from `worker-gpu-0`, busy, serving `sdxl-1.0` at an address
+/// nobody answers: a worker that can run image jobs, so they are queued for
+/// it, but takes none.
+pub async fn busy_image_worker(app: &TestApp) {
+    let internal = Client::new(&app.base_url(), app.internal_token.clone()).unwrap();
+    internal
+        .heartbeat(&Heartbeat {
+            worker_id: "worker-gpu-0".parse().unwrap(),
+            status: WorkerStatus::Busy,
+            address: "http://127.0.0.1:9".into(),
+            capabilities: vec![Capability::Image],
+            models: vec!["sdxl-1.0".into()],
+            loaded_models: vec![],
+            current_job: None,
+            gpu_name: None,
+            gpu_memory_used: None,
+            gpu_memory_total: None,
+            gpu_utilization: None,
+            engines: vec![],
+        })
+        .await
+        .unwrap();
 }

@@ -7,9 +7,7 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
-use tessera_api::internal::{Heartbeat, WorkerStatus};
 use tessera_api::public::{CreateJobResponse, ListJobsQuery};
-use tessera_api::Client;
 use tessera_core::{Capability, JobId, JobState, Platform};
 use tessera_testkit::{backend_tests, Backend, TestApp};
 
@@ -50,24 +48,7 @@ async fn create_get_cancel_round_trip(backend: Backend) {
     );
 
     // A busy worker that serves the model: the job has a place in its queue.
-    let internal = Client::new(&app.base_url(), app.internal_token.clone()).unwrap();
-    internal
-        .heartbeat(&Heartbeat {
-            worker_id: "worker-gpu-0".parse().unwrap(),
-            status: WorkerStatus::Busy,
-            address: "http://127.0.0.1:9".into(),
-            capabilities: vec![Capability::Image],
-            models: vec!["sdxl-1.0".into()],
-            loaded_models: vec![],
-            current_job: None,
-            gpu_name: None,
-            gpu_memory_used: None,
-            gpu_memory_total: None,
-            gpu_utilization: None,
-            engines: vec![],
-        })
-        .await
-        .unwrap();
+    busy_image_worker(&app).await;
     let job = tg.get_job(&created.job_id).await.unwrap();
     assert_eq!(job.notice, None);
     assert_eq!(job.queue_position, Some(0));
