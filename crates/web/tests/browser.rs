@@ -617,93 +617,6 @@ async fn website_end_to_end_on_postgres() {
     a_visitor_signs_up_generates_links_a_bot_and_runs_out(Backend::Postgres, false).await;
 }
 
-/// A visitor driven by hand over HTTP: the session cookie and the CSRF token
-/// of the last page, as a browser would hold them.
-struct Visitor {
-    http: reqwest::Client,
-    base: String,
-    cookie: String,
-    csrf: String,
-}
-
-impl Visitor {
-    async fn new(base: &str) -> Visitor {
-        let mut v = Visitor {
-            http: reqwest::Client::builder()
-                .redirect(reqwest::redirect::Policy::none())
-                .build()
-                .unwrap(),
-            base: base.to_owned(),
-            cookie: String::new(),
-            csrf: String::new(),
-        };
-        v.page("/signup").await;
-        v
-    }
-
-    fn keep_cookie(&mut self, resp: &reqwest::Response) {
-        if let Some(c) = resp.headers().get("set-cookie") {
-            self.cookie = c.to_str().unwrap().split(';').next().unwrap().to_owned();
-        }
-    }
-
-    async fn get(&mut self, path: &str) -> reqwest::Response {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .send()
-            .await
-            .unwrap();
-        self.keep_cookie(&resp);
-        resp
-    }
-
-    /// Loads a page and keeps its CSRF token.
-    async fn page(&mut self, path: &str) -> String {
-        let resp = self.get(path).await;
-        assert_eq!(resp.status(), 200, "{path}");
-        let html = resp.text().await.unwrap();
-        if let Some(token) = html
-            .split("name=\"csrf\" value=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-        {
-            self.csrf = token.to_owned();
-        }
-        html
-    }
-
-    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
-        let resp = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("cookie", &self.cookie)
-            .form(form)
-            .send()
-            .await
-            .unwrap();
-        self.keep_cookie(&resp);
-        resp
-    }
-
-    async fn sign_up(&mut self, email: &str) {
-        let csrf = self.csrf.clone();
-        let resp = self
-            .post(
-                "/signup",
-                &[
-                    ("csrf", &csrf),
-                    ("email", email),
-                    ("password", "correct horse battery"),
-                ],
-            )
-            .await;
-        assert_eq!(resp.status(), 303, "signed up");
-        self.page("/account").await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() {
     let site = Site::start(Backend::Sqlite, false).await;
@@ -902,21 +815,7 @@ async fn a_refused_prompt_is_shown_on_the_form_and_costs_nothing() {
     let site = Site::start(Backend::Sqlite, false).await;
     let mut ada = Visitor::new(&site.web.base_url()).await;
     ada.sign_up("ada@example.org").await;
-    ada.page("/generate/image").await;
-    let body = format!(
-        "--X\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{}\r\n\
-         --X\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\nnaked ch.ild\r\n--X--\r\n",
-        ada.csrf
-    );
-    let resp = ada
-        .http
-        .post(format!("{}/generate/image", site.web.base_url()))
-        .header("cookie", &ada.cookie)
-        .header("content-type", "multipart/form-data; boundary=X")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = ada.post_image("naked ch.ild").await;
     assert!(resp.status().is_client_error(), "{}", resp.status());
     let page = resp.text().await.unwrap();
     assert!(
@@ -938,24 +837,6 @@ async fn a_refused_prompt_is_shown_on_the_form_and_costs_nothing() {
     site.web.shutdown().await.unwrap();
 }
 
-/// Sends the image form with `prompt`, as the browser does.
-async fn post_image(site: &Site, v: &mut Visitor, prompt: &str) -> reqwest::Response {
-    v.page("/generate/image").await;
-    let body = format!(
-        "--X\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{}\r\n\
-         --X\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n{prompt}\r\n--X--\r\n",
-        v.csrf
-    );
-    v.http
-        .post(format!("{}/generate/image", site.web.base_url()))
-        .header("cookie", &v.cookie)
-        .header("content-type", "multipart/form-data; boundary=X")
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-}
-
 /// A FREE visitor meets a queue that would keep them past the plan's bound:
 /// the form says how long the wait is and when to try again, and nothing
 /// is charged.
@@ -970,7 +851,7 @@ async fn a_full_queue_is_shown_on_the_form_with_when_to_try_again() {
     ada.sign_up("ada@example.org").await;
     // One image completes: its run time is measured (the estimator reads
     // run times afresh every 5 s).
-    let resp = post_image(&site, &mut ada, "a first lamp").await;
+    let resp = ada.post_image("a first lamp").await;
     assert_eq!(resp.status(), 303);
     let job_id: tessera_core::JobId = resp.headers()["location"]
         .to_str()
@@ -1004,7 +885,7 @@ async fn a_full_queue_is_shown_on_the_form_with_when_to_try_again() {
         tg.create_job(&req, None).await.unwrap();
     }
 
-    let resp = post_image(&site, &mut ada, "a lamp in a hurry").await;
+    let resp = ada.post_image("a lamp in a hurry").await;
     assert!(resp.status().is_client_error(), "{}", resp.status());
     let page = resp.text().await.unwrap();
     assert!(page.contains("The queue is full right now"), "{page}");
@@ -1056,21 +937,7 @@ async fn the_real_classifier_withholds_on_the_job_page() {
 async fn withheld_job_page(site: &Site, prompt: &str) -> String {
     let mut ada = Visitor::new(&site.web.base_url()).await;
     ada.sign_up("ada@example.org").await;
-    ada.page("/generate/image").await;
-    let body = format!(
-        "--X\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{}\r\n\
-         --X\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n{prompt}\r\n--X--\r\n",
-        ada.csrf
-    );
-    let resp = ada
-        .http
-        .post(format!("{}/generate/image", site.web.base_url()))
-        .header("cookie", &ada.cookie)
-        .header("content-type", "multipart/form-data; boundary=X")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
+    let resp = ada.post_image(prompt).await;
     assert_eq!(resp.status(), 303, "the job is created");
     let job_path = resp.headers()["location"].to_str().unwrap().to_owned();
     // The first classification loads the model.

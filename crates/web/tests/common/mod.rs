@@ -151,3 +151,109 @@ pub async fn path(c: &Client) -> String {
 pub async fn js(c: &Client, script: &str) -> serde_json::Value {
     c.execute(script, vec![]).await.expect("running a script")
 }
+
+/// A visitor driven by hand over HTTP: the session cookie and the CSRF token
+/// of the last page, as a browser would hold them.
+pub struct Visitor {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub cookie: String,
+    pub csrf: String,
+}
+
+impl Visitor {
+    pub async fn new(base: &str) -> Visitor {
+        let mut v = Visitor {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: base.to_owned(),
+            cookie: String::new(),
+            csrf: String::new(),
+        };
+        v.page("/signup").await;
+        v
+    }
+
+    pub fn keep_cookie(&mut self, resp: &reqwest::Response) {
+        if let Some(c) = resp.headers().get("set-cookie") {
+            self.cookie = c.to_str().unwrap().split(';').next().unwrap().to_owned();
+        }
+    }
+
+    pub async fn get(&mut self, path: &str) -> reqwest::Response {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookie(&resp);
+        resp
+    }
+
+    /// Loads a page and keeps its CSRF token.
+    pub async fn page(&mut self, path: &str) -> String {
+        let resp = self.get(path).await;
+        assert_eq!(resp.status(), 200, "{path}");
+        let html = resp.text().await.unwrap();
+        if let Some(token) = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+        {
+            self.csrf = token.to_owned();
+        }
+        html
+    }
+
+    pub async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> reqwest::Response {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("cookie", &self.cookie)
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep_cookie(&resp);
+        resp
+    }
+
+    pub async fn sign_up(&mut self, email: &str) {
+        let csrf = self.csrf.clone();
+        let resp = self
+            .post(
+                "/signup",
+                &[
+                    ("csrf", &csrf),
+                    ("email", email),
+                    ("password", "correct horse battery"),
+                ],
+            )
+            .await;
+        assert_eq!(resp.status(), 303, "signed up");
+        self.page("/account").await;
+    }
+
+    /// Sends the image form with `prompt`, with the form's CSRF token, as
+    /// the browser does (multipart).
+    pub async fn post_image(&mut self, prompt: &str) -> reqwest::Response {
+        self.page("/generate/image").await;
+        let body = format!(
+            "--X\r\nContent-Disposition: form-data; name=\"csrf\"\r\n\r\n{}\r\n\
+             --X\r\nContent-Disposition: form-data; name=\"prompt\"\r\n\r\n{prompt}\r\n--X--\r\n",
+            self.csrf
+        );
+        self.http
+            .post(format!("{}/generate/image", self.base))
+            .header("cookie", &self.cookie)
+            .header("content-type", "multipart/form-data; boundary=X")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
