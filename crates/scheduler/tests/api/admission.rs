@@ -23,21 +23,8 @@ const RUN_MS: u64 = 3_000;
 
 /// `tessera_admission_refusals_total{plan, reason}` as scraped.
 async fn refusals_counted(app: &TestApp, plan: &str, reason: &str) -> u64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", app.base_url()))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("tessera_admission_refusals_total{"))
-        .filter(|l| l.contains(&format!("plan=\"{plan}\"")))
-        .filter(|l| l.contains(&format!("reason=\"{reason}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    let labels = [("plan", plan), ("reason", reason)];
+    counter(app, "tessera_admission_refusals_total", &labels).await
 }
 
 async fn queued(tg: &Client) -> usize {

@@ -246,3 +246,24 @@ pub async fn busy_image_worker(app: &TestApp) {
         .await
         .unwrap();
 }
+
+/// The sum of the scraped samples of the counter `name` (`..._total`) whose
+/// labels include every `(label, value)` of `labels`; 0 with none.
+pub async fn counter(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> u64 {
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", app.base_url()))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let series = format!("{name}{{");
+    let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    text.lines()
+        .filter(|l| l.starts_with(&series))
+        .filter(|l| wanted.iter().all(|w| l.contains(w.as_str())))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}

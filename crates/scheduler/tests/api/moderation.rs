@@ -43,21 +43,8 @@ fn rules(c: &mut tessera_scheduler::config::SchedulerConfig) {
 
 /// `tessera_moderation_refusals_total{rule, channel}` as scraped.
 async fn refusals_counted(app: &TestApp, rule: &str, channel: &str) -> u64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", app.base_url()))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("tessera_moderation_refusals_total{"))
-        .filter(|l| l.contains(&format!("rule=\"{rule}\"")))
-        .filter(|l| l.contains(&format!("channel=\"{channel}\"")))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    let labels = [("rule", rule), ("channel", channel)];
+    counter(app, "tessera_moderation_refusals_total", &labels).await
 }
 
 async fn refused_prompts_cost_nothing_and_are_recorded(backend: Backend) {
