@@ -247,21 +247,26 @@ mod tests {
         out
     }
 
-    #[test]
-    fn animated_pngs_give_their_sampled_frames() {
-        let Pictures::Frames(frames) = pictures("apng", &animated_png(5)).unwrap() else {
+    /// The sampled frames of an 8×6 animation, as the shade of each (every
+    /// frame a PNG of the animation's size).
+    fn sampled_shades(format: &str, bytes: &[u8]) -> Vec<u8> {
+        let Pictures::Frames(frames) = pictures(format, bytes).unwrap() else {
             panic!("an animation");
         };
-        // Frames 0, 2 and 4, each a PNG of the animation's size and colour.
-        let shades: Vec<u8> = frames
+        frames
             .iter()
             .map(|f| {
                 let img = image::load_from_memory(f).unwrap().to_rgb8();
                 assert_eq!(img.dimensions(), (8, 6));
                 img.get_pixel(3, 3).0[0]
             })
-            .collect();
-        assert_eq!(shades, [0, 60, 120]);
+            .collect()
+    }
+
+    #[test]
+    fn animated_pngs_give_their_sampled_frames() {
+        // Frames 0, 2 and 4, each a PNG of the animation's size and colour.
+        assert_eq!(sampled_shades("apng", &animated_png(5)), [0, 60, 120]);
     }
 
     #[test]
@@ -286,23 +291,9 @@ mod tests {
 
     #[test]
     fn gifs_give_their_sampled_frames() {
-        let Pictures::Frames(frames) = pictures("gif", &gif(5)).unwrap() else {
-            panic!("frames");
-        };
-        let shades: Vec<u8> = frames
-            .iter()
-            .map(|f| {
-                let img = image::load_from_memory(f).unwrap().to_rgb8();
-                assert_eq!(img.dimensions(), (8, 6));
-                img.get_pixel(3, 3).0[0]
-            })
-            .collect();
-        assert_eq!(shades, [0, 60, 120]);
+        assert_eq!(sampled_shades("gif", &gif(5)), [0, 60, 120]);
         // A still GIF is one frame.
-        let Pictures::Frames(one) = pictures("gif", &gif(1)).unwrap() else {
-            panic!("frames");
-        };
-        assert_eq!(one.len(), 1);
+        assert_eq!(sampled_shades("gif", &gif(1)), [0]);
         assert!(pictures("gif", b"GIF89a").is_err());
     }
 
