@@ -50,10 +50,16 @@ pub struct Heartbeat {
     /// Models installed on the worker.
     #[schema(value_type = Vec<crate::schema::ModelName>, max_items = 64)]
     pub models: Vec<String>,
-    /// Models in GPU memory now.
+    /// Models in GPU memory now. Every one of them is warm: the policy
+    /// prefers jobs of any of them.
     #[serde(default)]
     #[schema(value_type = Vec<crate::schema::ModelName>, max_items = 64)]
     pub loaded_models: Vec<String>,
+    /// How much GPU memory each loaded model takes, where the worker knows
+    /// (its engines' configured footprints).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(max_items = 64)]
+    pub model_memory: Vec<ModelMemory>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_job: Option<JobId>,
     /// GPU readings, where the worker can read them (NVML); absent otherwise.
@@ -75,6 +81,32 @@ pub struct Heartbeat {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(max_items = 64)]
     pub engines: Vec<EngineReadiness>,
+}
+
+/// One loaded model's footprint in GPU memory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelMemory {
+    /// One of the worker's `loaded_models`.
+    #[schema(value_type = crate::schema::ModelName)]
+    pub model: String,
+    /// MiB, like the GPU's readings.
+    #[schema(maximum = 1_048_576)]
+    pub mib: u64,
+}
+
+/// What an attempt's engine run took, as the worker measured it. The
+/// scheduler learns each worker's run and model-load times per model from
+/// these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunTiming {
+    /// From the job's start on the engine to its last output, milliseconds.
+    #[schema(maximum = 604_800_000)]
+    pub engine_ms: u64,
+    /// Whether the engine loaded the job's model first (it was not in GPU
+    /// memory when the job began).
+    pub model_load: bool,
 }
 
 /// One engine of a worker and whether it can take a job now (its adapter's
@@ -308,6 +340,9 @@ pub struct WorkerCapabilities {
     pub capabilities: Vec<Capability>,
     pub models: Vec<String>,
     pub loaded_models: Vec<String>,
+    /// Each loaded model's footprint, where known.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub model_memory: Vec<ModelMemory>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gpu_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -454,6 +489,10 @@ pub struct JobResult {
     pub artifacts: Vec<ArtifactMeta>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<WorkerError>,
+    /// What the engine's run took; absent when it never ran (older workers
+    /// send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<RunTiming>,
 }
 
 /// The scheduler's acknowledgement of a result.

@@ -209,6 +209,7 @@ mod tests {
             capabilities: &[Capability::Image],
             models: &models,
             loaded_models: &[],
+            load_ms: &[],
         };
         let mut fq = FairQueue::new();
         let mut queue: Vec<QueuedJob<usize>> = Vec::new();
@@ -367,7 +368,7 @@ mod tests {
         ) {
             let policy = Policy { kind: PolicyKind::Tessera, max_wait_ms: Millis::MAX / 4, affinity_patience_ms: 0 };
             let models = vec!["m".to_owned()];
-            let worker = WorkerView { capabilities: &[Capability::Image], models: &models, loaded_models: &[] };
+            let worker = WorkerView { capabilities: &[Capability::Image], models: &models, loaded_models: &[], load_ms: &[] };
             let mut queues: HashMap<Priority, FairQueue<u8>> = HashMap::new();
             let mut queue: Vec<QueuedJob<usize>> = Vec::new();
             for (now, (user, prio, tokens, serve_after)) in arrivals.into_iter().enumerate() {

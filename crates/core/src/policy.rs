@@ -20,8 +20,11 @@
 //!    on four GPUs, strictly-oldest overdue jobs completed 71 jobs per
 //!    GPU-hour against 99 with warm overdue jobs first.
 //! 2. **Affinity patience.** A warm-model job may jump ahead of higher-priority
-//!    jobs only while every one of them has waited less than `affinity_patience`.
-//!    Within one priority the warm job always goes first.
+//!    jobs only while every one of them has waited less than `affinity_patience`,
+//!    and less than the load the jump saves where the worker has learned it
+//!    ([`WorkerView::load_ms`]: a model that loads in 2 s is not worth making
+//!    a paying user wait 10 s for). Within one priority the warm job always
+//!    goes first.
 //!
 //! Otherwise the first compatible job in queue order runs. Queue order is
 //! priority, then the job's fair-queuing tag ([`crate::fair`]: start-time fair
@@ -100,8 +103,11 @@ pub struct WorkerView<'a> {
     pub capabilities: &'a [Capability],
     /// Models the worker can serve (installed).
     pub models: &'a [String],
-    /// Models loaded in GPU memory now.
+    /// Models loaded in GPU memory now (all of them count as warm).
     pub loaded_models: &'a [String],
+    /// What loading each model has been seen to cost on this worker, where
+    /// it has been learned ([`Candidates::best_load_ms`]).
+    pub load_ms: &'a [(String, Millis)],
 }
 
 impl WorkerView<'_> {
@@ -111,6 +117,13 @@ impl WorkerView<'_> {
 
     pub fn has_loaded(&self, model: &str) -> bool {
         self.loaded_models.iter().any(|m| m == model)
+    }
+
+    /// The learned cost of loading `model` here, if any.
+    pub fn load_ms(&self, model: &str) -> Option<Millis> {
+        self.load_ms
+            .iter()
+            .find_map(|(m, ms)| (m == model).then_some(*ms))
     }
 }
 
@@ -131,6 +144,10 @@ pub struct Candidates<J> {
     pub loaded_head: Option<J>,
     /// Queued longest among jobs whose model is loaded on the worker.
     pub oldest_loaded: Option<J>,
+    /// The learned cost of loading `best`'s model on the worker, when it is
+    /// not loaded there and a cost has been learned: passing `best` over for
+    /// a warm job saves at most this.
+    pub best_load_ms: Option<Millis>,
 }
 
 impl<J> Candidates<J> {
@@ -143,6 +160,7 @@ impl<J> Candidates<J> {
             oldest_outranking_loaded: self.oldest_outranking_loaded.as_ref(),
             loaded_head: self.loaded_head.as_ref(),
             oldest_loaded: self.oldest_loaded.as_ref(),
+            best_load_ms: self.best_load_ms,
         }
     }
 }
@@ -157,6 +175,7 @@ impl<J: Clone> Candidates<&J> {
             oldest_outranking_loaded: self.oldest_outranking_loaded.cloned(),
             loaded_head: self.loaded_head.cloned(),
             oldest_loaded: self.oldest_loaded.cloned(),
+            best_load_ms: self.best_load_ms,
         }
     }
 }
@@ -185,6 +204,7 @@ impl<'q, Id: Ord> Candidates<&'q QueuedJob<Id>> {
             oldest_outranking_loaded: None,
             loaded_head: None,
             oldest_loaded: None,
+            best_load_ms: None,
         };
         let runnable: Vec<_> = queue.into_iter().filter(|j| worker.can_run(j)).collect();
         for &job in &runnable {
@@ -230,6 +250,10 @@ impl<'q, Id: Ord> Candidates<&'q QueuedJob<Id>> {
         }
         heads.sort_by_key(|h| Reverse(h.priority));
         c.loaded_head = heads.into_iter().find(|h| worker.has_loaded(&h.model));
+        c.best_load_ms = c
+            .best
+            .filter(|b| !worker.has_loaded(&b.model))
+            .and_then(|b| worker.load_ms(&b.model));
         c
     }
 }
@@ -320,9 +344,14 @@ impl Policy {
                     }
                 }
                 let best = c.best?;
+                // Passing a higher plan's job over saves at most the load it
+                // would cost: no longer than that, where it is known.
+                let patience = c.best_load_ms.map_or(self.affinity_patience_ms, |load| {
+                    load.min(self.affinity_patience_ms)
+                });
                 let patient = c
                     .oldest_outranking_loaded
-                    .is_none_or(|o| o.waited(now) < self.affinity_patience_ms);
+                    .is_none_or(|o| o.waited(now) < patience);
                 match c.best_loaded {
                     Some(warm) if patient => Some((warm, Reason::Affinity)),
                     _ => Some((best, Reason::Priority)),
@@ -414,6 +443,7 @@ mod tests {
             capabilities: &[Capability::Image],
             models: &models,
             loaded_models: &loaded,
+            load_ms: &[],
         };
         // PRO's head needs m1; FREE's head has m0 loaded: the seed takes FREE's head.
         let queue = vec![job(1, 2, "m1", 0), job(2, 0, "m0", 5), job(3, 2, "m0", 9)];
@@ -439,7 +469,7 @@ mod tests {
         ) {
             let models = all_models();
             let loaded: Vec<String> = loaded.iter().map(|m| (*m).to_owned()).collect();
-            let w = WorkerView { capabilities: &caps, models: &models, loaded_models: &loaded };
+            let w = WorkerView { capabilities: &caps, models: &models, loaded_models: &loaded, load_ms: &[] };
             let chosen = policy().choose_from_queue(&queue, &w, now);
             let runnable = queue.iter().any(|j| w.can_run(j));
             prop_assert_eq!(chosen.is_some(), runnable);
@@ -454,7 +484,7 @@ mod tests {
             now in 0i64..2_000,
         ) {
             let models = all_models();
-            let w = WorkerView { capabilities: &CAPS, models: &models, loaded_models: &[] };
+            let w = WorkerView { capabilities: &CAPS, models: &models, loaded_models: &[], load_ms: &[] };
             let p = policy();
             let overdue = queue.iter().any(|j| j.waited(now) >= p.max_wait_ms);
             prop_assume!(!overdue);
@@ -478,7 +508,7 @@ mod tests {
         ) {
             let models = all_models();
             let loaded: Vec<String> = loaded.iter().map(|m| (*m).to_owned()).collect();
-            let w = WorkerView { capabilities: &CAPS, models: &models, loaded_models: &loaded };
+            let w = WorkerView { capabilities: &CAPS, models: &models, loaded_models: &loaded, load_ms: &[] };
             let p = policy();
             prop_assume!(!queue.iter().any(|j| j.waited(now) >= p.max_wait_ms));
             let Some(top) = queue.iter().map(|j| j.priority).max() else { return Ok(()) };
@@ -506,7 +536,7 @@ mod tests {
         ) {
             let models = all_models();
             let loaded: Vec<String> = loaded.iter().map(|m| (*m).to_owned()).collect();
-            let w = WorkerView { capabilities: &caps, models: &models, loaded_models: &loaded };
+            let w = WorkerView { capabilities: &caps, models: &models, loaded_models: &loaded, load_ms: &[] };
             let p = policy();
             if let Some((j, _)) = p.choose_from_queue(&queue, &w, now) {
                 let runnable: Vec<_> = queue.iter().filter(|o| w.can_run(o)).collect();
@@ -562,7 +592,7 @@ mod tests {
                     queue.push(tagged(next_id, 0, "m0", now, tag));
                     next_id += 1;
                 }
-                let w = WorkerView { capabilities: &CAPS, models: &models, loaded_models: &loaded };
+                let w = WorkerView { capabilities: &CAPS, models: &models, loaded_models: &loaded, load_ms: &[] };
                 let Some((chosen, _)) = p.choose_from_queue(&queue, &w, now) else { continue };
                 let chosen = chosen.clone();
                 let head = queue
@@ -627,10 +657,43 @@ mod tests {
             capabilities: &CAPS,
             models: &models,
             loaded_models: &loaded,
+            load_ms: &[],
         };
         let (j, r) = p.choose_from_queue(&queue, &w, 50).unwrap();
         assert_eq!((j.id, r), (2, Reason::Affinity));
         let (j, r) = p.choose_from_queue(&queue, &w, 100).unwrap();
+        assert_eq!((j.id, r), (1, Reason::Priority));
+    }
+
+    #[test]
+    fn a_cheap_load_shortens_patience_to_what_it_saves() {
+        let p = policy();
+        let queue = [job(1, 2, "m1", 0), job(2, 0, "m0", 0)];
+        let models = all_models();
+        let loaded = vec!["m0".to_owned()];
+        let view = |load_ms| WorkerView {
+            capabilities: &CAPS,
+            models: &models,
+            loaded_models: &loaded,
+            load_ms,
+        };
+        // m1 loads in 30 ms here: the PRO job is passed over for 30 ms, not 100.
+        let cheap = [("m1".to_owned(), 30)];
+        let (j, r) = p.choose_from_queue(&queue, &view(&cheap), 29).unwrap();
+        assert_eq!((j.id, r), (2, Reason::Affinity));
+        let (j, r) = p.choose_from_queue(&queue, &view(&cheap), 30).unwrap();
+        assert_eq!((j.id, r), (1, Reason::Priority));
+        // A load dearer than the patience changes nothing; another model's load
+        // is not the one saved.
+        let dear = [("m1".to_owned(), 5_000)];
+        let (j, _) = p.choose_from_queue(&queue, &view(&dear), 99).unwrap();
+        assert_eq!(j.id, 2);
+        let other = [("m2".to_owned(), 1)];
+        let (j, _) = p.choose_from_queue(&queue, &view(&other), 99).unwrap();
+        assert_eq!(j.id, 2);
+        // A model that loads in no time is never worth a higher plan's wait.
+        let free = [("m1".to_owned(), 0)];
+        let (j, r) = p.choose_from_queue(&queue, &view(&free), 0).unwrap();
         assert_eq!((j.id, r), (1, Reason::Priority));
     }
 
@@ -646,6 +709,7 @@ mod tests {
             capabilities: &CAPS,
             models: &models,
             loaded_models: &loaded,
+            load_ms: &[],
         };
         assert_eq!(p.choose_from_queue(&queue, &w, 999).unwrap().0.id, 2);
         let (j, r) = p.choose_from_queue(&queue, &w, 1_000).unwrap();
@@ -661,6 +725,7 @@ mod tests {
             capabilities: &CAPS,
             models: &models,
             loaded_models: &loaded,
+            load_ms: &[],
         };
         let fifo = Policy {
             kind: PolicyKind::Fifo,

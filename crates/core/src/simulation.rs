@@ -229,6 +229,7 @@ pub fn simulate(w: &Workload, policy: Policy) -> Outcome {
                 capabilities: &capabilities,
                 models: &models,
                 loaded_models: &gpu.loaded,
+                load_ms: &[],
             };
             let Some((chosen, _)) = policy.choose_from_queue(&queue, &view, now) else {
                 break;

@@ -97,6 +97,12 @@ impl Dispatcher {
         let ranges: Vec<_> = free.iter().flat_map(|w| w.slot.ranges()).collect();
         let depth = u32::try_from(free.len() + 1).unwrap_or(u32::MAX);
         let window = self.inner.store.queue_window(&ranges, depth).await;
+        let learned = self
+            .inner
+            .lifecycle
+            .timings()
+            .learned(&*self.inner.store)
+            .await;
         let mut chosen: HashSet<JobId> = HashSet::new();
         let mut claims: Vec<(JobId, WorkerId)> = Vec::new();
         match &window {
@@ -104,7 +110,8 @@ impl Dispatcher {
                 for worker in &free {
                     let worker_id = &worker.worker_id;
                     let left = window.iter().filter(|j| !chosen.contains(&j.id));
-                    let candidates = Candidates::from_queue(left, &worker.slot.view());
+                    let view = worker.slot.view_with(learned.loads_on(worker_id));
+                    let candidates = Candidates::from_queue(left, &view);
                     if let Some((job, reason)) = self.inner.policy.choose(&candidates, now) {
                         tracing::debug!(job_id = %job.id, %worker_id, ?reason, "chosen");
                         chosen.insert(job.id.clone());

@@ -9,6 +9,8 @@
 //!   it (metrics, dispatch wake-ups, taking a job back); what `http`,
 //!   `dispatch` and `monitor` share instead of calling each other.
 //! - [`registry`]: the scheduler's picture of its workers, held by the lifecycle.
+//! - [`timings`]: run and load times learned from results, per worker and
+//!   model, for the policy, the estimates and admission; held by the lifecycle.
 //! - [`dispatch`]: the event-driven dispatcher.
 //! - [`monitor`]: lost workers, run timeouts and jobs no worker can serve.
 //! - [`artifacts`]: the object store holding artifacts and inputs.
@@ -40,6 +42,7 @@ pub mod payments;
 pub mod queue;
 pub mod registry;
 pub mod store;
+pub mod timings;
 
 pub use app::{Scheduler, SchedulerHandle};
 pub use config::SchedulerConfig;

@@ -31,6 +31,7 @@ use crate::config::WorkersConfig;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{Fence, JobRecord, Store, StoreError, TransitionChange, TransitionOutcome};
+use crate::timings::Timings;
 
 /// The wall clock in milliseconds; the only place the scheduler reads time
 /// for its records.
@@ -50,6 +51,8 @@ struct Inner {
     max_attempts: u32,
     /// Asks the dispatcher for a pass.
     wake: Notify,
+    /// Run and load times learned from the workers' results.
+    timings: Timings,
 }
 
 impl Lifecycle {
@@ -67,12 +70,18 @@ impl Lifecycle {
             workers: Registry::new(config.clone(), token)?,
             max_attempts: config.max_attempts,
             wake: Notify::new(),
+            timings: Timings::new(),
         })))
     }
 
     /// The metrics every state change is counted in.
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// Run and load times learned from the workers' results.
+    pub fn timings(&self) -> &Timings {
+        &self.0.timings
     }
 
     /// The scheduler's picture of its workers.

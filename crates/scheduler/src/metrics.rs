@@ -30,7 +30,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use tessera_core::{Capability, Millis, Plan, Priority, Transition};
+use tessera_core::{Capability, JobId, Millis, Plan, Priority, Transition};
 
 use crate::store::{JobRecord, Store, StoreGauges, WorkerRecord};
 
@@ -54,6 +54,8 @@ pub const NAMES: &[&str] = &[
     "tessera_job_queue_wait_seconds",
     "tessera_job_run_seconds",
     "tessera_job_latency_seconds",
+    "tessera_eta_error_ratio",
+    "tessera_eta_error_seconds",
     "tessera_http_requests_total",
     "tessera_http_request_duration_seconds",
     "tessera_queue_depth",
@@ -218,6 +220,16 @@ fn seconds_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.005, 2.0, 20))
 }
 
+/// A relative error, from 1 % to about 16 times (doubling).
+fn ratio_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 12))
+}
+
+/// Most jobs whose promised start is held for the ETA-error check: past it,
+/// new jobs go unchecked until dispatches make room (a queue that deep is
+/// the queue-depth alert's business).
+const MAX_PROMISES: usize = 200_000;
+
 /// The scheduler's metrics; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
@@ -240,6 +252,12 @@ struct Inner {
     queue_wait: Hist<JobLabels>,
     run: Hist<CapabilityLabels>,
     latency: Hist<JobLabels>,
+    eta_error_ratio: Hist<CapabilityLabels>,
+    eta_error_seconds: Hist<CapabilityLabels>,
+    /// Per job created and not yet dispatched: when its estimate said it
+    /// would start, when it was created, and the run time (ms) the estimate
+    /// counted on.
+    promises: Mutex<HashMap<JobId, (Millis, Millis, Millis)>>,
     requests: Family<HttpLabels, Counter>,
     request_seconds: Hist<RouteLabels>,
     queue_depth: Family<QueueLabels, Gauge>,
@@ -280,6 +298,9 @@ impl Metrics {
             queue_wait: Family::new_with_constructor(seconds_histogram),
             run: Family::new_with_constructor(seconds_histogram),
             latency: Family::new_with_constructor(seconds_histogram),
+            eta_error_ratio: Family::new_with_constructor(ratio_histogram),
+            eta_error_seconds: Family::new_with_constructor(seconds_histogram),
+            promises: Mutex::new(HashMap::new()),
             requests: Family::default(),
             request_seconds: Family::new_with_constructor(seconds_histogram),
             queue_depth: Family::default(),
@@ -373,6 +394,16 @@ impl Metrics {
             "job_run_seconds",
             "Time from dispatched to completed, for the run that completed",
             i.run.clone(),
+        );
+        r.register(
+            "eta_error_ratio",
+            "How far a job's first dispatch missed the start its create's estimate promised, as a share of the job's real wait plus run time, by capability",
+            i.eta_error_ratio.clone(),
+        );
+        r.register(
+            "eta_error_seconds",
+            "How far a job's first dispatch missed the start its create's estimate promised, seconds, early or late",
+            i.eta_error_seconds.clone(),
         );
         r.register(
             "job_latency_seconds",
@@ -550,6 +581,24 @@ impl Metrics {
             model_load: model_load.to_string(),
         };
         self.0.dispatched.get_or_create(&labels).inc();
+        let promise = self.promises().remove(&job.id);
+        if let (Some((promised, created, run)), Some(started)) = (promise, job.started_at) {
+            // The error of the start as a share of what the user waits in
+            // all: the real wait and the run the estimate counted on.
+            let missed = seconds((started - promised).abs());
+            let scale = seconds((started - created).max(0) + run.max(0));
+            let capability = CapabilityLabels {
+                capability: job.capability.to_string(),
+            };
+            self.0
+                .eta_error_seconds
+                .get_or_create(&capability)
+                .observe(missed);
+            self.0
+                .eta_error_ratio
+                .get_or_create(&capability)
+                .observe(missed / scale.max(1.0));
+        }
         if let (Some(queued), Some(started)) = (job.queued_at, job.started_at) {
             self.0
                 .queue_wait
@@ -558,10 +607,29 @@ impl Metrics {
         }
     }
 
+    /// A job was created whose estimate says it starts at `start_at` and
+    /// then runs `run_ms`: its first dispatch is checked against that
+    /// ([`dispatched`](Self::dispatched)).
+    pub fn promised(&self, job: &JobRecord, start_at: Millis, run_ms: Millis) {
+        let mut promises = self.promises();
+        if promises.len() < MAX_PROMISES {
+            promises.insert(job.id.clone(), (start_at, job.created_at, run_ms));
+        }
+    }
+
+    fn promises(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, (Millis, Millis, Millis)>> {
+        self.0.promises.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// A transition was applied; `job` is the job after it. Called by the
     /// [`Lifecycle`](crate::lifecycle::Lifecycle), through which every state
     /// change after creation goes, so the counters miss none.
     pub fn transitioned(&self, t: Transition, job: &JobRecord) {
+        if job.status.is_terminal() {
+            // Ended without a dispatch (cancelled, failed as unservable):
+            // nothing to check its estimate against.
+            self.promises().remove(&job.id);
+        }
         match t {
             Transition::Complete => {
                 let labels = self.job_labels(job);

@@ -342,6 +342,17 @@ impl Registry {
     /// online, not draining, with a ready engine for it that has not failed
     /// since their last heartbeat. What admission divides the queue among.
     pub fn capacity(&self, capability: Capability, model: &str, now: Millis) -> usize {
+        self.capacity_warm(capability, model, now).0
+    }
+
+    /// As [`capacity`](Self::capacity), and how many of those workers hold
+    /// the model in GPU memory now.
+    pub fn capacity_warm(
+        &self,
+        capability: Capability,
+        model: &str,
+        now: Millis,
+    ) -> (usize, usize) {
         self.workers()
             .values()
             .filter(|e| {
@@ -350,7 +361,10 @@ impl Registry {
                     && slot_serves(&e.ready, capability, model)
                     && !e.failed.contains(&capability)
             })
-            .count()
+            .fold((0, 0), |(all, warm), e| {
+                let holds = e.ready.loaded_models.iter().any(|m| m == model);
+                (all + 1, warm + usize::from(holds))
+            })
     }
 
     /// The free workers (idle, online, believed to run nothing, not suspect,

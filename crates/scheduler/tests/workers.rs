@@ -22,6 +22,7 @@ fn heartbeat(id: &str) -> Heartbeat {
         capabilities: vec![Capability::Image],
         models: vec!["sdxl-1.0".into()],
         loaded_models: vec!["sdxl-1.0".into()],
+        model_memory: vec![],
         current_job: None,
         gpu_name: None,
         gpu_memory_used: Some(8000),
@@ -555,6 +556,7 @@ fn png_result(
             })
             .collect(),
         error: None,
+        timing: None,
     };
     let bytes = bytes::Bytes::from(vec![7u8; size]);
     ResultForm::new(&result, vec![bytes; count])

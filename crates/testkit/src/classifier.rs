@@ -215,6 +215,8 @@ pub fn withholding(config: &mut tessera_scheduler::config::SchedulerConfig) {
 pub fn comfyui(url: &str, dir: &Path) -> EngineConfig {
     std::fs::write(dir.join("sdxl-1.0.json"), TEMPLATE).unwrap();
     EngineConfig::Comfyui(ComfyUiConfig {
+        memory_mib: None,
+        model_memory_mib: Default::default(),
         url: url.to_owned(),
         capability: Capability::Image,
         models: vec!["sdxl-1.0".into()],

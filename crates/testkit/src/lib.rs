@@ -453,6 +453,8 @@ pub fn sim(
     run_ms: u64,
 ) -> tessera_worker::config::EngineConfig {
     tessera_worker::config::EngineConfig::Sim(tessera_worker::engine::sim::SimConfig {
+        memory_mib: None,
+        model_memory_mib: Default::default(),
         capability,
         models: models.iter().map(|m| m.to_string()).collect(),
         run_ms,

@@ -34,8 +34,8 @@ use tracing::Instrument;
 use tessera_api::error::response as error;
 use tessera_api::internal::result_form::ResultForm;
 use tessera_api::internal::{
-    CancelJob, EngineInfo, Heartbeat, JobResult, Outcome, ProgressReport, RunJob, RunJobAccepted,
-    RunJobError, WorkerCapabilities, WorkerHealth, WorkerStatus,
+    CancelJob, EngineInfo, Heartbeat, JobResult, ModelMemory, Outcome, ProgressReport, RunJob,
+    RunJobAccepted, RunJobError, RunTiming, WorkerCapabilities, WorkerHealth, WorkerStatus,
 };
 use tessera_api::{Client, ClientError};
 use tessera_core::params::JobParams;
@@ -301,6 +301,10 @@ impl Shared {
             .collect();
         loaded.sort();
         loaded.dedup();
+        let mut model_memory: Vec<ModelMemory> =
+            self.engines.iter().flat_map(|e| e.model_memory()).collect();
+        model_memory.sort_by(|a, b| a.model.cmp(&b.model));
+        model_memory.dedup_by(|a, b| a.model == b.model);
         let gpu = self.gpu.as_ref().map(Gpu::read).unwrap_or_default();
         WorkerCapabilities {
             worker_id: self.id.clone(),
@@ -308,6 +312,7 @@ impl Shared {
             capabilities,
             models,
             loaded_models: loaded,
+            model_memory,
             gpu_name: gpu.name,
             gpu_memory_used: gpu.memory_used,
             gpu_memory_total: gpu.memory_total,
@@ -592,6 +597,10 @@ async fn execute(
     shared.metrics.started();
     let outcome = run(&shared, &job, &*engine, params, &cancel).await;
     let loaded_model = !had_model && engine.loaded_models().contains(&job.model_id);
+    let timing = RunTiming {
+        engine_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        model_load: loaded_model,
+    };
     shared.metrics.ended(
         job.capability,
         &job.model_id,
@@ -621,7 +630,7 @@ async fn execute(
         Ok(artifacts) => Ok(classified(&shared, &job, artifacts).await),
         failed => failed,
     };
-    deliver(&shared, &job, outcome).await;
+    deliver(&shared, &job, outcome, timing).await;
     let mut current = shared.current.lock().unwrap_or_else(|p| p.into_inner());
     if current
         .as_ref()
@@ -740,7 +749,12 @@ async fn report_progress(
 }
 
 /// Sends the result until the scheduler acknowledges it or refuses the attempt.
-async fn deliver(shared: &Shared, job: &RunJob, outcome: Result<Vec<Artifact>, EngineError>) {
+async fn deliver(
+    shared: &Shared,
+    job: &RunJob,
+    outcome: Result<Vec<Artifact>, EngineError>,
+    timing: RunTiming,
+) {
     let (result, parts) = match outcome {
         Ok(artifacts) => (
             JobResult {
@@ -749,6 +763,7 @@ async fn deliver(shared: &Shared, job: &RunJob, outcome: Result<Vec<Artifact>, E
                 outcome: Outcome::Completed,
                 artifacts: artifacts.iter().map(|a| a.meta.clone()).collect(),
                 error: None,
+                timing: Some(timing),
             },
             artifacts.into_iter().map(|a| a.bytes).collect::<Vec<_>>(),
         ),
@@ -759,6 +774,7 @@ async fn deliver(shared: &Shared, job: &RunJob, outcome: Result<Vec<Artifact>, E
                 outcome: Outcome::Failed,
                 artifacts: vec![],
                 error: Some(e.to_wire()),
+                timing: Some(timing),
             },
             vec![],
         ),
@@ -818,6 +834,7 @@ async fn heartbeat_loop(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
             capabilities: caps.capabilities,
             models: caps.models,
             loaded_models: caps.loaded_models,
+            model_memory: caps.model_memory,
             current_job,
             gpu_name: gpu.name,
             gpu_memory_used: gpu.memory_used,

@@ -37,6 +37,8 @@ struct Setup {
 
 fn config(url: &str, capability: Capability, dir: &Path) -> ComfyUiConfig {
     ComfyUiConfig {
+        memory_mib: None,
+        model_memory_mib: Default::default(),
         url: url.to_owned(),
         capability,
         models: vec!["model-a".into()],

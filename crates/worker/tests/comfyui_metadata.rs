@@ -18,6 +18,8 @@ const VIDEO_TEMPLATE: &str = include_str!("../workflows/video-example.json");
 
 fn engine(url: &str, capability: Capability, dir: &Path, keep_metadata: bool) -> ComfyUi {
     let config = ComfyUiConfig {
+        memory_mib: None,
+        model_memory_mib: Default::default(),
         url: url.to_owned(),
         capability,
         models: vec!["model-a".into()],

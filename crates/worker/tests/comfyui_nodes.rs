@@ -23,6 +23,8 @@ const IMAGE_TEMPLATE: &str = include_str!("../workflows/image-example.json");
 
 fn config(url: &str, dir: &Path, models: &[&str]) -> ComfyUiConfig {
     ComfyUiConfig {
+        memory_mib: None,
+        model_memory_mib: Default::default(),
         url: url.to_owned(),
         capability: Capability::Image,
         models: models.iter().map(|m| (*m).to_owned()).collect(),

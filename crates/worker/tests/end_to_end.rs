@@ -419,6 +419,8 @@ async fn a_loaded_model_attracts_its_jobs_while_priority_holds(backend: Backend)
         .worker(
             "worker-gpu-0",
             vec![EngineConfig::Sim(SimConfig {
+                memory_mib: None,
+                model_memory_mib: Default::default(),
                 capability: Capability::Image,
                 models: vec!["sdxl-1.0".into(), "flux-schnell".into()],
                 run_ms: 300,

@@ -37,6 +37,8 @@ fn fast(config: &mut SchedulerConfig) {
 fn comfyui(url: &str, dir: &std::path::Path) -> EngineConfig {
     std::fs::write(dir.join(format!("{MODEL}.json")), TEMPLATE).unwrap();
     EngineConfig::Comfyui(ComfyUiConfig {
+        memory_mib: None,
+        model_memory_mib: Default::default(),
         url: url.to_owned(),
         capability: Capability::Image,
         models: vec![MODEL.into()],

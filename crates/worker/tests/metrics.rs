@@ -410,6 +410,7 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
         capabilities: vec![Capability::Image],
         models: vec!["sdxl-1.0".into()],
         loaded_models: vec![],
+        model_memory: Vec::new(),
         current_job: None,
         gpu_name: Some("NVIDIA GeForce RTX 4090".into()),
         gpu_memory_used: Some(22_000),

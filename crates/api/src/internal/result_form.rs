@@ -122,6 +122,7 @@ mod tests {
                 })
                 .collect(),
             error: None,
+            timing: None,
         }
     }
 

@@ -46,6 +46,8 @@ fn sim_worker(id: String, url: &str, token: &str, model: &str, run_ms: u64) -> W
             ..Default::default()
         },
         engines: vec![EngineConfig::Sim(SimConfig {
+            memory_mib: None,
+            model_memory_mib: Default::default(),
             capability: Capability::Image,
             models: vec![model.to_owned()],
             run_ms,

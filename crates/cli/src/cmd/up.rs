@@ -59,6 +59,8 @@ fn local_worker(args: &UpArgs, scheduler_url: String, token: String) -> WorkerCo
     let ms = (args.sim_seconds.max(0.0) * 1000.0) as u64;
     let sim = |capability: Capability, models: &[&str], run_ms: u64| {
         EngineConfig::Sim(SimConfig {
+            memory_mib: None,
+            model_memory_mib: Default::default(),
             capability,
             models: models.iter().map(|m| m.to_string()).collect(),
             run_ms,

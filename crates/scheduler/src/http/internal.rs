@@ -20,6 +20,8 @@ use crate::lifecycle::now_ms;
 
 /// Most capabilities or models one heartbeat may list.
 const MAX_LIST: usize = 64;
+/// The largest footprint a heartbeat may report for one model: 1 TiB, in MiB.
+const MAX_MODEL_MIB: u64 = 1 << 20;
 
 /// Record a worker's heartbeat: the worker is online, and the scheduler's
 /// picture of what it runs is reconciled with the database.
@@ -85,6 +87,17 @@ fn check(hb: &Heartbeat) -> Result<(), ApiError> {
         if list.len() > MAX_LIST || !list.iter().all(|m| is_model_name(m)) {
             return bad(field, "models must be at most 64 plain model names");
         }
+    }
+    if hb.model_memory.len() > MAX_LIST
+        || !hb
+            .model_memory
+            .iter()
+            .all(|m| hb.loaded_models.contains(&m.model) && m.mib <= MAX_MODEL_MIB)
+    {
+        return bad(
+            "model_memory",
+            "model_memory lists at most 64 of the loaded models, each at most 1048576 MiB",
+        );
     }
     if let Some(name) = &hb.gpu_name {
         if name.chars().count() > 128 || name.chars().any(char::is_control) {

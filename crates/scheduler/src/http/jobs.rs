@@ -269,7 +269,18 @@ pub async fn create(
     // The job is committed: from here on nothing may turn this into an error, or
     // a client retrying without an Idempotency-Key would pay twice.
     let estimate = match estimate(&state, &job, now).await {
-        Ok((_, secs)) => secs.unwrap_or(0),
+        Ok(e) => {
+            if let (false, Some(start_in)) = (replayed, e.start_in) {
+                // Checked against the job's real start when it is dispatched.
+                let run = e.done_in.unwrap_or(0) as f64 - start_in;
+                state.lifecycle.metrics().promised(
+                    &job,
+                    now + (start_in * 1000.0).round() as Millis,
+                    (run.max(0.0) * 1000.0).round() as Millis,
+                );
+            }
+            e.done_in.unwrap_or(0)
+        }
         Err(e) => {
             tracing::warn!(job_id = %job.id, error = ?e, "no estimate for a created job");
             Estimator::queued(state.config.estimates.default_seconds(job.capability), 0)
@@ -335,7 +346,12 @@ async fn admission_inputs(
     let measured_run_seconds = if capacity > 0 {
         state
             .estimator
-            .measured_seconds(&*state.store, req.capability)
+            .measured_model_seconds(
+                &*state.store,
+                state.lifecycle.timings(),
+                req.capability,
+                &job.model,
+            )
             .await?
     } else {
         None
@@ -802,39 +818,62 @@ fn has_nul(value: &serde_json::Value) -> bool {
     }
 }
 
-/// For a live job: how many jobs run before it (queued only) and the seconds
-/// until it is done.
-async fn estimate(
-    state: &AppState,
-    job: &JobRecord,
-    now: Millis,
-) -> Result<(Option<u64>, Option<u64>), ApiError> {
+/// For a live job: how many jobs run before it and when it starts (queued
+/// only), and the seconds until it is done.
+async fn estimate(state: &AppState, job: &JobRecord, now: Millis) -> Result<Estimate, ApiError> {
     Ok(match job.status {
         JobState::Queued | JobState::Created => {
             let ahead = state.positions.ahead_of(&*state.store, job).await?;
-            let run = state
+            let (run, load) = state
                 .estimator
-                .run_seconds(&*state.store, job.capability)
+                .model_seconds(
+                    &*state.store,
+                    state.lifecycle.timings(),
+                    job.capability,
+                    &job.model,
+                )
                 .await?;
-            // The workers that can run it take the jobs ahead side by side.
-            let workers = state
-                .lifecycle
-                .workers()
-                .capacity(job.capability, &job.model, now);
-            (Some(ahead), Some(Estimator::queued_on(run, ahead, workers)))
+            // The workers that can run it take the jobs ahead side by side;
+            // if none holds its model, one loads it first.
+            let (workers, warm) =
+                state
+                    .lifecycle
+                    .workers()
+                    .capacity_warm(job.capability, &job.model, now);
+            Estimate {
+                ahead: Some(ahead),
+                done_in: Some(Estimator::queued_cold(run, load, ahead, workers, warm)),
+                start_in: Some(Estimator::start_in(run, load, ahead, workers, warm)),
+            }
         }
         JobState::Running => {
-            let run = state
+            let (run, _) = state
                 .estimator
-                .run_seconds(&*state.store, job.capability)
+                .model_seconds(
+                    &*state.store,
+                    state.lifecycle.timings(),
+                    job.capability,
+                    &job.model,
+                )
                 .await?;
-            (
-                None,
-                Some(Estimator::running(run, job.started_at.unwrap_or(now), now)),
-            )
+            Estimate {
+                done_in: Some(Estimator::running(run, job.started_at.unwrap_or(now), now)),
+                ..Estimate::default()
+            }
         }
-        _ => (None, None),
+        _ => Estimate::default(),
     })
+}
+
+/// What a live job's view says of its future.
+#[derive(Default)]
+struct Estimate {
+    /// Jobs that run before it (queued only).
+    ahead: Option<u64>,
+    /// Seconds until it is done.
+    done_in: Option<u64>,
+    /// Seconds until it starts (queued only).
+    start_in: Option<f64>,
 }
 
 /// The frontend's view of a stored job.
@@ -877,7 +916,8 @@ async fn views(state: &AppState, jobs: Vec<JobRecord>) -> Result<Vec<JobView>, A
         let (queue_position, estimated_time_seconds) = if unservable {
             (None, None)
         } else {
-            estimate(state, &job, now).await?
+            let e = estimate(state, &job, now).await?;
+            (e.ahead, e.done_in)
         };
         let notice = unservable.then(|| JobError {
             code: ErrorCode::NoWorker.into(),

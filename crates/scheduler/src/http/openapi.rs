@@ -66,7 +66,7 @@ use super::{
         admin::ArtifactReview, admin::ArtifactReviewList, wire_internal::Classification, wire_internal::ClassifiedDetection,
         wire_internal::Heartbeat, wire_internal::HeartbeatAck, wire_internal::WorkerStatus,
         wire_internal::WorkerInfo, wire_internal::WorkerList,
-        wire_internal::EngineReadiness,
+        wire_internal::EngineReadiness, wire_internal::ModelMemory, wire_internal::RunTiming,
         ApiErrorBody, ErrorDetail, Capability, JobState, Plan, Platform, Priority,
         tessera_core::PaymentKind, tessera_core::PaymentProvider,
         tessera_api::schema::StatusFilter,

@@ -51,6 +51,8 @@ use crate::store::{Fence, NewArtifact, TransitionChange, TransitionOutcome};
 const MAX_ARTIFACTS: usize = 16;
 /// Largest width or height an artifact may claim.
 const MAX_SIDE: u32 = 16_384;
+/// The longest engine run a result may report: a week, in milliseconds.
+const MAX_ENGINE_MS: u64 = 7 * 24 * 3600 * 1000;
 
 /// Progress of a running attempt, in percent.
 #[utoipa::path(
@@ -252,6 +254,11 @@ async fn completed(
             withhold::validate(c).map_err(|e| bad_result(e).with_field("classification"))?;
         }
     }
+    if result.timing.is_some_and(|t| t.engine_ms > MAX_ENGINE_MS) {
+        return Err(
+            bad_result("a run's engine_ms is at most 604800000 (a week)").with_field("timing"),
+        );
+    }
     let Some(job) = state.store.get_job(id, None).await? else {
         return Err(ApiError::not_found(ErrorCode::JobNotFound, "no such job"));
     };
@@ -316,6 +323,25 @@ async fn completed(
         ..Default::default()
     };
     let outcome = state.lifecycle.apply(id, transition, &change).await;
+    if let (Ok(TransitionOutcome::Applied(job)), Some(timing)) = (&outcome, result.timing) {
+        // The engine ran to its outputs (withheld or not): what it took is
+        // worth learning. Advice only, so a failed write costs a warning.
+        if let Err(e) = state
+            .lifecycle
+            .timings()
+            .learn(
+                &*state.store,
+                &fence.worker_id,
+                job.capability,
+                &job.model,
+                timing,
+                now_ms(),
+            )
+            .await
+        {
+            tracing::warn!(job_id = %job.id, error = %e, "could not record the run's timing");
+        }
+    }
     match outcome {
         Ok(TransitionOutcome::Applied(job)) => {
             if let Some(v) = &verdict {

@@ -13,7 +13,8 @@
 //! [`RefundOrders`] (refunds operators order of Telegram Stars payments) and
 //! [`Refusals`] (jobs the prompt rules refused), [`NsfwSettings`] (chats'
 //! NSFW settings, accounts' confirmed ages), [`Sanctions`] (suspensions
-//! and bans) and [`Review`] (the review queue, reports and the audit log). Callers hold an `Arc<dyn Store>` and call any of
+//! and bans), [`Review`] (the review queue, reports and the audit log) and [`Timings`]
+//! (learned run and load times per worker and model). Callers hold an `Arc<dyn Store>` and call any of
 //! their methods without naming the parts. [`Inspect`] holds what only tests
 //! and tools read, outside `Store`.
 //!
@@ -42,6 +43,7 @@ mod rows;
 mod sanctions;
 pub mod sqlite;
 mod stripe_customers;
+mod timings;
 mod transitions;
 mod users;
 mod workers;
@@ -72,6 +74,7 @@ pub use review::{
 pub use rows::JobRecord;
 pub use sanctions::{ChildSafetyHit, NewSanction, SanctionRecord, Sanctions};
 pub use stripe_customers::StripeCustomers;
+pub use timings::{TimingRecord, Timings};
 pub use transitions::{Fence, TransitionChange, TransitionOutcome, Transitions};
 pub use users::{QuotaRecord, Users};
 pub use workers::{WorkerRecord, Workers};
@@ -96,6 +99,7 @@ pub trait Store:
     + NsfwSettings
     + Sanctions
     + Review
+    + Timings
     + Send
     + Sync
     + 'static
@@ -120,6 +124,7 @@ impl<T> Store for T where
         + NsfwSettings
         + Sanctions
         + Review
+        + Timings
         + Send
         + Sync
         + 'static
@@ -215,6 +220,7 @@ macro_rules! impl_store {
         $crate::store::nsfw::impl_nsfw!($store);
         $crate::store::sanctions::impl_sanctions!($store, $db);
         $crate::store::review::impl_review!($store, $db);
+        $crate::store::timings::impl_timings!($store);
         $crate::store::inspect::impl_inspect!($store);
     };
 }

@@ -38,12 +38,22 @@ impl WorkerSlot {
             .collect()
     }
 
-    /// The worker as the queue policy sees it.
+    /// The worker as the queue policy sees it, knowing no load times.
     pub fn view(&self) -> WorkerView<'_> {
+        self.view_with(&[])
+    }
+
+    /// The worker as the queue policy sees it, with the load times learned
+    /// for it ([`crate::timings::Learned::loads_on`]).
+    pub fn view_with<'a>(
+        &'a self,
+        load_ms: &'a [(String, tessera_core::Millis)],
+    ) -> WorkerView<'a> {
         WorkerView {
             capabilities: &self.capabilities,
             models: &self.models,
             loaded_models: &self.loaded_models,
+            load_ms,
         }
     }
 }

@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use sqlx::types::Json;
 
-use tessera_api::internal::{EngineReadiness, Heartbeat, WorkerStatus};
+use tessera_api::internal::{EngineReadiness, Heartbeat, ModelMemory, WorkerStatus};
 use tessera_core::{Capability, Millis};
 
 use super::rows::corrupt;
@@ -45,7 +45,7 @@ pub trait Workers {
 pub(crate) const WORKER_COLUMNS: &str =
     "id, address, status, capabilities, models, loaded_models, \
     current_job, gpu_name, gpu_memory_used, gpu_memory_total, gpu_utilization, first_seen_at, \
-    last_seen_at, engines";
+    last_seen_at, engines, model_memory";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct WorkerRow {
@@ -63,6 +63,7 @@ pub(crate) struct WorkerRow {
     first_seen_at: i64,
     last_seen_at: i64,
     engines: Json<Vec<EngineReadiness>>,
+    model_memory: Json<Vec<ModelMemory>>,
 }
 
 impl TryFrom<WorkerRow> for WorkerRecord {
@@ -87,6 +88,7 @@ impl TryFrom<WorkerRow> for WorkerRecord {
                 capabilities: r.capabilities.0,
                 models: r.models.0,
                 loaded_models: r.loaded_models.0,
+                model_memory: r.model_memory.0,
                 current_job,
                 gpu_name: r.gpu_name,
                 gpu_memory_used: r.gpu_memory_used.map(|v| v.max(0) as u64),
@@ -122,7 +124,7 @@ macro_rules! impl_workers {
                     let mib = |v: Option<u64>| v.map(|v| i64::try_from(v).unwrap_or(i64::MAX));
                     let row: WorkerRow = sqlx::query_as(&format!(
                         "INSERT INTO workers ({cols}) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14) \
                          ON CONFLICT (id) DO UPDATE SET address = excluded.address, \
                            status = excluded.status, capabilities = excluded.capabilities, \
                            models = excluded.models, loaded_models = excluded.loaded_models, \
@@ -130,7 +132,8 @@ macro_rules! impl_workers {
                            gpu_memory_used = excluded.gpu_memory_used, \
                            gpu_memory_total = excluded.gpu_memory_total, \
                            gpu_utilization = excluded.gpu_utilization, \
-                           last_seen_at = excluded.last_seen_at, engines = excluded.engines \
+                           last_seen_at = excluded.last_seen_at, engines = excluded.engines, \
+                           model_memory = excluded.model_memory \
                          RETURNING {cols}",
                         cols = WORKER_COLUMNS
                     ))
@@ -147,6 +150,7 @@ macro_rules! impl_workers {
                     .bind(hb.gpu_utilization)
                     .bind(now)
                     .bind(Json(&hb.engines))
+                    .bind(Json(&hb.model_memory))
                     .fetch_one(self.writer())
                     .await?;
                     row.try_into()

@@ -236,6 +236,7 @@ pub async fn busy_image_worker(app: &TestApp) {
             capabilities: vec![Capability::Image],
             models: vec!["sdxl-1.0".into()],
             loaded_models: vec![],
+            model_memory: Vec::new(),
             current_job: None,
             gpu_name: None,
             gpu_memory_used: None,

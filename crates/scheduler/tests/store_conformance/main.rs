@@ -12,6 +12,7 @@ mod refusals;
 mod review;
 mod schema;
 mod stripe_customers;
+mod timings;
 mod users;
 mod withheld;
 mod workers;

@@ -200,6 +200,7 @@ async fn queue_windows_find_what_a_full_scan_finds(backend: Backend) {
             capabilities: &caps,
             models: &models,
             loaded_models: &loaded,
+            load_ms: &[],
         };
         let expected = Candidates::from_queue(&queued, &view);
         let found = store.candidates(&slot).await.unwrap();

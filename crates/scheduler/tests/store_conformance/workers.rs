@@ -14,6 +14,7 @@ async fn heartbeats_keep_the_latest_description_and_first_sight(backend: Backend
         capabilities: vec![Capability::Image, Capability::Video],
         models: vec!["sdxl-1.0".into(), "wan-2.1".into()],
         loaded_models: vec![],
+        model_memory: Vec::new(),
         current_job: None,
         gpu_name: Some("NVIDIA GeForce RTX 5060 Ti".into()),
         gpu_memory_used: Some(8000),

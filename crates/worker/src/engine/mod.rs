@@ -15,14 +15,16 @@ pub mod speech;
 mod upstream;
 pub mod whisper;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use tessera_api::internal::{ArtifactKind, ArtifactMeta, WorkerError};
+use tessera_api::internal::{ArtifactKind, ArtifactMeta, ModelMemory, WorkerError};
 use tessera_core::params::JobParams;
 use tessera_core::{Capability, ErrorCode, InputId, JobId};
 
@@ -159,23 +161,99 @@ impl Progress {
     }
 }
 
-/// The one model an engine holds in GPU memory, as far as its adapter knows:
-/// the model it last ran, until it is unloaded.
+/// How much GPU memory an engine's models may fill, and what each takes:
+/// with both, several models stay loaded side by side ([`Resident`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelRoom {
+    /// GPU memory the engine's models may fill, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Each model's footprint in GPU memory, MiB.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_memory_mib: BTreeMap<String, u64>,
+}
+
+impl ModelRoom {
+    /// Whether `models` fit side by side: the budget is set, each has a
+    /// footprint, and they add up to no more than the budget.
+    fn fits<'a>(&self, models: impl IntoIterator<Item = &'a String>) -> bool {
+        let Some(budget) = self.memory_mib else {
+            return false;
+        };
+        let mut total = 0u64;
+        for m in models {
+            match self.model_memory_mib.get(m) {
+                Some(mib) => total = total.saturating_add(*mib),
+                None => return false,
+            }
+        }
+        total <= budget
+    }
+}
+
+/// The models an engine holds in GPU memory, as far as its adapter knows:
+/// the models it ran, most recently used first, as many as fit its
+/// [`ModelRoom`]. Loading one that does not fit beside the others evicts the
+/// least recently used until it does, as ComfyUI's model cache frees memory
+/// for the next model; with no room configured only the last model is held
+/// (an engine that replaces its model). Every resident model is warm.
 #[derive(Debug, Default)]
-pub struct LoadedModel(std::sync::Mutex<Option<String>>);
+pub struct Resident {
+    room: ModelRoom,
+    models: std::sync::Mutex<Vec<String>>,
+}
 
-impl LoadedModel {
-    pub fn get(&self) -> Option<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+impl Resident {
+    pub fn new(room: ModelRoom) -> Self {
+        Self {
+            room,
+            models: Default::default(),
+        }
     }
 
-    pub fn set(&self, model: Option<String>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = model;
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.models.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// As [`Engine::loaded_models`] answers it.
+    /// Whether `model` is in GPU memory.
+    pub fn holds(&self, model: &str) -> bool {
+        self.lock().iter().any(|m| m == model)
+    }
+
+    /// `model` was loaded or used: it is the most recently used, and the
+    /// least recently used others leave until the rest fit.
+    pub fn used(&self, model: &str) {
+        let mut models = self.lock();
+        models.retain(|m| m != model);
+        models.insert(0, model.to_owned());
+        while models.len() > 1 && !self.room.fits(models.iter()) {
+            models.pop();
+        }
+    }
+
+    /// Everything was unloaded.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// As [`Engine::loaded_models`] answers it: most recently used first.
     pub fn list(&self) -> Vec<String> {
-        self.get().into_iter().collect()
+        self.lock().clone()
+    }
+
+    /// As [`Engine::model_memory`] answers it: the resident models with a
+    /// known footprint.
+    pub fn memory(&self) -> Vec<ModelMemory> {
+        self.lock()
+            .iter()
+            .filter_map(|m| {
+                self.room.model_memory_mib.get(m).map(|&mib| ModelMemory {
+                    model: m.clone(),
+                    mib,
+                })
+            })
+            .collect()
     }
 }
 
@@ -192,6 +270,11 @@ pub trait Engine: Send + Sync + 'static {
 
     /// Models in GPU memory now (as far as the adapter knows).
     fn loaded_models(&self) -> Vec<String>;
+
+    /// The footprints of the loaded models, where the adapter knows them.
+    fn model_memory(&self) -> Vec<ModelMemory> {
+        Vec::new()
+    }
 
     /// Runs one job to its artifacts. Returns [`EngineError::cancelled`] soon
     /// after `cancel` fires, having asked the engine to stop where it can.
@@ -312,5 +395,70 @@ pub async fn cancellable<T>(
     tokio::select! {
         r = fut => r,
         _ = cancel.cancelled() => Err(EngineError::cancelled()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(memory: Option<u64>, footprints: &[(&str, u64)]) -> Resident {
+        Resident::new(ModelRoom {
+            memory_mib: memory,
+            model_memory_mib: footprints
+                .iter()
+                .map(|(m, mib)| ((*m).to_owned(), *mib))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn models_stay_side_by_side_while_they_fit_and_the_least_used_leaves() {
+        let r = room(
+            Some(16_000),
+            &[("sdxl", 7_000), ("flux", 9_000), ("sd15", 3_000)],
+        );
+        r.used("sdxl");
+        r.used("flux");
+        assert_eq!(r.list(), ["flux", "sdxl"], "16 GB holds both");
+        assert!(r.holds("sdxl") && r.holds("flux"));
+        // Using sdxl again makes flux the least recently used: loading sd15
+        // (3 GB) needs room, and flux leaves, not sdxl.
+        r.used("sdxl");
+        r.used("sd15");
+        assert_eq!(r.list(), ["sd15", "sdxl"]);
+        assert_eq!(
+            r.memory(),
+            [
+                ModelMemory {
+                    model: "sd15".into(),
+                    mib: 3_000
+                },
+                ModelMemory {
+                    model: "sdxl".into(),
+                    mib: 7_000
+                },
+            ]
+        );
+        r.clear();
+        assert!(r.list().is_empty());
+    }
+
+    #[test]
+    fn without_room_or_a_footprint_only_the_last_model_is_held() {
+        let r = Resident::default();
+        r.used("sdxl");
+        r.used("flux");
+        assert_eq!(r.list(), ["flux"]);
+        assert!(r.memory().is_empty());
+        // A model without a footprint cannot be placed beside another.
+        let r = room(Some(64_000), &[("sdxl", 7_000)]);
+        r.used("sdxl");
+        r.used("flux");
+        assert_eq!(r.list(), ["flux"]);
+        // One model bigger than the room is still the one loaded.
+        let r = room(Some(4_000), &[("flux", 9_000)]);
+        r.used("flux");
+        assert_eq!(r.list(), ["flux"]);
     }
 }

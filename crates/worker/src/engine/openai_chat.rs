@@ -29,7 +29,7 @@ use tessera_core::params::{JobParams, TextParams};
 use tessera_core::Capability;
 
 use super::upstream::{self, openai_base_url, ApiKey};
-use super::{cancellable, Artifact, Engine, EngineError, LoadedModel, Progress, Task};
+use super::{cancellable, Artifact, Engine, EngineError, Progress, Resident, Task};
 
 const ENGINE: &str = "the chat completions server";
 /// Longest error or non-streamed body read (bytes).
@@ -103,7 +103,7 @@ pub struct OpenAiChat {
     config: OpenAiChatConfig,
     base: String,
     http: reqwest::Client,
-    last_model: LoadedModel,
+    last_model: Resident,
 }
 
 impl OpenAiChat {
@@ -113,7 +113,7 @@ impl OpenAiChat {
             base: openai_base_url(&config.url),
             config,
             http: http.borrow().clone(),
-            last_model: LoadedModel::default(),
+            last_model: Resident::default(),
         }
     }
 
@@ -493,7 +493,7 @@ impl Engine for OpenAiChat {
             return Err(EngineError::rejected("openai_chat runs only text jobs"));
         };
         let completion = self.complete(&task.model, params, progress, cancel).await?;
-        self.last_model.set(Some(task.model.clone()));
+        self.last_model.used(&task.model);
         tracing::debug!(
             job_id = %task.job_id,
             finish_reason = completion.finish_reason.as_deref().unwrap_or("unknown"),

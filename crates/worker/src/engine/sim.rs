@@ -1,11 +1,13 @@
 //! `sim`: simulated GPU work, for demos, benchmarks and tests of the scheduler.
 //!
-//! It holds one model "in GPU memory" at a time: a job for another model first
-//! waits `load_ms`, then every job waits `run_ms`, reporting progress in ten
-//! steps. Its artifacts are real files of the job's kind (PNG, animated PNG,
+//! It holds one model "in GPU memory" at a time, or several side by side
+//! when `memory_mib` and every model's `model_memory_mib` are set and they
+//! fit ([`Resident`]): a job for a model not held first waits `load_ms`, then
+//! every job waits `run_ms`, reporting progress in ten steps. Its artifacts are real files of the job's kind (PNG, animated PNG,
 //! WAV, text), small, and every one says that it is simulated: in a PNG text
 //! chunk, a WAV INFO chunk, or the text itself. No model ever runs.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,11 +15,11 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use tessera_api::internal::{ArtifactKind, ArtifactMeta};
+use tessera_api::internal::{ArtifactKind, ArtifactMeta, ModelMemory};
 use tessera_core::params::JobParams;
 use tessera_core::{Capability, ErrorCode};
 
-use super::{cancellable, Artifact, Engine, EngineError, LoadedModel, Progress, Task};
+use super::{cancellable, Artifact, Engine, EngineError, ModelRoom, Progress, Resident, Task};
 
 /// What every simulated artifact says about itself.
 pub const SIGNATURE: &str = "tessera sim: simulated output, no model ran";
@@ -36,6 +38,12 @@ pub struct SimConfig {
     /// Simulated time to load a model that is not loaded (ms).
     #[serde(default)]
     pub load_ms: u64,
+    /// GPU memory the simulated models may fill, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Each model's simulated footprint, MiB.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub model_memory_mib: BTreeMap<String, u64>,
     /// Jobs whose prompt or text contains this fail with a retryable error,
     /// as if the engine crashed on them: for testing the attempt limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,15 +52,16 @@ pub struct SimConfig {
 
 pub struct Sim {
     config: SimConfig,
-    loaded: LoadedModel,
+    loaded: Resident,
 }
 
 impl Sim {
     pub fn new(config: SimConfig) -> Self {
-        Self {
-            config,
-            loaded: LoadedModel::default(),
-        }
+        let loaded = Resident::new(ModelRoom {
+            memory_mib: config.memory_mib,
+            model_memory_mib: config.model_memory_mib.clone(),
+        });
+        Self { config, loaded }
     }
 }
 
@@ -74,17 +83,20 @@ impl Engine for Sim {
         self.loaded.list()
     }
 
+    fn model_memory(&self) -> Vec<ModelMemory> {
+        self.loaded.memory()
+    }
+
     async fn run(
         &self,
         task: &Task,
         progress: &Progress,
         cancel: &CancellationToken,
     ) -> Result<Vec<Artifact>, EngineError> {
-        if self.loaded.get().as_deref() != Some(task.model.as_str()) {
-            self.loaded.set(None);
+        if !self.loaded.holds(&task.model) {
             sleep(self.config.load_ms, cancel).await?;
-            self.loaded.set(Some(task.model.clone()));
         }
+        self.loaded.used(&task.model);
         if let Some(marker) = &self.config.fail_when_prompt_contains {
             if text_of(&task.params).contains(marker.as_str()) {
                 return Err(EngineError {
@@ -106,7 +118,7 @@ impl Engine for Sim {
     }
 
     async fn unload(&self) -> Result<(), EngineError> {
-        self.loaded.set(None);
+        self.loaded.clear();
         Ok(())
     }
 }
@@ -355,6 +367,8 @@ mod tests {
     #[tokio::test]
     async fn a_model_switch_costs_the_load_time_and_cancel_stops_the_run() {
         let sim = Sim::new(SimConfig {
+            memory_mib: None,
+            model_memory_mib: Default::default(),
             capability: Capability::Image,
             models: vec!["sdxl-1.0".into()],
             run_ms: 10_000,
@@ -379,5 +393,44 @@ mod tests {
         let e = sim.run(&t, &progress, &cancel).await.unwrap_err();
         assert_eq!(e.code, "cancelled");
         assert_eq!(sim.loaded_models(), vec!["sdxl-1.0".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn with_room_a_second_model_loads_beside_the_first() {
+        let sim = Sim::new(SimConfig {
+            memory_mib: Some(16_000),
+            model_memory_mib: [("sdxl-1.0".to_owned(), 7_000), ("flux".to_owned(), 9_000)]
+                .into_iter()
+                .collect(),
+            capability: Capability::Image,
+            models: vec!["sdxl-1.0".into(), "flux".into()],
+            run_ms: 0,
+            load_ms: 300,
+            fail_when_prompt_contains: None,
+        });
+        let cancel = CancellationToken::new();
+        let (progress, _rx) = Progress::new();
+        let image = |model: &str| {
+            let mut t = task(JobParams::Image(ImageParams {
+                prompt: "x".into(),
+                negative_prompt: None,
+                width: 64,
+                height: 64,
+                seed: None,
+                steps: 1,
+            }));
+            t.model = model.into();
+            t
+        };
+        for model in ["sdxl-1.0", "flux"] {
+            let started = std::time::Instant::now();
+            sim.run(&image(model), &progress, &cancel).await.unwrap();
+            assert!(
+                started.elapsed() >= Duration::from_millis(300),
+                "{model} loads"
+            );
+        }
+        assert_eq!(sim.loaded_models(), ["flux", "sdxl-1.0"]);
+        assert_eq!(sim.model_memory().len(), 2);
     }
 }

@@ -22,7 +22,7 @@ use tessera_core::Capability;
 
 use super::espeak::fix_wav_sizes;
 use super::upstream::{self, openai_base_url};
-use super::{cancellable, Artifact, Engine, EngineError, LoadedModel, Progress, Task};
+use super::{cancellable, Artifact, Engine, EngineError, Progress, Resident, Task};
 
 const ENGINE: &str = "the speech server";
 /// Largest audio answer read (bytes): minutes of 48 kHz stereo WAV.
@@ -53,7 +53,7 @@ pub struct OpenAiSpeech {
     config: OpenAiSpeechConfig,
     base: String,
     http: reqwest::Client,
-    last_model: LoadedModel,
+    last_model: Resident,
 }
 
 impl OpenAiSpeech {
@@ -63,7 +63,7 @@ impl OpenAiSpeech {
             base: openai_base_url(&config.url),
             config,
             http: http.borrow().clone(),
-            last_model: LoadedModel::default(),
+            last_model: Resident::default(),
         }
     }
 }
@@ -158,7 +158,7 @@ impl Engine for OpenAiSpeech {
             return Err(scrub(upstream::status_error(ENGINE, status, &body)));
         }
         let wav = checked_wav(body)?;
-        self.last_model.set(Some(task.model.clone()));
+        self.last_model.used(&task.model);
         progress.percent(100.0);
         Ok(vec![Artifact {
             meta: ArtifactMeta {

@@ -28,7 +28,7 @@ use tessera_core::params::{JobParams, SpeechToTextParams};
 use tessera_core::Capability;
 
 use super::upstream::{self, base_url, openai_base_url};
-use super::{cancellable, Artifact, Engine, EngineError, Input, LoadedModel, Progress, Task};
+use super::{cancellable, Artifact, Engine, EngineError, Input, Progress, Resident, Task};
 
 /// Largest transcription answer read (bytes).
 const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -211,7 +211,7 @@ pub struct OpenAiTranscription {
     config: OpenAiTranscriptionConfig,
     base: String,
     http: reqwest::Client,
-    last_model: LoadedModel,
+    last_model: Resident,
 }
 
 impl OpenAiTranscription {
@@ -221,7 +221,7 @@ impl OpenAiTranscription {
             base: openai_base_url(&config.url),
             config,
             http: http.borrow().clone(),
-            last_model: LoadedModel::default(),
+            last_model: Resident::default(),
         }
     }
 }
@@ -287,7 +287,7 @@ impl Engine for OpenAiTranscription {
             request = request.bearer_auth(key.as_str());
         }
         let text = transcribe("the transcription server", request, key.as_ref(), cancel).await?;
-        self.last_model.set(Some(task.model.clone()));
+        self.last_model.used(&task.model);
         progress.percent(100.0);
         Ok(vec![Artifact::text(text)])
     }

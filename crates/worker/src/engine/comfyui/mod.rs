@@ -58,9 +58,10 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use url::Url;
 
+use tessera_api::internal::ModelMemory;
 use tessera_core::Capability;
 
-use super::{cancellable, Artifact, Engine, EngineError, LoadedModel, Progress, Task};
+use super::{cancellable, Artifact, Engine, EngineError, ModelRoom, Progress, Resident, Task};
 use client::{random_uuid, StopGuard, CONTROL_TIMEOUT};
 use follow::Watch;
 
@@ -100,6 +101,16 @@ pub struct ComfyUiConfig {
     /// PNG text chunks and WEBP EXIF/XMP); by default it is removed.
     #[serde(default)]
     pub keep_metadata: bool,
+    /// GPU memory ComfyUI's models may fill, MiB. With `model_memory_mib`
+    /// for every model, the adapter reports as many models resident as fit
+    /// (ComfyUI keeps models cached and frees the least needed to load the
+    /// next); without, only the model it ran last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Each model's footprint in GPU memory, MiB (checkpoint plus what its
+    /// workflow loads beside it).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub model_memory_mib: std::collections::BTreeMap<String, u64>,
 }
 
 fn default_url() -> String {
@@ -121,7 +132,7 @@ pub struct ComfyUi {
     base: Url,
     http: reqwest::Client,
     templates: HashMap<String, Template>,
-    loaded: LoadedModel,
+    loaded: Resident,
     /// What the last `/object_info` check refused.
     checked: nodes::Checked,
 }
@@ -155,12 +166,15 @@ impl ComfyUi {
             templates.insert(model.clone(), template);
         }
         Ok(Self {
-            config,
             base,
             http,
             templates,
-            loaded: LoadedModel::default(),
+            loaded: Resident::new(ModelRoom {
+                memory_mib: config.memory_mib,
+                model_memory_mib: config.model_memory_mib.clone(),
+            }),
             checked: nodes::Checked::default(),
+            config,
         })
     }
 }
@@ -188,6 +202,10 @@ impl Engine for ComfyUi {
 
     fn loaded_models(&self) -> Vec<String> {
         self.loaded.list()
+    }
+
+    fn model_memory(&self) -> Vec<ModelMemory> {
+        self.loaded.memory()
     }
 
     async fn run(
@@ -250,7 +268,7 @@ impl Engine for ComfyUi {
             _ = cancel.cancelled() => Err(EngineError::cancelled()),
         };
         if watch.started {
-            self.loaded.set(Some(task.model.clone()));
+            self.loaded.used(&task.model);
         }
         guard.started = watch.started;
         let entry = match followed {
@@ -313,7 +331,7 @@ impl Engine for ComfyUi {
                 response.status()
             )));
         }
-        self.loaded.set(None);
+        self.loaded.clear();
         Ok(())
     }
 }
