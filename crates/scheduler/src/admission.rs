@@ -8,7 +8,8 @@
 //! - *ahead*: the queued jobs of its capability and model whose priority is
 //!   at or above its plan's (the queue serves by priority, so a higher plan
 //!   has less ahead of it and keeps admission longer);
-//! - *run time*: the estimator's measured mean for the capability;
+//! - *run time*: the model's learned warm run time (crate::timings), else
+//!   the estimator's measured mean for the capability;
 //! - *capacity*: the online workers, not draining, whose engine for the
 //!   capability and model is ready ([`Registry::capacity`](crate::registry::Registry::capacity)).
 //!

@@ -459,6 +459,98 @@ async fn a_loaded_model_attracts_its_jobs_while_priority_holds(backend: Backend)
     worker.shutdown().await.unwrap();
 }
 
+/// Two models that fit side by side on one worker: each loads once, both
+/// stay resident with their footprints, the scheduler learns each model's
+/// warm run and load from the results, and every job's promised start is
+/// checked at its dispatch.
+async fn run_and_load_times_are_learned_and_models_share_the_gpu(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fast).await;
+    let tg = app.frontend(Platform::Telegram, BOT).await;
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![EngineConfig::Sim(SimConfig {
+                memory_mib: Some(16_000),
+                model_memory_mib: [
+                    ("sdxl-1.0".to_owned(), 7_000),
+                    ("flux-schnell".to_owned(), 9_000),
+                ]
+                .into_iter()
+                .collect(),
+                capability: Capability::Image,
+                models: vec!["sdxl-1.0".into(), "flux-schnell".into()],
+                run_ms: 100,
+                load_ms: 800,
+                fail_when_prompt_contains: None,
+            })],
+        )
+        .await;
+    app.admin
+        .set_plan("telegram:1", &"starter".parse().unwrap())
+        .await
+        .unwrap();
+    let image = |model: &str| json!({"prompt": "p", "model": model, "resolution": "512x512"});
+    // Cold, cold, then warm twice each: nothing is evicted, so no model
+    // loads twice.
+    for model in [
+        "sdxl-1.0",
+        "flux-schnell",
+        "sdxl-1.0",
+        "flux-schnell",
+        "sdxl-1.0",
+        "flux-schnell",
+    ] {
+        let id = create(&tg, "telegram:1", Capability::Image, image(model)).await;
+        assert_eq!(finished(&tg, &id).await.status, JobState::Completed);
+    }
+    let timings = app.store().timings().await.unwrap();
+    assert_eq!(timings.len(), 2, "{timings:?}");
+    for t in &timings {
+        assert_eq!(t.worker_id.as_str(), "worker-gpu-0");
+        assert_eq!((t.cold_runs, t.warm_runs), (1, 2), "{t:?}");
+        // The sim sleeps 800 ms to load and 100 ms to run: a load is what
+        // the cold run took beyond the warm ones.
+        let load = t.cold_ms.unwrap() - t.warm_ms.unwrap();
+        assert!(load >= 700.0, "{t:?}");
+        assert!(t.warm_ms.unwrap() >= 100.0, "{t:?}");
+    }
+    // The heartbeat says both are resident, with their footprints.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let workers = app.admin.list_workers().await.unwrap().workers;
+        let hb = &workers[0].heartbeat;
+        if hb.loaded_models.len() == 2 {
+            assert_eq!(hb.loaded_models, ["flux-schnell", "sdxl-1.0"]);
+            let memory: Vec<(&str, u64)> = hb
+                .model_memory
+                .iter()
+                .map(|m| (m.model.as_str(), m.mib))
+                .collect();
+            assert_eq!(memory, [("flux-schnell", 9_000), ("sdxl-1.0", 7_000)]);
+            break;
+        }
+        assert!(Instant::now() < deadline, "{hb:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Every job's estimate was checked at its dispatch.
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", app.base_url()))
+        .bearer_auth(&app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let checked: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("tessera_eta_error_ratio_count{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(checked, 6.0, "{metrics}");
+    worker.shutdown().await.unwrap();
+}
+
 async fn a_job_no_worker_serves_says_so_then_fails_and_is_refunded(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         fast(c);
@@ -593,6 +685,7 @@ backend_tests!(
     cancelling_reaches_queued_and_running_jobs,
     a_scheduler_crash_mid_load_loses_nothing_and_runs_nothing_twice,
     a_loaded_model_attracts_its_jobs_while_priority_holds,
+    run_and_load_times_are_learned_and_models_share_the_gpu,
     a_job_no_worker_serves_says_so_then_fails_and_is_refunded,
     a_run_timeout_fails_the_job_and_stops_the_engine,
 );
