@@ -364,7 +364,17 @@ pub async fn generate(
                 }
                 None => form.form_error = Some(message),
             }
-            Ok(refused(session, capability, &quota, form))
+            let mut page = refused(session, capability, &quota, form);
+            // Admission's refusals are "not now": the page says when, and so
+            // do its status and Retry-After, as the API's did.
+            if body.is(ErrorCode::QueueFull) || body.is(ErrorCode::TooManyQueued) {
+                *page.status_mut() = StatusCode::TOO_MANY_REQUESTS;
+                if let Some(secs) = body.error.retry_after_seconds {
+                    page.headers_mut()
+                        .insert(axum::http::header::RETRY_AFTER, secs.into());
+                }
+            }
+            Ok(page)
         }
         Err(e) => Err(e.into()),
     }

@@ -886,7 +886,13 @@ async fn a_full_queue_is_shown_on_the_form_with_when_to_try_again() {
     }
 
     let resp = ada.post_image("a lamp in a hurry").await;
-    assert!(resp.status().is_client_error(), "{}", resp.status());
+    assert_eq!(resp.status(), reqwest::StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry >= 1, "{retry}");
     let page = resp.text().await.unwrap();
     assert!(page.contains("The queue is full right now"), "{page}");
     assert!(page.contains("of waiting ahead"), "{page}");

@@ -18,7 +18,9 @@ pub trait Admission {
         model: &str,
     ) -> Result<Vec<(Priority, i64)>, StoreError>;
 
-    /// The user's queued jobs (the user's rows of `jobs_by_user`, filtered).
+    /// The person's queued jobs: the user's and those of every user linked
+    /// with it (a website account and its chat users), each read from the
+    /// partial index `jobs_queued_by_user`.
     async fn queued_of_user(&self, user_ref: &UserRef) -> Result<i64, StoreError>;
 }
 
@@ -54,8 +56,15 @@ macro_rules! impl_admission {
                 }
 
                 async fn queued_of_user(&self, user_ref: &UserRef) -> Result<i64, StoreError> {
+                    // Every user of the person: the billing user
+                    // (COALESCE(account_id, id)) and the users linked to it.
                     let (n,): (i64,) = sqlx::query_as(
-                        "SELECT COUNT(*) FROM jobs WHERE user_ref = $1 AND status = 'QUEUED'",
+                        "SELECT COUNT(*) FROM jobs WHERE status = 'QUEUED' AND user_ref IN ( \
+                           SELECT $1 \
+                           UNION SELECT p.user_ref FROM users me JOIN users p \
+                             ON p.id = COALESCE(me.account_id, me.id) \
+                             OR p.account_id = COALESCE(me.account_id, me.id) \
+                           WHERE me.user_ref = $1)",
                     )
                     .bind(user_ref.to_string())
                     .fetch_one(self.reader())

@@ -232,6 +232,59 @@ async fn a_user_at_their_plan_cap_is_refused_until_a_job_leaves_the_queue(backen
     app.shutdown().await;
 }
 
+/// A cap is the person's: a chat user linked to a website account shares
+/// the account's count, and the account the chat user's.
+async fn a_cap_counts_the_persons_jobs_on_every_linked_platform(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        c.admission.max_queued_per_user.insert("free".into(), 2);
+    })
+    .await;
+    let web = app.frontend(Platform::Web, WEB).await;
+    let tg = app.frontend(Platform::Telegram, TG_BOT).await;
+    let ada = web
+        .create_account(&tessera_api::public::Credentials {
+            email: "ada@example.org".into(),
+            password: "correct horse battery".into(),
+        })
+        .await
+        .unwrap();
+    let code = tg
+        .create_link_code(&"telegram:42".parse().unwrap())
+        .await
+        .unwrap();
+    web.redeem_link_code(&ada.user_ref, &code.code)
+        .await
+        .unwrap();
+    // No worker: every job stays queued. One on the website, one in the chat.
+    web.create_job(
+        &image_job(Platform::Web, WEB, &ada.user_ref.to_string(), prompt("w")),
+        None,
+    )
+    .await
+    .unwrap();
+    tg.create_job(&tg_job("telegram:42", prompt("t")), None)
+        .await
+        .unwrap();
+    for refused in [
+        tg.create_job(&tg_job("telegram:42", prompt("t2")), None)
+            .await
+            .unwrap_err(),
+        web.create_job(
+            &image_job(Platform::Web, WEB, &ada.user_ref.to_string(), prompt("w2")),
+            None,
+        )
+        .await
+        .unwrap_err(),
+    ] {
+        assert_eq!(refused.code(), Some("too_many_queued"), "{refused:?}");
+    }
+    // Someone else on the same bot is not held to it.
+    tg.create_job(&tg_job("telegram:43", prompt("x")), None)
+        .await
+        .unwrap();
+    app.shutdown().await;
+}
+
 async fn nothing_is_refused_without_a_ready_worker_or_a_measured_run_time(backend: Backend) {
     let app = TestApp::spawn_with(backend, |c| {
         c.admission.max_wait_ms.insert("free".into(), 1);
@@ -257,6 +310,7 @@ async fn nothing_is_refused_without_a_ready_worker_or_a_measured_run_time(backen
 }
 
 backend_tests!(
+    a_cap_counts_the_persons_jobs_on_every_linked_platform,
     a_full_queue_refuses_its_plan_with_the_wait_and_a_retry_time,
     a_user_at_their_plan_cap_is_refused_until_a_job_leaves_the_queue,
     nothing_is_refused_without_a_ready_worker_or_a_measured_run_time,
