@@ -58,7 +58,7 @@ pub struct SimulateArgs {
     pub admission_secs: Option<String>,
     /// Caps on one user's queued jobs per plan, FREE, STARTER, PRO, ADMIN
     /// (0: none).
-    #[arg(long, default_value = "4,8,16,0")]
+    #[arg(long, default_value = "2,8,16,0")]
     pub max_queued_per_user: String,
     /// Simulated GPUs (workers), each able to run every model.
     #[arg(long, default_value_t = 4)]
