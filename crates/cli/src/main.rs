@@ -50,7 +50,7 @@ enum Command {
     /// Measure API throughput and latency against a real database.
     Bench(cmd::bench::BenchArgs),
     /// Compare queue policies on a workload replayed against simulated GPUs.
-    Simulate(cmd::simulate::SimulateArgs),
+    Simulate(Box<cmd::simulate::SimulateArgs>),
 }
 
 fn main() -> ExitCode {
@@ -92,7 +92,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Admin(args) => cmd::admin::run(args).await,
         Command::Config(args) => cmd::config::run(args),
         Command::Bench(args) => cmd::bench::run(args).await,
-        Command::Simulate(args) => cmd::simulate::run(args),
+        Command::Simulate(args) => cmd::simulate::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

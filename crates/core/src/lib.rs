@@ -10,6 +10,7 @@
 //! What must not live here: anything that talks to a network, a database, a clock
 //! (callers pass `now`) or a file. Wire formats belong to `tessera-api`.
 
+pub mod admission;
 pub mod billing;
 pub mod capability;
 pub mod catalog;

@@ -13,7 +13,11 @@
 //! - *capacity*: the online workers, not draining, whose engine for the
 //!   capability and model is ready ([`Registry::capacity`](crate::registry::Registry::capacity)).
 //!
-//! `wait = ahead × run / capacity`. Past the plan's bound
+//! `wait = ahead × run / capacity`, or, when longer, the same over the
+//! capability's whole queue (every model) and the workers ready for any of
+//! its models ([`Registry::capacity_any_model`](crate::registry::Registry::capacity_any_model)):
+//! the models share the GPUs, and the simulator showed that one model's
+//! queue alone admitted jobs into waits several times the bound. Past the plan's bound
 //! (`admission.max_wait_ms`, else `queue.policy.max_wait_ms`) the create is
 //! refused 429 `queue_full` with the expected wait and a `Retry-After` of
 //! the time the excess takes to drain (`wait − bound`, at least 1 s). With no
@@ -25,76 +29,17 @@
 //! model the parameters choose, the counts); the decision is made inside it,
 //! against the plan the transaction read, so an idempotent retry of an
 //! accepted job is still answered with its job and a refusal charges nothing.
+//!
+//! The decision itself is [`tessera_core::admission`]'s, shared with the
+//! simulator; this module resolves the plan's bound and cap from the
+//! configuration and calls it.
 
-use tessera_core::{Capability, Plan, Priority};
+use tessera_core::admission::{self as core_admission, Limits};
+use tessera_core::Plan;
+
+pub use tessera_core::admission::{ahead, Inputs, Refusal};
 
 use crate::config::AdmissionConfig;
-
-/// What admission knows of the queue a new job would join.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Inputs {
-    pub capability: Capability,
-    /// The model the parameters chose (under the plan read before the create).
-    pub model: String,
-    /// Workers that can run the job now.
-    pub capacity: usize,
-    /// The measured mean run time (seconds), if any job has completed.
-    pub measured_run_seconds: Option<f64>,
-    /// Queued jobs of the capability and model, per priority.
-    pub queued_by_priority: Vec<(Priority, i64)>,
-    /// The user's queued jobs, when their plan has a cap.
-    pub user_queued: Option<i64>,
-    /// One job's expected run time (measured or assumed), seconds: how long
-    /// a user at their cap waits for one of their jobs to leave the queue.
-    pub run_seconds: f64,
-}
-
-/// Why a create was refused.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Refusal {
-    QueueFull {
-        expected_wait_seconds: u64,
-        bound_seconds: u64,
-        retry_after_seconds: u64,
-    },
-    TooManyQueued {
-        queued: i64,
-        cap: u32,
-        retry_after_seconds: u64,
-    },
-}
-
-impl Refusal {
-    /// The metric's `reason` label.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Refusal::QueueFull { .. } => "queue_full",
-            Refusal::TooManyQueued { .. } => "too_many_queued",
-        }
-    }
-
-    pub fn retry_after_seconds(&self) -> u64 {
-        match self {
-            Refusal::QueueFull {
-                retry_after_seconds,
-                ..
-            }
-            | Refusal::TooManyQueued {
-                retry_after_seconds,
-                ..
-            } => *retry_after_seconds,
-        }
-    }
-}
-
-/// Jobs queued at or above `priority`: what runs before a new job of it.
-pub fn ahead(queued_by_priority: &[(Priority, i64)], priority: Priority) -> i64 {
-    queued_by_priority
-        .iter()
-        .filter(|(p, _)| *p >= priority)
-        .map(|(_, n)| (*n).max(0))
-        .sum()
-}
 
 /// Admits or refuses a new job of `plan` whose parameters chose `model`.
 /// Inputs gathered for another model (the plan changed between the read
@@ -106,46 +51,18 @@ pub fn decide(
     model: &str,
     inputs: &Inputs,
 ) -> Result<(), Refusal> {
-    if let (Some(cap), Some(queued)) = (config.cap(&plan.id), inputs.user_queued) {
-        if queued >= i64::from(cap) {
-            return Err(Refusal::TooManyQueued {
-                queued,
-                cap,
-                retry_after_seconds: secs(inputs.run_seconds),
-            });
-        }
-    }
-    if inputs.model != model || inputs.capacity == 0 {
-        return Ok(());
-    }
-    let Some(run) = inputs.measured_run_seconds else {
-        return Ok(());
+    let limits = Limits {
+        priority: plan.priority,
+        bound_ms: config.bound_ms(&plan.id, policy_bound_ms),
+        cap: config.cap(&plan.id),
     };
-    let ahead = ahead(&inputs.queued_by_priority, plan.priority) as f64;
-    let wait = ahead * run / inputs.capacity as f64;
-    let bound = config.bound_ms(&plan.id, policy_bound_ms).max(1) as f64 / 1000.0;
-    if wait <= bound {
-        return Ok(());
-    }
-    Err(Refusal::QueueFull {
-        expected_wait_seconds: secs(wait),
-        bound_seconds: secs(bound),
-        retry_after_seconds: secs(wait - bound),
-    })
-}
-
-/// Whole seconds, rounded up, at least 1.
-fn secs(s: f64) -> u64 {
-    if s.is_finite() {
-        s.ceil().max(1.0) as u64
-    } else {
-        1
-    }
+    core_admission::decide(&limits, model, inputs)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_core::{Capability, Priority};
 
     fn plan(id: &str, priority: Priority) -> Plan {
         Plan {
@@ -166,6 +83,8 @@ mod tests {
             capacity,
             measured_run_seconds: run,
             queued_by_priority: by.to_vec(),
+            queued_all_models_by_priority: Vec::new(),
+            capacity_all_models: 0,
             user_queued: None,
             run_seconds: run.unwrap_or(30.0),
         }

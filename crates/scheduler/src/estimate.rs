@@ -114,7 +114,7 @@ impl Estimator {
     /// `workers` workers (at least one is assumed) run the queue side by
     /// side: the jobs ahead go in rounds of `workers`, then this one runs.
     pub fn queued_on(run_seconds: f64, ahead: u64, workers: usize) -> u64 {
-        let rounds = ahead / workers.max(1) as u64;
+        let rounds = tessera_core::admission::rounds_ahead(ahead, workers);
         ((rounds as f64 + 1.0) * run_seconds).ceil().max(1.0) as u64
     }
 

@@ -367,6 +367,22 @@ impl Registry {
             })
     }
 
+    /// How many workers could run a job of this capability now, whatever its
+    /// model: the workers the capability's models share, which admission
+    /// divides the capability's whole queue among.
+    pub fn capacity_any_model(&self, capability: Capability, now: Millis) -> usize {
+        self.workers()
+            .values()
+            .filter(|e| {
+                self.config.is_online(e.last_seen, now)
+                    && e.status != WorkerStatus::Draining
+                    && e.ready.capabilities.contains(&capability)
+                    && !e.ready.models.is_empty()
+                    && !e.failed.contains(&capability)
+            })
+            .count()
+    }
+
     /// The free workers (idle, online, believed to run nothing, not suspect,
     /// no claim in flight), each marked as being claimed for until
     /// [`claims_done`](Self::claims_done).

@@ -356,14 +356,24 @@ async fn admission_inputs(
     } else {
         None
     };
-    let queued_by_priority = if measured_run_seconds.is_some() {
-        state
-            .store
-            .queued_by_priority(req.capability, &job.model)
-            .await?
+    let (queued_by_priority, queued_all_models_by_priority) = if measured_run_seconds.is_some() {
+        (
+            state
+                .store
+                .queued_by_priority(req.capability, &job.model)
+                .await?,
+            state
+                .store
+                .queued_by_priority_all_models(req.capability)
+                .await?,
+        )
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
+    let capacity_all_models = state
+        .lifecycle
+        .workers()
+        .capacity_any_model(req.capability, now);
     let user_queued = match config.admission.cap(&plan.id) {
         Some(_) => Some(state.store.queued_of_user(&req.user_ref).await?),
         None => None,
@@ -383,6 +393,8 @@ async fn admission_inputs(
         capacity,
         measured_run_seconds,
         queued_by_priority,
+        queued_all_models_by_priority,
+        capacity_all_models,
         user_queued,
         run_seconds,
     }))

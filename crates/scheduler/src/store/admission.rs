@@ -1,5 +1,6 @@
 //! What admission control reads at a create ([`crate::admission`]): the
-//! queue of one capability and model by priority, and one user's queued jobs.
+//! queue of one capability and model by priority, the capability's whole
+//! queue by priority, and one user's queued jobs.
 
 use async_trait::async_trait;
 
@@ -16,6 +17,13 @@ pub trait Admission {
         &self,
         capability: Capability,
         model: &str,
+    ) -> Result<Vec<(Priority, i64)>, StoreError>;
+
+    /// Queued jobs of a capability, every model, counted per priority: the
+    /// capability's ranges of the same index.
+    async fn queued_by_priority_all_models(
+        &self,
+        capability: Capability,
     ) -> Result<Vec<(Priority, i64)>, StoreError>;
 
     /// The person's queued jobs: the user's and those of every user linked
@@ -47,6 +55,24 @@ macro_rules! impl_admission {
                     )
                     .bind(capability_str(capability))
                     .bind(model)
+                    .fetch_all(self.reader())
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(p, n)| (Priority(p.clamp(0, 255) as u8), n))
+                        .collect())
+                }
+
+                async fn queued_by_priority_all_models(
+                    &self,
+                    capability: Capability,
+                ) -> Result<Vec<(Priority, i64)>, StoreError> {
+                    let rows: Vec<(i32, i64)> = sqlx::query_as(
+                        "SELECT priority, COUNT(*) FROM jobs \
+                         WHERE status = 'QUEUED' AND capability = $1 \
+                         GROUP BY priority",
+                    )
+                    .bind(capability_str(capability))
                     .fetch_all(self.reader())
                     .await?;
                     Ok(rows
