@@ -12,7 +12,11 @@
 //! - *run time*: the measured mean run time of the capability;
 //! - *capacity*: the workers ready to run the capability and model now.
 //!
-//! `wait = ahead × run / capacity`. Past the plan's bound the job is refused
+//! `wait = ahead × run / capacity`, counted for the job's model and for all
+//! the capability's models on all its workers, the larger; and at least
+//! what the plan's queue delivers now: how long its oldest queued job has
+//! waited (later arrivals of higher plans, which no count sees, go before
+//! it). Past the plan's bound the job is refused
 //! with the expected wait and a retry time of what the excess takes to drain
 //! (`wait − bound`, at least 1 s). With no ready worker, or no measured run
 //! time yet, nothing is refused here: a job nobody can run is another rule's,
@@ -43,6 +47,10 @@ pub struct Inputs {
     /// Workers that can run the capability now, any model (0 when the
     /// caller does not count them).
     pub capacity_all_models: usize,
+    /// How long the oldest queued job of each priority (of the capability,
+    /// any model) has waited, seconds: the wait its plan's queue delivers
+    /// now. Empty counts nothing.
+    pub oldest_wait_by_priority: Vec<(Priority, f64)>,
     /// The user's queued jobs, when their plan has a cap.
     pub user_queued: Option<i64>,
     /// One job's expected run time (measured or assumed), seconds: how long
@@ -115,12 +123,19 @@ pub fn expected_wait(ahead: i64, run_seconds: f64, capacity: usize) -> f64 {
     ahead.max(0) as f64 * run_seconds / capacity.max(1) as f64
 }
 
-/// How many rounds of `workers` (at least one) the `ahead` jobs before a
-/// queued job take before it starts: the estimate a queued job shows is
-/// these rounds and its own run, each a mean run time (the scheduler's
-/// `Estimator::queued_on`; the simulator checks it against actual starts).
-pub fn rounds_ahead(ahead: u64, workers: usize) -> u64 {
-    ahead / workers.max(1) as u64
+/// Seconds until a queued job starts when `ahead` jobs go before it on
+/// `workers` workers (at least one), `idle` of them free now, each job
+/// taking `run_seconds`: the free workers take the first jobs at once; every
+/// other job, this one included, waits for a busy worker, and busy workers
+/// free up one every `run / workers` on average. What the estimate a queued
+/// job shows promises (the scheduler's `Estimator::start_in`; the simulator
+/// checks it against actual starts).
+pub fn start_in(ahead: u64, workers: usize, idle: usize, run_seconds: f64) -> f64 {
+    let idle = idle.min(workers) as u64;
+    if ahead < idle {
+        return 0.0;
+    }
+    (ahead - idle + 1) as f64 * run_seconds.max(0.0) / workers.max(1) as f64
 }
 
 /// Admits or refuses a new job whose parameters chose `model`, under the
@@ -161,7 +176,17 @@ pub fn decide(limits: &Limits, model: &str, inputs: &Inputs) -> Result<(), Refus
     } else {
         0.0
     };
-    let wait = own.max(all);
+    // What the plan's queue delivers now: its oldest job's wait so far.
+    // Later arrivals of higher plans go before a new job, which the counts
+    // above cannot see; under a long overload they set the wait, and the
+    // oldest job has already waited through them.
+    let delivered = inputs
+        .oldest_wait_by_priority
+        .iter()
+        .filter(|(p, _)| *p == limits.priority)
+        .map(|(_, w)| *w)
+        .fold(0.0, f64::max);
+    let wait = own.max(all).max(delivered);
     let bound = limits.bound_ms.max(1) as f64 / 1000.0;
     if wait <= bound {
         return Ok(());
@@ -195,6 +220,7 @@ mod tests {
             queued_by_priority: by.to_vec(),
             queued_all_models_by_priority: Vec::new(),
             capacity_all_models: 0,
+            oldest_wait_by_priority: Vec::new(),
             user_queued: None,
             run_seconds: run.unwrap_or(30.0),
         }
@@ -281,5 +307,29 @@ mod tests {
                 retry_after_seconds: 10
             })
         );
+    }
+
+    #[test]
+    fn a_queue_that_already_waits_past_the_bound_refuses() {
+        let limits = Limits {
+            priority: Priority::FREE,
+            bound_ms: 100_000,
+            cap: None,
+        };
+        // One job ahead, two workers: 15 s by the counts. But the oldest
+        // free job has waited 160 s (higher plans kept taking the workers).
+        let mut q = inputs(&[(Priority::FREE, 1)], 2, Some(30.0));
+        q.oldest_wait_by_priority = vec![(Priority::FREE, 160.0), (Priority::PRO, 400.0)];
+        assert_eq!(
+            decide(&limits, "sdxl-1.0", &q),
+            Err(Refusal::QueueFull {
+                expected_wait_seconds: 160,
+                bound_seconds: 100,
+                retry_after_seconds: 60,
+            })
+        );
+        // Another plan's old job says nothing about this plan's queue.
+        q.oldest_wait_by_priority = vec![(Priority::PRO, 400.0)];
+        assert_eq!(decide(&limits, "sdxl-1.0", &q), Ok(()));
     }
 }

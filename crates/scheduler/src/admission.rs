@@ -85,6 +85,7 @@ mod tests {
             queued_by_priority: by.to_vec(),
             queued_all_models_by_priority: Vec::new(),
             capacity_all_models: 0,
+            oldest_wait_by_priority: Vec::new(),
             user_queued: None,
             run_seconds: run.unwrap_or(30.0),
         }

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tessera_core::{Capability, Millis};
 
 use crate::config::EstimateConfig;
+use crate::registry::Capacity;
 use crate::store::{Store, StoreError};
 use crate::timings::Timings;
 
@@ -67,21 +68,6 @@ impl Estimator {
         Ok((run, learned.load_ms.unwrap_or(0.0) / 1000.0))
     }
 
-    /// As [`measured_seconds`](Self::measured_seconds), for one model: its
-    /// learned warm run time, else the capability's measured mean.
-    pub async fn measured_model_seconds(
-        &self,
-        store: &dyn Store,
-        timings: &Timings,
-        c: Capability,
-        model: &str,
-    ) -> Result<Option<f64>, StoreError> {
-        match timings.learned(store).await.model(c, model).run_ms {
-            Some(ms) => Ok(Some(ms / 1000.0)),
-            None => self.measured_seconds(store, c).await,
-        }
-    }
-
     async fn mean(&self, store: &dyn Store, c: Capability) -> Result<(f64, bool), StoreError> {
         if let Some((secs, measured, at)) =
             self.cache.lock().expect("estimator lock").get(&c).copied()
@@ -107,49 +93,25 @@ impl Estimator {
     /// Seconds until a queued job with `ahead` jobs before it is done, on
     /// one worker.
     pub fn queued(run_seconds: f64, ahead: u64) -> u64 {
-        Self::queued_on(run_seconds, ahead, 1)
+        ((ahead as f64 + 1.0) * run_seconds).ceil().max(1.0) as u64
     }
 
-    /// Seconds until a queued job with `ahead` jobs before it is done when
-    /// `workers` workers (at least one is assumed) run the queue side by
-    /// side: the jobs ahead go in rounds of `workers`, then this one runs.
-    pub fn queued_on(run_seconds: f64, ahead: u64, workers: usize) -> u64 {
-        let rounds = tessera_core::admission::rounds_ahead(ahead, workers);
-        ((rounds as f64 + 1.0) * run_seconds).ceil().max(1.0) as u64
-    }
-
-    /// Seconds until a queued job is done: [`queued_on`](Self::queued_on),
-    /// plus the model's load when none of the `workers` holds it (`warm`
-    /// of them do).
-    pub fn queued_cold(
-        run_seconds: f64,
-        load_seconds: f64,
-        ahead: u64,
-        workers: usize,
-        warm: usize,
-    ) -> u64 {
-        (Self::start_in(run_seconds, load_seconds, ahead, workers, warm) + run_seconds)
-            .ceil()
-            .max(1.0) as u64
-    }
-
-    /// Seconds until a queued job starts on its engine (the load included
-    /// when no worker holds its model): what its estimate promises, and what
+    /// Seconds until a queued job starts on its engine: free workers take
+    /// the jobs ahead at once, the rest wait for busy ones
+    /// ([`tessera_core::admission::start_in`]); plus the model's load when
+    /// none of the workers holds it. What its estimate promises, and what
     /// the ETA-error metric checks against the job's real start.
-    pub fn start_in(
-        run_seconds: f64,
-        load_seconds: f64,
-        ahead: u64,
-        workers: usize,
-        warm: usize,
-    ) -> f64 {
-        let rounds = (ahead / workers.max(1) as u64) as f64;
-        let load = if warm == 0 {
+    /// `drain_seconds` is how long a job holds a worker on average (the
+    /// capability's mean, loads included).
+    pub fn start_in(drain_seconds: f64, load_seconds: f64, ahead: u64, capacity: Capacity) -> f64 {
+        let start =
+            tessera_core::admission::start_in(ahead, capacity.ready, capacity.idle, drain_seconds);
+        let load = if capacity.warm == 0 {
             load_seconds.max(0.0)
         } else {
             0.0
         };
-        rounds * run_seconds.max(0.0) + load
+        start + load
     }
 
     /// Seconds until a running job started at `started_at` is done.
@@ -168,19 +130,23 @@ mod tests {
         assert_eq!(Estimator::queued(30.0, 0), 30);
         assert_eq!(Estimator::queued(30.0, 3), 120);
         assert_eq!(Estimator::queued(0.0, 3), 1);
-        // Side by side: three ahead on two workers is one round, then this one.
-        assert_eq!(Estimator::queued_on(30.0, 3, 2), 60);
-        assert_eq!(Estimator::queued_on(30.0, 4, 2), 90);
-        assert_eq!(Estimator::queued_on(30.0, 1, 4), 30);
-        assert_eq!(
-            Estimator::queued_on(30.0, 3, 0),
-            120,
-            "no worker counts as one"
-        );
-        // A model no ready worker holds pays its load once.
-        assert_eq!(Estimator::queued_cold(30.0, 45.2, 3, 2, 0), 106);
-        assert_eq!(Estimator::queued_cold(30.0, 45.2, 3, 2, 1), 60);
-        assert_eq!(Estimator::queued_cold(30.0, 0.0, 3, 2, 0), 60);
+        let busy = |ready, warm| Capacity {
+            ready,
+            warm,
+            idle: 0,
+        };
+        // Two busy workers: the 3 jobs ahead and this one start as they free
+        // up, one every 15 s; a model no ready worker holds pays its load once.
+        assert_eq!(Estimator::start_in(30.0, 45.0, 3, busy(2, 0)), 105.0);
+        assert_eq!(Estimator::start_in(30.0, 45.0, 3, busy(2, 1)), 60.0);
+        // A free worker for each job ahead and this one: it starts at once.
+        let free = Capacity {
+            ready: 4,
+            warm: 4,
+            idle: 4,
+        };
+        assert_eq!(Estimator::start_in(30.0, 45.0, 3, free), 0.0);
+        assert_eq!(Estimator::start_in(30.0, 45.0, 4, free), 7.5);
         assert_eq!(Estimator::running(30.0, 0, 10_000), 20);
         assert_eq!(Estimator::running(30.0, 0, 60_000), 1);
     }

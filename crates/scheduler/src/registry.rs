@@ -342,17 +342,13 @@ impl Registry {
     /// online, not draining, with a ready engine for it that has not failed
     /// since their last heartbeat. What admission divides the queue among.
     pub fn capacity(&self, capability: Capability, model: &str, now: Millis) -> usize {
-        self.capacity_warm(capability, model, now).0
+        self.capacity_now(capability, model, now).ready
     }
 
-    /// As [`capacity`](Self::capacity), and how many of those workers hold
-    /// the model in GPU memory now.
-    pub fn capacity_warm(
-        &self,
-        capability: Capability,
-        model: &str,
-        now: Millis,
-    ) -> (usize, usize) {
+    /// As [`capacity`](Self::capacity), with how many of those workers hold
+    /// the model in GPU memory and how many are free now: what a queued
+    /// job's estimate needs.
+    pub fn capacity_now(&self, capability: Capability, model: &str, now: Millis) -> Capacity {
         self.workers()
             .values()
             .filter(|e| {
@@ -361,9 +357,10 @@ impl Registry {
                     && slot_serves(&e.ready, capability, model)
                     && !e.failed.contains(&capability)
             })
-            .fold((0, 0), |(all, warm), e| {
-                let holds = e.ready.loaded_models.iter().any(|m| m == model);
-                (all + 1, warm + usize::from(holds))
+            .fold(Capacity::default(), |c, e| Capacity {
+                ready: c.ready + 1,
+                warm: c.warm + usize::from(e.ready.loaded_models.iter().any(|m| m == model)),
+                idle: c.idle + usize::from(self.is_free(e, now)),
             })
     }
 
@@ -452,6 +449,17 @@ impl Registry {
             && !e.suspect
             && self.config.is_online(e.last_seen, now)
     }
+}
+
+/// The workers that could run a capability and model now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// Online, not draining, with a ready engine for it.
+    pub ready: usize,
+    /// Of those, holding the model in GPU memory.
+    pub warm: usize,
+    /// Of those, free for a job now.
+    pub idle: usize,
 }
 
 /// What the worker's ready engines serve ([`Heartbeat::ready_now`]).

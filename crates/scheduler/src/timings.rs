@@ -3,7 +3,7 @@
 //! Every result carries what the engine's run took and whether it loaded the
 //! job's model first ([`RunTiming`]). The store keeps, per worker, capability
 //! and model, a running mean of warm runs and one of cold runs
-//! ([`crate::store::Timings`]); the load is their difference. Three parts of
+//! ([`crate::store::Timings`]); the load is their difference. Two parts of
 //! the scheduler read them, through one snapshot refreshed every few
 //! seconds ([`Timings::learned`]):
 //!
@@ -11,9 +11,10 @@
 //!   longer than the load the jump saves on that worker
 //!   ([`tessera_core::policy::WorkerView::load_ms`]);
 //! - the estimate a job shows: the model's warm run time across workers,
-//!   plus its load when no worker ready for it holds it;
-//! - admission: the same run time, so a farm of fast and slow models is
-//!   judged model by model.
+//!   plus its load when no worker ready for it holds it.
+//!
+//! (Admission and the drain of the queue ahead use the capability's mean
+//! time a job holds a worker, loads included, as the simulator does.)
 //!
 //! Until a model has warm runs, the estimator's capability mean (from
 //! completed jobs) or its configured default stands in.

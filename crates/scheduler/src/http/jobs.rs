@@ -306,13 +306,29 @@ pub async fn create(
 /// model the parameters choose under it, the workers ready for it, the
 /// measured run time and, where they can matter, the queue's counts and the
 /// user's queued jobs. `None` when the parameters are invalid (the create
-/// refuses them).
+/// refuses them), or when nothing could refuse the job: no plan has a cap
+/// and no worker is ready for the capability (then nothing is read, and a
+/// create costs what it did before admission).
 async fn admission_inputs(
     state: &AppState,
     req: &CreateJobRequest,
     now: Millis,
 ) -> Result<Option<admission::Inputs>, ApiError> {
     let config = &state.config;
+    let capped = config
+        .admission
+        .max_queued_per_user
+        .values()
+        .any(|&c| c > 0);
+    if !capped
+        && state
+            .lifecycle
+            .workers()
+            .capacity_any_model(req.capability, now)
+            == 0
+    {
+        return Ok(None);
+    }
     let plan = match state
         .store
         .quota(&req.user_ref, state.clock.day_of(now), now)
@@ -346,17 +362,12 @@ async fn admission_inputs(
     let measured_run_seconds = if capacity > 0 {
         state
             .estimator
-            .measured_model_seconds(
-                &*state.store,
-                state.lifecycle.timings(),
-                req.capability,
-                &job.model,
-            )
+            .measured_seconds(&*state.store, req.capability)
             .await?
     } else {
         None
     };
-    let (queued_by_priority, queued_all_models_by_priority) = if measured_run_seconds.is_some() {
+    let (queued_by_priority, all_models) = if measured_run_seconds.is_some() {
         (
             state
                 .store
@@ -370,6 +381,11 @@ async fn admission_inputs(
     } else {
         (Vec::new(), Vec::new())
     };
+    let queued_all_models_by_priority = all_models.iter().map(|&(p, n, _)| (p, n)).collect();
+    let oldest_wait_by_priority = all_models
+        .iter()
+        .filter_map(|&(p, _, oldest)| Some((p, (now - oldest?).max(0) as f64 / 1000.0)))
+        .collect();
     let capacity_all_models = state
         .lifecycle
         .workers()
@@ -395,6 +411,7 @@ async fn admission_inputs(
         queued_by_priority,
         queued_all_models_by_priority,
         capacity_all_models,
+        oldest_wait_by_priority,
         user_queued,
         run_seconds,
     }))
@@ -836,6 +853,12 @@ async fn estimate(state: &AppState, job: &JobRecord, now: Millis) -> Result<Esti
     Ok(match job.status {
         JobState::Queued | JobState::Created => {
             let ahead = state.positions.ahead_of(&*state.store, job).await?;
+            // The jobs ahead drain at the capability's mean time a job holds
+            // a worker (loads included); this one then runs its model's time.
+            let drain = state
+                .estimator
+                .run_seconds(&*state.store, job.capability)
+                .await?;
             let (run, load) = state
                 .estimator
                 .model_seconds(
@@ -847,15 +870,15 @@ async fn estimate(state: &AppState, job: &JobRecord, now: Millis) -> Result<Esti
                 .await?;
             // The workers that can run it take the jobs ahead side by side;
             // if none holds its model, one loads it first.
-            let (workers, warm) =
-                state
-                    .lifecycle
-                    .workers()
-                    .capacity_warm(job.capability, &job.model, now);
+            let capacity = state
+                .lifecycle
+                .workers()
+                .capacity_now(job.capability, &job.model, now);
+            let start_in = Estimator::start_in(drain, load, ahead, capacity);
             Estimate {
                 ahead: Some(ahead),
-                done_in: Some(Estimator::queued_cold(run, load, ahead, workers, warm)),
-                start_in: Some(Estimator::start_in(run, load, ahead, workers, warm)),
+                done_in: Some((start_in + run).ceil().max(1.0) as u64),
+                start_in: Some(start_in),
             }
         }
         JobState::Running => {

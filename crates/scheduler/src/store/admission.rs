@@ -4,7 +4,7 @@
 
 use async_trait::async_trait;
 
-use tessera_core::{Capability, Priority, UserRef};
+use tessera_core::{Capability, Millis, Priority, UserRef};
 
 use super::StoreError;
 
@@ -19,12 +19,13 @@ pub trait Admission {
         model: &str,
     ) -> Result<Vec<(Priority, i64)>, StoreError>;
 
-    /// Queued jobs of a capability, every model, counted per priority: the
-    /// capability's ranges of the same index.
+    /// Queued jobs of a capability, every model, counted per priority, with
+    /// when the oldest of each priority was queued: the capability's ranges
+    /// of the same index.
     async fn queued_by_priority_all_models(
         &self,
         capability: Capability,
-    ) -> Result<Vec<(Priority, i64)>, StoreError>;
+    ) -> Result<Vec<(Priority, i64, Option<Millis>)>, StoreError>;
 
     /// The person's queued jobs: the user's and those of every user linked
     /// with it (a website account and its chat users), each read from the
@@ -36,7 +37,7 @@ pub trait Admission {
 macro_rules! impl_admission {
     ($store:ty) => {
         const _: () = {
-            use tessera_core::{Capability, Priority, UserRef};
+            use tessera_core::{Capability, Millis, Priority, UserRef};
 
             use $crate::store::rows::capability_str;
             use $crate::store::{Admission, StoreError};
@@ -66,9 +67,9 @@ macro_rules! impl_admission {
                 async fn queued_by_priority_all_models(
                     &self,
                     capability: Capability,
-                ) -> Result<Vec<(Priority, i64)>, StoreError> {
-                    let rows: Vec<(i32, i64)> = sqlx::query_as(
-                        "SELECT priority, COUNT(*) FROM jobs \
+                ) -> Result<Vec<(Priority, i64, Option<Millis>)>, StoreError> {
+                    let rows: Vec<(i32, i64, Option<i64>)> = sqlx::query_as(
+                        "SELECT priority, COUNT(*), MIN(queued_at) FROM jobs \
                          WHERE status = 'QUEUED' AND capability = $1 \
                          GROUP BY priority",
                     )
@@ -77,7 +78,7 @@ macro_rules! impl_admission {
                     .await?;
                     Ok(rows
                         .into_iter()
-                        .map(|(p, n)| (Priority(p.clamp(0, 255) as u8), n))
+                        .map(|(p, n, oldest)| (Priority(p.clamp(0, 255) as u8), n, oldest))
                         .collect())
                 }
 
