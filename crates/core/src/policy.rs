@@ -24,8 +24,8 @@
 //!    and less than the load the jump saves where the worker has learned it
 //!    ([`WorkerView::load_ms`]: a model that loads in 2 s is not worth making
 //!    a paying user wait 10 s for). Within one priority the warm job
-//!    goes first, while the head of the priority has waited less than a
-//!    third of the wait bound; after that the head goes (a job of a model nobody
+//!    goes first, while the head of the priority has waited less than two
+//!    thirds of the wait bound; after that the head goes (a job of a model nobody
 //!    holds is not left to wait until it is overdue: the simulator found
 //!    such jobs, warm ones always passing them, starting past the bound).
 //!
@@ -356,10 +356,10 @@ impl Policy {
                     .oldest_outranking_loaded
                     .is_none_or(|o| o.waited(now) < patience);
                 // Within a plan, a warm job passes the head only while the
-                // head has waited less than a third of the bound: a job of an
+                // head has waited less than two thirds of the bound: a job of an
                 // unloaded model is not left to wait until it is overdue.
                 let fair = |warm: &QueuedJob<Id>| {
-                    warm.priority != best.priority || best.waited(now) < self.max_wait_ms / 3
+                    warm.priority != best.priority || best.waited(now) < self.max_wait_ms * 2 / 3
                 };
                 match c.best_loaded {
                     Some(warm) if patient && fair(warm) => Some((warm, Reason::Affinity)),
@@ -524,12 +524,12 @@ mod tests {
             let warm_at_top = queue.iter().any(|j| j.priority == top && w.has_loaded(&j.model));
             let head = queue.iter().min_by(|a, b| queue_order(a, b)).unwrap();
             let (j, reason) = p.choose_from_queue(&queue, &w, now).unwrap();
-            if warm_at_top && head.waited(now) < p.max_wait_ms / 3 {
+            if warm_at_top && head.waited(now) < p.max_wait_ms * 2 / 3 {
                 prop_assert_eq!(reason, Reason::Affinity);
                 prop_assert_eq!(j.priority, top);
                 prop_assert!(w.has_loaded(&j.model));
             } else if warm_at_top {
-                // The head has waited a third of the bound: it goes, warm or not.
+                // The head has waited two thirds of the bound: it goes, warm or not.
                 prop_assert_eq!(j.id, head.id);
             }
             // Affinity never passes over a higher-priority job that ran out of patience.

@@ -196,10 +196,10 @@ impl Admission {
     /// margin below the wait bound is for what the expected wait cannot see:
     /// higher plans' jobs that arrive later and go first (at twice capacity
     /// they take 40 % of the GPUs). Looser bounds (a third, a half, two
-    /// thirds) kept more of a queue for affinity, 1.31x FIFO's throughput at
-    /// twice capacity against 1.22x, but let 268 accepted jobs over 72 runs
-    /// start past the wait bound and the estimates miss by 29 % at twice
-    /// capacity (docs/simulation.md).
+    /// thirds) kept more of a queue for affinity, about 1.3x FIFO's
+    /// throughput at twice capacity against 1.24x, but let accepted jobs
+    /// start past the wait bound and the estimates miss by about 30 % at
+    /// twice capacity (docs/simulation.md).
     pub fn relative_to(w: &Workload, policy: &Policy) -> Admission {
         let (bounds_ms, caps) = w
             .plans
