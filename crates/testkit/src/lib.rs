@@ -209,6 +209,19 @@ impl TestApp {
         self.handle.base_url()
     }
 
+    /// The scheduler's `/metrics` page, read with the admin token.
+    pub async fn scrape_metrics(&self) -> String {
+        reqwest::Client::new()
+            .get(format!("{}/metrics", self.base_url()))
+            .bearer_auth(&self.admin_token)
+            .send()
+            .await
+            .expect("scraping /metrics")
+            .text()
+            .await
+            .expect("reading /metrics")
+    }
+
     /// The store the scheduler runs on, with the reads only tests make.
     pub fn store(&self) -> &Arc<dyn Inspect> {
         &self.store

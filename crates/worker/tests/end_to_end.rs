@@ -533,15 +533,7 @@ async fn run_and_load_times_are_learned_and_models_share_the_gpu(backend: Backen
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Every job's estimate was checked at its dispatch.
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", app.base_url()))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.scrape_metrics().await;
     let checked: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("tessera_eta_error_ratio_count{"))

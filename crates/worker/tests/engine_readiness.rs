@@ -91,15 +91,7 @@ async fn worker_info(app: &TestApp, id: &str) -> WorkerInfo {
 
 /// The `tessera_worker_engine_ready` sample of a worker's engine, if exported.
 async fn engine_ready_metric(app: &TestApp, worker: &str, engine: &str) -> Option<f64> {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", app.base_url()))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.scrape_metrics().await;
     let wanted = format!("worker=\"{worker}\"");
     let engine = format!("engine=\"{engine}\"");
     text.lines()

@@ -228,15 +228,7 @@ async fn a_configured_threshold_withholds_the_output_for_review(backend: Backend
     assert!(case.cause.contains("BUTTOCKS_EXPOSED"), "{case:?}");
 
     // Counted by label and channel.
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", app.base_url()))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.scrape_metrics().await;
     assert!(
         metrics.contains(
             "tessera_moderation_withheld_total{label=\"BUTTOCKS_EXPOSED\",channel=\"telegram\"} 1"

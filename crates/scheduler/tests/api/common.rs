@@ -251,15 +251,7 @@ pub async fn busy_image_worker(app: &TestApp) {
 /// The sum of the scraped samples of the counter `name` (`..._total`) whose
 /// labels include every `(label, value)` of `labels`; 0 with none.
 pub async fn counter(app: &TestApp, name: &str, labels: &[(&str, &str)]) -> u64 {
-    let text = reqwest::Client::new()
-        .get(format!("{}/metrics", app.base_url()))
-        .bearer_auth(&app.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.scrape_metrics().await;
     let series = format!("{name}{{");
     let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     text.lines()
