@@ -396,6 +396,11 @@ impl AdmissionConfig {
     }
 
     /// The plan's cap on one user's queued jobs; `None` without one.
+    /// Whether any plan has a cap on queued jobs.
+    pub fn any_cap(&self) -> bool {
+        self.max_queued_per_user.values().any(|&c| c > 0)
+    }
+
     pub fn cap(&self, plan: &str) -> Option<u32> {
         self.max_queued_per_user
             .get(plan)

@@ -351,12 +351,7 @@ impl Registry {
     pub fn capacity_now(&self, capability: Capability, model: &str, now: Millis) -> Capacity {
         self.workers()
             .values()
-            .filter(|e| {
-                self.config.is_online(e.last_seen, now)
-                    && e.status != WorkerStatus::Draining
-                    && slot_serves(&e.ready, capability, model)
-                    && !e.failed.contains(&capability)
-            })
+            .filter(|e| self.takes(e, capability, now) && slot_serves(&e.ready, capability, model))
             .fold(Capacity::default(), |c, e| Capacity {
                 ready: c.ready + 1,
                 warm: c.warm + usize::from(e.ready.loaded_models.iter().any(|m| m == model)),
@@ -371,13 +366,20 @@ impl Registry {
         self.workers()
             .values()
             .filter(|e| {
-                self.config.is_online(e.last_seen, now)
-                    && e.status != WorkerStatus::Draining
+                self.takes(e, capability, now)
                     && e.ready.capabilities.contains(&capability)
                     && !e.ready.models.is_empty()
-                    && !e.failed.contains(&capability)
             })
             .count()
+    }
+
+    /// Whether the worker takes jobs of the capability now, as far as its
+    /// state goes: online, not draining, the capability not failed since its
+    /// last heartbeat (what its ready engines serve is the caller's test).
+    fn takes(&self, e: &Entry, capability: Capability, now: Millis) -> bool {
+        self.config.is_online(e.last_seen, now)
+            && e.status != WorkerStatus::Draining
+            && !e.failed.contains(&capability)
     }
 
     /// The free workers (idle, online, believed to run nothing, not suspect,

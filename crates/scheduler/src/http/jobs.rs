@@ -315,18 +315,11 @@ async fn admission_inputs(
     now: Millis,
 ) -> Result<Option<admission::Inputs>, ApiError> {
     let config = &state.config;
-    let capped = config
-        .admission
-        .max_queued_per_user
-        .values()
-        .any(|&c| c > 0);
-    if !capped
-        && state
-            .lifecycle
-            .workers()
-            .capacity_any_model(req.capability, now)
-            == 0
-    {
+    let capacity_all_models = state
+        .lifecycle
+        .workers()
+        .capacity_any_model(req.capability, now);
+    if capacity_all_models == 0 && !config.admission.any_cap() {
         return Ok(None);
     }
     let plan = match state
@@ -386,10 +379,6 @@ async fn admission_inputs(
         .iter()
         .filter_map(|&(p, _, oldest)| Some((p, (now - oldest?).max(0) as f64 / 1000.0)))
         .collect();
-    let capacity_all_models = state
-        .lifecycle
-        .workers()
-        .capacity_any_model(req.capability, now);
     let user_queued = match config.admission.cap(&plan.id) {
         Some(_) => Some(state.store.queued_of_user(&req.user_ref).await?),
         None => None,
@@ -850,53 +839,45 @@ fn has_nul(value: &serde_json::Value) -> bool {
 /// For a live job: how many jobs run before it and when it starts (queued
 /// only), and the seconds until it is done.
 async fn estimate(state: &AppState, job: &JobRecord, now: Millis) -> Result<Estimate, ApiError> {
-    Ok(match job.status {
-        JobState::Queued | JobState::Created => {
-            let ahead = state.positions.ahead_of(&*state.store, job).await?;
-            // The jobs ahead drain at the capability's mean time a job holds
-            // a worker (loads included); this one then runs its model's time.
-            let drain = state
-                .estimator
-                .run_seconds(&*state.store, job.capability)
-                .await?;
-            let (run, load) = state
-                .estimator
-                .model_seconds(
-                    &*state.store,
-                    state.lifecycle.timings(),
-                    job.capability,
-                    &job.model,
-                )
-                .await?;
-            // The workers that can run it take the jobs ahead side by side;
-            // if none holds its model, one loads it first.
-            let capacity = state
-                .lifecycle
-                .workers()
-                .capacity_now(job.capability, &job.model, now);
-            let start_in = Estimator::start_in(drain, load, ahead, capacity);
-            Estimate {
-                ahead: Some(ahead),
-                done_in: Some((start_in + run).ceil().max(1.0) as u64),
-                start_in: Some(start_in),
-            }
-        }
-        JobState::Running => {
-            let (run, _) = state
-                .estimator
-                .model_seconds(
-                    &*state.store,
-                    state.lifecycle.timings(),
-                    job.capability,
-                    &job.model,
-                )
-                .await?;
-            Estimate {
-                done_in: Some(Estimator::running(run, job.started_at.unwrap_or(now), now)),
-                ..Estimate::default()
-            }
-        }
-        _ => Estimate::default(),
+    if !matches!(
+        job.status,
+        JobState::Queued | JobState::Created | JobState::Running
+    ) {
+        return Ok(Estimate::default());
+    }
+    let (run, load) = state
+        .estimator
+        .model_seconds(
+            &*state.store,
+            state.lifecycle.timings(),
+            job.capability,
+            &job.model,
+        )
+        .await?;
+    if job.status == JobState::Running {
+        return Ok(Estimate {
+            done_in: Some(Estimator::running(run, job.started_at.unwrap_or(now), now)),
+            ..Estimate::default()
+        });
+    }
+    let ahead = state.positions.ahead_of(&*state.store, job).await?;
+    // The jobs ahead drain at the capability's mean time a job holds a
+    // worker (loads included); this one then runs its model's time.
+    let drain = state
+        .estimator
+        .run_seconds(&*state.store, job.capability)
+        .await?;
+    // The workers that can run it take the jobs ahead side by side; if none
+    // holds its model, one loads it first.
+    let capacity = state
+        .lifecycle
+        .workers()
+        .capacity_now(job.capability, &job.model, now);
+    let start_in = Estimator::start_in(drain, load, ahead, capacity);
+    Ok(Estimate {
+        ahead: Some(ahead),
+        done_in: Some((start_in + run).ceil().max(1.0) as u64),
+        start_in: Some(start_in),
     })
 }
 
