@@ -268,6 +268,37 @@ impl Client {
         Self::send(self.request(Method::GET, &format!("api/v1/accounts/{user_ref}"))?).await
     }
 
+    /// `GET /api/v1/accounts/{user_ref}/developer-keys`: the account's
+    /// developer keys, revoked ones too (web keys of its website).
+    pub async fn developer_keys(
+        &self,
+        user_ref: impl std::fmt::Display,
+    ) -> Result<crate::public::DeveloperKeyList, ClientError> {
+        let path = format!("api/v1/accounts/{user_ref}/developer-keys");
+        Self::send(self.request(Method::GET, &path)?).await
+    }
+
+    /// `POST /api/v1/accounts/{user_ref}/developer-keys`: a new developer
+    /// key; the answer holds its secret, shown this once.
+    pub async fn create_developer_key(
+        &self,
+        user_ref: impl std::fmt::Display,
+        request: &crate::public::NewDeveloperKeyRequest,
+    ) -> Result<crate::public::CreatedDeveloperKey, ClientError> {
+        let path = format!("api/v1/accounts/{user_ref}/developer-keys");
+        Self::send(Self::json(self.request(Method::POST, &path)?, request)).await
+    }
+
+    /// `DELETE /api/v1/accounts/{user_ref}/developer-keys/{key_id}`.
+    pub async fn revoke_developer_key(
+        &self,
+        user_ref: impl std::fmt::Display,
+        key_id: &tessera_core::DeveloperKeyId,
+    ) -> Result<crate::public::DeveloperKeyView, ClientError> {
+        let path = format!("api/v1/accounts/{user_ref}/developer-keys/{key_id}");
+        Self::send(self.request(Method::DELETE, &path)?).await
+    }
+
     /// A one-time code a bot user enters on the website to link the two (bot keys only).
     pub async fn create_link_code(&self, user_ref: &UserRef) -> Result<LinkCode, ClientError> {
         let body = LinkCodeRequest {

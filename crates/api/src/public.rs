@@ -243,6 +243,51 @@ pub struct AccountView {
     pub age_confirmed_at: Option<DateTime<Utc>>,
 }
 
+/// `POST /api/v1/accounts/{user_ref}/developer-keys`: a signed-in account
+/// makes a personal key for the OpenAI-compatible gateway.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewDeveloperKeyRequest {
+    /// What the owner calls the key (1 to 64 characters), to tell keys apart.
+    #[schema(example = "Open WebUI on my laptop")]
+    pub name: String,
+    /// The capabilities the key may use; absent for every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<tessera_core::Capability>>,
+}
+
+/// A developer key as listed; the secret is never shown again after creation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeveloperKeyView {
+    pub key_id: tessera_core::DeveloperKeyId,
+    pub name: String,
+    /// The capabilities the key may use; absent for every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<Vec<tessera_core::Capability>>,
+    pub created_at: DateTime<Utc>,
+    /// When the key was last used, to the minute; absent if never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_used_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// Answer to a developer key's creation: the only time the secret is shown.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct CreatedDeveloperKey {
+    #[serde(flatten)]
+    pub key: DeveloperKeyView,
+    /// Send as `Authorization: Bearer <api_key>` to `/v1`. Store it now:
+    /// only its hash is kept.
+    pub api_key: String,
+}
+
+/// An account's developer keys, revoked ones too, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeveloperKeyList {
+    pub keys: Vec<DeveloperKeyView>,
+}
+
 /// `POST /api/v1/link-codes`: a Telegram or Discord user asks for a code to
 /// link their bot account to a website account.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]

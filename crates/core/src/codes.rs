@@ -180,6 +180,14 @@ error_codes! {
     InvalidLinkCode = "invalid_link_code",
     LinkCodeUnavailable = "link_code_unavailable",
 
+    // Developer keys and the OpenAI-compatible gateway.
+    /// The account holds as many live developer keys as it may.
+    TooManyKeys = "too_many_keys",
+    /// The developer key is limited to other capabilities (403).
+    CapabilityNotAllowed = "capability_not_allowed",
+    /// The gateway knows no model of this name, or the plan does not allow it (404).
+    ModelNotFound = "model_not_found",
+
     // Payments: Stripe.
     /// The payment channel asked for is not configured on this scheduler (404).
     PaymentsNotConfigured = "payments_not_configured",

@@ -93,6 +93,14 @@ prefixed_id!(
 );
 
 prefixed_id!(
+    /// A developer key's public id, `dkey_` and a ULID: a website account's
+    /// personal key for the OpenAI-compatible gateway. The secret is separate.
+    DeveloperKeyId,
+    "dkey_",
+    "^dkey_[0-7][0-9A-HJKMNP-TV-Z]{25}$"
+);
+
+prefixed_id!(
     /// An uploaded input (for example the audio of a speech-to-text job), `inp_` and a ULID.
     InputId,
     "inp_",

@@ -1,6 +1,7 @@
-//! Credentials: frontend API keys and the admin and internal tokens.
+//! Credentials: frontend API keys, developer keys and the admin and internal
+//! tokens.
 //!
-//! Frontend keys are 160-bit random secrets (`tsk_` + 40 hex digits). Only their
+//! Frontend keys (`tsk_`) and developer keys (`tdk_`) are 160-bit random secrets (prefix + 40 hex digits). Only their
 //! SHA-256 is stored, and a request's key is found by hashing it and looking the
 //! hash up. A slow password hash (argon2) would add nothing here: it protects
 //! guessable passwords, while a random 160-bit key cannot be guessed, and a fast
@@ -15,7 +16,7 @@ use rand::RngCore;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::store::ApiKeyRecord;
+use crate::store::{ApiKeyRecord, DeveloperKeyRecord};
 
 /// Prefix of frontend API keys, so a leaked one is recognisable in a scan.
 pub const KEY_PREFIX: &str = "tsk_";
@@ -63,19 +64,52 @@ impl TokenCheck {
     }
 }
 
+/// Prefix of developer keys (a website account's personal keys for the
+/// gateway): told apart from frontend keys at a glance, and in a scan.
+pub const DEVELOPER_KEY_PREFIX: &str = "tdk_";
+
+/// A new developer key secret.
+pub fn new_developer_key() -> String {
+    format!("{DEVELOPER_KEY_PREFIX}{}", random_hex(20))
+}
+
+/// A stored key a [`KeyCache`] keeps: known by its id when it is revoked.
+pub trait CachedKey: Clone {
+    type Id: Clone + Eq + std::hash::Hash;
+
+    fn key_id(&self) -> &Self::Id;
+}
+
+impl CachedKey for ApiKeyRecord {
+    type Id = tessera_core::ApiKeyId;
+
+    fn key_id(&self) -> &Self::Id {
+        &self.id
+    }
+}
+
+impl CachedKey for DeveloperKeyRecord {
+    type Id = tessera_core::DeveloperKeyId;
+
+    fn key_id(&self) -> &Self::Id {
+        &self.id
+    }
+}
+
 /// Keys found recently, by secret hash, so a busy frontend does not cost a
 /// database round trip per request. Only live keys are kept, each for at most the
 /// configured time (`auth.key_cache_secs`); revoking a key drops it here at once,
-/// and from other replicas' caches when its time is up.
-pub struct KeyCache {
+/// and from other replicas' caches when its time is up. One cache holds
+/// frontend keys, another developer keys.
+pub struct KeyCache<K: CachedKey = ApiKeyRecord> {
     ttl: Duration,
-    entries: Mutex<HashMap<[u8; 32], (ApiKeyRecord, Instant)>>,
+    entries: Mutex<HashMap<[u8; 32], (K, Instant)>>,
     /// Keys revoked here recently: a lookup that read the key just before the
     /// revocation must not put it back.
-    revoked: Mutex<HashMap<tessera_core::ApiKeyId, Instant>>,
+    revoked: Mutex<HashMap<K::Id, Instant>>,
 }
 
-impl KeyCache {
+impl<K: CachedKey> KeyCache<K> {
     /// Most keys kept; past it the cache starts over (frontends number in tens).
     const MAX_ENTRIES: usize = 10_000;
 
@@ -87,7 +121,7 @@ impl KeyCache {
         }
     }
 
-    pub fn get(&self, hash: &[u8; 32]) -> Option<ApiKeyRecord> {
+    pub fn get(&self, hash: &[u8; 32]) -> Option<K> {
         let entries = self.entries.lock().expect("key cache lock");
         entries
             .get(hash)
@@ -95,7 +129,7 @@ impl KeyCache {
             .map(|(key, _)| key.clone())
     }
 
-    pub fn put(&self, hash: [u8; 32], key: ApiKeyRecord) {
+    pub fn put(&self, hash: [u8; 32], key: K) {
         if self.ttl.is_zero() {
             return;
         }
@@ -103,7 +137,7 @@ impl KeyCache {
         // inserting means a revocation cannot slip in between check and insert.
         let mut revoked = self.revoked.lock().expect("key cache lock");
         revoked.retain(|_, at| at.elapsed() < self.ttl);
-        if revoked.contains_key(&key.id) {
+        if revoked.contains_key(key.key_id()) {
             return;
         }
         let mut entries = self.entries.lock().expect("key cache lock");
@@ -115,11 +149,11 @@ impl KeyCache {
 
     /// Forgets a revoked key, and refuses to cache it again for one lifetime
     /// (a lookup racing the revocation may have read it as live).
-    pub fn forget(&self, id: &tessera_core::ApiKeyId) {
+    pub fn forget(&self, id: &K::Id) {
         let mut revoked = self.revoked.lock().expect("key cache lock");
         revoked.insert(id.clone(), Instant::now());
         let mut entries = self.entries.lock().expect("key cache lock");
-        entries.retain(|_, (key, _)| &key.id != id);
+        entries.retain(|_, (key, _)| key.key_id() != id);
     }
 }
 
@@ -129,7 +163,7 @@ mod tests {
 
     #[test]
     fn a_revoked_key_is_not_cached_again_by_a_racing_lookup() {
-        let cache = KeyCache::new(Duration::from_secs(60));
+        let cache: KeyCache = KeyCache::new(Duration::from_secs(60));
         let key = ApiKeyRecord {
             id: tessera_core::ApiKeyId::generate(),
             frontend: tessera_core::Platform::Web,

@@ -30,12 +30,12 @@ use tessera_core::{Platform, UserRef};
 use super::auth::Frontend;
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, Refusal};
-use super::scope::{speaks_for, user_ref_for};
+use super::scope::{account_not_found, speaks_for, user_ref_for, web_only};
 use super::wire::rfc3339;
 use super::AppState;
 use crate::lifecycle::now_ms;
 use crate::passwords::PasswordError;
-use crate::store::{AccountRecord, ApiKeyRecord, RedeemOutcome};
+use crate::store::{AccountRecord, RedeemOutcome};
 
 /// The characters of a link code: no 0/O, 1/I/L, so it reads back unambiguously.
 pub const CODE_ALPHABET: &[u8] = b"23456789ABCDEFGHJKMNPQRSTUVWXYZ";
@@ -342,23 +342,6 @@ pub async fn redeem(
 }
 
 /// Accounts belong to the website: other frontends' keys are refused.
-fn web_only(key: &ApiKeyRecord) -> Result<(), ApiError> {
-    if key.frontend == Platform::Web {
-        return Ok(());
-    }
-    Err(ApiError::forbidden(
-        ErrorCode::ForbiddenFrontend,
-        format!(
-            "accounts are the website's: a {} key cannot use them",
-            key.frontend
-        ),
-    ))
-}
-
-fn account_not_found() -> ApiError {
-    ApiError::not_found(ErrorCode::AccountNotFound, "this user has no account")
-}
-
 fn password_failed(e: PasswordError) -> ApiError {
     if let PasswordError::Busy = e {
         tracing::warn!("password hashing busy: a sign-up or sign-in refused");

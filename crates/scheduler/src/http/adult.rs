@@ -21,18 +21,19 @@ use tessera_api::ErrorCode;
 use tessera_core::{Platform, UserRef};
 
 use super::error::ApiError;
+use super::scope::Speaks;
 use super::AppState;
-use crate::store::ApiKeyRecord;
 
 /// Whether the context `key` reports for a job of `user_ref` allows adult
 /// content (before the plan has its say). Refuses a context the key may not
 /// report.
 pub(crate) async fn context_allows(
     state: &AppState,
-    key: &ApiKeyRecord,
+    key: &impl Speaks,
     user_ref: &UserRef,
     context: Option<&JobContext>,
 ) -> Result<bool, ApiError> {
+    let frontend = key.frontend();
     let empty = JobContext::default();
     let context = context.unwrap_or(&empty);
     let claimed: &[(&str, bool, Platform)] = &[
@@ -49,11 +50,11 @@ pub(crate) async fn context_allows(
     ];
     if let Some((field, _, owner)) = claimed
         .iter()
-        .find(|(_, given, owner)| *given && *owner != key.frontend)
+        .find(|(_, given, owner)| *given && *owner != frontend)
     {
-        return Err(not_yours(key.frontend, field, *owner));
+        return Err(not_yours(frontend, field, *owner));
     }
-    Ok(match key.frontend {
+    Ok(match frontend {
         Platform::Discord => context.discord_channel_nsfw == Some(true),
         Platform::Telegram => match context.telegram_chat_id {
             // Private chats (positive ids) are never NSFW; a group is when
@@ -67,7 +68,7 @@ pub(crate) async fn context_allows(
         },
         Platform::Web => {
             user_ref.platform() == Platform::Web
-                && state.store.age_confirmed(user_ref, &key.bot_id).await?
+                && state.store.age_confirmed(user_ref, key.bot_id()).await?
         }
     })
 }

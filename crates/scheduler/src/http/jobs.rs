@@ -24,15 +24,15 @@ use tessera_core::{moderation, params, JobId, JobState, Millis, Transition};
 use super::auth::{Admin, Frontend};
 use super::error::ApiError;
 use super::extract::{ApiJson, ApiPath, ApiQuery, Refusal};
-use super::scope::{foreign_account, own_bot_only, sees, speaks_for};
+use super::scope::{foreign_account, own_bot_only, sees, speaks_for, Speaks};
 use super::wire::{job_not_found, parse_job_id, rfc3339};
 use super::AppState;
 use crate::admission;
 use crate::estimate::Estimator;
 use crate::lifecycle::now_ms;
 use crate::store::{
-    ApiKeyRecord, CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, NewRefusal,
-    TransitionChange, TransitionOutcome,
+    CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, NewRefusal, TransitionChange,
+    TransitionOutcome,
 };
 
 /// Largest `reply_context`, serialised.
@@ -89,16 +89,60 @@ pub async fn create(
     headers: HeaderMap,
     ApiJson(req): ApiJson<CreateJobRequest>,
 ) -> Result<Response, ApiError> {
-    if req.frontend != key.frontend || req.bot_id != key.bot_id {
+    let created = submit(&state, &key, &headers, req).await?;
+    let body = CreateJobResponse {
+        job_id: created.job.id,
+        status: created.job.status,
+        estimated_time_seconds: created.estimated_time_seconds,
+        cost_tokens: created.job.cost_tokens,
+    };
+    let status = if created.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let mut resp = (status, Json(body)).into_response();
+    if created.replayed {
+        resp.headers_mut().insert(
+            tessera_api::IDEMPOTENT_REPLAYED,
+            HeaderValue::from_static("true"),
+        );
+    }
+    Ok(resp)
+}
+
+/// A job [`submit`] created, or found made by an earlier create with the
+/// same `Idempotency-Key`.
+pub(crate) struct Submitted {
+    pub job: JobRecord,
+    pub replayed: bool,
+    pub estimated_time_seconds: u64,
+}
+
+/// Creates a job for `key` as [`create`] describes: the one way a job is
+/// made, shared with the OpenAI-compatible gateway, whose developer keys
+/// speak through their account's website.
+pub(crate) async fn submit(
+    state: &AppState,
+    key: &impl Speaks,
+    headers: &HeaderMap,
+    req: CreateJobRequest,
+) -> Result<Submitted, ApiError> {
+    let state = state.clone();
+    let frontend = key.frontend();
+    if req.frontend != frontend || req.bot_id != *key.bot_id() {
         return Err(ApiError::forbidden(
             ErrorCode::ForbiddenBot,
             format!(
                 "this key speaks for {}/{}, not {}/{}",
-                key.frontend, key.bot_id, req.frontend, req.bot_id
+                frontend,
+                key.bot_id(),
+                req.frontend,
+                req.bot_id
             ),
         ));
     }
-    speaks_for(&key.frontend, &req.user_ref)?;
+    speaks_for(&frontend, &req.user_ref)?;
     super::people::refuse_sanctioned(&state, &req.user_ref).await?;
     let user_ref = req.user_ref.clone();
     if let Some(ctx) = &req.reply_context {
@@ -133,13 +177,13 @@ pub async fn create(
     // believed; the plan has its say below. A context the key may not
     // report is refused here, before anything is charged.
     let context_allows =
-        super::adult::context_allows(&state, &key, &req.user_ref, req.context.as_ref()).await?;
-    let idempotency = idempotency(&headers, &req)?;
+        super::adult::context_allows(&state, key, &req.user_ref, req.context.as_ref()).await?;
+    let idempotency = idempotency(headers, &req)?;
     let now = now_ms();
     let new = NewJob {
         id: JobId::generate(),
-        frontend: key.frontend,
-        bot_id: key.bot_id.clone(),
+        frontend,
+        bot_id: key.bot_id().clone(),
         user_ref,
         capability: req.capability,
         reply_context: req.reply_context.clone(),
@@ -163,7 +207,7 @@ pub async fn create(
     // prompt rules passed (a refused prompt is recorded whatever the queue).
     let inputs = admission_inputs(&state, &req, now).await?;
     let not_admitted: Mutex<Option<(String, admission::Refusal)>> = Mutex::new(None);
-    let channel = key.frontend;
+    let channel = frontend;
     let validate = |plan: &tessera_core::Plan| {
         let mut job = params::validate(
             req.capability,
@@ -212,9 +256,9 @@ pub async fn create(
         }
     };
     if req.capability == tessera_core::Capability::SpeechToText {
-        check_input(&state, &key, &req.params).await?;
+        check_input(&state, key, &req.params).await?;
     }
-    let (job, status, replayed) = match state.store.create_job(&new, &validate).await? {
+    let (job, replayed) = match state.store.create_job(&new, &validate).await? {
         CreateOutcome::Created(job) => {
             tracing::info!(
                 job_id = %job.id,
@@ -224,9 +268,9 @@ pub async fn create(
                 "job created"
             );
             state.lifecycle.created(&job);
-            (job, StatusCode::CREATED, false)
+            (job, false)
         }
-        CreateOutcome::Replayed(job) => (job, StatusCode::OK, true),
+        CreateOutcome::Replayed(job) => (job, true),
         CreateOutcome::IdempotencyConflict => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
@@ -286,20 +330,11 @@ pub async fn create(
             Estimator::queued(state.config.estimates.default_seconds(job.capability), 0)
         }
     };
-    let body = CreateJobResponse {
-        job_id: job.id,
-        status: job.status,
+    Ok(Submitted {
+        job,
+        replayed,
         estimated_time_seconds: estimate,
-        cost_tokens: job.cost_tokens,
-    };
-    let mut resp = (status, Json(body)).into_response();
-    if replayed {
-        resp.headers_mut().insert(
-            tessera_api::IDEMPOTENT_REPLAYED,
-            HeaderValue::from_static("true"),
-        );
-    }
-    Ok(resp)
+    })
 }
 
 /// What admission control reads before a create: the user's plan now, the
@@ -772,7 +807,7 @@ async fn list_with(state: &AppState, filter: JobFilter) -> Result<Json<JobList>,
 /// is left to parameter validation, which names the field.
 async fn check_input(
     state: &AppState,
-    key: &ApiKeyRecord,
+    key: &impl Speaks,
     params: &serde_json::Value,
 ) -> Result<(), ApiError> {
     let Some(id) = params
@@ -785,7 +820,7 @@ async fn check_input(
     // A web key passes only its own bot's inputs, as it sees only its jobs.
     match state.store.get_input(&id).await? {
         Some(input)
-            if input.frontend == key.frontend
+            if input.frontend == key.frontend()
                 && own_bot_only(key).is_none_or(|bot| *bot == input.bot_id) =>
         {
             Ok(())

@@ -1,6 +1,6 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
-//! One module per resource ([`jobs`], [`users`], [`accounts`], [`admin`] (keys
+//! One module per resource ([`jobs`], [`users`], [`accounts`], [`developer_keys`], [`admin`] (keys
 //! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`stars`] (Telegram Stars), [`stripe`] (Stripe Checkout, portal and webhooks), [`refunds`] (refunds operators make), [`review`] (suspensions, bans, reports, the review queue and the audit log), [`files`], [`internal`], [`results`], [`health`]); handlers take
 //! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
 //! import each other, only the shared ones: [`error`] maps every failure to
@@ -15,6 +15,7 @@ pub mod admin;
 pub mod adult;
 pub mod auth;
 pub mod chats;
+pub mod developer_keys;
 pub mod entitlements;
 pub mod error;
 pub mod extract;
@@ -76,6 +77,8 @@ pub struct Inner {
     pub estimator: Estimator,
     pub positions: QueuePositions,
     pub keys: KeyCache,
+    /// Developer keys found recently, as `keys` holds frontend keys.
+    pub developer_keys: KeyCache<crate::store::DeveloperKeyRecord>,
     /// Every state change after a job's creation, and what follows it.
     pub lifecycle: Lifecycle,
     pub blobs: Blobs,
@@ -133,6 +136,7 @@ impl AppState {
             estimator,
             positions,
             keys: KeyCache::new(Duration::from_secs(config_key_cache)),
+            developer_keys: KeyCache::new(Duration::from_secs(config_key_cache)),
             lifecycle,
             blobs,
             passwords: Passwords::new(),
@@ -157,6 +161,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/accounts/sign-in", post(accounts::sign_in))
         .route("/api/v1/accounts/{user_ref}", get(accounts::get))
         .route("/api/v1/accounts/{user_ref}/links", post(accounts::redeem))
+        .route(
+            "/api/v1/accounts/{user_ref}/developer-keys",
+            get(developer_keys::list).post(developer_keys::create),
+        )
+        .route(
+            "/api/v1/accounts/{user_ref}/developer-keys/{key_id}",
+            axum::routing::delete(developer_keys::revoke),
+        )
         .route("/api/v1/link-codes", post(accounts::link_code))
         // The NSFW context: a Telegram group's setting, an account's age.
         .route(

@@ -22,8 +22,8 @@ use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorD
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
 use super::{
-    accounts, admin as admin_http, chats, entitlements, files, internal, jobs, payments, refunds,
-    results, review, stars, stripe, users,
+    accounts, admin as admin_http, chats, developer_keys, entitlements, files, internal, jobs,
+    payments, refunds, results, review, stars, stripe, users,
 };
 
 #[derive(OpenApi)]
@@ -51,6 +51,7 @@ use super::{
         stripe::offers, stripe::checkout, stripe::portal, stripe::webhook,
         refunds::refund, refunds::list, refunds::orders, refunds::failed,
         chats::get, chats::set, accounts::confirm_age,
+        developer_keys::create, developer_keys::list, developer_keys::revoke,
         review::suspend, review::ban, review::lift, review::sanctions, review::report,
         review::cases, review::show_case, review::decide, review::audit,
     ),
@@ -59,6 +60,8 @@ use super::{
         public::JobList, public::UserQuota, public::PlanList,
         public::Credentials, public::AccountView, public::LinkCodeRequest, public::LinkCode,
         public::RedeemLinkRequest,
+        public::NewDeveloperKeyRequest, public::DeveloperKeyView, public::CreatedDeveloperKey,
+        public::DeveloperKeyList,
         public::DownloadLink,
         admin::CreateKeyRequest, admin::CreatedKey, admin::KeyView, admin::KeyList, admin::SetPlanRequest,
         admin::PaymentEventView, admin::PaymentList, admin::PaymentOutcome,

@@ -16,17 +16,44 @@ use tessera_api::ErrorCode;
 use tessera_core::{BotId, Platform, UserRef};
 
 use super::error::ApiError;
-use crate::store::{ApiKeyRecord, JobRecord};
+use crate::store::{ApiKeyRecord, DeveloperKeyRecord, JobRecord};
+
+/// Whom a key speaks through: a frontend key its own frontend and bot, a
+/// developer key its account's website (the web bot that made the account).
+pub(crate) trait Speaks {
+    fn frontend(&self) -> Platform;
+    fn bot_id(&self) -> &BotId;
+}
+
+impl Speaks for ApiKeyRecord {
+    fn frontend(&self) -> Platform {
+        self.frontend
+    }
+
+    fn bot_id(&self) -> &BotId {
+        &self.bot_id
+    }
+}
+
+impl Speaks for DeveloperKeyRecord {
+    fn frontend(&self) -> Platform {
+        Platform::Web
+    }
+
+    fn bot_id(&self) -> &BotId {
+        &self.home_bot
+    }
+}
 
 /// The one bot whose jobs a key sees, if it is limited to one: a web key
 /// sees only its own bot id's jobs (each website is its own trust domain); a
 /// Telegram or Discord key sees every bot of its platform's.
-pub(crate) fn own_bot_only(key: &ApiKeyRecord) -> Option<&BotId> {
-    (key.frontend == Platform::Web).then_some(&key.bot_id)
+pub(crate) fn own_bot_only(key: &impl Speaks) -> Option<&BotId> {
+    (key.frontend() == Platform::Web).then_some(key.bot_id())
 }
 
 /// Whether a key of the job's frontend sees the job.
-pub(crate) fn sees(key: &ApiKeyRecord, job: &JobRecord) -> bool {
+pub(crate) fn sees(key: &impl Speaks, job: &JobRecord) -> bool {
     own_bot_only(key).is_none_or(|bot| *bot == job.bot_id)
 }
 
@@ -64,4 +91,24 @@ pub(crate) fn speaks_for(frontend: &Platform, user_ref: &UserRef) -> Result<(), 
         ));
     }
     Ok(())
+}
+
+/// Accounts, and what belongs to them, are the website's: other keys are
+/// refused `forbidden_frontend`.
+pub(crate) fn web_only(key: &ApiKeyRecord) -> Result<(), ApiError> {
+    if key.frontend == Platform::Web {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        ErrorCode::ForbiddenFrontend,
+        format!(
+            "accounts are the website's: a {} key cannot use them",
+            key.frontend
+        ),
+    ))
+}
+
+/// The answer for a web user with no account of the key's bot.
+pub(crate) fn account_not_found() -> ApiError {
+    ApiError::not_found(ErrorCode::AccountNotFound, "this user has no account")
 }

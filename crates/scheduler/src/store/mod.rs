@@ -6,7 +6,8 @@
 //! job charged but missing, or ended but not refunded.
 //!
 //! `Store` is the sum of one trait per resource, each in its own module with its
-//! record types and its SQL: [`Base`] (the database itself), [`Keys`],
+//! record types and its SQL: [`Base`] (the database itself), [`Keys`] (frontend keys), [`DeveloperKeys`]
+//! (accounts' personal keys for the gateway),
 //! [`Users`] (plans and quotas), [`Accounts`] (and link codes), [`Jobs`],
 //! [`Transitions`] (the state machine), [`Files`] (artifacts and inputs),
 //! [`Queue`], [`Workers`], [`Payments`] (the payments ledger), [`StripeCustomers`]
@@ -28,6 +29,7 @@
 mod accounts;
 mod admission;
 mod base;
+mod developer_keys;
 mod files;
 mod inspect;
 mod jobs;
@@ -55,6 +57,7 @@ use crate::config::DatabaseConfig;
 pub use accounts::{AccountRecord, Accounts, RedeemOutcome};
 pub use admission::Admission;
 pub use base::{Backend, Base, PoolStats, StoreGauges};
+pub use developer_keys::{DeveloperKeyRecord, DeveloperKeys, MintOutcome, NewDeveloperKey};
 pub use files::{ArtifactRecord, Files, InputRecord, NewArtifact};
 pub use inspect::Inspect;
 pub use jobs::{CreateOutcome, Idempotency, JobFilter, Jobs, NewJob, Validator};
@@ -84,6 +87,7 @@ pub use workers::{WorkerRecord, Workers};
 pub trait Store:
     Base
     + Keys
+    + DeveloperKeys
     + Users
     + Accounts
     + Jobs
@@ -109,6 +113,7 @@ pub trait Store:
 impl<T> Store for T where
     T: Base
         + Keys
+        + DeveloperKeys
         + Users
         + Accounts
         + Jobs
@@ -205,6 +210,7 @@ macro_rules! impl_store {
     ($store:ty, $db:ty, $backend:expr) => {
         $crate::store::base::impl_base!($store, $db, $backend);
         $crate::store::keys::impl_keys!($store);
+        $crate::store::developer_keys::impl_developer_keys!($store);
         $crate::store::users::impl_users!($store, $db);
         $crate::store::accounts::impl_accounts!($store, $db);
         $crate::store::jobs::impl_jobs!($store, $db);
