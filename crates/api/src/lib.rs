@@ -30,6 +30,7 @@ pub mod entitlements;
 pub mod error;
 pub mod internal;
 pub mod nsfw;
+pub mod openai;
 pub mod public;
 pub mod refunds;
 pub mod review;

@@ -272,6 +272,9 @@ error_codes! {
     AttemptsExhausted = "attempts_exhausted",
     /// No online worker serves the job's capability and model.
     NoWorker = "no_worker",
+    /// A streamed answer's worker was lost after text was sent; the job is
+    /// cancelled and refunded.
+    StreamInterrupted = "stream_interrupted",
 
     // The server itself.
     DatabaseUnavailable = "database_unavailable",

@@ -1,5 +1,5 @@
 //! Who is calling: extractors for the frontend key and the admin, internal and
-//! metrics tokens.
+//! metrics tokens, and the developer key check of the gateway.
 //!
 //! - No `Authorization: Bearer` header: 401 `unauthorized`.
 //! - A credential that is nobody's: 401 `invalid_credentials`.
@@ -12,8 +12,8 @@ use axum::http::{header, StatusCode};
 
 use super::error::ApiError;
 use super::AppState;
-use crate::auth::{hash_secret, TokenCheck};
-use crate::store::ApiKeyRecord;
+use crate::auth::{hash_secret, TokenCheck, DEVELOPER_KEY_PREFIX};
+use crate::store::{ApiKeyRecord, DeveloperKeyRecord};
 use tessera_api::ErrorCode;
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
@@ -68,6 +68,49 @@ impl FromRequestParts<AppState> for Frontend {
         }
         Err(invalid())
     }
+}
+
+/// The live developer key a gateway request carries (`tdk_...`). A frontend
+/// key or a configured token is a real credential of the wrong kind (403
+/// `wrong_credential`); anything else is 401. A key's use is recorded when
+/// it is read from the store and its last recorded use is a minute old or
+/// more, so a busy key costs no write per request.
+pub(crate) async fn developer_key(
+    parts: &Parts,
+    state: &AppState,
+) -> Result<DeveloperKeyRecord, ApiError> {
+    let token = bearer(parts)?;
+    let hash = hash_secret(token);
+    if token.starts_with(DEVELOPER_KEY_PREFIX) {
+        if let Some(key) = state.developer_keys.get(&hash) {
+            return Ok(key);
+        }
+        if let Some(key) = state.store.find_developer_key(&hash).await? {
+            let now = crate::lifecycle::now_ms();
+            if key
+                .last_used_at
+                .is_none_or(|at| now - at >= crate::store::TOUCH_EVERY_MS)
+            {
+                let store = state.store.clone();
+                let id = key.id.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = store.touch_developer_key(&id, now).await {
+                        tracing::debug!(key_id = %id, error = %e, "a developer key's use not recorded");
+                    }
+                });
+            }
+            state.developer_keys.put(hash, key.clone());
+            return Ok(key);
+        }
+        return Err(invalid());
+    }
+    if is_token(state, token) || state.store.find_api_key(&hash).await?.is_some() {
+        return Err(ApiError::forbidden(
+            ErrorCode::WrongCredential,
+            "the gateway takes developer keys (tdk_...), which an account makes on the website's account page",
+        ));
+    }
+    Err(invalid())
 }
 
 /// Whether `token` is one of the scheduler's configured tokens (admin,

@@ -238,7 +238,17 @@ pub async fn redeem_download_link(
             ),
         ));
     }
-    let id = match state.links.verify(&token, now_ms().max(0) as u64) {
+    redeem(&state, &token, &headers).await
+}
+
+/// The artifact a download link names, served: the link's signature is the
+/// permission (the website's `/d/...` and the gateway's image addresses).
+pub(crate) async fn redeem(
+    state: &AppState,
+    token: &str,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = match state.links.verify(token, now_ms().max(0) as u64) {
         Ok(id) => id,
         Err(LinkError::Invalid) => {
             return Err(ApiError::forbidden(
@@ -258,7 +268,7 @@ pub async fn redeem_download_link(
         ApiError::not_found(ErrorCode::ArtifactNotFound, "the linked file is gone")
     })?;
     let record = delivered(record)?;
-    serve(&state, &record, &headers).await
+    serve(state, &record, headers).await
 }
 
 /// Any artifact as kept, withheld or not, with what the output classifier

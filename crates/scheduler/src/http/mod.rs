@@ -20,6 +20,7 @@ pub mod entitlements;
 pub mod error;
 pub mod extract;
 pub mod files;
+pub mod gateway;
 pub mod health;
 pub mod internal;
 pub mod jobs;
@@ -287,6 +288,20 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/download-links/{token}",
             get(files::redeem_download_link),
         )
+        // The OpenAI-compatible gateway (developer keys).
+        .route("/v1/models", get(gateway::models))
+        .route("/v1/chat/completions", post(gateway::chat_completions))
+        .route("/v1/images/generations", post(gateway::images))
+        .route("/v1/audio/speech", post(gateway::speech))
+        .route(
+            "/v1/audio/transcriptions",
+            post(gateway::transcriptions).layer(DefaultBodyLimit::max(
+                usize::try_from(state.config.artifacts.max_input_bytes)
+                    .unwrap_or(usize::MAX)
+                    .saturating_add(64 * 1024),
+            )),
+        )
+        .route("/v1/downloads/{token}", get(gateway::download))
         .route("/api/openapi.json", get(openapi::document))
         .route("/metrics", get(health::metrics))
         .route("/healthz", get(health::alive))

@@ -22,7 +22,7 @@ use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorD
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
 use super::{
-    accounts, admin as admin_http, chats, developer_keys, entitlements, files, internal, jobs,
+    accounts, admin as admin_http, chats, developer_keys, entitlements, gateway, files, internal, jobs,
     payments, refunds, results, review, stars, stripe, users,
 };
 
@@ -52,6 +52,8 @@ use super::{
         refunds::refund, refunds::list, refunds::orders, refunds::failed,
         chats::get, chats::set, accounts::confirm_age,
         developer_keys::create, developer_keys::list, developer_keys::revoke,
+        gateway::models, gateway::chat_completions, gateway::images, gateway::speech,
+        gateway::transcriptions, gateway::download,
         review::suspend, review::ban, review::lift, review::sanctions, review::report,
         review::cases, review::show_case, review::decide, review::audit,
     ),
@@ -62,6 +64,16 @@ use super::{
         public::RedeemLinkRequest,
         public::NewDeveloperKeyRequest, public::DeveloperKeyView, public::CreatedDeveloperKey,
         public::DeveloperKeyList,
+        tessera_api::openai::OpenAiErrorBody, tessera_api::openai::OpenAiError,
+        tessera_api::openai::ModelList, tessera_api::openai::Model,
+        tessera_api::openai::ChatCompletionRequest, tessera_api::openai::StreamOptions,
+        tessera_api::openai::ChatMessage, tessera_api::openai::ChatCompletion,
+        tessera_api::openai::ChatChoice, tessera_api::openai::AssistantMessage,
+        tessera_api::openai::Usage, tessera_api::openai::ChatCompletionChunk,
+        tessera_api::openai::ChunkChoice, tessera_api::openai::Delta,
+        tessera_api::openai::ImageRequest, tessera_api::openai::ImagesResponse,
+        tessera_api::openai::ImageData, tessera_api::openai::SpeechRequest,
+        tessera_api::openai::Transcription,
         public::DownloadLink,
         admin::CreateKeyRequest, admin::CreatedKey, admin::KeyView, admin::KeyList, admin::SetPlanRequest,
         admin::PaymentEventView, admin::PaymentList, admin::PaymentOutcome,
@@ -113,6 +125,7 @@ use super::{
         (name = "internal", description = "Between the scheduler and its workers"),
         (name = "payments", description = "Plans bought through the website and the bots' platforms"),
         (name = "chats", description = "Telegram groups' NSFW settings, changed by their admins"),
+        (name = "gateway", description = "OpenAI's API shapes under /v1, for developer keys"),
     )
 )]
 pub struct ApiDoc;
@@ -122,7 +135,7 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["frontend_key", "admin_token", "internal_token"] {
+        for name in ["frontend_key", "admin_token", "internal_token", "developer_key"] {
             components.add_security_scheme(
                 name,
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),

@@ -57,7 +57,9 @@ use crate::config::DatabaseConfig;
 pub use accounts::{AccountRecord, Accounts, RedeemOutcome};
 pub use admission::Admission;
 pub use base::{Backend, Base, PoolStats, StoreGauges};
-pub use developer_keys::{DeveloperKeyRecord, DeveloperKeys, MintOutcome, NewDeveloperKey};
+pub use developer_keys::{
+    DeveloperKeyRecord, DeveloperKeys, MintOutcome, NewDeveloperKey, TOUCH_EVERY_MS,
+};
 pub use files::{ArtifactRecord, Files, InputRecord, NewArtifact};
 pub use inspect::Inspect;
 pub use jobs::{CreateOutcome, Idempotency, JobFilter, Jobs, NewJob, Validator};
