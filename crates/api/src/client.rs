@@ -16,7 +16,9 @@ use url::Url;
 use crate::admin::{CreateKeyRequest, CreatedKey, KeyList, KeyView, SetPlanRequest};
 use crate::error::ApiErrorBody;
 use crate::internal::result_form::ResultForm;
-use crate::internal::{Heartbeat, HeartbeatAck, ProgressReport, ResultAck, WorkerList};
+use crate::internal::{
+    Heartbeat, HeartbeatAck, OutputAck, OutputPiece, ProgressReport, ResultAck, WorkerList,
+};
 use crate::public::{
     AccountView, CreateJobRequest, CreateJobResponse, Credentials, DownloadLink, JobList, JobView,
     LinkCode, LinkCodeRequest, ListJobsQuery, PlanList, RedeemLinkRequest, UserQuota,
@@ -566,6 +568,21 @@ impl Client {
         )?;
         let rb = Self::json(Self::traced(rb.timeout(SHORT_CALL), request_id), report);
         Self::send_empty(rb).await
+    }
+
+    /// `POST /api/internal/jobs/{job_id}/output`: a piece of the attempt's
+    /// output text; 409 `stale_attempt` when the attempt is no longer the
+    /// job's current one, 409 `output_gap` when the piece does not follow
+    /// what the scheduler holds (send the whole text again from offset 0).
+    pub async fn send_output(
+        &self,
+        job_id: &JobId,
+        piece: &OutputPiece,
+        request_id: Option<&str>,
+    ) -> Result<OutputAck, ClientError> {
+        let rb = self.request(Method::POST, &format!("api/internal/jobs/{job_id}/output"))?;
+        let rb = Self::json(Self::traced(rb.timeout(SHORT_CALL), request_id), piece);
+        Self::send(rb).await
     }
 
     /// `POST /api/internal/jobs/{job_id}/result`: one try of a result upload

@@ -363,6 +363,39 @@ pub struct ProgressReport {
     pub progress: f32,
 }
 
+/// `POST /api/internal/jobs/{job_id}/output`: a piece of a running attempt's
+/// output text, sent as the engine produces it.
+///
+/// `offset` counts UTF-8 bytes: the length of the attempt's text sent before
+/// this piece. The scheduler takes only what extends the text it holds: a
+/// piece it holds already is acknowledged and ignored, an overlapping one is
+/// trimmed, and one past the end it holds is refused (409 `output_gap`), upon
+/// which the worker sends its whole text again from offset 0.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"worker_id": "worker-gpu-0", "attempt": 1, "offset": 12, "text": " upon a time"}))]
+pub struct OutputPiece {
+    pub worker_id: WorkerId,
+    pub attempt: i32,
+    /// UTF-8 bytes of the attempt's output sent before this piece.
+    #[schema(minimum = 0)]
+    pub offset: u64,
+    /// The piece: at most 1 MiB of UTF-8.
+    pub text: String,
+}
+
+/// The most bytes one [`OutputPiece`]'s text may carry: 1 MiB.
+pub const MAX_OUTPUT_PIECE_BYTES: usize = 1 << 20;
+
+/// The answer to an [`OutputPiece`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputAck {
+    /// UTF-8 bytes of the attempt's output the scheduler holds now: where
+    /// the next piece starts.
+    pub received: u64,
+}
+
 /// How an attempt ended, as the worker reports it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]

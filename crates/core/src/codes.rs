@@ -225,6 +225,11 @@ error_codes! {
     ResultTooLarge = "result_too_large",
     /// A worker's progress or result for an attempt the scheduler took back.
     StaleAttempt = "stale_attempt",
+    /// A worker's output piece that is not one (or passes the attempt's bound).
+    InvalidOutputPiece = "invalid_output_piece",
+    /// A worker's output piece that does not follow the text the scheduler
+    /// holds: the worker sends its whole text again from offset 0.
+    OutputGap = "output_gap",
 
     // A worker's own API.
     /// Too much waiting work: the scheduler's password hashing, or a worker running another job.

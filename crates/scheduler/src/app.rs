@@ -69,12 +69,15 @@ impl Scheduler {
         );
         let state = AppState::new(store.clone(), config, lifecycle.clone(), blobs)?;
         let app = http::router(state);
+        let follows = lifecycle.follows().clone();
         let monitor = crate::monitor::spawn(store.clone(), workers, lifecycle, stop_rx.clone());
         let dispatch = dispatcher.spawn(stop_rx.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stop_rx.wait_for(|stop| *stop).await;
+                    // Open event streams end, or they would hold the shutdown.
+                    follows.stop();
                 })
                 .await
                 .context("serving HTTP")

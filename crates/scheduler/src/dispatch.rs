@@ -9,7 +9,8 @@
 //! in one transaction
 //! ([`Store::claim_batch`]: conditional QUEUED → RUNNING updates, so two
 //! dispatchers can never both start one job) and sends each to its worker's
-//! `/run_job`. A slow tick (`workers.dispatch_tick_ms`) is only a safety net.
+//! `/run_job`; each claimed job's followers see `Started`
+//! ([`Lifecycle::started`]). A slow tick (`workers.dispatch_tick_ms`) is only a safety net.
 //!
 //! A job the worker does not accept (busy, draining, unreachable) goes back to
 //! the queue without counting as an attempt. Which workers are free, and what
@@ -145,6 +146,7 @@ impl Dispatcher {
             let worker = free.iter().find(|w| w.worker_id == worker_id);
             let loaded = worker.is_some_and(|w| w.slot.loaded_models.contains(&job.model));
             self.inner.lifecycle.metrics().dispatched(&job, !loaded);
+            self.inner.lifecycle.started(&job.id, job.attempts);
             let address = worker.map(|w| w.address.clone()).unwrap_or_default();
             let this = self.clone();
             tokio::spawn(async move { this.send(worker_id, address, job).await });

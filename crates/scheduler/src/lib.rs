@@ -8,6 +8,8 @@
 //! - [`lifecycle`]: every state change after a job's creation, and what follows
 //!   it (metrics, dispatch wake-ups, taking a job back); what `http`,
 //!   `dispatch` and `monitor` share instead of calling each other.
+//! - [`follow`]: a job's events (start, progress, output text, end) for the
+//!   frontends that follow it, in memory, fed by the lifecycle.
 //! - [`registry`]: the scheduler's picture of its workers, held by the lifecycle.
 //! - [`timings`]: run and load times learned from results, per worker and
 //!   model, for the policy, the estimates and admission; held by the lifecycle.
@@ -31,6 +33,7 @@ pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod estimate;
+pub mod follow;
 pub mod http;
 pub mod lifecycle;
 pub mod links;

@@ -12,6 +12,11 @@
 //! by the handlers, and the monitor takes jobs back through the lifecycle
 //! instead of through the dispatcher.
 //!
+//! The lifecycle also tells a job's followers what happens to it
+//! ([`Lifecycle::follow`], [`crate::follow`]): `Started` when the dispatcher
+//! claims it ([`Lifecycle::started`]), and `Ended` from every transition to an
+//! end state it applies, so no end can skip the followers.
+//!
 //! Every change of a job's state after its creation goes through
 //! [`Lifecycle::apply`] (or [`Lifecycle::take_back`], which applies one),
 //! except the dispatcher's claim, a batch of conditional QUEUED → RUNNING
@@ -21,13 +26,15 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use tokio::sync::{broadcast, Notify};
 
 use tessera_api::internal::{Heartbeat, WorkerStatus};
 use tessera_api::ErrorCode;
 use tessera_core::{JobId, Millis, Transition};
 
 use crate::config::WorkersConfig;
+use crate::follow::Follows;
+pub use crate::follow::{Following, JobEvent, Refused};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::store::{Fence, JobRecord, Store, StoreError, TransitionChange, TransitionOutcome};
@@ -53,6 +60,8 @@ struct Inner {
     wake: Notify,
     /// Run and load times learned from the workers' results.
     timings: Timings,
+    /// The followed jobs' event streams.
+    follows: Follows,
 }
 
 impl Lifecycle {
@@ -71,6 +80,7 @@ impl Lifecycle {
             max_attempts: config.max_attempts,
             wake: Notify::new(),
             timings: Timings::new(),
+            follows: Follows::default(),
         })))
     }
 
@@ -116,7 +126,7 @@ impl Lifecycle {
         Ok(outcome)
     }
 
-    /// Applies and counts, without the wake-up.
+    /// Applies, counts and tells the followers, without the wake-up.
     async fn transition(
         &self,
         id: &JobId,
@@ -126,8 +136,57 @@ impl Lifecycle {
         let outcome = self.0.store.transition(id, t, change).await?;
         if let TransitionOutcome::Applied(job) = &outcome {
             self.0.metrics.transitioned(t, job);
+            if job.status.is_terminal() {
+                self.0.follows.ended(id, job.status);
+            } else if t == Transition::Requeue {
+                self.0.follows.requeued(id);
+            }
         }
         Ok(outcome)
+    }
+
+    /// Events of this job from now on. In memory, per scheduler replica
+    /// (see [`crate::follow`]): a follower must also re-read the job from the
+    /// store, at least every second, to see an end applied elsewhere.
+    pub fn follow(&self, job: &JobId) -> broadcast::Receiver<JobEvent> {
+        self.0.follows.follow(job)
+    }
+
+    /// The current attempt's output text so far, and the events after it:
+    /// for a follower that joins a running job, or one that fell behind.
+    pub fn follow_output(&self, job: &JobId) -> Following {
+        self.0.follows.follow_output(job)
+    }
+
+    /// The dispatcher claimed `job` for attempt `attempt`: its followers see `Started`.
+    pub fn started(&self, job: &JobId, attempt: i32) {
+        self.0.follows.started(job, attempt);
+    }
+
+    /// A running attempt's progress, recorded: its followers see it.
+    pub fn progressed(&self, job: &JobId, progress: f32) {
+        self.0.follows.progressed(job, progress);
+    }
+
+    /// An output piece of the job's current attempt (the caller fenced it):
+    /// the new part goes to the followers and is counted. Answers the bytes
+    /// of the attempt's text held after it.
+    pub fn output(&self, job: &JobRecord, offset: usize, text: &str) -> Result<usize, Refused> {
+        let (held, added) = self.0.follows.output(&job.id, job.attempts, offset, text)?;
+        if added > 0 {
+            self.0.metrics.streamed(job.capability, added);
+        }
+        Ok(held)
+    }
+
+    /// Turns true when the scheduler stops: a follower ends its stream.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.follows.stopping()
+    }
+
+    /// The streams of followed jobs held now (see [`crate::follow`]).
+    pub fn follows(&self) -> &Follows {
+        &self.0.follows
     }
 
     /// Takes a job back from a worker that lost it (fell silent, or restarted

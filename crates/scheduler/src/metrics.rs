@@ -46,6 +46,7 @@ pub const NAMES: &[&str] = &[
     "tessera_jobs_failed_total",
     "tessera_jobs_cancelled_total",
     "tessera_jobs_requeued_total",
+    "tessera_stream_output_bytes_total",
     "tessera_moderation_refusals_total",
     "tessera_admission_refusals_total",
     "tessera_moderation_withheld_total",
@@ -244,6 +245,7 @@ struct Inner {
     failed: Family<FailLabels, Counter>,
     cancelled: Family<JobLabels, Counter>,
     requeued: Family<CapabilityLabels, Counter>,
+    stream_output: Family<CapabilityLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     admission_refusals: Family<AdmissionLabels, Counter>,
     withheld: Family<WithheldLabels, Counter>,
@@ -290,6 +292,7 @@ impl Metrics {
             failed: Family::default(),
             cancelled: Family::default(),
             requeued: Family::default(),
+            stream_output: Family::default(),
             refusals: Family::default(),
             admission_refusals: Family::default(),
             withheld: Family::default(),
@@ -359,6 +362,11 @@ impl Metrics {
             "jobs_requeued",
             "Running jobs put back in the queue (worker lost or unreachable)",
             i.requeued.clone(),
+        );
+        r.register(
+            "stream_output_bytes",
+            "Bytes of output text (UTF-8) workers streamed to the scheduler as it was produced, by capability",
+            i.stream_output.clone(),
         );
         r.register(
             "moderation_refusals",
@@ -674,6 +682,16 @@ impl Metrics {
             }
             Transition::Enqueue | Transition::Dispatch => {}
         }
+    }
+
+    /// `bytes` of new output text a worker streamed for a job of `capability`.
+    pub fn streamed(&self, capability: Capability, bytes: usize) {
+        self.0
+            .stream_output
+            .get_or_create(&CapabilityLabels {
+                capability: capability.to_string(),
+            })
+            .inc_by(bytes as u64);
     }
 
     /// Counts and times an API request (a middleware for the router).

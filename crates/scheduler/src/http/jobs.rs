@@ -4,6 +4,11 @@
 //! A key sees its frontend's jobs only, and a web key only its own bot id's
 //! ([`super::scope`]). A cancel is a state change, made through the
 //! [`Lifecycle`](crate::lifecycle::Lifecycle).
+//!
+//! `GET /api/v1/jobs/{job_id}/events` follows a job as server-sent events
+//! ([`events`]): what the lifecycle publishes ([`crate::follow`]), with the
+//! job re-read from the store every second so that an end applied on another
+//! replica (whose events this one never sees) still ends the stream.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -553,6 +558,199 @@ pub async fn get(
         .filter(|job| sees(&key, job))
         .ok_or_else(job_not_found)?;
     Ok(Json(seen_by(view(&state, job).await?, &key.bot_id)))
+}
+
+/// How often a follower re-reads its job from the store.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Follow a job as server-sent events, until it ends.
+///
+/// Events: `started` (`{}`: an attempt began on a worker; text shown so far
+/// belongs to an earlier attempt and is void), `progress` (`{"progress": n}`,
+/// percent), `output` (`{"text": "..."}`: new output text, following the text
+/// since the last `started`), and last `end` (the job as `GET
+/// /api/v1/jobs/{job_id}` answers it), after which the stream closes. A
+/// follower that joins a running job first gets `started`, the attempt's
+/// text so far as one `output`, and its progress. Keep-alive comments come
+/// every 15 s. Output and progress reach followers connected to the
+/// scheduler replica the job's worker reports to; the end reaches every
+/// follower within a second, as the job is re-read every second.
+#[utoipa::path(
+    get, path = "/api/v1/jobs/{job_id}/events", tag = "jobs",
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    responses(
+        (status = 200, description = "Server-sent events: `started`, `progress`, `output`, then `end` (a `JobView`)", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No such job for this frontend", body = ApiErrorBody),
+    ),
+    security(("frontend_key" = []))
+)]
+pub async fn events(
+    State(state): State<AppState>,
+    Frontend(key): Frontend,
+    ApiPath(job_id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    use axum::response::sse::{KeepAlive, Sse};
+    let id = parse_job_id(&job_id)?;
+    let job = state
+        .store
+        .get_job(&id, Some(key.frontend))
+        .await?
+        .filter(|job| sees(&key, job))
+        .ok_or_else(job_not_found)?;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        if let Err(e) = follow(&state, &key, job, &tx).await {
+            tracing::debug!(job_id = %id, error = %e, "a job's follower stopped");
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), rx))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// Why a follower stopped before the end: its client left, or the job
+/// could not be read.
+#[derive(Debug, thiserror::Error)]
+enum Unfollowed {
+    #[error("the client left")]
+    Left,
+    #[error("reading the job: {0:?}")]
+    Read(ApiError),
+    #[error("encoding the job: {0}")]
+    Encode(String),
+}
+
+impl From<ApiError> for Unfollowed {
+    fn from(e: ApiError) -> Self {
+        Unfollowed::Read(e)
+    }
+}
+
+/// Feeds `tx` the job's events until it ends, the client leaves, or the
+/// scheduler stops.
+async fn follow(
+    state: &AppState,
+    key: &ApiKeyRecord,
+    job: JobRecord,
+    tx: &tokio::sync::mpsc::Sender<axum::response::sse::Event>,
+) -> Result<(), Unfollowed> {
+    use crate::lifecycle::JobEvent;
+    use axum::response::sse::Event;
+    use tokio::sync::broadcast::error::RecvError;
+
+    let send = |name: &'static str, data: serde_json::Value| async move {
+        let event = Event::default().event(name).data(data.to_string());
+        tx.send(event).await.map_err(|_| Unfollowed::Left)
+    };
+    let id = job.id.clone();
+    let mut stopping = state.lifecycle.stopping();
+    // Subscribed before anything is sent, so nothing falls between.
+    let mut following = state.lifecycle.follow_output(&id);
+    if job.status.is_terminal() {
+        return end(state, key, job, tx).await;
+    }
+    // The attempt whose text was sent, and how much of it (bytes); `None`
+    // once a `started` came whose attempt is not known here.
+    let mut attempt = None;
+    let mut sent = 0;
+    if job.status == JobState::Running {
+        send("started", serde_json::json!({})).await?;
+        attempt = Some(job.attempts);
+        if following.attempt == job.attempts && !following.text.is_empty() {
+            sent = following.text.len();
+            send("output", serde_json::json!({"text": following.text})).await?;
+        }
+        if let Some(p) = job.progress {
+            send("progress", serde_json::json!({"progress": p})).await?;
+        }
+    }
+    let mut poll = tokio::time::interval(FOLLOW_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
+    loop {
+        // Whether the store must be asked: the end, or the poll.
+        let check = tokio::select! {
+            _ = tx.closed() => return Err(Unfollowed::Left),
+            _ = async { drop(stopping.wait_for(|s| *s).await) } => return Ok(()),
+            event = following.events.recv() => match event {
+                Ok(JobEvent::Started) => {
+                    attempt = None;
+                    sent = 0;
+                    send("started", serde_json::json!({})).await?;
+                    false
+                }
+                Ok(JobEvent::Progress(p)) => {
+                    send("progress", serde_json::json!({"progress": p})).await?;
+                    false
+                }
+                Ok(JobEvent::Output(text)) => {
+                    sent += text.len();
+                    send("output", serde_json::json!({"text": text})).await?;
+                    false
+                }
+                Ok(JobEvent::Ended(_)) => true,
+                Err(RecvError::Lagged(_)) => {
+                    // Fell behind: catch up from the text held now.
+                    following = state.lifecycle.follow_output(&id);
+                    let text = &following.text;
+                    let rest = (attempt == Some(following.attempt))
+                        .then(|| text.get(sent..))
+                        .flatten();
+                    let rest = match rest {
+                        Some(rest) => rest,
+                        None => {
+                            send("started", serde_json::json!({})).await?;
+                            text.as_str()
+                        }
+                    };
+                    if !rest.is_empty() {
+                        send("output", serde_json::json!({"text": rest})).await?;
+                    }
+                    attempt = Some(following.attempt);
+                    sent = text.len();
+                    false
+                }
+                Err(RecvError::Closed) => {
+                    // The stream ended or was swept: the store says which.
+                    following.events = state.lifecycle.follow(&id);
+                    true
+                }
+            },
+            _ = poll.tick() => true,
+        };
+        if !check {
+            continue;
+        }
+        let job = state
+            .store
+            .get_job(&id, Some(key.frontend))
+            .await
+            .map_err(ApiError::from)?
+            .ok_or_else(job_not_found)?;
+        if job.status.is_terminal() {
+            return end(state, key, job, tx).await;
+        }
+    }
+}
+
+/// The last event: the job as `GET /api/v1/jobs/{job_id}` answers it.
+async fn end(
+    state: &AppState,
+    key: &ApiKeyRecord,
+    job: JobRecord,
+    tx: &tokio::sync::mpsc::Sender<axum::response::sse::Event>,
+) -> Result<(), Unfollowed> {
+    let view = seen_by(view(state, job).await?, &key.bot_id);
+    let event = axum::response::sse::Event::default()
+        .event("end")
+        .json_data(view)
+        .map_err(|e| Unfollowed::Encode(e.to_string()))?;
+    tx.send(event).await.map_err(|_| Unfollowed::Left)
 }
 
 /// A job as one bot's key may see it: another bot's `reply_context` (where

@@ -156,6 +156,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs", get(jobs::list).post(jobs::create))
         .route("/api/v1/jobs/{job_id}", get(jobs::get).delete(jobs::cancel))
         .route("/api/v1/jobs/{job_id}/delivered", post(jobs::delivered))
+        .route("/api/v1/jobs/{job_id}/events", get(jobs::events))
         .route("/api/v1/users/{user_ref}", get(users::get))
         .route("/api/v1/plans", get(users::plans))
         .route("/api/v1/accounts", post(accounts::create))
@@ -258,6 +259,13 @@ pub fn router(state: AppState) -> Router {
                 usize::try_from(state.config.artifacts.max_result_bytes)
                     .unwrap_or(usize::MAX)
                     .saturating_add(64 * 1024),
+            )),
+        )
+        .route(
+            "/api/internal/jobs/{job_id}/output",
+            // A piece of 1 MiB, every character escaped in JSON.
+            post(results::output).layer(DefaultBodyLimit::max(
+                tessera_api::internal::MAX_OUTPUT_PIECE_BYTES * 6 + 4096,
             )),
         )
         .route("/api/internal/inputs/{input_id}", get(results::input))

@@ -34,7 +34,7 @@ use super::{
                        Every error is `{\"error\": {\"code\", \"message\"}}` with a stable code."
     ),
     paths(
-        jobs::create, jobs::get, jobs::cancel, jobs::list, jobs::delivered,
+        jobs::create, jobs::get, jobs::events, jobs::cancel, jobs::list, jobs::delivered,
         users::get, users::plans,
         accounts::create, accounts::sign_in, accounts::get, accounts::link_code, accounts::redeem,
         admin_http::create_key, admin_http::list_keys, admin_http::revoke_key,
@@ -44,7 +44,7 @@ use super::{
         files::upload_input, files::artifact,
         files::download_link, files::redeem_download_link,
         files::review_artifact, files::artifact_content, files::review_job_artifacts,
-        results::progress, results::result, results::input,
+        results::progress, results::output, results::result, results::input,
         entitlements::relay, entitlements::skus,
         stars::offers, stars::invoice, stars::pre_checkout, stars::payment,
         stars::refundable, stars::refunded,

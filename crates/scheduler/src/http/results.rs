@@ -1,5 +1,13 @@
-//! What workers send back: progress, results with their artifacts, and the
-//! inputs they fetch. All behind the internal token.
+//! What workers send back: progress, output text as it is produced, results
+//! with their artifacts, and the inputs they fetch. All behind the internal
+//! token.
+//!
+//! Progress and output pieces are fenced like results (below): one for an
+//! attempt that is no longer the job's current one is answered 409
+//! `stale_attempt`. Both go to the job's followers through the lifecycle
+//! ([`crate::follow`]); output text is held in memory only, the offsets of its
+//! pieces checked there (a repeated piece ignored, a gap refused with
+//! `output_gap`).
 //!
 //! A result is one multipart request: a `result` part (JSON, [`JobResult`])
 //! then one part per artifact. The artifacts are written to the object store
@@ -31,7 +39,9 @@ use axum::Json;
 use bytes::Bytes;
 
 use tessera_api::internal::result_form::{Part, PartOrder};
-use tessera_api::internal::{JobResult, Outcome, ProgressReport, ResultAck};
+use tessera_api::internal::{
+    JobResult, Outcome, OutputAck, OutputPiece, ProgressReport, ResultAck, MAX_OUTPUT_PIECE_BYTES,
+};
 use tessera_api::ApiErrorBody;
 use tessera_api::ErrorCode;
 use tessera_core::{ArtifactId, InputId, JobId, JobState, Transition};
@@ -43,7 +53,8 @@ use super::wire::parse_job_id;
 use super::withhold;
 use super::AppState;
 use crate::artifacts::artifact_key;
-use crate::lifecycle::now_ms;
+use crate::follow::MAX_OUTPUT_BYTES;
+use crate::lifecycle::{now_ms, Refused};
 use crate::store::{Fence, NewArtifact, TransitionChange, TransitionOutcome};
 
 /// What a worker id is (as its heartbeat is checked).
@@ -89,9 +100,85 @@ pub async fn progress(
         .set_progress(&id, &fence, report.progress)
         .await?
     {
+        state.lifecycle.progressed(&id, report.progress);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(stale())
+    }
+}
+
+/// A piece of a running attempt's output text, for the job's followers.
+///
+/// `offset` is the UTF-8 bytes of the attempt's text sent before the piece:
+/// a piece held already is acknowledged and ignored, one past what is held is
+/// refused (`output_gap`; send the whole text again from offset 0). The text
+/// is held in memory by the scheduler replica receiving it, for its followers
+/// (`GET /api/v1/jobs/{job_id}/events`); the result still carries the output.
+#[utoipa::path(
+    post, path = "/api/internal/jobs/{job_id}/output", tag = "internal",
+    params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
+    request_body = OutputPiece,
+    responses(
+        (status = 200, description = "Taken, or held already", body = OutputAck),
+        (status = 409, description = "`stale_attempt`: not the current attempt, stop sending; `output_gap`: the piece does not follow what is held, send the whole text from offset 0", body = ApiErrorBody),
+        (status = 422, body = ApiErrorBody),
+    ),
+    security(("internal_token" = []))
+)]
+pub async fn output(
+    State(state): State<AppState>,
+    _internal: Internal,
+    ApiPath(job_id): ApiPath<String>,
+    ApiJson(piece): ApiJson<OutputPiece>,
+) -> Result<Json<OutputAck>, ApiError> {
+    let id = parse_job_id(&job_id)?;
+    if piece.text.len() > MAX_OUTPUT_PIECE_BYTES {
+        return Err(ApiError::invalid(
+            ErrorCode::InvalidOutputPiece,
+            format!("a piece's text is at most {MAX_OUTPUT_PIECE_BYTES} bytes"),
+        )
+        .with_field("text"));
+    }
+    let offset = usize::try_from(piece.offset)
+        .ok()
+        .filter(|o| *o <= MAX_OUTPUT_BYTES)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                ErrorCode::InvalidOutputPiece,
+                format!("an offset is at most {MAX_OUTPUT_BYTES} bytes"),
+            )
+            .with_field("offset")
+        })?;
+    let job = state.store.get_job(&id, None).await?;
+    let Some(job) = job.filter(|job| {
+        job.status == JobState::Running
+            && job.worker_id.as_deref() == Some(piece.worker_id.as_str())
+            && job.attempts == piece.attempt
+    }) else {
+        return Err(stale());
+    };
+    match state.lifecycle.output(&job, offset, &piece.text) {
+        Ok(held) => Ok(Json(OutputAck {
+            received: held as u64,
+        })),
+        Err(Refused::Gap { held }) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            ErrorCode::OutputGap,
+            format!("the piece does not follow the {held} bytes held; send the whole text again from offset 0"),
+        )),
+        Err(Refused::Stale) => Err(stale()),
+        Err(Refused::TooLarge) => Err(ApiError::invalid(
+            ErrorCode::InvalidOutputPiece,
+            format!("an attempt streams at most {MAX_OUTPUT_BYTES} bytes of text"),
+        )
+        .with_field("text")),
+    }
+}
+
+/// Every refusal of an output piece's body is `invalid_output_piece`.
+impl Refusal for OutputPiece {
+    fn refuse(field: &str, message: String) -> ApiError {
+        ApiError::invalid(ErrorCode::InvalidOutputPiece, message).with_field(field)
     }
 }
 
