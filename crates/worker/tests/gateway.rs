@@ -451,7 +451,13 @@ async fn a_full_queue_is_a_429_with_retry_after(backend: Backend) {
         assert!(Instant::now() < deadline, "the first job never queued");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let resp = post(&app, &ada.key, "/v1/chat/completions", &chat("llama-3.2-3b", "second")).await;
+    let resp = post(
+        &app,
+        &ada.key,
+        "/v1/chat/completions",
+        &chat("llama-3.2-3b", "second"),
+    )
+    .await;
     assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
     let after: u64 = resp.headers()["retry-after"]
         .to_str()
@@ -469,7 +475,10 @@ async fn a_full_queue_is_a_429_with_retry_after(backend: Backend) {
 async fn a_client_hanging_up_cancels_its_job(backend: Backend) {
     let app = TestApp::spawn_with(backend, fast).await;
     let _worker = app
-        .worker("w-slow", vec![sim(Capability::Text, &["llama-3.2-3b"], 5_000)])
+        .worker(
+            "w-slow",
+            vec![sim(Capability::Text, &["llama-3.2-3b"], 5_000)],
+        )
         .await;
     let ada = person(&app, "ada@example.org", None).await;
     let impatient = reqwest::Client::builder()

@@ -229,7 +229,15 @@ pub async fn chat_completions(
         params["temperature"] = json!(t);
     }
     let model = req.model.clone();
-    let created = create(&state, &key, &headers, Capability::Text, Some(&model), params).await?;
+    let created = create(
+        &state,
+        &key,
+        &headers,
+        Capability::Text,
+        Some(&model),
+        params,
+    )
+    .await?;
     let mut guard = CancelOnDrop::new(&state, &created.job);
     if req.stream == Some(true) {
         let include_usage = req
@@ -883,7 +891,9 @@ impl Drop for CancelOnDrop {
                     tracing::info!(job_id = %id, "gateway client hung up: job cancelled");
                 }
                 Ok(_) => {}
-                Err(e) => tracing::warn!(job_id = %id, error = %e, "a hung-up gateway job was not cancelled"),
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "a hung-up gateway job was not cancelled")
+                }
             }
         });
     }

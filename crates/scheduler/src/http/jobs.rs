@@ -36,8 +36,8 @@ use crate::admission;
 use crate::estimate::Estimator;
 use crate::lifecycle::now_ms;
 use crate::store::{
-    CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, NewRefusal, TransitionChange,
-    TransitionOutcome,
+    ApiKeyRecord, CreateOutcome, Idempotency, JobFilter, JobRecord, NewJob, NewRefusal,
+    TransitionChange, TransitionOutcome,
 };
 
 /// Largest `reply_context`, serialised.

@@ -22,8 +22,8 @@ use tessera_api::{admin, internal as wire_internal, public, ApiErrorBody, ErrorD
 use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
 use super::{
-    accounts, admin as admin_http, chats, developer_keys, entitlements, gateway, files, internal, jobs,
-    payments, refunds, results, review, stars, stripe, users,
+    accounts, admin as admin_http, chats, developer_keys, entitlements, files, gateway, internal,
+    jobs, payments, refunds, results, review, stars, stripe, users,
 };
 
 #[derive(OpenApi)]
@@ -135,7 +135,12 @@ struct Security;
 impl Modify for Security {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["frontend_key", "admin_token", "internal_token", "developer_key"] {
+        for name in [
+            "frontend_key",
+            "admin_token",
+            "internal_token",
+            "developer_key",
+        ] {
             components.add_security_scheme(
                 name,
                 SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
