@@ -452,6 +452,26 @@ pub struct ArtifactMeta {
     /// the artifact is not a picture. The scheduler decides what it means.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub classification: Option<Classification>,
+    /// For a text artifact of a text job: the tokens the engine read and
+    /// wrote, and why it stopped, as the engine reported them (absent when
+    /// it reported none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<TextUsage>,
+}
+
+/// What a text engine counted of a job's run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TextUsage {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_tokens: Option<u64>,
+    /// `stop` (the model ended its answer) or `length` (the answer reached
+    /// its token limit), as the engine said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = r"^[a-z_]{1,32}$")]
+    pub finish_reason: Option<String>,
 }
 
 /// Most detections one artifact's classification may carry.

@@ -553,6 +553,7 @@ fn png_result(
                 width: Some(64),
                 height: Some(64),
                 classification: None,
+                usage: None,
             })
             .collect(),
         error: None,

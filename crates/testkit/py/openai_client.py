@@ -19,14 +19,13 @@ import openai
 
 def error_of(e):
     """What an SDK exception says: its class, status and code."""
+    response = getattr(e, "response", None)
     return {
         "class": type(e).__name__,
         "status": getattr(e, "status_code", None),
         "code": getattr(e, "code", None),
         "type": getattr(e, "type", None),
-        "retry_after": (getattr(e, "response", None) or {}).headers.get("retry-after")
-        if getattr(e, "response", None) is not None
-        else None,
+        "retry_after": response.headers.get("retry-after") if response is not None else None,
     }
 
 

@@ -119,6 +119,7 @@ mod tests {
                     width: Some(8),
                     height: Some(8),
                     classification: None,
+                    usage: None,
                 })
                 .collect(),
             error: None,

@@ -60,10 +60,10 @@ impl FromRequestParts<AppState> for Frontend {
             state.keys.put(hash, key.clone());
             return Ok(Frontend(key));
         }
-        if is_token(state, token) {
+        if is_token(state, token) || is_developer_key(state, token).await? {
             return Err(ApiError::forbidden(
                 ErrorCode::WrongCredential,
-                "this endpoint needs a frontend API key, not an admin, internal or metrics token",
+                "this endpoint needs a frontend API key, not an admin, internal or metrics token or a developer key",
             ));
         }
         Err(invalid())
@@ -113,6 +113,17 @@ pub(crate) async fn developer_key(
     Err(invalid())
 }
 
+/// Whether `token` is a live developer key: a real credential, so its use
+/// outside the gateway is 403, not 401. Asked only of refused requests.
+async fn is_developer_key(state: &AppState, token: &str) -> Result<bool, ApiError> {
+    Ok(token.starts_with(DEVELOPER_KEY_PREFIX)
+        && state
+            .store
+            .find_developer_key(&hash_secret(token))
+            .await?
+            .is_some())
+}
+
 /// Whether `token` is one of the scheduler's configured tokens (admin,
 /// internal, metrics): a real credential, so a wrong use of it is 403, not 401.
 fn is_token(state: &AppState, token: &str) -> bool {
@@ -140,6 +151,7 @@ async fn require_token(
         )));
     }
     if is_token(state, token)
+        || is_developer_key(state, token).await?
         || state
             .store
             .find_api_key(&hash_secret(token))
@@ -195,6 +207,7 @@ impl FromRequestParts<AppState> for MetricsReader {
             ));
         }
         if state.internal.matches(token)
+            || is_developer_key(state, token).await?
             || state
                 .store
                 .find_api_key(&hash_secret(token))

@@ -39,10 +39,11 @@ use axum::Json;
 use base64::Engine as _;
 use serde_json::{json, Value};
 
+use tessera_api::internal::TextUsage;
 use tessera_api::openai::{
     AssistantMessage, ChatChoice, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest,
     ChatMessage, ChunkChoice, Delta, ImageData, ImageRequest, ImagesResponse, Model, ModelList,
-    OpenAiError, OpenAiErrorBody, SpeechRequest, Transcription,
+    OpenAiError, OpenAiErrorBody, SpeechRequest, Transcription, Usage,
 };
 use tessera_api::public::CreateJobRequest;
 use tessera_api::ErrorCode;
@@ -261,7 +262,7 @@ pub async fn chat_completions(
     if job.status != JobState::Completed {
         return Err(job_failed(&job));
     }
-    let content = text_of(&state, &job).await?;
+    let (content, usage, finish) = answer_of(&state, &job).await?;
     Ok(Json(ChatCompletion {
         id: completion_id(&job.id),
         object: "chat.completion".into(),
@@ -273,9 +274,9 @@ pub async fn chat_completions(
                 role: "assistant".into(),
                 content,
             },
-            finish_reason: Some("stop".into()),
+            finish_reason: Some(finish),
         }],
-        usage: None,
+        usage,
     })
     .into_response())
 }
@@ -312,12 +313,15 @@ fn chat_stream(
                 // What the stream did not carry (the job finished on another
                 // replica, or faster than this follower) comes from the
                 // job's text output.
-                if let Ok(full) = text_of(&state, &job).await {
-                    if let Some(rest) = full.strip_prefix(sent.as_str()) {
-                        out.text(rest).await;
+                match answer_of(&state, &job).await {
+                    Ok((full, usage, finish)) => {
+                        if let Some(rest) = full.strip_prefix(sent.as_str()) {
+                            out.text(rest).await;
+                        }
+                        out.finish(&finish, usage).await
                     }
+                    Err(e) => out.error(e).await,
                 }
-                out.finish().await
             }
             Ok((job, _)) => {
                 guard.disarm();
@@ -383,14 +387,14 @@ impl ChunkWriter {
         self.send(&self.chunk(delta, None)).await
     }
 
-    async fn finish(&self) -> bool {
-        if !self.send(&self.chunk(Delta::default(), Some("stop"))).await {
+    async fn finish(&self, reason: &str, usage: Option<Usage>) -> bool {
+        if !self.send(&self.chunk(Delta::default(), Some(reason))).await {
             return false;
         }
         if self.include_usage {
             let last = ChatCompletionChunk {
                 choices: Vec::new(),
-                usage: Some(None),
+                usage: Some(usage),
                 ..self.chunk(Delta::default(), None)
             };
             return self.send(&last).await;
@@ -1001,14 +1005,39 @@ async fn outputs(state: &AppState, job: &JobRecord) -> Result<Vec<ArtifactRecord
 
 /// The job's text output.
 async fn text_of(state: &AppState, job: &JobRecord) -> Result<String, GatewayError> {
+    Ok(answer_of(state, job).await?.0)
+}
+
+/// The job's text output, and what its engine counted: OpenAI's usage (when
+/// the engine reported both counts) and finish reason (`stop` when it said
+/// none).
+async fn answer_of(
+    state: &AppState,
+    job: &JobRecord,
+) -> Result<(String, Option<Usage>, String), GatewayError> {
     let mut text = String::new();
+    let mut counted: Option<TextUsage> = None;
     for artifact in outputs(state, job).await? {
         if artifact.kind == tessera_api::internal::ArtifactKind::Text {
             let bytes = state.blobs.get(&artifact.storage_key).await?;
             text.push_str(&String::from_utf8_lossy(&bytes));
+            if let Some(usage) = artifact.usage.as_deref() {
+                counted = serde_json::from_str(usage).ok();
+            }
         }
     }
-    Ok(text)
+    let usage = counted.as_ref().and_then(|u| {
+        let (prompt, completion) = (u.prompt_tokens?, u.completion_tokens?);
+        Some(Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            total_tokens: prompt + completion,
+        })
+    });
+    let finish = counted
+        .and_then(|u| u.finish_reason)
+        .unwrap_or_else(|| "stop".into());
+    Ok((text, usage, finish))
 }
 
 fn completion_id(job: &JobId) -> String {

@@ -340,6 +340,16 @@ async fn completed(
         if let Some(c) = &meta.classification {
             withhold::validate(c).map_err(|e| bad_result(e).with_field("classification"))?;
         }
+        if let Some(reason) = meta.usage.as_ref().and_then(|u| u.finish_reason.as_deref()) {
+            if !(1..=32).contains(&reason.len())
+                || !reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            {
+                return Err(
+                    bad_result("a finish_reason is 1-32 lowercase letters or underscores")
+                        .with_field("usage.finish_reason"),
+                );
+            }
+        }
     }
     if result.timing.is_some_and(|t| t.engine_ms > MAX_ENGINE_MS) {
         return Err(
@@ -386,6 +396,10 @@ async fn completed(
                 .as_ref()
                 .and_then(|c| serde_json::to_string(c).ok()),
             withheld: verdict.is_some(),
+            usage: meta
+                .usage
+                .as_ref()
+                .and_then(|u| serde_json::to_string(u).ok()),
         });
     }
     // Withheld outputs are recorded all the same, for review, as the job

@@ -25,6 +25,9 @@ pub struct NewArtifact {
     pub classification: Option<String>,
     /// Kept for review only: no frontend key may fetch it.
     pub withheld: bool,
+    /// What the text engine counted, as the JSON the worker sent
+    /// (`tessera_api::internal::TextUsage`); `None` when none came.
+    pub usage: Option<String>,
 }
 
 /// An artifact as stored, with the frontend and bot of its job (who may read it).
@@ -46,6 +49,8 @@ pub struct ArtifactRecord {
     pub classification: Option<String>,
     /// Kept for review only.
     pub withheld: bool,
+    /// What the text engine counted (`TextUsage` JSON), if it said.
+    pub usage: Option<String>,
 }
 
 /// An uploaded input as stored.
@@ -83,7 +88,7 @@ pub trait Files {
 
 pub(crate) const ARTIFACT_COLUMNS: &str = "a.id, a.job_id, j.frontend, j.bot_id, a.type, \
     a.storage_key, a.format, a.width, a.height, a.file_size, a.position, a.created_at, \
-    a.classification, a.withheld";
+    a.classification, a.withheld, a.usage";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct ArtifactRow {
@@ -102,6 +107,7 @@ pub(crate) struct ArtifactRow {
     created_at: i64,
     classification: Option<String>,
     withheld: bool,
+    usage: Option<String>,
 }
 
 impl TryFrom<ArtifactRow> for ArtifactRecord {
@@ -126,6 +132,7 @@ impl TryFrom<ArtifactRow> for ArtifactRecord {
             created_at: r.created_at,
             classification: r.classification,
             withheld: r.withheld,
+            usage: r.usage,
         })
     }
 }

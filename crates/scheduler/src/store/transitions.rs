@@ -276,8 +276,8 @@ macro_rules! impl_transitions {
                         for a in &c.artifacts {
                             sqlx::query(
                                 "INSERT INTO artifacts (id, job_id, type, storage_key, format, width, \
-                                 height, file_size, position, created_at, classification, withheld) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                                 height, file_size, position, created_at, classification, withheld, usage) \
+                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                             )
                             .bind(a.id.as_str())
                             .bind(id.as_str())
@@ -291,6 +291,7 @@ macro_rules! impl_transitions {
                             .bind(c.now)
                             .bind(a.classification.as_deref())
                             .bind(a.withheld)
+                            .bind(a.usage.as_deref())
                             .execute(&mut **tx)
                             .await?;
                         }

@@ -21,6 +21,7 @@ fn artifact(job: &tessera_core::JobId, classification: &str, withheld: bool) -> 
         position: 0,
         classification: Some(classification.into()),
         withheld,
+        usage: None,
     }
 }
 

@@ -176,6 +176,7 @@ impl Engine for Espeak {
                 width: None,
                 height: None,
                 classification: None,
+                usage: None,
             },
             bytes: Bytes::from(wav),
         }])

@@ -65,6 +65,7 @@ impl Artifact {
                 width: None,
                 height: None,
                 classification: None,
+                usage: None,
             },
             bytes: Bytes::from(text.into()),
         }

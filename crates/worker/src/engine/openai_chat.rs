@@ -502,8 +502,20 @@ impl Engine for OpenAiChat {
             chunks = completion.chunks,
             "chat completion finished"
         );
-        Ok(vec![Artifact::text(completion.text)])
+        let mut artifact = Artifact::text(completion.text);
+        artifact.meta.usage = Some(tessera_api::internal::TextUsage {
+            prompt_tokens: completion.prompt_tokens,
+            completion_tokens: completion.completion_tokens,
+            finish_reason: completion.finish_reason.filter(|r| is_reason(r)),
+        });
+        Ok(vec![artifact])
     }
+}
+
+/// A finish reason worth passing on: a short lowercase word, as OpenAI's
+/// API and the servers that speak it write them.
+fn is_reason(reason: &str) -> bool {
+    (1..=32).contains(&reason.len()) && reason.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 #[cfg(test)]

@@ -184,6 +184,7 @@ pub fn artifact(task: &Task) -> Artifact {
                     width: None,
                     height: None,
                     classification: None,
+                    usage: None,
                 },
                 bytes: Bytes::from(wav_tone(seconds, 16_000)),
             }
@@ -265,6 +266,7 @@ fn picture(
             width: Some(w),
             height: Some(h),
             classification: None,
+            usage: None,
         },
         bytes: Bytes::from(out),
     }

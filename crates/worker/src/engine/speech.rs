@@ -167,6 +167,7 @@ impl Engine for OpenAiSpeech {
                 width: None,
                 height: None,
                 classification: None,
+                usage: None,
             },
             bytes: Bytes::from(wav),
         }])

@@ -157,6 +157,7 @@ pub fn describe_file(bytes: &[u8], capability: Capability) -> Result<ArtifactMet
         width: size.map(|s| s.0),
         height: size.map(|s| s.1),
         classification: None,
+        usage: None,
     })
 }
 
