@@ -70,12 +70,8 @@ impl Scheduler {
         let state = AppState::new(store.clone(), config, lifecycle.clone(), blobs)?;
         let app = http::router(state);
         let follows = lifecycle.follows().clone();
-        let monitor = crate::monitor::spawn(
-            store.clone(),
-            workers,
-            lifecycle.clone(),
-            stop_rx.clone(),
-        );
+        let monitor =
+            crate::monitor::spawn(store.clone(), workers, lifecycle.clone(), stop_rx.clone());
         let dispatch = dispatcher.spawn(stop_rx.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app)

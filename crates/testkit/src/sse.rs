@@ -53,7 +53,12 @@ impl Events {
     pub async fn next_within(&mut self, wait: Duration) -> Option<Event> {
         tokio::time::timeout(wait, self.next_event())
             .await
-            .unwrap_or_else(|_| panic!("no event within {wait:?}; holding {:?}", String::from_utf8_lossy(&self.buf)))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "no event within {wait:?}; holding {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                )
+            })
     }
 
     /// The next event within 10 s.

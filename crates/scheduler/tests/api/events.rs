@@ -181,7 +181,10 @@ async fn a_follower_gets_the_output_in_order_before_the_end(backend: Backend) {
         assert_eq!(view["job_id"], job.to_string());
         assert_eq!(e.next().await, None, "the stream closes after the end");
     }
-    assert!(lifecycle.follows().is_empty(), "no stream is kept after the end");
+    assert!(
+        lifecycle.follows().is_empty(),
+        "no stream is kept after the end"
+    );
     // Output after the end is stale.
     let e = internal
         .send_output(&job, &piece(1, 16, "."), None)
