@@ -20,8 +20,9 @@ use crate::internal::{
     Heartbeat, HeartbeatAck, OutputAck, OutputPiece, ProgressReport, ResultAck, WorkerList,
 };
 use crate::public::{
-    AccountView, CreateJobRequest, CreateJobResponse, Credentials, DownloadLink, JobList, JobView,
-    LinkCode, LinkCodeRequest, ListJobsQuery, PlanList, RedeemLinkRequest, UserQuota,
+    AccountView, CreateJobRequest, CreateJobResponse, Credentials, DownloadLink, JobList,
+    JobStreamEvent, JobView, LinkCode, LinkCodeRequest, ListJobsQuery, PlanList, RedeemLinkRequest,
+    UserQuota,
 };
 use tessera_core::{ApiKeyId, ArtifactId, ErrorCode, InputId, JobId, PlanId, UserRef};
 
@@ -216,6 +217,22 @@ impl Client {
 
     pub async fn get_job(&self, id: &JobId) -> Result<JobView, ClientError> {
         Self::send(self.request(Method::GET, &format!("api/v1/jobs/{id}"))?).await
+    }
+
+    /// Follows a job's events (`GET /api/v1/jobs/{id}/events`) until it ends
+    /// or `limit` passes; read them with [`JobEvents::next`].
+    pub async fn follow_job(&self, id: &JobId, limit: Duration) -> Result<JobEvents, ClientError> {
+        let rb = self.request(Method::GET, &format!("api/v1/jobs/{id}/events"))?;
+        let resp = rb.timeout(limit).send().await?;
+        let status = resp.status();
+        if !status.is_success() {
+            let bytes = resp.bytes().await?;
+            return Err(Self::failure(status, &bytes));
+        }
+        Ok(JobEvents {
+            resp,
+            buf: Vec::new(),
+        })
     }
 
     /// Cancels a queued or running job; answers with the job as it now is.
@@ -597,6 +614,77 @@ impl Client {
         let rb = self.request(Method::POST, &format!("api/internal/jobs/{job_id}/result"))?;
         let rb = Self::traced(rb.timeout(RESULT_UPLOAD), request_id).multipart(form.to_multipart());
         Self::send(rb).await
+    }
+}
+
+/// A job's server-sent events, as [`Client::follow_job`] opened them.
+pub struct JobEvents {
+    resp: reqwest::Response,
+    /// Bytes read and not yet parsed (a read may end inside a character).
+    buf: Vec<u8>,
+}
+
+impl JobEvents {
+    /// The next event, or `None` once the stream closed (after `End`, or
+    /// cut short). Keep-alive comments and events of names this client does
+    /// not know are skipped.
+    pub async fn next(&mut self) -> Result<Option<JobStreamEvent>, ClientError> {
+        loop {
+            while let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                if let Some(event) = Self::parse(&String::from_utf8_lossy(&block))? {
+                    return Ok(Some(event));
+                }
+            }
+            match self.resp.chunk().await? {
+                Some(bytes) => self.buf.extend_from_slice(&bytes),
+                None => return Ok(None),
+            }
+        }
+    }
+
+    fn parse(block: &str) -> Result<Option<JobStreamEvent>, ClientError> {
+        let mut name = "";
+        let mut data = String::new();
+        for line in block.lines() {
+            if let Some(v) = line.strip_prefix("event:") {
+                name = v.trim_start();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !data.is_empty() {
+                    data.push('\n');
+                }
+                data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        let unexpected = |e: serde_json::Error| ClientError::Unexpected {
+            status: StatusCode::OK,
+            text: format!("a `{name}` event that is not one ({e}): {data}"),
+        };
+        #[derive(serde::Deserialize)]
+        struct Progress {
+            progress: f32,
+        }
+        #[derive(serde::Deserialize)]
+        struct Output {
+            text: String,
+        }
+        Ok(Some(match name {
+            "started" => JobStreamEvent::Started,
+            "progress" => JobStreamEvent::Progress(
+                serde_json::from_str::<Progress>(&data)
+                    .map_err(unexpected)?
+                    .progress,
+            ),
+            "output" => JobStreamEvent::Output(
+                serde_json::from_str::<Output>(&data)
+                    .map_err(unexpected)?
+                    .text,
+            ),
+            "end" => {
+                JobStreamEvent::End(Box::new(serde_json::from_str(&data).map_err(unexpected)?))
+            }
+            _ => return Ok(None),
+        }))
     }
 }
 

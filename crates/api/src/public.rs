@@ -334,3 +334,18 @@ pub struct DownloadLink {
     pub path: String,
     pub expires_at: DateTime<Utc>,
 }
+
+/// One event of `GET /api/v1/jobs/{job_id}/events`, as
+/// [`crate::Client::follow_job`] reads it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobStreamEvent {
+    /// An attempt began on a worker: the text seen so far belongs to an
+    /// earlier attempt and is void.
+    Started,
+    /// Percent done.
+    Progress(f32),
+    /// New output text, following the text since the last `Started`.
+    Output(String),
+    /// The job ended, as `GET /api/v1/jobs/{job_id}` answers it; the last event.
+    End(Box<JobView>),
+}

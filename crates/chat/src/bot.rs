@@ -4,7 +4,8 @@
 //! A platform crate turns its updates into [`Incoming`] messages and
 //! implements [`Messenger`] (send, edit, send a file). Everything else is here:
 //! rate limits, commands, creating jobs on the public API, one progress
-//! message per job edited in place (at most every `min_edit_ms`), delivery of
+//! message per job edited in place (at most every `min_edit_ms`; a text
+//! reply grows in it as the engine writes, from the job's events), delivery of
 //! the outputs, and the delivery acknowledgement that lets a restarted bot
 //! ([`Bot::resume`]) deliver what the previous process could not.
 //!
@@ -160,6 +161,64 @@ const DELIVERIES_AT_ONCE: usize = 4;
 /// Tries at delivering one job before leaving it to the next start; the
 /// pauses between them double from 2 s (about a minute in all).
 const DELIVERY_ATTEMPTS: u32 = 6;
+
+/// Cancels its token when dropped: a job's event reader stops with its follower.
+struct StopOnDrop(CancellationToken);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
+    }
+}
+
+/// The longest one request for a job's events stays open; the follower opens
+/// another while the job runs.
+const EVENTS_LIMIT: Duration = Duration::from_secs(600);
+
+/// Follows a job's events and keeps `text` the reply written so far (reset
+/// when an attempt starts over), until the job ends, `stop`, or the events
+/// cannot be had (an older scheduler; the job's reads carry on without them).
+async fn stream_text(
+    api: Client,
+    job_id: JobId,
+    text: tokio::sync::watch::Sender<String>,
+    stop: CancellationToken,
+) {
+    use tessera_api::public::JobStreamEvent;
+    let follow = async {
+        for _ in 0..5 {
+            let mut events = match api.follow_job(&job_id, EVENTS_LIMIT).await {
+                Ok(events) => events,
+                Err(e) => {
+                    tracing::debug!(%job_id, error = %e, "cannot follow the job's events");
+                    return;
+                }
+            };
+            loop {
+                match events.next().await {
+                    Ok(Some(JobStreamEvent::Started)) => {
+                        text.send_replace(String::new());
+                    }
+                    Ok(Some(JobStreamEvent::Output(more))) => {
+                        text.send_modify(|t| t.push_str(&more));
+                    }
+                    Ok(Some(JobStreamEvent::Progress(_))) => {}
+                    Ok(Some(JobStreamEvent::End(_))) => return,
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::debug!(%job_id, error = %e, "the job's events broke off");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    tokio::select! {
+        _ = follow => {}
+        _ = stop.cancelled() => {}
+    }
+}
 
 /// Logs a refusal the operators must see: a key that is wrong or an error
 /// on the scheduler's side. A user's own limits are not logged.
@@ -614,6 +673,12 @@ impl<M: Messenger> Bot<M> {
 
     /// Keeps the progress message up to date until the job ends; answers the
     /// ended job, or `None` when there is nothing to deliver.
+    ///
+    /// The job is read every `poll_ms`. A text reply also grows in the
+    /// progress message as the engine writes it: its text comes from the
+    /// job's events (`GET /api/v1/jobs/{id}/events`, [`stream_text`]), and
+    /// the message is edited at most every `min_edit_ms`, the platforms'
+    /// pace. The reply itself is still delivered whole once the job ends.
     async fn follow_to_end(&self, job_id: &JobId, reply: &ReplyTo) -> Option<JobView> {
         let s = &self.inner.settings;
         let poll = Duration::from_millis(s.poll_ms.max(50));
@@ -621,19 +686,50 @@ impl<M: Messenger> Bot<M> {
         let mut shown = String::new();
         let mut last_edit: Option<tokio::time::Instant> = None;
         let mut failures = 0u32;
+        // The reply's text so far, while the job's events are followed.
+        let mut streamed: Option<tokio::sync::watch::Receiver<String>> = None;
+        let stop_stream = StopOnDrop(CancellationToken::new());
+        let mut job: Option<JobView> = None;
+        let mut read_due = true;
+        let mut next_read = tokio::time::Instant::now();
         loop {
-            let job = match self.inner.api.get_job(job_id).await {
-                Ok(job) => job,
-                Err(e) if e.is(ErrorCode::JobNotFound) => return None,
-                Err(e) => {
-                    failures += 1;
-                    tracing::warn!(%job_id, error = %e, "could not read the job; retrying");
-                    tokio::time::sleep(poll * failures.min(10)).await;
-                    continue;
+            if read_due {
+                next_read = tokio::time::Instant::now() + poll;
+                match self.inner.api.get_job(job_id).await {
+                    Ok(j) => {
+                        failures = 0;
+                        job = Some(j);
+                    }
+                    Err(e) if e.is(ErrorCode::JobNotFound) => return None,
+                    Err(e) => {
+                        failures += 1;
+                        tracing::warn!(%job_id, error = %e, "could not read the job; retrying");
+                        tokio::time::sleep(poll * failures.min(10)).await;
+                        continue;
+                    }
                 }
-            };
-            failures = 0;
-            let text = words::progress(&job);
+            }
+            let Some(job) = job.as_ref() else { continue };
+            if streamed.is_none() && job.capability == Capability::Text && !job.status.is_terminal()
+            {
+                let (tx, rx) = tokio::sync::watch::channel(String::new());
+                tokio::spawn(stream_text(
+                    self.inner.api.clone(),
+                    job_id.clone(),
+                    tx,
+                    stop_stream.0.child_token(),
+                ));
+                streamed = Some(rx);
+            }
+            let mut text = words::progress(job);
+            if job.status == JobState::Running {
+                if let Some(rx) = &mut streamed {
+                    let so_far = rx.borrow_and_update();
+                    if !so_far.trim().is_empty() {
+                        text = format!("{text}\n\n{}", so_far.trim_start());
+                    }
+                }
+            }
             let ended = job.status.is_terminal();
             let due = last_edit.is_none_or(|t| t.elapsed() >= min_edit);
             if text != shown && (due || ended) {
@@ -660,9 +756,35 @@ impl<M: Messenger> Bot<M> {
                 }
             }
             if ended {
-                return Some(job);
+                return Some(job.clone());
             }
-            tokio::time::sleep(poll).await;
+            // The next read, or sooner new text once an edit is due again.
+            let next_edit = last_edit.map(|t| t + min_edit);
+            let stream = streamed.as_mut();
+            read_due = tokio::select! {
+                _ = tokio::time::sleep_until(next_read) => true,
+                more = async {
+                    match stream {
+                        Some(rx) => {
+                            let more = rx.changed().await.is_ok();
+                            if let Some(at) = next_edit {
+                                tokio::time::sleep_until(at).await;
+                            }
+                            more
+                        }
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if !more {
+                        // The events ended: the reads carry on alone.
+                        streamed = None;
+                    }
+                    false
+                }
+            };
+            if !read_due && streamed.is_none() {
+                read_due = true;
+            }
         }
     }
 

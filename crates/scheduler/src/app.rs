@@ -70,7 +70,8 @@ impl Scheduler {
         let state = AppState::new(store.clone(), config, lifecycle.clone(), blobs)?;
         let app = http::router(state);
         let follows = lifecycle.follows().clone();
-        let monitor = crate::monitor::spawn(store.clone(), workers, lifecycle, stop_rx.clone());
+        let monitor =
+            crate::monitor::spawn(store.clone(), workers, lifecycle.clone(), stop_rx.clone());
         let dispatch = dispatcher.spawn(stop_rx.clone());
         let task = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -87,6 +88,7 @@ impl Scheduler {
             addr,
             store,
             stop: stop_tx,
+            lifecycle,
             task,
             monitor,
             dispatch,
@@ -100,6 +102,7 @@ pub struct SchedulerHandle {
     addr: SocketAddr,
     store: Arc<dyn Store>,
     stop: watch::Sender<bool>,
+    lifecycle: Lifecycle,
     task: JoinHandle<anyhow::Result<()>>,
     monitor: JoinHandle<()>,
     dispatch: JoinHandle<()>,
@@ -117,6 +120,12 @@ impl SchedulerHandle {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The scheduler's lifecycle: what follows its jobs' state changes, and
+    /// their followers.
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
     }
 
     /// Stops taking connections, finishes requests in flight, closes the database.

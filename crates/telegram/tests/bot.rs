@@ -266,6 +266,65 @@ async fn a_voice_message_is_transcribed(backend: Backend) {
     s.app.shutdown().await;
 }
 
+/// A text reply grows in the progress message as the engine writes it (the
+/// bot follows the job's events), edits no closer than `min_edit_ms`; then
+/// the whole reply is sent.
+async fn a_text_reply_grows_in_the_progress_message(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fast).await;
+    // Ten steps of 300 ms, each writing a tenth of the reply.
+    let worker = app
+        .worker(
+            "worker-text-0",
+            vec![sim(Capability::Text, &["llama-3.2-3b"], 3000)],
+        )
+        .await;
+    let s = Setup::with_worker(app, Some(worker), vec![Capability::Text]).await;
+    let bot = s.start().await;
+    s.tg.user_text(TOKEN, 4004, 4004, "/ask tell me about the sea");
+    // The reply, whole, in a message of its own.
+    let reply =
+        s.tg.wait_for(WAIT, |_| {
+            s.bot_texts(4004)
+                .into_iter()
+                .find(|t| t.starts_with(&format!("[{SIGNATURE}]")) && t.ends_with("would be here."))
+        })
+        .await
+        .unwrap_or_else(|| panic!("no reply; the bot said {:?}", s.bot_texts(4004)));
+    let progress =
+        s.tg.chat(TOKEN, 4004)
+            .into_iter()
+            .find(|m| {
+                m.author == tessera_testkit::standins::telegram::Author::Bot
+                    && m.kind == MessageKind::Text
+            })
+            .expect("a progress message");
+    // The parts of the reply the progress message showed while it ran.
+    let shown: Vec<&str> = progress
+        .history
+        .iter()
+        .filter_map(|t| t.split_once("\n\n").map(|(_, text)| text))
+        .collect();
+    assert!(
+        shown.len() >= 2,
+        "the reply grew in the progress message: {:?}",
+        progress.history
+    );
+    for (earlier, later) in shown.iter().zip(shown.iter().skip(1)) {
+        assert!(later.starts_with(earlier), "{shown:?}");
+    }
+    assert!(
+        shown.iter().all(|t| reply.starts_with(t)),
+        "parts of the reply: {shown:?} of {reply:?}"
+    );
+    assert!(
+        shown[0].len() < reply.len(),
+        "shown before it was whole: {shown:?}"
+    );
+    assert_eq!(progress.text.as_deref(), Some("Your reply is ready."));
+    bot.shutdown().await;
+    s.app.shutdown().await;
+}
+
 async fn quota_and_rate_limits_are_told_in_plain_words(backend: Backend) {
     // Ten tokens an image: the FREE plan's twenty buy two.
     let mut s = Setup::new(backend, vec![Capability::Image], 0, |c| {
@@ -772,6 +831,7 @@ tessera_testkit::backend_tests!(
     imagine_ends_with_a_photo_in_the_right_chat,
     an_output_over_the_upload_limit_comes_as_a_link,
     a_voice_message_is_transcribed,
+    a_text_reply_grows_in_the_progress_message,
     quota_and_rate_limits_are_told_in_plain_words,
     a_full_queue_is_told_with_its_wait_and_when_to_try_again,
     a_refused_prompt_is_told_plainly_and_costs_nothing,

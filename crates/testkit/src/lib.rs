@@ -22,6 +22,7 @@
 //!   [`proxy::Proxy`]: a round-robin TCP balancer to put workers and frontends
 //!   behind several replicas.
 //! - [`pg::PgServer`]: a PostgreSQL server of a test's own, to stop and start.
+//! - [`sse::Events`]: a reader of a job's server-sent events.
 //!
 //! Nothing here mocks Tessera: tests drive the same server binary code over HTTP.
 
@@ -31,6 +32,7 @@ pub mod invariants;
 pub mod localstripe;
 pub mod pg;
 pub mod proxy;
+pub mod sse;
 pub mod standins;
 
 use std::net::SocketAddr;

@@ -1,8 +1,10 @@
 //! The worker agent: its HTTP API, the job it runs, heartbeats and results.
 //!
 //! `POST /run_job` accepts a job (202) and returns at once; the job runs on a
-//! task that reports progress and then its result to the scheduler
-//! (`/api/internal/jobs/{id}/progress` and `/result`), retrying the result until
+//! task that reports progress, the text the engine writes as it writes it (in
+//! pieces at most every [`OUTPUT_EVERY`], offsets in UTF-8 bytes: see
+//! `stream_output`) and then its result to the scheduler
+//! (`/api/internal/jobs/{id}/progress`, `/output` and `/result`), retrying the result until
 //! the scheduler acknowledges it or says the attempt is no longer wanted, so a
 //! dropped connection never loses a finished result. One job at a time: a
 //! worker is one GPU. Heartbeats carry the current job so the scheduler can
@@ -34,8 +36,8 @@ use tracing::Instrument;
 use tessera_api::error::response as error;
 use tessera_api::internal::result_form::ResultForm;
 use tessera_api::internal::{
-    CancelJob, EngineInfo, Heartbeat, JobResult, ModelMemory, Outcome, ProgressReport, RunJob,
-    RunJobAccepted, RunJobError, RunTiming, WorkerCapabilities, WorkerHealth, WorkerStatus,
+    CancelJob, EngineInfo, Heartbeat, JobResult, ModelMemory, Outcome, OutputPiece, ProgressReport,
+    RunJob, RunJobAccepted, RunJobError, RunTiming, WorkerCapabilities, WorkerHealth, WorkerStatus,
 };
 use tessera_api::{Client, ClientError};
 use tessera_core::params::JobParams;
@@ -50,6 +52,11 @@ use crate::readiness::{self, Readiness};
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(5);
 /// Least time between two progress reports of one job.
 const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Least time between two output posts of one job: the text an engine
+/// writes meanwhile goes in one piece.
+pub const OUTPUT_EVERY: Duration = Duration::from_millis(50);
+/// Longest a result waits for the last output piece to be sent.
+const OUTPUT_FLUSH: Duration = Duration::from_secs(2);
 
 pub struct Worker;
 
@@ -682,6 +689,18 @@ async fn run(
         )
         .in_current_span(),
     );
+    let finished = CancellationToken::new();
+    let mut streamer = tokio::spawn(
+        stream_output(
+            shared.clone(),
+            job.job_id.clone(),
+            job.attempt,
+            job.request_id.clone(),
+            progress.output(),
+            finished.clone(),
+        )
+        .in_current_span(),
+    );
     let limit = Duration::from_millis(job.timeout_ms.max(1));
     let result = match tokio::time::timeout(limit, engine.run(&task, &progress, cancel)).await {
         Ok(r) => r,
@@ -691,6 +710,18 @@ async fn run(
         }
     };
     reporter.abort();
+    // The last of the text goes before the result, so the job's followers
+    // have it all before the end; a scheduler that does not take it within
+    // OUTPUT_FLUSH does not hold the result up.
+    finished.cancel();
+    if result.is_ok()
+        && tokio::time::timeout(OUTPUT_FLUSH, &mut streamer)
+            .await
+            .is_err()
+    {
+        tracing::debug!(job_id = %job.job_id, "the last output piece was not sent in time");
+    }
+    streamer.abort();
     result
 }
 
@@ -745,6 +776,93 @@ async fn report_progress(
             tracing::debug!(%job_id, error = %e, "progress report not delivered");
         }
         tokio::time::sleep(PROGRESS_EVERY).await;
+    }
+}
+
+/// Sends the engine's text to the scheduler as it grows
+/// (`POST /api/internal/jobs/{id}/output`), at most one piece every
+/// [`OUTPUT_EVERY`], until `finished` and everything written is sent (or the
+/// scheduler refuses the attempt). `offset` is the bytes of text the
+/// scheduler said it holds; when it answers `output_gap` (it restarted, or a
+/// piece went astray) the whole text goes again from 0, and the scheduler
+/// keeps only what it lacks. The engine never waits on this.
+async fn stream_output(
+    shared: Arc<Shared>,
+    job_id: JobId,
+    attempt: i32,
+    request_id: Option<String>,
+    mut text: watch::Receiver<String>,
+    finished: CancellationToken,
+) {
+    // Bytes of the text the scheduler holds.
+    let mut sent = 0usize;
+    // A piece failed to arrive: try again after OUTPUT_EVERY, changed or not.
+    let mut retry = false;
+    loop {
+        if !retry && !finished.is_cancelled() {
+            tokio::select! {
+                changed = text.changed() => {
+                    if changed.is_err() {
+                        // The engine is gone: what it wrote is all there is.
+                        finished.cancel();
+                    }
+                }
+                _ = finished.cancelled() => {}
+            }
+        }
+        let last = finished.is_cancelled();
+        let began = tokio::time::Instant::now();
+        let piece = {
+            let all = text.borrow_and_update();
+            all.get(sent..).filter(|p| !p.is_empty()).map(str::to_owned)
+        };
+        retry = false;
+        if let Some(piece) = piece {
+            let body = OutputPiece {
+                worker_id: shared.id.clone(),
+                attempt,
+                offset: sent as u64,
+                text: piece,
+            };
+            match shared
+                .scheduler
+                .send_output(&job_id, &body, request_id.as_deref())
+                .await
+            {
+                Ok(ack) => {
+                    let held = usize::try_from(ack.received).unwrap_or(usize::MAX);
+                    let all = text.borrow();
+                    // What the scheduler holds is a prefix of this text;
+                    // anything else is a fresh start.
+                    sent = if all.is_char_boundary(held.min(all.len())) {
+                        held.min(all.len())
+                    } else {
+                        0
+                    };
+                }
+                Err(e) if e.is(ErrorCode::OutputGap) => {
+                    sent = 0;
+                    retry = true;
+                }
+                Err(e @ ClientError::Transport(_)) => {
+                    tracing::debug!(%job_id, error = %e, "output piece not delivered");
+                    retry = true;
+                }
+                Err(ClientError::Api { status, .. }) if status.is_server_error() => retry = true,
+                Err(e) => {
+                    // The attempt was taken back, or the piece refused: the
+                    // result will say the rest.
+                    tracing::debug!(%job_id, error = %e, "output refused; no more is sent");
+                    return;
+                }
+            }
+        } else if last {
+            return;
+        }
+        if last && !retry && text.borrow().len() == sent {
+            return;
+        }
+        tokio::time::sleep_until(began + OUTPUT_EVERY).await;
     }
 }
 

@@ -626,3 +626,90 @@ async fn openai_adapters_run_jobs_on_the_real_servers() {
         .expect_err("a file that is not audio");
     assert!(!err.retryable, "{err:?}");
 }
+
+/// A text job's tokens reach its followers as the llama.cpp server writes
+/// them: the worker's output pieces arrive at the scheduler, and through
+/// `GET /api/v1/jobs/{id}/events` at the follower, before the result ends
+/// the job; together they are the reply the job keeps.
+#[tokio::test]
+async fn a_text_jobs_tokens_reach_its_followers_before_it_ends() {
+    use tessera_api::public::CreateJobRequest;
+    use tessera_core::{Capability, Platform};
+    use tessera_testkit::sse::Events;
+    use tessera_testkit::{Backend, TestApp};
+    use tessera_worker::config::EngineConfig;
+
+    let llama = LlamaServer::start();
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let key = app.key(Platform::Web, "web-1").await;
+    let web = app.client_with(&key);
+    let job = web
+        .create_job(
+            &CreateJobRequest {
+                context: None,
+                frontend: Platform::Web,
+                bot_id: "web-1".parse().unwrap(),
+                capability: Capability::Text,
+                user_ref: "web:me".parse().unwrap(),
+                reply_context: None,
+                params: json!({"prompt": "Write a short story about the sea.",
+                               "max_tokens": 200, "temperature": 0.8}),
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .job
+        .job_id;
+    // Followed before any worker can take it, so every piece is seen.
+    let mut events = Events::open(&app.base_url(), &key, &job).await;
+    let config: EngineConfig = serde_json::from_value(json!({
+        "kind": "openai_chat", "url": llama.url,
+        "models": ["llama-3.2-3b"], "upstream_model": llama.model,
+    }))
+    .expect("openai_chat settings");
+    let _worker = app.worker("worker-text-0", vec![config]).await;
+
+    let mut text = String::new();
+    let mut pieces = 0;
+    let mut started = 0;
+    let end = loop {
+        let (name, data) = events
+            .next_within(Duration::from_secs(120))
+            .await
+            .expect("the stream ends with `end`, not before");
+        match name.as_str() {
+            "started" => {
+                started += 1;
+                text.clear();
+            }
+            "output" => {
+                pieces += 1;
+                text.push_str(data["text"].as_str().expect("an output's text"));
+            }
+            "progress" => {}
+            "end" => break data,
+            other => panic!("unexpected event {other}: {data}"),
+        }
+    };
+    assert_eq!(events.next().await, None, "the stream closes after the end");
+    assert_eq!(end["status"], "COMPLETED", "{end}");
+    assert_eq!(started, 1, "one attempt");
+    assert!(pieces >= 1, "no output came before the end");
+    let url = end["artifacts"][0]["url"]
+        .as_str()
+        .expect("a text artifact");
+    let reply = String::from_utf8(web.download(url).await.unwrap()).unwrap();
+    assert!(!reply.is_empty());
+    assert_eq!(
+        text, reply,
+        "the streamed text is the reply, in {pieces} pieces"
+    );
+    let streamed = app.scrape_metrics().await;
+    let bytes = streamed
+        .lines()
+        .find(|l| l.starts_with("tessera_stream_output_bytes_total{capability=\"text\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(bytes, Some(reply.len() as f64));
+    app.shutdown().await;
+}

@@ -266,6 +266,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
                            "address": "http://127.0.0.1:9", "capabilities": ["text"],
                            "models": ["llama-3.2-3b"]});
     let progress = json!({"worker_id": "worker-gpu-9", "attempt": 1, "progress": 50.0});
+    let output = json!({"worker_id": "worker-gpu-9", "attempt": 1, "offset": 0, "text": "Once"});
     let scheduler = vec![
         // Probes and the API document: anyone.
         call(Method::GET, "/healthz", None).otherwise(200),
@@ -289,6 +290,13 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         call(Method::GET, format!("/api/v1/jobs/{web_job}"), None)
             .when(&[Web], 200)
             .when(&[Owner, OtherFrontend, OtherWeb], 404)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        // Following a job: as reading it. The job ended, so the stream
+        // answers its end and closes.
+        call(Method::GET, format!("/api/v1/jobs/{done}/events"), None)
+            .when(&[Owner], 200)
+            .when(&[OtherFrontend, Web, OtherWeb], 404)
             .when(&not_frontends, 403)
             .otherwise(401),
         call(Method::POST, format!("/api/v1/jobs/{done}/delivered"), None)
@@ -765,6 +773,14 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Method::POST,
             format!("/api/internal/jobs/{queued}/progress"),
             Some(progress),
+        )
+        .when(&[Internal], 409)
+        .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            format!("/api/internal/jobs/{queued}/output"),
+            Some(output),
         )
         .when(&[Internal], 409)
         .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)

@@ -7,6 +7,7 @@ mod accounts;
 mod admin;
 mod admission;
 mod common;
+mod events;
 mod files;
 mod jobs;
 mod moderation;

@@ -4,7 +4,8 @@
 //! `POST /api/v1/generate` carrying a `genkey` unique to the run; while it
 //! runs, `POST /api/extra/generate/check` with that key returns the text so
 //! far, from which progress is estimated (KoboldCPP reports text, not a token
-//! count: about four characters a token). Cancelling sends
+//! count: about four characters a token), and which goes to the job's
+//! followers as it grows ([`Progress::text_so_far`]). Cancelling sends
 //! `POST /api/extra/abort` with the key, so the server stops generating rather
 //! than finishing a reply nobody reads; a run dropped without a cancel (the
 //! job's time limit) sends the abort on its way out too.
@@ -296,6 +297,7 @@ impl Engine for Kobold {
                         _ = cancel.cancelled() => continue,
                     };
                     if let Some(text) = check {
+                        progress.text_so_far(&text);
                         let estimate = text.chars().count() as f32 / expected_chars * 100.0;
                         progress.percent(estimate.min(99.0));
                     }

@@ -137,15 +137,25 @@ impl EngineError {
     }
 }
 
-/// Where an engine reports progress, in percent. Cheap to call often: the agent
-/// forwards the latest value to the scheduler at a bounded rate.
+/// Where an engine reports progress, in percent, and the text it writes as it
+/// writes it. Cheap to call often, and never waits on the network: the agent
+/// forwards the latest percentage to the scheduler at a bounded rate, and the
+/// new text in batches ([`Progress::output`]).
 #[derive(Clone, Debug)]
-pub struct Progress(watch::Sender<Option<f32>>);
+pub struct Progress {
+    percent: watch::Sender<Option<f32>>,
+    /// The attempt's output text so far.
+    text: Arc<watch::Sender<String>>,
+}
 
 impl Progress {
     pub fn new() -> (Self, watch::Receiver<Option<f32>>) {
         let (tx, rx) = watch::channel(None);
-        (Self(tx), rx)
+        let progress = Self {
+            percent: tx,
+            text: Arc::new(watch::channel(String::new()).0),
+        };
+        (progress, rx)
     }
 
     /// Reports `done` of `total` steps.
@@ -157,8 +167,34 @@ impl Progress {
 
     pub fn percent(&self, percent: f32) {
         if percent.is_finite() {
-            let _ = self.0.send(Some(percent.clamp(0.0, 100.0)));
+            let _ = self.percent.send(Some(percent.clamp(0.0, 100.0)));
         }
+    }
+
+    /// Text the engine just wrote, following what it wrote before.
+    pub fn text(&self, delta: &str) {
+        if !delta.is_empty() {
+            self.text.send_modify(|t| t.push_str(delta));
+        }
+    }
+
+    /// The engine's whole text so far, for engines that read it whole
+    /// (KoboldCPP's check): what extends the text already reported is
+    /// reported; text that does not (the server rewrote it) is ignored.
+    pub fn text_so_far(&self, whole: &str) {
+        self.text
+            .send_if_modified(|t| match whole.strip_prefix(t.as_str()) {
+                Some(rest) if !rest.is_empty() => {
+                    t.push_str(rest);
+                    true
+                }
+                _ => false,
+            });
+    }
+
+    /// The output text so far, changed as the engine writes.
+    pub fn output(&self) -> watch::Receiver<String> {
+        self.text.subscribe()
     }
 }
 

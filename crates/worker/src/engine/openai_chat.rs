@@ -6,7 +6,8 @@
 //! arrives as server-sent events, one `data: {...}` chunk per token or so,
 //! then a chunk carrying `finish_reason`, then (when the server honours
 //! `include_usage`) a chunk with the token counts, then `data: [DONE]`.
-//! Progress is the tokens received over `max_tokens`. Streaming is what makes
+//! Progress is the tokens received over `max_tokens`; each chunk's text goes
+//! to [`Progress::text`] as it arrives, for the job's followers. Streaming is what makes
 //! cancelling work: dropping the response closes the connection, and all
 //! three servers stop generating for a client that left. A server that
 //! ignores `stream` and answers one JSON completion is read as well.
@@ -178,7 +179,9 @@ impl OpenAiChat {
             .is_some_and(|v| v.trim_start().starts_with("application/json"));
         let completion = if is_json {
             let body = cancellable(cancel, upstream::read_body(ENGINE, response, MAX_BODY)).await?;
-            whole_completion(&body)?
+            let whole = whole_completion(&body)?;
+            progress.text(&whole.text);
+            whole
         } else {
             let mut stream = response.bytes_stream();
             let mut reader = Reader::new(params.max_tokens);
@@ -392,6 +395,7 @@ impl Reader {
                         }
                         self.completion.text.push_str(text);
                         self.completion.chunks += 1;
+                        progress.text(text);
                     }
                 }
                 if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {

@@ -3,8 +3,9 @@
 //! It holds one model "in GPU memory" at a time, or several side by side
 //! when `memory_mib` and every model's `model_memory_mib` are set and they
 //! fit ([`Resident`]): a job for a model not held first waits `load_ms`, then
-//! every job waits `run_ms`, reporting progress in ten steps. Its artifacts are real files of the job's kind (PNG, animated PNG,
-//! WAV, text), small, and every one says that it is simulated: in a PNG text
+//! every job waits `run_ms`, reporting progress in ten steps (a text reply is
+//! written a tenth at each step). Its artifacts are real files of the job's
+//! kind (PNG, animated PNG, WAV, text), small, and every one says that it is simulated: in a PNG text
 //! chunk, a WAV INFO chunk, or the text itself. No model ever runs.
 
 use std::collections::BTreeMap;
@@ -106,15 +107,31 @@ impl Engine for Sim {
                 });
             }
         }
+        let out = artifact(task);
+        // A text reply is written as it goes, a tenth at each step.
+        let text = match &task.params {
+            JobParams::Text(_) => std::str::from_utf8(&out.bytes).unwrap_or_default(),
+            _ => "",
+        };
+        let tenth = |step: u64| {
+            let mut at = text.len() * step as usize / 10;
+            while !text.is_char_boundary(at) {
+                at += 1;
+            }
+            at
+        };
         if self.config.run_ms > 0 {
             for step in 1..=10u64 {
                 sleep(self.config.run_ms / 10, cancel).await?;
+                progress.text(&text[tenth(step - 1)..tenth(step)]);
                 progress.steps(step, 10);
             }
         } else if cancel.is_cancelled() {
             return Err(EngineError::cancelled());
+        } else {
+            progress.text(text);
         }
-        Ok(vec![artifact(task)])
+        Ok(vec![out])
     }
 
     async fn unload(&self) -> Result<(), EngineError> {
