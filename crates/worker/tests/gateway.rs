@@ -183,14 +183,17 @@ async fn models_follow_the_plan_and_the_keys_capabilities(backend: Backend) {
         "permission_error",
         "wrong_credential",
     );
-    // And a developer key is no frontend key.
+    // And a developer key is no frontend key: a real credential of the
+    // wrong kind there.
     let resp = http()
         .get(format!("{}/api/v1/plans", app.base_url()))
         .bearer_auth(&ada.key)
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "wrong_credential", "{body}");
     app.shutdown().await;
 }
 
