@@ -68,6 +68,7 @@ impl Scheduler {
             stop_rx.clone(),
         );
         let state = AppState::new(store.clone(), config, lifecycle.clone(), blobs)?;
+        let webhooks = crate::webhooks::spawn(state.clone(), stop_rx.clone());
         let app = http::router(state);
         let monitor = crate::monitor::spawn(store.clone(), workers, lifecycle, stop_rx.clone());
         let dispatch = dispatcher.spawn(stop_rx.clone());
@@ -88,6 +89,7 @@ impl Scheduler {
             monitor,
             dispatch,
             orphans,
+            webhooks,
         })
     }
 }
@@ -101,6 +103,7 @@ pub struct SchedulerHandle {
     monitor: JoinHandle<()>,
     dispatch: JoinHandle<()>,
     orphans: JoinHandle<()>,
+    webhooks: JoinHandle<()>,
 }
 
 impl SchedulerHandle {
@@ -123,6 +126,7 @@ impl SchedulerHandle {
         self.monitor.await.context("health monitor panicked")?;
         self.dispatch.await.context("dispatcher panicked")?;
         self.orphans.await.context("orphan sweep panicked")?;
+        self.webhooks.await.context("webhook deliverer panicked")?;
         self.store.close().await;
         served
     }
@@ -134,6 +138,7 @@ impl SchedulerHandle {
         self.monitor.abort();
         self.dispatch.abort();
         self.orphans.abort();
+        self.webhooks.abort();
     }
 
     /// Waits until the server stops by itself (an error) — for the CLI.

@@ -51,6 +51,8 @@ struct Inner {
     max_attempts: u32,
     /// Asks the dispatcher for a pass.
     wake: Notify,
+    /// Asks the webhook deliverer to look for due deliveries.
+    hooks: Notify,
     /// Run and load times learned from the workers' results.
     timings: Timings,
 }
@@ -70,6 +72,7 @@ impl Lifecycle {
             workers: Registry::new(config.clone(), token)?,
             max_attempts: config.max_attempts,
             wake: Notify::new(),
+            hooks: Notify::new(),
             timings: Timings::new(),
         })))
     }
@@ -126,6 +129,10 @@ impl Lifecycle {
         let outcome = self.0.store.transition(id, t, change).await?;
         if let TransitionOutcome::Applied(job) = &outcome {
             self.0.metrics.transitioned(t, job);
+            if job.callback_url.is_some() && job.status.is_terminal() {
+                // Its webhook delivery was written with the end: due now.
+                self.0.hooks.notify_one();
+            }
         }
         Ok(outcome)
     }
@@ -211,6 +218,12 @@ impl Lifecycle {
     /// Asks for a dispatch pass soon.
     pub fn wake(&self) {
         self.0.wake.notify_one();
+    }
+
+    /// Resolves when a job with a webhook ended here (for the webhook
+    /// deliverer).
+    pub async fn webhooks_due(&self) {
+        self.0.hooks.notified().await;
     }
 
     /// Resolves when a dispatch pass was asked for (for the dispatcher).

@@ -17,3 +17,4 @@ mod review;
 mod security;
 mod stripe;
 mod users;
+mod webhooks;
