@@ -336,6 +336,13 @@ impl Metrics {
                 database: database.to_owned(),
             })
             .set(1);
+        // Every outcome from zero, so the family is scraped (and `rate()`
+        // works) before the first webhook is sent.
+        for outcome in ["delivered", "failed_attempt", "abandoned"] {
+            let _ = inner.webhooks.get_or_create(&WebhookLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
         let i = &mut inner;
         let r = &mut i.registry;
         r.register(
