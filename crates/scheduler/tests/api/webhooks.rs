@@ -14,7 +14,7 @@ use sha2::Sha256;
 
 use tessera_api::public::{CreateJobRequest, WebhookEvent};
 use tessera_api::Client;
-use tessera_core::{JobId, JobState, Platform};
+use tessera_core::{Capability, JobId, JobState, Platform};
 use tessera_scheduler::store::{DeliveryState, WebhookDelivery};
 use tessera_scheduler::SchedulerConfig;
 use tessera_testkit::{backend_tests, Backend, TestApp};
@@ -226,6 +226,36 @@ async fn a_webhook_is_delivered_signed_and_verified(backend: Backend) {
     app.shutdown().await;
 }
 
+async fn a_completed_job_is_announced_with_its_artifacts(backend: Backend) {
+    let app = TestApp::spawn_with(backend, fast).await;
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![tessera_testkit::sim(Capability::Image, &["sdxl-1.0"], 0)],
+        )
+        .await;
+    let client = app.frontend(Platform::Telegram, TG_BOT).await;
+    let secret = client.rotate_webhook_secret().await.unwrap().secret;
+    let (receiver, url) = Receiver::start(Vec::new()).await;
+    let job = client
+        .create_job(&hooked("telegram:1", &url), None)
+        .await
+        .unwrap()
+        .job;
+    let got = receiver.wait_for(1).await;
+    assert!(verify(&secret, &got[0]));
+    let event: WebhookEvent = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(event.event, "job.completed");
+    assert_eq!(event.job.job_id, job.job_id);
+    assert_eq!(event.job.status, JobState::Completed);
+    assert!(!event.job.artifacts.is_empty());
+    assert_eq!(event.job, client.get_job(&job.job_id).await.unwrap());
+    let delivery = settled(&app, &job.job_id).await;
+    assert_eq!(delivery.state, DeliveryState::Delivered);
+    worker.shutdown().await.unwrap();
+    app.shutdown().await;
+}
+
 async fn failed_attempts_are_retried_with_the_same_webhook_id(backend: Backend) {
     let app = TestApp::spawn_with(backend, fast).await;
     let client = app.frontend(Platform::Telegram, TG_BOT).await;
@@ -375,6 +405,7 @@ async fn callbacks_to_private_addresses_are_refused_at_create(backend: Backend) 
 
 backend_tests!(
     a_webhook_is_delivered_signed_and_verified,
+    a_completed_job_is_announced_with_its_artifacts,
     failed_attempts_are_retried_with_the_same_webhook_id,
     a_delivery_is_abandoned_past_its_max_age,
     callbacks_to_private_addresses_are_refused_at_create,
