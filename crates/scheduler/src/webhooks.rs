@@ -27,7 +27,6 @@
 //! again.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -294,20 +293,11 @@ pub fn after_failure(
 pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let poll = Duration::from_millis(state.config.webhooks.poll_ms.max(1));
-        let policy = match AddressPolicy::new(&state.config.webhooks) {
-            Ok(policy) => Arc::new(policy),
-            Err(e) => {
-                // Checked with the configuration at start: cannot happen.
-                tracing::error!(error = %e, "webhooks are not delivered");
-                return;
-            }
-        };
         loop {
-            if *stop.borrow() {
-                return;
-            }
-            loop {
-                match deliver_due(&state, &policy).await {
+            // Batch after batch while deliveries are due; a stop waits for
+            // the attempts in flight (at most `timeout_ms`), no longer.
+            while !*stop.borrow() {
+                match deliver_due(&state).await {
                     Ok(0) => break,
                     Ok(_) => continue,
                     Err(e) => {
@@ -319,7 +309,7 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
             tokio::select! {
                 _ = state.lifecycle.webhooks_due() => {}
                 _ = tokio::time::sleep(poll) => {}
-                _ = stop.changed() => {}
+                _ = stop.wait_for(|s| *s) => return,
             }
         }
     })
@@ -327,7 +317,7 @@ pub fn spawn(state: AppState, mut stop: watch::Receiver<bool>) -> tokio::task::J
 
 /// Claims one batch of due deliveries and attempts them side by side;
 /// answers how many it claimed.
-pub async fn deliver_due(state: &AppState, policy: &Arc<AddressPolicy>) -> anyhow::Result<usize> {
+pub async fn deliver_due(state: &AppState) -> anyhow::Result<usize> {
     let config = &state.config.webhooks;
     let now = now_ms();
     // The lease: past the attempt's timeout, so a deliverer that died
@@ -338,7 +328,9 @@ pub async fn deliver_due(state: &AppState, policy: &Arc<AddressPolicy>) -> anyho
         .claim_webhooks(now, now.saturating_add(lease).saturating_add(30_000), BATCH)
         .await?;
     let n = claimed.len();
-    let attempts = claimed.into_iter().map(|d| attempt(state, policy, d));
+    let attempts = claimed
+        .into_iter()
+        .map(|d| attempt(state, &state.webhook_policy, d));
     futures::future::join_all(attempts).await;
     Ok(n)
 }
