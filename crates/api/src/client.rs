@@ -260,6 +260,12 @@ impl Client {
         Self::send(self.request(Method::GET, "api/v1/plans")?).await
     }
 
+    /// Creates or rotates this key's webhook signing secret; the answer is
+    /// the only time it is shown.
+    pub async fn rotate_webhook_secret(&self) -> Result<crate::public::WebhookSecret, ClientError> {
+        Self::send(self.request(Method::POST, "api/v1/webhook-secret")?).await
+    }
+
     // ---- accounts and links ----
 
     /// Creates a website account (web keys only).

@@ -42,6 +42,43 @@ pub struct CreateJobRequest {
     /// of the key's kind of frontend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<crate::nsfw::JobContext>,
+    /// Where to POST the job, signed, when it ends (docs/webhooks.md): an
+    /// absolute `http` or `https` URL of at most 2048 characters, without
+    /// credentials, whose host resolves to public addresses only (unless the
+    /// operator allows more). The key needs a webhook secret first
+    /// (`POST /api/v1/webhook-secret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "https://example.com/hooks/tessera")]
+    pub callback_url: Option<String>,
+}
+
+/// The body of a job webhook (docs/webhooks.md): the event, and the job as
+/// `GET /api/v1/jobs/{job_id}` answers it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookEvent {
+    /// The delivery's id, the same on every attempt (and in the
+    /// `Tessera-Webhook-Id` header): a receiver handles each id once.
+    pub webhook_id: crate::core::WebhookId,
+    /// `job.completed`, `job.failed` or `job.cancelled`.
+    #[serde(rename = "type")]
+    #[schema(example = "job.completed")]
+    pub event: String,
+    /// When the job ended and the delivery was made due.
+    pub created_at: DateTime<Utc>,
+    pub job: JobView,
+}
+
+/// Longest `callback_url`.
+pub const MAX_CALLBACK_URL_LEN: usize = 2048;
+
+/// A key's new webhook signing secret, shown once (docs/webhooks.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct WebhookSecret {
+    /// `whsec_` and 64 hex digits: the HMAC-SHA256 key of every webhook
+    /// this key's jobs send from now on. It replaces any earlier one.
+    #[schema(example = "whsec_9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08")]
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
 }
 
 /// Answer to a create (README.md, "Try the API").
@@ -104,6 +141,9 @@ pub struct JobView {
     /// When the frontend acknowledged delivering the outcome.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivered_at: Option<DateTime<Utc>>,
+    /// Where the job's webhook goes when it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 /// An output of a job (the seed's artifacts table).

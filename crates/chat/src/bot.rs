@@ -554,6 +554,7 @@ impl<M: Messenger> Bot<M> {
             upload_limit: msg.upload_limit,
         };
         let req = CreateJobRequest {
+            callback_url: None,
             frontend: self.inner.settings.platform,
             bot_id: self.inner.settings.bot_id.clone(),
             capability,

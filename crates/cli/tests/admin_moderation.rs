@@ -16,6 +16,7 @@ use common::admin::admin;
 
 fn job(user: &str) -> CreateJobRequest {
     CreateJobRequest {
+        callback_url: None,
         frontend: Platform::Telegram,
         bot_id: "tg-image-bot-1".parse().unwrap(),
         user_ref: user.parse().unwrap(),

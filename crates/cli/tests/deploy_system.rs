@@ -473,6 +473,7 @@ async fn the_compose_system_runs_on_loopback_as_the_files_describe_it() {
         let created = web
             .create_job(
                 &CreateJobRequest {
+                    callback_url: None,
                     context: None,
                     frontend: Platform::Web,
                     bot_id: "deploy-test".parse().unwrap(),

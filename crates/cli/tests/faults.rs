@@ -186,6 +186,7 @@ async fn frontend_key(url: &str) -> String {
 /// while the scheduler is away, so it is created and charged once.
 async fn create(client: &Client, user: u32, n: u32) -> JobId {
     let req = CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Telegram,
         bot_id: BOT.parse().unwrap(),

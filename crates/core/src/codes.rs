@@ -110,6 +110,13 @@ error_codes! {
     /// The request's `context` names what only another kind of frontend may
     /// report (a Telegram key claiming a Discord channel is NSFW).
     ContextNotAllowed = "context_not_allowed",
+    /// A `callback_url` whose host is (or resolves to) a private, loopback,
+    /// link-local or otherwise non-public address the operator does not
+    /// allow, or that does not resolve (422; nothing charged).
+    CallbackNotAllowed = "callback_not_allowed",
+    /// A create with a `callback_url` by a key that has no webhook secret
+    /// yet: `POST /api/v1/webhook-secret` first (422; nothing charged).
+    WebhookSecretMissing = "webhook_secret_missing",
 
     // Moderation: people.
     /// The user (or a user linked with them) is banned; the message says

@@ -114,6 +114,14 @@ prefixed_id!(
     "^art_[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 );
 
+prefixed_id!(
+    /// A job's webhook delivery, `whk_` and a ULID: sent as `Tessera-Webhook-Id`
+    /// with every attempt, so a receiver can tell a retry from a new event.
+    WebhookId,
+    "whk_",
+    "^whk_[0-7][0-9A-HJKMNP-TV-Z]{25}$"
+);
+
 /// Longest name id (bot, worker or plan id).
 pub const MAX_NAME_LEN: usize = 64;
 

@@ -28,7 +28,9 @@ pub mod user_ref;
 
 pub use capability::Capability;
 pub use codes::ErrorCode;
-pub use ids::{ApiKeyId, ArtifactId, BotId, DeveloperKeyId, InputId, JobId, PlanId, WorkerId};
+pub use ids::{
+    ApiKeyId, ArtifactId, BotId, DeveloperKeyId, InputId, JobId, PlanId, WebhookId, WorkerId,
+};
 pub use payments::{PaymentKind, PaymentProvider};
 pub use plan::{Plan, Priority};
 pub use state::{JobState, Transition};

@@ -68,6 +68,7 @@ impl Scheduler {
             stop_rx.clone(),
         );
         let state = AppState::new(store.clone(), config, lifecycle.clone(), blobs)?;
+        let webhooks = crate::webhooks::spawn(state.clone(), stop_rx.clone());
         let app = http::router(state);
         let follows = lifecycle.follows().clone();
         let monitor =
@@ -93,6 +94,7 @@ impl Scheduler {
             monitor,
             dispatch,
             orphans,
+            webhooks,
         })
     }
 }
@@ -107,6 +109,7 @@ pub struct SchedulerHandle {
     monitor: JoinHandle<()>,
     dispatch: JoinHandle<()>,
     orphans: JoinHandle<()>,
+    webhooks: JoinHandle<()>,
 }
 
 impl SchedulerHandle {
@@ -135,6 +138,7 @@ impl SchedulerHandle {
         self.monitor.await.context("health monitor panicked")?;
         self.dispatch.await.context("dispatcher panicked")?;
         self.orphans.await.context("orphan sweep panicked")?;
+        self.webhooks.await.context("webhook deliverer panicked")?;
         self.store.close().await;
         served
     }
@@ -146,6 +150,7 @@ impl SchedulerHandle {
         self.monitor.abort();
         self.dispatch.abort();
         self.orphans.abort();
+        self.webhooks.abort();
     }
 
     /// Waits until the server stops by itself (an error) — for the CLI.

@@ -32,6 +32,7 @@ pub struct SchedulerConfig {
     pub estimates: EstimateConfig,
     pub workers: WorkersConfig,
     pub artifacts: ArtifactsConfig,
+    pub webhooks: WebhooksConfig,
     pub payments: crate::payments::PaymentsConfig,
     pub moderation: tessera_core::moderation::ModerationConfig,
     pub catalog: ModelCatalog,
@@ -99,6 +100,59 @@ impl ArtifactsConfig {
             }
             other => Ok(other),
         }
+    }
+}
+
+/// Job webhooks (docs/webhooks.md): which addresses a callback URL may
+/// reach, and the retry schedule.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Networks (CIDR, such as `"127.0.0.0/8"` or `"fd00::/8"`) a callback
+    /// URL may reach besides public addresses. Empty: public addresses only;
+    /// private, loopback, link-local and other special ranges are refused.
+    pub allow_networks: Vec<String>,
+    /// Wait before the first retry (ms); each next wait is three times the
+    /// last, up to `max_retry_ms`, with a fifth either way of jitter.
+    pub first_retry_ms: u64,
+    /// Longest wait between two attempts (ms).
+    pub max_retry_ms: u64,
+    /// A delivery not accepted this long (seconds) after its first attempt
+    /// is abandoned.
+    pub max_age_secs: u64,
+    /// How long one attempt may take, connection and answer (ms).
+    pub timeout_ms: u64,
+    /// How often due deliveries are looked for (ms) besides when a job ends
+    /// here: a safety net, and how other replicas' deliveries are retried.
+    pub poll_ms: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            allow_networks: Vec::new(),
+            first_retry_ms: 10_000,
+            max_retry_ms: 3_600_000,
+            max_age_secs: 86_400,
+            timeout_ms: 10_000,
+            poll_ms: 1000,
+        }
+    }
+}
+
+impl WebhooksConfig {
+    /// The allowed networks, parsed.
+    pub fn networks(&self) -> anyhow::Result<Vec<ipnet::IpNet>> {
+        self.allow_networks
+            .iter()
+            .map(|n| {
+                n.trim().parse::<ipnet::IpNet>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "webhooks.allow_networks: {n:?} is not a network such as \"127.0.0.0/8\""
+                    )
+                })
+            })
+            .collect()
     }
 }
 
@@ -490,6 +544,16 @@ impl SchedulerConfig {
             .outputs
             .check(|label| label.parse::<tessera_moderation::Label>().is_ok())
             .map_err(anyhow::Error::msg)?;
+        self.webhooks.networks()?;
+        let h = &self.webhooks;
+        if h.first_retry_ms == 0 || h.max_retry_ms < h.first_retry_ms {
+            anyhow::bail!(
+                "webhooks: first_retry_ms must be positive and max_retry_ms at least first_retry_ms"
+            );
+        }
+        if h.max_age_secs == 0 || h.timeout_ms == 0 || h.poll_ms == 0 {
+            anyhow::bail!("webhooks: max_age_secs, timeout_ms and poll_ms must be positive");
+        }
         if self.artifacts.link_lifetime_secs == 0 {
             anyhow::bail!("artifacts.link_lifetime_secs must be positive");
         }

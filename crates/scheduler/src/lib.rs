@@ -19,6 +19,8 @@
 //! - [`links`]: download links, signed and verified here only.
 //! - [`payments`]: the channels that sell plans (Stripe, Telegram Stars,
 //!   Discord entitlements), each feeding the payments ledger.
+//! - [`webhooks`]: job webhooks: callback addresses checked, deliveries
+//!   signed, sent and retried.
 //! - [`passwords`]: website passwords, hashed with Argon2id a few at a time.
 //! - [`metrics`]: Prometheus metrics at `/metrics`, counted and read at scrape time.
 //! - [`app`]: wiring: open the store, build the router, serve until shutdown.
@@ -46,6 +48,7 @@ pub mod queue;
 pub mod registry;
 pub mod store;
 pub mod timings;
+pub mod webhooks;
 
 pub use app::{Scheduler, SchedulerHandle};
 pub use config::SchedulerConfig;

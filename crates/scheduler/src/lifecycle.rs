@@ -58,6 +58,8 @@ struct Inner {
     max_attempts: u32,
     /// Asks the dispatcher for a pass.
     wake: Notify,
+    /// Asks the webhook deliverer to look for due deliveries.
+    hooks: Notify,
     /// Run and load times learned from the workers' results.
     timings: Timings,
     /// The followed jobs' event streams.
@@ -79,6 +81,7 @@ impl Lifecycle {
             workers: Registry::new(config.clone(), token)?,
             max_attempts: config.max_attempts,
             wake: Notify::new(),
+            hooks: Notify::new(),
             timings: Timings::new(),
             follows: Follows::default(),
         })))
@@ -138,6 +141,10 @@ impl Lifecycle {
             self.0.metrics.transitioned(t, job);
             if job.status.is_terminal() {
                 self.0.follows.ended(id, job.status);
+                if job.callback_url.is_some() {
+                    // Its webhook delivery was written with the end: due now.
+                    self.0.hooks.notify_one();
+                }
             } else if t == Transition::Requeue {
                 self.0.follows.requeued(id);
             }
@@ -270,6 +277,12 @@ impl Lifecycle {
     /// Asks for a dispatch pass soon.
     pub fn wake(&self) {
         self.0.wake.notify_one();
+    }
+
+    /// Resolves when a job with a webhook ended here (for the webhook
+    /// deliverer).
+    pub async fn webhooks_due(&self) {
+        self.0.hooks.notified().await;
     }
 
     /// Resolves when a dispatch pass was asked for (for the dispatcher).

@@ -49,6 +49,7 @@ pub const NAMES: &[&str] = &[
     "tessera_stream_output_bytes_total",
     "tessera_moderation_refusals_total",
     "tessera_admission_refusals_total",
+    "tessera_webhook_deliveries_total",
     "tessera_moderation_withheld_total",
     "tessera_moderation_reports_total",
     "tessera_moderation_sanctions_total",
@@ -113,6 +114,12 @@ struct AdmissionLabels {
     plan: String,
     /// `queue_full` or `too_many_queued`.
     reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookLabels {
+    /// `delivered`, `failed_attempt` or `abandoned`.
+    outcome: String,
 }
 
 /// Reports of outputs, by the reporter's frontend.
@@ -248,6 +255,7 @@ struct Inner {
     stream_output: Family<CapabilityLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
     admission_refusals: Family<AdmissionLabels, Counter>,
+    webhooks: Family<WebhookLabels, Counter>,
     withheld: Family<WithheldLabels, Counter>,
     reports: Family<ChannelLabels, Counter>,
     sanctions: Family<SanctionLabels, Counter>,
@@ -295,6 +303,7 @@ impl Metrics {
             stream_output: Family::default(),
             refusals: Family::default(),
             admission_refusals: Family::default(),
+            webhooks: Family::default(),
             withheld: Family::default(),
             reports: Family::default(),
             sanctions: Family::default(),
@@ -330,6 +339,13 @@ impl Metrics {
                 database: database.to_owned(),
             })
             .set(1);
+        // Every outcome from zero, so the family is scraped (and `rate()`
+        // works) before the first webhook is sent.
+        for outcome in ["delivered", "failed_attempt", "abandoned"] {
+            let _ = inner.webhooks.get_or_create(&WebhookLabels {
+                outcome: outcome.to_owned(),
+            });
+        }
         let i = &mut inner;
         let r = &mut i.registry;
         r.register(
@@ -377,6 +393,11 @@ impl Metrics {
             "admission_refusals",
             "Job creates refused by admission control (nothing charged), by plan and reason (`queue_full`, `too_many_queued`)",
             i.admission_refusals.clone(),
+        );
+        r.register(
+            "webhook_deliveries",
+            "Job webhook delivery attempts, by outcome: `delivered` (a 2xx answer), `failed_attempt` (another attempt follows), `abandoned` (failed, and the last)",
+            i.webhooks.clone(),
         );
         r.register(
             "moderation_withheld",
@@ -551,6 +572,15 @@ impl Metrics {
             reason: reason.to_owned(),
         };
         self.0.admission_refusals.get_or_create(&labels).inc();
+    }
+
+    /// A webhook delivery attempt ended: `delivered`, `failed_attempt` or
+    /// `abandoned`.
+    pub fn webhook_attempt(&self, outcome: &str) {
+        let labels = WebhookLabels {
+            outcome: outcome.to_owned(),
+        };
+        self.0.webhooks.get_or_create(&labels).inc();
     }
 
     /// A job's outputs were withheld.

@@ -223,6 +223,7 @@ async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backen
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let worker = app.client_with(&app.internal_token);
     let req = |user: &str| CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Telegram,
         bot_id: "tg-image-bot-1".parse().unwrap(),
@@ -331,6 +332,7 @@ async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Ba
     .await;
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let create = |prompt: &str| CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Telegram,
         bot_id: "tg-image-bot-1".parse().unwrap(),
@@ -437,6 +439,7 @@ async fn a_database_outage_makes_no_worker_look_lost() {
     .await;
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let req = CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Telegram,
         bot_id: "tg-image-bot-1".parse().unwrap(),
@@ -508,6 +511,7 @@ async fn running_job(app: &TestApp, user: &str, worker: &str) -> tessera_core::J
 
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let req = CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Telegram,
         bot_id: "tg-image-bot-1".parse().unwrap(),

@@ -388,6 +388,7 @@ async fn fill_with_pro_jobs(app: &TestApp, bot: &str, n: usize) {
     let client = app.frontend(Platform::Telegram, bot).await;
     for i in 0..n {
         let req = tessera_api::public::CreateJobRequest {
+            callback_url: None,
             context: None,
             frontend: Platform::Telegram,
             bot_id: bot.parse().unwrap(),

@@ -463,6 +463,7 @@ async fn an_exhausted_quota_offers_the_plans(backend: Backend) {
     s.tg.user_text(TOKEN, 7501, 7501, "/quota");
     s.wait_text(7501, "Plan: FREE").await;
     let job = tessera_api::public::CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Telegram,
         bot_id: BOT.parse().unwrap(),

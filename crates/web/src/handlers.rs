@@ -310,6 +310,7 @@ pub async fn generate(
         }
     }
     let request = CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Web,
         bot_id: state.config.bot_id.clone(),

@@ -451,6 +451,7 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
     let refused = web_api
         .create_job(
             &CreateJobRequest {
+                callback_url: None,
                 context: None,
                 frontend: Platform::Web,
                 bot_id: "web".parse().unwrap(),
@@ -527,6 +528,7 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
     web_api
         .create_job(
             &CreateJobRequest {
+                callback_url: None,
                 context: None,
                 frontend: Platform::Web,
                 bot_id: "web".parse().unwrap(),
@@ -642,6 +644,7 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
     let created = web_api
         .create_job(
             &CreateJobRequest {
+                callback_url: None,
                 context: None,
                 frontend: Platform::Web,
                 bot_id: "web".parse().unwrap(),
@@ -751,6 +754,7 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
     let live = web_api
         .create_job(
             &CreateJobRequest {
+                callback_url: None,
                 context: None,
                 frontend: Platform::Web,
                 bot_id: "web".parse().unwrap(),
@@ -874,6 +878,7 @@ async fn a_full_queue_is_shown_on_the_form_with_when_to_try_again() {
     let tg = site.app.client_with(&site.tg_key);
     for i in 0..8 {
         let req = CreateJobRequest {
+            callback_url: None,
             context: None,
             frontend: Platform::Telegram,
             bot_id: TG_BOT.parse().unwrap(),

@@ -46,6 +46,7 @@ async fn until(what: &str, done: impl Fn() -> bool) {
 /// when the connection drops (a scheduler restarting), so it is charged once.
 async fn create(client: &Client, user: &str, capability: Capability, params: Value) -> JobId {
     let req = CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Telegram,
         bot_id: BOT.parse().unwrap(),

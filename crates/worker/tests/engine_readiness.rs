@@ -52,6 +52,7 @@ fn comfyui(url: &str, dir: &std::path::Path) -> EngineConfig {
 
 async fn create(client: &Client, capability: Capability, params: serde_json::Value) -> JobId {
     let req = CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Telegram,
         bot_id: BOT.parse().unwrap(),

@@ -135,6 +135,7 @@ async fn metrics(app: &TestApp, token: &str) -> Vec<Sample> {
 
 async fn create(client: &tessera_api::Client, user: &str, prompt: &str) -> JobId {
     let req = CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Web,
         bot_id: BOT.parse().unwrap(),
@@ -431,6 +432,7 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
     let refused = web
         .create_job(
             &tessera_api::public::CreateJobRequest {
+                callback_url: None,
                 frontend: Platform::Web,
                 bot_id: BOT.parse().unwrap(),
                 capability: Capability::Image,
@@ -514,6 +516,7 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
     let refused = web
         .create_job(
             &CreateJobRequest {
+                callback_url: None,
                 frontend: Platform::Web,
                 bot_id: BOT.parse().unwrap(),
                 capability: Capability::Image,
@@ -539,6 +542,7 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
     let answer = web
         .create_job(
             &CreateJobRequest {
+                callback_url: None,
                 frontend: Platform::Web,
                 bot_id: BOT.parse().unwrap(),
                 capability: Capability::Text,
@@ -573,6 +577,7 @@ async fn metrics_move_with_the_jobs_and_cover_every_alert(backend: Backend) {
         .await
         .unwrap();
     let flux = CreateJobRequest {
+        callback_url: None,
         frontend: Platform::Web,
         bot_id: BOT.parse().unwrap(),
         capability: Capability::Image,

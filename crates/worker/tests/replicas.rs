@@ -55,6 +55,7 @@ struct Load {
 /// sent again when the connection drops or the scheduler answers 503.
 async fn create(client: &Client, user: &str, n: usize, load: &Load) -> JobId {
     let req = CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Telegram,
         bot_id: BOT.parse().unwrap(),

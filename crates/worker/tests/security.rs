@@ -159,6 +159,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
 
     // A finished job with an artifact, a queued one to cancel, an input.
     let new_job = |prompt: &str| CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Telegram,
         bot_id: OWNER.parse().unwrap(),
@@ -231,6 +232,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
     let web_job = web
         .create_job(
             &CreateJobRequest {
+                callback_url: None,
                 context: None,
                 frontend: Platform::Web,
                 bot_id: "web-1".parse().unwrap(),

@@ -48,6 +48,7 @@ async fn create_in(
     params: serde_json::Value,
 ) -> JobId {
     let req = CreateJobRequest {
+        callback_url: None,
         frontend: Platform::Telegram,
         bot_id: BOT.parse().unwrap(),
         capability,

@@ -140,6 +140,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .iter()
         .map(|user_ref| {
             let req = CreateJobRequest {
+callback_url: None,
 context: None,
                 frontend: Platform::Web,
                 bot_id: "bench".parse().expect("a plain name"),

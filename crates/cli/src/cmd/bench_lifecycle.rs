@@ -60,6 +60,7 @@ fn sim_worker(id: String, url: &str, token: &str, model: &str, run_ms: u64) -> W
 
 fn body(user_ref: &str, model: &str) -> anyhow::Result<bytes::Bytes> {
     let req = CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend: Platform::Web,
         bot_id: "bench".parse().expect("a plain name"),

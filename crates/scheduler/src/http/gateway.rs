@@ -810,6 +810,7 @@ async fn create(
         reply_context: None,
         params,
         context: None,
+        callback_url: None,
     };
     let submitted = submit(state, key, headers, req).await?;
     tracing::info!(job_id = %submitted.job.id, key_id = %key.id, "gateway job created");

@@ -72,7 +72,10 @@ impl Refusal for CreateJobRequest {
 /// user (or one linked with them) is refused 403 (`user_suspended`,
 /// `user_banned`) before anything else. With an `Idempotency-Key` header, a retry of the
 /// same request returns the first job (200, `Idempotent-Replayed: true`) instead of
-/// charging twice.
+/// charging twice. With a `callback_url`, the job is POSTed there, signed with
+/// the key's webhook secret, when it ends (docs/webhooks.md); a URL whose host
+/// is or resolves to a non-public address is refused (`callback_not_allowed`),
+/// and so is a key without a secret (`webhook_secret_missing`).
 #[utoipa::path(
     post, path = "/api/v1/jobs", tag = "jobs",
     request_body = CreateJobRequest,
@@ -82,7 +85,7 @@ impl Refusal for CreateJobRequest {
         (status = 200, description = "Replay of an earlier create with the same Idempotency-Key", body = CreateJobResponse),
         (status = 403, description = "Key may not speak for this bot or user (`forbidden_bot`, `forbidden_user_ref`: a user of another platform, or an account of another website), or its `context` names what only another kind of frontend reports (`context_not_allowed`), or the user is suspended or banned (`user_suspended`, `user_banned`: the message says until when; nothing charged)", body = ApiErrorBody),
         (status = 409, description = "Idempotency-Key reused with a different request", body = ApiErrorBody),
-        (status = 422, description = "Invalid request or parameters, or a prompt the rules refuse (`prompt_refused`, `content_not_allowed`)", body = ApiErrorBody),
+        (status = 422, description = "Invalid request or parameters, or a prompt the rules refuse (`prompt_refused`, `content_not_allowed`), or a `callback_url` that is not allowed (`callback_not_allowed`: a private, loopback, link-local or otherwise non-public address, or a host that does not resolve) or whose key has no webhook secret (`webhook_secret_missing`); nothing charged", body = ApiErrorBody),
         (status = 429, description = "Daily token quota exhausted (`quota_exhausted`, with `resets_at`); or not admitted, nothing charged: the plan's queue for this capability and model would keep the job past the plan's wait bound (`queue_full`, with `expected_wait_seconds` and `retry_after_seconds`), or the user has as many queued jobs as the plan allows (`too_many_queued`, with `retry_after_seconds`); both with a `Retry-After` header", body = ApiErrorBody,
             headers(("Retry-After" = u64, description = "On `queue_full` and `too_many_queued`: seconds before the same create may be admitted"))),
     ),
@@ -183,6 +186,10 @@ pub(crate) async fn submit(
     // report is refused here, before anything is charged.
     let context_allows =
         super::adult::context_allows(&state, key, &req.user_ref, req.context.as_ref()).await?;
+    let callback = match &req.callback_url {
+        Some(url) => Some(super::webhooks::callback(&state, key, url).await?),
+        None => None,
+    };
     let idempotency = idempotency(headers, &req)?;
     let now = now_ms();
     let new = NewJob {
@@ -198,6 +205,7 @@ pub(crate) async fn submit(
             .and_then(|v| v.to_str().ok())
             .filter(|id| tessera_api::is_valid_request_id(id))
             .map(str::to_owned),
+        callback,
         now,
         day: state.clock.day_of(now),
     };
@@ -755,10 +763,11 @@ async fn end(
 
 /// A job as one bot's key may see it: another bot's `reply_context` (where
 /// that bot answers, possibly with a platform credential such as a Discord
-/// interaction token) is withheld.
+/// interaction token) is withheld, and so is its `callback_url`.
 fn seen_by(mut job: JobView, bot_id: &str) -> JobView {
     if job.bot_id != bot_id {
         job.reply_context = None;
+        job.callback_url = None;
     }
     job
 }
@@ -1126,7 +1135,7 @@ struct Estimate {
 }
 
 /// The frontend's view of a stored job.
-async fn view(state: &AppState, job: JobRecord) -> Result<JobView, ApiError> {
+pub(crate) async fn view(state: &AppState, job: JobRecord) -> Result<JobView, ApiError> {
     let mut views = views(state, vec![job]).await?;
     Ok(views.pop().expect("one view per job"))
 }
@@ -1206,6 +1215,7 @@ async fn views(state: &AppState, jobs: Vec<JobRecord>) -> Result<Vec<JobView>, A
             started_at: job.started_at.map(rfc3339),
             ended_at: job.ended_at.map(rfc3339),
             delivered_at: job.delivered_at.map(rfc3339),
+            callback_url: job.callback_url,
         });
     }
     Ok(out)

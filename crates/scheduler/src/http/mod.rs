@@ -1,7 +1,7 @@
 //! The HTTP API: routes, shared state and the middleware stack.
 //!
 //! One module per resource ([`jobs`], [`users`], [`accounts`], [`developer_keys`], [`admin`] (keys
-//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`stars`] (Telegram Stars), [`stripe`] (Stripe Checkout, portal and webhooks), [`refunds`] (refunds operators make), [`review`] (suspensions, bans, reports, the review queue and the audit log), [`files`], [`internal`], [`results`], [`health`]); handlers take
+//! and workers), [`payments`] (the ledger), [`entitlements`] (Discord subscriptions), [`stars`] (Telegram Stars), [`stripe`] (Stripe Checkout, portal and webhooks), [`refunds`] (refunds operators make), [`webhooks`] (keys' webhook secrets, callback URLs checked), [`review`] (suspensions, bans, reports, the review queue and the audit log), [`files`], [`internal`], [`results`], [`health`]); handlers take
 //! an [`AppState`] and return `Result<_, ApiError>`. Resource modules never
 //! import each other, only the shared ones: [`error`] maps every failure to
 //! JSON in one place, [`auth`] says who is calling, [`scope`] what a frontend
@@ -34,6 +34,7 @@ pub mod scope;
 pub mod stars;
 pub mod stripe;
 pub mod users;
+pub mod webhooks;
 pub mod wire;
 pub mod withhold;
 
@@ -90,6 +91,8 @@ pub struct Inner {
     pub prompts: tessera_core::moderation::PromptPolicy,
     /// The Stripe channel; `None` when `[payments.stripe]` has no secret key.
     pub stripe: Option<crate::payments::stripe::Stripe>,
+    /// Which addresses a job's callback URL may reach (`[webhooks]`).
+    pub webhook_policy: crate::webhooks::AddressPolicy,
 }
 
 impl std::ops::Deref for AppState {
@@ -123,6 +126,7 @@ impl AppState {
         let stripe = crate::payments::stripe::Stripe::from_config(&config.payments.stripe)?;
         let prompts = tessera_core::moderation::PromptPolicy::compile(&config.moderation)?;
         let estimator = Estimator::new(config.estimates.clone());
+        let webhook_policy = crate::webhooks::AddressPolicy::new(&config.webhooks)?;
         let positions = QueuePositions::new(
             config.queue.position_cap,
             Duration::from_millis(config.queue.position_refresh_ms),
@@ -144,6 +148,7 @@ impl AppState {
             links,
             prompts,
             stripe,
+            webhook_policy,
         })))
     }
 }
@@ -159,6 +164,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs/{job_id}/events", get(jobs::events))
         .route("/api/v1/users/{user_ref}", get(users::get))
         .route("/api/v1/plans", get(users::plans))
+        .route("/api/v1/webhook-secret", post(webhooks::rotate))
         .route("/api/v1/accounts", post(accounts::create))
         .route("/api/v1/accounts/sign-in", post(accounts::sign_in))
         .route("/api/v1/accounts/{user_ref}", get(accounts::get))

@@ -23,7 +23,7 @@ use tessera_core::{Capability, JobState, Plan, Platform, Priority};
 
 use super::{
     accounts, admin as admin_http, chats, developer_keys, entitlements, files, gateway, internal,
-    jobs, payments, refunds, results, review, stars, stripe, users,
+    jobs, payments, refunds, results, review, stars, stripe, users, webhooks,
 };
 
 #[derive(OpenApi)]
@@ -35,6 +35,7 @@ use super::{
     ),
     paths(
         jobs::create, jobs::get, jobs::events, jobs::cancel, jobs::list, jobs::delivered,
+        webhooks::rotate,
         users::get, users::plans,
         accounts::create, accounts::sign_in, accounts::get, accounts::link_code, accounts::redeem,
         admin_http::create_key, admin_http::list_keys, admin_http::revoke_key,
@@ -74,7 +75,7 @@ use super::{
         tessera_api::openai::ImageRequest, tessera_api::openai::ImagesResponse,
         tessera_api::openai::ImageData, tessera_api::openai::SpeechRequest,
         tessera_api::openai::Transcription,
-        public::DownloadLink,
+        public::DownloadLink, public::WebhookSecret, public::WebhookEvent,
         admin::CreateKeyRequest, admin::CreatedKey, admin::KeyView, admin::KeyList, admin::SetPlanRequest,
         admin::PaymentEventView, admin::PaymentList, admin::PaymentOutcome,
         admin::GrantPlanRequest, admin::RevokePlanRequest,

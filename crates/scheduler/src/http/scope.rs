@@ -23,6 +23,8 @@ use crate::store::{ApiKeyRecord, DeveloperKeyRecord, JobRecord};
 pub(crate) trait Speaks {
     fn frontend(&self) -> Platform;
     fn bot_id(&self) -> &BotId;
+    /// The key's id, as text: what its webhook secret is kept under.
+    fn key_id(&self) -> String;
 }
 
 impl Speaks for ApiKeyRecord {
@@ -33,6 +35,10 @@ impl Speaks for ApiKeyRecord {
     fn bot_id(&self) -> &BotId {
         &self.bot_id
     }
+
+    fn key_id(&self) -> String {
+        self.id.to_string()
+    }
 }
 
 impl Speaks for DeveloperKeyRecord {
@@ -42,6 +48,10 @@ impl Speaks for DeveloperKeyRecord {
 
     fn bot_id(&self) -> &BotId {
         &self.home_bot
+    }
+
+    fn key_id(&self) -> String {
+        self.id.to_string()
     }
 }
 

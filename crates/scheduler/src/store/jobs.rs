@@ -25,8 +25,18 @@ pub struct NewJob {
     pub idempotency: Option<Idempotency>,
     /// The creating request's `X-Request-Id`, which follows the job to its worker.
     pub request_id: Option<String>,
+    /// Where the job's webhook goes when it ends, and the creating key's id
+    /// (whose webhook secret signs it); checked by the caller.
+    pub callback: Option<Callback>,
     pub now: Millis,
     pub day: NaiveDate,
+}
+
+/// A job's webhook: its URL, and the id of the key whose secret signs it.
+#[derive(Clone, Debug)]
+pub struct Callback {
+    pub url: String,
+    pub key_id: String,
 }
 
 /// An `Idempotency-Key` and the hash of the request it came with.
@@ -120,11 +130,13 @@ pub(crate) struct ReplayRow {
 /// then `fair_tag`, which each backend computes in its insert.
 pub(crate) const NEW_JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, \
     model, priority, status, params, reply_context, cost_tokens, billing_day, idempotency_key, \
-    request_hash, created_at, queued_at, request_id, adult_allowed, fair_tag";
+    request_hash, created_at, queued_at, request_id, adult_allowed, callback_url, callback_key_id, \
+    fair_tag";
 
-/// `$1..$18` for [`NEW_JOB_COLUMNS`] but the last (queued_at repeats created_at).
+/// `$1..$20` for [`NEW_JOB_COLUMNS`] but the last (queued_at repeats created_at).
 pub(crate) const NEW_JOB_VALUES: &str =
-    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18";
+    "$1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $16, $17, $18, $19, \
+     $20";
 
 /// The parameters of a fair-share upsert, as placeholders of the statement
 /// it is part of (`"$2"`...).
@@ -332,7 +344,7 @@ macro_rules! impl_jobs {
             }
 
             impl $store {
-                /// Binds a new job's values as `$1..$18` of [`NEW_JOB_VALUES`].
+                /// Binds a new job's values as `$1..$20` of [`NEW_JOB_VALUES`].
                 fn bind_new_job<'q, O>(
                     q: sqlx::query::QueryAs<'q, $db, O, <$db as sqlx::Database>::Arguments<'q>>,
                     new: &'q NewJob,
@@ -360,6 +372,8 @@ macro_rules! impl_jobs {
                         .bind(new.now)
                         .bind(new.request_id.as_deref())
                         .bind(job.adult_allowed)
+                        .bind(new.callback.as_ref().map(|c| c.url.as_str()))
+                        .bind(new.callback.as_ref().map(|c| c.key_id.as_str()))
                 }
 
                 /// The job an idempotency key already created, if any.

@@ -14,8 +14,9 @@
 //! [`RefundOrders`] (refunds operators order of Telegram Stars payments) and
 //! [`Refusals`] (jobs the prompt rules refused), [`NsfwSettings`] (chats'
 //! NSFW settings, accounts' confirmed ages), [`Sanctions`] (suspensions
-//! and bans), [`Review`] (the review queue, reports and the audit log) and [`Timings`]
-//! (learned run and load times per worker and model). Callers hold an `Arc<dyn Store>` and call any of
+//! and bans), [`Review`] (the review queue, reports and the audit log), [`Timings`]
+//! (learned run and load times per worker and model) and [`Webhooks`] (keys'
+//! webhook secrets, ended jobs' webhook deliveries). Callers hold an `Arc<dyn Store>` and call any of
 //! their methods without naming the parts. [`Inspect`] holds what only tests
 //! and tools read, outside `Store`.
 //!
@@ -48,6 +49,7 @@ mod stripe_customers;
 mod timings;
 mod transitions;
 mod users;
+mod webhooks;
 mod workers;
 
 use std::sync::Arc;
@@ -62,7 +64,7 @@ pub use developer_keys::{
 };
 pub use files::{ArtifactRecord, Files, InputRecord, NewArtifact};
 pub use inspect::Inspect;
-pub use jobs::{CreateOutcome, Idempotency, JobFilter, Jobs, NewJob, Validator};
+pub use jobs::{Callback, CreateOutcome, Idempotency, JobFilter, Jobs, NewJob, Validator};
 pub use keys::{ApiKeyRecord, Keys};
 pub use nsfw::{ChatNsfwRecord, NsfwSettings};
 pub use payments::{
@@ -82,6 +84,7 @@ pub use stripe_customers::StripeCustomers;
 pub use timings::{TimingRecord, Timings};
 pub use transitions::{Fence, TransitionChange, TransitionOutcome, Transitions};
 pub use users::{QuotaRecord, Users};
+pub use webhooks::{event_of, AttemptOutcome, DeliveryState, WebhookDelivery, Webhooks};
 pub use workers::{WorkerRecord, Workers};
 
 /// The control plane's storage: every resource's part. Every method is one
@@ -106,6 +109,7 @@ pub trait Store:
     + Sanctions
     + Review
     + Timings
+    + Webhooks
     + Send
     + Sync
     + 'static
@@ -132,6 +136,7 @@ impl<T> Store for T where
         + Sanctions
         + Review
         + Timings
+        + Webhooks
         + Send
         + Sync
         + 'static
@@ -229,6 +234,7 @@ macro_rules! impl_store {
         $crate::store::sanctions::impl_sanctions!($store, $db);
         $crate::store::review::impl_review!($store, $db);
         $crate::store::timings::impl_timings!($store);
+        $crate::store::webhooks::impl_webhooks!($store);
         $crate::store::inspect::impl_inspect!($store);
     };
 }

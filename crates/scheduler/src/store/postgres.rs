@@ -103,7 +103,7 @@ impl PgStore {
                 user_id: "$2",
                 capability: "$6",
                 priority: "$8",
-                cost: "$20",
+                cost: "$22",
             },
             "FROM reserved",
         );
@@ -114,11 +114,11 @@ impl PgStore {
                ON CONFLICT (user_id, day) DO UPDATE \
                SET tokens_used = usage_daily.tokens_used + excluded.tokens_used, \
                    jobs_created = usage_daily.jobs_created + 1 \
-               WHERE $19::BIGINT IS NULL OR usage_daily.tokens_used + excluded.tokens_used <= $19 \
+               WHERE $21::BIGINT IS NULL OR usage_daily.tokens_used + excluded.tokens_used <= $21 \
                RETURNING 1), \
              share AS ({share}) \
              INSERT INTO jobs ({NEW_JOB_COLUMNS}) \
-             SELECT {NEW_JOB_VALUES}, share.finish_tag - $20 FROM share \
+             SELECT {NEW_JOB_VALUES}, share.finish_tag - $22 FROM share \
              RETURNING {JOB_COLUMNS}"
         );
         Self::bind_new_job(sqlx::query_as(&sql), new, user_id, user_ref, priority, job)

@@ -51,12 +51,16 @@ pub struct JobRecord {
     /// Its start tag in its queue's fair order (`tessera_core::fair`), fixed
     /// when it was queued and kept when a lost worker gives it back.
     pub fair_tag: i64,
+    /// Where its webhook is delivered when it ends (`crate::webhooks`).
+    pub callback_url: Option<String>,
+    /// The key that created it, whose webhook secret signs the delivery.
+    pub callback_key_id: Option<String>,
 }
 
 pub(crate) const JOB_COLUMNS: &str = "id, user_id, user_ref, frontend, bot_id, capability, model, \
     priority, status, params, reply_context, cost_tokens, billing_day, refunded, attempts, \
     worker_id, progress, error_code, error_message, created_at, queued_at, started_at, ended_at, \
-    delivered_at, request_id, adult_allowed, fair_tag";
+    delivered_at, request_id, adult_allowed, fair_tag, callback_url, callback_key_id";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct JobRow {
@@ -87,6 +91,8 @@ pub(crate) struct JobRow {
     request_id: Option<String>,
     adult_allowed: bool,
     fair_tag: i64,
+    callback_url: Option<String>,
+    callback_key_id: Option<String>,
 }
 
 pub(crate) fn corrupt(what: &str, value: &str) -> StoreError {
@@ -142,6 +148,8 @@ impl TryFrom<JobRow> for JobRecord {
             request_id: r.request_id,
             adult_allowed: r.adult_allowed,
             fair_tag: r.fair_tag,
+            callback_url: r.callback_url,
+            callback_key_id: r.callback_key_id,
         })
     }
 }

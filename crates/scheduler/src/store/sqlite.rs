@@ -147,7 +147,7 @@ impl SqliteStore {
             .fetch_one(&mut *tx)
             .await?;
         let sql = format!(
-            "INSERT INTO jobs ({NEW_JOB_COLUMNS}) VALUES ({NEW_JOB_VALUES}, $19) \
+            "INSERT INTO jobs ({NEW_JOB_COLUMNS}) VALUES ({NEW_JOB_VALUES}, $21) \
              RETURNING {JOB_COLUMNS}"
         );
         let row = Self::bind_new_job(sqlx::query_as(&sql), new, user_id, user_ref, priority, job)

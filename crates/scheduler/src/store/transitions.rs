@@ -1,7 +1,8 @@
 //! The state machine in the database. Every change of a job's state is one
 //! conditional `UPDATE ... WHERE status IN (<legal sources>)`, so an illegal
 //! move matches no row; a completion records its artifacts and a bad end
-//! refunds, in the same transaction. A dispatch pass claims all its jobs in
+//! refunds, in the same transaction, and so does the webhook delivery of a
+//! job created with a callback URL. A dispatch pass claims all its jobs in
 //! one transaction, and a running attempt's reports are fenced by its worker
 //! and attempt.
 
@@ -295,6 +296,24 @@ macro_rules! impl_transitions {
                             .execute(&mut **tx)
                             .await?;
                         }
+                    }
+                    if let (true, Some(url), Some(key_id)) = (
+                        matches!(t, T::Complete | T::Fail | T::Cancel),
+                        &job.callback_url,
+                        &job.callback_key_id,
+                    ) {
+                        // The job's webhook is due from the moment it ends,
+                        // in the same transaction: an ended job never
+                        // misses it.
+                        sqlx::query($crate::store::webhooks::INSERT_DELIVERY)
+                            .bind(id.as_str())
+                            .bind(tessera_core::WebhookId::generate().as_str())
+                            .bind($crate::store::event_of(job.status))
+                            .bind(url)
+                            .bind(key_id)
+                            .bind(c.now)
+                            .execute(&mut **tx)
+                            .await?;
                     }
                     if job.refunded {
                         sqlx::query(

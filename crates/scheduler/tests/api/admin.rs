@@ -156,6 +156,7 @@ async fn openapi_and_probes(backend: Backend) {
         "/api/v1/accounts/{user_ref}",
         "/api/v1/accounts/{user_ref}/links",
         "/api/v1/link-codes",
+        "/api/v1/webhook-secret",
     ] {
         assert!(
             paths.contains_key(path),

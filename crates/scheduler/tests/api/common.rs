@@ -27,6 +27,7 @@ pub fn image_job(
     params: Value,
 ) -> CreateJobRequest {
     CreateJobRequest {
+        callback_url: None,
         context: None,
         frontend,
         bot_id: bot_id.parse().unwrap(),

@@ -18,3 +18,4 @@ mod review;
 mod security;
 mod stripe;
 mod users;
+mod webhooks;

@@ -143,6 +143,59 @@ async fn credentials_are_checked(backend: Backend) {
     app.shutdown().await;
 }
 
+/// `POST /api/v1/webhook-secret`: a frontend key only, and each key's secret
+/// is its own.
+async fn webhook_secrets_need_a_frontend_key_and_are_each_keys_own(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let path = "/api/v1/webhook-secret";
+    send(raw(&app, Method::POST, path))
+        .await
+        .error(StatusCode::UNAUTHORIZED, "unauthorized");
+    send(raw(&app, Method::POST, path).bearer_auth("garbage-garbage-garbage"))
+        .await
+        .error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    for token in [&app.admin_token, &app.internal_token] {
+        send(raw(&app, Method::POST, path).bearer_auth(token))
+            .await
+            .error(StatusCode::FORBIDDEN, "wrong_credential");
+    }
+    send(raw(&app, Method::GET, path).bearer_auth(&app.admin_token))
+        .await
+        .error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+
+    // Two keys of one bot: each its own secret, and a secret serves only its key.
+    let one = app.frontend(Platform::Telegram, TG_BOT).await;
+    let other = app.frontend(Platform::Telegram, TG_BOT).await;
+    let first = one.rotate_webhook_secret().await.unwrap();
+    assert!(first.secret.starts_with("whsec_"));
+    let hooked = CreateJobRequest {
+        callback_url: Some("https://example.com/hook".into()),
+        ..tg_job("telegram:1", prompt("x"))
+    };
+    api_error(
+        other.create_job(&hooked, None).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "webhook_secret_missing",
+    );
+    let second = other.rotate_webhook_secret().await.unwrap();
+    assert_ne!(first.secret, second.secret);
+
+    // A revoked key can no longer make one.
+    let created = app
+        .admin
+        .create_key(&CreateKeyRequest {
+            frontend: Platform::Telegram,
+            bot_id: TG_BOT.parse().unwrap(),
+        })
+        .await
+        .unwrap();
+    app.admin.revoke_key(&created.key.key_id).await.unwrap();
+    send(raw(&app, Method::POST, path).bearer_auth(&created.api_key))
+        .await
+        .error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    app.shutdown().await;
+}
+
 async fn keys_speak_only_for_their_bot_and_platform(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let tg = app.frontend(Platform::Telegram, TG_BOT).await;
@@ -460,6 +513,7 @@ async fn nul_in_reply_context_is_refused(backend: Backend) {
         json!({"deep": [{"x": ["\u{0}"]}]}),
     ] {
         let req = CreateJobRequest {
+            callback_url: None,
             context: None,
             reply_context: Some(ctx.clone()),
             ..tg_job(user, prompt("a fox"))
@@ -475,6 +529,7 @@ async fn nul_in_reply_context_is_refused(backend: Backend) {
     assert!(list_all(&app.admin, by_user(user), true).await.is_empty());
     // Other control characters are the frontend's business, and stored.
     let req = CreateJobRequest {
+        callback_url: None,
         context: None,
         reply_context: Some(json!({"chat": "a\u{1}b"})),
         ..tg_job(user, prompt("a fox"))
@@ -595,6 +650,7 @@ async fn unknown_routes_and_methods_answer_json(backend: Backend) {
 
 backend_tests!(
     credentials_are_checked,
+    webhook_secrets_need_a_frontend_key_and_are_each_keys_own,
     keys_speak_only_for_their_bot_and_platform,
     invalid_requests_are_refused_with_stable_codes,
     oversized_bodies_are_refused,

@@ -23,6 +23,7 @@ pub fn new_job(user: &str, now: i64) -> NewJob {
         reply_context: Some(json!({"chat_id": 42})),
         idempotency: None,
         request_id: Some("req-conformance".into()),
+        callback: None,
         now,
         day: day(),
     }

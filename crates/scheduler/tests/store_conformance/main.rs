@@ -14,5 +14,6 @@ mod schema;
 mod stripe_customers;
 mod timings;
 mod users;
+mod webhooks;
 mod withheld;
 mod workers;
