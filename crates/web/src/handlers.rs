@@ -15,15 +15,16 @@ use serde::Deserialize;
 
 use tessera_api::internal::ArtifactKind;
 use tessera_api::public::{
-    AccountView, CreateJobRequest, Credentials, JobView, ListJobsQuery, UserQuota,
+    AccountView, CreateJobRequest, CreatedDeveloperKey, Credentials, DeveloperKeyList, JobView,
+    ListJobsQuery, NewDeveloperKeyRequest, UserQuota,
 };
 use tessera_api::ClientError;
-use tessera_core::{Capability, ErrorCode, JobId, Platform, UserRef};
+use tessera_core::{Capability, DeveloperKeyId, ErrorCode, JobId, Platform, UserRef};
 
 use crate::error::WebError;
 use crate::forms;
 use crate::session::{Account, Session};
-use crate::views::{self, FormState, Shell};
+use crate::views::{self, DeveloperKeys, FormState, Shell};
 use crate::AppState;
 
 type Page = Result<Response, WebError>;
@@ -669,29 +670,61 @@ pub async fn gallery(
 
 // ---- account and plans ----
 
+/// What the developer keys' part of the account page shows besides the
+/// list: the key just made, or the refused form's values.
+#[derive(Default)]
+struct KeyForm {
+    /// The key the form just made: its secret is shown this once.
+    created: Option<CreatedDeveloperKey>,
+    name: String,
+    ticked: Vec<Capability>,
+}
+
 async fn account_page(
     state: &AppState,
     session: Session,
     status: StatusCode,
     message: Option<&str>,
-    // The field a refused form names ("code", "adult") and the error.
+    // The field a refused form names ("code", "adult", "key-name", ...) and the error.
     field_error: Option<(&str, &str)>,
+    key_form: KeyForm,
 ) -> Page {
     let account = session.require()?;
-    let (view, quota): (AccountView, UserQuota) = tokio::try_join!(
+    let (view, quota, keys): (AccountView, UserQuota, DeveloperKeyList) = tokio::try_join!(
         state.api.get_account(&account.user_ref),
-        state.api.get_user(&account.user_ref)
+        state.api.get_user(&account.user_ref),
+        state.api.developer_keys(&account.user_ref)
     )?;
     let offers = crate::billing::offers(state).await;
+    let configured = state.config.scheduler_public_url.as_deref();
+    let base_url = format!(
+        "{}/v1",
+        configured
+            .unwrap_or(&state.config.scheduler_url)
+            .trim_end_matches('/')
+    );
+    let developer_keys = DeveloperKeys {
+        keys: &keys.keys,
+        created: key_form.created.as_ref(),
+        base_url: &base_url,
+        base_url_configured: configured.is_some(),
+        name: &key_form.name,
+        ticked: &key_form.ticked,
+    };
     let markup = views::account(
         &shell(&session, "/account"),
         &view,
         &quota,
         &offers,
+        &developer_keys,
         message,
         field_error,
     );
-    Ok(render(session, status, markup))
+    let mut page = render(session, status, markup);
+    // The page may hold a secret shown once: no copy of it is to be kept.
+    page.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(page)
 }
 
 #[derive(Deserialize)]
@@ -710,7 +743,15 @@ pub async fn account(
     Query(q): Query<AccountQuery>,
 ) -> Page {
     let message = q.paid.is_some().then_some(PAID);
-    account_page(&state, session, StatusCode::OK, message, None).await
+    account_page(
+        &state,
+        session,
+        StatusCode::OK,
+        message,
+        None,
+        KeyForm::default(),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -739,7 +780,15 @@ pub async fn link(
         Ok(_) => {
             let message = "Linked. The chat accounts listed below share this account's plan \
                            and tokens.";
-            account_page(&state, session, StatusCode::OK, Some(message), None).await
+            account_page(
+                &state,
+                session,
+                StatusCode::OK,
+                Some(message),
+                None,
+                KeyForm::default(),
+            )
+            .await
         }
         Err(ClientError::Api { status, body }) if status.is_client_error() => {
             let message = if body.is(ErrorCode::InvalidLinkCode) {
@@ -755,6 +804,7 @@ pub async fn link(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 None,
                 Some(("code", &message)),
+                KeyForm::default(),
             )
             .await
         }
@@ -788,13 +838,154 @@ pub async fn confirm_age(
             StatusCode::UNPROCESSABLE_ENTITY,
             None,
             Some(("adult", message)),
+            KeyForm::default(),
         )
         .await;
     }
     state.api.confirm_age(&account.user_ref).await?;
     let message = "Thank you: adult content is now allowed for your requests here, where your \
                    plan allows it.";
-    account_page(&state, session, StatusCode::OK, Some(message), None).await
+    account_page(
+        &state,
+        session,
+        StatusCode::OK,
+        Some(message),
+        None,
+        KeyForm::default(),
+    )
+    .await
+}
+
+/// The "Create key" form: a name, and the capabilities ticked (none for
+/// all). The answer is the account page with the new key's secret, which is
+/// shown this once: it is in no other page, and the scheduler keeps only its
+/// hash.
+pub async fn create_developer_key(
+    State(state): State<AppState>,
+    session: Session,
+    // Pairs, as the form sends one `capability` per box ticked.
+    Form(fields): Form<Vec<(String, String)>>,
+) -> Page {
+    let value = |name: &str| {
+        fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    };
+    session.check_csrf(value("csrf"))?;
+    let account = session.require()?.clone();
+    if let Err(wait) = state.limits.check_command(&account.user_ref) {
+        return Err(WebError::Slow(wait));
+    }
+    let mut form = KeyForm {
+        name: value("name").to_owned(),
+        ..KeyForm::default()
+    };
+    for (_, text) in fields.iter().filter(|(k, _)| k == "capability") {
+        match text.parse::<Capability>() {
+            Ok(c) if !form.ticked.contains(&c) => form.ticked.push(c),
+            Ok(_) => {}
+            Err(_) => {
+                let message = "Choose capabilities from the list.";
+                return refused_key(&state, session, form, "key-capabilities", message).await;
+            }
+        }
+    }
+    let request = NewDeveloperKeyRequest {
+        name: form.name.clone(),
+        capabilities: (!form.ticked.is_empty()).then(|| form.ticked.clone()),
+    };
+    match state
+        .api
+        .create_developer_key(&account.user_ref, &request)
+        .await
+    {
+        Ok(created) => {
+            let message = "Key created. Copy its secret now: it will not be shown again.";
+            let form = KeyForm {
+                created: Some(created),
+                ..KeyForm::default()
+            };
+            account_page(&state, session, StatusCode::OK, Some(message), None, form).await
+        }
+        Err(ClientError::Api { body, .. }) if body.is(ErrorCode::TooManyKeys) => {
+            let message = "You have as many live keys as an account may hold (20). Revoke one \
+                           you no longer use, then create the new one.";
+            let mut page = refused_key(&state, session, form, "keys", message).await?;
+            *page.status_mut() = StatusCode::CONFLICT;
+            Ok(page)
+        }
+        Err(ClientError::Api { status, body })
+            if status == StatusCode::UNPROCESSABLE_ENTITY
+                && body.error.field.as_deref() == Some("name") =>
+        {
+            let message = "Give the key a name of 1 to 64 characters, on one line.";
+            refused_key(&state, session, form, "key-name", message).await
+        }
+        Err(ClientError::Api { status, body })
+            if status == StatusCode::UNPROCESSABLE_ENTITY
+                && body.error.field.as_deref() == Some("capabilities") =>
+        {
+            refused_key(
+                &state,
+                session,
+                form,
+                "key-capabilities",
+                &body.error.message,
+            )
+            .await
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The account page again, with the refused key form's values and why.
+async fn refused_key(
+    state: &AppState,
+    session: Session,
+    form: KeyForm,
+    field: &str,
+    message: &str,
+) -> Page {
+    account_page(
+        state,
+        session,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        None,
+        Some((field, message)),
+        form,
+    )
+    .await
+}
+
+/// A key's "Revoke" button: programs using it are refused from then on. A
+/// key that is not the account's is a page not found.
+pub async fn revoke_developer_key(
+    State(state): State<AppState>,
+    session: Session,
+    Path(key_id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Page {
+    session.check_csrf(&form.csrf)?;
+    let account = session.require()?;
+    let id: DeveloperKeyId = key_id.parse().map_err(|_| WebError::NotFound)?;
+    let revoked = state
+        .api
+        .revoke_developer_key(&account.user_ref, &id)
+        .await?;
+    let message = format!(
+        "Revoked \u{201c}{}\u{201d}: programs using it are refused from now on.",
+        revoked.name
+    );
+    account_page(
+        &state,
+        session,
+        StatusCode::OK,
+        Some(&message),
+        None,
+        KeyForm::default(),
+    )
+    .await
 }
 
 pub async fn pricing(State(state): State<AppState>, session: Session) -> Page {

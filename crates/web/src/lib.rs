@@ -10,7 +10,10 @@
 //! every page also works without JavaScript. Download links that bots send
 //! for outputs too large for their platform are served at `/d/...`
 //! ([`download`]) to anyone holding one. Plans are bought on Stripe's pages
-//! ([`billing`]); the scheduler hears what was paid from Stripe itself.
+//! ([`billing`]); the scheduler hears what was paid from Stripe itself. The
+//! account page also makes, lists and revokes the account's developer keys
+//! (personal keys for the scheduler's OpenAI-compatible gateway, `/v1`),
+//! showing each new key's secret once, in the answer to the form that made it.
 
 pub mod billing;
 pub mod download;
@@ -62,6 +65,12 @@ pub struct WebConfig {
     /// for the pages Stripe sends buyers back to. `None`: the address each
     /// visitor used (its `Host`).
     pub public_url: Option<String>,
+    /// The address developers reach the scheduler at from outside
+    /// (`https://api.tessera.example`): the account page shows its `/v1` as
+    /// the base URL for developer keys. `None`: `scheduler_url`, which is
+    /// where the site itself reaches the scheduler and may be a private
+    /// address; the page then says so.
+    pub scheduler_public_url: Option<String>,
 }
 
 impl WebConfig {
@@ -76,6 +85,7 @@ impl WebConfig {
             max_upload_bytes: 25 * 1024 * 1024,
             limits: LimitConfig::default(),
             public_url: None,
+            scheduler_public_url: None,
         }
     }
 }
@@ -189,6 +199,11 @@ pub fn router(state: AppState) -> Router {
         .route("/account", get(handlers::account))
         .route("/account/link", post(handlers::link))
         .route("/account/age", post(handlers::confirm_age))
+        .route("/account/keys", post(handlers::create_developer_key))
+        .route(
+            "/account/keys/{key_id}/revoke",
+            post(handlers::revoke_developer_key),
+        )
         .route("/pricing", get(handlers::pricing))
         .route("/billing/checkout", post(billing::checkout))
         .route("/billing/portal", post(billing::portal))

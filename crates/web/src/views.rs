@@ -11,7 +11,9 @@ use axum::http::StatusCode;
 use maud::{html, Markup, DOCTYPE};
 
 use tessera_api::internal::ArtifactKind;
-use tessera_api::public::{AccountView, ArtifactView, JobView, UserQuota};
+use tessera_api::public::{
+    AccountView, ArtifactView, CreatedDeveloperKey, DeveloperKeyView, JobView, UserQuota,
+};
 use tessera_api::stripe::StripeOffer;
 use tessera_core::{Capability, JobState, Plan};
 
@@ -578,12 +580,18 @@ pub fn account(
     account: &AccountView,
     quota: &UserQuota,
     offers: &[StripeOffer],
+    keys: &DeveloperKeys<'_>,
     message: Option<&str>,
     field_error: Option<(&str, &str)>,
 ) -> Markup {
     let error_of = |field: &str| field_error.filter(|(f, _)| *f == field).map(|(_, e)| e);
     let link_error = error_of("code");
     let adult_error = error_of("adult");
+    let key_errors = KeyErrors {
+        form: error_of("keys"),
+        name: error_of("key-name"),
+        capabilities: error_of("key-capabilities"),
+    };
     let paying = offers.iter().any(|o| o.plan_id.as_str() == quota.plan.id);
     page(
         shell,
@@ -671,8 +679,179 @@ pub fn account(
                     }
                 }
             }
+            (developer_keys(shell, keys, &key_errors))
         },
     )
+}
+
+/// The account page's developer keys: the list, the key just made, and
+/// where programs send their requests.
+pub struct DeveloperKeys<'a> {
+    /// Every key of the account, revoked ones too, oldest first.
+    pub keys: &'a [DeveloperKeyView],
+    /// The key the form just made, with its secret: shown this once.
+    pub created: Option<&'a CreatedDeveloperKey>,
+    /// The gateway's base URL, `<scheduler>/v1`.
+    pub base_url: &'a str,
+    /// Whether `base_url` is the scheduler's public address as the operator
+    /// configured it; if not, it is where this site reaches the scheduler,
+    /// which may not be reachable from elsewhere.
+    pub base_url_configured: bool,
+    /// The refused form's name, to fill it in again.
+    pub name: &'a str,
+    /// The refused form's capabilities, to tick them again.
+    pub ticked: &'a [Capability],
+}
+
+/// What the key form was refused for: the whole form, or a field.
+struct KeyErrors<'a> {
+    form: Option<&'a str>,
+    name: Option<&'a str>,
+    capabilities: Option<&'a str>,
+}
+
+fn when(at: &chrono::DateTime<chrono::Utc>) -> Markup {
+    html! { time datetime=(at.to_rfc3339()) { (at.format("%Y-%m-%d %H:%M UTC")) } }
+}
+
+fn developer_keys(shell: &Shell<'_>, keys: &DeveloperKeys<'_>, errors: &KeyErrors<'_>) -> Markup {
+    let capabilities = |list: &Option<Vec<Capability>>| match list {
+        None => "All".to_owned(),
+        Some(list) => list
+            .iter()
+            .map(|c| forms::title(*c))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    let name_described = if errors.name.is_some() {
+        "key-name-error key-name-help"
+    } else {
+        "key-name-help"
+    };
+    let capabilities_described = if errors.capabilities.is_some() {
+        "key-capabilities-error key-capabilities-help"
+    } else {
+        "key-capabilities-help"
+    };
+    html! {
+        section class="card" aria-labelledby="keys-title" id="developer-keys" {
+            h2 id="keys-title" { "Developer keys" }
+            p {
+                "Personal API keys for your own programs and tools that speak OpenAI's API. "
+                "A key acts as you: your plan, tokens, priority and the site's rules apply, and "
+                "what it makes shows in your gallery. Keep keys secret, and revoke one you no "
+                "longer use or may have shown to someone."
+            }
+            @if let Some(created) = keys.created {
+                div class="secret" role="status" id="new-key" {
+                    p {
+                        strong {
+                            "Copy your new key \u{201c}" (created.key.name)
+                            "\u{201d} now: it will not be shown again."
+                        }
+                    }
+                    label for="new-key-secret" { "Secret key" }
+                    input type="text" id="new-key-secret" readonly value=(created.api_key)
+                        spellcheck="false" autocomplete="off" aria-describedby="new-key-help";
+                    p class="help" id="new-key-help" {
+                        "Tessera keeps only a fingerprint of it and cannot show it again. If you "
+                        "lose it, revoke it and create another."
+                    }
+                }
+            }
+            h3 { "Using a key" }
+            dl class="facts" {
+                dt { "Base URL" } dd { code id="api-base" { (keys.base_url) } }
+                dt { "Header" } dd { code { "Authorization: Bearer tdk_\u{2026}" } }
+            }
+            @if !keys.base_url_configured {
+                p class="help" id="api-base-note" {
+                    "This is the address this website reaches Tessera's scheduler at: the "
+                    "operator has not said which address it has on the internet, so it may not "
+                    "work from your computer. Ask them if it does not."
+                }
+            }
+            p class="help" { "Give an OpenAI client the base URL, and the key as its API key." }
+            h3 { "Your keys" }
+            @if keys.keys.is_empty() {
+                p class="muted" id="no-keys" { "You have no developer keys yet." }
+            } @else {
+                div class="table-wrap" tabindex="0" role="region" aria-labelledby="keys-title" {
+                    table class="plans keys" id="key-list" {
+                        caption class="visually-hidden" { "Your developer keys" }
+                        thead { tr {
+                            th scope="col" { "Name" }
+                            th scope="col" { "Capabilities" }
+                            th scope="col" { "Created" }
+                            th scope="col" { "Last used" }
+                            th scope="col" { "State" }
+                        } }
+                        tbody {
+                            @for k in keys.keys {
+                                tr id={ "key-" (k.key_id) } {
+                                    th scope="row" { (k.name) }
+                                    td { (capabilities(&k.capabilities)) }
+                                    td { (when(&k.created_at)) }
+                                    td {
+                                        @match &k.last_used_at {
+                                            Some(at) => (when(at)),
+                                            None => span class="muted" { "Never" },
+                                        }
+                                    }
+                                    td {
+                                        @if let Some(at) = &k.revoked_at {
+                                            "Revoked " (when(at))
+                                        } @else {
+                                            form method="post" class="inline"
+                                                action={ "/account/keys/" (k.key_id) "/revoke#developer-keys" } {
+                                                (csrf_field(shell.csrf))
+                                                button type="submit" class="secondary" {
+                                                    "Revoke"
+                                                    span class="visually-hidden" { " " (k.name) }
+                                                }
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            h3 { "New key" }
+            (alert(errors.form))
+            // The answer opens at this section: the new secret, or what was refused.
+            form method="post" action="/account/keys#developer-keys" id="new-key-form" novalidate {
+                (csrf_field(shell.csrf))
+                div class="field" {
+                    label for="key-name" { "Name" }
+                    input type="text" id="key-name" name="name" maxlength="64" required
+                        value=(keys.name) placeholder="Open WebUI on my laptop"
+                        aria-invalid=[errors.name.map(|_| "true")]
+                        aria-describedby=(name_described);
+                    p class="help" id="key-name-help" { "To tell your keys apart: 1 to 64 characters." }
+                    @if let Some(e) = errors.name { p class="field-error" id="key-name-error" { (e) } }
+                }
+                fieldset class="field capabilities" aria-describedby=(capabilities_described) {
+                    legend { "Capabilities" }
+                    @for c in Capability::ALL {
+                        label {
+                            input type="checkbox" name="capability" value=(c.as_str())
+                                checked[keys.ticked.contains(&c)];
+                            " " (forms::title(c))
+                        }
+                    }
+                    p class="help" id="key-capabilities-help" {
+                        "Tick none for a key that may do all your plan allows, or only what it needs."
+                    }
+                    @if let Some(e) = errors.capabilities {
+                        p class="field-error" id="key-capabilities-error" { (e) }
+                    }
+                }
+                button type="submit" id="create-key" { "Create key" }
+            }
+        }
+    }
 }
 
 fn price(cents: i64) -> String {

@@ -501,6 +501,31 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
     assert!(text_of(c, "#tokens-left").await.contains("18 of 20"));
     check_page(&site, c, "account").await;
 
+    // A developer key: its secret shown once, then a row in the list.
+    fill(c, "#key-name", "Open WebUI on my laptop").await;
+    c.find(Locator::Css("#new-key-form input[value=text]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    submit(c, "#new-key-form").await;
+    let secret = js(c, "return document.getElementById('new-key-secret').value;").await;
+    assert!(
+        secret.as_str().is_some_and(|s| s.starts_with("tdk_")),
+        "the new key's secret: {secret}"
+    );
+    check_page(&site, c, "account-new-key").await;
+    c.goto(&site.url("/account")).await.unwrap();
+    assert!(text_now(c, "#new-key-secret").await.is_none());
+    let row = text_of(c, "#key-list tbody tr").await;
+    assert!(
+        row.contains("Open WebUI on my laptop") && row.contains("Text"),
+        "{row}"
+    );
+    submit(c, "#key-list form").await;
+    assert!(text_of(c, "#key-list tbody tr").await.contains("Revoked"));
+
     // One quota: an image from the bot is charged to the web account.
     site.tg
         .user_text(TG_TOKEN, TG_USER, TG_USER, "/imagine a red fox --seed 3");

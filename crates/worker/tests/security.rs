@@ -4,8 +4,11 @@
 //! that owns the job), another frontend's key (a Discord bot), the
 //! website's key (which alone may use accounts), another web bot's key (the
 //! demo key `tessera up` prints: each web bot id is its own trust domain, so
-//! the website's accounts do not exist for it), the internal token workers
-//! use, the admin token, the metrics token, and a token that is nobody's.
+//! the website's accounts do not exist for it), a developer key of the
+//! website's account (a person's key for the gateway, no frontend key: on
+//! every route here it is refused as a key that is nobody's), the internal
+//! token workers use, the admin token, the metrics token, and a token that is
+//! nobody's.
 //! Every refusal is the JSON error envelope.
 //!
 //! Expected statuses are written out per cell, so a route added without a
@@ -33,9 +36,10 @@ enum Who {
     Forged,
     Web,
     OtherWeb,
+    Developer,
 }
 
-const EVERYONE: [Who; 9] = [
+const EVERYONE: [Who; 10] = [
     Who::Nobody,
     Who::Owner,
     Who::OtherFrontend,
@@ -45,6 +49,7 @@ const EVERYONE: [Who; 9] = [
     Who::Forged,
     Who::Web,
     Who::OtherWeb,
+    Who::Developer,
 ];
 
 struct Call {
@@ -246,11 +251,29 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         .job
         .job_id;
 
+    // Developer keys of the account: one to call with, one to revoke.
+    let key_request = |name: &str| tessera_api::public::NewDeveloperKeyRequest {
+        name: name.into(),
+        capabilities: None,
+    };
+    let developer_key = web
+        .create_developer_key(&account, &key_request("matrix"))
+        .await
+        .unwrap()
+        .api_key;
+    let spare_developer_key = web
+        .create_developer_key(&account, &key_request("spare"))
+        .await
+        .unwrap()
+        .key
+        .key_id;
+
     let mut tokens = BTreeMap::new();
     tokens.insert(Who::Owner, owner_key.clone());
     tokens.insert(Who::OtherFrontend, other_key.clone());
     tokens.insert(Who::Web, web_key.clone());
     tokens.insert(Who::OtherWeb, other_web_key.clone());
+    tokens.insert(Who::Developer, developer_key.clone());
     tokens.insert(Who::Internal, app.internal_token.clone());
     tokens.insert(Who::Admin, app.admin_token.clone());
     tokens.insert(Who::Metrics, metrics_token.clone());
@@ -372,6 +395,38 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             .when(&[Owner, OtherFrontend], 403)
             .when(&not_frontends, 403)
             .otherwise(401),
+        // Developer keys: the account's own website's key only (another web
+        // bot's finds no such account, or no such key).
+        call(
+            Method::GET,
+            format!("/api/v1/accounts/{account}/developer-keys"),
+            None,
+        )
+        .when(&[Web], 200)
+        .when(&[OtherWeb], 404)
+        .when(&[Owner, OtherFrontend], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            format!("/api/v1/accounts/{account}/developer-keys"),
+            Some(json!({"name": "matrix", "capabilities": ["text"]})),
+        )
+        .when(&[Web], 201)
+        .when(&[OtherWeb], 404)
+        .when(&[Owner, OtherFrontend], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
+        call(
+            Method::DELETE,
+            format!("/api/v1/accounts/{account}/developer-keys/{spare_developer_key}"),
+            None,
+        )
+        .when(&[Web], 200)
+        .when(&[OtherWeb], 404)
+        .when(&[Owner, OtherFrontend], 403)
+        .when(&not_frontends, 403)
+        .otherwise(401),
         call(
             Method::POST,
             "/api/v1/link-codes",
@@ -823,6 +878,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             .replace(&doomed.to_string(), "{job_id}")
             .replace(&web_job.to_string(), "{job_id}")
             .replace(&spare_key.to_string(), "{key_id}")
+            .replace(&spare_developer_key.to_string(), "{key_id}")
             .replace(&artifact.to_string(), "{artifact_id}")
             .replace(&input.to_string(), "{input_id}")
             .replace("telegram:1", "{user_ref}")

@@ -290,6 +290,8 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     );
     web_config.listen = args.web_listen;
     web_config.cookie_secret = Some(Secret::new(cookie_secret));
+    // One machine: developer keys reach the scheduler where the site does.
+    web_config.scheduler_public_url = Some(url.clone());
     let web = tessera_web::start(web_config)
         .await
         .context("starting the website (another address: --web-listen)")?;

@@ -45,6 +45,12 @@ pub struct WebArgs {
     /// visitor used.
     #[arg(long, env = "TESSERA_WEB_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// The address developers reach the scheduler at
+    /// (https://api.tessera.example): the account page gives its /v1 as the
+    /// base URL for developer keys; default: --scheduler-url, said to be
+    /// possibly private.
+    #[arg(long, env = "TESSERA_SCHEDULER_PUBLIC_URL")]
+    pub scheduler_public_url: Option<String>,
 }
 
 const SECRETS_HELP: &str = "\
@@ -72,6 +78,17 @@ fn secret(what: &str, file: Option<&PathBuf>, env: &str) -> anyhow::Result<Optio
         .map(Secret::new))
 }
 
+/// An http(s) address from the flag `flag`, without its trailing slash.
+fn address(flag: &str, example: &str, url: &str) -> anyhow::Result<String> {
+    let ok = (url.starts_with("https://") || url.starts_with("http://"))
+        && !url.chars().any(char::is_whitespace);
+    anyhow::ensure!(
+        ok,
+        "{flag} must be an http(s) address such as {example}, not {url:?}"
+    );
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
 impl WebArgs {
     pub fn config(&self) -> anyhow::Result<WebConfig> {
         let api_key = secret(
@@ -93,15 +110,16 @@ impl WebArgs {
         )?;
         config.secure_cookies = self.secure_cookies;
         config.max_upload_bytes = self.max_upload_mib.saturating_mul(1024 * 1024);
-        if let Some(url) = &self.public_url {
-            let ok = (url.starts_with("https://") || url.starts_with("http://"))
-                && !url.chars().any(char::is_whitespace);
-            anyhow::ensure!(
-                ok,
-                "--public-url must be an http(s) address such as https://tessera.example, not {url:?}"
-            );
-            config.public_url = Some(url.trim_end_matches('/').to_owned());
-        }
+        config.public_url = self
+            .public_url
+            .as_deref()
+            .map(|url| address("--public-url", "https://tessera.example", url))
+            .transpose()?;
+        config.scheduler_public_url = self
+            .scheduler_public_url
+            .as_deref()
+            .map(|url| address("--scheduler-public-url", "https://api.tessera.example", url))
+            .transpose()?;
         Ok(config)
     }
 }

@@ -7,6 +7,7 @@ mod accounts;
 mod admin;
 mod admission;
 mod common;
+mod developer_keys;
 mod events;
 mod files;
 mod jobs;

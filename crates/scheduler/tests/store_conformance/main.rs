@@ -3,6 +3,7 @@
 
 mod accounts;
 mod common;
+mod developer_keys;
 mod fair;
 mod jobs;
 mod keys;
