@@ -647,6 +647,7 @@ async fn a_text_jobs_tokens_reach_its_followers_before_it_ends() {
         .create_job(
             &CreateJobRequest {
                 context: None,
+                callback_url: None,
                 frontend: Platform::Web,
                 bot_id: "web-1".parse().unwrap(),
                 capability: Capability::Text,

@@ -283,7 +283,17 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
     );
 
     use Who::*;
-    let not_frontends = [Internal, Admin, Metrics];
+    // A developer key is a real credential of the wrong kind off the gateway.
+    let not_frontends = [Internal, Admin, Metrics, Developer];
+    let gateway_refused = [
+        Owner,
+        OtherFrontend,
+        Web,
+        OtherWeb,
+        Internal,
+        Admin,
+        Metrics,
+    ];
     let create = json!({"frontend": "telegram", "bot_id": OWNER, "capability": "image",
                         "user_ref": "telegram:2", "params": {"prompt": "an owl"}});
     // A worker that serves nothing queued here, so no job moves meanwhile.
@@ -501,7 +511,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         call(Method::GET, "/api/admin/keys", None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
@@ -509,7 +519,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         call(Method::GET, format!("/api/admin/artifacts/{artifact}"), None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
@@ -520,28 +530,28 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         )
         .when(&[Admin], 200)
         .when(
-            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
             403,
         )
         .otherwise(401),
         call(Method::GET, format!("/api/admin/jobs/{done}/artifacts"), None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
         call(Method::GET, "/api/admin/jobs", None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
         call(Method::GET, "/api/admin/workers", None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
@@ -552,14 +562,14 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         )
         .when(&[Admin], 200)
         .when(
-            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
             403,
         )
         .otherwise(401),
         call(Method::GET, "/api/admin/payments", None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
@@ -571,7 +581,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         )
         .when(&[Admin], 201)
         .when(
-            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
             403,
         )
         .otherwise(401),
@@ -582,7 +592,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         )
         .when(&[Admin], 200)
         .when(
-            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
             403,
         )
         .otherwise(401),
@@ -651,14 +661,14 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         )
         .when(&[Admin], 404)
         .when(
-            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
             403,
         )
         .otherwise(401),
         call(Method::GET, "/api/admin/payments/refunds", None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
@@ -722,7 +732,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         )
         .when(&[Admin], 201)
         .when(
-            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
             403,
         )
         .otherwise(401),
@@ -733,7 +743,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         )
         .when(&[Admin], 201)
         .when(
-            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
             403,
         )
         .otherwise(401),
@@ -744,28 +754,28 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         )
         .when(&[Admin], 200)
         .when(
-            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
             403,
         )
         .otherwise(401),
         call(Method::GET, "/api/admin/users/telegram:3/sanctions", None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
         call(Method::GET, "/api/admin/moderation/cases", None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
         call(Method::GET, "/api/admin/moderation/cases/999999", None)
             .when(&[Admin], 404)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
@@ -776,14 +786,14 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         )
         .when(&[Admin], 404)
         .when(
-            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
             403,
         )
         .otherwise(401),
         call(Method::GET, "/api/admin/moderation/audit", None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
@@ -794,21 +804,21 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         )
         .when(&[Admin], 201)
         .when(
-            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+            &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
             403,
         )
         .otherwise(401),
         call(Method::DELETE, format!("/api/admin/keys/{spare_key}"), None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
         call(Method::DELETE, format!("/api/admin/jobs/{doomed}"), None)
             .when(&[Admin], 200)
             .when(
-                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics],
+                &[Owner, OtherFrontend, Web, OtherWeb, Internal, Metrics, Developer],
                 403,
             )
             .otherwise(401),
@@ -824,7 +834,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
         // Internal: the workers' token only.
         call(Method::POST, "/api/internal/heartbeat", Some(heartbeat))
             .when(&[Internal], 200)
-            .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics, Developer], 403)
             .otherwise(401),
         call(
             Method::POST,
@@ -832,7 +842,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(progress),
         )
         .when(&[Internal], 409)
-        .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)
+        .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics, Developer], 403)
         .otherwise(401),
         call(
             Method::POST,
@@ -840,7 +850,7 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(output),
         )
         .when(&[Internal], 409)
-        .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)
+        .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics, Developer], 403)
         .otherwise(401),
         call(
             Method::POST,
@@ -848,17 +858,61 @@ async fn every_endpoint_answers_only_its_credential(backend: Backend) {
             Some(json!({"not": "multipart"})),
         )
         .when(&[Internal], 400)
-        .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)
+        .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics, Developer], 403)
         .otherwise(401),
         call(Method::GET, format!("/api/internal/inputs/{input}"), None)
             .when(&[Internal], 200)
-            .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics], 403)
+            .when(&[Owner, OtherFrontend, Web, OtherWeb, Admin, Metrics, Developer], 403)
             .otherwise(401),
         // Metrics: the metrics and admin tokens.
         call(Method::GET, "/metrics", None)
             .when(&[Metrics, Admin], 200)
-            .when(&[Owner, OtherFrontend, Web, OtherWeb, Internal], 403)
+            .when(&[Owner, OtherFrontend, Web, OtherWeb, Internal, Developer], 403)
             .otherwise(401),
+        // A key's webhook secret: any frontend key, for itself.
+        call(Method::POST, "/api/v1/webhook-secret", None)
+            .when(&[Owner, OtherFrontend, Web, OtherWeb], 200)
+            .when(&not_frontends, 403)
+            .otherwise(401),
+        // The gateway: developer keys only; every other real credential is
+        // of the wrong kind. Bodies it refuses after the key is checked, so
+        // no job waits here for a worker.
+        call(Method::GET, "/v1/models", None)
+            .when(&[Developer], 200)
+            .when(&gateway_refused, 403)
+            .otherwise(401),
+        call(
+            Method::POST,
+            "/v1/chat/completions",
+            Some(json!({"model": "no-such-model", "messages": [{"role": "user", "content": "hi"}]})),
+        )
+        .when(&[Developer], 404)
+        .when(&gateway_refused, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/v1/images/generations",
+            Some(json!({"prompt": "an owl", "n": 2})),
+        )
+        .when(&[Developer], 400)
+        .when(&gateway_refused, 403)
+        .otherwise(401),
+        call(
+            Method::POST,
+            "/v1/audio/speech",
+            Some(json!({"model": "no-such-model", "input": "hi"})),
+        )
+        .when(&[Developer], 404)
+        .when(&gateway_refused, 403)
+        .otherwise(401),
+        // Not multipart: refused once the key passed.
+        call(Method::POST, "/v1/audio/transcriptions", Some(json!({})))
+            .when(&[Developer], 400)
+            .when(&gateway_refused, 403)
+            .otherwise(401),
+        // An image address the gateway answered with: the signature is the
+        // permission, as for the website's download links.
+        call(Method::GET, format!("/v1/downloads/{link}"), None).otherwise(200),
         // Last, as it changes state: cancelling the queued job.
         call(Method::DELETE, format!("/api/v1/jobs/{queued}"), None)
             .when(&[OtherFrontend, Web, OtherWeb], 404)

@@ -13,10 +13,10 @@ use tessera_api::{ApiErrorBody, ErrorCode};
 
 use super::auth::Frontend;
 use super::error::ApiError;
+use super::scope::Speaks;
 use super::wire::rfc3339;
 use super::AppState;
 use crate::lifecycle::now_ms;
-use super::scope::Speaks;
 use crate::store::Callback;
 use crate::webhooks::{new_secret, CallbackError};
 
