@@ -257,15 +257,15 @@ async fn only_the_accounts_own_website_reaches_its_keys(backend: Backend) {
             .error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_user_ref");
         assert_eq!(e.field.as_deref(), Some("user_ref"), "{path}");
     }
-    // No credential, or one that is nobody's (a developer key is no
-    // frontend key).
+    // No credential; and a developer key, a real credential of the wrong
+    // kind here (it is no frontend key, not even its own account's).
     send(raw(&app, Method::GET, &keys_path(&ada)))
         .await
         .error(StatusCode::UNAUTHORIZED, "unauthorized");
     api_error(
         app.client_with(&key.api_key).developer_keys(&ada).await,
-        StatusCode::UNAUTHORIZED,
-        "invalid_credentials",
+        StatusCode::FORBIDDEN,
+        "wrong_credential",
     );
 
     // The key is untouched by all of it.
