@@ -235,6 +235,37 @@ impl Client {
         })
     }
 
+    /// Keeps `text` the job's output text so far (emptied when an attempt
+    /// starts over), from its events, until the job ends or its events cannot
+    /// be had (a scheduler without them, a key that may not read the job):
+    /// what shows a reply growing (the bots, the website's job page) runs
+    /// this beside its own reads of the job. A stream cut short is opened
+    /// again, a few times.
+    pub async fn follow_text(&self, id: &JobId, text: &tokio::sync::watch::Sender<String>) {
+        /// The longest one request for the events stays open.
+        const LIMIT: Duration = Duration::from_secs(600);
+        for _ in 0..5 {
+            let mut events = match self.follow_job(id, LIMIT).await {
+                Ok(events) => events,
+                Err(_) => return,
+            };
+            loop {
+                match events.next().await {
+                    Ok(Some(JobStreamEvent::Started)) => {
+                        text.send_replace(String::new());
+                    }
+                    Ok(Some(JobStreamEvent::Output(more))) => {
+                        text.send_modify(|t| t.push_str(&more));
+                    }
+                    Ok(Some(JobStreamEvent::Progress(_))) => {}
+                    Ok(Some(JobStreamEvent::End(_))) => return,
+                    Ok(None) | Err(_) => break,
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
     /// Cancels a queued or running job; answers with the job as it now is.
     pub async fn cancel_job(&self, id: &JobId) -> Result<JobView, ClientError> {
         Self::send(self.request(Method::DELETE, &format!("api/v1/jobs/{id}"))?).await

@@ -377,12 +377,18 @@ pub struct ProgressReport {
 pub struct OutputPiece {
     pub worker_id: WorkerId,
     pub attempt: i32,
-    /// UTF-8 bytes of the attempt's output sent before this piece.
-    #[schema(minimum = 0)]
+    /// UTF-8 bytes of the attempt's output sent before this piece; an
+    /// attempt streams at most [`MAX_OUTPUT_BYTES`].
+    #[schema(minimum = 0, maximum = 8388608)]
     pub offset: u64,
     /// The piece: at most 1 MiB of UTF-8.
     pub text: String,
 }
+
+/// The most output text one attempt may stream: 8 MiB (the schema's
+/// `maximum` of an offset says the same number).
+pub const MAX_OUTPUT_BYTES: usize = 8 << 20;
+const _: () = assert!(MAX_OUTPUT_BYTES == 8_388_608, "the schema's maximum offset");
 
 /// The most bytes one [`OutputPiece`]'s text may carry: 1 MiB.
 pub const MAX_OUTPUT_PIECE_BYTES: usize = 1 << 20;

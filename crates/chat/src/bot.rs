@@ -171,51 +171,16 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// The longest one request for a job's events stays open; the follower opens
-/// another while the job runs.
-const EVENTS_LIMIT: Duration = Duration::from_secs(600);
-
-/// Follows a job's events and keeps `text` the reply written so far (reset
-/// when an attempt starts over), until the job ends, `stop`, or the events
-/// cannot be had (an older scheduler; the job's reads carry on without them).
+/// Follows a job's events into `text` (see [`Client::follow_text`]) until
+/// the job ends, its events cannot be had, or `stop`.
 async fn stream_text(
     api: Client,
     job_id: JobId,
     text: tokio::sync::watch::Sender<String>,
     stop: CancellationToken,
 ) {
-    use tessera_api::public::JobStreamEvent;
-    let follow = async {
-        for _ in 0..5 {
-            let mut events = match api.follow_job(&job_id, EVENTS_LIMIT).await {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::debug!(%job_id, error = %e, "cannot follow the job's events");
-                    return;
-                }
-            };
-            loop {
-                match events.next().await {
-                    Ok(Some(JobStreamEvent::Started)) => {
-                        text.send_replace(String::new());
-                    }
-                    Ok(Some(JobStreamEvent::Output(more))) => {
-                        text.send_modify(|t| t.push_str(&more));
-                    }
-                    Ok(Some(JobStreamEvent::Progress(_))) => {}
-                    Ok(Some(JobStreamEvent::End(_))) => return,
-                    Ok(None) => break,
-                    Err(e) => {
-                        tracing::debug!(%job_id, error = %e, "the job's events broke off");
-                        break;
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    };
     tokio::select! {
-        _ = follow => {}
+        _ = api.follow_text(&job_id, &text) => {}
         _ = stop.cancelled() => {}
     }
 }
@@ -677,7 +642,7 @@ impl<M: Messenger> Bot<M> {
     ///
     /// The job is read every `poll_ms`. A text reply also grows in the
     /// progress message as the engine writes it: its text comes from the
-    /// job's events (`GET /api/v1/jobs/{id}/events`, [`stream_text`]), and
+    /// job's events (`GET /api/v1/jobs/{id}/events`, [`Client::follow_text`]), and
     /// the message is edited at most every `min_edit_ms`, the platforms'
     /// pace. The reply itself is still delivered whole once the job ends.
     async fn follow_to_end(&self, job_id: &JobId, reply: &ReplyTo) -> Option<JobView> {

@@ -76,7 +76,7 @@ pub const CAPACITY: usize = 1024;
 /// How long a stream nobody follows is kept after its last event.
 pub const IDLE: Duration = Duration::from_secs(60);
 /// The most output text one attempt may stream: 8 MiB.
-pub const MAX_OUTPUT_BYTES: usize = 8 << 20;
+pub use tessera_api::internal::MAX_OUTPUT_BYTES;
 
 /// A follower's start: the current attempt's output so far, and the events
 /// after it.

@@ -1,5 +1,5 @@
 //! A reader of server-sent events, for the tests that follow a job through
-//! `GET /api/v1/jobs/{job_id}/events`.
+//! `GET /api/v1/jobs/{job_id}/events` (or a website's job page).
 
 use std::time::Duration;
 
@@ -28,6 +28,15 @@ impl Events {
             .unwrap_or_default()
             .to_owned();
         assert!(kind.starts_with("text/event-stream"), "{kind}");
+        Events {
+            resp,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads the events of an answer already received (a website's own
+    /// event route, say).
+    pub fn from_response(resp: reqwest::Response) -> Events {
         Events {
             resp,
             buf: Vec::new(),

@@ -454,7 +454,10 @@ pub async fn job_page(
 const POLL: Duration = Duration::from_millis(500);
 
 /// Server-sent events for a job page: an `update` event whenever what the
-/// page shows changes, until the job ends (or the site stops).
+/// page shows changes, until the job ends (or the site stops). A text reply
+/// grows on the page as the engine writes it: its text so far comes from the
+/// job's events on the scheduler ([`tessera_api::Client::follow_text`]),
+/// beside the reads every [`POLL`], which alone say when the job ends.
 pub async fn job_events(
     State(state): State<AppState>,
     session: Session,
@@ -463,19 +466,40 @@ pub async fn job_events(
     let account = session.require()?.clone();
     let job = own_job(&state, &account, &id).await?;
     let stop = state.stop.clone();
+    /// Stops the text follower with the page's stream.
+    struct Reader(tokio::task::JoinHandle<()>);
+    impl Drop for Reader {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
     struct Follow {
         state: AppState,
         id: JobId,
         last: String,
-        first: Option<JobView>,
+        /// The job as last read, and whether it is new since the last update.
+        job: Option<(JobView, bool)>,
         done: bool,
+        /// The reply's text so far, for a text job.
+        text: Option<(tokio::sync::watch::Receiver<String>, Reader)>,
+        /// When the job is read next, new text or not.
+        next_read: tokio::time::Instant,
     }
+    let text = (job.capability == Capability::Text && !job.status.is_terminal()).then(|| {
+        let (tx, rx) = tokio::sync::watch::channel(String::new());
+        let api = state.api.clone();
+        let id = job.job_id.clone();
+        let reader = tokio::spawn(async move { api.follow_text(&id, &tx).await });
+        (rx, Reader(reader))
+    });
     let follow = Follow {
         id: job.job_id.clone(),
         state,
         last: String::new(),
-        first: Some(job),
+        job: Some((job, true)),
         done: false,
+        text,
+        next_read: tokio::time::Instant::now() + POLL,
     };
     let stream = futures::stream::unfold(follow, move |mut f| {
         let stop = stop.clone();
@@ -484,19 +508,32 @@ pub async fn job_events(
                 if f.done {
                     return None;
                 }
-                let job = match f.first.take() {
-                    Some(job) => job,
-                    None => {
-                        tokio::select! {
-                            _ = stop.cancelled() => return None,
-                            _ = tokio::time::sleep(POLL) => {}
+                let fresh = f.job.as_ref().is_some_and(|(_, fresh)| *fresh);
+                if !fresh {
+                    // The next read, or new text of the reply before it.
+                    let read = tokio::select! {
+                        _ = stop.cancelled() => return None,
+                        _ = tokio::time::sleep_until(f.next_read) => true,
+                        more = async {
+                            match &mut f.text {
+                                Some((rx, _)) => rx.changed().await.is_ok(),
+                                None => std::future::pending().await,
+                            }
+                        } => {
+                            if !more {
+                                f.text = None;
+                            }
+                            false
                         }
+                    };
+                    if read {
+                        f.next_read = tokio::time::Instant::now() + POLL;
                         let answer = tokio::select! {
                             _ = stop.cancelled() => return None,
                             answer = f.state.api.get_job(&f.id) => answer,
                         };
                         match answer {
-                            Ok(job) => job,
+                            Ok(job) => f.job = Some((job, true)),
                             // Gone, or this site's key no longer works: nothing
                             // more will come; the page keeps what it shows.
                             Err(ClientError::Api { status, .. }) if status.is_client_error() => {
@@ -509,13 +546,20 @@ pub async fn job_events(
                             }
                         }
                     }
-                };
+                }
+                let (job, fresh) = f.job.as_mut()?;
+                *fresh = false;
+                let job = job.clone();
                 let texts = if job.status.is_terminal() {
                     texts_of(&f.state, &job).await
                 } else {
                     HashMap::new()
                 };
-                let update = views::live_update(&job, &texts);
+                let partial = match &mut f.text {
+                    Some((rx, _)) => rx.borrow_and_update().clone(),
+                    None => String::new(),
+                };
+                let update = views::live_update(&job, &texts, &partial);
                 f.done = job.status.is_terminal();
                 if update != f.last {
                     f.last = update.clone();

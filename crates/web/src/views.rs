@@ -990,13 +990,27 @@ pub fn pricing(
 }
 
 /// JSON for one live update of a job page.
-pub fn live_update(job: &JobView, texts: &HashMap<String, String>) -> String {
+pub fn live_update(job: &JobView, texts: &HashMap<String, String>, partial: &str) -> String {
+    let result = if job.status == JobState::Running && !partial.trim().is_empty() {
+        partial_result(partial)
+    } else {
+        job_result(job, texts)
+    };
     serde_json::json!({
         "state": job.status.as_str(),
         "label": state_label(job.status),
         "done": job.status.is_terminal(),
         "status": job_status(job).into_string(),
-        "result": job_result(job, texts).into_string(),
+        "result": result.into_string(),
     })
     .to_string()
+}
+
+/// A text reply as far as the engine has written it, while the job runs.
+pub fn partial_result(text: &str) -> Markup {
+    html! {
+        div class="outputs" {
+            pre class="text-output" aria-busy="true" { (text.trim_start()) }
+        }
+    }
 }

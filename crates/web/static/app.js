@@ -27,7 +27,10 @@
       if (announce && announce.textContent !== update.label) {
         announce.textContent = update.label;
       }
-      if (update.done) {
+      if (!update.done) {
+        // A text reply as far as it is written, or nothing yet.
+        result.innerHTML = update.result;
+      } else {
         source.close();
         section.setAttribute("data-live", "false");
         if (actions) {

@@ -644,6 +644,82 @@ async fn website_end_to_end_on_postgres() {
     a_visitor_signs_up_generates_links_a_bot_and_runs_out(Backend::Postgres, false).await;
 }
 
+/// A text reply grows on its job page as the engine writes it: the page's
+/// events carry the text so far while the job runs, then the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_text_reply_grows_on_the_job_page() {
+    let app = TestApp::spawn_with(Backend::Sqlite, fast).await;
+    // Ten steps of 300 ms, each writing a tenth of the reply.
+    let worker = app
+        .worker(
+            "worker-gpu-0",
+            vec![sim(Capability::Text, &["llama-3.2-3b"], 3000)],
+        )
+        .await;
+    let site = Site::around(app, Some(worker), false).await;
+    let mut ada = Visitor::new(&site.web.base_url()).await;
+    ada.sign_up("ada@example.org").await;
+    let ada_ref = web_user_of(&site, "ada@example.org").await;
+    let web_api = site.app.client_with(&site.web_key);
+    let id = web_api
+        .create_job(
+            &CreateJobRequest {
+                context: None,
+                frontend: Platform::Web,
+                bot_id: "web".parse().unwrap(),
+                capability: Capability::Text,
+                user_ref: ada_ref.parse().unwrap(),
+                reply_context: None,
+                params: json!({"prompt": "tell me about the sea"}),
+            },
+            None,
+        )
+        .await
+        .unwrap()
+        .job
+        .job_id;
+    let resp = ada.get(&format!("/jobs/{id}/events")).await;
+    assert_eq!(resp.status(), 200);
+    let mut events = tessera_testkit::sse::Events::from_response(resp);
+    let mut partials: Vec<String> = Vec::new();
+    let done = loop {
+        let (name, update) = events
+            .next_within(WAIT)
+            .await
+            .expect("the page's events end with the job");
+        assert_eq!(name, "update");
+        if update["done"] == true {
+            break update;
+        }
+        let result = update["result"].as_str().unwrap();
+        if let Some(text) = result
+            .split_once("<pre class=\"text-output\" aria-busy=\"true\">")
+            .and_then(|(_, rest)| rest.split_once("</pre>"))
+            .map(|(text, _)| text.to_owned())
+        {
+            assert_eq!(update["state"], "RUNNING", "{update}");
+            partials.push(text);
+        }
+    };
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    let result = done["result"].as_str().unwrap();
+    assert!(
+        partials.len() >= 2,
+        "the reply grew on the page: {partials:?}"
+    );
+    for (earlier, later) in partials.iter().zip(partials.iter().skip(1)) {
+        assert!(later.starts_with(earlier.as_str()), "{partials:?}");
+    }
+    assert!(
+        partials.iter().all(|p| result.contains(p.as_str())),
+        "parts of the reply the result shows: {partials:?} of {result}"
+    );
+    assert!(
+        partials[0].len() < partials[partials.len() - 1].len(),
+        "{partials:?}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() {
     let site = Site::start(Backend::Sqlite, false).await;

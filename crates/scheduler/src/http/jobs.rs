@@ -587,7 +587,7 @@ const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_secs(1);
     get, path = "/api/v1/jobs/{job_id}/events", tag = "jobs",
     params(("job_id" = String, Path, description = "The job's id, `job_...`", pattern = "^job_[0-7][0-9A-HJKMNP-TV-Z]{25}$")),
     responses(
-        (status = 200, description = "Server-sent events: `started`, `progress`, `output`, then `end` (a `JobView`)", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-sent events: `started`, `progress`, `output`, then `end` (a `JobView`)", content_type = "text/event-stream", body = Object),
         (status = 404, description = "No such job for this frontend", body = ApiErrorBody),
     ),
     security(("frontend_key" = []))
