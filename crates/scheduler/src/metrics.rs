@@ -238,6 +238,16 @@ fn ratio_histogram() -> Histogram {
 /// the queue-depth alert's business).
 const MAX_PROMISES: usize = 200_000;
 
+/// A job's estimate and its first dispatch, whichever came first: the create
+/// works the estimate out after the job is committed, so the dispatcher may
+/// take the job before it.
+enum Promise {
+    /// The create promised a start at `start_at`, then `run_ms` of running.
+    Made { start_at: Millis, run_ms: Millis },
+    /// The job was first dispatched at `at`, before its promise was made.
+    Started { at: Millis },
+}
+
 /// The scheduler's metrics; cheap to clone.
 #[derive(Clone)]
 pub struct Metrics(Arc<Inner>);
@@ -267,7 +277,7 @@ struct Inner {
     /// Per job created and not yet dispatched: when its estimate said it
     /// would start, when it was created, and the run time (ms) the estimate
     /// counted on.
-    promises: Mutex<HashMap<JobId, (Millis, Millis, Millis)>>,
+    promises: Mutex<HashMap<JobId, Promise>>,
     requests: Family<HttpLabels, Counter>,
     request_seconds: Hist<RouteLabels>,
     queue_depth: Family<QueueLabels, Gauge>,
@@ -619,23 +629,24 @@ impl Metrics {
             model_load: model_load.to_string(),
         };
         self.0.dispatched.get_or_create(&labels).inc();
-        let promise = self.promises().remove(&job.id);
-        if let (Some((promised, created, run)), Some(started)) = (promise, job.started_at) {
-            // The error of the start as a share of what the user waits in
-            // all: the real wait and the run the estimate counted on.
-            let missed = seconds((started - promised).abs());
-            let scale = seconds((started - created).max(0) + run.max(0));
-            let capability = CapabilityLabels {
-                capability: job.capability.to_string(),
-            };
-            self.0
-                .eta_error_seconds
-                .get_or_create(&capability)
-                .observe(missed);
-            self.0
-                .eta_error_ratio
-                .get_or_create(&capability)
-                .observe(missed / scale.max(1.0));
+        if let Some(started) = job.started_at {
+            let mut promises = self.promises();
+            match promises.remove(&job.id) {
+                Some(Promise::Made { start_at, run_ms }) => {
+                    drop(promises);
+                    self.check_promise(job, start_at, run_ms, started);
+                }
+                // The dispatcher may take a job before its create has
+                // worked out the estimate: the promise is checked when it
+                // comes. A job's first dispatch counts, not a later one.
+                Some(first @ Promise::Started { .. }) => {
+                    promises.insert(job.id.clone(), first);
+                }
+                None if promises.len() < MAX_PROMISES => {
+                    promises.insert(job.id.clone(), Promise::Started { at: started });
+                }
+                None => {}
+            }
         }
         if let (Some(queued), Some(started)) = (job.queued_at, job.started_at) {
             self.0
@@ -650,12 +661,37 @@ impl Metrics {
     /// ([`dispatched`](Self::dispatched)).
     pub fn promised(&self, job: &JobRecord, start_at: Millis, run_ms: Millis) {
         let mut promises = self.promises();
-        if promises.len() < MAX_PROMISES {
-            promises.insert(job.id.clone(), (start_at, job.created_at, run_ms));
+        match promises.remove(&job.id) {
+            Some(Promise::Started { at }) => {
+                drop(promises);
+                self.check_promise(job, start_at, run_ms, at);
+            }
+            _ if promises.len() < MAX_PROMISES => {
+                promises.insert(job.id.clone(), Promise::Made { start_at, run_ms });
+            }
+            _ => {}
         }
     }
 
-    fn promises(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, (Millis, Millis, Millis)>> {
+    /// The error of the start as a share of what the user waits in all:
+    /// the real wait and the run the estimate counted on.
+    fn check_promise(&self, job: &JobRecord, start_at: Millis, run_ms: Millis, started: Millis) {
+        let missed = seconds((started - start_at).abs());
+        let scale = seconds((started - job.created_at).max(0) + run_ms.max(0));
+        let capability = CapabilityLabels {
+            capability: job.capability.to_string(),
+        };
+        self.0
+            .eta_error_seconds
+            .get_or_create(&capability)
+            .observe(missed);
+        self.0
+            .eta_error_ratio
+            .get_or_create(&capability)
+            .observe(missed / scale.max(1.0));
+    }
+
+    fn promises(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, Promise>> {
         self.0.promises.lock().unwrap_or_else(|p| p.into_inner())
     }
 
