@@ -541,7 +541,35 @@ async fn a_revoked_key_stops_at_the_next_request(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A gateway call waits for its job however long it takes: the API's request
+/// deadline (1 s here) would otherwise cancel a job that runs 2 s.
+async fn a_call_waits_past_the_request_deadline(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |c| {
+        fast(c);
+        c.server.request_timeout_secs = 1;
+    })
+    .await;
+    let _worker = app
+        .worker(
+            "w-slow",
+            vec![sim(Capability::Text, &["llama-3.2-3b"], 2_000)],
+        )
+        .await;
+    let ada = person(&app, "ada@example.org", None).await;
+    let (status, answer) = post_json(
+        &app,
+        &ada.key,
+        "/v1/chat/completions",
+        &chat("llama-3.2-3b", "take your time"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["object"], "chat.completion");
+    app.shutdown().await;
+}
+
 backend_tests!(
+    a_call_waits_past_the_request_deadline,
     models_follow_the_plan_and_the_keys_capabilities,
     every_call_is_a_charged_job_of_the_account,
     refusals_come_in_openais_envelope,

@@ -350,7 +350,13 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// Answers 503 with the JSON envelope when a request outlives the deadline.
+/// The gateway's calls (`/v1/...`) are exempt: each waits for its job, queue
+/// and run, as OpenAI's clients expect (their own timeouts apply), and a
+/// deadline would cancel the job with the call.
 async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    if req.uri().path().starts_with("/v1/") {
+        return next.run(req).await;
+    }
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::new(
