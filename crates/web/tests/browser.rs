@@ -665,6 +665,7 @@ async fn a_text_reply_grows_on_the_job_page() {
         .create_job(
             &CreateJobRequest {
                 context: None,
+                callback_url: None,
                 frontend: Platform::Web,
                 bot_id: "web".parse().unwrap(),
                 capability: Capability::Text,
