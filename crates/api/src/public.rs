@@ -288,12 +288,29 @@ pub struct AccountView {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDeveloperKeyRequest {
-    /// What the owner calls the key (1 to 64 characters), to tell keys apart.
-    #[schema(example = "Open WebUI on my laptop")]
+    /// What the owner calls the key, to tell keys apart: 1 to 64 characters,
+    /// not all spaces, no control characters; kept without the spaces
+    /// around it.
+    #[schema(
+        example = "Open WebUI on my laptop",
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     pub name: String,
-    /// The capabilities the key may use; absent for every one.
+    /// The capabilities the key may use, each once; absent for every one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = capability_list)]
     pub capabilities: Option<Vec<tessera_core::Capability>>,
+}
+
+/// A key's capability list as the document states it: at least one, none twice.
+fn capability_list() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(utoipa::openapi::Ref::from_schema_name("Capability"))
+        .min_items(Some(1))
+        .unique_items(true)
+        .build()
 }
 
 /// A developer key as listed; the secret is never shown again after creation.

@@ -61,10 +61,12 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<CreatedDeveloperKey>), ApiError> {
     web_only(&key)?;
     let account = user_ref_for(&key.frontend, &user_ref)?;
+    // As the document states it: the name as sent is 1 to 64 characters,
+    // none a control character, not all spaces; it is kept trimmed.
     let name = req.name.trim();
     if name.is_empty()
-        || name.chars().count() > MAX_NAME_CHARS
-        || name.chars().any(char::is_control)
+        || req.name.chars().count() > MAX_NAME_CHARS
+        || req.name.chars().any(char::is_control)
     {
         return Err(ApiError::invalid(
             ErrorCode::InvalidRequest,
