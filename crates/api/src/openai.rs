@@ -208,6 +208,8 @@ pub struct ImageData {
 pub struct SpeechRequest {
     pub model: String,
     pub input: String,
+    /// The engine's voice (espeak-ng's `en-us`...); OpenAI's names
+    /// (`alloy`...) mean the engine's default.
     #[serde(default)]
     pub voice: Option<String>,
     /// 0.5 to 2 (the jobs' own bounds).

@@ -45,7 +45,7 @@ def main():
             {"role": "system", "content": "You are a helpful assistant."},
             {"role": "user", "content": "Write a short story about the sea."},
         ],
-        max_tokens=48,
+        max_tokens=256,
         stream=True,
         stream_options={"include_usage": True},
     )

@@ -276,7 +276,7 @@ async fn every_call_is_a_charged_job_of_the_account(backend: Backend) {
         &app,
         &ada.key,
         "/v1/audio/speech",
-        &json!({"model": "espeak-ng", "input": "Hello there.", "voice": "en"}),
+        &json!({"model": "espeak-ng", "input": "Hello there.", "voice": "alloy"}),
     )
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
@@ -317,6 +317,12 @@ async fn every_call_is_a_charged_job_of_the_account(backend: Backend) {
         .all(|j| j.status == JobState::Completed && j.bot_id.as_str() == WEB_BOT));
     let quota = ada.web.get_user(&ada.account).await.unwrap();
     assert_eq!(quota.tokens_used_today, 5);
+    // OpenAI's voice name meant the engine's default voice.
+    let speech = jobs
+        .iter()
+        .find(|j| j.capability == Capability::TextToSpeech)
+        .unwrap();
+    assert!(speech.params.get("voice").is_none(), "{:?}", speech.params);
 
     // Another person sees none of it: their own account's list is empty,
     // and their key's image addresses are their own.

@@ -112,17 +112,19 @@ async fn the_openai_client_streams_chats_and_makes_images_speech_and_transcripts
         assert!(models.iter().any(|m| m == model), "{model}: {models:?}");
     }
 
-    // The stream: chunks arrived before the job ended, with usage at the end.
+    // The stream: chunks arrived before the job ended, with usage at the
+    // end. The worker sends what the engine wrote at most every 50 ms, so
+    // 256 tokens of the tiny model come in a few pieces.
     let stream = &report["stream"];
     let chunks = stream["chunks"].as_array().unwrap();
-    assert!(chunks.len() >= 3, "several chunks: {stream}");
+    assert!(chunks.len() >= 2, "several chunks: {stream}");
     assert_eq!(stream["finish_reason"], "length", "{stream}");
     let usage = &stream["usage"];
-    assert_eq!(usage["completion_tokens"], 48, "{stream}");
+    assert_eq!(usage["completion_tokens"], 256, "{stream}");
     assert!(usage["prompt_tokens"].as_u64().unwrap() > 0);
     assert_eq!(
         usage["total_tokens"].as_u64(),
-        Some(usage["prompt_tokens"].as_u64().unwrap() + 48)
+        Some(usage["prompt_tokens"].as_u64().unwrap() + 256)
     );
     let job: JobId = stream["id"]
         .as_str()

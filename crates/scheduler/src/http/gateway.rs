@@ -58,6 +58,11 @@ use crate::follow::JobEvent;
 use crate::lifecycle::now_ms;
 use crate::store::{ArtifactRecord, DeveloperKeyRecord, InputRecord, JobRecord, TransitionChange};
 
+/// OpenAI's voice names, which no engine here knows.
+const OPENAI_VOICES: &[&str] = &[
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse",
+];
+
 /// How often a waiting call reads its job again when no event says it
 /// changed (an event may come to another replica).
 const RECHECK: Duration = Duration::from_secs(1);
@@ -604,7 +609,9 @@ pub async fn speech(
         ));
     }
     let mut params = json!({ "text": req.input, "model": req.model });
-    if let Some(voice) = &req.voice {
+    // OpenAI's own voice names (what tools send by default) mean the
+    // engine's default voice; any other is the engine's to read.
+    if let Some(voice) = req.voice.as_deref().filter(|v| !OPENAI_VOICES.contains(v)) {
         params["voice"] = json!(voice);
     }
     if let Some(speed) = req.speed {
