@@ -244,8 +244,8 @@ pub async fn chat_completions(
         params,
     )
     .await?;
-    let mut guard = CancelOnDrop::new(&state, &created.job);
     if req.stream == Some(true) {
+        let mut guard = CancelOnDrop::new(&state, &created.job);
         let include_usage = req
             .stream_options
             .as_ref()
@@ -262,11 +262,7 @@ pub async fn chat_completions(
             .keep_alive(KeepAlive::default())
             .into_response());
     }
-    let job = ended(&state, &created.job.id).await?;
-    guard.disarm();
-    if job.status != JobState::Completed {
-        return Err(job_failed(&job));
-    }
+    let job = completed(&state, &created.job).await?;
     let (content, usage, finish) = answer_of(&state, &job).await?;
     Ok(Json(ChatCompletion {
         id: completion_id(&job.id),
@@ -545,12 +541,7 @@ pub async fn images(
         params,
     )
     .await?;
-    let mut guard = CancelOnDrop::new(&state, &created.job);
-    let job = ended(&state, &created.job.id).await?;
-    guard.disarm();
-    if job.status != JobState::Completed {
-        return Err(job_failed(&job));
-    }
+    let job = completed(&state, &created.job).await?;
     let revised_prompt = match &job.params {
         tessera_core::params::JobParams::Image(p) if p.prompt != req.prompt.trim() => {
             Some(p.prompt.clone())
@@ -626,12 +617,7 @@ pub async fn speech(
         params,
     )
     .await?;
-    let mut guard = CancelOnDrop::new(&state, &created.job);
-    let job = ended(&state, &created.job.id).await?;
-    guard.disarm();
-    if job.status != JobState::Completed {
-        return Err(job_failed(&job));
-    }
+    let job = completed(&state, &created.job).await?;
     let Some(artifact) = outputs(&state, &job).await?.into_iter().next() else {
         return Err(no_output());
     };
@@ -765,12 +751,7 @@ pub async fn transcriptions(
         params,
     )
     .await?;
-    let mut guard = CancelOnDrop::new(&state, &created.job);
-    let job = ended(&state, &created.job.id).await?;
-    guard.disarm();
-    if job.status != JobState::Completed {
-        return Err(job_failed(&job));
-    }
+    let job = completed(&state, &created.job).await?;
     let text = text_of(&state, &job).await?;
     if as_text {
         return Ok(text.into_response());
@@ -921,16 +902,23 @@ async fn read_job(state: &AppState, id: &JobId) -> Result<JobRecord, GatewayErro
     })
 }
 
-/// Waits until the job ends.
-async fn ended(state: &AppState, id: &JobId) -> Result<JobRecord, GatewayError> {
-    let mut events = state.lifecycle.follow(id);
-    loop {
-        let job = read_job(state, id).await?;
+/// Waits until the job ends, cancelling it if the caller goes away first;
+/// the job as it completed, or its failure as OpenAI's clients expect one.
+async fn completed(state: &AppState, job: &JobRecord) -> Result<JobRecord, GatewayError> {
+    let mut guard = CancelOnDrop::new(state, job);
+    let mut events = state.lifecycle.follow(&job.id);
+    let job = loop {
+        let job = read_job(state, &job.id).await?;
         if job.status.is_terminal() {
-            return Ok(job);
+            break job;
         }
         wait_for(&mut events, |e| matches!(e, JobEvent::Ended(_))).await;
+    };
+    guard.disarm();
+    if job.status != JobState::Completed {
+        return Err(job_failed(&job));
     }
+    Ok(job)
 }
 
 /// Waits until the job has started on a worker (or ended).

@@ -558,14 +558,24 @@ pub async fn get(
     Frontend(key): Frontend,
     ApiPath(job_id): ApiPath<String>,
 ) -> Result<Json<JobView>, ApiError> {
-    let id = parse_job_id(&job_id)?;
-    let job = state
+    let job = visible_job(&state, &key, &job_id).await?;
+    Ok(Json(seen_by(view(&state, job).await?, &key.bot_id)))
+}
+
+/// The job `job_id` names, if `key` sees it (404 otherwise, so ids do not
+/// leak).
+async fn visible_job(
+    state: &AppState,
+    key: &ApiKeyRecord,
+    job_id: &str,
+) -> Result<JobRecord, ApiError> {
+    let id = parse_job_id(job_id)?;
+    state
         .store
         .get_job(&id, Some(key.frontend))
         .await?
-        .filter(|job| sees(&key, job))
-        .ok_or_else(job_not_found)?;
-    Ok(Json(seen_by(view(&state, job).await?, &key.bot_id)))
+        .filter(|job| sees(key, job))
+        .ok_or_else(job_not_found)
 }
 
 /// How often a follower re-reads its job from the store.
@@ -598,13 +608,8 @@ pub async fn events(
     ApiPath(job_id): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     use axum::response::sse::{KeepAlive, Sse};
-    let id = parse_job_id(&job_id)?;
-    let job = state
-        .store
-        .get_job(&id, Some(key.frontend))
-        .await?
-        .filter(|job| sees(&key, job))
-        .ok_or_else(job_not_found)?;
+    let job = visible_job(&state, &key, &job_id).await?;
+    let id = job.id.clone();
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
         if let Err(e) = follow(&state, &key, job, &tx).await {
