@@ -203,6 +203,7 @@ mod tests {
             kind: PolicyKind::Tessera,
             max_wait_ms: Millis::MAX / 4,
             affinity_patience_ms: 0,
+            locality_wait_ms: 0,
         };
         let models = vec!["m".to_owned()];
         let worker = WorkerView {
@@ -210,6 +211,7 @@ mod tests {
             models: &models,
             loaded_models: &[],
             load_ms: &[],
+            warm_elsewhere: &[],
         };
         let mut fq = FairQueue::new();
         let mut queue: Vec<QueuedJob<usize>> = Vec::new();
@@ -366,9 +368,9 @@ mod tests {
         fn priority_across_plans_is_kept(
             arrivals in proptest::collection::vec((0u8..3, 0u8..4, 0i64..6, any::<bool>()), 0..120),
         ) {
-            let policy = Policy { kind: PolicyKind::Tessera, max_wait_ms: Millis::MAX / 4, affinity_patience_ms: 0 };
+            let policy = Policy { kind: PolicyKind::Tessera, max_wait_ms: Millis::MAX / 4, affinity_patience_ms: 0, locality_wait_ms: 0 };
             let models = vec!["m".to_owned()];
-            let worker = WorkerView { capabilities: &[Capability::Image], models: &models, loaded_models: &[], load_ms: &[] };
+            let worker = WorkerView { capabilities: &[Capability::Image], models: &models, loaded_models: &[], load_ms: &[], warm_elsewhere: &[] };
             let mut queues: HashMap<Priority, FairQueue<u8>> = HashMap::new();
             let mut queue: Vec<QueuedJob<usize>> = Vec::new();
             for (now, (user, prio, tokens, serve_after)) in arrivals.into_iter().enumerate() {

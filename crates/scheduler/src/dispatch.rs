@@ -111,7 +111,9 @@ impl Dispatcher {
                 for worker in &free {
                     let worker_id = &worker.worker_id;
                     let left = window.iter().filter(|j| !chosen.contains(&j.id));
-                    let view = worker.slot.view_with(learned.loads_on(worker_id));
+                    let view = worker
+                        .slot
+                        .view_with(learned.loads_on(worker_id), &worker.warm_elsewhere);
                     let candidates = Candidates::from_queue(left, &view);
                     if let Some((job, reason)) = self.inner.policy.choose(&candidates, now) {
                         tracing::debug!(job_id = %job.id, %worker_id, ?reason, "chosen");

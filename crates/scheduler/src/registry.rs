@@ -74,6 +74,10 @@ pub struct FreeWorker {
     pub worker_id: WorkerId,
     pub slot: WorkerSlot,
     pub address: String,
+    /// Models loaded on the other workers that take jobs now, busy or free:
+    /// the policy leaves their jobs to them for a while
+    /// ([`tessera_core::policy::Policy::locality_wait_ms`]).
+    pub warm_elsewhere: Vec<String>,
 }
 
 /// What a heartbeat's reconciliation found.
@@ -390,6 +394,23 @@ impl Registry {
     /// unavailable since its last heartbeat; a worker with nothing left is not free.
     pub fn claim_free(&self, now: Millis) -> Vec<FreeWorker> {
         let mut map = self.workers();
+        let warm: Vec<(WorkerId, Vec<String>)> = map
+            .iter()
+            .filter(|(_, e)| {
+                self.config.is_online(e.last_seen, now) && e.status != WorkerStatus::Draining
+            })
+            .map(|(id, e)| (id.clone(), e.ready.loaded_models.clone()))
+            .collect();
+        let elsewhere = |id: &WorkerId| {
+            let mut models: Vec<String> = warm
+                .iter()
+                .filter(|(other, _)| other != id)
+                .flat_map(|(_, loaded)| loaded.iter().cloned())
+                .collect();
+            models.sort();
+            models.dedup();
+            models
+        };
         map.iter_mut()
             .filter(|(_, e)| self.is_free(e, now))
             .filter_map(|(id, e)| {
@@ -403,6 +424,7 @@ impl Registry {
                     worker_id: id.clone(),
                     slot,
                     address: e.address.clone(),
+                    warm_elsewhere: elsewhere(id),
                 })
             })
             .collect()

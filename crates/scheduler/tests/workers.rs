@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tessera_api::internal::{Heartbeat, WorkerStatus};
 use tessera_api::Client;
-use tessera_core::{Capability, Platform};
+use tessera_core::{Capability, JobState, Platform};
 use tessera_testkit::{backend_tests, Backend, TestApp};
 
 fn busy(id: &str) -> Heartbeat {
@@ -209,7 +209,6 @@ where
 async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backend) {
     use tessera_api::public::CreateJobRequest;
     use tessera_core::policy::Policy;
-    use tessera_core::JobState;
     use tessera_scheduler::store::WorkerSlot;
 
     let app = TestApp::spawn_with(backend, |c| {
@@ -323,7 +322,7 @@ async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backen
 /// queue, whether the worker is idle or busy with another job, and runs.
 async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Backend) {
     use tessera_api::public::CreateJobRequest;
-    use tessera_core::{JobId, JobState};
+    use tessera_core::JobId;
 
     let app = TestApp::spawn_with(backend, |c| {
         c.workers.heartbeat_interval_ms = 200;
@@ -421,7 +420,6 @@ async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Ba
 async fn a_database_outage_makes_no_worker_look_lost() {
     use std::sync::Arc;
     use tessera_api::public::CreateJobRequest;
-    use tessera_core::JobState;
     use tessera_testkit::pg::PgServer;
     use tessera_testkit::TestDb;
 
@@ -583,8 +581,6 @@ fn job_files(app: &TestApp, prefix: &str) -> Vec<String> {
 /// upload each round (before the fence check, while the files are written,
 /// after the commit).
 async fn a_result_refused_after_a_cancel_leaves_no_file(backend: Backend) {
-    use tessera_core::JobState;
-
     let app = TestApp::spawn(backend).await;
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let worker = app.client_with(&app.internal_token);
@@ -686,7 +682,103 @@ async fn objects_no_row_names_are_swept(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A worker's `/run_job` on loopback that takes every job and records its id.
+async fn recording_worker() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::sync::{Arc, Mutex};
+    let taken: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = taken.clone();
+    let app = axum::Router::new().route(
+        "/run_job",
+        axum::routing::post(move |body: axum::Json<serde_json::Value>| {
+            let record = record.clone();
+            async move {
+                let id = body["job_id"].as_str().unwrap_or_default().to_owned();
+                record.lock().unwrap().push(id);
+                axum::http::StatusCode::ACCEPTED
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (address, taken)
+}
+
+/// Delay scheduling through the dispatcher: a job whose model a busy worker
+/// holds is left to that worker rather than loaded on a free worker holding
+/// another model, for as long as the busy one holds it (the locality wait is
+/// set long here); once no worker holds the model, the free one takes it.
+async fn a_job_is_left_to_the_worker_that_holds_its_model(backend: Backend) {
+    use tessera_api::public::CreateJobRequest;
+
+    let app = TestApp::spawn_with(backend, |c| {
+        c.queue.policy.locality_wait_ms = 600_000;
+        c.workers.dispatch_tick_ms = 100;
+    })
+    .await;
+    let internal = app.client_with(&app.internal_token);
+    let both: Vec<String> = vec!["sdxl-1.0".into(), "flux-schnell".into()];
+    let warm = Heartbeat {
+        models: both.clone(),
+        loaded_models: vec!["sdxl-1.0".into()],
+        ..busy("warm-gpu")
+    };
+    internal.heartbeat(&warm).await.unwrap();
+    let (address, taken) = recording_worker().await;
+    internal
+        .heartbeat(&Heartbeat {
+            address,
+            models: both.clone(),
+            loaded_models: vec!["flux-schnell".into()],
+            ..heartbeat("free-gpu")
+        })
+        .await
+        .unwrap();
+
+    let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
+    let req = CreateJobRequest {
+        callback_url: None,
+        context: None,
+        frontend: Platform::Telegram,
+        bot_id: "tg-image-bot-1".parse().unwrap(),
+        capability: Capability::Image,
+        user_ref: "telegram:4242".parse().unwrap(),
+        reply_context: None,
+        params: serde_json::json!({"prompt": "a lighthouse", "model": "sdxl-1.0"}),
+    };
+    let job = tg.create_job(&req, None).await.unwrap().job.job_id;
+    // Many dispatch passes (every 100 ms, and the create's wake-up): the
+    // free worker is not sent the job while the busy one holds its model.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert!(
+        taken.lock().unwrap().is_empty(),
+        "{:?}",
+        taken.lock().unwrap()
+    );
+    assert_eq!(tg.get_job(&job).await.unwrap().status, JobState::Queued);
+
+    // The busy worker evicts it: nobody holds it now, so loading it on the
+    // free worker costs no one a warm start.
+    internal
+        .heartbeat(&Heartbeat {
+            loaded_models: vec!["flux-schnell".into()],
+            ..warm
+        })
+        .await
+        .unwrap();
+    eventually("the free worker takes the job", || async {
+        taken
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|id| *id == job.to_string())
+    })
+    .await;
+    app.shutdown().await;
+}
+
 backend_tests!(
+    a_job_is_left_to_the_worker_that_holds_its_model,
     only_the_internal_token_may_send_heartbeats,
     what_workers_report_is_validated,
     workers_go_offline_after_missed_heartbeats,

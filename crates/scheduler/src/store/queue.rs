@@ -40,20 +40,23 @@ impl WorkerSlot {
 
     /// The worker as the queue policy sees it, knowing no load times.
     pub fn view(&self) -> WorkerView<'_> {
-        self.view_with(&[])
+        self.view_with(&[], &[])
     }
 
     /// The worker as the queue policy sees it, with the load times learned
-    /// for it ([`crate::timings::Learned::loads_on`]).
+    /// for it ([`crate::timings::Learned::loads_on`]) and the models other
+    /// workers hold loaded ([`crate::registry::FreeWorker::warm_elsewhere`]).
     pub fn view_with<'a>(
         &'a self,
         load_ms: &'a [(String, tessera_core::Millis)],
+        warm_elsewhere: &'a [String],
     ) -> WorkerView<'a> {
         WorkerView {
             capabilities: &self.capabilities,
             models: &self.models,
             loaded_models: &self.loaded_models,
             load_ms,
+            warm_elsewhere,
         }
     }
 }

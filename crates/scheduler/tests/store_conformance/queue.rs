@@ -201,6 +201,7 @@ async fn queue_windows_find_what_a_full_scan_finds(backend: Backend) {
             models: &models,
             loaded_models: &loaded,
             load_ms: &[],
+            warm_elsewhere: &[],
         };
         let expected = Candidates::from_queue(&queued, &view);
         let found = store.candidates(&slot).await.unwrap();
@@ -216,6 +217,13 @@ async fn queue_windows_find_what_a_full_scan_finds(backend: Backend) {
             .take(depth as usize - 1)
             .map(|j| &j.id)
             .collect();
+        // Other workers hold some models warm: the window still holds the
+        // best job whose model is loaded nowhere.
+        let elsewhere = subset(&mut rng, &all_models);
+        let view = WorkerView {
+            warm_elsewhere: &elsewhere,
+            ..view
+        };
         let expected =
             Candidates::from_queue(queued.iter().filter(|j| !chosen.contains(&&j.id)), &view);
         let found =
