@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tessera_api::internal::{InputRef, RunJob};
 use tessera_api::ApiErrorBody;
 use tessera_core::params::JobParams;
-use tessera_core::policy::{Candidates, Policy};
+use tessera_core::policy::{held_elsewhere, Candidates, Policy};
 use tessera_core::{JobId, Transition, WorkerId};
 
 use crate::config::WorkersConfig;
@@ -111,9 +111,11 @@ impl Dispatcher {
                 for worker in &free {
                     let worker_id = &worker.worker_id;
                     let left = window.iter().filter(|j| !chosen.contains(&j.id));
-                    let view = worker
-                        .slot
-                        .view_with(learned.loads_on(worker_id), &worker.warm_elsewhere);
+                    // The window holds only the head of each range: a model
+                    // with more queued jobs than it shows may be held here
+                    // when it should not, for the locality wait at most.
+                    let held = held_elsewhere(&worker.warm_elsewhere, left.clone());
+                    let view = worker.slot.view_with(learned.loads_on(worker_id), &held);
                     let candidates = Candidates::from_queue(left, &view);
                     if let Some((job, reason)) = self.inner.policy.choose(&candidates, now) {
                         tracing::debug!(job_id = %job.id, %worker_id, ?reason, "chosen");

@@ -74,10 +74,11 @@ pub struct FreeWorker {
     pub worker_id: WorkerId,
     pub slot: WorkerSlot,
     pub address: String,
-    /// Models loaded on the other workers that take jobs now, busy or free:
-    /// the policy leaves their jobs to them for a while
-    /// ([`tessera_core::policy::Policy::locality_wait_ms`]).
-    pub warm_elsewhere: Vec<String>,
+    /// Models loaded on the other workers that take jobs now, busy or free,
+    /// and on how many: the policy leaves their jobs to them for a while
+    /// ([`tessera_core::policy::Policy::locality_wait_ms`]) when they are
+    /// enough for the queued ones ([`tessera_core::policy::held_elsewhere`]).
+    pub warm_elsewhere: Vec<(String, usize)>,
 }
 
 /// What a heartbeat's reconciliation found.
@@ -402,14 +403,18 @@ impl Registry {
             .map(|(id, e)| (id.clone(), e.ready.loaded_models.clone()))
             .collect();
         let elsewhere = |id: &WorkerId| {
-            let mut models: Vec<String> = warm
+            let mut holders: Vec<(String, usize)> = Vec::new();
+            for model in warm
                 .iter()
                 .filter(|(other, _)| other != id)
-                .flat_map(|(_, loaded)| loaded.iter().cloned())
-                .collect();
-            models.sort();
-            models.dedup();
-            models
+                .flat_map(|(_, loaded)| loaded)
+            {
+                match holders.iter_mut().find(|(m, _)| m == model) {
+                    Some((_, n)) => *n += 1,
+                    None => holders.push((model.clone(), 1)),
+                }
+            }
+            holders
         };
         map.iter_mut()
             .filter(|(_, e)| self.is_free(e, now))

@@ -706,8 +706,8 @@ async fn recording_worker() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Stri
 
 /// Delay scheduling through the dispatcher: a job whose model a busy worker
 /// holds is left to that worker rather than loaded on a free worker holding
-/// another model, for as long as the busy one holds it (the locality wait is
-/// set long here); once no worker holds the model, the free one takes it.
+/// another model (the locality wait is set long here); once more of the
+/// model's jobs are queued than workers hold it, the free one loads it.
 async fn a_job_is_left_to_the_worker_that_holds_its_model(backend: Backend) {
     use tessera_api::public::CreateJobRequest;
 
@@ -757,23 +757,21 @@ async fn a_job_is_left_to_the_worker_that_holds_its_model(backend: Backend) {
     );
     assert_eq!(tg.get_job(&job).await.unwrap().status, JobState::Queued);
 
-    // The busy worker evicts it: nobody holds it now, so loading it on the
-    // free worker costs no one a warm start.
-    internal
-        .heartbeat(&Heartbeat {
-            loaded_models: vec!["flux-schnell".into()],
-            ..warm
-        })
-        .await
-        .unwrap();
-    eventually("the free worker takes the job", || async {
-        taken
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|id| *id == job.to_string())
-    })
+    // A second job of the model: more queued than workers holding it, so
+    // the free worker loads it rather than leave both to the busy one.
+    let second = tg.create_job(&req, None).await.unwrap().job.job_id;
+    eventually(
+        "the free worker takes the head of the model's jobs",
+        || async {
+            taken
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|id| *id == job.to_string())
+        },
+    )
     .await;
+    assert_eq!(tg.get_job(&second).await.unwrap().status, JobState::Queued);
     app.shutdown().await;
 }
 
