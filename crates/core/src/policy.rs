@@ -28,6 +28,15 @@
 //!    thirds of the wait bound; after that the head goes (a job of a model nobody
 //!    holds is not left to wait until it is overdue: the simulator found
 //!    such jobs, warm ones always passing them, starting past the bound).
+//! 3. **Locality wait** (delay scheduling). When the first job in queue order
+//!    is cold here but its model is loaded on other workers, enough of them
+//!    for that model's queued jobs ([`held_elsewhere`]), it is left to them
+//!    while it has waited less than `locality_wait` (and less than the load
+//!    it saves here, where learned): this worker takes a warm job, or the
+//!    first job whose model no worker holds (a load wherever it runs), or
+//!    nothing for now. Loading it here too would cost a load and evict a
+//!    model the next jobs want; at twice capacity with admission most loads
+//!    were such loads (docs/simulation.md).
 //!
 //! Otherwise the first compatible job in queue order runs. Queue order is
 //! priority, then the job's fair-queuing tag ([`crate::fair`]: start-time fair
@@ -39,8 +48,8 @@
 //! The decision needs only a few jobs, never the whole queue: the oldest
 //! compatible job, the best compatible job (priority, then tag), the best and the
 //! oldest compatible jobs on a loaded model, the oldest compatible job that
-//! outranks the best warm one, and (for [`PolicyKind::Seed`]) the warm head of
-//! each priority. [`Candidates`] holds them. Each is the first of some
+//! outranks the best warm one, the best compatible job whose model no worker
+//! holds, and (for [`PolicyKind::Seed`]) the warm head of each priority. [`Candidates`] holds them. Each is the first of some
 //! (capability, model, priority) range either in queue order or in age order,
 //! so all of them are among the heads of those ranges in both orders: the
 //! stores read those heads (a few rows from each of two partial indexes) and,
@@ -93,7 +102,7 @@ impl<Id> QueuedJob<Id> {
     }
 }
 
-/// The models a job of which is left to the workers holding them
+/// The models whose jobs are left to the workers holding them
 /// ([`WorkerView::warm_elsewhere`]): of `holders` (each model loaded on
 /// other workers, and on how many), those with no more jobs queued than
 /// holders, so each queued job can go to one of them warm. A model with a
