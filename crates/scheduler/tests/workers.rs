@@ -185,6 +185,21 @@ async fn workers_go_offline_after_missed_heartbeats(backend: Backend) {
     app.shutdown().await;
 }
 
+/// A Telegram image job of `user` with these parameters, as the test bot
+/// `tg-image-bot-1` creates it.
+fn image_job(user: &str, params: serde_json::Value) -> tessera_api::public::CreateJobRequest {
+    tessera_api::public::CreateJobRequest {
+        callback_url: None,
+        context: None,
+        frontend: Platform::Telegram,
+        bot_id: "tg-image-bot-1".parse().unwrap(),
+        capability: Capability::Image,
+        user_ref: user.parse().unwrap(),
+        reply_context: None,
+        params,
+    }
+}
+
 /// Polls `check` until it holds or five seconds pass.
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
@@ -207,7 +222,6 @@ where
 /// workers here are only heartbeats, reporting busy so that the scheduler's own
 /// dispatcher leaves them alone.
 async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backend) {
-    use tessera_api::public::CreateJobRequest;
     use tessera_core::policy::Policy;
     use tessera_scheduler::store::WorkerSlot;
 
@@ -221,16 +235,7 @@ async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backen
     .await;
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
     let worker = app.client_with(&app.internal_token);
-    let req = |user: &str| CreateJobRequest {
-        callback_url: None,
-        context: None,
-        frontend: Platform::Telegram,
-        bot_id: "tg-image-bot-1".parse().unwrap(),
-        capability: Capability::Image,
-        user_ref: user.parse().unwrap(),
-        reply_context: None,
-        params: serde_json::json!({"prompt": "a lighthouse"}),
-    };
+    let req = |user: &str| image_job(user, serde_json::json!({"prompt": "a lighthouse"}));
     let slot = |id: &str| WorkerSlot {
         worker_id: id.parse().unwrap(),
         capabilities: vec![Capability::Image],
@@ -321,7 +326,6 @@ async fn lost_workers_jobs_are_requeued_then_failed_and_refunded(backend: Backen
 /// for sends in flight, a job the worker does not name goes back to the
 /// queue, whether the worker is idle or busy with another job, and runs.
 async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Backend) {
-    use tessera_api::public::CreateJobRequest;
     use tessera_core::JobId;
 
     let app = TestApp::spawn_with(backend, |c| {
@@ -330,16 +334,7 @@ async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Ba
     })
     .await;
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
-    let create = |prompt: &str| CreateJobRequest {
-        callback_url: None,
-        context: None,
-        frontend: Platform::Telegram,
-        bot_id: "tg-image-bot-1".parse().unwrap(),
-        capability: Capability::Image,
-        user_ref: "telegram:1".parse().unwrap(),
-        reply_context: None,
-        params: serde_json::json!({ "prompt": prompt }),
-    };
+    let create = |prompt: &str| image_job("telegram:1", serde_json::json!({ "prompt": prompt }));
     let mut ids: Vec<JobId> = Vec::new();
     for prompt in [
         "never sent to an idle worker",
@@ -419,7 +414,6 @@ async fn a_job_claimed_by_a_replica_that_died_before_sending_it_runs(backend: Ba
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_outage_makes_no_worker_look_lost() {
     use std::sync::Arc;
-    use tessera_api::public::CreateJobRequest;
     use tessera_testkit::pg::PgServer;
     use tessera_testkit::TestDb;
 
@@ -436,16 +430,7 @@ async fn a_database_outage_makes_no_worker_look_lost() {
     })
     .await;
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
-    let req = CreateJobRequest {
-        callback_url: None,
-        context: None,
-        frontend: Platform::Telegram,
-        bot_id: "tg-image-bot-1".parse().unwrap(),
-        capability: Capability::Image,
-        user_ref: "telegram:1".parse().unwrap(),
-        reply_context: None,
-        params: serde_json::json!({"prompt": "a lighthouse"}),
-    };
+    let req = image_job("telegram:1", serde_json::json!({"prompt": "a lighthouse"}));
     let job = tg.create_job(&req, None).await.unwrap().job.job_id;
     let now = chrono::Utc::now().timestamp_millis();
     let claim = [(job.clone(), "worker-gpu-0".parse().unwrap())];
@@ -503,21 +488,11 @@ fn aside(id: &str) -> Heartbeat {
 /// A job created by telegram:`user`, claimed for `worker` (QUEUED → RUNNING,
 /// attempt 1) as the dispatcher would.
 async fn running_job(app: &TestApp, user: &str, worker: &str) -> tessera_core::JobId {
-    use tessera_api::public::CreateJobRequest;
     use tessera_core::policy::Policy;
     use tessera_scheduler::store::WorkerSlot;
 
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
-    let req = CreateJobRequest {
-        callback_url: None,
-        context: None,
-        frontend: Platform::Telegram,
-        bot_id: "tg-image-bot-1".parse().unwrap(),
-        capability: Capability::Image,
-        user_ref: user.parse().unwrap(),
-        reply_context: None,
-        params: serde_json::json!({"prompt": "a lighthouse"}),
-    };
+    let req = image_job(user, serde_json::json!({"prompt": "a lighthouse"}));
     let job = tg.create_job(&req, None).await.unwrap().job.job_id;
     let slot = WorkerSlot {
         worker_id: worker.parse().unwrap(),
@@ -709,8 +684,6 @@ async fn recording_worker() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Stri
 /// another model (the locality wait is set long here); once more of the
 /// model's jobs are queued than workers hold it, the free one loads it.
 async fn a_job_is_left_to_the_worker_that_holds_its_model(backend: Backend) {
-    use tessera_api::public::CreateJobRequest;
-
     let app = TestApp::spawn_with(backend, |c| {
         c.queue.policy.locality_wait_ms = 600_000;
         c.workers.dispatch_tick_ms = 100;
@@ -736,16 +709,10 @@ async fn a_job_is_left_to_the_worker_that_holds_its_model(backend: Backend) {
         .unwrap();
 
     let tg = app.frontend(Platform::Telegram, "tg-image-bot-1").await;
-    let req = CreateJobRequest {
-        callback_url: None,
-        context: None,
-        frontend: Platform::Telegram,
-        bot_id: "tg-image-bot-1".parse().unwrap(),
-        capability: Capability::Image,
-        user_ref: "telegram:4242".parse().unwrap(),
-        reply_context: None,
-        params: serde_json::json!({"prompt": "a lighthouse", "model": "sdxl-1.0"}),
-    };
+    let req = image_job(
+        "telegram:4242",
+        serde_json::json!({"prompt": "a lighthouse", "model": "sdxl-1.0"}),
+    );
     let job = tg.create_job(&req, None).await.unwrap().job.job_id;
     // Many dispatch passes (every 100 ms, and the create's wake-up): the
     // free worker is not sent the job while the busy one holds its model.
