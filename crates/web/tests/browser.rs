@@ -450,16 +450,11 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
     let web_api = site.app.client_with(&site.web_key);
     let refused = web_api
         .create_job(
-            &CreateJobRequest {
-                callback_url: None,
-                context: None,
-                frontend: Platform::Web,
-                bot_id: "web".parse().unwrap(),
-                capability: Capability::Text,
-                user_ref: "web:probe".parse().unwrap(),
-                reply_context: None,
-                params: json!({"prompt": "hello", "max_tokens": 99999}),
-            },
+            &web_job(
+                Capability::Text,
+                "web:probe",
+                json!({"prompt": "hello", "max_tokens": 99999}),
+            ),
             None,
         )
         .await
@@ -552,16 +547,11 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
     let web_user = web_user_of(&site, &email).await;
     web_api
         .create_job(
-            &CreateJobRequest {
-                callback_url: None,
-                context: None,
-                frontend: Platform::Web,
-                bot_id: "web".parse().unwrap(),
-                capability: Capability::Video,
-                user_ref: (web_user.clone()).parse().unwrap(),
-                reply_context: None,
-                params: json!({"prompt": "waves", "duration_seconds": 8}),
-            },
+            &web_job(
+                Capability::Video,
+                &web_user,
+                json!({"prompt": "waves", "duration_seconds": 8}),
+            ),
             None,
         )
         .await
@@ -611,6 +601,20 @@ async fn a_visitor_signs_up_generates_links_a_bot_and_runs_out(backend: Backend,
     }
     b.client.clone().close().await.ok();
     web.shutdown().await.expect("the website stops cleanly");
+}
+
+/// A job the site creates with its own key for `user_ref` (a `web:` user).
+fn web_job(capability: Capability, user_ref: &str, params: serde_json::Value) -> CreateJobRequest {
+    CreateJobRequest {
+        callback_url: None,
+        context: None,
+        frontend: Platform::Web,
+        bot_id: "web".parse().unwrap(),
+        capability,
+        user_ref: user_ref.parse().unwrap(),
+        reply_context: None,
+        params,
+    }
 }
 
 /// The `web:` user of the account with `email` (what the session holds).
@@ -663,16 +667,11 @@ async fn a_text_reply_grows_on_the_job_page() {
     let web_api = site.app.client_with(&site.web_key);
     let id = web_api
         .create_job(
-            &CreateJobRequest {
-                context: None,
-                callback_url: None,
-                frontend: Platform::Web,
-                bot_id: "web".parse().unwrap(),
-                capability: Capability::Text,
-                user_ref: ada_ref.parse().unwrap(),
-                reply_context: None,
-                params: json!({"prompt": "tell me about the sea"}),
-            },
+            &web_job(
+                Capability::Text,
+                &ada_ref,
+                json!({"prompt": "tell me about the sea"}),
+            ),
             None,
         )
         .await
@@ -745,16 +744,7 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
     let web_api = site.app.client_with(&site.web_key);
     let created = web_api
         .create_job(
-            &CreateJobRequest {
-                callback_url: None,
-                context: None,
-                frontend: Platform::Web,
-                bot_id: "web".parse().unwrap(),
-                capability: Capability::Text,
-                user_ref: ada_ref.parse().unwrap(),
-                reply_context: None,
-                params: json!({"prompt": "a secret"}),
-            },
+            &web_job(Capability::Text, &ada_ref, json!({"prompt": "a secret"})),
             None,
         )
         .await
@@ -855,18 +845,11 @@ async fn a_visitor_reaches_only_their_own_jobs_and_every_form_needs_its_token() 
     // A form without the session's token is refused, whoever sends it.
     let live = web_api
         .create_job(
-            &CreateJobRequest {
-                callback_url: None,
-                context: None,
-                frontend: Platform::Web,
-                bot_id: "web".parse().unwrap(),
-                capability: Capability::Video,
-                user_ref: (web_user_of(&site, "ada@example.org").await)
-                    .parse()
-                    .unwrap(),
-                reply_context: None,
-                params: json!({"prompt": "slow", "duration_seconds": 1}),
-            },
+            &web_job(
+                Capability::Video,
+                &web_user_of(&site, "ada@example.org").await,
+                json!({"prompt": "slow", "duration_seconds": 1}),
+            ),
             None,
         )
         .await
