@@ -102,6 +102,19 @@ impl<Id> QueuedJob<Id> {
     }
 }
 
+/// How many workers hold each model, from the other workers' loaded models
+/// one after another: the `holders` [`held_elsewhere`] reads.
+pub fn holders<'a>(loaded: impl IntoIterator<Item = &'a String>) -> Vec<(String, usize)> {
+    let mut holders: Vec<(String, usize)> = Vec::new();
+    for model in loaded {
+        match holders.iter_mut().find(|(m, _)| m == model) {
+            Some((_, n)) => *n += 1,
+            None => holders.push((model.clone(), 1)),
+        }
+    }
+    holders
+}
+
 /// The models whose jobs are left to the workers holding them
 /// ([`WorkerView::warm_elsewhere`]): of `holders` (each model loaded on
 /// other workers, and on how many), those with no more jobs queued than
@@ -867,6 +880,11 @@ mod tests {
         ];
         // m0: two jobs, one worker; m1: two jobs, two workers; m2: none queued.
         assert_eq!(held_elsewhere(&holders, &queue), ["m1", "m2"]);
+        let loaded: [Vec<String>; 2] = [
+            vec!["m0".into(), "m1".into()],
+            vec!["m1".into(), "m2".into()],
+        ];
+        assert_eq!(super::holders(loaded.iter().flatten()), holders);
     }
 
     #[test]

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::admission::{self, Inputs, Limits};
 use crate::fair::FairQueue;
-use crate::policy::{held_elsewhere, queue_order, Policy, QueuedJob, WorkerView};
+use crate::policy::{held_elsewhere, holders, queue_order, Policy, QueuedJob, WorkerView};
 use crate::{Capability, Millis, Priority};
 
 /// One user submitting far more than the others, on one plan.
@@ -629,19 +629,13 @@ fn replay(w: &Workload, policy: Policy, admission: Option<&Admission>) -> Outcom
             // What the other GPUs hold, busy or free, as the scheduler's
             // registry reports it to the policy, where they are enough for
             // the model's queued jobs.
-            let mut holders: Vec<(String, usize)> = Vec::new();
-            for model in gpus
-                .iter()
-                .enumerate()
-                .filter(|(o, _)| *o != g)
-                .flat_map(|(_, other)| &other.loaded)
-            {
-                match holders.iter_mut().find(|(m, _)| m == model) {
-                    Some((_, n)) => *n += 1,
-                    None => holders.push((model.clone(), 1)),
-                }
-            }
-            let elsewhere = held_elsewhere(&holders, &queue);
+            let others = holders(
+                gpus.iter()
+                    .enumerate()
+                    .filter(|(o, _)| *o != g)
+                    .flat_map(|(_, other)| &other.loaded),
+            );
+            let elsewhere = held_elsewhere(&others, &queue);
             let gpu = &mut gpus[g];
             let view = WorkerView {
                 capabilities: &capabilities,

@@ -403,18 +403,11 @@ impl Registry {
             .map(|(id, e)| (id.clone(), e.ready.loaded_models.clone()))
             .collect();
         let elsewhere = |id: &WorkerId| {
-            let mut holders: Vec<(String, usize)> = Vec::new();
-            for model in warm
-                .iter()
-                .filter(|(other, _)| other != id)
-                .flat_map(|(_, loaded)| loaded)
-            {
-                match holders.iter_mut().find(|(m, _)| m == model) {
-                    Some((_, n)) => *n += 1,
-                    None => holders.push((model.clone(), 1)),
-                }
-            }
-            holders
+            tessera_core::policy::holders(
+                warm.iter()
+                    .filter(|(other, _)| other != id)
+                    .flat_map(|(_, loaded)| loaded),
+            )
         };
         map.iter_mut()
             .filter(|(_, e)| self.is_free(e, now))
