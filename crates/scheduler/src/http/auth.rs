@@ -74,7 +74,8 @@ impl FromRequestParts<AppState> for Frontend {
 /// key or a configured token is a real credential of the wrong kind (403
 /// `wrong_credential`); anything else is 401. A key's use is recorded when
 /// it is read from the store and its last recorded use is a minute old or
-/// more, so a busy key costs no write per request.
+/// more, so a busy key costs no write per request; that write is done before
+/// the request goes on, so the use is visible as soon as it is answered.
 pub(crate) async fn developer_key(
     parts: &Parts,
     state: &AppState,
@@ -91,13 +92,11 @@ pub(crate) async fn developer_key(
                 .last_used_at
                 .is_none_or(|at| now - at >= crate::store::TOUCH_EVERY_MS)
             {
-                let store = state.store.clone();
-                let id = key.id.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = store.touch_developer_key(&id, now).await {
-                        tracing::debug!(key_id = %id, error = %e, "a developer key's use not recorded");
-                    }
-                });
+                // Awaited, not spawned: at most one write a minute per key,
+                // and the account page then shows the use the request made.
+                if let Err(e) = state.store.touch_developer_key(&key.id, now).await {
+                    tracing::debug!(key_id = %key.id, error = %e, "a developer key's use not recorded");
+                }
             }
             state.developer_keys.put(hash, key.clone());
             return Ok(key);
