@@ -49,7 +49,8 @@
 //! compatible job, the best compatible job (priority, then tag), the best and the
 //! oldest compatible jobs on a loaded model, the oldest compatible job that
 //! outranks the best warm one, the best compatible job whose model no worker
-//! holds, and (for [`PolicyKind::Seed`]) the warm head of each priority. [`Candidates`] holds them. Each is the first of some
+//! holds, and (for [`PolicyKind::Seed`]) the warm head of each priority.
+//! [`Candidates`] holds them. Each is the first of some
 //! (capability, model, priority) range either in queue order or in age order,
 //! so all of them are among the heads of those ranges in both orders: the
 //! stores read those heads (a few rows from each of two partial indexes) and,
@@ -208,7 +209,8 @@ pub struct Candidates<J> {
     pub best_load_ms: Option<Millis>,
     /// `best`'s model is not loaded on the worker but is on another one.
     pub best_elsewhere: bool,
-    /// Like `best`, among jobs whose model is loaded on no worker: a load
+    /// Like `best`, among jobs whose model is neither loaded here nor left
+    /// to the workers holding it ([`WorkerView::warm_elsewhere`]): a load
     /// somewhere anyway.
     pub best_unplaced: Option<J>,
 }
@@ -447,10 +449,8 @@ impl Policy {
                 let fair = |warm: &QueuedJob<Id>| {
                     warm.priority != best.priority || best.waited(now) < self.max_wait_ms * 2 / 3
                 };
-                if let Some(warm) = c.best_loaded {
-                    if patient && fair(warm) {
-                        return Some((warm, Reason::Affinity));
-                    }
+                if let Some(warm) = c.best_loaded.filter(|w| patient && fair(w)) {
+                    return Some((warm, Reason::Affinity));
                 }
                 // Delay scheduling: the head's model is loaded on another
                 // worker, which will take it warm when it is free; loading it
